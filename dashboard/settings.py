@@ -1,0 +1,213 @@
+"""Django settings for Greenlight; every value comes from the environment through dashboard.env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+from dashboard.env import (
+    BASE_DIR,
+    env_bool,
+    env_int,
+    env_list,
+    env_optional,
+    env_path,
+    env_str,
+)
+from dashboard.stack import StackConfig, secret_key_from_var_dir
+
+STACK = StackConfig.from_env()
+VAR_DIR: Path = STACK.var_dir
+
+DEBUG = env_bool("GREENLIGHT_DEBUG", False)
+
+_secret = env_optional("SECRET_KEY") or secret_key_from_var_dir()
+if _secret is None:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set; set it in the environment (or use `make run`, "
+            "which generates one under the var dir)"
+        )
+    _secret = "greenlight-insecure-development-key"
+SECRET_KEY = _secret
+
+ALLOWED_HOSTS = env_list("GREENLIGHT_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("GREENLIGHT_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "dashboard",
+    "deployer",
+    "scaling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "dashboard.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboard.context.links",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str | None) -> dict[str, object]:
+    if url is None:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "greenlight.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must start with postgres:// or postgresql://, got {parsed.scheme}://"
+        )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")),
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": 60,
+    }
+
+
+DATABASES = {"default": _database(env_optional("DATABASE_URL"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+REDIS_URL = env_str("GREENLIGHT_REDIS_URL", f"redis://127.0.0.1:{STACK.redis_port}/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "greenlight"},
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env_bool("GREENLIGHT_CELERY_EAGER", False)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# etcd: the load balancer's configuration store.
+ETCD_ENDPOINT = env_str("GREENLIGHT_ETCD_ENDPOINT", f"127.0.0.1:{STACK.etcd_port}")
+ETCD_PREFIX = env_str("GREENLIGHT_ETCD_PREFIX", "/greenlight")
+
+# Kubernetes: a kubeconfig (localcluster's by default) or the in-cluster service account.
+KUBE_IN_CLUSTER = env_bool("GREENLIGHT_KUBE_IN_CLUSTER", False)
+KUBECONFIG = env_path("GREENLIGHT_KUBECONFIG", STACK.kubeconfig)
+KUBE_CONTEXT = env_optional("GREENLIGHT_KUBE_CONTEXT")
+KUBE_NAMESPACE = env_str("GREENLIGHT_NAMESPACE", "default")
+
+# HAProxy, driven by proxysync.
+HAPROXY_BIN = env_str("GREENLIGHT_HAPROXY_BIN", "haproxy")
+HAPROXY_CONFIG = env_path("GREENLIGHT_HAPROXY_CONFIG", STACK.haproxy_dir / "haproxy.cfg")
+HAPROXY_MASTER_SOCKET = env_path(
+    "GREENLIGHT_HAPROXY_MASTER_SOCKET", STACK.haproxy_dir / "master.sock"
+)
+LB_PORT = STACK.lb_port
+LB_URL = env_str("GREENLIGHT_LB_URL", f"http://127.0.0.1:{STACK.lb_port}")
+HAPROXY_STATS_PORT = STACK.haproxy_stats_port
+
+WEB_URL = env_str("GREENLIGHT_WEB_URL", f"http://127.0.0.1:{STACK.web_port}")
+
+# Deployments.
+MAX_REPLICAS = env_int("GREENLIGHT_MAX_REPLICAS", 100, minimum=1)
+HEALTH_DEADLINE_SECONDS = env_int("GREENLIGHT_HEALTH_DEADLINE", 120, minimum=1)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Greenlight API",
+    "DESCRIPTION": "Blue-green deployments to Kubernetes and scheduled scaling.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+if not DEBUG:
+    SESSION_COOKIE_HTTPONLY = True
+    X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("GREENLIGHT_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,202 @@
+"""The embedded development stack: ports, paths and the command line of every process.
+
+``make run`` starts honcho on the Procfile; each Procfile line is
+``python -m dashboard.stack <process>``, which prepares that process's directory
+and ``exec``s its real command, so signals reach it directly. Tests start the same
+servers through :func:`server_command` on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dashboard.env import BASE_DIR, env_int, env_optional, env_path, env_str
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Every port and path of one stack; a second stack differs by web port and var dir."""
+
+    var_dir: Path
+    web_port: int
+    lb_port: int
+    redis_port: int
+    etcd_port: int
+    etcd_peer_port: int
+    etcd_metrics_port: int
+    cluster_port: int
+    haproxy_stats_port: int
+    nodes: int
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        """Read the stack from the environment; auxiliary ports follow the web port."""
+        web = env_int("GREENLIGHT_WEB_PORT", 8000, minimum=1, maximum=65535)
+        return cls(
+            var_dir=env_path("GREENLIGHT_VAR_DIR", BASE_DIR / "var"),
+            web_port=web,
+            lb_port=env_int("GREENLIGHT_LB_PORT", 8080, minimum=1, maximum=65535),
+            redis_port=env_int("GREENLIGHT_REDIS_PORT", web + 1, minimum=1, maximum=65535),
+            etcd_port=env_int("GREENLIGHT_ETCD_PORT", web + 2, minimum=1, maximum=65535),
+            etcd_peer_port=env_int("GREENLIGHT_ETCD_PEER_PORT", web + 3, minimum=1, maximum=65535),
+            etcd_metrics_port=env_int(
+                "GREENLIGHT_ETCD_METRICS_PORT", web + 4, minimum=1, maximum=65535
+            ),
+            cluster_port=env_int("GREENLIGHT_CLUSTER_PORT", web + 5, minimum=1, maximum=65535),
+            haproxy_stats_port=env_int(
+                "GREENLIGHT_HAPROXY_STATS_PORT", web + 6, minimum=1, maximum=65535
+            ),
+            nodes=env_int("GREENLIGHT_CLUSTER_NODES", 3, minimum=1, maximum=50),
+        )
+
+    @property
+    def haproxy_dir(self) -> Path:
+        """Directory holding haproxy.cfg, the master socket and the pid file."""
+        return self.var_dir / "haproxy"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Kubeconfig that localcluster writes for itself."""
+        return self.var_dir / "localcluster" / "kubeconfig"
+
+
+def redis_command(port: int, data_dir: Path) -> list[str]:
+    """Command line of a loopback-only redis-server without persistence."""
+    return [
+        "redis-server",
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+
+
+def etcd_command(port: int, peer_port: int, metrics_port: int, data_dir: Path) -> list[str]:
+    """Command line of a single-member etcd bound to loopback."""
+    peer = f"http://127.0.0.1:{peer_port}"
+    client = f"http://127.0.0.1:{port}"
+    return [
+        "etcd",
+        "--name", "greenlight",
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", client,
+        "--advertise-client-urls", client,
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"greenlight={peer}",
+        "--listen-metrics-urls", f"http://127.0.0.1:{metrics_port}",
+        "--log-level", "warn",
+    ]  # fmt: skip
+
+
+def haproxy_command(config: Path, master_socket: Path, pid_file: Path) -> list[str]:
+    """Command line of HAProxy in master-worker mode with a master CLI socket."""
+    return [
+        "haproxy", "-W", "-db",
+        "-S", f"{master_socket},mode,600",
+        "-p", str(pid_file),
+        "-f", str(config),
+    ]  # fmt: skip
+
+
+def initial_haproxy_config(lb_port: int, stats_port: int) -> str:
+    """A valid configuration with no frontend routes: every request gets a 503 page."""
+    from deployer.lbconfig import render_config
+
+    return render_config(lb_port=lb_port, stats_port=stats_port, frontends=[], backends={})
+
+
+def _ensure_secret(path: Path) -> str:
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def prepare(config: StackConfig) -> None:
+    """Create the var dir layout and an initial haproxy.cfg when none exists."""
+    for sub in ("redis", "etcd", "haproxy", "localcluster", "logs"):
+        (config.var_dir / sub).mkdir(parents=True, exist_ok=True)
+    cfg = config.haproxy_dir / "haproxy.cfg"
+    if not cfg.exists():
+        cfg.write_text(initial_haproxy_config(config.lb_port, config.haproxy_stats_port))
+    _ensure_secret(config.var_dir / "secret_key")
+
+
+def process_command(name: str, config: StackConfig) -> list[str]:
+    """The command line of the stack process ``name`` (as named in the Procfile)."""
+    python = sys.executable
+    manage = str(BASE_DIR / "manage.py")
+    web_bind = ["-b", "127.0.0.1", "-p", str(config.web_port)]
+    commands: dict[str, list[str]] = {
+        "redis": redis_command(config.redis_port, config.var_dir / "redis"),
+        "etcd": etcd_command(
+            config.etcd_port,
+            config.etcd_peer_port,
+            config.etcd_metrics_port,
+            config.var_dir / "etcd" / "data",
+        ),
+        "haproxy": haproxy_command(
+            config.haproxy_dir / "haproxy.cfg",
+            config.haproxy_dir / "master.sock",
+            config.haproxy_dir / "haproxy.pid",
+        ),
+        "web": [python, "-m", "daphne", *web_bind, "dashboard.asgi:application"],
+        "worker": [
+            python, "-m", "celery", "-A", "dashboard", "worker",
+            "--loglevel", "INFO", "--concurrency", "4", "--hostname", f"worker-{config.web_port}@%h",
+        ],  # fmt: skip
+        "scheduler": [
+            python, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "INFO",
+            "--schedule", str(config.var_dir / "celerybeat-schedule"),
+        ],  # fmt: skip
+        "proxysync": [python, manage, "proxysync"],
+        "localcluster": [
+            python, "-m", "localcluster",
+            "--host", "127.0.0.1", "--port", str(config.cluster_port),
+            "--nodes", str(config.nodes),
+            "--state-dir", str(config.var_dir / "localcluster" / "state"),
+            "--kubeconfig", str(config.kubeconfig),
+        ],  # fmt: skip
+    }
+    try:
+        return commands[name]
+    except KeyError:
+        raise SystemExit(f"unknown stack process {name!r}; known: {', '.join(commands)}") from None
+
+
+def main(argv: list[str]) -> None:
+    """``python -m dashboard.stack prepare|<process>``: prepare the var dir or exec a process."""
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m dashboard.stack prepare|<process>")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    config = StackConfig.from_env()
+    if argv[0] == "prepare":
+        prepare(config)
+        return
+    command = process_command(argv[0], config)
+    if shutil.which(command[0]) is None and not Path(command[0]).exists():
+        raise SystemExit(f"{command[0]} is not installed; run `make run` to install it")
+    os.execvp(command[0], command)
+
+
+def secret_key_from_var_dir() -> str | None:
+    """The generated development secret key, when ``make run`` has written one."""
+    path = env_path("GREENLIGHT_VAR_DIR", BASE_DIR / "var") / "secret_key"
+    return path.read_text().strip() if path.exists() else None
+
+
+def admin_password() -> str | None:
+    """The demo user's password from ``GREENLIGHT_ADMIN_PASSWORD``, if set."""
+    return env_optional("GREENLIGHT_ADMIN_PASSWORD")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,250 @@
+"""App descriptors, deployments and their logs."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class IllegalTransition(Exception):
+    """A status change that the state machine does not allow."""
+
+
+def _webhook_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class App(models.Model):
+    """An application descriptor: what to run, how many, where its traffic comes from."""
+
+    class HealthType(models.TextChoices):
+        HTTP_JSON = "http-json", "HTTP, JSON body with healthy: true"
+        HTTP_STATUS = "http-status", "HTTP status 2xx"
+
+    name = models.CharField(max_length=53)
+    namespace = models.CharField(max_length=63, default="default")
+    image = models.CharField(max_length=255)
+    replicas = models.PositiveIntegerField(default=2)
+    frontend = models.CharField(max_length=253, unique=True)
+    container_port = models.PositiveIntegerField(default=8080)
+
+    health_enabled = models.BooleanField(default=True)
+    health_type = models.CharField(
+        max_length=16, choices=HealthType.choices, default=HealthType.HTTP_JSON
+    )
+    health_path = models.CharField(max_length=255, default="/health")
+    health_port = models.PositiveIntegerField(null=True, blank=True)
+    health_timeout = models.FloatField(default=2.0)
+    health_deadline = models.PositiveIntegerField(default=120)
+
+    cpu_request = models.CharField(max_length=32, blank=True, default="50m")
+    cpu_limit = models.CharField(max_length=32, blank=True, default="")
+    memory_request = models.CharField(max_length=32, blank=True, default="32Mi")
+    memory_limit = models.CharField(max_length=32, blank=True, default="")
+    env = models.JSONField(default=dict, blank=True)
+    extra_pod_spec = models.JSONField(default=dict, blank=True)
+    keep_old_seconds = models.PositiveIntegerField(default=0)
+
+    # The replica count that percentage scaling schedules are relative to.
+    baseline_replicas = models.PositiveIntegerField(null=True, blank=True)
+
+    webhook_secret = models.CharField(max_length=64, unique=True, default=_webhook_secret)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["namespace", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["namespace", "name"], name="app_unique_name_per_ns"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def effective_health_port(self) -> int:
+        """The port health checks use: the health port, else the container port."""
+        return self.health_port or self.container_port
+
+    def snapshot(self) -> dict[str, Any]:
+        """The descriptor as plain JSON, frozen into each deployment."""
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "image": self.image,
+            "replicas": self.replicas,
+            "frontend": self.frontend,
+            "container_port": self.container_port,
+            "health": {
+                "enabled": self.health_enabled,
+                "type": self.health_type,
+                "path": self.health_path,
+                "port": self.effective_health_port,
+                "timeout": self.health_timeout,
+                "deadline": self.health_deadline,
+            },
+            "resources": {
+                "requests": {
+                    k: v
+                    for k, v in (("cpu", self.cpu_request), ("memory", self.memory_request))
+                    if v
+                },
+                "limits": {
+                    k: v for k, v in (("cpu", self.cpu_limit), ("memory", self.memory_limit)) if v
+                },
+            },
+            "env": dict(self.env),
+            "extra_pod_spec": dict(self.extra_pod_spec),
+            "keep_old_seconds": self.keep_old_seconds,
+        }
+
+
+class Deployment(models.Model):
+    """One run of the blue-green workflow for an app."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        ABORTED = "aborted", "Aborted"
+
+    TERMINAL: ClassVar[frozenset[str]] = frozenset(
+        {Status.SUCCEEDED, Status.FAILED, Status.ABORTED}
+    )
+
+    class Trigger(models.TextChoices):
+        UI = "ui", "Dashboard"
+        API = "api", "REST API"
+        WEBHOOK = "webhook", "Webhook"
+        SCHEDULE = "schedule", "Schedule"
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="deployments")
+    version = models.PositiveIntegerField(null=True, blank=True)
+    image = models.CharField(max_length=255)
+    descriptor = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.UI)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    trigger_detail = models.CharField(max_length=255, blank=True, default="")
+    abort_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, default="")
+    health_results = models.JSONField(default=list, blank=True)
+    # Step name -> {"state": pending|running|done|failed, "started": iso, "seconds": float}
+    steps = models.JSONField(default=dict, blank=True)
+    previous_version = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["app", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"deployment #{self.pk} of {self.app_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the deployment can no longer change status."""
+        return self.status in self.TERMINAL
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from start to finish, or None while unfinished."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
+        if self.status not in allowed_from:
+            raise IllegalTransition(f"deployment #{self.pk}: cannot go from {self.status} to {to}")
+        updated = Deployment.objects.filter(pk=self.pk, status=self.status).update(
+            status=to, **fields
+        )
+        if updated != 1:
+            self.refresh_from_db()
+            raise IllegalTransition(
+                f"deployment #{self.pk}: status changed concurrently to {self.status}"
+            )
+        self.status = to
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def start(self, worker: str = "") -> None:
+        """QUEUED -> RUNNING, claimed with a conditional update."""
+        self._move({self.Status.QUEUED}, self.Status.RUNNING, started_at=timezone.now(), worker=worker)
+
+    def succeed(self) -> None:
+        """RUNNING -> SUCCEEDED."""
+        self._move({self.Status.RUNNING}, self.Status.SUCCEEDED, finished_at=timezone.now())
+
+    def fail(self, reason: str) -> None:
+        """QUEUED or RUNNING -> FAILED with the reason."""
+        self._move(
+            {self.Status.QUEUED, self.Status.RUNNING},
+            self.Status.FAILED,
+            finished_at=timezone.now(),
+            failure_reason=reason,
+        )
+
+    def abort(self, reason: str = "aborted by user") -> None:
+        """QUEUED or RUNNING -> ABORTED with the reason."""
+        self._move(
+            {self.Status.QUEUED, self.Status.RUNNING},
+            self.Status.ABORTED,
+            finished_at=timezone.now(),
+            failure_reason=reason,
+        )
+
+
+class DeploymentLog(models.Model):
+    """One line of a deployment's log, in order of ``seq``."""
+
+    class Level(models.TextChoices):
+        DEBUG = "debug", "Debug"
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="logs")
+    seq = models.PositiveIntegerField()
+    time = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    step = models.CharField(max_length=32, blank=True, default="")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["deployment", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "seq"], name="deploymentlog_unique_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.deployment_id}:{self.seq} {self.message[:40]}"
+
+    def as_payload(self) -> dict[str, Any]:
+        """The JSON shape sent to browsers and returned by the API."""
+        return {
+            "seq": self.seq,
+            "time": self.time.isoformat(),
+            "level": self.level,
+            "step": self.step,
+            "message": self.message,
+        }

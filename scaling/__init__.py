@@ -1,0 +1,1 @@
+"""Scheduled scaling of applications and node groups."""

@@ -1,0 +1,3 @@
+"""Schedules, node groups and scaling runs."""
+
+from __future__ import annotations
