@@ -24,7 +24,9 @@ def env_optional(name: str) -> str | None:
     return value or None
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """Return ``name`` as an int within bounds; raise ImproperlyConfigured otherwise."""
     raw = os.environ.get(name)
     if raw is None or raw == "":

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.env import BASE_DIR, env_int, env_optional, env_path, env_str
+from dashboard.env import BASE_DIR, env_int, env_optional, env_path
 
 
 @dataclass(frozen=True)
@@ -150,20 +150,46 @@ def process_command(name: str, config: StackConfig) -> list[str]:
         ),
         "web": [python, "-m", "daphne", *web_bind, "dashboard.asgi:application"],
         "worker": [
-            python, "-m", "celery", "-A", "dashboard", "worker",
-            "--loglevel", "INFO", "--concurrency", "4", "--hostname", f"worker-{config.web_port}@%h",
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "dashboard",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "4",
+            "--hostname",
+            f"worker-{config.web_port}@%h",
         ],  # fmt: skip
         "scheduler": [
-            python, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "INFO",
-            "--schedule", str(config.var_dir / "celerybeat-schedule"),
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "dashboard",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(config.var_dir / "celerybeat-schedule"),
         ],  # fmt: skip
         "proxysync": [python, manage, "proxysync"],
         "localcluster": [
-            python, "-m", "localcluster",
-            "--host", "127.0.0.1", "--port", str(config.cluster_port),
-            "--nodes", str(config.nodes),
-            "--state-dir", str(config.var_dir / "localcluster" / "state"),
-            "--kubeconfig", str(config.kubeconfig),
+            python,
+            "-m",
+            "localcluster",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(config.cluster_port),
+            "--nodes",
+            str(config.nodes),
+            "--state-dir",
+            str(config.var_dir / "localcluster" / "state"),
+            "--kubeconfig",
+            str(config.kubeconfig),
         ],  # fmt: skip
     }
     try:
@@ -172,14 +198,33 @@ def process_command(name: str, config: StackConfig) -> list[str]:
         raise SystemExit(f"unknown stack process {name!r}; known: {', '.join(commands)}") from None
 
 
+def banner(config: StackConfig) -> str:
+    """The lines ``make run`` prints before the processes start."""
+    return "\n".join(
+        [
+            "",
+            "Greenlight is starting.",
+            f"  Dashboard:      http://127.0.0.1:{config.web_port}/",
+            f"  Load balancer:  http://127.0.0.1:{config.lb_port}/"
+            f"  (the demo app: http://hello.localhost:{config.lb_port}/)",
+            f"  State:          {config.var_dir}",
+            "Press Ctrl-C to stop every process.",
+            "",
+        ]
+    )
+
+
 def main(argv: list[str]) -> None:
     """``python -m dashboard.stack prepare|<process>``: prepare the var dir or exec a process."""
     if len(argv) != 1:
-        raise SystemExit("usage: python -m dashboard.stack prepare|<process>")
+        raise SystemExit("usage: python -m dashboard.stack prepare|banner|<process>")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     config = StackConfig.from_env()
     if argv[0] == "prepare":
         prepare(config)
+        return
+    if argv[0] == "banner":
+        print(banner(config), flush=True)
         return
     command = process_command(argv[0], config)
     if shutil.which(command[0]) is None and not Path(command[0]).exists():

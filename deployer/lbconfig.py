@@ -9,7 +9,6 @@ from typing import Any
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-
 def safe_name(value: str) -> str:
     """An identifier HAProxy accepts as a backend or server name."""
     return _SAFE.sub("_", value)

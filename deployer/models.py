@@ -189,7 +189,9 @@ class Deployment(models.Model):
 
     def start(self, worker: str = "") -> None:
         """QUEUED -> RUNNING, claimed with a conditional update."""
-        self._move({self.Status.QUEUED}, self.Status.RUNNING, started_at=timezone.now(), worker=worker)
+        self._move(
+            {self.Status.QUEUED}, self.Status.RUNNING, started_at=timezone.now(), worker=worker
+        )
 
     def succeed(self) -> None:
         """RUNNING -> SUCCEEDED."""

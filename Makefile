@@ -1,0 +1,66 @@
+# Greenlight: `make run` starts the whole stack on 127.0.0.1, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
+TEST_PACKAGES := $(RUN_PACKAGES) docker-compose
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION := python
+
+.PHONY: run test lint format venv system-run system-test clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Installs the Debian packages that are missing (as root), or names them and stops.
+define install_debian
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Greenlight needs these Debian packages:$$missing"; \
+	    echo "Install them with: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+system-run:
+	$(call install_debian,$(RUN_PACKAGES))
+
+system-test:
+	$(call install_debian,$(TEST_PACKAGES))
+
+run: system-run venv
+	@GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack prepare
+	@GREENLIGHT_DEBUG=1 $(PY) manage.py migrate --noinput -v 0
+	@GREENLIGHT_DEBUG=1 $(PY) manage.py collectstatic --noinput -v 0
+	@GREENLIGHT_DEBUG=1 $(PY) manage.py bootstrap
+	@GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack banner
+	@GREENLIGHT_DEBUG=1 exec $(VENV)/bin/honcho --no-colour -f Procfile start
+
+test: system-test venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf var/

@@ -1,0 +1,18 @@
+"""Settings for the test suite: the project's settings with a file-backed test database."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "greenlight-tests-only")
+
+from dashboard.settings import *  # noqa: E402,F403
+from dashboard.settings import DATABASES  # noqa: E402
+
+# A file, not :memory:, so that worker subprocesses started by integration tests share it.
+_TEST_DB_DIR = tempfile.mkdtemp(prefix="greenlight-testdb-")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_TEST_DB_DIR, "test.sqlite3")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
