@@ -91,7 +91,7 @@ def _database(url: str | None) -> dict[str, object]:
     if url is None:
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "greenlight.sqlite3",
+            "NAME": env_path("GREENLIGHT_DB_PATH", VAR_DIR / "greenlight.sqlite3"),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     parsed = urlparse(url)
