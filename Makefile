@@ -47,7 +47,7 @@ run: system-run venv
 	@GREENLIGHT_DEBUG=1 $(PY) manage.py collectstatic --noinput -v 0
 	@GREENLIGHT_DEBUG=1 $(PY) manage.py bootstrap
 	@GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack banner
-	@GREENLIGHT_DEBUG=1 exec $(VENV)/bin/honcho --no-colour -f Procfile start
+	@GREENLIGHT_DEBUG=1 exec $(PY) -m dashboard.supervisor Procfile
 
 test: system-test venv
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,180 @@
+"""The project skeleton: settings helpers, the stack's processes, sign-in, the compose file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
+
+from dashboard import env
+from dashboard.stack import StackConfig, process_command
+from dashboard.supervisor import Entry, Supervisor, read_procfile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_it_reads_integers_and_rejects_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENLIGHT_X", "42")
+    assert env.env_int("GREENLIGHT_X", 1) == 42
+    monkeypatch.setenv("GREENLIGHT_X", "forty")
+    with pytest.raises(ImproperlyConfigured, match="GREENLIGHT_X must be an integer"):
+        env.env_int("GREENLIGHT_X", 1)
+    monkeypatch.setenv("GREENLIGHT_X", "0")
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        env.env_int("GREENLIGHT_X", 1, minimum=1)
+
+
+def test_it_reads_booleans_and_rejects_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENLIGHT_FLAG", "yes")
+    assert env.env_bool("GREENLIGHT_FLAG", False) is True
+    monkeypatch.setenv("GREENLIGHT_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="must be a boolean"):
+        env.env_bool("GREENLIGHT_FLAG", False)
+
+
+def test_it_derives_a_second_stack_from_another_web_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENLIGHT_WEB_PORT", "9000")
+    monkeypatch.setenv("GREENLIGHT_VAR_DIR", "/tmp/greenlight-second")
+    monkeypatch.delenv("GREENLIGHT_REDIS_PORT", raising=False)
+    second = StackConfig.from_env()
+    monkeypatch.setenv("GREENLIGHT_WEB_PORT", "8000")
+    first = StackConfig.from_env()
+    first_ports = {first.web_port, first.redis_port, first.etcd_port, first.cluster_port}
+    second_ports = {second.web_port, second.redis_port, second.etcd_port, second.cluster_port}
+    assert not first_ports & second_ports
+    assert second.var_dir == Path("/tmp/greenlight-second")
+
+
+def test_it_knows_the_command_of_every_procfile_process() -> None:
+    config = StackConfig.from_env()
+    for entry in read_procfile(ROOT / "Procfile"):
+        name = entry.command.split()[-1]
+        assert process_command(name, config)
+
+
+def test_it_rejects_a_malformed_procfile(tmp_path: Path) -> None:
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("web python -m something\n")
+    with pytest.raises(SystemExit, match="expected 'name: command'"):
+        read_procfile(procfile)
+
+
+def test_it_stops_every_process_when_one_exits() -> None:
+    supervisor = Supervisor(
+        [Entry("sleeper", "sleep 60"), Entry("quitter", "sh -c 'sleep 0.5; exit 3'")], grace=5
+    )
+    started = time.monotonic()
+    assert supervisor.run() == 1
+    assert time.monotonic() - started < 10
+    assert all(process.poll() is not None for process in supervisor.processes.values())
+
+
+def test_it_leaves_no_process_behind_after_sigint(tmp_path: Path) -> None:
+    procfile = tmp_path / "Procfile"
+    marker = tmp_path / "child.pid"
+    procfile.write_text(f"child: sh -c 'echo $$ > {marker}; exec sleep 60'\n")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.supervisor", str(procfile)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 10
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    supervisor.send_signal(signal.SIGINT)
+    output, _ = supervisor.communicate(timeout=15)
+    assert b"all processes stopped" in output
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_it_leaves_no_process_behind_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    procfile = tmp_path / "Procfile"
+    marker = tmp_path / "child.pid"
+    procfile.write_text(f"child: sh -c 'echo $$ > {marker}; exec sleep 60'\n")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.supervisor", str(procfile)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    supervisor.kill()
+    supervisor.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the child outlived a SIGKILLed supervisor")
+
+
+@pytest.mark.django_db
+def test_it_redirects_anonymous_users_to_sign_in(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login/")
+
+
+@pytest.mark.django_db
+def test_it_signs_in_the_demo_user(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.management import call_command
+
+    monkeypatch.setenv("GREENLIGHT_ADMIN_PASSWORD", "correct-horse-battery")
+    call_command("bootstrap", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    page = client.get("/login/")
+    assert page.status_code == 200
+    assert b"Sign in to Greenlight" in page.content
+    bad = client.post("/login/", {"username": "admin", "password": "wrong"})
+    assert bad.status_code == 200
+    assert b"Please enter a correct username and password" in bad.content
+    good = client.post("/login/", {"username": "admin", "password": "correct-horse-battery"})
+    assert good.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_demo_user_password_when_bootstrapping_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    monkeypatch.delenv("GREENLIGHT_ADMIN_PASSWORD", raising=False)
+    with open(os.devnull, "w") as sink:
+        call_command("bootstrap", stdout=sink)
+        first = get_user_model().objects.get(username="admin").password
+        call_command("bootstrap", stdout=sink)
+    assert get_user_model().objects.get(username="admin").password == first
+
+
+def test_it_ships_a_valid_compose_file() -> None:
+    compose = shutil.which("docker-compose")
+    assert compose is not None, "make test installs Debian's docker-compose"
+    result = subprocess.run(
+        [compose, "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SECRET_KEY": "compose-check"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    services = set(result.stdout.split())
+    expected = {"postgres", "redis", "etcd", "haproxy", "web", "worker", "scheduler", "proxysync"}
+    assert expected <= services
