@@ -178,3 +178,17 @@ def test_it_ships_a_valid_compose_file() -> None:
     services = set(result.stdout.split())
     expected = {"postgres", "redis", "etcd", "haproxy", "web", "worker", "scheduler", "proxysync"}
     assert expected <= services
+
+
+def test_it_documents_every_environment_variable_in_the_readme() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    pattern = re.compile(r"env_(?:str|int|bool|list|path|optional)\(\s*\"([A-Z_]+)\"")
+    names: set[str] = set()
+    for package in ("dashboard", "deployer", "scaling"):
+        for path in (ROOT / package).rglob("*.py"):
+            names.update(pattern.findall(path.read_text()))
+    assert names, "the settings read no variable at all?"
+    missing = sorted(name for name in names if f"`{name}`" not in readme)
+    assert not missing, f"README's configuration table lacks {missing}"
