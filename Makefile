@@ -8,7 +8,6 @@ RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
 TEST_PACKAGES := $(RUN_PACKAGES) docker-compose
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION := python
 
 .PHONY: run test lint format venv system-run system-test clean
 
