@@ -49,6 +49,9 @@ class App(models.Model):
     extra_pod_spec = models.JSONField(default=dict, blank=True)
     keep_old_seconds = models.PositiveIntegerField(default=0)
 
+    # The version receiving traffic, set by the workflow at the switch; None when undeployed.
+    live_version = models.PositiveIntegerField(null=True, blank=True)
+
     # The replica count that percentage scaling schedules are relative to.
     baseline_replicas = models.PositiveIntegerField(null=True, blank=True)
 
@@ -71,6 +74,12 @@ class App(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def clean(self) -> None:
+        """Validate every field with deployer.validation; raises field-keyed ValidationError."""
+        from deployer.validation import validate_app
+
+        validate_app(self)
 
     @property
     def effective_health_port(self) -> int:
@@ -130,7 +139,13 @@ class Deployment(models.Model):
         WEBHOOK = "webhook", "Webhook"
         SCHEDULE = "schedule", "Schedule"
 
+    class Kind(models.TextChoices):
+        DEPLOY = "deploy", "Deploy"
+        SWAP_BACK = "swap-back", "Swap back"
+        UNDEPLOY = "undeploy", "Undeploy"
+
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="deployments")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DEPLOY)
     version = models.PositiveIntegerField(null=True, blank=True)
     image = models.CharField(max_length=255)
     descriptor = models.JSONField(default=dict)
@@ -152,6 +167,8 @@ class Deployment(models.Model):
     # Step name -> {"state": pending|running|done|failed, "started": iso, "seconds": float}
     steps = models.JSONField(default=dict, blank=True)
     previous_version = models.PositiveIntegerField(null=True, blank=True)
+    # Set when etcd was switched to this version: failures after it swap back, not just clean up.
+    switched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

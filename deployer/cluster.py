@@ -1,0 +1,362 @@
+"""The deployer's view of Kubernetes: versioned Deployments and Services of an app, and their pods."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from deployer import k8s
+from deployer.errors import Conflict, NotFound
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "greenlight"
+# Waiting reasons that a real kubelet keeps retrying but that no wait will fix.
+FATAL_WAITING = {
+    "ErrImagePull": "the image could not be pulled",
+    "ImagePullBackOff": "the image could not be pulled",
+    "InvalidImageName": "the image name is invalid",
+    "CrashLoopBackOff": "the container keeps crashing",
+    "CreateContainerConfigError": "the container configuration is invalid",
+    "CreateContainerError": "the container could not be created",
+    "RunContainerError": "the container could not be started",
+}
+
+
+class PodFailed(Exception):
+    """A pod of the new version failed in a way waiting cannot fix (bad image, crash loop)."""
+
+
+def object_name(app: str, version: int) -> str:
+    """The Deployment and Service name of one version: ``<app>-v<N>``."""
+    return f"{app}-v{version}"
+
+
+def version_labels(app: str, version: int) -> dict[str, str]:
+    """Labels on every object and pod of one version."""
+    return {"app": app, "version": str(version), MANAGED_BY: MANAGER}
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What the deployer needs from a pod."""
+
+    name: str
+    app: str
+    version: int | None
+    ip: str
+    node: str
+    phase: str
+    ready: bool
+    started: bool
+    restarts: int
+    reason: str = ""
+    message: str = ""
+    deleting: bool = False
+
+    @property
+    def fatal(self) -> str:
+        """Why this pod cannot succeed, or "" while it still may."""
+        if self.reason in FATAL_WAITING:
+            return f"{FATAL_WAITING[self.reason]} ({self.reason}: {self.message})".replace(
+                ": )", ")"
+            )
+        if self.phase == "Failed":
+            return f"the pod failed ({self.reason or 'Failed'}: {self.message})"
+        return ""
+
+    def describe(self) -> str:
+        """A short state for the log: phase, readiness, waiting reason."""
+        parts = [self.phase]
+        if self.node:
+            parts.append(f"on {self.node}")
+        if self.ip:
+            parts.append(f"ip {self.ip}")
+        if self.reason:
+            parts.append(self.reason)
+        if self.ready:
+            parts.append("ready")
+        elif self.started:
+            parts.append("started")
+        if self.restarts:
+            parts.append(f"{self.restarts} restarts")
+        return ", ".join(parts)
+
+
+def pod_info(pod: Any) -> PodInfo:
+    """PodInfo from a V1Pod."""
+    meta = pod.metadata
+    labels = meta.labels or {}
+    status = pod.status
+    spec = pod.spec
+    ready = any(c.type == "Ready" and c.status == "True" for c in (status.conditions or []))
+    statuses = status.container_statuses or []
+    started = bool(statuses) and all(s.state is not None and s.state.running for s in statuses)
+    reason, message = status.reason or "", status.message or ""
+    for item in statuses:
+        state = item.state
+        if state is not None and state.waiting is not None and state.waiting.reason:
+            reason, message = state.waiting.reason, state.waiting.message or ""
+        elif state is not None and state.terminated is not None and not reason:
+            reason = state.terminated.reason or "Terminated"
+            message = f"exit code {state.terminated.exit_code}"
+    if not reason:
+        for condition in status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False":
+                reason, message = condition.reason or "Unschedulable", condition.message or ""
+    try:
+        version: int | None = int(labels.get("version", ""))
+    except ValueError:
+        version = None
+    return PodInfo(
+        name=meta.name,
+        app=labels.get("app", ""),
+        version=version,
+        ip=status.pod_ip or "",
+        node=(spec.node_name if spec else None) or "",
+        phase=status.phase or "Pending",
+        ready=ready,
+        started=started,
+        restarts=sum(int(s.restart_count or 0) for s in statuses),
+        reason=reason,
+        message=message,
+        deleting=meta.deletion_timestamp is not None,
+    )
+
+
+def build_deployment(descriptor: dict[str, Any], version: int) -> client.V1Deployment:
+    """The Deployment of one version from a descriptor snapshot (see App.snapshot)."""
+    name, namespace = descriptor["name"], descriptor["namespace"]
+    labels = version_labels(name, version)
+    health = descriptor["health"]
+    env = [{"name": k, "value": v} for k, v in sorted(descriptor.get("env", {}).items())]
+    env += [
+        {"name": "APP_NAME", "value": name},
+        {"name": "APP_VERSION", "value": str(version)},
+        {"name": "PORT", "value": str(descriptor["container_port"])},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    container: dict[str, Any] = {
+        "name": name,
+        "image": descriptor["image"],
+        "ports": [{"containerPort": descriptor["container_port"], "name": "http"}],
+        "env": env,
+        "resources": {k: v for k, v in descriptor.get("resources", {}).items() if v},
+    }
+    if health.get("enabled", True):
+        # Readiness keeps Endpoints (and so the load balancer's servers) to healthy pods.
+        container["readinessProbe"] = {
+            "httpGet": {"path": health["path"], "port": int(health["port"])},
+            "periodSeconds": 1,
+            "timeoutSeconds": max(1, int(health.get("timeout", 2))),
+            "failureThreshold": 2,
+        }
+    pod_spec: dict[str, Any] = {**descriptor.get("extra_pod_spec", {}), "containers": [container]}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": object_name(name, version), "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": int(descriptor["replicas"]),
+            "selector": {"matchLabels": {"app": name, "version": str(version)}},
+            "strategy": {"type": "RollingUpdate"},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+    return client.V1Deployment.from_dict(body)
+
+
+def build_service(descriptor: dict[str, Any], version: int) -> client.V1Service:
+    """The ClusterIP Service of one version."""
+    name, namespace = descriptor["name"], descriptor["namespace"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": object_name(name, version),
+            "namespace": namespace,
+            "labels": version_labels(name, version),
+        },
+        "spec": {
+            "selector": {"app": name, "version": str(version)},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": int(descriptor["container_port"]),
+                    "targetPort": int(descriptor["container_port"]),
+                }
+            ],
+        },
+    }
+    return client.V1Service.from_dict(body)
+
+
+class KubeCluster:
+    """Versioned objects of apps in a Kubernetes cluster, through deployer.k8s."""
+
+    def __init__(
+        self, core: client.CoreV1Api | None = None, apps: client.AppsV1Api | None = None
+    ) -> None:
+        self.core = core or k8s.core_v1()
+        self.apps = apps or k8s.apps_v1()
+
+    def versions(self, namespace: str, app: str) -> list[int]:
+        """Versions of ``app`` that have a Deployment in the cluster, ascending."""
+        found = k8s.call(
+            self.apps.list_namespaced_deployment,
+            namespace,
+            label_selector=f"app={app},{MANAGED_BY}={MANAGER}",
+        )
+        versions = set()
+        for item in found.items:
+            raw = (item.metadata.labels or {}).get("version", "")
+            if raw.isdigit():
+                versions.add(int(raw))
+        return sorted(versions)
+
+    def version_exists(self, namespace: str, app: str, version: int) -> bool:
+        """True when the version's Deployment exists and is not being deleted."""
+        try:
+            found = k8s.call(
+                self.apps.read_namespaced_deployment, object_name(app, version), namespace
+            )
+        except NotFound:
+            return False
+        return found.metadata.deletion_timestamp is None
+
+    def create_version(self, descriptor: dict[str, Any], version: int) -> None:
+        """Create the version's Deployment and Service (an existing one is replaced)."""
+        namespace = descriptor["namespace"]
+        deployment = build_deployment(descriptor, version)
+        service = build_service(descriptor, version)
+        try:
+            k8s.call(self.apps.create_namespaced_deployment, namespace, deployment)
+        except Conflict:
+            k8s.call(
+                self.apps.replace_namespaced_deployment,
+                deployment.metadata.name,
+                namespace,
+                deployment,
+            )
+        # An existing Service has the same selector and port: it is what we would create.
+        with contextlib.suppress(Conflict):
+            k8s.call(self.core.create_namespaced_service, namespace, service)
+
+    def delete_version(self, namespace: str, app: str, version: int) -> None:
+        """Delete the version's Deployment (its pods with it) and Service; absent is fine."""
+        name = object_name(app, version)
+        options = client.V1DeleteOptions(propagation_policy="Background")
+        for delete in (
+            self.apps.delete_namespaced_deployment,
+            self.core.delete_namespaced_service,
+        ):
+            with contextlib.suppress(NotFound):
+                k8s.call(delete, name, namespace, body=options)
+
+    def scale(self, namespace: str, app: str, version: int, replicas: int) -> None:
+        """Set the version's replicas."""
+        k8s.call(
+            self.apps.patch_namespaced_deployment_scale,
+            object_name(app, version),
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+    def pods(self, namespace: str, app: str, version: int) -> list[PodInfo]:
+        """The version's pods."""
+        found = k8s.call(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=f"app={app},version={version},{MANAGED_BY}={MANAGER}",
+        )
+        return [pod_info(pod) for pod in found.items]
+
+    def managed_pods(self, namespace: str) -> list[PodInfo]:
+        """Every Greenlight-managed pod in ``namespace``."""
+        found = k8s.call(
+            self.core.list_namespaced_pod, namespace, label_selector=f"{MANAGED_BY}={MANAGER}"
+        )
+        return [pod_info(pod) for pod in found.items]
+
+    def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str:
+        """The last lines a pod's container printed ("" when unavailable)."""
+        try:
+            return str(
+                k8s.call(
+                    self.core.read_namespaced_pod_log,
+                    pod,
+                    namespace,
+                    tail_lines=lines,
+                    _request_timeout=5,
+                )
+            )
+        except k8s.KubeError:
+            return ""
+
+    def wait_pods_started(
+        self,
+        namespace: str,
+        app: str,
+        version: int,
+        replicas: int,
+        timeout: float,
+        *,
+        on_change: Callable[[PodInfo], None],
+        cancelled: Callable[[], bool],
+    ) -> list[PodInfo]:
+        """Watch the version's pods until ``replicas`` of them run; raise PodFailed or TimeoutError."""
+        deadline = time.monotonic() + timeout
+        selector = f"app={app},version={version},{MANAGED_BY}={MANAGER}"
+        listed = k8s.call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        pods: dict[str, PodInfo] = {}
+        seen: dict[str, str] = {}
+
+        def update(info: PodInfo, deleted: bool = False) -> None:
+            if deleted:
+                pods.pop(info.name, None)
+                return
+            pods[info.name] = info
+            state = info.describe()
+            if seen.get(info.name) != state:
+                seen[info.name] = state
+                on_change(info)
+            if info.fatal:
+                raise PodFailed(f"pod {info.name}: {info.fatal}")
+
+        for pod in listed.items:
+            update(pod_info(pod))
+        resource_version = listed.metadata.resource_version
+        while True:
+            live = [p for p in pods.values() if p.started and not p.deleting]
+            if len(live) >= replicas:
+                return sorted(live, key=lambda p: p.name)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(live)} of {replicas} pods running after {timeout:.0f}s")
+            if cancelled():
+                return sorted(live, key=lambda p: p.name)
+            # Short watch windows let an abort be noticed within a second.
+            for event in self._watch(namespace, selector, resource_version, min(1.0, remaining)):
+                obj = event["object"]
+                resource_version = obj.metadata.resource_version or resource_version
+                update(pod_info(obj), deleted=event["type"] == "DELETED")
+                live = [p for p in pods.values() if p.started and not p.deleting]
+                if len(live) >= replicas or cancelled():
+                    break
+
+    def _watch(
+        self, namespace: str, selector: str, resource_version: str | None, seconds: float
+    ) -> Iterator[dict[str, Any]]:
+        yield from k8s.stream(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+            resource_version=resource_version,
+            timeout_seconds=max(1, round(seconds)),
+            _request_timeout=seconds + 5,
+        )

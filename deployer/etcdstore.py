@@ -1,0 +1,284 @@
+"""The one module that talks to etcd: the load balancer's frontend, backend and applied records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# etcd3 0.12 ships protobuf code generated for protoc < 3.19; the C++ protobuf runtime
+# refuses it, the pure-Python one accepts it. This must happen before protobuf is first
+# imported anywhere, which is why it lives here, at import of the etcd seam.
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import etcd3  # noqa: E402
+import etcd3.events  # noqa: E402
+import etcd3.exceptions  # noqa: E402
+import grpc  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from deployer.errors import StoreError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every record under the prefix at one etcd revision."""
+
+    revision: int
+    frontends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    applied: dict[str, Any] | None = None
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except StoreError:
+        raise
+    except (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as exc:
+        raise StoreError(f"etcd {what} failed: {exc}") from exc
+
+
+def _contain_watch_thread_errors() -> None:
+    """Silence the etcd3 watcher thread's error when its channel closes under it.
+
+    etcd3's Watcher thread reads the gRPC stream; closing the client cancels that
+    stream and the thread dies with a CANCELLED RpcError printed to stderr. That is
+    the normal way a watch ends here, so it is logged at debug level instead.
+    """
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread
+        if (
+            thread is not None
+            and "etcd3" in repr(getattr(thread, "_target", ""))
+            and isinstance(args.exc_value, grpc.RpcError | ValueError)
+        ):
+            logger.debug("etcd watch thread ended: %s", args.exc_value)
+            return
+        previous(args)
+
+    if not getattr(threading.excepthook, "_greenlight", False):
+        hook._greenlight = True  # type: ignore[attr-defined]
+        threading.excepthook = hook
+
+
+_contain_watch_thread_errors()
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+    endpoint = endpoint.removeprefix("http://")
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        raise StoreError(f"etcd endpoint must be host:port, got {endpoint!r}")
+    return host, int(port)
+
+
+class EtcdStore:
+    """Frontend and backend records under ``prefix`` (default settings.ETCD_PREFIX)."""
+
+    def __init__(self, endpoint: str | None = None, prefix: str | None = None) -> None:
+        host, port = _parse_endpoint(endpoint or settings.ETCD_ENDPOINT)
+        self.prefix = (prefix or settings.ETCD_PREFIX).rstrip("/")
+        with _translated("connect"):
+            self._client = etcd3.client(host=host, port=port, timeout=10)
+
+    # keys
+    def frontend_key(self, hostname: str) -> str:
+        """The key of the frontend record for ``hostname``."""
+        return f"{self.prefix}/frontends/{hostname}"
+
+    def backend_key(self, backend: str) -> str:
+        """The key of the backend record ``backend``."""
+        return f"{self.prefix}/backends/{backend}"
+
+    @property
+    def applied_key(self) -> str:
+        """The key proxysync writes after a reload."""
+        return f"{self.prefix}/applied"
+
+    def close(self) -> None:
+        """Close the gRPC channel (watch threads end quietly)."""
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    def __enter__(self) -> EtcdStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # reads
+    def snapshot(self) -> Snapshot:
+        """Every record under the prefix and the revision they were read at, atomically."""
+        prefix = f"{self.prefix}/"
+        with _translated("range"):
+            response = self._client.get_prefix_response(prefix)
+        frontends: dict[str, dict[str, Any]] = {}
+        backends: dict[str, dict[str, Any]] = {}
+        applied: dict[str, Any] | None = None
+        for kv in response.kvs:
+            key = kv.key.decode()
+            try:
+                value = json.loads(kv.value)
+            except ValueError:
+                logger.warning("ignoring %s: not JSON", key)
+                continue
+            rest = key[len(prefix) :]
+            if rest.startswith("frontends/"):
+                frontends[rest.removeprefix("frontends/")] = value
+            elif rest.startswith("backends/"):
+                backends[rest.removeprefix("backends/")] = value
+            elif rest == "applied":
+                applied = value
+        return Snapshot(int(response.header.revision), frontends, backends, applied)
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """The JSON value at ``key`` (None when absent) and its mod revision (0 when absent)."""
+        with _translated("get"):
+            value, meta = self._client.get(key)
+        if value is None:
+            return None, 0
+        return json.loads(value), int(meta.mod_revision)
+
+    def get_frontend(self, hostname: str) -> dict[str, Any] | None:
+        """The frontend record for ``hostname``, or None."""
+        return self.get(self.frontend_key(hostname))[0]
+
+    def get_backend(self, backend: str) -> dict[str, Any] | None:
+        """The backend record ``backend``, or None."""
+        return self.get(self.backend_key(backend))[0]
+
+    def applied_revision(self) -> int:
+        """The etcd revision proxysync last applied to HAProxy (0 when never)."""
+        value, _ = self.get(self.applied_key)
+        return int(value.get("revision", 0)) if value else 0
+
+    # writes
+    def _txn(self, success: list[Any]) -> int:
+        # etcd3's transaction() drops the response header; the revision is what the
+        # workflow waits for proxysync to apply, so the request is sent here directly.
+        with _translated("transaction"):
+            request = etcd3.etcdrpc.TxnRequest(
+                compare=[], success=self._client._ops_to_requests(success), failure=[]
+            )
+            response = self._client.kvstub.Txn(
+                request,
+                self._client.timeout,
+                credentials=self._client.call_credentials,
+                metadata=self._client.metadata,
+            )
+        return int(response.header.revision)
+
+    def current_revision(self) -> int:
+        """The store's current revision."""
+        with _translated("range"):
+            return int(self._client.get_response(self.applied_key).header.revision)
+
+    def put_route(
+        self,
+        hostname: str,
+        backend: str,
+        servers: list[dict[str, Any]],
+        *,
+        backend_options: dict[str, Any] | None = None,
+        frontend_options: dict[str, Any] | None = None,
+    ) -> int:
+        """Write the backend and point the frontend at it in one transaction; return the revision."""
+        ops = self._client.transactions
+        backend_record = {"servers": servers, **(backend_options or {})}
+        frontend_record = {
+            "hostname": hostname,
+            "backend": backend,
+            "options": frontend_options or {},
+        }
+        return self._txn(
+            [
+                ops.put(self.backend_key(backend), json.dumps(backend_record)),
+                ops.put(self.frontend_key(hostname), json.dumps(frontend_record)),
+            ]
+        )
+
+    def put_backend(self, backend: str, record: dict[str, Any]) -> int:
+        """Replace one backend record; return the revision."""
+        ops = self._client.transactions
+        return self._txn([ops.put(self.backend_key(backend), json.dumps(record))])
+
+    def point_frontend(
+        self, hostname: str, backend: str, options: dict[str, Any] | None = None
+    ) -> int:
+        """Point ``hostname`` at an existing backend record; return the revision."""
+        ops = self._client.transactions
+        record = {"hostname": hostname, "backend": backend, "options": options or {}}
+        return self._txn([ops.put(self.frontend_key(hostname), json.dumps(record))])
+
+    def delete_backend(self, backend: str) -> int:
+        """Delete one backend record; return the revision."""
+        ops = self._client.transactions
+        return self._txn([ops.delete(self.backend_key(backend))])
+
+    def delete_route(self, hostname: str, backends: list[str]) -> int:
+        """Delete the frontend and the given backends in one transaction; return the revision."""
+        ops = self._client.transactions
+        deletes = [ops.delete(self.frontend_key(hostname))]
+        deletes += [ops.delete(self.backend_key(name)) for name in backends]
+        return self._txn(deletes)
+
+    def put_applied(self, revision: int, **extra: Any) -> None:
+        """Record that HAProxy now runs the configuration rendered at ``revision``."""
+        with _translated("put"):
+            self._client.put(self.applied_key, json.dumps({"revision": revision, **extra}))
+
+    # watches
+    def wait_applied(
+        self,
+        revision: int,
+        timeout: float,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        tick: float = 0.5,
+    ) -> bool:
+        """Block until ``applied.revision >= revision`` (watching the key); False on timeout."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with _translated("get"):
+                response = self._client.get_response(self.applied_key)
+            read_at = int(response.header.revision)
+            value = json.loads(response.kvs[0].value) if response.kvs else None
+            if value and int(value.get("revision", 0)) >= revision:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or cancelled():
+                return False
+            # Watch from just after what we read, so no write in between is missed;
+            # the wait is cut into ticks only to notice cancellation.
+            with contextlib.suppress(etcd3.exceptions.WatchTimedOut), _translated("watch"):
+                self._client.watch_once(
+                    self.applied_key,
+                    timeout=min(tick, remaining),
+                    start_revision=read_at + 1,
+                )
+
+    def watch_prefix(self, start_revision: int) -> tuple[Iterator[Any], Callable[[], None]]:
+        """Watch responses (``header.revision``, ``events``) under the prefix, and a cancel function."""
+        with _translated("watch"):
+            responses, cancel = self._client.watch_prefix_response(
+                f"{self.prefix}/", start_revision=start_revision
+            )
+        return responses, cancel
+
+
+def event_key(event: Any) -> str:
+    """The key of a watch event."""
+    return bytes(event.key).decode()

@@ -1,0 +1,158 @@
+"""What the Celery tasks call: claim a deployment, wire real collaborators, run, recover."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from deployer import logsink
+from deployer.cluster import KubeCluster
+from deployer.errors import BackendError
+from deployer.etcdstore import EtcdStore
+from deployer.health import HttpHealthChecker
+from deployer.logsink import DbLogSink
+from deployer.models import App, Deployment
+from deployer.services import ACTIVE, enqueue_next
+from deployer.workflow import SystemClock, Workflow, backend_name
+
+logger = logging.getLogger(__name__)
+
+
+def claim(deployment_id: int, worker: str) -> Deployment | None:
+    """QUEUED -> RUNNING when no earlier deployment of the same app is active; else None."""
+    with transaction.atomic():
+        deployment = Deployment.objects.select_related("app").filter(pk=deployment_id).first()
+        if deployment is None or deployment.status != Deployment.Status.QUEUED:
+            return None
+        # Serializes claims per app (SQLite serializes every write transaction anyway).
+        App.objects.select_for_update().filter(pk=deployment.app_id).first()
+        earlier = Q(status=Deployment.Status.RUNNING) | Q(created_at__lt=deployment.created_at)
+        earlier |= Q(created_at=deployment.created_at, pk__lt=deployment.pk)
+        blocker = (
+            Deployment.objects.filter(app_id=deployment.app_id, status__in=ACTIVE)
+            .exclude(pk=deployment.pk)
+            .filter(earlier)
+            .first()
+        )
+        if blocker is not None:
+            return None  # it runs when the blocker finishes (see enqueue_next)
+        deployment.start(worker=worker)
+        logsink.append(deployment, f"Started on worker {worker}.", step="queue")
+        logsink.status_changed(deployment)
+    return deployment
+
+
+def schedule_retire(deployment_id: int, version: int, delay: float) -> None:
+    """Retire ``version`` after ``delay`` seconds, unless it is live again by then."""
+    from deployer.tasks import retire_version
+
+    retire_version.apply_async((deployment_id, version), countdown=delay)
+
+
+@contextmanager
+def workflow_for(deployment: Deployment) -> Iterator[Workflow]:
+    """A Workflow on the real cluster, etcd, HTTP health checker, clock and log sink."""
+    store = EtcdStore()
+    try:
+        yield Workflow(
+            deployment=deployment,
+            cluster=KubeCluster(),
+            lb=store,
+            health=HttpHealthChecker(settings.LB_URL),
+            clock=SystemClock(),
+            sink=DbLogSink(deployment),
+            schedule_retire=schedule_retire,
+        )
+    finally:
+        store.close()
+
+
+def _fail_without_workflow(deployment: Deployment, exc: Exception) -> None:
+    logger.exception("deployment #%s could not start its workflow", deployment.pk)
+    logsink.append(deployment, f"Could not start: {exc}", level="error")
+    deployment.refresh_from_db()
+    if not deployment.is_terminal:
+        deployment.fail(f"could not reach the cluster or etcd: {exc}")
+        logsink.status_changed(deployment)
+
+
+def run(deployment_id: int, worker: str) -> None:
+    """Claim and run one deployment; then start the next queued one of the same app."""
+    deployment = claim(deployment_id, worker)
+    if deployment is None:
+        return
+    try:
+        with workflow_for(deployment) as workflow:
+            workflow.execute()
+    except (BackendError, OSError) as exc:
+        _fail_without_workflow(deployment, exc)
+    finally:
+        logsink.flush()
+        enqueue_next(deployment.app_id)
+
+
+def retire(deployment_id: int, version: int) -> None:
+    """Delete a kept-warm version unless it became live again."""
+    deployment = Deployment.objects.select_related("app").filter(pk=deployment_id).first()
+    if deployment is None:
+        return
+    app = deployment.app
+    if app.live_version == version:
+        return
+    namespace, name = deployment.descriptor["namespace"], deployment.descriptor["name"]
+    store = EtcdStore()
+    try:
+        frontend = store.get_frontend(app.frontend) or {}
+        if frontend.get("backend") == backend_name(namespace, name, version):
+            return  # swapped back to it meanwhile
+        KubeCluster().delete_version(namespace, name, version)
+        store.delete_backend(backend_name(namespace, name, version))
+    finally:
+        store.close()
+    logsink.append(deployment, f"Retired v{version} after keeping it warm.", step="retire")
+    logsink.flush()
+
+
+def recover(deployment_id: int, lost_worker: str, me: str) -> None:
+    """Take over a RUNNING deployment of a lost worker and finish or roll it back."""
+    taken = Deployment.objects.filter(
+        pk=deployment_id, status=Deployment.Status.RUNNING, worker=lost_worker
+    ).update(worker=me)
+    if taken != 1:
+        return  # another worker recovered it, or it finished
+    deployment = Deployment.objects.select_related("app").get(pk=deployment_id)
+    try:
+        with workflow_for(deployment) as workflow:
+            workflow.recover(lost_worker)
+    except (BackendError, OSError) as exc:
+        _fail_without_workflow(deployment, exc)
+    finally:
+        logsink.flush()
+        enqueue_next(deployment.app_id)
+
+
+def lost_deployments(me: str, alive: Callable[[str], bool]) -> list[tuple[int, str]]:
+    """(id, worker) of RUNNING deployments whose worker is this (restarted) one or does not answer."""
+    lost = []
+    for pk, worker in Deployment.objects.filter(status=Deployment.Status.RUNNING).values_list(
+        "pk", "worker"
+    ):
+        if worker == me or not worker or not alive(worker):
+            lost.append((pk, worker))
+    return lost
+
+
+def stalled_queues() -> list[int]:
+    """Apps with QUEUED deployments and none RUNNING (e.g. enqueued while the broker was down)."""
+    running = Deployment.objects.filter(status=Deployment.Status.RUNNING).values("app_id")
+    return list(
+        Deployment.objects.filter(status=Deployment.Status.QUEUED)
+        .exclude(app_id__in=running)
+        .values_list("app_id", flat=True)
+        .distinct()
+    )

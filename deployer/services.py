@@ -1,0 +1,343 @@
+"""What the dashboard, the REST API, webhooks and scaling call: validate, record, enqueue, return.
+
+Side effects that take time (Kubernetes, etcd, HAProxy) happen in the worker; these
+functions only validate, write rows and enqueue the Celery task after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from deployer import logsink
+from deployer.errors import AppBusy, DeployError, InvalidRequest, KubeError, NothingToDo
+from deployer.models import App, Deployment
+from deployer.validation import validate_app, validate_image, validate_replicas
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (Deployment.Status.QUEUED, Deployment.Status.RUNNING)
+
+
+def _who(user: Any) -> str:
+    return getattr(user, "username", "") or "system"
+
+
+def _messages(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
+        )
+    return " ".join(exc.messages)
+
+
+def enqueue(deployment_id: int) -> None:
+    """Send the run task for ``deployment_id``; a broker outage leaves it QUEUED for recovery."""
+    from deployer.tasks import run_deployment
+
+    try:
+        run_deployment.delay(deployment_id)
+    except Exception:
+        logger.exception(
+            "could not enqueue deployment #%s; a worker start will pick it up", deployment_id
+        )
+
+
+def _active_other(app: App, exclude: int | None = None) -> Deployment | None:
+    others = Deployment.objects.filter(app=app, status__in=ACTIVE).order_by("created_at", "id")
+    if exclude is not None:
+        others = others.exclude(pk=exclude)
+    running = others.filter(status=Deployment.Status.RUNNING).first()
+    return running or others.first()
+
+
+def _pending_undeploy(app: App) -> Deployment | None:
+    return Deployment.objects.filter(
+        app=app, kind=Deployment.Kind.UNDEPLOY, status__in=ACTIVE
+    ).first()
+
+
+def _create(
+    app: App,
+    *,
+    kind: str,
+    image: str,
+    user: Any,
+    trigger: str,
+    detail: str,
+    descriptor: dict[str, Any],
+    version: int | None = None,
+    first_line: str,
+) -> Deployment:
+    deployment = Deployment.objects.create(
+        app=app,
+        kind=kind,
+        image=image,
+        descriptor=descriptor,
+        trigger=trigger,
+        triggered_by=user if getattr(user, "pk", None) else None,
+        trigger_detail=detail[:255],
+        version=version,
+    )
+    logsink.append(deployment, first_line, step="queue")
+    other = _active_other(app, exclude=deployment.pk)
+    if other is not None:
+        logsink.append(
+            deployment,
+            f"Waiting for deployment #{other.pk} of {app} to finish; one runs at a time.",
+            step="queue",
+        )
+    logsink.status_changed(deployment)
+    transaction.on_commit(lambda: enqueue(deployment.pk))
+    return deployment
+
+
+def request_deploy(
+    app: App,
+    *,
+    user: Any = None,
+    image: str | None = None,
+    trigger: str = Deployment.Trigger.UI,
+    detail: str = "",
+) -> Deployment:
+    """Validate, create a QUEUED deployment with the descriptor snapshot, enqueue it after commit."""
+    image = (image or app.image).strip()
+    try:
+        validate_image(image)
+    except ValidationError as exc:
+        raise InvalidRequest(_messages(exc)) from None
+    if trigger not in Deployment.Trigger.values:
+        raise InvalidRequest(f"Unknown trigger {trigger!r}.")
+    with transaction.atomic():
+        # The app row is the per-app lock (a no-op on SQLite, whose writes are serialized).
+        app = App.objects.select_for_update().get(pk=app.pk)
+        if _pending_undeploy(app) is not None:
+            raise AppBusy(f"{app} is being undeployed; deploy again once that has finished.")
+        try:
+            validate_app(app)
+        except ValidationError as exc:
+            raise InvalidRequest(f"Fix the app first: {_messages(exc)}") from None
+        descriptor = app.snapshot()
+        descriptor["image"] = image
+        return _create(
+            app,
+            kind=Deployment.Kind.DEPLOY,
+            image=image,
+            user=user,
+            trigger=trigger,
+            detail=detail,
+            descriptor=descriptor,
+            first_line=f"Deploy of {image} queued by {_who(user)} ({trigger}).",
+        )
+
+
+def request_abort(deployment: Deployment, user: Any = None) -> Deployment:
+    """Abort a queued deployment now, or ask a running one to stop and roll back at its next check."""
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if current.is_terminal:
+            raise NothingToDo(f"Deployment #{current.pk} has already {current.status}.")
+        if current.status == Deployment.Status.QUEUED:
+            current.abort(f"aborted by {_who(user)} before it started")
+            logsink.append(current, f"Aborted by {_who(user)} before it started.", level="warning")
+            logsink.status_changed(current)
+            app_id = current.app_id
+            transaction.on_commit(lambda: enqueue_next(app_id))
+        else:
+            Deployment.objects.filter(pk=current.pk).update(abort_requested=True)
+            current.abort_requested = True
+            logsink.append(
+                current,
+                f"Abort requested by {_who(user)}; rolling back at the next step.",
+                level="warning",
+            )
+    return current
+
+
+def enqueue_next(app_id: int) -> None:
+    """Enqueue the oldest QUEUED deployment of the app, if any (after one finished)."""
+    queued = (
+        Deployment.objects.filter(app_id=app_id, status=Deployment.Status.QUEUED)
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if queued is not None:
+        enqueue(queued)
+
+
+def undeploy(app: App, user: Any = None) -> Deployment:
+    """Queue the removal of every version, the frontend and the backends of ``app``."""
+    with transaction.atomic():
+        app = App.objects.select_for_update().get(pk=app.pk)
+        if _pending_undeploy(app) is not None:
+            raise AppBusy(f"{app} is already being undeployed.")
+        return _create(
+            app,
+            kind=Deployment.Kind.UNDEPLOY,
+            image=app.image,
+            user=user,
+            trigger=Deployment.Trigger.UI,
+            detail="",
+            descriptor=app.snapshot(),
+            first_line=f"Undeploy of {app} queued by {_who(user)}.",
+        )
+
+
+def swap_back(app: App, user: Any = None) -> Deployment | None:
+    """Queue a switch back to the previous, still warm version; None when there is none."""
+    with transaction.atomic():
+        app = App.objects.select_for_update().get(pk=app.pk)
+        if _pending_undeploy(app) is not None:
+            raise AppBusy(f"{app} is being undeployed.")
+        target = warm_previous_version(app)
+        if target is None:
+            return None
+        return _create(
+            app,
+            kind=Deployment.Kind.SWAP_BACK,
+            image=target[1],
+            user=user,
+            trigger=Deployment.Trigger.UI,
+            detail="",
+            descriptor={**app.snapshot(), "image": target[1]},
+            version=target[0],
+            first_line=f"Swap back of {app} to v{target[0]} queued by {_who(user)}.",
+        )
+
+
+def warm_previous_version(app: App) -> tuple[int, str] | None:
+    """(version, image) of the version before the live one, when its objects still exist."""
+    from deployer.cluster import KubeCluster
+
+    if app.live_version is None:
+        return None
+    last = (
+        Deployment.objects.filter(
+            app=app,
+            version=app.live_version,
+            status=Deployment.Status.SUCCEEDED,
+            previous_version__isnull=False,
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if last is None or last.previous_version is None:
+        return None
+    try:
+        exists = KubeCluster().version_exists(app.namespace, app.name, last.previous_version)
+    except KubeError:
+        logger.warning("could not look up warm versions of %s", app, exc_info=True)
+        return None
+    if not exists:
+        return None
+    previous = (
+        Deployment.objects.filter(app=app, version=last.previous_version)
+        .exclude(kind=Deployment.Kind.UNDEPLOY)
+        .order_by("-created_at")
+        .first()
+    )
+    return last.previous_version, previous.image if previous else app.image
+
+
+def scale_app(app: App, replicas: int, user: Any = None) -> None:
+    """Set the app's replicas and, when it is live, its live version's replicas in the cluster."""
+    from deployer.cluster import KubeCluster
+
+    try:
+        validate_replicas(replicas, minimum=0)
+    except ValidationError as exc:
+        raise InvalidRequest(_messages(exc)) from None
+    App.objects.filter(pk=app.pk).update(
+        replicas=replicas, updated_by=user if getattr(user, "pk", None) else None
+    )
+    app.replicas = replicas
+    if app.live_version is None:
+        return
+    try:
+        KubeCluster().scale(app.namespace, app.name, app.live_version, replicas)
+    except KubeError as exc:
+        raise DeployError(f"Could not scale {app} in the cluster: {exc}") from exc
+    logger.info("scaled %s v%s to %s replicas (by %s)", app, app.live_version, replicas, _who(user))
+
+
+class PodStatus(TypedDict):
+    """One pod of an app as the dashboard shows it."""
+
+    name: str
+    version: int | None
+    ip: str
+    node: str
+    phase: str
+    ready: bool
+    restarts: int
+    reason: str
+
+
+class AppStatus(TypedDict):
+    """An app's live state: live version, desired and ready replicas of it, pods, any error."""
+
+    live_version: int | None
+    desired: int
+    ready: int
+    pods: list[PodStatus]
+    error: str
+
+
+def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
+    """Live state of several apps with one pod list per namespace (cheap for a list page)."""
+    from deployer.cluster import KubeCluster
+
+    apps = list(apps)
+    result: dict[int, AppStatus] = {
+        app.pk: {
+            "live_version": app.live_version,
+            "desired": app.replicas if app.live_version is not None else 0,
+            "ready": 0,
+            "pods": [],
+            "error": "",
+        }
+        for app in apps
+    }
+    by_namespace: dict[str, list[App]] = defaultdict(list)
+    for app in apps:
+        by_namespace[app.namespace].append(app)
+    cluster = KubeCluster()
+    for namespace, members in by_namespace.items():
+        try:
+            pods = cluster.managed_pods(namespace)
+        except KubeError as exc:
+            for app in members:
+                result[app.pk]["error"] = f"cluster unreachable: {exc}"
+            continue
+        names = {app.name: app for app in members}
+        for pod in pods:
+            app = names.get(pod.app)
+            if app is None:
+                continue
+            status = result[app.pk]
+            status["pods"].append(
+                {
+                    "name": pod.name,
+                    "version": pod.version,
+                    "ip": pod.ip,
+                    "node": pod.node,
+                    "phase": pod.phase,
+                    "ready": pod.ready,
+                    "restarts": pod.restarts,
+                    "reason": pod.reason,
+                }
+            )
+            if pod.ready and pod.version == app.live_version:
+                status["ready"] += 1
+    return result
+
+
+def live_version(app: App) -> AppStatus:
+    """The live state of one app (see app_status)."""
+    return app_status([app])[app.pk]

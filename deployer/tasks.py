@@ -1,0 +1,67 @@
+"""Celery tasks of the deployer: thin wrappers that load by id and call deployer.runner."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+logger = logging.getLogger(__name__)
+
+
+def _hostname(task: Any) -> str:
+    return str(getattr(task.request, "hostname", "") or "")
+
+
+@shared_task(bind=True, name="deployer.run_deployment", ignore_result=True)
+def run_deployment(self: Any, deployment_id: int) -> None:
+    """Claim and run deployment ``deployment_id``; quietly nothing if it is gone or taken."""
+    from deployer import runner
+
+    runner.run(deployment_id, worker=_hostname(self))
+
+
+@shared_task(name="deployer.retire_version", ignore_result=True)
+def retire_version(deployment_id: int, version: int) -> None:
+    """Delete a version that was kept warm, unless it is live again."""
+    from deployer import runner
+
+    runner.retire(deployment_id, version)
+
+
+@shared_task(bind=True, name="deployer.recover_deployment", ignore_result=True)
+def recover_deployment(self: Any, deployment_id: int, lost_worker: str) -> None:
+    """Finish or roll back a RUNNING deployment whose worker was lost."""
+    from deployer import runner
+
+    runner.recover(deployment_id, lost_worker, me=_hostname(self))
+
+
+@worker_ready.connect
+def recover_on_worker_start(sender: Any = None, **_kwargs: Any) -> None:
+    """When a worker starts, recover RUNNING deployments whose worker is gone; restart queues."""
+    from deployer import runner
+    from deployer.services import enqueue_next
+
+    me = str(getattr(sender, "hostname", "") or "")
+    app = getattr(sender, "app", None)
+
+    def alive(worker: str) -> bool:
+        if app is None:
+            return False
+        try:
+            return bool(app.control.ping(destination=[worker], timeout=1.0))
+        except Exception:
+            logger.warning("could not ping worker %s", worker, exc_info=True)
+            return True  # unknown: do not steal its work
+
+    try:
+        for deployment_id, worker in runner.lost_deployments(me, alive):
+            logger.warning("recovering deployment #%s of lost worker %s", deployment_id, worker)
+            recover_deployment.delay(deployment_id, worker)
+        for app_id in runner.stalled_queues():
+            enqueue_next(app_id)
+    except Exception:
+        logger.exception("recovery of lost deployments failed")

@@ -1,0 +1,726 @@
+"""The blue-green workflow: plain typed steps with injected collaborators and one rollback path.
+
+A :class:`Workflow` runs one RUNNING deployment. Every step logs its start, its end and
+its duration, checks for an abort first, and fails by raising :class:`StopDeployment`.
+:meth:`Workflow.execute` catches that in one place and calls :meth:`Workflow.cleanup`:
+before the switch it deletes the new version's objects and leaves etcd untouched; after
+it, it points the frontend back at the previous backend.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.db.models import Max
+from django.utils import timezone
+
+from deployer.cluster import PodFailed, PodInfo
+from deployer.errors import BackendError
+from deployer.health import HealthResult, judge
+from deployer.logsink import Level
+from deployer.models import App, Deployment
+
+logger = logging.getLogger(__name__)
+
+
+class StopDeployment(Exception):
+    """Ends a deployment early: ``reason`` is shown to the user; ``aborted`` marks a user abort."""
+
+    def __init__(self, reason: str, *, aborted: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.aborted = aborted
+
+
+class Cluster(Protocol):
+    """Versioned workloads of apps (deployer.cluster.KubeCluster in production)."""
+
+    def versions(self, namespace: str, app: str) -> list[int]: ...
+    def version_exists(self, namespace: str, app: str, version: int) -> bool: ...
+    def create_version(self, descriptor: dict[str, Any], version: int) -> None: ...
+    def delete_version(self, namespace: str, app: str, version: int) -> None: ...
+    def pods(self, namespace: str, app: str, version: int) -> list[PodInfo]: ...
+    def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str: ...
+    def wait_pods_started(
+        self,
+        namespace: str,
+        app: str,
+        version: int,
+        replicas: int,
+        timeout: float,
+        *,
+        on_change: Callable[[PodInfo], None],
+        cancelled: Callable[[], bool],
+    ) -> list[PodInfo]: ...
+
+
+class LBStore(Protocol):
+    """The load balancer's records (deployer.etcdstore.EtcdStore in production)."""
+
+    def get_frontend(self, hostname: str) -> dict[str, Any] | None: ...
+    def get_backend(self, backend: str) -> dict[str, Any] | None: ...
+    def put_route(
+        self,
+        hostname: str,
+        backend: str,
+        servers: list[dict[str, Any]],
+        *,
+        backend_options: dict[str, Any] | None = None,
+        frontend_options: dict[str, Any] | None = None,
+    ) -> int: ...
+    def point_frontend(
+        self, hostname: str, backend: str, options: dict[str, Any] | None = None
+    ) -> int: ...
+    def delete_backend(self, backend: str) -> int: ...
+    def delete_route(self, hostname: str, backends: list[str]) -> int: ...
+    def wait_applied(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
+    ) -> bool: ...
+
+
+class HealthChecker(Protocol):
+    """HTTP checks of pods and through the load balancer (deployer.health)."""
+
+    def check(self, pod: PodInfo, health: dict[str, Any]) -> HealthResult: ...
+    def through_lb(self, hostname: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]: ...
+
+
+class Clock(Protocol):
+    """Monotonic time and waiting (a fake advances instantly in tests)."""
+
+    def monotonic(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class LogSink(Protocol):
+    """Where log lines and status changes go (deployer.logsink.DbLogSink in production)."""
+
+    def log(self, message: str, *, level: Level = "info", step: str = "") -> None: ...
+    def status(self) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        """time.monotonic()."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """time.sleep(seconds)."""
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timeouts and delays of the workflow; tests shorten them."""
+
+    apply_timeout: float = 30.0
+    verify_timeout: float = 10.0
+    # Lets the old HAProxy worker finish in-flight requests before old pods stop.
+    drain_seconds: float = 0.5
+    health_backoff: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
+
+
+STEPS: dict[str, list[tuple[str, str]]] = {
+    Deployment.Kind.DEPLOY: [
+        ("prepare", "Pick the version"),
+        ("create", "Create the new version"),
+        ("pods", "Wait for pods to run"),
+        ("health", "Health-check every pod"),
+        ("switch", "Switch traffic"),
+        ("verify", "Verify through the load balancer"),
+        ("retire", "Retire the old version"),
+    ],
+    Deployment.Kind.SWAP_BACK: [
+        ("health", "Health-check the previous version"),
+        ("switch", "Switch traffic"),
+        ("verify", "Verify through the load balancer"),
+        ("retire", "Retire the version swapped away from"),
+    ],
+    Deployment.Kind.UNDEPLOY: [
+        ("route", "Remove the frontend and backends"),
+        ("objects", "Delete every version"),
+    ],
+}
+
+
+def backend_name(namespace: str, app: str, version: int) -> str:
+    """The etcd backend record of one version: ``<namespace>.<app>-v<N>``."""
+    return f"{namespace}.{app}-v{version}"
+
+
+def version_of_backend(record: dict[str, Any] | None) -> int | None:
+    """The version a backend record serves, when recorded."""
+    if not record:
+        return None
+    value = record.get("version")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
+@dataclass
+class Workflow:
+    """Runs one deployment (already RUNNING) to a terminal status; see the module docstring."""
+
+    deployment: Deployment
+    cluster: Cluster
+    lb: LBStore
+    health: HealthChecker
+    clock: Clock
+    sink: LogSink
+    timing: Timing = field(default_factory=Timing)
+    # Retires a kept-warm version later (a Celery countdown task in production).
+    schedule_retire: Callable[[int, int, float], None] = lambda _dep, _version, _delay: None
+
+    created: bool = field(default=False, init=False)
+    switch_started: bool = field(default=False, init=False)
+    previous_backend: str | None = field(default=None, init=False)
+    previous_version: int | None = field(default=None, init=False)
+    pods: list[PodInfo] = field(default_factory=list, init=False)
+    healthy_at: float | None = field(default=None, init=False)
+
+    # Convenience accessors of the snapshot.
+    @property
+    def d(self) -> dict[str, Any]:
+        """The descriptor snapshot."""
+        return self.deployment.descriptor
+
+    @property
+    def app(self) -> App:
+        """The app row."""
+        return self.deployment.app
+
+    @property
+    def namespace(self) -> str:
+        """The app's namespace at the time of the request."""
+        return str(self.d["namespace"])
+
+    @property
+    def name(self) -> str:
+        """The app's name."""
+        return str(self.d["name"])
+
+    @property
+    def hostname(self) -> str:
+        """The frontend hostname."""
+        return str(self.d["frontend"])
+
+    def new_backend(self) -> str:
+        """The backend record of this deployment's version."""
+        assert self.deployment.version is not None
+        return backend_name(self.namespace, self.name, self.deployment.version)
+
+    # Bookkeeping
+    def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
+        """One line of this deployment's log."""
+        self.sink.log(message, level=level, step=step)
+
+    def _save(self, *fields: str) -> None:
+        Deployment.objects.filter(pk=self.deployment.pk).update(
+            **{name: getattr(self.deployment, name) for name in fields}
+        )
+
+    def _set_step(self, name: str, **values: Any) -> None:
+        steps = dict(self.deployment.steps)
+        steps[name] = {**steps.get(name, {}), **values}
+        self.deployment.steps = steps
+        self._save("steps")
+        self.sink.status()
+
+    def abort_requested(self) -> bool:
+        """True once a user asked to abort (read from the database)."""
+        return Deployment.objects.filter(pk=self.deployment.pk, abort_requested=True).exists()
+
+    def check_abort(self) -> None:
+        """Raise StopDeployment when an abort was requested."""
+        if self.abort_requested():
+            raise StopDeployment("aborted by user", aborted=True)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Mark ``name`` running, log its start and end with its duration, mark done or failed."""
+        self.check_abort()
+        title = dict(STEPS[self.deployment.kind]).get(name, name)
+        started = self.clock.monotonic()
+        self._set_step(name, state="running", started=timezone.now().isoformat())
+        self.log(f"{title}…", step=name)
+        try:
+            yield
+        except BaseException as exc:
+            seconds = round(self.clock.monotonic() - started, 3)
+            self._set_step(name, state="failed", seconds=seconds)
+            detail = exc.reason if isinstance(exc, StopDeployment) else str(exc)
+            self.log(f"{title} failed after {seconds:.2f}s: {detail}", level="error", step=name)
+            raise
+        seconds = round(self.clock.monotonic() - started, 3)
+        self._set_step(name, state="done", seconds=seconds)
+        self.log(f"{title}: done in {seconds:.2f}s", step=name)
+
+    # Entry points
+    def execute(self) -> None:
+        """Run the deployment's kind to a terminal status; roll back on any failure."""
+        self.deployment.steps = {
+            **{name: {"state": "pending"} for name, _ in STEPS[self.deployment.kind]},
+            **self.deployment.steps,
+        }
+        self._save("steps")
+        self.sink.status()
+        started = self.clock.monotonic()
+        failure: StopDeployment | None = None
+        try:
+            if self.deployment.kind == Deployment.Kind.DEPLOY:
+                self.run_deploy()
+            elif self.deployment.kind == Deployment.Kind.SWAP_BACK:
+                self.run_swap_back()
+            else:
+                self.run_undeploy()
+        except StopDeployment as stop:
+            failure = stop
+        except PodFailed as exc:
+            failure = StopDeployment(str(exc))
+        except BackendError as exc:
+            logger.exception("deployment #%s: backend error", self.deployment.pk)
+            failure = StopDeployment(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            logger.exception("deployment #%s: unexpected error", self.deployment.pk)
+            failure = StopDeployment(f"internal error ({type(exc).__name__}: {exc})")
+        finally:
+            if failure is not None:
+                self.cleanup(failure)
+            self.finish(failure, self.clock.monotonic() - started)
+
+    def finish(self, failure: StopDeployment | None, seconds: float) -> None:
+        """Move the row to its terminal status and say so in the log."""
+        self.deployment.refresh_from_db(fields=["status", "abort_requested"])
+        if self.deployment.is_terminal:
+            return
+        if failure is None:
+            self.deployment.succeed()
+            self.log(self.success_line(seconds), step="done")
+        elif failure.aborted:
+            self.deployment.abort(failure.reason)
+            self.log(f"Aborted after {seconds:.2f}s; rolled back.", level="warning", step="done")
+        else:
+            self.deployment.fail(failure.reason)
+            self.log(f"Failed after {seconds:.2f}s: {failure.reason}", level="error", step="done")
+        self.sink.status()
+
+    def success_line(self, seconds: float) -> str:
+        """The last log line of a successful run."""
+        if self.deployment.kind == Deployment.Kind.UNDEPLOY:
+            return f"Undeployed {self.name} in {seconds:.2f}s."
+        return (
+            f"v{self.deployment.version} is live at http://{self.hostname}/ (total {seconds:.2f}s)."
+        )
+
+    # Deploy
+    def run_deploy(self) -> None:
+        """Steps 2-7 of the blue-green workflow."""
+        with self.step("prepare"):
+            self.prepare()
+        with self.step("create"):
+            self.create()
+        with self.step("pods"):
+            deadline = self.clock.monotonic() + float(self.d["health"]["deadline"])
+            self.wait_pods(deadline)
+        with self.step("health"):
+            self.check_health(deadline)
+        with self.step("switch"):
+            self.switch()
+        with self.step("verify"):
+            self.verify()
+        with self.step("retire"):
+            self.retire()
+
+    def prepare(self) -> None:
+        """Pick N = highest version in the cluster or the database + 1; note the live backend."""
+        known = self.cluster.versions(self.namespace, self.name)
+        in_db = Deployment.objects.filter(app_id=self.deployment.app_id).aggregate(
+            top=Max("version")
+        )["top"]
+        version = max([0, in_db or 0, *known]) + 1
+        frontend = self.lb.get_frontend(self.hostname)
+        if frontend is not None:
+            self.previous_backend = str(frontend["backend"])
+            self.previous_version = version_of_backend(self.lb.get_backend(self.previous_backend))
+        self.deployment.version = version
+        self.deployment.previous_version = self.previous_version
+        self._save("version", "previous_version")
+        live = f"v{self.previous_version}" if self.previous_version else "nothing"
+        self.log(f"New version v{version} of {self.name}; {live} is live now.", step="prepare")
+
+    def create(self) -> None:
+        """Create the version's Deployment and Service."""
+        version = self.deployment.version
+        assert version is not None
+        self.created = True  # before the call: a half-done create is cleaned up too
+        self.cluster.create_version(self.d, version)
+        self.log(
+            f"Created Deployment and Service {self.name}-v{version}: image {self.d['image']}, "
+            f"{self.d['replicas']} replicas.",
+            step="create",
+        )
+
+    def wait_pods(self, deadline: float) -> None:
+        """Watch until every pod runs; a bad image or a crash loop fails at once."""
+        version = self.deployment.version
+        assert version is not None
+
+        def on_change(pod: PodInfo) -> None:
+            level: Level = "warning" if pod.reason else "info"
+            self.log(f"Pod {pod.name}: {pod.describe()}", level=level, step="pods")
+
+        try:
+            self.pods = self.cluster.wait_pods_started(
+                self.namespace,
+                self.name,
+                version,
+                int(self.d["replicas"]),
+                max(0.0, deadline - self.clock.monotonic()),
+                on_change=on_change,
+                cancelled=self.abort_requested,
+            )
+        except PodFailed as exc:
+            self.log_pod_output()
+            raise StopDeployment(str(exc)) from exc
+        except TimeoutError as exc:
+            raise StopDeployment(f"pods did not start in time: {exc}") from exc
+        self.check_abort()
+
+    def log_pod_output(self) -> None:
+        """Put the last lines of a failing pod's output in the log."""
+        version = self.deployment.version
+        assert version is not None
+        with contextlib.suppress(BackendError):
+            for pod in self.cluster.pods(self.namespace, self.name, version)[:1]:
+                tail = self.cluster.pod_log_tail(self.namespace, pod.name, 10).strip()
+                if tail:
+                    self.log(f"Last output of {pod.name}:\n{tail}", level="warning", step="pods")
+
+    def check_health(self, deadline: float) -> None:
+        """Check every pod until each passed once; retry with backoff until the deadline."""
+        health = self.d["health"]
+        if not health.get("enabled", True):
+            self.log("Health checks are disabled for this app; skipping.", step="health")
+            self.healthy_at = self.clock.monotonic()
+            return
+        url = f"http://<pod>:{health['port']}{health['path']}"
+        self.log(f"Checking {url} ({health['type']}) on {len(self.pods)} pods.", step="health")
+        results: dict[str, HealthResult] = {}
+        pending = list(self.pods)
+        attempt = 0
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(pending) or 1)) as pool:
+            while pending:
+                self.check_abort()
+                checked = list(pool.map(lambda pod: self.health.check(pod, health), pending))
+                still: list[PodInfo] = []
+                for pod, result in zip(pending, checked, strict=True):
+                    previous = results.get(pod.name)
+                    results[pod.name] = result
+                    if result.healthy:
+                        self.log(
+                            f"Pod {pod.name} ({pod.ip}) is healthy: {result.detail} "
+                            f"in {result.seconds * 1000:.0f} ms.",
+                            step="health",
+                        )
+                    else:
+                        still.append(pod)
+                        if previous is None or previous.detail != result.detail:
+                            self.log(
+                                f"Pod {pod.name} ({pod.ip}) is not healthy yet: {result.detail}",
+                                level="warning",
+                                step="health",
+                            )
+                pending = still
+                self._store_health(results)
+                if not pending:
+                    break
+                if self.clock.monotonic() >= deadline:
+                    names = ", ".join(f"{p.name} ({results[p.name].detail})" for p in pending)
+                    raise StopDeployment(
+                        f"health checks did not pass within {health['deadline']}s: {names}"
+                    )
+                backoff = self.timing.health_backoff
+                self.clock.sleep(
+                    min(
+                        backoff[min(attempt, len(backoff) - 1)],
+                        max(0.0, deadline - self.clock.monotonic()),
+                    )
+                )
+                attempt += 1
+        self.healthy_at = self.clock.monotonic()
+
+    def _store_health(self, results: dict[str, HealthResult]) -> None:
+        self.deployment.health_results = [r.as_json() for r in results.values()]
+        self._save("health_results")
+
+    def servers(self) -> list[dict[str, Any]]:
+        """Backend servers: every running pod of the version on the container port."""
+        return [
+            {"name": pod.name, "address": pod.ip, "port": int(self.d["container_port"])}
+            for pod in sorted(self.pods, key=lambda p: p.name)
+            if pod.ip
+        ]
+
+    def switch(self) -> None:
+        """Write the frontend and backend records, then wait for proxysync's acknowledgement."""
+        version = self.deployment.version
+        assert version is not None
+        health = self.d["health"]
+        options: dict[str, Any] = {
+            "app": self.name,
+            "namespace": self.namespace,
+            "version": version,
+        }
+        if health.get("enabled", True):
+            options.update(check_path=health["path"], check_port=int(health["port"]))
+        backend = self.new_backend()
+        self.switch_started = True  # before the write: its outcome is unknown if it raises
+        revision = self.lb.put_route(
+            self.hostname, backend, self.servers(), backend_options=options
+        )
+        self.deployment.switched_at = timezone.now()
+        self._save("switched_at")
+        self.log(
+            f"Frontend {self.hostname} -> backend {backend} ({len(self.servers())} servers) "
+            f"written at etcd revision {revision}; waiting for the load balancer.",
+            step="switch",
+        )
+        self.wait_applied(revision)
+        App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
+        self.log(f"The load balancer applied revision {revision}.", step="switch")
+
+    def wait_applied(self, revision: int) -> None:
+        """Wait until proxysync applied ``revision``; StopDeployment on timeout or abort."""
+        if not self.lb.wait_applied(
+            revision, self.timing.apply_timeout, cancelled=self.abort_requested
+        ):
+            self.check_abort()
+            raise StopDeployment(
+                f"the load balancer did not apply revision {revision} within "
+                f"{self.timing.apply_timeout:.0f}s; is proxysync running?"
+            )
+
+    def verify(self) -> None:
+        """Ask the load balancer until the new version answers on every server in a row."""
+        version = str(self.deployment.version)
+        health = self.d["health"]
+        path = str(health["path"]) if health.get("enabled", True) else "/"
+        needed = max(1, len(self.servers()))
+        deadline = self.clock.monotonic() + self.timing.verify_timeout
+        in_a_row, last = 0, ""
+        while in_a_row < needed:
+            self.check_abort()
+            try:
+                status, body = self.health.through_lb(self.hostname, path)
+                healthy, detail, answered = judge(status, body, str(health.get("type", "")))
+                ok = (healthy or not health.get("enabled", True)) and answered in ("", version)
+                last = f"{detail}, version {answered or '?'}"
+            except OSError as exc:
+                ok, last = False, f"no answer: {exc}"
+            in_a_row = in_a_row + 1 if ok else 0
+            if in_a_row >= needed:
+                break
+            if self.clock.monotonic() >= deadline:
+                raise StopDeployment(
+                    f"v{version} did not answer through the load balancer within "
+                    f"{self.timing.verify_timeout:.0f}s (last answer: {last})"
+                )
+            if not ok:
+                self.clock.sleep(0.05)
+        if self.healthy_at is not None:
+            latency = self.clock.monotonic() - self.healthy_at
+            self.log(
+                f"v{version} answers through the load balancer ({last}); "
+                f"{latency * 1000:.0f} ms after the last pod became healthy.",
+                step="verify",
+            )
+
+    def retire(self) -> None:
+        """Delete old versions; keep the previous one warm for ``keep_old_seconds`` if set."""
+        version = self.deployment.version
+        keep = int(self.d.get("keep_old_seconds", 0))
+        old = [v for v in self.cluster.versions(self.namespace, self.name) if v != version]
+        if self.previous_version and self.previous_version not in old:
+            old.append(self.previous_version)
+        if not old:
+            self.log("No old version to retire.", step="retire")
+            return
+        if self.timing.drain_seconds:
+            self.clock.sleep(self.timing.drain_seconds)
+        for item in sorted(old):
+            if item == self.previous_version and keep > 0:
+                self.schedule_retire(self.deployment.pk, item, float(keep))
+                self.log(
+                    f"Keeping v{item} warm for {keep}s so that a swap back is instant.",
+                    step="retire",
+                )
+                continue
+            self.delete_version(item)
+        self.forget_old_frontends()
+
+    def delete_version(self, version: int) -> None:
+        """Delete one version's objects and backend record."""
+        self.cluster.delete_version(self.namespace, self.name, version)
+        self.lb.delete_backend(backend_name(self.namespace, self.name, version))
+        self.log(f"Deleted v{version} (Deployment, Service, backend record).", step="retire")
+
+    def forget_old_frontends(self) -> None:
+        """Remove the frontend record of a hostname the app no longer uses."""
+        earlier = (
+            Deployment.objects.filter(app_id=self.deployment.app_id, switched_at__isnull=False)
+            .exclude(pk=self.deployment.pk)
+            .order_by("-switched_at")
+            .first()
+        )
+        old_host = earlier.descriptor.get("frontend") if earlier else None
+        if old_host and old_host != self.hostname:
+            frontend = self.lb.get_frontend(old_host)
+            if frontend and str(frontend.get("backend", "")).startswith(
+                f"{self.namespace}.{self.name}-v"
+            ):
+                self.lb.delete_route(old_host, [])
+                self.log(f"Removed the old frontend {old_host}.", step="retire")
+
+    # Swap back and undeploy
+    def run_swap_back(self) -> None:
+        """Health-check the warm previous version, switch to it, retire the version left."""
+        version = self.deployment.version
+        assert version is not None
+        frontend = self.lb.get_frontend(self.hostname)
+        if frontend is not None:
+            self.previous_backend = str(frontend["backend"])
+            self.previous_version = version_of_backend(self.lb.get_backend(self.previous_backend))
+        self.deployment.previous_version = self.previous_version
+        self._save("previous_version")
+        with self.step("health"):
+            if not self.cluster.version_exists(self.namespace, self.name, version):
+                raise StopDeployment(f"v{version} is no longer warm; redeploy it instead.")
+            self.pods = [
+                p for p in self.cluster.pods(self.namespace, self.name, version) if p.started
+            ]
+            if not self.pods:
+                raise StopDeployment(f"v{version} has no running pods.")
+            self.check_health(self.clock.monotonic() + float(self.d["health"]["deadline"]))
+        with self.step("switch"):
+            self.switch()
+        with self.step("verify"):
+            self.verify()
+        with self.step("retire"):
+            if self.previous_version and self.previous_version != version:
+                self.delete_version(self.previous_version)
+
+    def run_undeploy(self) -> None:
+        """Remove the frontend and every backend, then every version's objects."""
+        versions = set(self.cluster.versions(self.namespace, self.name))
+        top = Deployment.objects.filter(app_id=self.deployment.app_id).aggregate(
+            top=Max("version")
+        )["top"]
+        backends = [backend_name(self.namespace, self.name, v) for v in range(1, (top or 0) + 1)]
+        backends += [backend_name(self.namespace, self.name, v) for v in versions]
+        with self.step("route"):
+            revision = self.lb.delete_route(self.hostname, sorted(set(backends)))
+            self.log(f"Removed frontend {self.hostname} at revision {revision}.", step="route")
+            self.wait_applied(revision)
+            App.objects.filter(pk=self.deployment.app_id).update(live_version=None)
+        with self.step("objects"):
+            for version in sorted(versions):
+                self.cluster.delete_version(self.namespace, self.name, version)
+                self.log(f"Deleted {self.name}-v{version}.", step="objects")
+
+    # Rollback
+    def cleanup(self, failure: StopDeployment) -> None:
+        """Undo what this run did: swap back after the switch, delete new objects before it."""
+        self.log(f"Rolling back: {failure.reason}", level="warning", step="rollback")
+        if self.switch_started:
+            self._try(self.swap_back_route, "restore the previous route")
+        if self.created and self.deployment.kind == Deployment.Kind.DEPLOY:
+            version = self.deployment.version
+            assert version is not None
+            self._try(
+                lambda: self.cluster.delete_version(self.namespace, self.name, version),
+                f"delete {self.name}-v{version}",
+            )
+            self.log(f"Deleted {self.name}-v{version}; nothing of it is left.", step="rollback")
+            if self.switch_started:
+                self._try(
+                    lambda: self.lb.delete_backend(self.new_backend()), "delete the new backend"
+                )
+
+    def swap_back_route(self) -> None:
+        """Point the frontend back at the previous backend, or remove it if there was none."""
+        if self.previous_backend and self.lb.get_backend(self.previous_backend) is not None:
+            revision = self.lb.point_frontend(self.hostname, self.previous_backend)
+            restored: int | None = self.previous_version
+            self.log(
+                f"Frontend {self.hostname} points back to {self.previous_backend} "
+                f"(revision {revision}).",
+                level="warning",
+                step="rollback",
+            )
+        else:
+            revision = self.lb.delete_route(self.hostname, [])
+            restored = None
+            self.log(
+                f"Removed frontend {self.hostname}: there was no previous version.",
+                level="warning",
+                step="rollback",
+            )
+        App.objects.filter(pk=self.deployment.app_id).update(live_version=restored)
+        if not self.lb.wait_applied(revision, self.timing.apply_timeout):
+            self.log(
+                f"The load balancer has not yet applied revision {revision}; it will when "
+                "proxysync runs.",
+                level="error",
+                step="rollback",
+            )
+
+    def _try(self, action: Callable[[], None], what: str) -> None:
+        try:
+            action()
+        except Exception as exc:
+            logger.exception("deployment #%s: could not %s", self.deployment.pk, what)
+            self.log(f"Could not {what}: {exc}", level="error", step="rollback")
+
+    # Recovery
+    def recover(self, lost_worker: str) -> None:
+        """Finish or roll back a RUNNING deployment whose worker died; leave nothing half-done."""
+        self.log(
+            f"The worker running this deployment ({lost_worker or 'unknown'}) was lost; recovering.",
+            level="warning",
+            step="recover",
+        )
+        kind, version = self.deployment.kind, self.deployment.version
+        self.previous_version = self.deployment.previous_version
+        if self.previous_version:
+            self.previous_backend = backend_name(self.namespace, self.name, self.previous_version)
+        if kind == Deployment.Kind.UNDEPLOY:
+            self.deployment.steps = {}
+            self.execute()  # idempotent: deleting what is gone is fine
+            return
+        started = self.clock.monotonic()
+        frontend = self.lb.get_frontend(self.hostname)
+        points_to_new = bool(version and frontend and frontend.get("backend") == self.new_backend())
+        verified = self.deployment.steps.get("verify", {}).get("state") == "done"
+        if kind == Deployment.Kind.DEPLOY and points_to_new and verified:
+            self.log("The switch was verified before the worker died; finishing.", step="recover")
+            App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
+            failure: StopDeployment | None = None
+            try:
+                with self.step("retire"):
+                    self.retire()
+            except Exception as exc:
+                failure = StopDeployment(f"could not retire the old version: {exc}")
+            self.finish(failure, self.clock.monotonic() - started)
+            return
+        self.switch_started = points_to_new
+        self.created = kind == Deployment.Kind.DEPLOY and version is not None
+        failure = StopDeployment("the worker running this deployment was lost; rolled back")
+        self.cleanup(failure)
+        self.finish(failure, self.clock.monotonic() - started)
