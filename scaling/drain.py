@@ -1,0 +1,301 @@
+"""Drain a node safely: cordon, evict its pods in parallel through the Eviction API, wait.
+
+Evictions respect PodDisruptionBudgets (a 429 is retried with backoff until the
+deadline), skip DaemonSet and mirror pods (they would come straight back), refuse
+pods that no controller would replace unless forced, and honour each pod's grace
+period. Past the deadline the node is uncordoned and ``DrainFailed`` says why.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from deployer.errors import KubeError, NotFound, TooManyRequests, Transient
+from scaling.kube import NodeOps, PodInfo
+
+LogFn = Callable[[str, str], None]  # (level, message)
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """How hard to try: the deadline, forcing unmanaged pods, a grace override and the backoff."""
+
+    deadline_seconds: float = 300.0
+    force: bool = False
+    grace_seconds: int | None = None
+    backoff_initial: float = 0.25
+    backoff_max: float = 5.0
+    max_parallel: int = 64
+
+
+@dataclass
+class DrainReport:
+    """What a drain did: evicted pods, skipped pods with reasons, 429 retries, wall time."""
+
+    node: str
+    evicted: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    retries: int = 0
+    seconds: float = 0.0
+
+
+class DrainFailed(Exception):
+    """The drain did not complete; the node was uncordoned. ``str(exc)`` says why."""
+
+    def __init__(self, message: str, report: DrainReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class DrainPlan:
+    """A node's pods sorted into those to evict, to skip (with reason) and to refuse."""
+
+    evict: list[PodInfo]
+    skip: list[tuple[PodInfo, str]]
+    refuse: list[PodInfo]
+    wait_for: list[PodInfo]
+
+
+def plan_drain(pods: list[PodInfo], force: bool = False) -> DrainPlan:
+    """Sort ``pods`` by what draining must do with each."""
+    evict: list[PodInfo] = []
+    skip: list[tuple[PodInfo, str]] = []
+    refuse: list[PodInfo] = []
+    wait_for: list[PodInfo] = []
+    for pod in pods:
+        if pod.mirror:
+            skip.append((pod, "mirror pod (managed by the kubelet)"))
+        elif pod.daemonset:
+            skip.append((pod, f"DaemonSet pod (of {pod.owner_name})"))
+        elif pod.terminating:
+            wait_for.append(pod)
+        elif not pod.managed and not force:
+            refuse.append(pod)
+        else:
+            evict.append(pod)
+    return DrainPlan(evict=evict, skip=skip, refuse=refuse, wait_for=wait_for)
+
+
+def evictable_count(pods: list[PodInfo]) -> int:
+    """How many pods a drain would have to move: the node's emptiness for choosing victims."""
+    plan = plan_drain(pods, force=True)
+    return len(plan.evict) + len(plan.wait_for)
+
+
+class _QueuedLog:
+    """Log lines from eviction threads, written by the draining thread (which owns the DB)."""
+
+    def __init__(self, log: LogFn) -> None:
+        self._log = log
+        self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+
+    def __call__(self, level: str, message: str) -> None:
+        self._queue.put((level, message))
+
+    def flush(self) -> None:
+        """Write out every queued line."""
+        while True:
+            try:
+                level, message = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._log(level, message)
+
+
+@dataclass
+class _Eviction:
+    pod: PodInfo
+    accepted: bool = False
+    gone: bool = False
+    attempts: int = 0
+    last_refusal: str = ""
+    error: str = ""
+
+
+def _evict_with_backoff(
+    ops: NodeOps,
+    state: _Eviction,
+    options: DrainOptions,
+    deadline: float,
+    stop: threading.Event,
+    log: LogFn,
+) -> None:
+    """Evict one pod, retrying 429 (disruption budget) and transient errors until the deadline."""
+    delay = options.backoff_initial
+    while not stop.is_set():
+        try:
+            ops.evict(state.pod, options.grace_seconds)
+            state.accepted = True
+            return
+        except NotFound:
+            state.gone = True
+            return
+        except (TooManyRequests, Transient) as exc:
+            state.attempts += 1
+            state.last_refusal = str(exc)
+            if state.attempts == 1:
+                log(
+                    "warning", f"eviction of {state.pod.key} refused ({exc}); retrying with backoff"
+                )
+        except KubeError as exc:
+            state.error = str(exc)
+            log("error", f"eviction of {state.pod.key} failed: {exc}")
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        # Backoff with jitter so that parallel evictions blocked by one budget spread out.
+        stop.wait(min(left, delay * random.uniform(0.8, 1.2)))
+        delay = min(delay * 2, options.backoff_max)
+
+
+def drain_node(
+    ops: NodeOps,
+    node: str,
+    options: DrainOptions,
+    log: LogFn,
+) -> DrainReport:
+    """Cordon ``node`` and evict its pods; raise DrainFailed (node uncordoned) if that fails."""
+    started = time.monotonic()
+    deadline = started + options.deadline_seconds
+    report = DrainReport(node=node)
+    ops.set_unschedulable(node, True)
+    log("info", f"cordoned {node}")
+    try:
+        _drain(ops, node, options, log, deadline, report)
+    except DrainFailed:
+        _uncordon_after_failure(ops, node, log)
+        raise
+    except KubeError as exc:
+        _uncordon_after_failure(ops, node, log)
+        raise DrainFailed(f"draining {node} failed: {exc}", report) from exc
+    report.seconds = time.monotonic() - started
+    log(
+        "info",
+        f"drained {node}: {len(report.evicted)} pods evicted, {len(report.skipped)} skipped, "
+        f"{report.retries} retries, {report.seconds:.1f}s",
+    )
+    return report
+
+
+def _uncordon_after_failure(ops: NodeOps, node: str, log: LogFn) -> None:
+    try:
+        ops.set_unschedulable(node, False)
+        log("warning", f"uncordoned {node} after the failed drain")
+    except KubeError as exc:
+        log("error", f"could not uncordon {node}: {exc}")
+
+
+def _drain(
+    ops: NodeOps,
+    node: str,
+    options: DrainOptions,
+    log: LogFn,
+    deadline: float,
+    report: DrainReport,
+) -> None:
+    pods, version = ops.pods_on_node(node)
+    plan = plan_drain(pods, options.force)
+    for pod, reason in plan.skip:
+        report.skipped.append((pod.key, reason))
+        log("info", f"skipping {pod.key}: {reason}")
+    if plan.refuse:
+        names = ", ".join(p.key for p in plan.refuse)
+        raise DrainFailed(
+            f"{node} runs pods that no controller would replace: {names}; "
+            "drain with force to delete them anyway",
+            report,
+        )
+    if not plan.evict and not plan.wait_for:
+        return
+    largest_grace = max(
+        (options.grace_seconds if options.grace_seconds is not None else p.grace_seconds)
+        for p in plan.evict + plan.wait_for
+    )
+    log(
+        "info",
+        f"evicting {len(plan.evict)} pods from {node} in parallel "
+        f"(longest grace period {largest_grace}s, deadline {options.deadline_seconds:.0f}s)",
+    )
+    remaining = {p.uid: p for p in plan.evict + plan.wait_for}
+    states = [_Eviction(pod=p) for p in plan.evict]
+    stop = threading.Event()
+    thread_log = _QueuedLog(log)
+    workers = max(1, min(options.max_parallel, len(states)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evict") as pool:
+        futures: list[Future[None]] = [
+            pool.submit(_evict_with_backoff, ops, s, options, deadline, stop, thread_log)
+            for s in states
+        ]
+        try:
+            _wait_until_gone(ops, node, version, remaining, states, deadline, thread_log.flush)
+        finally:
+            stop.set()
+    thread_log.flush()
+    for future in futures:
+        # An unexpected error in an eviction thread is a bug: surface it, do not swallow it.
+        if (error := future.exception()) is not None:
+            raise error
+    report.retries = sum(max(0, s.attempts) for s in states)
+    report.evicted = [s.pod.key for s in states if s.pod.uid not in remaining]
+    if remaining:
+        blocked = []
+        for s in states:
+            if s.pod.uid not in remaining:
+                continue
+            if s.error:
+                blocked.append(f"{s.pod.key} ({s.error})")
+            elif not s.accepted and s.last_refusal:
+                blocked.append(f"{s.pod.key} (eviction refused: {s.last_refusal})")
+            else:
+                blocked.append(f"{s.pod.key} (still terminating)")
+        blocked += [f"{p.key} (still terminating)" for p in plan.wait_for if p.uid in remaining]
+        raise DrainFailed(
+            f"{node} was not drained within {options.deadline_seconds:.0f}s: " + "; ".join(blocked),
+            report,
+        )
+
+
+def _wait_until_gone(
+    ops: NodeOps,
+    node: str,
+    version: str,
+    remaining: dict[str, PodInfo],
+    states: list[_Eviction],
+    deadline: float,
+    flush: Callable[[], None],
+) -> None:
+    """Follow the node's pods with a watch until every pod in ``remaining`` is deleted."""
+    while remaining:
+        flush()
+        for s in states:
+            if s.gone:
+                remaining.pop(s.pod.uid, None)
+        left = deadline - time.monotonic()
+        if not remaining or left <= 0 or any(s.error for s in states):
+            return
+        # Short watch windows, resumed from the last version seen, so that a hard eviction
+        # error or the deadline ends the wait promptly.
+        window = max(1, int(min(left, 2.0)))
+        try:
+            for event in ops.watch_pods_on_node(node, version, window):
+                flush()
+                version = event.resource_version or version
+                if event.type == "DELETED" or (event.pod.finished and event.type == "MODIFIED"):
+                    remaining.pop(event.pod.uid, None)
+                if not remaining or time.monotonic() >= deadline:
+                    return
+        except Transient:
+            # The watch expired (410) or dropped: list again and resume from that version.
+            pods, version = ops.pods_on_node(node)
+            present = {p.uid for p in pods if not p.finished}
+            for uid in list(remaining):
+                if uid not in present:
+                    remaining.pop(uid)

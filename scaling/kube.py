@@ -1,0 +1,236 @@
+"""Node and eviction calls for scaling, on top of deployer.k8s (its clients and error translation)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+from kubernetes import client
+
+from deployer import k8s
+from deployer.errors import NotFound
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What scaling needs to know about a Node."""
+
+    name: str
+    labels: dict[str, str]
+    unschedulable: bool
+    ready: bool
+    provider_id: str = ""
+
+    @property
+    def group(self) -> str:
+        """The node group the node belongs to ('' when unlabelled)."""
+        return self.labels.get(settings.SCALING_NODE_GROUP_LABEL, "")
+
+    @property
+    def instance_id(self) -> str:
+        """The cloud instance behind the node: its label, else the last part of providerID."""
+        label = self.labels.get(settings.SCALING_INSTANCE_ID_LABEL, "")
+        if label:
+            return label
+        return self.provider_id.rstrip("/").rsplit("/", 1)[-1] if self.provider_id else ""
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What drain needs to know about a Pod."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    phase: str
+    owner_kind: str = ""
+    owner_name: str = ""
+    mirror: bool = False
+    grace_seconds: int = 30
+    terminating: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def daemonset(self) -> bool:
+        """True when a DaemonSet controls the pod (it would come straight back)."""
+        return self.owner_kind == "DaemonSet"
+
+    @property
+    def managed(self) -> bool:
+        """True when a controller will replace the pod after eviction."""
+        return bool(self.owner_kind)
+
+    @property
+    def finished(self) -> bool:
+        """True for pods whose containers have all exited for good."""
+        return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """A watch event about a pod on a node."""
+
+    type: str
+    pod: PodInfo
+    resource_version: str = ""
+
+
+class NodeOps(Protocol):
+    """The cluster operations scaling uses; the real one is ``KubeNodes``."""
+
+    def list_nodes(self, group: str | None = None) -> list[NodeInfo]:
+        """Nodes, optionally only those labelled with node group ``group``."""
+        ...
+
+    def get_node(self, name: str) -> NodeInfo:
+        """One node; raises NotFound."""
+        ...
+
+    def set_unschedulable(self, name: str, unschedulable: bool) -> None:
+        """Cordon (True) or uncordon (False) a node."""
+        ...
+
+    def create_node(self, name: str, labels: dict[str, str]) -> None:
+        """Register a Node object (localcluster brings up a simulated node for it)."""
+        ...
+
+    def delete_node(self, name: str) -> None:
+        """Delete a Node object; a missing node is not an error."""
+        ...
+
+    def pods_on_node(self, name: str) -> tuple[list[PodInfo], str]:
+        """The pods bound to node ``name`` and the list's resourceVersion."""
+        ...
+
+    def evict(self, pod: PodInfo, grace_seconds: int | None) -> None:
+        """Ask the Eviction API to evict ``pod``; raises TooManyRequests when a PDB forbids it."""
+        ...
+
+    def watch_pods_on_node(
+        self, name: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[PodEvent]:
+        """Pod events on node ``name`` after ``resource_version``, for up to ``timeout_seconds``."""
+        ...
+
+
+def _node_info(node: Any) -> NodeInfo:
+    meta, spec, status = node.metadata, node.spec, node.status
+    ready = False
+    for condition in (status.conditions if status and status.conditions else []) or []:
+        if condition.type == "Ready":
+            ready = condition.status == "True"
+    return NodeInfo(
+        name=meta.name,
+        labels=dict(meta.labels or {}),
+        unschedulable=bool(spec and spec.unschedulable),
+        ready=ready,
+        provider_id=(spec.provider_id if spec and spec.provider_id else ""),
+    )
+
+
+def pod_info(pod: Any) -> PodInfo:
+    """A PodInfo from a kubernetes-client V1Pod."""
+    meta, spec, status = pod.metadata, pod.spec, pod.status
+    owner_kind = owner_name = ""
+    for ref in meta.owner_references or []:
+        if ref.controller:
+            owner_kind, owner_name = ref.kind, ref.name
+    grace = spec.termination_grace_period_seconds if spec else None
+    return PodInfo(
+        namespace=meta.namespace or "default",
+        name=meta.name,
+        uid=meta.uid or "",
+        node=(spec.node_name or "") if spec else "",
+        phase=(status.phase or "") if status else "",
+        owner_kind=owner_kind,
+        owner_name=owner_name,
+        mirror=MIRROR_ANNOTATION in (meta.annotations or {}),
+        grace_seconds=30 if grace is None else int(grace),
+        terminating=meta.deletion_timestamp is not None,
+        labels=dict(meta.labels or {}),
+    )
+
+
+class KubeNodes:
+    """NodeOps against the cluster configured in settings, through deployer.k8s."""
+
+    def list_nodes(self, group: str | None = None) -> list[NodeInfo]:
+        """Nodes, optionally only those labelled with node group ``group``."""
+        selector = f"{settings.SCALING_NODE_GROUP_LABEL}={group}" if group else None
+        kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
+        result = k8s.call(k8s.core_v1().list_node, **kwargs)
+        return [_node_info(n) for n in result.items or []]
+
+    def get_node(self, name: str) -> NodeInfo:
+        """One node; raises NotFound."""
+        return _node_info(k8s.call(k8s.core_v1().read_node, name))
+
+    def set_unschedulable(self, name: str, unschedulable: bool) -> None:
+        """Cordon (True) or uncordon (False) a node."""
+        body = {"spec": {"unschedulable": True if unschedulable else None}}
+        k8s.call(k8s.core_v1().patch_node, name, body)
+
+    def create_node(self, name: str, labels: dict[str, str]) -> None:
+        """Register a Node object (localcluster brings up a simulated node for it)."""
+        body = client.V1Node(
+            api_version="v1",
+            kind="Node",
+            metadata=client.V1ObjectMeta(name=name, labels=labels),
+        )
+        k8s.call(k8s.core_v1().create_node, body)
+
+    def delete_node(self, name: str) -> None:
+        """Delete a Node object; a missing node is not an error."""
+        with contextlib.suppress(NotFound):
+            k8s.call(k8s.core_v1().delete_node, name)
+
+    def pods_on_node(self, name: str) -> tuple[list[PodInfo], str]:
+        """The pods bound to node ``name`` and the list's resourceVersion."""
+        result = k8s.call(
+            k8s.core_v1().list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
+        )
+        version = (result.metadata.resource_version if result.metadata else "") or ""
+        return [pod_info(p) for p in result.items or []], version
+
+    def evict(self, pod: PodInfo, grace_seconds: int | None) -> None:
+        """Ask the Eviction API to evict ``pod``; raises TooManyRequests when a PDB forbids it."""
+        options = (
+            client.V1DeleteOptions(grace_period_seconds=grace_seconds)
+            if grace_seconds is not None
+            else None
+        )
+        body = client.V1Eviction(
+            api_version="policy/v1",
+            kind="Eviction",
+            metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
+            delete_options=options,
+        )
+        k8s.call(k8s.core_v1().create_namespaced_pod_eviction, pod.name, pod.namespace, body)
+
+    def watch_pods_on_node(
+        self, name: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[PodEvent]:
+        """Pod events on node ``name`` after ``resource_version``, for up to ``timeout_seconds``."""
+        events = k8s.stream(
+            k8s.core_v1().list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={name}",
+            resource_version=resource_version,
+            timeout_seconds=max(1, timeout_seconds),
+            _request_timeout=timeout_seconds + 5,
+        )
+        for event in events:
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                obj = event["object"]
+                version = (obj.metadata.resource_version if obj.metadata else "") or ""
+                yield PodEvent(type=event["type"], pod=pod_info(obj), resource_version=version)

@@ -1,0 +1,386 @@
+"""Execute a scaling run: plain typed code with injected collaborators; tasks only call ``execute``.
+
+A run applies its plan in a safe order (node groups grow first, apps change, node
+groups shrink last), records each finished change in ``result`` so that a resumed
+run skips it, and yields (status WAITING) while a deploy of an app it scales runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import F
+from django.db.models.functions import Coalesce
+
+from deployer.errors import DeployError, KubeError
+from deployer.models import App, Deployment
+from scaling import logsink
+from scaling.drain import DrainFailed, DrainOptions, drain_node, evictable_count
+from scaling.kube import KubeNodes, NodeInfo, NodeOps
+from scaling.logsink import RunLog
+from scaling.models import IllegalTransition, NodeGroup, ScalingRun
+from scaling.planner import Change, app_baseline
+from scaling.providers import GroupState, Provider, ProviderError, provider_for
+from scaling.schedule import Clock, SystemClock
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    """What ``execute`` left the run as."""
+
+    DONE = "done"
+    WAIT = "wait"
+    SKIPPED = "skipped"
+
+
+class StopRun(Exception):
+    """The run cannot continue for a reason the user can read (and maybe fix)."""
+
+
+def _busy_deploy(app: App) -> int | None:
+    active = (Deployment.Status.QUEUED, Deployment.Status.RUNNING)
+    return (
+        Deployment.objects.filter(app=app, status__in=active)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def _scale_app(app: App, replicas: int) -> None:
+    from deployer.services import scale_app
+
+    scale_app(app, replicas)
+
+
+@dataclass
+class Services:
+    """The collaborators of a run; tests replace any of them."""
+
+    clock: Clock = field(default_factory=SystemClock)
+    ops_factory: Callable[[], NodeOps] = KubeNodes
+    provider: Callable[[NodeGroup, NodeOps], Provider] = provider_for
+    scale_app: Callable[[App, int], None] = _scale_app
+    busy_deploy: Callable[[App], int | None] = _busy_deploy
+    drain_options: DrainOptions = field(
+        default_factory=lambda: DrainOptions(
+            deadline_seconds=float(settings.SCALING_DRAIN_DEADLINE_SECONDS)
+        )
+    )
+    _ops: NodeOps | None = None
+
+    @property
+    def ops(self) -> NodeOps:
+        """The cluster, created on first use (app-only runs never need it)."""
+        if self._ops is None:
+            self._ops = self.ops_factory()
+        return self._ops
+
+
+def execute(run_id: int, services: Services | None = None) -> Outcome:
+    """Claim run ``run_id`` and carry it out; WAIT means "call again later"."""
+    services = services or Services()
+    run = ScalingRun.objects.filter(pk=run_id).first()
+    if run is None or run.is_terminal:
+        return Outcome.SKIPPED
+    try:
+        run.start(now=services.clock.now())
+    except IllegalTransition:
+        return Outcome.SKIPPED  # another worker has it
+    logsink.status_changed(run)
+    log = RunLog(run)
+    started = time.monotonic()
+    try:
+        outcome = HANDLERS[run.kind](run, services, log)
+    except (StopRun, DrainFailed, ProviderError, KubeError, DeployError) as exc:
+        log.error(str(exc))
+        run.fail(str(exc), now=services.clock.now())
+        logsink.status_changed(run)
+        return Outcome.DONE
+    except Exception as exc:
+        logger.exception("scaling run #%s failed unexpectedly", run.pk)
+        log.error(f"internal error: {type(exc).__name__}: {exc} (details in the worker log)")
+        run.fail(f"internal error: {exc}", now=services.clock.now())
+        logsink.status_changed(run)
+        return Outcome.DONE
+    if outcome == Outcome.WAIT:
+        run.wait()
+        logsink.status_changed(run)
+        return Outcome.WAIT
+    run.succeed(now=services.clock.now())
+    log.info(f"finished in {time.monotonic() - started:.1f}s")
+    logsink.status_changed(run)
+    return Outcome.DONE
+
+
+def _record(run: ScalingRun, change: Change, outcome: str) -> None:
+    entry = {"key": change.key, "name": change.name, "from": change.current}
+    entry.update({"to": change.desired, "outcome": outcome})
+    run.result = [r for r in run.result if r.get("key") != change.key] + [entry]
+    ScalingRun.objects.filter(pk=run.pk).update(result=run.result)
+
+
+def _done_keys(run: ScalingRun) -> set[str]:
+    return {r["key"] for r in run.result if r.get("outcome") != "waiting"}
+
+
+def _superseded_by(run: ScalingRun, change: Change) -> int | None:
+    """A later schedule run for the same target, which makes this change obsolete."""
+    if run.kind != ScalingRun.Kind.SCHEDULE or run.due_at is None:
+        return None
+    later = ScalingRun.objects.filter(kind=ScalingRun.Kind.SCHEDULE, due_at__gt=run.due_at)
+    for other in later.exclude(pk=run.pk).only("pk", "plan"):
+        if any(Change.from_json(c).key == change.key for c in other.plan):
+            return other.pk
+    return None
+
+
+def _ordered(changes: list[Change]) -> list[Change]:
+    """Grow node groups first, then change apps, then shrink node groups."""
+
+    def rank(c: Change) -> int:
+        if c.target == "node_group":
+            return 0 if c.desired >= c.current else 2
+        return 1
+
+    return sorted(changes, key=rank)
+
+
+def run_plan(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+    """Apply (or, for a dry run, describe) every change in ``run.plan``."""
+    dry = run.kind == ScalingRun.Kind.DRY_RUN
+    changes = _ordered([Change.from_json(c) for c in run.plan])
+    if not changes:
+        log.info("nothing to do: the plan is empty")
+        return Outcome.DONE
+    if run.status == ScalingRun.Status.RUNNING and not run.result:
+        for change in changes:
+            log.info(f"plan: {change.name} {change.current} → {change.desired} ({change.why})")
+    done = _done_keys(run)
+    waiting = False
+    for change in changes:
+        if change.key in done:
+            continue
+        later = _superseded_by(run, change)
+        if later is not None:
+            log.info(f"{change.name}: superseded by the newer scaling run #{later}; skipped")
+            _record(run, change, "superseded")
+            continue
+        if change.target == "app":
+            outcome = apply_app(run, change, services, log, dry)
+        else:
+            outcome = apply_node_group(change, services, log, dry)
+        if outcome == "waiting":
+            waiting = True
+        _record(run, change, outcome)
+    if dry:
+        log.info("dry run: nothing was changed")
+    return Outcome.WAIT if waiting else Outcome.DONE
+
+
+def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, dry: bool) -> str:
+    """Scale one app, yielding to a running deploy; returns the outcome word for ``result``."""
+    app = App.objects.filter(pk=change.id).first()
+    if app is None:
+        log.warning(f"app {change.name} no longer exists; skipped")
+        return "skipped"
+    desired = change.desired
+    if dry:
+        verb = "would stay at" if app.replicas == desired else f"would scale {app.replicas} →"
+        log.info(f"app {app.name}: {verb} {desired} replicas")
+        return "dry run"
+    deployment = services.busy_deploy(app)
+    if deployment is not None:
+        already = any(r.get("key") == change.key for r in run.result)
+        if not already:
+            log.info(
+                f"app {app.name}: waiting for deployment #{deployment} to finish "
+                "(the scaler never changes an app while it deploys)"
+            )
+        return "waiting"
+    if app.baseline_replicas is None:
+        # Remember where the app was before any schedule touched it, for percentages and
+        # window ends; a conditional update so that two runs cannot both set it.
+        App.objects.filter(pk=app.pk, baseline_replicas__isnull=True).update(
+            baseline_replicas=app.replicas
+        )
+        log.info(f"app {app.name}: remembered its baseline of {app.replicas} replicas")
+    if app.replicas == desired:
+        log.info(f"app {app.name}: already at {desired} replicas")
+        return "unchanged"
+    before = app.replicas
+    services.scale_app(app, desired)
+    log.info(f"app {app.name}: scaled from {before} to {desired} replicas")
+    return "scaled"
+
+
+def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool) -> str:
+    """Bring one node group to its desired capacity: scale out, or drain and remove nodes."""
+    group = NodeGroup.objects.filter(pk=change.id).first()
+    if group is None:
+        log.warning(f"node group {change.name} no longer exists; skipped")
+        return "skipped"
+    provider = services.provider(group, services.ops)
+    state = provider.describe(group)
+    low = max(group.min_size, state.min_size)
+    high = min(group.max_size, state.max_size)
+    target = max(low, min(high, change.desired))
+    if target != change.desired:
+        log.warning(
+            f"node group {group.name}: {change.desired} is outside min {low} / max {high}; "
+            f"using {target}"
+        )
+    log.info(f"node group {group.name}: {state.desired} now, {target} wanted")
+    if target == state.desired:
+        outcome = "unchanged"
+    elif dry:
+        outcome = "dry run"
+        if target > state.desired:
+            log.info(f"node group {group.name}: would add {target - state.desired} nodes")
+        else:
+            victims = choose_victims(group, state, state.desired - target, services.ops, log)
+            names = ", ".join(f"{n.name} ({pods} pods)" for n, pods in victims) or "none"
+            log.info(f"node group {group.name}: would drain and remove {names}")
+    elif target > state.desired:
+        provider.scale_out(group, target)
+        log.info(f"node group {group.name}: asked {group.provider} for {target} nodes")
+        outcome = "scaled out"
+    else:
+        scale_in(group, state, state.desired - target, provider, services, log)
+        outcome = "scaled in"
+    if not dry:
+        NodeGroup.objects.filter(pk=group.pk).update(
+            desired=target, baseline_desired=Coalesce(F("baseline_desired"), group.desired)
+        )
+    return outcome
+
+
+def choose_victims(
+    group: NodeGroup, state: GroupState, count: int, ops: NodeOps, log: RunLog
+) -> list[tuple[NodeInfo, int]]:
+    """The ``count`` emptiest removable nodes of ``group`` with their pod counts."""
+    protected = state.protected_ids()
+    known = {i.id for i in state.instances}
+    candidates: list[tuple[int, str, NodeInfo]] = []
+    for node in ops.list_nodes(group.name):
+        instance = node.instance_id
+        if not instance:
+            log.warning(f"node {node.name} has no instance id; it cannot be removed")
+            continue
+        if instance in protected:
+            log.info(f"node {node.name} ({instance}) is protected from scale-in; kept")
+            continue
+        if known and instance not in known:
+            log.warning(f"node {node.name}: {instance} is not in the group; kept")
+            continue
+        pods, _ = ops.pods_on_node(node.name)
+        candidates.append((evictable_count(pods), node.name, node))
+    candidates.sort(key=lambda item: (item[0], item[1]))
+    if len(candidates) < count:
+        log.warning(
+            f"node group {group.name}: only {len(candidates)} of {count} nodes can be removed"
+        )
+    return [(node, pods) for pods, _, node in candidates[:count]]
+
+
+def scale_in(
+    group: NodeGroup,
+    state: GroupState,
+    count: int,
+    provider: Provider,
+    services: Services,
+    log: RunLog,
+) -> None:
+    """Cordon, drain, delete and terminate ``count`` nodes, one at a time, emptiest first."""
+    ops = services.ops
+    victims = choose_victims(group, state, count, ops, log)
+    if not victims:
+        raise StopRun(f"node group {group.name}: no node can be removed")
+    for node, pods in victims:
+        log.info(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
+        drain_node(ops, node.name, services.drain_options, log)
+        ops.delete_node(node.name)
+        log.info(f"deleted node {node.name}")
+        provider.terminate(group, node.instance_id)
+        log.info(f"terminated {node.instance_id} and decremented the desired capacity")
+    if len(victims) < count:
+        raise StopRun(
+            f"node group {group.name}: removed {len(victims)} of {count} nodes; "
+            "the others are protected or not in the group"
+        )
+
+
+def run_scale_app(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+    """Manual: set one app's replicas (optionally making it the new baseline)."""
+    app = App.objects.filter(pk=run.params.get("app_id")).first()
+    if app is None:
+        raise StopRun("the app no longer exists")
+    replicas = int(run.params["replicas"])
+    if run.params.get("baseline"):
+        App.objects.filter(pk=app.pk).update(baseline_replicas=replicas)
+        log.info(f"app {app.name}: baseline set to {replicas} replicas")
+    change = Change("app", app.pk, app.name, app.replicas, replicas, "manual")
+    outcome = apply_app(run, change, services, log, dry=False)
+    _record(run, change, outcome)
+    return Outcome.WAIT if outcome == "waiting" else Outcome.DONE
+
+
+def run_set_capacity(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+    """Manual: set one node group's desired capacity."""
+    group = NodeGroup.objects.filter(pk=run.params.get("group_id")).first()
+    if group is None:
+        raise StopRun("the node group no longer exists")
+    desired = int(run.params["desired"])
+    change = Change("node_group", group.pk, group.name, group.desired, desired, "manual")
+    _record(run, change, apply_node_group(change, services, log, dry=False))
+    return Outcome.DONE
+
+
+def run_cordon(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+    """Manual: mark a node unschedulable."""
+    node = str(run.params["node"])
+    services.ops.set_unschedulable(node, True)
+    log.info(f"cordoned {node}: no new pods will be scheduled on it")
+    return Outcome.DONE
+
+
+def run_uncordon(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+    """Manual: make a node schedulable again."""
+    node = str(run.params["node"])
+    services.ops.set_unschedulable(node, False)
+    log.info(f"uncordoned {node}")
+    return Outcome.DONE
+
+
+def run_drain(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+    """Manual: cordon and drain a node (it stays cordoned afterwards)."""
+    node = str(run.params["node"])
+    base = services.drain_options
+    options = DrainOptions(
+        deadline_seconds=float(run.params.get("deadline") or base.deadline_seconds),
+        force=bool(run.params.get("force")),
+        grace_seconds=base.grace_seconds,
+        backoff_initial=base.backoff_initial,
+        backoff_max=base.backoff_max,
+    )
+    drain_node(services.ops, node, options, log)
+    return Outcome.DONE
+
+
+HANDLERS: dict[str, Callable[[ScalingRun, Services, RunLog], Outcome]] = {
+    ScalingRun.Kind.SCHEDULE: run_plan,
+    ScalingRun.Kind.DRY_RUN: run_plan,
+    ScalingRun.Kind.SCALE_APP: run_scale_app,
+    ScalingRun.Kind.SET_CAPACITY: run_set_capacity,
+    ScalingRun.Kind.CORDON: run_cordon,
+    ScalingRun.Kind.UNCORDON: run_uncordon,
+    ScalingRun.Kind.DRAIN: run_drain,
+}
+
+__all__ = ["Outcome", "Services", "StopRun", "app_baseline", "execute"]

@@ -1,0 +1,133 @@
+"""What the tick, the pages and the API call: plan, record a run, enqueue it after commit."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from deployer.models import App
+from scaling.models import NodeGroup, ScalingRun, Schedule
+from scaling.planner import Change, changes_for, enabled_schedules, resolve, spec_of
+from scaling.schedule import Clock, Event, SystemClock, latest_due
+
+logger = logging.getLogger(__name__)
+
+# A queued run older than this lost its task message; the tick sends it again.
+STALE_AFTER = timedelta(minutes=2)
+
+
+def enqueue(run_id: int) -> None:
+    """Send the execute task for ``run_id`` once the current transaction commits."""
+
+    def send() -> None:
+        from scaling.tasks import execute_run
+
+        try:
+            execute_run.delay(run_id)
+        except Exception:
+            logger.exception("could not enqueue scaling run #%s; the next tick retries", run_id)
+
+    transaction.on_commit(send)
+
+
+def _user(user: Any) -> Any:
+    return user if getattr(user, "pk", None) else None
+
+
+def tick(clock: Clock | None = None) -> list[ScalingRun]:
+    """Create (once) and enqueue a run for each schedule due time that holds now."""
+    now = (clock or SystemClock()).now()
+    created: list[ScalingRun] = []
+    for winner in resolve(enabled_schedules(), now):
+        schedule, due = winner.schedule, winner.due
+        if ScalingRun.objects.filter(
+            kind=ScalingRun.Kind.SCHEDULE, schedule=schedule, due_at=due.at
+        ).exists():
+            continue
+        plan = [c.as_json() for c in changes_for(schedule, due.event, only=set(winner.targets))]
+        try:
+            with transaction.atomic():
+                run = ScalingRun.objects.create(
+                    kind=ScalingRun.Kind.SCHEDULE,
+                    schedule=schedule,
+                    due_at=due.at,
+                    event=str(due.event),
+                    plan=plan,
+                    params={"due_local": due.local.isoformat(), "note": due.note},
+                    created_at=now,
+                )
+                enqueue(run.pk)
+        except IntegrityError:
+            continue  # a concurrent tick recorded this due time first
+        created.append(run)
+    requeue_stale(now)
+    return created
+
+
+def requeue_stale(now: datetime) -> None:
+    """Enqueue QUEUED runs whose message was lost (broker outage, worker restart)."""
+    stale = ScalingRun.objects.filter(
+        status=ScalingRun.Status.QUEUED, created_at__lt=now - STALE_AFTER
+    )
+    for run_id in stale.values_list("pk", flat=True):
+        enqueue(run_id)
+
+
+def dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) -> ScalingRun:
+    """A run that logs what ``schedule`` would change now, changing nothing."""
+    now = (clock or SystemClock()).now()
+    due = latest_due(spec_of(schedule), now)
+    event = due.event if due is not None else Event.APPLY
+    plan = [c.as_json() for c in changes_for(schedule, event)]
+    with transaction.atomic():
+        run = ScalingRun.objects.create(
+            kind=ScalingRun.Kind.DRY_RUN,
+            schedule=schedule,
+            event=str(event),
+            plan=plan,
+            params={"latest_due": due.at.isoformat() if due else None},
+            triggered_by=_user(user),
+        )
+        enqueue(run.pk)
+    return run
+
+
+def _manual(kind: str, params: dict[str, Any], user: Any, plan: list[Change]) -> ScalingRun:
+    with transaction.atomic():
+        run = ScalingRun.objects.create(
+            kind=kind,
+            params=params,
+            plan=[c.as_json() for c in plan],
+            triggered_by=_user(user),
+        )
+        enqueue(run.pk)
+    return run
+
+
+def scale_app(app: App, replicas: int, user: Any = None, baseline: bool = False) -> ScalingRun:
+    """A manual run that sets ``app`` to ``replicas`` (and its baseline when asked)."""
+    params = {"app_id": app.pk, "app": app.name, "replicas": replicas, "baseline": baseline}
+    change = Change("app", app.pk, app.name, app.replicas, replicas, "manual")
+    return _manual(ScalingRun.Kind.SCALE_APP, params, user, [change])
+
+
+def set_capacity(group: NodeGroup, desired: int, user: Any = None) -> ScalingRun:
+    """A manual run that brings ``group`` to ``desired`` nodes."""
+    params = {"group_id": group.pk, "group": group.name, "desired": desired}
+    change = Change("node_group", group.pk, group.name, group.desired, desired, "manual")
+    return _manual(ScalingRun.Kind.SET_CAPACITY, params, user, [change])
+
+
+def node_action(
+    kind: str, node: str, user: Any = None, force: bool = False, deadline: int | None = None
+) -> ScalingRun:
+    """A manual cordon, uncordon or drain of ``node``."""
+    if kind not in (ScalingRun.Kind.CORDON, ScalingRun.Kind.UNCORDON, ScalingRun.Kind.DRAIN):
+        raise ValueError(f"not a node action: {kind}")
+    params: dict[str, Any] = {"node": node}
+    if kind == ScalingRun.Kind.DRAIN:
+        params.update(force=force, deadline=deadline)
+    return _manual(kind, params, user, [])
