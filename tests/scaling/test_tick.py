@@ -1,0 +1,165 @@
+"""The level-triggered tick: catch-up, idempotence, overlapping schedules, deploys in flight."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from deployer.models import App
+from scaling import runner, services
+from scaling.models import AppAction, ScalingRun, Schedule
+from scaling.runner import Outcome, Services
+from scaling.schedule import FrozenClock
+
+pytestmark = pytest.mark.django_db
+
+PERCENT = AppAction.Mode.PERCENT
+ABSOLUTE = AppAction.Mode.ABSOLUTE
+
+
+def at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def tick_and_run(clock: FrozenClock, make_services: Callable[..., Services]) -> list[ScalingRun]:
+    runs = services.tick(clock)
+    for run in runs:
+        runner.execute(run.pk, make_services(clock))
+    return runs
+
+
+def test_it_applies_a_window_after_a_restart_in_the_middle_of_it(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule], make_services: Callable
+) -> None:
+    app = make_app(replicas=4)
+    make_schedule(
+        "nights",
+        days=[0, 1, 2, 3, 4],
+        at=time(21),
+        until=time(7),
+        zone="Europe/Amsterdam",
+        apps={app: (PERCENT, 50)},
+    )
+    clock = FrozenClock(at(2026, 6, 15, 17))  # Monday 19:00 in Amsterdam: before the window
+    tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert app.replicas == 4
+    # The scheduler is down from 19:00 to 23:30 and misses the window's start at 21:00.
+    clock.current = at(2026, 6, 15, 21, 30)
+    runs = tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert app.replicas == 2 and app.baseline_replicas == 4
+    assert [r.due_at for r in runs] == [at(2026, 6, 15, 19)]
+    # Further ticks inside the window change nothing and record nothing.
+    clock.advance(timedelta(seconds=30))
+    assert services.tick(clock) == []
+    # Tuesday 07:00 local: the window ends and the app goes back to its baseline.
+    clock.current = at(2026, 6, 16, 5, 0, 10)
+    tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert app.replicas == 4
+
+
+def test_the_most_recent_due_time_wins_between_overlapping_schedules(
+    make_app: Callable[..., App],
+    make_schedule: Callable[..., Schedule],
+    make_services: Callable,
+    scaler: Callable,
+) -> None:
+    app = make_app(replicas=6)
+    make_schedule("evening", cron="0 21 * * *", apps={app: (PERCENT, 50)})
+    make_schedule("morning", cron="0 7 * * *", apps={app: (ABSOLUTE, 6)})
+    make_schedule("friday", cron="0 22 * * 5", apps={app: (ABSOLUTE, 1)})
+    clock = FrozenClock(at(2026, 6, 11, 21, 0, 5))  # Thursday 21:00 UTC
+    runs = tick_and_run(clock, make_services)
+    assert [r.schedule.name for r in runs] == ["evening"]
+    app.refresh_from_db()
+    assert app.replicas == 3
+    clock.current = at(2026, 6, 12, 22, 0, 5)  # Friday 22:00: friday beats Friday's 21:00
+    runs = tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert app.replicas == 1
+    assert ScalingRun.objects.filter(schedule__name="evening").count() == 1
+    # Down from Friday night to Saturday 08:00: only the morning's due time is applied.
+    clock.current = at(2026, 6, 13, 8)
+    runs = tick_and_run(clock, make_services)
+    assert [r.schedule.name for r in runs] == ["morning"]
+    app.refresh_from_db()
+    assert app.replicas == 6
+
+
+def test_a_percentage_rounds_up_and_respects_the_floor(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule], make_services: Callable
+) -> None:
+    small = make_app("small", replicas=3)
+    tiny = make_app("tiny", replicas=2)
+    make_schedule("night", cron="0 0 * * *", apps={small: (PERCENT, 50), tiny: (PERCENT, 10, 1)})
+    tick_and_run(FrozenClock(at(2026, 6, 1, 0, 1)), make_services)
+    small.refresh_from_db()
+    tiny.refresh_from_db()
+    assert (small.replicas, tiny.replicas) == (2, 1)
+
+
+def test_it_waits_for_a_running_deploy_and_then_scales(
+    make_app: Callable[..., App],
+    make_schedule: Callable[..., Schedule],
+    make_services: Callable,
+    scaler: Callable,
+) -> None:
+    app = make_app(replicas=4)
+    make_schedule("night", cron="0 0 * * *", apps={app: (ABSOLUTE, 2)})
+    clock = FrozenClock(at(2026, 6, 1, 0, 1))
+    deploying: dict[int, int | None] = {app.pk: 17}
+    busy = Services(clock=clock, scale_app=scaler, busy_deploy=lambda a: deploying[a.pk])
+    (run,) = services.tick(clock)
+    assert runner.execute(run.pk, busy) == Outcome.WAIT
+    run.refresh_from_db()
+    assert run.status == ScalingRun.Status.WAITING
+    assert scaler.calls == []
+    assert "waiting for deployment #17" in " ".join(run.logs.values_list("message", flat=True))
+    deploying[app.pk] = None
+    assert runner.execute(run.pk, busy) == Outcome.DONE
+    run.refresh_from_db()
+    assert run.status == ScalingRun.Status.SUCCEEDED
+    assert scaler.calls == [("hello", 2)]
+
+
+def test_a_second_tick_for_the_same_due_time_records_nothing(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
+) -> None:
+    app = make_app()
+    make_schedule("night", cron="*/15 * * * *", apps={app: (ABSOLUTE, 2)})
+    clock = FrozenClock(at(2026, 6, 1, 0, 16))
+    assert len(services.tick(clock)) == 1
+    assert services.tick(clock) == []
+    clock.advance(timedelta(minutes=15))
+    assert len(services.tick(clock)) == 1
+
+
+def test_a_disabled_schedule_does_nothing(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
+) -> None:
+    app = make_app()
+    schedule = make_schedule("night", cron="0 0 * * *", apps={app: (ABSOLUTE, 2)})
+    Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    assert services.tick(FrozenClock(at(2026, 6, 1, 0, 1))) == []
+
+
+def test_a_dry_run_logs_the_changes_and_makes_none(
+    make_app: Callable[..., App],
+    make_schedule: Callable[..., Schedule],
+    make_services: Callable,
+    scaler: Callable,
+) -> None:
+    app = make_app(replicas=4)
+    schedule = make_schedule("night", cron="0 0 * * *", apps={app: (PERCENT, 25)})
+    clock = FrozenClock(at(2026, 6, 1, 12))
+    run = services.dry_run(schedule, clock=clock)
+    assert runner.execute(run.pk, make_services(clock)) == Outcome.DONE
+    lines = list(run.logs.values_list("message", flat=True))
+    assert any("would scale 4 → 1 replicas" in line for line in lines)
+    assert scaler.calls == []
+    app.refresh_from_db()
+    assert app.replicas == 4 and app.baseline_replicas is None
