@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from dashboard.consumers import DeploymentLogConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/deployments/<int:pk>/", DeploymentLogConsumer.as_asgi()),
+]

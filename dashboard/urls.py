@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dashboard import views
+from dashboard.views import apps, deployments
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("", views.home, name="home"),
+    path("", apps.app_list, name="home"),
+    path("apps/new/", apps.app_create, name="app-create"),
+    path("apps/<int:pk>/", apps.app_detail, name="app-detail"),
+    path("apps/<int:pk>/edit/", apps.app_edit, name="app-edit"),
+    path("apps/<int:pk>/deploy/", apps.app_deploy, name="app-deploy"),
+    path("apps/<int:pk>/scale/", apps.app_scale, name="app-scale"),
+    path("apps/<int:pk>/swap-back/", apps.app_swap_back, name="app-swap-back"),
+    path("apps/<int:pk>/undeploy/", apps.app_undeploy, name="app-undeploy"),
+    path("apps/<int:pk>/history/", apps.app_history, name="app-history"),
+    path("deployments/", deployments.deployment_list, name="deployment-list"),
+    path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment-detail"),
+    path("deployments/<int:pk>/abort/", deployments.deployment_abort, name="deployment-abort"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/", include("dashboard.api.urls")),
 ]

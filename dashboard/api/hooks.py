@@ -1,0 +1,216 @@
+"""Registry webhooks: Docker Hub (secret in the URL) and a generic HMAC-SHA256-signed hook."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from dashboard.api.views import Conflict, queued
+from dashboard.images import repository, same_repository, with_tag
+from deployer import services
+from deployer.errors import AppBusy, DeployError
+from deployer.models import App, Deployment
+
+DEDUPE_WINDOW = timedelta(minutes=1)
+SIGNATURE_HEADER = "X-Greenlight-Signature"
+
+
+def tag_field(*, required: bool = True) -> serializers.RegexField:
+    """An image tag as Docker accepts it."""
+    return serializers.RegexField(
+        r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        required=required,
+        error_messages={
+            "invalid": "Enter a tag of letters, digits, '_', '.' and '-' (e.g. 1.2.3)."
+        },
+    )
+
+
+class DockerHubPushData(serializers.Serializer):
+    """``push_data`` of a Docker Hub push payload."""
+
+    tag = tag_field()
+
+
+class DockerHubRepository(serializers.Serializer):
+    """``repository`` of a Docker Hub push payload."""
+
+    repo_name = serializers.CharField(max_length=255)
+
+
+class DockerHubPayload(serializers.Serializer):
+    """The parts of Docker Hub's push payload Greenlight reads."""
+
+    push_data = DockerHubPushData()
+    repository = DockerHubRepository()
+
+
+class GenericPayload(serializers.Serializer):
+    """``{"tag": "2"}`` (the app's repository) or ``{"image": "repo:tag"}`` (same repository)."""
+
+    tag = tag_field(required=False)
+    image = serializers.CharField(max_length=255, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Exactly one of tag and image."""
+        if ("tag" in attrs) == ("image" in attrs):
+            raise ValidationError({"tag": ["Send either tag or image (not both)."]})
+        return attrs
+
+
+class HookAnswer(serializers.Serializer):
+    """The deployment the hook queued (202) or had already queued within a minute (200)."""
+
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    url = serializers.URLField()
+    web_url = serializers.URLField()
+    duplicate = serializers.BooleanField(required=False)
+
+
+def deploy_from_hook(app: App, image: str, detail: str) -> tuple[Deployment, bool]:
+    """Queue a webhook deploy of ``image``; (deployment, False) when one was queued in the last minute."""
+    with transaction.atomic():
+        # Serializes concurrent deliveries of the same push (SQLite writes are serialized anyway).
+        App.objects.select_for_update().filter(pk=app.pk).first()
+        recent = (
+            Deployment.objects.filter(
+                app=app,
+                image=image,
+                trigger=Deployment.Trigger.WEBHOOK,
+                created_at__gte=timezone.now() - DEDUPE_WINDOW,
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if recent is not None:
+            return recent, False
+        deployment = services.request_deploy(
+            app, image=image, trigger=Deployment.Trigger.WEBHOOK, detail=detail
+        )
+        return deployment, True
+
+
+def _answer(request: Request, deployment: Deployment, created: bool) -> Response:
+    if created:
+        return queued(request, deployment)
+    response = queued(request, deployment)
+    response.status_code = status.HTTP_200_OK
+    response.data["duplicate"] = True
+    response.data["detail"] = "This tag was delivered less than a minute ago; not deployed again."
+    return response
+
+
+def _queue(app: App, image: str, detail: str) -> tuple[Deployment, bool]:
+    try:
+        return deploy_from_hook(app, image, detail)
+    except AppBusy as exc:
+        raise Conflict(exc.message) from None
+    except DeployError as exc:
+        raise ValidationError({"image": [exc.message]}) from None
+
+
+class DockerHubHook(APIView):
+    """``POST /api/hooks/dockerhub/<secret>/``: deploy the pushed tag of the app with that secret."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        request=DockerHubPayload,
+        responses={
+            202: HookAnswer,
+            200: HookAnswer,
+            400: OpenApiResponse(description="Malformed payload or another repository."),
+            404: OpenApiResponse(description="No app has this secret."),
+        },
+    )
+    def post(self, request: Request, secret: str) -> Response:
+        """Check the payload and the repository, then queue (or dedupe) the deploy."""
+        app = get_object_or_404(App, webhook_secret=secret)
+        payload = DockerHubPayload(data=request.data)
+        payload.is_valid(raise_exception=True)
+        repo = payload.validated_data["repository"]["repo_name"]
+        tag = payload.validated_data["push_data"]["tag"]
+        if not same_repository(repo, app.image):
+            raise ValidationError(
+                {
+                    "repository": [
+                        f"{repo} is not the repository of {app.name}, which runs "
+                        f"{repository(app.image)}; point this webhook at that repository."
+                    ]
+                }
+            )
+        image = with_tag(app.image, tag)
+        deployment, created = _queue(app, image, f"Docker Hub push of {repo}:{tag}")
+        return _answer(request, deployment, created)
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The header value a sender computes: ``sha256=`` + hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class GenericHook(APIView):
+    """``POST /api/hooks/generic/<app_id>/``, signed in ``X-Greenlight-Signature``: deploy a tag."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        request=GenericPayload,
+        responses={
+            202: HookAnswer,
+            200: HookAnswer,
+            400: OpenApiResponse(description="Malformed body or another repository."),
+            403: OpenApiResponse(description="Missing or wrong signature."),
+            404: OpenApiResponse(description="No such app."),
+        },
+    )
+    def post(self, request: Request, app_id: int) -> Response:
+        """Verify the signature over the raw body, then queue (or dedupe) the deploy."""
+        app = get_object_or_404(App, pk=app_id)
+        body = request.body
+        sent = request.headers.get(SIGNATURE_HEADER, "")
+        if not sent:
+            raise PermissionDenied(f"Sign the body: {SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256>.")
+        if not hmac.compare_digest(sent.strip(), signature(app.webhook_secret, body)):
+            raise PermissionDenied(f"{SIGNATURE_HEADER} does not match the body.")
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise ParseError('The body must be JSON, e.g. {"tag": "2"}.') from None
+        if not isinstance(data, dict):
+            raise ParseError('The body must be a JSON object, e.g. {"tag": "2"}.')
+        payload = GenericPayload(data=data)
+        payload.is_valid(raise_exception=True)
+        if "image" in payload.validated_data:
+            image = payload.validated_data["image"].strip()
+            if not same_repository(image, app.image):
+                raise ValidationError(
+                    {
+                        "image": [
+                            f"{repository(image)} is not the repository of {app.name} "
+                            f"({repository(app.image)}); change the app's image to switch "
+                            "repositories."
+                        ]
+                    }
+                )
+        else:
+            image = with_tag(app.image, payload.validated_data["tag"])
+        deployment, created = _queue(app, image, f"signed webhook: {image}")
+        return _answer(request, deployment, created)

@@ -1,0 +1,224 @@
+"""REST serializers; App rules come from the deployer's model validation (App.full_clean)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import reverse
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from dashboard.forms import duplicate_name_message
+from deployer.models import App, Deployment, DeploymentLog
+
+FIXED_AFTER_CREATE = ("name", "namespace")
+
+
+class AppSerializer(serializers.ModelSerializer):
+    """An app descriptor; ``POST`` creates one (201 with ``id``), ``PATCH`` changes fields."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:app-detail")
+    web_url = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    updated_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    extra_pod_spec = serializers.DictField(required=False)
+
+    class Meta:
+        model = App
+        fields = [
+            "id",
+            "url",
+            "web_url",
+            "name",
+            "namespace",
+            "image",
+            "replicas",
+            "frontend",
+            "container_port",
+            "health_enabled",
+            "health_type",
+            "health_path",
+            "health_port",
+            "health_timeout",
+            "health_deadline",
+            "cpu_request",
+            "cpu_limit",
+            "memory_request",
+            "memory_limit",
+            "env",
+            "extra_pod_spec",
+            "keep_old_seconds",
+            "live_version",
+            "webhook_secret",
+            "created_by",
+            "updated_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["live_version", "webhook_secret", "created_at", "updated_at"]
+        # Uniqueness is checked by App.full_clean below, with messages on the right field.
+        validators: list[Any] = []
+        extra_kwargs = {"frontend": {"validators": []}}
+
+    def get_web_url(self, app: App) -> str:
+        """The app's page in the dashboard."""
+        return self._absolute(reverse("app-detail", args=[app.pk]))
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Run the deployer's validation on the would-be app; errors land on their fields."""
+        app = self.instance
+        if app is not None:
+            fixed = {
+                field: ["Fixed once the app exists; create a new app instead."]
+                for field in FIXED_AFTER_CREATE
+                if field in attrs and attrs[field] != getattr(app, field)
+            }
+            if fixed:
+                raise serializers.ValidationError(fixed)
+        candidate = App(pk=app.pk if app else None)
+        if app is not None:
+            for field in App._meta.concrete_fields:
+                setattr(candidate, field.attname, getattr(app, field.attname))
+        for key, value in attrs.items():
+            setattr(candidate, key, value)
+        errors: dict[str, list[str]] = {}
+        try:
+            # The frontend's uniqueness is part of App.clean(); the name's is checked below.
+            candidate.full_clean(
+                exclude=["webhook_secret", "created_by", "updated_by"],
+                validate_unique=False,
+                validate_constraints=False,
+            )
+        except DjangoValidationError as exc:
+            errors = {key: list(messages) for key, messages in exc.message_dict.items()}
+        duplicate = duplicate_name_message(candidate)
+        if duplicate:
+            errors.setdefault("name", []).append(duplicate)
+        if "__all__" in errors:
+            errors[api_settings.NON_FIELD_ERRORS_KEY] = errors.pop("__all__")
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    """One run of the workflow: status, timings, steps and each pod's health result."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:deployment-detail")
+    web_url = serializers.SerializerMethodField()
+    logs_url = serializers.SerializerMethodField()
+    app_name = serializers.CharField(source="app.name", read_only=True)
+    triggered_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    status = serializers.ChoiceField(choices=Deployment.Status.choices, read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "url",
+            "web_url",
+            "logs_url",
+            "app",
+            "app_name",
+            "kind",
+            "version",
+            "previous_version",
+            "image",
+            "status",
+            "trigger",
+            "triggered_by",
+            "trigger_detail",
+            "abort_requested",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "failure_reason",
+            "steps",
+            "health_results",
+        ]
+        read_only_fields = fields
+
+    def get_web_url(self, deployment: Deployment) -> str:
+        """The deployment's page (steps and live log) in the dashboard."""
+        return self._absolute(reverse("deployment-detail", args=[deployment.pk]))
+
+    def get_logs_url(self, deployment: Deployment) -> str:
+        """Where its stored log lines are."""
+        return self._absolute(reverse("api:deployment-logs", args=[deployment.pk]))
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class DeploymentListSerializer(DeploymentSerializer):
+    """A deployment in a list: without steps and health results (they can be large)."""
+
+    class Meta(DeploymentSerializer.Meta):
+        fields = [
+            f for f in DeploymentSerializer.Meta.fields if f not in ("steps", "health_results")
+        ]
+        read_only_fields = fields
+
+
+class DeployRequestSerializer(serializers.Serializer):
+    """Body of ``POST /api/apps/{id}/deploy/``."""
+
+    image = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, help_text="Empty: the app's image."
+    )
+
+
+class ScaleRequestSerializer(serializers.Serializer):
+    """Body of ``POST /api/apps/{id}/scale/``."""
+
+    replicas = serializers.IntegerField(min_value=0)
+
+
+class QueuedSerializer(serializers.Serializer):
+    """202 answer: the queued deployment's id and where to follow it."""
+
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    url = serializers.URLField()
+    web_url = serializers.URLField()
+    logs_url = serializers.URLField()
+
+
+class LogLineSerializer(serializers.ModelSerializer):
+    """One stored log line."""
+
+    class Meta:
+        model = DeploymentLog
+        fields = ["seq", "time", "level", "step", "message"]
+
+
+class LogPageSerializer(serializers.Serializer):
+    """Stored lines after ``after``; ask again with ``after=last_seq`` while ``has_more``."""
+
+    results = LogLineSerializer(many=True)
+    last_seq = serializers.IntegerField()
+    has_more = serializers.BooleanField()
+    status = serializers.CharField()
+
+
+class LogQuerySerializer(serializers.Serializer):
+    """Query of the logs endpoint."""
+
+    after = serializers.IntegerField(min_value=0, required=False, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=5000, required=False, default=1000)
+
+
+class DeploymentFilterSerializer(serializers.Serializer):
+    """Query of the deployment list."""
+
+    app = serializers.IntegerField(min_value=1, required=False)
+    status = serializers.ChoiceField(choices=Deployment.Status.choices, required=False)

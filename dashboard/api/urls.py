@@ -1,0 +1,20 @@
+"""REST routes under /api/ (namespace ``api``)."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver, path
+from rest_framework.routers import DefaultRouter
+
+from dashboard.api import hooks, views
+
+app_name = "api"
+
+router = DefaultRouter()
+router.register("apps", views.AppViewSet, basename="app")
+router.register("deployments", views.DeploymentViewSet, basename="deployment")
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("hooks/dockerhub/<str:secret>/", hooks.DockerHubHook.as_view(), name="hook-dockerhub"),
+    path("hooks/generic/<int:app_id>/", hooks.GenericHook.as_view(), name="hook-generic"),
+    *router.urls,
+]

@@ -1,0 +1,204 @@
+"""REST viewsets: apps (CRUD, deploy, scale, undeploy) and deployments (list, logs, abort)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from dashboard import permissions, queries
+from dashboard.api.permissions import ActionPermission
+from dashboard.api.serializers import (
+    AppSerializer,
+    DeploymentFilterSerializer,
+    DeploymentListSerializer,
+    DeploymentSerializer,
+    DeployRequestSerializer,
+    LogPageSerializer,
+    LogQuerySerializer,
+    QueuedSerializer,
+    ScaleRequestSerializer,
+)
+from deployer import services
+from deployer.errors import AppBusy, DeployError, InvalidRequest, NothingToDo
+from deployer.models import App, Deployment
+
+
+class Conflict(APIException):
+    """409: the request clashes with the app's or the deployment's current state."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def queued(request: Request, deployment: Deployment) -> Response:
+    """202 with the deployment's id and where to follow it."""
+    data = DeploymentSerializer(deployment, context={"request": request}).data
+    body = {key: data[key] for key in ("id", "status", "url", "web_url", "logs_url")}
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+
+
+def deploy_error(exc: DeployError, field: str) -> APIException:
+    """A deployer refusal as an API error: 400 on ``field`` for bad input, 409 otherwise."""
+    if isinstance(exc, InvalidRequest):
+        return ValidationError({field: [exc.message]})
+    if isinstance(exc, AppBusy | NothingToDo):
+        return Conflict(exc.message)
+    return ValidationError({field: [exc.message]})
+
+
+class AppViewSet(viewsets.ModelViewSet):
+    """Apps: CRUD, plus deploy, scale and undeploy actions that answer 202 at once."""
+
+    serializer_class = AppSerializer
+    permission_classes = [ActionPermission]
+    action_perms = {
+        "create": permissions.ADD,
+        "update": permissions.CHANGE,
+        "partial_update": permissions.CHANGE,
+        "destroy": permissions.DELETE,
+        "deploy": permissions.DEPLOY,
+        "scale": permissions.DEPLOY,
+        "undeploy": permissions.DEPLOY,
+    }
+
+    def get_queryset(self) -> QuerySet[App]:
+        """Every app, with who created and changed it; ``?namespace=`` filters."""
+        apps = App.objects.select_related("created_by", "updated_by").order_by("namespace", "name")
+        namespace = self.request.query_params.get("namespace")
+        return apps.filter(namespace=namespace) if namespace else apps
+
+    def perform_create(self, serializer: BaseSerializer[App]) -> None:
+        """Record who created the app."""
+        serializer.save(created_by=self.request.user, updated_by=self.request.user)
+
+    def perform_update(self, serializer: BaseSerializer[App]) -> None:
+        """Record who changed the app."""
+        serializer.save(updated_by=self.request.user)
+
+    def perform_destroy(self, instance: App) -> None:
+        """Refuse to forget an app that still runs: undeploy it first."""
+        if instance.live_version is not None or queries.active_deployment(instance):
+            raise Conflict(
+                f"{instance.name} is deployed (v{instance.live_version}) or has a deployment in "
+                f"progress; undeploy it first (POST /api/apps/{instance.pk}/undeploy/)."
+            )
+        instance.delete()
+
+    @extend_schema(request=DeployRequestSerializer, responses={202: QueuedSerializer})
+    @action(detail=True, methods=["post"])
+    def deploy(self, request: Request, pk: Any = None) -> Response:
+        """Queue a deploy (optionally of another ``image``); 202 with its id and URL."""
+        app = self.get_object()
+        body = DeployRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            deployment = services.request_deploy(
+                app,
+                user=request.user,
+                image=body.validated_data.get("image") or None,
+                trigger=Deployment.Trigger.API,
+            )
+        except DeployError as exc:
+            raise deploy_error(exc, "image") from None
+        return queued(request, deployment)
+
+    @extend_schema(request=ScaleRequestSerializer, responses={200: AppSerializer})
+    @action(detail=True, methods=["post"])
+    def scale(self, request: Request, pk: Any = None) -> Response:
+        """Set the app's replicas, and its live version's in the cluster."""
+        app = self.get_object()
+        body = ScaleRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            services.scale_app(app, body.validated_data["replicas"], user=request.user)
+        except DeployError as exc:
+            raise deploy_error(exc, "replicas") from None
+        app.refresh_from_db()
+        return Response(self.get_serializer(app).data)
+
+    @extend_schema(request=None, responses={202: QueuedSerializer})
+    @action(detail=True, methods=["post"])
+    def undeploy(self, request: Request, pk: Any = None) -> Response:
+        """Queue the removal of every version, the frontend and the backend; 202."""
+        app = self.get_object()
+        try:
+            deployment = services.undeploy(app, user=request.user)
+        except DeployError as exc:
+            raise deploy_error(exc, "app") from None
+        return queued(request, deployment)
+
+
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Deployments, newest first; ``?app=<id>`` and ``?status=`` filter."""
+
+    permission_classes = [ActionPermission]
+    action_perms = {"abort": permissions.ABORT}
+
+    def get_serializer_class(self) -> type[BaseSerializer[Deployment]]:
+        """Lists leave out steps and health results."""
+        return DeploymentListSerializer if self.action == "list" else DeploymentSerializer
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        """Deployments with their app and trigger user joined in."""
+        rows = Deployment.objects.select_related("app", "triggered_by").order_by(
+            "-created_at", "-id"
+        )
+        if self.action != "list":
+            return rows
+        query = DeploymentFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        if "app" in query.validated_data:
+            rows = rows.filter(app_id=query.validated_data["app"])
+        if "status" in query.validated_data:
+            rows = rows.filter(status=query.validated_data["status"])
+        return rows.defer("descriptor", "steps", "health_results")
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("app", int, description="Only this app's deployments."),
+            OpenApiParameter("status", str, enum=Deployment.Status.values),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Deployments, newest first, paginated."""
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(parameters=[LogQuerySerializer], responses={200: LogPageSerializer})
+    @action(detail=True, methods=["get"])
+    def logs(self, request: Request, pk: Any = None) -> Response:
+        """Stored log lines with ``seq`` above ``after``, in order; page with ``after=last_seq``."""
+        deployment = self.get_object()
+        query = LogQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        lines = queries.log_lines(deployment, after=after, limit=limit + 1)
+        has_more = len(lines) > limit
+        lines = lines[:limit]
+        return Response(
+            {
+                "results": lines,
+                "last_seq": lines[-1]["seq"] if lines else after,
+                "has_more": has_more,
+                "status": deployment.status,
+            }
+        )
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @action(detail=True, methods=["post"])
+    def abort(self, request: Request, pk: Any = None) -> Response:
+        """Abort a queued deployment now or a running one at its next step; 409 when finished."""
+        deployment = self.get_object()
+        try:
+            deployment = services.request_abort(deployment, user=request.user)
+        except DeployError as exc:
+            raise Conflict(exc.message) from None
+        data = DeploymentSerializer(deployment, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,221 @@
+"""Forms of the dashboard; field rules live in the deployer's model validation (App.full_clean)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.validators import MaxValueValidator
+
+from deployer.models import App
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Browser-side hints only; the server validates through App.full_clean().
+CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T|k|e[0-9]+)?$"
+
+
+class AppForm(forms.ModelForm):
+    """Create or edit an app descriptor; name and namespace are fixed once the app exists."""
+
+    class Meta:
+        model = App
+        fields = [
+            "name",
+            "namespace",
+            "image",
+            "replicas",
+            "frontend",
+            "container_port",
+            "health_enabled",
+            "health_type",
+            "health_path",
+            "health_port",
+            "health_timeout",
+            "health_deadline",
+            "cpu_request",
+            "cpu_limit",
+            "memory_request",
+            "memory_limit",
+            "keep_old_seconds",
+            "env",
+        ]
+        labels = {
+            "frontend": "Frontend hostname",
+            "health_enabled": "Check health before switching traffic",
+            "health_type": "Health check type",
+            "health_path": "Health path",
+            "health_port": "Health port",
+            "health_timeout": "Timeout per check (s)",
+            "health_deadline": "Deadline for all pods (s)",
+            "cpu_request": "CPU request",
+            "cpu_limit": "CPU limit",
+            "memory_request": "Memory request",
+            "memory_limit": "Memory limit",
+            "keep_old_seconds": "Keep old version warm (s)",
+        }
+        help_texts = {
+            "name": "Lowercase letters, digits and '-', starting with a letter (DNS-1035 label).",
+            "image": "Repository and tag, e.g. demo/hello:1.",
+            "frontend": "Host name the load balancer routes to this app, e.g. hello.localhost. "
+            "No scheme, no path.",
+            "health_port": "Empty: the container port.",
+            "cpu_request": "Cores, e.g. 100m or 0.5.",
+            "cpu_limit": "Empty: no limit.",
+            "memory_request": "Bytes with a unit, e.g. 64Mi or 1Gi.",
+            "memory_limit": "Empty: no limit.",
+            "keep_old_seconds": "How long the previous version keeps running after the switch, "
+            "so that Swap back is instant.",
+        }
+        widgets = {
+            # Filled by the view from the env rows, so model validation reports on "env".
+            "env": forms.HiddenInput(),
+            "image": forms.TextInput(attrs={"list": "image-suggestions", "autocomplete": "off"}),
+            "cpu_request": forms.TextInput(attrs={"pattern": CPU_PATTERN, "placeholder": "100m"}),
+            "cpu_limit": forms.TextInput(attrs={"pattern": CPU_PATTERN, "placeholder": "500m"}),
+            "memory_request": forms.TextInput(
+                attrs={"pattern": MEMORY_PATTERN, "placeholder": "64Mi"}
+            ),
+            "memory_limit": forms.TextInput(
+                attrs={"pattern": MEMORY_PATTERN, "placeholder": "256Mi"}
+            ),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["replicas"].widget.attrs.update(min=0, max=settings.MAX_REPLICAS)
+        self.fields["container_port"].widget.attrs.update(min=1, max=65535)
+        self.fields["health_port"].widget.attrs.update(min=1, max=65535)
+        self.fields["name"].widget.attrs.update(
+            pattern=r"^[a-z]([a-z0-9\-]*[a-z0-9])?$", maxlength=53, autocomplete="off"
+        )
+        if self.instance.pk is not None:
+            # Renaming would orphan the objects already running in the cluster.
+            for name in ("name", "namespace"):
+                self.fields[name].disabled = True
+                self.fields[name].help_text = "Fixed once the app exists."
+
+    def validate_unique(self) -> None:
+        """The name per namespace, on the name field; App.clean() already checks the frontend."""
+        message = duplicate_name_message(self.instance)
+        if message:
+            self.add_error("name", message)
+
+
+class EnvVarForm(forms.Form):
+    """One environment variable row."""
+
+    key = forms.CharField(max_length=128, required=False, label="Name")
+    value = forms.CharField(max_length=4096, required=False, label="Value")
+
+    def clean_key(self) -> str:
+        """A C identifier: what a container's environment accepts."""
+        key: str = self.cleaned_data["key"].strip()
+        if key and not ENV_NAME.match(key):
+            raise forms.ValidationError(
+                "Use letters, digits and '_', not starting with a digit (e.g. LOG_LEVEL)."
+            )
+        return key
+
+    def clean(self) -> dict[str, Any]:
+        """A value without a name is a mistake, not a blank row."""
+        data = super().clean() or {}
+        if not data.get("key") and data.get("value"):
+            self.add_error("key", "Give this value a name, or clear the row.")
+        return data
+
+
+class BaseEnvFormSet(forms.BaseFormSet):
+    """The env rows; names must be unique."""
+
+    def clean(self) -> None:
+        """Refuse a name given twice, on the row that repeats it."""
+        if any(self.errors):
+            return
+        seen: set[str] = set()
+        for form in self.forms:
+            key = form.cleaned_data.get("key")
+            if not key:
+                continue
+            if key in seen:
+                form.add_error("key", f"{key} is already set above.")
+            seen.add(key)
+
+    def as_dict(self) -> dict[str, str]:
+        """The rows with a name, in order."""
+        return {
+            form.cleaned_data["key"]: form.cleaned_data.get("value", "")
+            for form in self.forms
+            if form.cleaned_data.get("key")
+        }
+
+
+EnvFormSet = forms.formset_factory(
+    EnvVarForm, formset=BaseEnvFormSet, extra=1, max_num=200, validate_max=True
+)
+
+
+def env_formset(data: Any = None, env: dict[str, str] | None = None) -> BaseEnvFormSet:
+    """The env formset, bound to POST ``data`` or filled from an app's ``env``."""
+    if data is not None:
+        return EnvFormSet(data, prefix="env")
+    initial = [{"key": k, "value": v} for k, v in (env or {}).items()]
+    return EnvFormSet(initial=initial, prefix="env")
+
+
+class DeployForm(forms.Form):
+    """Deploy now, optionally overriding the image for this run."""
+
+    image = forms.CharField(
+        max_length=255,
+        required=False,
+        help_text="Empty: the app's image.",
+        widget=forms.TextInput(
+            attrs={"list": "image-suggestions", "autocomplete": "off", "placeholder": "image:tag"}
+        ),
+    )
+
+
+class ScaleForm(forms.Form):
+    """Change the running replica count."""
+
+    replicas = forms.IntegerField(min_value=0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["replicas"]
+        field.max_value = settings.MAX_REPLICAS
+        field.validators.append(MaxValueValidator(settings.MAX_REPLICAS))
+        field.widget.attrs.update(min=0, max=settings.MAX_REPLICAS)
+
+
+class UndeployForm(forms.Form):
+    """Undeploy needs the app's name typed back, so that it is never a slip of the mouse."""
+
+    confirm = forms.CharField(max_length=63, label="Type the app's name to confirm")
+
+    def __init__(self, *args: Any, app: App, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def clean_confirm(self) -> str:
+        """The typed name must be the app's name."""
+        value: str = self.cleaned_data["confirm"].strip()
+        if value != self.app.name:
+            raise forms.ValidationError(f"Type {self.app.name} to confirm.")
+        return value
+
+
+def duplicate_name_message(app: App) -> str:
+    """The message for an app whose name is taken in its namespace, or ''."""
+    if not app.name or not app.namespace:
+        return ""
+    taken = App.objects.filter(namespace=app.namespace, name=app.name)
+    if app.pk is not None:
+        taken = taken.exclude(pk=app.pk)
+    if taken.exists():
+        return f"An app named {app.name} already exists in namespace {app.namespace}."
+    return ""

@@ -1,0 +1,229 @@
+"""App pages: the list, the form, the app page and the actions on an app."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import permissions, queries
+from dashboard.forms import AppForm, DeployForm, ScaleForm, UndeployForm, env_formset
+from deployer import services
+from deployer.errors import DeployError
+from deployer.models import App, Deployment
+
+HISTORY_PAGE_SIZE = 50
+
+
+def _app_for(request: HttpRequest, pk: int) -> App:
+    app = get_object_or_404(App, pk=pk)
+    if not permissions.can_view_app(request.user, app):
+        raise PermissionDenied("You may not see this app.")
+    return app
+
+
+def _require(allowed: bool, what: str) -> None:
+    if not allowed:
+        raise PermissionDenied(f"You may not {what}.")
+
+
+@require_GET
+def app_list(request: HttpRequest) -> HttpResponse:
+    """Every app with its live version, replicas, frontend and last deployment; filter by namespace."""
+    _require(permissions.can_view_app(request.user), "see apps")
+    namespace = request.GET.get("namespace") or None
+    apps = list(queries.apps_with_last_deployment(namespace))
+    statuses = queries.live_states(apps)
+    rows = [(app, statuses[app.pk]) for app in apps]
+    return render(
+        request,
+        "dashboard/app_list.html",
+        {
+            "rows": rows,
+            "namespaces": queries.namespaces(),
+            "namespace": namespace,
+            "can_add": request.user.has_perm(permissions.ADD),
+        },
+    )
+
+
+def _form_page(request: HttpRequest, app: App | None) -> HttpResponse:
+    instance = app or App(created_by=request.user)
+    if request.method == "POST":
+        envs = env_formset(request.POST)
+        data = request.POST.copy()
+        envs_valid = envs.is_valid()
+        data["env"] = json.dumps(envs.as_dict() if envs_valid else instance.env)
+        form = AppForm(data, instance=instance)
+        if form.is_valid() and envs_valid:
+            saved = form.save(commit=False)
+            saved.updated_by = request.user
+            saved.save()
+            verb = "Created" if app is None else "Saved"
+            messages.success(request, f"{verb} {saved.name}. Deploy it when you are ready.")
+            return redirect("app-detail", pk=saved.pk)
+    else:
+        envs = env_formset(env=instance.env)
+        form = AppForm(instance=instance)
+    return render(
+        request,
+        "dashboard/app_form.html",
+        {
+            "form": form,
+            "envs": envs,
+            "app": app,
+            "images": queries.known_images(app),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def app_create(request: HttpRequest) -> HttpResponse:
+    """The form for a new app."""
+    _require(request.user.has_perm(permissions.ADD), "create apps")
+    return _form_page(request, None)
+
+
+@require_http_methods(["GET", "POST"])
+def app_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """The form for an existing app; the next deploy uses the new descriptor."""
+    app = _app_for(request, pk)
+    _require(request.user.has_perm(permissions.CHANGE), "change apps")
+    return _form_page(request, app)
+
+
+def _detail_page(
+    request: HttpRequest,
+    app: App,
+    *,
+    deploy_form: DeployForm | None = None,
+    scale_form: ScaleForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    recent = list(queries.history(app)[: queries.CHART_SIZE])
+    live = queries.live_states([app])[app.pk]
+    return render(
+        request,
+        "dashboard/app_detail.html",
+        {
+            "app": app,
+            "live": live,
+            "active": queries.active_deployment(app),
+            "recent": recent[: queries.RECENT_SIZE],
+            "total": Deployment.objects.filter(app=app).count(),
+            "chart": queries.chart_points(recent),
+            "deploy_form": deploy_form or DeployForm(),
+            "scale_form": scale_form or ScaleForm(initial={"replicas": app.replicas}),
+            "images": queries.known_images(app),
+            "can_deploy": permissions.can_deploy(request.user, app),
+            "can_abort": permissions.can_abort(request.user),
+            "can_change": request.user.has_perm(permissions.CHANGE),
+            "warm": queries.warm_version(app) is not None,
+        },
+        status=status,
+    )
+
+
+@require_GET
+def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The app page: live version and pods, deploy, recent history and its chart."""
+    return _detail_page(request, _app_for(request, pk))
+
+
+@require_POST
+def app_deploy(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a deploy (optionally of another image) and land on its deployment page."""
+    app = _app_for(request, pk)
+    _require(permissions.can_deploy(request.user, app), "deploy")
+    form = DeployForm(request.POST)
+    if not form.is_valid():
+        return _detail_page(request, app, deploy_form=form, status=400)
+    try:
+        deployment = services.request_deploy(
+            app, user=request.user, image=form.cleaned_data["image"] or None
+        )
+    except DeployError as exc:
+        form.add_error("image", exc.message)
+        return _detail_page(request, app, deploy_form=form, status=400)
+    return redirect("deployment-detail", pk=deployment.pk)
+
+
+@require_POST
+def app_scale(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set the app's replicas, and its live version's in the cluster."""
+    app = _app_for(request, pk)
+    _require(permissions.can_deploy(request.user, app), "scale apps")
+    form = ScaleForm(request.POST)
+    if not form.is_valid():
+        return _detail_page(request, app, scale_form=form, status=400)
+    replicas = form.cleaned_data["replicas"]
+    try:
+        services.scale_app(app, replicas, user=request.user)
+    except DeployError as exc:
+        form.add_error("replicas", exc.message)
+        return _detail_page(request, app, scale_form=form, status=400)
+    messages.success(request, f"{app.name} scaled to {replicas} replicas.")
+    return redirect("app-detail", pk=app.pk)
+
+
+@require_POST
+def app_swap_back(request: HttpRequest, pk: int) -> HttpResponse:
+    """Switch traffic back to the previous, still warm version."""
+    app = _app_for(request, pk)
+    _require(permissions.can_deploy(request.user, app), "swap versions")
+    try:
+        deployment = services.swap_back(app, user=request.user)
+    except DeployError as exc:
+        messages.error(request, exc.message)
+        return redirect("app-detail", pk=app.pk)
+    if deployment is None:
+        messages.warning(request, "The previous version is no longer running; deploy it instead.")
+        return redirect("app-detail", pk=app.pk)
+    return redirect("deployment-detail", pk=deployment.pk)
+
+
+@require_http_methods(["GET", "POST"])
+def app_undeploy(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm, then queue the removal of every version, the frontend and the backend."""
+    app = _app_for(request, pk)
+    _require(permissions.can_deploy(request.user, app), "undeploy apps")
+    form = UndeployForm(request.POST or None, app=app)
+    if request.method == "POST" and form.is_valid():
+        try:
+            deployment = services.undeploy(app, user=request.user)
+        except DeployError as exc:
+            form.add_error(None, exc.message)
+        else:
+            return redirect("deployment-detail", pk=deployment.pk)
+    return render(
+        request,
+        "dashboard/app_undeploy.html",
+        {"app": app, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_GET
+def app_history(request: HttpRequest, pk: int) -> HttpResponse:
+    """Every deployment of the app, newest first, paginated."""
+    app = _app_for(request, pk)
+    return _history_page(request, app)
+
+
+def _history_page(request: HttpRequest, app: App | None) -> HttpResponse:
+    paginator = Paginator(queries.history(app), HISTORY_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(
+        request,
+        "dashboard/history.html",
+        {
+            "app": app,
+            "page": page,
+            "can_deploy": permissions.can_deploy(request.user, app),
+        },
+    )

@@ -1,0 +1,77 @@
+"""Deployment pages: one deployment with its live log, the history of every app, abort."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import permissions, queries
+from dashboard.steps import step_rows
+from deployer import services
+from deployer.errors import DeployError
+from deployer.models import Deployment
+
+HISTORY_PAGE_SIZE = 50
+
+
+def _deployment_for(request: HttpRequest, pk: int) -> Deployment:
+    deployment = get_object_or_404(Deployment.objects.select_related("app", "triggered_by"), pk=pk)
+    if not permissions.can_view_deployment(request.user, deployment):
+        raise PermissionDenied("You may not see this deployment.")
+    return deployment
+
+
+@require_GET
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Steps, the log (stored lines now, the rest live), the status banner and pod health."""
+    deployment = _deployment_for(request, pk)
+    lines = queries.log_lines(deployment)
+    return render(
+        request,
+        "dashboard/deployment_detail.html",
+        {
+            "deployment": deployment,
+            "app": deployment.app,
+            "lines": lines,
+            "last_seq": lines[-1]["seq"] if lines else 0,
+            "steps": step_rows(deployment),
+            "statuses": Deployment.Status.choices,
+            "can_abort": permissions.can_abort(request.user, deployment),
+        },
+    )
+
+
+@require_POST
+def deployment_abort(request: HttpRequest, pk: int) -> HttpResponse:
+    """Abort a queued deployment now, or a running one at its next step."""
+    deployment = _deployment_for(request, pk)
+    if not permissions.can_abort(request.user, deployment):
+        raise PermissionDenied("You may not abort deployments.")
+    try:
+        services.request_abort(deployment, user=request.user)
+    except DeployError as exc:
+        messages.warning(request, exc.message)
+    else:
+        messages.success(request, f"Abort of deployment #{deployment.pk} requested.")
+    return redirect("deployment-detail", pk=deployment.pk)
+
+
+@require_GET
+def deployment_list(request: HttpRequest) -> HttpResponse:
+    """Every deployment of every app, newest first, paginated."""
+    if not permissions.can_view_app(request.user):
+        raise PermissionDenied("You may not see deployments.")
+    paginator = Paginator(queries.history(), HISTORY_PAGE_SIZE)
+    return render(
+        request,
+        "dashboard/history.html",
+        {
+            "app": None,
+            "page": paginator.get_page(request.GET.get("page")),
+            "can_deploy": False,
+        },
+    )

@@ -1,0 +1,122 @@
+"""Fixtures of the dashboard tests: users with and without permissions, apps, deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from deployer import k8s
+from deployer.models import App, Deployment, DeploymentLog
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings: Any, tmp_path: Any) -> Iterator[None]:
+    """An in-memory channel layer and no reachable cluster, unless a test sets one up."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.KUBECONFIG = tmp_path / "no-kubeconfig"
+    k8s.reset()
+    yield
+    k8s.reset()
+
+
+def _user(django_user_model: Any, username: str, *perms: str) -> Any:
+    user = django_user_model.objects.create_user(username=username, password="pw-" + username)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return user
+
+
+@pytest.fixture
+def admin(django_user_model: Any) -> Any:
+    """A superuser: may do everything."""
+    return django_user_model.objects.create_superuser(username="root", password="pw-root")
+
+
+@pytest.fixture
+def viewer(django_user_model: Any) -> Any:
+    """A user who may see apps and deployments but change nothing."""
+    return _user(django_user_model, "viewer", "deployer.view_app")
+
+
+@pytest.fixture
+def stranger(django_user_model: Any) -> Any:
+    """A signed-in user without any permission."""
+    return _user(django_user_model, "stranger")
+
+
+@pytest.fixture
+def admin_client(admin: Any) -> Client:
+    """A browser session signed in as the superuser."""
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def api(admin: Any) -> APIClient:
+    """A REST client authenticated as the superuser."""
+    client = APIClient()
+    client.force_authenticate(admin)
+    return client
+
+
+@pytest.fixture
+def make_app(admin: Any) -> Callable[..., App]:
+    """Create an app; keyword arguments override the defaults."""
+    counter = iter(range(1, 10_000))
+
+    def make(**fields: Any) -> App:
+        n = next(counter)
+        values: dict[str, Any] = {
+            "name": f"app{n}",
+            "image": "demo/hello:1",
+            "replicas": 2,
+            "frontend": f"app{n}.localhost",
+            "created_by": admin,
+        }
+        values.update(fields)
+        return App.objects.create(**values)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., App]) -> App:
+    """The app ``hello`` (demo/hello:1, hello.localhost)."""
+    return make_app(name="hello", frontend="hello.localhost")
+
+
+@pytest.fixture
+def make_deployment(admin: Any) -> Callable[..., Deployment]:
+    """Create a deployment of an app with optional log lines."""
+
+    def make(app: App, *, lines: int = 0, **fields: Any) -> Deployment:
+        now = timezone.now()
+        values: dict[str, Any] = {
+            "app": app,
+            "image": app.image,
+            "descriptor": app.snapshot(),
+            "triggered_by": admin,
+            "status": Deployment.Status.SUCCEEDED,
+            "started_at": now - timedelta(seconds=12),
+            "finished_at": now,
+        }
+        values.update(fields)
+        deployment = Deployment.objects.create(**values)
+        DeploymentLog.objects.bulk_create(
+            DeploymentLog(deployment=deployment, seq=i, step="create", message=f"line {i}")
+            for i in range(1, lines + 1)
+        )
+        return deployment
+
+    return make
