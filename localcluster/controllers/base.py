@@ -1,0 +1,124 @@
+"""Controller plumbing: keyed work queues fed synchronously by the store's change listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import Conflict, NotFound, StatusError
+from ..store import Event, Store
+from .events import EventRecorder
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+
+def obj_key(obj: dict[str, Any]) -> Key:
+    """The queue key of a stored object."""
+    meta = obj["metadata"]
+    return (meta.get("namespace", ""), meta["name"])
+
+
+def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference with ``controller: true``, if any."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+class Controller:
+    """A level-triggered reconciler: events enqueue keys, one task reconciles them in order.
+
+    Subclasses implement ``keys_for(event)`` (cheap, synchronous: it runs inside the store's
+    commit) and ``reconcile(key)``. ``requeue(key, delay)`` schedules a later look, which is how
+    deadlines (progressDeadlineSeconds, minReadySeconds, backoffs) are honoured without polling.
+    """
+
+    name = "controller"
+    component = "controller-manager"
+
+    def __init__(self, store: Store, recorder: EventRecorder) -> None:
+        self.store = store
+        self.recorder = recorder
+        self._pending: dict[Key, None] = {}
+        self._wake = asyncio.Event()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def keys_for(self, event: Event) -> Iterable[Key]:
+        """The keys a store change concerns."""
+        return ()
+
+    async def reconcile(self, key: Key) -> None:
+        """Bring the world in line with the object named by ``key``."""
+
+    def initial_keys(self) -> Iterable[Key]:
+        """Keys to reconcile at start (everything this controller owns)."""
+        return ()
+
+    def on_event(self, event: Event) -> None:
+        """Store listener entry point: enqueue the keys of one change."""
+        for key in self.keys_for(event):
+            self.enqueue(key)
+
+    def enqueue(self, key: Key) -> None:
+        """Queue ``key`` for reconciliation (duplicates collapse)."""
+        self._pending[key] = None
+        self._wake.set()
+
+    def requeue(self, key: Key, delay: float) -> None:
+        """Reconcile ``key`` again after ``delay`` seconds (the earliest request wins)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(delay, 0.0)
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
+
+    def start(self) -> None:
+        """Start the worker task."""
+        for key in self.initial_keys():
+            self.enqueue(key)
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Stop the worker and cancel pending timers."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                key = next(iter(self._pending))
+                del self._pending[key]
+                try:
+                    await self.reconcile(key)
+                except (NotFound, Conflict):
+                    # The object changed under us; its own event brings us back.
+                    self.requeue(key, 0.05)
+                except StatusError as exc:
+                    log.warning("%s: %s/%s: %s", self.name, key[0], key[1], exc)
+                    self.requeue(key, 1.0)
+                except Exception:
+                    log.exception("%s: reconciling %s/%s failed", self.name, key[0], key[1])
+                    self.requeue(key, 1.0)
+                # Let the HTTP layer breathe between keys when a burst arrives.
+                await asyncio.sleep(0)

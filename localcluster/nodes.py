@@ -1,0 +1,276 @@
+"""Simulated nodes: each Node object gets a kubelet, a pod address range and a Ready status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .controllers.events import EventRecorder
+from .errors import AlreadyExists, NotFound
+from .kubelet import Kubelet, KubeletContext
+from .kubelet_status import now
+from .store import Event, Store
+
+log = logging.getLogger(__name__)
+
+# Labels the local node-group provider (scaling) reads and writes.
+NODE_GROUP_LABEL = "localcluster.io/node-group"
+INSTANCE_ID_LABEL = "localcluster.io/instance-id"
+DEFAULT_NODE_GROUP = "default"
+# Optional annotations on a Node created through the API to size it.
+CAPACITY_ANNOTATION = "localcluster.io/capacity-"
+DEFAULT_CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+NODE_ADDRESS_PREFIX = "127.100.0"
+KUBELET_VERSION = "v1.32.0"
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+# Pod ranges are 127.<block>.<node index>.0/24; a block is held by one running cluster at a
+# time through a lock file, so clusters started side by side never share pod addresses.
+BLOCK_RANGE = range(128, 251)
+LOCK_DIR = Path(tempfile.gettempdir()) / "localcluster-pod-blocks"
+
+
+class PodBlock:
+    """An exclusive claim on one 127.<block>.0.0/16 pod address block."""
+
+    def __init__(self, block: int, fd: int) -> None:
+        self.block = block
+        self._fd = fd
+
+    @classmethod
+    def claim(cls, state_dir: Path | None) -> PodBlock:
+        """Claim the block this cluster used before if free, else the first free one."""
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        remembered = state_dir / "pod-block.json" if state_dir else None
+        order = list(BLOCK_RANGE)
+        if remembered is not None and remembered.exists():
+            with contextlib.suppress(ValueError, KeyError, OSError):
+                previous = int(json.loads(remembered.read_text())["block"])
+                order.remove(previous)
+                order.insert(0, previous)
+        else:
+            # Spread fresh clusters over the range so concurrent test runs rarely probe twice.
+            start = secrets.randbelow(len(order))
+            order = order[start:] + order[:start]
+        for block in order:
+            fd = os.open(LOCK_DIR / f"127.{block}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if remembered is not None:
+                remembered.parent.mkdir(parents=True, exist_ok=True)
+                remembered.write_text(json.dumps({"block": block}))
+            return cls(block, fd)
+        raise RuntimeError("every 127.x pod address block is taken by a running localcluster")
+
+    def release(self) -> None:
+        """Give the block back."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def node_template(name: str, group: str = DEFAULT_NODE_GROUP) -> dict[str, Any]:
+    """A Node object as ``--nodes`` creates it (the runtime fills in the rest)."""
+    return {"metadata": {"name": name, "labels": {NODE_GROUP_LABEL: group}}, "spec": {}}
+
+
+class NodeManager:
+    """Brings a simulated node up for every Node object and takes it down when it is deleted."""
+
+    def __init__(
+        self, store: Store, ctx: KubeletContext, recorder: EventRecorder, block: PodBlock
+    ) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.recorder = recorder
+        self.block = block
+        self.kubelets: dict[str, Kubelet] = {}
+        self._index: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, count: int) -> None:
+        """Create ``count`` nodes if missing, then bring up every Node in the store."""
+        for i in range(1, count + 1):
+            with contextlib.suppress(AlreadyExists):
+                await self.store.create("nodes", None, node_template(f"local-node-{i}"))
+        for entry in self.store.select("nodes"):
+            self._claim_index(entry.obj)
+        for entry in self.store.select("nodes"):
+            await self._bring_up(entry.obj["metadata"]["name"])
+
+    def on_event(self, event: Event) -> None:
+        """Store listener hook: nodes come and go; pod changes go to their node's kubelet."""
+        if event.resource == "pods":
+            node = (event.obj.get("spec") or {}).get("nodeName")
+            kubelet = self.kubelets.get(node) if node else None
+            if kubelet is not None:
+                kubelet.on_pod_event(event)
+            return
+        if event.resource != "nodes":
+            return
+        name = event.obj["metadata"]["name"]
+        if event.type == "DELETED":
+            kubelet = self.kubelets.pop(name, None)
+            self._index.pop(name, None)
+            if kubelet is not None:
+                self._spawn(self._take_down(name, kubelet))
+        elif name not in self.kubelets and event.type == "ADDED":
+            self._claim_index(event.obj)
+            self._spawn(self._bring_up(name))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _claim_index(self, node: dict[str, Any]) -> None:
+        name = node["metadata"]["name"]
+        if name in self._index:
+            return
+        used = set(self._index.values())
+        cidr = (node.get("spec") or {}).get("podCIDR") or ""
+        parts = cidr.split(".")
+        if len(parts) == 4 and parts[1] == str(self.block.block) and parts[2].isdigit():
+            index = int(parts[2])
+            if index not in used and 1 <= index <= 254:
+                self._index[name] = index
+                return
+        index = next(i for i in range(1, 255) if i not in used)
+        self._index[name] = index
+
+    async def _bring_up(self, name: str) -> None:
+        if name in self.kubelets:
+            return
+        index = self._index[name]
+        address = f"{NODE_ADDRESS_PREFIX}.{index}"
+        prefix = f"127.{self.block.block}.{index}"
+
+        def register(node: dict[str, Any]) -> None:
+            meta = node["metadata"]
+            labels = meta.setdefault("labels", {})
+            labels.setdefault("kubernetes.io/hostname", name)
+            labels.setdefault("kubernetes.io/os", "linux")
+            labels.setdefault("kubernetes.io/arch", "amd64")
+            labels.setdefault("beta.kubernetes.io/os", "linux")
+            labels.setdefault("beta.kubernetes.io/arch", "amd64")
+            labels.setdefault("node.kubernetes.io/instance-type", "local")
+            labels.setdefault("topology.kubernetes.io/region", "local")
+            labels.setdefault("topology.kubernetes.io/zone", "local-a")
+            labels.setdefault(NODE_GROUP_LABEL, DEFAULT_NODE_GROUP)
+            labels.setdefault(INSTANCE_ID_LABEL, "i-" + secrets.token_hex(8) + "0")
+            annotations = meta.setdefault("annotations", {})
+            annotations.setdefault("node.alpha.kubernetes.io/ttl", "0")
+            annotations.setdefault("volumes.kubernetes.io/controller-managed-attach-detach", "true")
+            spec = node.setdefault("spec", {})
+            spec["podCIDR"] = f"{prefix}.0/24"
+            spec["podCIDRs"] = [spec["podCIDR"]]
+            spec.setdefault(
+                "providerID",
+                f"localcluster:///{labels[NODE_GROUP_LABEL]}/{labels[INSTANCE_ID_LABEL]}",
+            )
+
+        try:
+            node = await self.store.mutate("nodes", None, name, register)
+        except NotFound:
+            return
+        capacity = dict(DEFAULT_CAPACITY)
+        for key, value in (node["metadata"].get("annotations") or {}).items():
+            if key.startswith(CAPACITY_ANNOTATION):
+                capacity[key[len(CAPACITY_ANNOTATION) :]] = str(value)
+
+        def ready(node: dict[str, Any]) -> None:
+            stamp = now()
+            status = node.setdefault("status", {})
+            status["capacity"] = capacity
+            status["allocatable"] = dict(capacity)
+            status["conditions"] = [
+                _condition(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                    stamp,
+                ),
+                _condition(
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "kubelet has no disk pressure",
+                    stamp,
+                ),
+                _condition(
+                    "PIDPressure",
+                    "False",
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                    stamp,
+                ),
+                _condition(
+                    "Ready", "True", "KubeletReady", "kubelet is posting ready status", stamp
+                ),
+            ]
+            status["addresses"] = [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": name},
+            ]
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 10250}}
+            uid = node["metadata"]["uid"]
+            status["nodeInfo"] = {
+                "machineID": uid.replace("-", ""),
+                "systemUUID": uid,
+                "bootID": secrets.token_hex(16),
+                "kernelVersion": os.uname().release,
+                "osImage": "localcluster",
+                "containerRuntimeVersion": "localcluster://0.1.0",
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": KUBELET_VERSION,
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            }
+            status.setdefault("images", [])
+
+        kubelet = Kubelet(self.ctx, name, address, prefix)
+        self.kubelets[name] = kubelet
+        try:
+            node = await self.store.mutate("nodes", None, name, ready, subresource="status")
+        except NotFound:
+            self.kubelets.pop(name, None)
+            return
+        self.recorder.record(node, "Normal", "Starting", "Starting kubelet.", "kubelet", name)
+        self.recorder.record(
+            node, "Normal", "NodeReady", f"Node {name} status is now: NodeReady", "kubelet", name
+        )
+        kubelet.start()
+
+    async def _take_down(self, name: str, kubelet: Kubelet) -> None:
+        log.info("node %s deleted: stopping its pods", name)
+        await kubelet.stop(grace=2.0)
+
+    async def stop(self) -> None:
+        """Stop every kubelet (and so every pod process)."""
+        for task in list(self._tasks):
+            task.cancel()
+        kubelets = list(self.kubelets.values())
+        self.kubelets.clear()
+        await asyncio.gather(*(k.stop() for k in kubelets), return_exceptions=True)
+
+
+def _condition(ctype: str, status: str, reason: str, message: str, stamp: str) -> dict[str, str]:
+    return {
+        "type": ctype,
+        "status": status,
+        "lastHeartbeatTime": stamp,
+        "lastTransitionTime": stamp,
+        "reason": reason,
+        "message": message,
+    }

@@ -1,0 +1,123 @@
+"""The localcluster runtime: nodes, scheduler, controllers and kubelets wired onto the store.
+
+``python -m localcluster`` calls ``await start(store, args)`` once the store is loaded and
+``await runtime.stop()`` on SIGTERM/SIGINT, before the store is closed. Everything runs on
+the server's event loop and reacts to the store's change listener, so a write through the
+API reaches the controllers without a round trip through HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .controllers.base import Controller
+from .controllers.deployment import DeploymentController
+from .controllers.disruption import DisruptionController
+from .controllers.endpoints import EndpointsController, EndpointSliceController
+from .controllers.events import EventRecorder
+from .controllers.nodelifecycle import NodeLifecycleController
+from .controllers.replicaset import ReplicaSetController
+from .images import Catalog
+from .kubelet import KubeletContext
+from .kubelet_process import Reaper
+from .nodes import NodeManager, PodBlock
+from .scheduler import Scheduler
+from .store import Event, Store
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Owns every moving part of the cluster besides the API: start, dispatch, stop."""
+
+    def __init__(self, store: Store, args: argparse.Namespace) -> None:
+        self.store = store
+        self.args = args
+        state_dir = getattr(args, "state_dir", None)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir:
+            self.root = Path(state_dir) / "runtime"
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="localcluster-")
+            self.root = Path(self._tmp.name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog.load(getattr(args, "images", None))
+        self.recorder = EventRecorder(store)
+        self.reaper = Reaper()
+        self.block: PodBlock | None = None
+        self.nodes: NodeManager | None = None
+        self.controllers: list[Controller] = []
+        self._listening = False
+
+    async def start(self) -> None:
+        """Start the reaper, controllers, scheduler and one kubelet per node."""
+        self.block = PodBlock.claim(
+            Path(self.args.state_dir) if getattr(self.args, "state_dir", None) else None
+        )
+        self.reaper.start()
+        ctx = KubeletContext(
+            store=self.store,
+            catalog=self.catalog,
+            recorder=self.recorder,
+            reaper=self.reaper,
+            root=self.root,
+            api_host=getattr(self.args, "host", "127.0.0.1"),
+            api_port=int(getattr(self.args, "port", 0) or 0),
+        )
+        self.nodes = NodeManager(self.store, ctx, self.recorder, self.block)
+        self.controllers = [
+            NodeLifecycleController(self.store, self.recorder),
+            Scheduler(self.store, self.recorder),
+            ReplicaSetController(self.store, self.recorder),
+            DeploymentController(self.store, self.recorder),
+            EndpointsController(self.store, self.recorder),
+            EndpointSliceController(self.store, self.recorder),
+            DisruptionController(self.store, self.recorder),
+        ]
+        self.store.listeners.append(self._dispatch)
+        self._listening = True
+        await self.nodes.start(int(getattr(self.args, "nodes", 1) or 0))
+        for controller in self.controllers:
+            controller.start()
+        log.info(
+            "runtime started: %d nodes, pod addresses 127.%d.<node>.<n>",
+            len(self.nodes.kubelets),
+            self.block.block,
+        )
+
+    def _dispatch(self, event: Event) -> None:
+        # Runs inside the store's commit: only queue work here, never write.
+        if event.resource == "events":
+            return
+        assert self.nodes is not None
+        self.nodes.on_event(event)
+        for controller in self.controllers:
+            controller.on_event(event)
+
+    async def stop(self) -> None:
+        """Stop controllers, then every pod process; leave the objects for the next start."""
+        if self._listening:
+            self.store.listeners.remove(self._dispatch)
+            self._listening = False
+        for controller in self.controllers:
+            await controller.stop()
+        if self.nodes is not None:
+            await self.nodes.stop()
+        self.reaper.stop()
+        if self.block is not None:
+            self.block.release()
+            self.block = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+async def start(store: Store, args: argparse.Namespace | Any) -> Runtime:
+    """Start the runtime for ``store`` (args: host, port, nodes, state_dir, images); return it."""
+    runtime = Runtime(store, args)
+    await runtime.start()
+    return runtime
