@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.urls import reverse
 from django.utils import timezone
 
 from deployer import services
@@ -96,7 +97,7 @@ def chart_points(recent: list[Deployment]) -> list[dict[str, Any]]:
                 version=row.version,
                 status=row.status,
                 seconds=round(seconds, 2) if seconds is not None else None,
-                url=f"/deployments/{row.pk}/",
+                url=reverse("deployment-detail", args=[row.pk]),
             ).as_json()
         )
     return points

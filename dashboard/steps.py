@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.models import Deployment
+from deployer.workflow import STEPS
 
 
 @dataclass(frozen=True)
@@ -19,19 +20,24 @@ class StepRow:
 
 
 def step_rows(deployment: Deployment) -> list[StepRow]:
-    """The steps the deployment recorded, in the order they ran (JSON may reorder keys)."""
-    steps: dict[str, Any] = deployment.steps or {}
-    ordered = sorted(
-        steps.items(), key=lambda item: (str((item[1] or {}).get("started") or "~"), item[0])
+    """The workflow's steps for this kind in order (pending until recorded), then any others."""
+    recorded: dict[str, Any] = deployment.steps or {}
+    known = STEPS.get(deployment.kind, [])
+    titles = dict(known)
+    names = [name for name, _ in known]
+    # Steps the workflow recorded beyond its plan, in the order they started.
+    extra = sorted(
+        (name for name in recorded if name not in titles),
+        key=lambda name: str((recorded[name] or {}).get("started") or "~"),
     )
     rows = []
-    for name, info in ordered:
-        info = info or {}
+    for name in names + extra:
+        info = recorded.get(name) or {}
         seconds = info.get("seconds")
         rows.append(
             StepRow(
                 name=name,
-                label=name.replace("_", " ").replace("-", " "),
+                label=titles.get(name, name.replace("_", " ").capitalize()),
                 state=str(info.get("state") or "pending"),
                 seconds=float(seconds) if isinstance(seconds, int | float) else None,
             )

@@ -130,8 +130,9 @@
     body.innerHTML = "";
     d.health_results.forEach(function (h) {
       var tr = document.createElement("tr");
-      var cells = [h.pod || "", h.ip || h.address || "", h.healthy ? "healthy" : "unhealthy",
-        h.status === undefined || h.status === null ? "" : String(h.status), h.detail || h.error || h.message || ""];
+      var cells = [h.pod || "", h.ip || "", h.healthy ? "healthy" : "unhealthy",
+        (h.detail || "") + (h.version ? " (version " + h.version + ")" : ""),
+        h.seconds === undefined || h.seconds === null ? "" : formatSeconds(h.seconds)];
       cells.forEach(function (text, i) {
         var td = document.createElement("td");
         if (i === 2) {
@@ -142,7 +143,7 @@
         } else {
           td.textContent = text;
         }
-        if (i === 1 || i === 0) td.className = "mono";
+        if (i < 2) td.className = "mono";
         tr.appendChild(td);
       });
       body.appendChild(tr);

@@ -1,0 +1,130 @@
+"""Registry webhooks: Docker Hub push payloads and the signed generic hook."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from dashboard.api.hooks import signature
+from deployer.models import Deployment
+
+
+def dockerhub(tag: str = "2", repo: str = "demo/hello") -> dict[str, Any]:
+    return {
+        "callback_url": "https://registry.hub.docker.com/u/demo/hello/hook/x/",
+        "push_data": {"pushed_at": 1700000000, "pusher": "ci", "tag": tag},
+        "repository": {"repo_name": repo, "name": repo.split("/")[-1], "namespace": "demo"},
+    }
+
+
+def test_it_queues_a_deploy_of_the_pushed_tag(app: Any) -> None:
+    response = APIClient().post(
+        f"/api/hooks/dockerhub/{app.webhook_secret}/", dockerhub(), format="json"
+    )
+    assert response.status_code == 202
+    deployment = Deployment.objects.get(pk=response.json()["id"])
+    assert deployment.image == "demo/hello:2"
+    assert deployment.trigger == Deployment.Trigger.WEBHOOK
+    assert "Docker Hub push of demo/hello:2" in deployment.trigger_detail
+
+
+def test_it_answers_404_for_an_unknown_secret(app: Any) -> None:
+    response = APIClient().post("/api/hooks/dockerhub/not-a-secret/", dockerhub(), format="json")
+    assert response.status_code == 404
+    assert not Deployment.objects.exists()
+
+
+def test_it_refuses_another_repository_with_the_reason(app: Any) -> None:
+    response = APIClient().post(
+        f"/api/hooks/dockerhub/{app.webhook_secret}/", dockerhub(repo="evil/app"), format="json"
+    )
+    assert response.status_code == 400
+    assert "evil/app is not the repository of hello" in response.json()["repository"][0]
+    assert not Deployment.objects.exists()
+
+
+def test_it_matches_official_images_with_and_without_library(make_app: Any) -> None:
+    app = make_app(image="nginx:1.25")
+    response = APIClient().post(
+        f"/api/hooks/dockerhub/{app.webhook_secret}/",
+        dockerhub(tag="1.27", repo="library/nginx"),
+        format="json",
+    )
+    assert response.status_code == 202
+    assert Deployment.objects.get().image == "nginx:1.27"
+
+
+def test_it_does_not_deploy_the_same_tag_twice_within_a_minute(app: Any) -> None:
+    url = f"/api/hooks/dockerhub/{app.webhook_secret}/"
+    first = APIClient().post(url, dockerhub(), format="json")
+    again = APIClient().post(url, dockerhub(), format="json")
+    assert first.status_code == 202
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["id"] == first.json()["id"]
+    assert Deployment.objects.count() == 1
+    assert APIClient().post(url, dockerhub(tag="3"), format="json").status_code == 202
+
+
+def test_it_deploys_the_same_tag_again_after_a_minute(app: Any) -> None:
+    url = f"/api/hooks/dockerhub/{app.webhook_secret}/"
+    APIClient().post(url, dockerhub(), format="json")
+    Deployment.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+    assert APIClient().post(url, dockerhub(), format="json").status_code == 202
+    assert Deployment.objects.count() == 2
+
+
+def test_it_puts_missing_payload_fields_on_their_names(app: Any) -> None:
+    url = f"/api/hooks/dockerhub/{app.webhook_secret}/"
+    response = APIClient().post(url, {"push_data": {"tag": "bad tag!"}}, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert "tag" in body["push_data"]
+    assert "repository" in body
+
+
+def signed(app: Any, body: dict[str, Any], secret: str | None = None) -> Any:
+    raw = json.dumps(body).encode()
+    return APIClient().post(
+        f"/api/hooks/generic/{app.pk}/",
+        raw,
+        content_type="application/json",
+        HTTP_X_GREENLIGHT_SIGNATURE=signature(secret or app.webhook_secret, raw),
+    )
+
+
+def test_it_deploys_a_tag_from_a_signed_generic_hook(app: Any) -> None:
+    response = signed(app, {"tag": "7"})
+    assert response.status_code == 202
+    assert Deployment.objects.get().image == "demo/hello:7"
+    assert signed(app, {"tag": "7"}).status_code == 200
+
+
+def test_it_accepts_a_full_image_of_the_same_repository(app: Any) -> None:
+    assert signed(app, {"image": "docker.io/demo/hello:8"}).status_code == 202
+    response = signed(app, {"image": "other/app:1"})
+    assert response.status_code == 400
+    assert "not the repository" in response.json()["image"][0]
+
+
+def test_it_refuses_a_wrong_or_missing_signature(app: Any) -> None:
+    assert signed(app, {"tag": "7"}, secret="guess").status_code == 403
+    response = APIClient().post(f"/api/hooks/generic/{app.pk}/", {"tag": "7"}, format="json")
+    assert response.status_code == 403
+    assert "X-Greenlight-Signature" in response.json()["detail"]
+    assert not Deployment.objects.exists()
+
+
+def test_it_needs_exactly_one_of_tag_and_image(app: Any) -> None:
+    response = signed(app, {})
+    assert response.status_code == 400
+    assert "either tag or image" in response.json()["tag"][0]
+    assert signed(app, {"tag": "../x"}).status_code == 400
+
+
+def test_it_answers_404_for_an_unknown_app(db: Any) -> None:
+    assert APIClient().post("/api/hooks/generic/999/", {}, format="json").status_code == 404
