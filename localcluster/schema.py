@@ -162,3 +162,21 @@ def decode(
 def decode_model(model: str, obj: dict[str, Any], kind_res: Resource) -> dict[str, Any]:
     """Type-check a request body of a non-stored kind (Eviction, Scale, DeleteOptions)."""
     return _Decoder(kind_res, False).model(obj, model, "")
+
+
+def warm() -> None:
+    """Import and index every model reachable from the served kinds (keeps first requests fast)."""
+    from .resources import RESOURCES
+
+    seen: set[str] = set()
+    todo = [model_for(r) for r in RESOURCES] + ["V1DeleteOptions", "V1Eviction", "V1Scale"]
+    while todo:
+        model = todo.pop()
+        if model in seen or not hasattr(_models, model):
+            continue
+        seen.add(model)
+        for _attr, typ, _req in _fields(model).values():
+            m = _INNER.match(typ)
+            inner = m.group(2) if m else typ
+            if hasattr(_models, inner):
+                todo.append(inner)

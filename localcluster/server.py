@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, openapi, podapi, schema
+from . import discovery, openapi, podapi, protobuf, schema
 from .errors import (
     BadRequest,
     Expired,
@@ -265,6 +265,8 @@ class Api:
         """Decode a JSON (or YAML) body; 400 if malformed, 415 for formats we cannot read."""
         data = await self.read_bytes(request)
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype == protobuf.CONTENT_TYPE and not patch:
+            return protobuf.decode(data)
         if patch:
             if not ctype or ctype not in PATCH_TYPES:
                 raise unsupported_media_type(ctype)
@@ -415,9 +417,10 @@ class Api:
         """DeleteOptions from the body (if any) overridden by query parameters."""
         opts: dict[str, Any] = {}
         data = await self.read_bytes(request)
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if data.strip():
             try:
-                body = json.loads(data)
+                body = protobuf.decode(data) if ctype == protobuf.CONTENT_TYPE else json.loads(data)
             except ValueError as exc:
                 raise BadRequest(f"couldn't get version/kind; json parse error: {exc}") from None
             if not isinstance(body, dict):
@@ -647,6 +650,7 @@ def _scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_app(store: Store, address: str) -> web.Application:
     """Create the aiohttp application serving the API for ``store``."""
+    schema.warm()
     api = Api(store, address)
     # Our own 413 check reads the body; aiohttp's limit only guards against abuse.
     app = web.Application(client_max_size=MAX_BODY * 4)

@@ -1,0 +1,288 @@
+"""Fixtures for the localcluster API conformance suite.
+
+The suite takes its cluster from ``cluster_kubeconfig``: by default a fresh
+``python -m localcluster`` on a free loopback port in a temporary directory;
+with ``GREENLIGHT_TEST_KUBECONFIG`` set, whatever cluster that kubeconfig names
+(so the same assertions can be checked against a real kube-apiserver). Tests
+work in their own namespace and clean it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.resources
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import urllib3
+from kubernetes import client, config
+from referencing import Registry, Resource
+
+REPO = Path(__file__).resolve().parents[2]
+# The Kubernetes version the pinned client (kubernetes 37.x) is generated from.
+K8S_VERSION = "1.37.0"
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalCluster:
+    """A localcluster child process (None when testing against an external cluster)."""
+
+    process: subprocess.Popen[bytes] | None
+    kubeconfig: Path
+    state_dir: Path | None
+    port: int | None
+    log: Path | None
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def start_localcluster(workdir: Path, port: int | None = None, nodes: int = 2) -> LocalCluster:
+    """Start ``python -m localcluster`` in ``workdir`` and wait until /readyz answers."""
+    port = port or _free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = workdir / "kubeconfig"
+    log = workdir / "localcluster.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "localcluster",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--nodes",
+        str(nodes),
+        "--state-dir",
+        str(workdir / "state"),
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    cluster = LocalCluster(proc, kubeconfig, workdir / "state", port, log)
+    http = urllib3.PoolManager()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"localcluster exited early:\n{log.read_text()}")
+        with contextlib.suppress(urllib3.exceptions.HTTPError):
+            r = http.request("GET", f"http://127.0.0.1:{port}/readyz", timeout=1, retries=False)
+            if r.status == 200 and kubeconfig.exists():
+                return cluster
+        time.sleep(0.05)  # the child is importing; there is nothing to watch yet
+    cluster.stop()
+    raise RuntimeError(f"localcluster did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The cluster under test: an external one from GREENLIGHT_TEST_KUBECONFIG, or a fresh localcluster."""
+    external = os.environ.get("GREENLIGHT_TEST_KUBECONFIG")
+    if external:
+        yield LocalCluster(None, Path(external), None, None, None)
+        return
+    lc = start_localcluster(tmp_path_factory.mktemp("localcluster"))
+    try:
+        yield lc
+    finally:
+        lc.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_kubeconfig(cluster: LocalCluster) -> Path:
+    """Path of the kubeconfig for the cluster under test."""
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster_kubeconfig: Path) -> Iterator[client.ApiClient]:
+    """An official-client ApiClient for the cluster under test."""
+    cfg = client.Configuration()
+    config.load_kube_config(str(cluster_kubeconfig), client_configuration=cfg)
+    api = client.ApiClient(cfg)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def core(api_client: client.ApiClient) -> client.CoreV1Api:
+    """CoreV1Api."""
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def apps(api_client: client.ApiClient) -> client.AppsV1Api:
+    """AppsV1Api."""
+    return client.AppsV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def policy(api_client: client.ApiClient) -> client.PolicyV1Api:
+    """PolicyV1Api."""
+    return client.PolicyV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(core: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespace(name)
+
+
+@dataclass
+class RawResponse:
+    """A raw HTTP answer from the API server."""
+
+    status: int
+    headers: dict[str, str]
+    data: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.data)
+
+
+@pytest.fixture(scope="session")
+def raw(api_client: client.ApiClient) -> Callable[..., RawResponse]:
+    """Send a request as-is (any verb, path, body, headers) with the client's credentials."""
+    cfg = api_client.configuration
+    pool = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED" if cfg.verify_ssl and cfg.ssl_ca_cert else "CERT_NONE",
+        ca_certs=cfg.ssl_ca_cert,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+    )
+    auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+
+    def send(
+        method: str,
+        path: str,
+        body: bytes | str | dict[str, Any] | list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        preload: bool = True,
+    ) -> Any:
+        hdrs = dict(headers or {})
+        if auth:
+            prefix = cfg.api_key_prefix.get("authorization", "")
+            hdrs.setdefault("Authorization", f"{prefix} {auth}".strip())
+        if isinstance(body, dict | list):
+            body = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        r = pool.request(
+            method,
+            cfg.host + path,
+            body=body,
+            headers=hdrs,
+            timeout=timeout,
+            retries=False,
+            preload_content=preload,
+        )
+        if not preload:
+            return r
+        return RawResponse(r.status, dict(r.headers), r.data)
+
+    return send
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster_kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run kubectl against the cluster under test; returns the CompletedProcess."""
+
+    def run(
+        *args: str, input: str | None = None, timeout: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(cluster_kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    return run
+
+
+# kube-apiserver's meta/v1 kinds carry apiVersion "v1" on the wire but live in the
+# "meta" files of kubernetes-validate's schema directory.
+_META_KINDS = {"Status", "APIResourceList", "APIGroupList", "APIGroup", "APIVersions", "WatchEvent"}
+
+
+@functools.cache
+def _validator(filename: str) -> Any:
+    root = (
+        importlib.resources.files("kubernetes_validate")
+        / "kubernetes-json-schema"
+        / f"v{K8S_VERSION}-local-strict"
+    )
+    schema = json.loads((root / filename).read_text())
+    defs = json.loads((root / "_definitions.json").read_text())
+    registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def validate(obj: Any) -> None:
+    """Validate a response body against the kubernetes-validate (strict) schema for K8S_VERSION.
+
+    Kinds are located the way kubernetes_validate.validate() does; meta/v1 kinds
+    (Status, discovery documents) from their "-meta-v1" files.
+    """
+    if hasattr(obj, "to_dict"):
+        obj = client.ApiClient().sanitize_for_serialization(obj)
+    kind = obj["kind"]
+    if kind in _META_KINDS:
+        filename = f"{kind.lower()}-meta-v1.json"
+    else:
+        api_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", obj["apiVersion"])
+        filename = f"{kind.lower()}-{api_version}.json"
+    _validator(filename).validate(obj)
+
+
+def runtime_present() -> bool:
+    """Whether the runtime (controllers, kubelet) exists in this checkout."""
+    return (REPO / "localcluster" / "runtime.py").exists()
