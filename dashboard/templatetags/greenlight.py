@@ -29,9 +29,11 @@ def ago(value: datetime | None) -> str:
 
 @register.filter
 def duration(value: float | None) -> str:
-    """'0.8 s', '42 s', '3 min 5 s', or '' when unknown."""
+    """'4 ms', '1.8 s', '42 s', '3 min 5 s', or '' when unknown."""
     if value is None:
         return ""
+    if value < 1:
+        return f"{round(value * 1000)} ms"
     if value < 10:
         return f"{value:.1f} s"
     if value < 120:

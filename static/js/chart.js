@@ -11,8 +11,11 @@
   var NS = "http://www.w3.org/2000/svg";
   var width = 640, height = 160, left = 44, bottom = 24, top = 10, right = 8;
   var plotW = width - left - right, plotH = height - top - bottom;
+  // Finished deploys set the scale; a long-running one is drawn clipped at the top.
   var max = 1;
-  points.forEach(function (p) { if (p.seconds && p.seconds > max) max = p.seconds; });
+  points.forEach(function (p) {
+    if (p.seconds && p.status !== "running" && p.status !== "queued" && p.seconds > max) max = p.seconds;
+  });
   var niceMax = niceCeiling(max);
 
   function niceCeiling(v) {
@@ -42,7 +45,7 @@
   var barW = Math.max(4, Math.min(28, slot * 0.7));
   points.forEach(function (p, i) {
     var seconds = p.seconds || 0;
-    var h = Math.max(2, (seconds / niceMax) * plotH);
+    var h = Math.max(2, Math.min(1, seconds / niceMax) * plotH);
     var x = left + i * slot + (slot - barW) / 2;
     var link = el("a", { href: p.url });
     var bar = el("rect", { x: x, y: top + plotH - h, width: barW, height: h, rx: 2,

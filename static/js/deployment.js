@@ -69,6 +69,7 @@
 
   function formatSeconds(s) {
     if (s === null || s === undefined) return "";
+    if (s < 1) return Math.round(s * 1000) + " ms";
     if (s < 10) return s.toFixed(1) + " s";
     if (s < 120) return Math.round(s) + " s";
     return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
@@ -104,7 +105,9 @@
     var badge = document.getElementById("status-badge");
     badge.className = "badge " + status;
     badge.textContent = status;
-    if (msg.version) document.getElementById("version").textContent = "v" + msg.version;
+    var version = document.getElementById("version");
+    if (msg.version) version.textContent = "v" + msg.version;
+    version.classList.toggle("plain", status !== "succeeded");
     renderSteps(msg.steps);
     var abort = document.getElementById("abort-form");
     if (abort) abort.hidden = terminal.indexOf(status) >= 0;
