@@ -99,13 +99,20 @@ class NodeManager:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, count: int) -> None:
-        """Create ``count`` nodes if missing, then bring up every Node in the store."""
-        for i in range(1, count + 1):
-            with contextlib.suppress(AlreadyExists):
-                await self.store.create("nodes", None, node_template(f"local-node-{i}"))
+        """Bring up every Node in the store; on a fresh cluster (no nodes yet) create ``count``.
+
+        After a restart the stored nodes are the truth: nodes deleted or added through the API
+        stay deleted or added, and each keeps its pod range, so pods keep their addresses.
+        """
+        existing = self.store.select("nodes")
+        for entry in existing:
+            self._claim_index(entry.obj)
+        if not existing:
+            for i in range(1, count + 1):
+                with contextlib.suppress(AlreadyExists):
+                    await self.store.create("nodes", None, node_template(f"local-node-{i}"))
         for entry in self.store.select("nodes"):
             self._claim_index(entry.obj)
-        for entry in self.store.select("nodes"):
             await self._bring_up(entry.obj["metadata"]["name"])
 
     def on_event(self, event: Event) -> None:
