@@ -186,10 +186,12 @@ class Store:
                         self._put_entry(key, rec["obj"])
                     else:
                         self._drop_entry(key, (rec["ns"], rec["name"]))
-        self.history_floor = self.rv
         self._ip_counter = len(self.objects["services"])
         self._write_snapshot()
         self._bootstrap()
+        # Like a compacted etcd: changes before start-up are not replayed to watches.
+        self.history.clear()
+        self.history_floor = self.rv
 
     def _bootstrap(self) -> None:
         # The namespaces every cluster has; created once, then persisted.

@@ -286,3 +286,24 @@ def validate(obj: Any) -> None:
 def runtime_present() -> bool:
     """Whether the runtime (controllers, kubelet) exists in this checkout."""
     return (REPO / "localcluster" / "runtime.py").exists()
+
+
+def wait_deleted(list_fn: Callable[..., Any], *args: Any, name: str, timeout: float = 20) -> None:
+    """Block until the object ``name`` is gone, watching (not polling) from the listed resourceVersion."""
+    listing = list_fn(*args, field_selector=f"metadata.name={name}")
+    if not listing.items:
+        return
+    from kubernetes import watch
+
+    w = watch.Watch()
+    for ev in w.stream(
+        list_fn,
+        *args,
+        field_selector=f"metadata.name={name}",
+        resource_version=listing.metadata.resource_version,
+        timeout_seconds=int(timeout),
+    ):
+        if ev["type"] == "DELETED":
+            w.stop()
+            return
+    raise AssertionError(f"{name} still exists after {timeout}s")
