@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from django.conf import settings
 from kubernetes import client
 
 from deployer import k8s
 from deployer.errors import NotFound
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+# localcluster's own node labels (see localcluster/nodes.py).
+LOCAL_GROUP_LABEL = "localcluster.io/node-group"
+LOCAL_INSTANCE_LABEL = "localcluster.io/instance-id"
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,11 @@ class NodeInfo:
     provider_id: str = ""
 
     @property
-    def group(self) -> str:
-        """The node group the node belongs to ('' when unlabelled)."""
-        return self.labels.get(settings.SCALING_NODE_GROUP_LABEL, "")
-
-    @property
     def instance_id(self) -> str:
-        """The cloud instance behind the node: its label, else the last part of providerID."""
-        label = self.labels.get(settings.SCALING_INSTANCE_ID_LABEL, "")
-        if label:
-            return label
-        return self.provider_id.rstrip("/").rsplit("/", 1)[-1] if self.provider_id else ""
+        """The machine behind the node: the last part of providerID (aws:///zone/i-0abc)."""
+        if self.provider_id:
+            return self.provider_id.rstrip("/").rsplit("/", 1)[-1]
+        return self.labels.get(LOCAL_INSTANCE_LABEL, "")
 
 
 @dataclass(frozen=True)
@@ -89,8 +85,8 @@ class PodEvent:
 class NodeOps(Protocol):
     """The cluster operations scaling uses; the real one is ``KubeNodes``."""
 
-    def list_nodes(self, group: str | None = None) -> list[NodeInfo]:
-        """Nodes, optionally only those labelled with node group ``group``."""
+    def list_nodes(self, selector: str | None = None) -> list[NodeInfo]:
+        """Nodes, optionally only those matching the label selector ``selector``."""
         ...
 
     def get_node(self, name: str) -> NodeInfo:
@@ -165,9 +161,8 @@ def pod_info(pod: Any) -> PodInfo:
 class KubeNodes:
     """NodeOps against the cluster configured in settings, through deployer.k8s."""
 
-    def list_nodes(self, group: str | None = None) -> list[NodeInfo]:
-        """Nodes, optionally only those labelled with node group ``group``."""
-        selector = f"{settings.SCALING_NODE_GROUP_LABEL}={group}" if group else None
+    def list_nodes(self, selector: str | None = None) -> list[NodeInfo]:
+        """Nodes, optionally only those matching the label selector ``selector``."""
         kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
         result = k8s.call(k8s.core_v1().list_node, **kwargs)
         return [_node_info(n) for n in result.items or []]

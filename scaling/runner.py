@@ -244,7 +244,8 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
         if target > state.desired:
             log.info(f"node group {group.name}: would add {target - state.desired} nodes")
         else:
-            victims = choose_victims(group, state, state.desired - target, services.ops, log)
+            count = state.desired - target
+            victims = choose_victims(group, state, count, services.ops, provider, log)
             names = ", ".join(f"{n.name} ({pods} pods)" for n, pods in victims) or "none"
             log.info(f"node group {group.name}: would drain and remove {names}")
     elif target > state.desired:
@@ -262,13 +263,18 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
 
 
 def choose_victims(
-    group: NodeGroup, state: GroupState, count: int, ops: NodeOps, log: RunLog
+    group: NodeGroup,
+    state: GroupState,
+    count: int,
+    ops: NodeOps,
+    provider: Provider,
+    log: RunLog,
 ) -> list[tuple[NodeInfo, int]]:
     """The ``count`` emptiest removable nodes of ``group`` with their pod counts."""
     protected = state.protected_ids()
     known = {i.id for i in state.instances}
     candidates: list[tuple[int, str, NodeInfo]] = []
-    for node in ops.list_nodes(group.name):
+    for node in ops.list_nodes(provider.node_selector(group)):
         instance = node.instance_id
         if not instance:
             log.warning(f"node {node.name} has no instance id; it cannot be removed")
@@ -299,7 +305,7 @@ def scale_in(
 ) -> None:
     """Cordon, drain, delete and terminate ``count`` nodes, one at a time, emptiest first."""
     ops = services.ops
-    victims = choose_victims(group, state, count, ops, log)
+    victims = choose_victims(group, state, count, ops, provider, log)
     if not victims:
         raise StopRun(f"node group {group.name}: no node can be removed")
     for node, pods in victims:

@@ -45,6 +45,10 @@ class ProviderError(Exception):
 class Provider(Protocol):
     """Capacity operations of one provider kind."""
 
+    def node_selector(self, group: NodeGroup) -> str:
+        """The label selector of the group's Node objects."""
+        ...
+
     def describe(self, group: NodeGroup) -> GroupState:
         """The group's current limits, desired capacity and instances."""
         ...

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterator
 from datetime import time
 from typing import Any
 
 import pytest
 
+from deployer import k8s
 from deployer.models import App
 from scaling.kube import NodeInfo, PodEvent, PodInfo
 from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
 from scaling.runner import Services
 from scaling.schedule import FrozenClock
+from tests.scaling.kubehelp import Cluster
+from tests.servers import Server, free_port, spawn
 
 
 @pytest.fixture
@@ -108,8 +113,11 @@ class FakeNodes:
             name=name, labels=labels, unschedulable=False, ready=True, provider_id=provider_id
         )
 
-    def list_nodes(self, group: str | None = None) -> list[NodeInfo]:
-        return [n for n in self.nodes.values() if group is None or n.group == group]
+    def list_nodes(self, selector: str | None = None) -> list[NodeInfo]:
+        if selector is None:
+            return list(self.nodes.values())
+        key, value = selector.split("=", 1)
+        return [n for n in self.nodes.values() if n.labels.get(key) == value]
 
     def get_node(self, name: str) -> NodeInfo:
         return self.nodes[name]
@@ -146,3 +154,44 @@ class FakeNodes:
 def fake_nodes() -> FakeNodes:
     """An empty in-memory cluster."""
     return FakeNodes()
+
+
+# Images for drain tests: "test/stubborn" ignores SIGTERM, so only its grace period ends it.
+CATALOG = {"test/stubborn:*": {"command": ["/bin/sh", "-c", 'trap "" TERM; sleep 3600']}}
+
+
+@pytest.fixture(scope="session")
+def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A localcluster with 3 nodes on a free loopback port; ``extra['kubeconfig']`` is its config."""
+    workdir = tmp_path_factory.mktemp("localcluster")
+    catalog = workdir / "images.json"
+    catalog.write_text(json.dumps(CATALOG))
+    kubeconfig = workdir / "kubeconfig"
+    port = free_port()
+    command = [
+        sys.executable, "-m", "localcluster",
+        "--host", "127.0.0.1", "--port", str(port), "--nodes", "3",
+        "--state-dir", str(workdir / "state"), "--kubeconfig", str(kubeconfig),
+        "--images", str(catalog),
+    ]  # fmt: skip
+    server = spawn("localcluster", command, workdir, port)
+    server.extra["kubeconfig"] = kubeconfig
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster(localcluster: Server, settings: Any) -> Iterator[Cluster]:
+    """The session's localcluster as the configured cluster; a test's objects are removed after it."""
+    settings.KUBECONFIG = localcluster.extra["kubeconfig"]
+    settings.KUBE_IN_CLUSTER = False
+    settings.KUBE_CONTEXT = None
+    k8s.reset()
+    helper = Cluster()
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+        k8s.reset()

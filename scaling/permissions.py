@@ -1,0 +1,32 @@
+"""Who may change schedules and start scaling runs: Django model permissions in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+
+EDIT_SCHEDULES = "scaling.change_schedule"
+EDIT_NODE_GROUPS = "scaling.change_nodegroup"
+RUN = "scaling.add_scalingrun"
+
+
+def can_edit_schedules(user: Any) -> bool:
+    """True when ``user`` may create, change and delete schedules."""
+    return bool(user.is_authenticated and user.has_perm(EDIT_SCHEDULES))
+
+
+def can_edit_node_groups(user: Any) -> bool:
+    """True when ``user`` may create and change node groups."""
+    return bool(user.is_authenticated and user.has_perm(EDIT_NODE_GROUPS))
+
+
+def can_run(user: Any) -> bool:
+    """True when ``user`` may start manual scaling runs and dry runs."""
+    return bool(user.is_authenticated and user.has_perm(RUN))
+
+
+def require(allowed: bool, what: str) -> None:
+    """Raise PermissionDenied (403) with a message unless ``allowed``."""
+    if not allowed:
+        raise PermissionDenied(f"You may not {what}; ask an administrator for the permission.")

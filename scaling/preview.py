@@ -1,0 +1,30 @@
+"""The schedule editor's preview: next runs in the schedule's zone and in UTC, with DST notes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypedDict
+
+from scaling.schedule import Spec, next_runs
+
+
+class PreviewRow(TypedDict):
+    """One upcoming run as the editor shows it."""
+
+    local: str
+    utc: str
+    event: str
+    note: str
+
+
+def preview(spec: Spec, now: datetime, count: int = 5) -> list[PreviewRow]:
+    """The next ``count`` runs of ``spec`` after ``now``."""
+    return [
+        {
+            "local": due.local.strftime("%a %Y-%m-%d %H:%M %Z"),
+            "utc": due.at.strftime("%a %Y-%m-%d %H:%M UTC"),
+            "event": "window ends: back to baseline" if due.event == "restore" else "apply",
+            "note": due.note,
+        }
+        for due in next_runs(spec, now, count)
+    ]

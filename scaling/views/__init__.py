@@ -1,0 +1,1 @@
+"""Pages of the scaling app: schedules, cluster actions, runs."""

@@ -1,0 +1,44 @@
+"""Scaling run pages: the run with its live log, and its stored lines as JSON."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+
+from scaling.models import ScalingRun, ScalingRunLog
+
+PAGE = 500
+
+
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A run: what was planned, what happened, and the log following live."""
+    run = get_object_or_404(ScalingRun.objects.select_related("schedule", "triggered_by"), pk=pk)
+    lines = list(run.logs.order_by("seq")[:PAGE])
+    outcomes = {r.get("key"): r.get("outcome", "") for r in run.result}
+    plan = []
+    for change in run.plan:
+        key = f"{change['target']}:{change['id']}"
+        plan.append({**change, "key": key, "outcome": outcomes.get(key, "")})
+    return render(
+        request,
+        "scaling/run_detail.html",
+        {"run": run, "plan": plan, "lines": lines, "last_seq": lines[-1].seq if lines else 0},
+    )
+
+
+def run_logs(request: HttpRequest, pk: int) -> JsonResponse:
+    """Stored lines with ``seq`` greater than ``?after=``, at most 500 at a time."""
+    run = get_object_or_404(ScalingRun, pk=pk)
+    try:
+        after = max(0, int(request.GET.get("after", "0")))
+    except ValueError:
+        after = 0
+    lines = list(ScalingRunLog.objects.filter(run=run, seq__gt=after).order_by("seq")[: PAGE + 1])
+    return JsonResponse(
+        {
+            "results": [line.as_payload() for line in lines[:PAGE]],
+            "has_more": len(lines) > PAGE,
+            "status": run.status,
+            "failure_reason": run.failure_reason,
+        }
+    )

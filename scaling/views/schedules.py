@@ -1,0 +1,140 @@
+"""Schedule pages: the overview, the editor with its live preview, delete and dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from scaling import services
+from scaling.forms import AppActionFormSet, NodeGroupActionFormSet, ScheduleForm
+from scaling.models import NodeGroup, ScalingRun, Schedule
+from scaling.permissions import can_edit_schedules, can_run, require
+from scaling.planner import spec_of
+from scaling.preview import preview
+from scaling.schedule import SystemClock, known_zones, next_runs
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    """Schedules with their next run, node groups and the latest runs."""
+    now = SystemClock().now()
+    schedules = list(
+        Schedule.objects.prefetch_related("app_actions__app", "node_group_actions__node_group")
+    )
+    rows = []
+    for schedule in schedules:
+        upcoming = next_runs(spec_of(schedule), now, 1) if schedule.enabled else []
+        rows.append({"schedule": schedule, "next": upcoming[0] if upcoming else None})
+    runs = ScalingRun.objects.select_related("schedule", "triggered_by")[:15]
+    return render(
+        request,
+        "scaling/overview.html",
+        {
+            "rows": rows,
+            "groups": NodeGroup.objects.all(),
+            "runs": runs,
+            "can_edit": can_edit_schedules(request.user),
+            "can_run": can_run(request.user),
+        },
+    )
+
+
+def _editor(
+    request: HttpRequest, schedule: Schedule | None, status: int = 200, **forms: Any
+) -> HttpResponse:
+    form = forms["form"]
+    spec = form.spec() if form.is_bound else (spec_of(schedule) if schedule else None)
+    rows = preview(spec, SystemClock().now()) if spec is not None else []
+    context = {
+        "schedule": schedule,
+        "preview": rows,
+        "zones": known_zones(),
+        "can_run": can_run(request.user),
+        **forms,
+    }
+    return render(request, "scaling/schedule_form.html", context, status=status)
+
+
+def _save(request: HttpRequest, schedule: Schedule | None) -> HttpResponse:
+    instance = schedule or Schedule(created_by=request.user)
+    form = ScheduleForm(request.POST, instance=instance)
+    apps = AppActionFormSet(request.POST, instance=instance, prefix="apps")
+    groups = NodeGroupActionFormSet(request.POST, instance=instance, prefix="groups")
+    valid = form.is_valid() & apps.is_valid() & groups.is_valid()
+    if valid and apps.live_count() + groups.live_count() == 0:
+        form.add_error(None, "Add at least one app or node group action.")
+        valid = False
+    if not valid:
+        return _editor(request, schedule, status=400, form=form, apps=apps, groups=groups)
+    with transaction.atomic():
+        saved = form.save()
+        apps.instance = groups.instance = saved
+        apps.save()
+        groups.save()
+    messages.success(request, f"Schedule “{saved.name}” saved.")
+    return redirect("scaling:schedule-edit", pk=saved.pk)
+
+
+def schedule_create(request: HttpRequest) -> HttpResponse:
+    """A new schedule."""
+    require(can_edit_schedules(request.user), "create schedules")
+    if request.method == "POST":
+        return _save(request, None)
+    form = ScheduleForm(initial={"timezone": "UTC", "kind": Schedule.Kind.CRON})
+    return _editor(
+        request,
+        None,
+        form=form,
+        apps=AppActionFormSet(prefix="apps"),
+        groups=NodeGroupActionFormSet(prefix="groups"),
+    )
+
+
+def schedule_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change a schedule; the page previews its next runs."""
+    schedule = get_object_or_404(Schedule, pk=pk)
+    if request.method == "POST":
+        require(can_edit_schedules(request.user), "change schedules")
+        return _save(request, schedule)
+    return _editor(
+        request,
+        schedule,
+        form=ScheduleForm(instance=schedule),
+        apps=AppActionFormSet(instance=schedule, prefix="apps"),
+        groups=NodeGroupActionFormSet(instance=schedule, prefix="groups"),
+        runs=schedule.runs.all()[:10],
+    )
+
+
+@require_GET
+def schedule_preview(request: HttpRequest) -> JsonResponse:
+    """The next 5 runs of the timing in the query string, or the errors of its fields."""
+    form = ScheduleForm(request.GET)
+    spec = form.spec()
+    if spec is None:
+        return JsonResponse({"ok": False, "errors": form.timing_errors(), "runs": []})
+    return JsonResponse({"ok": True, "errors": {}, "runs": preview(spec, SystemClock().now())})
+
+
+@require_POST
+def schedule_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete a schedule (its runs stay, detached)."""
+    require(can_edit_schedules(request.user), "delete schedules")
+    schedule = get_object_or_404(Schedule, pk=pk)
+    name = schedule.name
+    schedule.delete()
+    messages.success(request, f"Schedule “{name}” deleted.")
+    return redirect("scaling:overview")
+
+
+@require_POST
+def schedule_dry_run(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a dry run of the schedule and show its live log."""
+    require(can_run(request.user), "start dry runs")
+    schedule = get_object_or_404(Schedule, pk=pk)
+    run = services.dry_run(schedule, request.user)
+    return redirect("scaling:run-detail", pk=run.pk)

@@ -1,0 +1,60 @@
+"""The local node-group provider through a scaling run: scale out creates nodes, scale in drains."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaling.models import NodeGroup, ScalingRun
+from scaling.runner import Services, execute
+from tests.scaling.kubehelp import Cluster, running
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db]
+
+
+def _capacity(group: NodeGroup, desired: int) -> ScalingRun:
+    run = ScalingRun.objects.create(
+        kind=ScalingRun.Kind.SET_CAPACITY, params={"group_id": group.pk, "desired": desired}
+    )
+    execute(run.pk, Services())
+    run.refresh_from_db()
+    return run
+
+
+def test_it_scales_a_local_group_out_and_back_in_through_a_drain(cluster: Cluster) -> None:
+    group = NodeGroup.objects.create(name="extra", provider="local", min_size=0, max_size=3)
+    group.desired = 0
+    group.save()
+
+    out = _capacity(group, 2)
+    assert out.status == ScalingRun.Status.SUCCEEDED, out.failure_reason
+    nodes = cluster.nodes("extra")
+    assert len(nodes) == 2
+
+    # Put a workload on the new nodes only: cordon the default group while it schedules.
+    defaults = cluster.nodes()
+    for node in defaults:
+        cluster.core.patch_node(node, {"spec": {"unschedulable": True}})
+    app = cluster.deployment(replicas=3)
+    pods = cluster.wait_pods(app, lambda ps: len(running(ps)) == 3)
+    assert {p.spec.node_name for p in pods} <= set(nodes)
+    for node in defaults:
+        cluster.core.patch_node(node, {"spec": {"unschedulable": None}})
+    busiest = max(nodes, key=lambda n: sum(p.spec.node_name == n for p in pods))
+    emptiest = next(n for n in nodes if n != busiest)
+
+    inward = _capacity(group, 1)
+    assert inward.status == ScalingRun.Status.SUCCEEDED, inward.failure_reason
+    assert cluster.nodes("extra") == [busiest]
+    lines = " ".join(inward.logs.values_list("message", flat=True))
+    assert f"removing {emptiest}" in lines and "terminated" in lines
+    cluster.wait_pods(app, lambda ps: len(running(ps)) == 3)
+    group.refresh_from_db()
+    assert group.desired == 1
+
+
+def test_it_never_goes_below_the_groups_minimum(cluster: Cluster) -> None:
+    group = NodeGroup.objects.create(name="default", provider="local", min_size=3, max_size=5)
+    run = _capacity(group, 1)
+    assert run.status == ScalingRun.Status.SUCCEEDED
+    assert len(cluster.nodes()) == 3
+    assert "outside min 3" in " ".join(run.logs.values_list("message", flat=True))
