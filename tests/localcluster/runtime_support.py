@@ -163,11 +163,11 @@ def processes_with(marker: str) -> list[str]:
     return found
 
 
-def wait_gone(marker: str, timeout: float = 10) -> list[str]:
-    """Wait until no process mentions ``marker``; return what is left (empty on success)."""
+def wait_processes(marker: str, at_most: int = 0, timeout: float = 10) -> list[str]:
+    """Wait until at most ``at_most`` processes carry ``marker``; return those left."""
     deadline = time.monotonic() + timeout
     left = processes_with(marker)
-    while left and time.monotonic() < deadline:
+    while len(left) > at_most and time.monotonic() < deadline:
         time.sleep(0.1)  # processes have no watch API; a short backoff is all there is
         left = processes_with(marker)
     return left
