@@ -30,9 +30,20 @@ def _parse_time(text: str) -> datetime | None:
     try:
         if "." in text:
             head, frac = text.rstrip("Z").split(".", 1)
-            return datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(
-                tzinfo=UTC, microsecond=int(frac[:6].ljust(6, "0"))
+            base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S")
+            digits = frac[:9].ljust(9, "0")
+            ts = Stamp(
+                base.year,
+                base.month,
+                base.day,
+                base.hour,
+                base.minute,
+                base.second,
+                int(digits[:6]),
+                tzinfo=UTC,
             )
+            ts.nanos = int(digits)
+            return ts
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return None
@@ -49,10 +60,18 @@ def parse_line(line: bytes, fallback: datetime) -> tuple[datetime, bytes, bool]:
     return fallback, line.rstrip(b"\n"), False
 
 
+class Stamp(datetime):
+    """A datetime that remembers its nanoseconds (CRI records carry 9 digits)."""
+
+    nanos: int = 0
+
+
 def _format(ts: datetime, text: bytes, timestamps: bool) -> bytes:
     if not timestamps:
         return text + b"\n"
-    stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond * 1000:09d}Z"
+    # kuberuntime/logs.go timeFormatOut: always nine fractional digits.
+    nanos = getattr(ts, "nanos", ts.microsecond * 1000)
+    stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
     return stamp.encode() + b" " + text + b"\n"
 
 

@@ -307,3 +307,36 @@ def wait_deleted(list_fn: Callable[..., Any], *args: Any, name: str, timeout: fl
             w.stop()
             return
     raise AssertionError(f"{name} still exists after {timeout}s")
+
+
+def wait_for(
+    list_fn: Callable[..., Any],
+    *args: Any,
+    name: str,
+    check: Callable[[Any], bool],
+    timeout: float = 30,
+) -> Any:
+    """Watch the object ``name`` until ``check(obj)`` holds; return it (AssertionError on timeout)."""
+    from kubernetes import watch
+
+    listing = list_fn(*args, field_selector=f"metadata.name={name}")
+    for item in listing.items:
+        if check(item):
+            return item
+    w = watch.Watch()
+    for ev in w.stream(
+        list_fn,
+        *args,
+        field_selector=f"metadata.name={name}",
+        resource_version=listing.metadata.resource_version,
+        timeout_seconds=int(timeout),
+    ):
+        if ev["type"] != "DELETED" and check(ev["object"]):
+            w.stop()
+            return ev["object"]
+    raise AssertionError(f"{name} did not reach the expected state within {timeout}s")
+
+
+def controllers_running(cluster: LocalCluster) -> bool:
+    """Whether something (a runtime, or a real cluster) runs controllers and kubelets."""
+    return cluster.process is None or runtime_present()

@@ -49,9 +49,12 @@ def test_it_filters_by_equality_and_set_based_label_selectors(
 ) -> None:
     # labels/selector.go: =, ==, !=, in, notin, exists, !exists.
     make_pods(core, namespace, 4)
-    names = lambda sel: [
-        p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=sel).items
-    ]  # noqa: E731
+
+    def names(sel: str) -> list[str]:
+        return [
+            p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=sel).items
+        ]
+
     assert names("tier=web") == ["p0", "p2"]
     assert names("tier==db") == ["p1", "p3"]
     assert names("tier!=web") == ["p1", "p3"]
