@@ -6,30 +6,21 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .controllers.events import EventRecorder
 from .errors import NotFound, StatusError
-from .images import Catalog, ImageNotFound
-from .kubelet_env import ConfigError, container_argv, container_env
-from .kubelet_logs import start_run
-from .kubelet_probes import ProbeResult, probe_loop, run_probe
+from .images import Catalog
+from .kubelet_container import ContainerLifecycle
 from .kubelet_process import ContainerProcess, Reaper
-from .kubelet_status import ContainerState, container_id, now, phase, pod_conditions, qos_class
+from .kubelet_status import ContainerState, now, phase, pod_conditions, qos_class
 from .store import Event, Store
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "kubelet"
-# Crash-loop and image-pull backoff: 10 s doubling to 5 min, reset after 10 min of running.
-BACKOFF_INITIAL = 10.0
-BACKOFF_MAX = 300.0
-BACKOFF_RESET = 600.0
-# How long ErrImagePull shows before the kubelet's next sync turns it into ImagePullBackOff.
-PULL_ERROR_HOLD = 1.0
 # Status writes for one pod are coalesced over this window.
 STATUS_COALESCE = 0.02
 
@@ -71,24 +62,7 @@ class PodIPs:
         self._used.discard(ip)
 
 
-class Backoff:
-    """The kubelet's per-container backoff: first retry at once, then 10 s doubling to 5 min."""
-
-    def __init__(self, immediate_first: bool) -> None:
-        self._next = 0.0 if immediate_first else BACKOFF_INITIAL
-
-    def next(self) -> float:
-        """The delay before the next attempt (and advance)."""
-        delay = self._next
-        self._next = min(max(delay * 2, BACKOFF_INITIAL), BACKOFF_MAX)
-        return delay
-
-    def reset(self, immediate_first: bool = True) -> None:
-        """Forget past failures (after a long healthy run)."""
-        self._next = 0.0 if immediate_first else BACKOFF_INITIAL
-
-
-class PodWorker:
+class PodWorker(ContainerLifecycle):
     """Runs one pod: sandbox address, init containers, containers, probes, termination."""
 
     def __init__(self, kubelet: Kubelet, pod: dict[str, Any]) -> None:
@@ -308,10 +282,6 @@ class PodWorker:
                 )
         await asyncio.gather(*(proc.stop(grace) for _, proc in procs), return_exceptions=True)
 
-    def _field_path(self, name: str) -> str:
-        kind = "initContainers" if self.states[name].init else "containers"
-        return f"spec.{kind}{{{name}}}"
-
     async def _run_containers(self) -> None:
         spec = self.pod["spec"]
         policy = spec.get("restartPolicy", "Always")
@@ -331,289 +301,6 @@ class PodWorker:
         self._tasks.extend(runners)
         await asyncio.gather(*runners)
         self.mark_dirty()
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless the pod starts terminating; True if it did."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.terminating.wait(), seconds)
-        return self.terminating.is_set()
-
-    async def _run_container(self, spec: dict[str, Any], policy: str) -> int:
-        """Run one container through restarts; return its last exit code once it stops for good."""
-        name = spec["name"]
-        state = self.states[name]
-        field_path = self._field_path(name)
-        image_name = spec.get("image", "")
-        pull_backoff = Backoff(immediate_first=False)
-        crash_backoff = Backoff(immediate_first=True)
-        pulled = False
-        code = -1
-        while not self.terminating.is_set():
-            try:
-                image = self.ctx.catalog.resolve(image_name)
-            except ImageNotFound as exc:
-                self.event("Normal", "Pulling", f'Pulling image "{image_name}"', field_path)
-                self.event(
-                    "Warning", "Failed", f'Failed to pull image "{image_name}": {exc}', field_path
-                )
-                self.event("Warning", "Failed", "Error: ErrImagePull", field_path)
-                state.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
-                self.mark_dirty()
-                if await self._sleep(PULL_ERROR_HOLD):
-                    break
-                message = f'Back-off pulling image "{image_name}"'
-                state.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
-                self.event("Normal", "BackOff", message, field_path)
-                self.event("Warning", "Failed", "Error: ImagePullBackOff", field_path)
-                self.mark_dirty()
-                if await self._sleep(pull_backoff.next()):
-                    break
-                continue
-            state.ref = image.ref
-            if not pulled:
-                pulled = True
-                self._pull_events(spec, image_name, field_path)
-            extra = {
-                "LOCALCLUSTER_POD_IP": self.ip or "",
-                "KUBERNETES_SERVICE_HOST": self.ctx.api_host,
-                "KUBERNETES_SERVICE_PORT": str(self.ctx.api_port),
-            }
-            try:
-                env = container_env(self.ctx.store, self.pod, spec, image, extra)
-            except ConfigError as exc:
-                state.state = {
-                    "waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}
-                }
-                self.event("Warning", "Failed", f"Error: {exc}", field_path)
-                self.mark_dirty()
-                if await self._sleep(pull_backoff.next()):
-                    break
-                continue
-            argv = container_argv(spec, image, env)
-            code = await self._start_and_wait(spec, state, argv, env, image.workdir, field_path)
-            if self.terminating.is_set():
-                break
-            if policy == "Never" or (policy == "OnFailure" and code == 0):
-                break
-            terminated = state.state.get("terminated") or {}
-            if self._ran_for(terminated) >= BACKOFF_RESET:
-                crash_backoff.reset()
-            delay = crash_backoff.next()
-            state.last_state = {"terminated": terminated}
-            if delay > 0:
-                state.state = {
-                    "waiting": {
-                        "reason": "CrashLoopBackOff",
-                        "message": f"back-off {delay:g}s restarting failed container={name} "
-                        f"pod={self.name}_{self.namespace}({self.uid})",
-                    }
-                }
-                self.event(
-                    "Warning",
-                    "BackOff",
-                    f"Back-off restarting failed container {name} in pod {self.name}_{self.namespace}({self.uid})",
-                    field_path,
-                )
-                self.mark_dirty()
-                if await self._sleep(delay):
-                    break
-            state.restart_count += 1
-        return code
-
-    @staticmethod
-    def _ran_for(terminated: dict[str, Any]) -> float:
-        started = terminated.get("startedAt")
-        finished = terminated.get("finishedAt")
-        if not started or not finished:
-            return 0.0
-        fmt = "%Y-%m-%dT%H:%M:%SZ"
-        return time.mktime(time.strptime(finished, fmt)) - time.mktime(time.strptime(started, fmt))
-
-    def _pull_events(self, spec: dict[str, Any], image_name: str, field_path: str) -> None:
-        policy = spec.get("imagePullPolicy") or (
-            "Always"
-            if image_name.endswith(":latest") or ":" not in image_name.rsplit("/", 1)[-1]
-            else "IfNotPresent"
-        )
-        if policy == "Always":
-            self.event("Normal", "Pulling", f'Pulling image "{image_name}"', field_path)
-            self.event(
-                "Normal",
-                "Pulled",
-                f'Successfully pulled image "{image_name}" in 1ms (1ms including waiting). Image size: 0 bytes.',
-                field_path,
-            )
-        else:
-            self.event(
-                "Normal",
-                "Pulled",
-                f'Container image "{image_name}" already present on machine',
-                field_path,
-            )
-
-    async def _start_and_wait(
-        self,
-        spec: dict[str, Any],
-        state: ContainerState,
-        argv: list[str],
-        env: dict[str, str],
-        workdir: str | None,
-        field_path: str,
-    ) -> int:
-        name = spec["name"]
-        store = self.ctx.store
-        cwd = self.ctx.root / "pods" / self.uid / name
-        cwd.mkdir(parents=True, exist_ok=True)
-        run_dir = spec.get("workingDir") or workdir
-        if run_dir and Path(run_dir).is_dir():
-            cwd = Path(run_dir)
-        clog = start_run(
-            store.log_path(self.namespace, self.name, name),
-            store.log_path(self.namespace, self.name, name, previous=True),
-        )
-        cid = container_id(self.uid, name, state.restart_count)
-        started_at = now()
-        try:
-            proc = await ContainerProcess.spawn(argv, env, str(cwd), clog.write, self.ctx.reaper)
-        except OSError as exc:
-            message = (
-                "failed to create containerd task: failed to create shim task: OCI runtime create "
-                f'failed: exec: "{argv[0] if argv else ""}": {exc.strerror or exc}'
-            )
-            clog.close()
-            state.container_id = cid
-            state.state = {
-                "terminated": {
-                    "exitCode": 128,
-                    "reason": "StartError",
-                    "message": message,
-                    "startedAt": "1970-01-01T00:00:00Z",
-                    "finishedAt": now(),
-                    "containerID": cid,
-                }
-            }
-            self.event("Warning", "Failed", f"Error: {message}", field_path)
-            self.mark_dirty()
-            return 128
-        self.procs[name] = proc
-        state.container_id = cid
-        startup = spec.get("startupProbe")
-        readiness = spec.get("readinessProbe")
-        liveness = spec.get("livenessProbe")
-        state.state = {"running": {"startedAt": started_at}}
-        state.started = startup is None
-        state.ready = state.started and readiness is None
-        self.event("Normal", "Created", f"Created container: {name}", field_path)
-        self.event("Normal", "Started", f"Started container {name}", field_path)
-        self.mark_dirty()
-        probes = self._start_probes(
-            spec, state, proc, env, str(cwd), field_path, startup, readiness, liveness
-        )
-        try:
-            code = await proc.wait()
-        finally:
-            for task in probes:
-                task.cancel()
-            self.procs.pop(name, None)
-            clog.close()
-        terminated: dict[str, Any] = {
-            "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
-            "startedAt": started_at,
-            "finishedAt": now(),
-            "containerID": cid,
-        }
-        if proc.signal is not None:
-            terminated["signal"] = proc.signal
-        state.state = {"terminated": terminated}
-        state.ready = False
-        state.started = False
-        self.mark_dirty()
-        return code
-
-    def _start_probes(
-        self,
-        spec: dict[str, Any],
-        state: ContainerState,
-        proc: ContainerProcess,
-        env: dict[str, str],
-        cwd: str,
-        field_path: str,
-        startup: dict[str, Any] | None,
-        readiness: dict[str, Any] | None,
-        liveness: dict[str, Any] | None,
-    ) -> list[asyncio.Task[None]]:
-        started = asyncio.Event()
-        if startup is None:
-            started.set()
-
-        def runner(probe: dict[str, Any]) -> Any:
-            return lambda: run_probe(probe, self.ip or "", spec, env, cwd)
-
-        async def kill(kind: str, probe: dict[str, Any]) -> None:
-            self.event(
-                "Normal",
-                "Killing",
-                f"Container {spec['name']} failed {kind} probe, will be restarted",
-                field_path,
-            )
-            grace = probe.get("terminationGracePeriodSeconds")
-            if grace is None:
-                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
-            await proc.stop(float(grace))
-
-        async def on_startup(result: ProbeResult, healthy: bool, tripped: bool) -> bool:
-            assert startup is not None
-            if healthy:
-                state.started = True
-                state.ready = readiness is None
-                started.set()
-                self.mark_dirty()
-                return True  # a startup probe stops once it has passed
-            self.event(
-                "Warning", "Unhealthy", f"Startup probe failed: {result.message}", field_path
-            )
-            if tripped:
-                await kill("startup", startup)
-                return True
-            return False
-
-        async def on_readiness(result: ProbeResult, healthy: bool, tripped: bool) -> bool:
-            if not result.ok:
-                self.event(
-                    "Warning", "Unhealthy", f"Readiness probe failed: {result.message}", field_path
-                )
-            if state.ready != healthy:
-                state.ready = healthy
-                self.mark_dirty()
-            return False
-
-        async def on_liveness(result: ProbeResult, healthy: bool, tripped: bool) -> bool:
-            assert liveness is not None
-            if not result.ok:
-                self.event(
-                    "Warning", "Unhealthy", f"Liveness probe failed: {result.message}", field_path
-                )
-            if tripped:
-                await kill("liveness", liveness)
-                return True
-            return False
-
-        async def after_start(probe: dict[str, Any], report: Any, initial: bool) -> None:
-            await started.wait()
-            await probe_loop(probe, runner(probe), report, initial)
-
-        tasks: list[asyncio.Task[None]] = []
-        if startup is not None:
-            # A startup probe reports a failure only once failureThreshold is reached.
-            tasks.append(
-                asyncio.create_task(probe_loop(startup, runner(startup), on_startup, False))
-            )
-        if readiness is not None:
-            tasks.append(asyncio.create_task(after_start(readiness, on_readiness, False)))
-        if liveness is not None:
-            tasks.append(asyncio.create_task(after_start(liveness, on_liveness, True)))
-        return tasks
 
 
 class Kubelet:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,122 +16,26 @@ from ..errors import AlreadyExists
 from ..selectors import labels_match, selector_from_label_selector
 from ..store import Event
 from .base import Controller, Key, controller_of, obj_key
+from .deployment_util import (
+    DESIRED_REPLICAS,
+    HASH_LABEL,
+    MAX_REPLICAS,
+    REVISION,
+    SKIP_COPY,
+    condition,
+    get_condition,
+    parse_time,
+    revision_of,
+    set_condition,
+    spec_replicas,
+    status_count,
+    surge_and_unavailable,
+    template_hash,
+    without_hash,
+)
 from .replicaset import owner_ref
 
 COMPONENT = "deployment-controller"
-HASH_LABEL = "pod-template-hash"
-REVISION = "deployment.kubernetes.io/revision"
-DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
-MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-# Annotations a Deployment does not pass on to its ReplicaSets (skipCopyAnnotation).
-SKIP_COPY = {
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION,
-    "deployment.kubernetes.io/revision-history",
-    DESIRED_REPLICAS,
-    MAX_REPLICAS,
-    "deprecated.deployment.rollback.to",
-}
-_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(stamp: str) -> dt.datetime:
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-
-
-def template_hash(template: dict[str, Any], collision_count: int | None) -> str:
-    """FNV-32a of the template (plus the collision count), safe-encoded like controller.ComputeHash."""
-    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
-    if collision_count is not None:
-        data += str(collision_count).encode()
-    value = 0x811C9DC5
-    for byte in data:
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return "".join(_SAFE_ALPHABET[int(ch) % len(_SAFE_ALPHABET)] for ch in str(value))
-
-
-def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    template = copy.deepcopy(template or {})
-    labels = (template.get("metadata") or {}).get("labels")
-    if labels:
-        labels.pop(HASH_LABEL, None)
-    return template
-
-
-def _int_or_percent(value: Any, total: int, round_up: bool) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, str) and value.endswith("%"):
-        fraction = int(value[:-1]) * total / 100
-        return math.ceil(fraction) if round_up else math.floor(fraction)
-    return int(value)
-
-
-def surge_and_unavailable(deployment: dict[str, Any]) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) resolved against spec.replicas (ResolveFenceposts)."""
-    spec = deployment["spec"]
-    replicas = int(spec.get("replicas", 1))
-    strategy = spec.get("strategy") or {}
-    if strategy.get("type") == "Recreate":
-        return 0, 0
-    rolling = strategy.get("rollingUpdate") or {}
-    surge = _int_or_percent(rolling.get("maxSurge", "25%"), replicas, True)
-    unavailable = _int_or_percent(rolling.get("maxUnavailable", "25%"), replicas, False)
-    if surge == 0 and unavailable == 0:
-        unavailable = 1
-    return surge, min(unavailable, replicas)
-
-
-def _revision(rs: dict[str, Any]) -> int:
-    try:
-        return int((rs["metadata"].get("annotations") or {}).get(REVISION, "0"))
-    except ValueError:
-        return 0
-
-
-def _replicas(rs: dict[str, Any]) -> int:
-    return int(rs["spec"].get("replicas", 0))
-
-
-def _status(rs: dict[str, Any], field: str) -> int:
-    return int((rs.get("status") or {}).get(field) or 0)
-
-
-def set_condition(status: dict[str, Any], condition: dict[str, Any]) -> None:
-    """SetDeploymentCondition: no change for the same status and reason; moved to the end otherwise."""
-    conditions = status.get("conditions") or []
-    current = next((c for c in conditions if c["type"] == condition["type"]), None)
-    if (
-        current is not None
-        and current["status"] == condition["status"]
-        and current.get("reason") == condition.get("reason")
-    ):
-        return
-    if current is not None and current["status"] == condition["status"]:
-        condition["lastTransitionTime"] = current["lastTransitionTime"]
-    status["conditions"] = [c for c in conditions if c["type"] != condition["type"]] + [condition]
-
-
-def condition(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
-    """A deployment condition stamped now."""
-    stamp = _now()
-    return {
-        "type": ctype,
-        "status": status,
-        "lastUpdateTime": stamp,
-        "lastTransitionTime": stamp,
-        "reason": reason,
-        "message": message,
-    }
-
-
-def get_condition(status: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    """The condition of type ``ctype``, if present."""
-    return next((c for c in status.get("conditions") or [] if c["type"] == ctype), None)
 
 
 class DeploymentController(Controller):
@@ -221,10 +123,10 @@ class DeploymentController(Controller):
     def _split(
         self, d: dict[str, Any], rss: list[dict[str, Any]]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        wanted = _without_hash(d["spec"].get("template") or {})
+        wanted = without_hash(d["spec"].get("template") or {})
         # The oldest matching ReplicaSet is the new one (FindNewReplicaSet sorts by creation).
         matching = sorted(
-            (rs for rs in rss if _without_hash(rs["spec"].get("template") or {}) == wanted),
+            (rs for rs in rss if without_hash(rs["spec"].get("template") or {}) == wanted),
             key=lambda rs: rs["metadata"].get("creationTimestamp", ""),
         )
         new_rs = matching[0] if matching else None
@@ -243,7 +145,7 @@ class DeploymentController(Controller):
         replicas: int,
     ) -> dict[str, Any]:
         """Get or create the ReplicaSet for the current template (getNewReplicaSet)."""
-        max_old = max((_revision(rs) for rs in old_rss), default=0)
+        max_old = max((revision_of(rs) for rs in old_rss), default=0)
         revision = max_old + 1
         surge, _ = surge_and_unavailable(d)
         desired = int(d["spec"].get("replicas", 1))
@@ -251,7 +153,7 @@ class DeploymentController(Controller):
         if new_rs is not None:
             annotations = new_rs["metadata"].get("annotations") or {}
             wants = {
-                REVISION: str(_revision(new_rs) if _revision(new_rs) > max_old else revision),
+                REVISION: str(revision_of(new_rs) if revision_of(new_rs) > max_old else revision),
                 DESIRED_REPLICAS: str(desired),
                 MAX_REPLICAS: str(desired + surge),
             }
@@ -270,7 +172,7 @@ class DeploymentController(Controller):
             return new_rs
         collision = (d.get("status") or {}).get("collisionCount")
         template = copy.deepcopy(d["spec"].get("template") or {})
-        pod_hash = template_hash(_without_hash(template), collision)
+        pod_hash = template_hash(without_hash(template), collision)
         template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
         selector = copy.deepcopy(d["spec"]["selector"])
         selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
@@ -352,7 +254,7 @@ class DeploymentController(Controller):
     ) -> dict[str, Any]:
         if new_rs is None:
             return d
-        revision = str(_revision(new_rs))
+        revision = str(revision_of(new_rs))
         if (d["metadata"].get("annotations") or {}).get(REVISION) == revision:
             return d
 
@@ -376,7 +278,7 @@ class DeploymentController(Controller):
         )
 
     async def _scale(self, d: dict[str, Any], rs: dict[str, Any], replicas: int) -> dict[str, Any]:
-        old = _replicas(rs)
+        old = spec_replicas(rs)
         surge, _ = surge_and_unavailable(d)
         desired = int(d["spec"].get("replicas", 1))
         annotations = {DESIRED_REPLICAS: str(desired), MAX_REPLICAS: str(desired + surge)}
@@ -402,21 +304,21 @@ class DeploymentController(Controller):
         surge, unavailable = surge_and_unavailable(d)
         if new_rs is None:
             # NewRSNewReplicas: start as large as the surge allows.
-            current = sum(_replicas(rs) for rs in old_rss)
+            current = sum(spec_replicas(rs) for rs in old_rss)
             start = (
                 desired
-                if not any(_replicas(rs) for rs in old_rss)
+                if not any(spec_replicas(rs) for rs in old_rss)
                 else max(min(desired + surge - current, desired), 0)
             )
             new_rs = await self._ensure_new_rs(d, None, old_rss, start)
         else:
-            new_rs = await self._ensure_new_rs(d, new_rs, old_rss, _replicas(new_rs))
+            new_rs = await self._ensure_new_rs(d, new_rs, old_rss, spec_replicas(new_rs))
             # reconcileNewReplicaSet
-            new_replicas = _replicas(new_rs)
+            new_replicas = spec_replicas(new_rs)
             if new_replicas > desired:
                 new_rs = await self._scale(d, new_rs, desired)
             elif new_replicas < desired:
-                total = sum(_replicas(rs) for rs in old_rss) + new_replicas
+                total = sum(spec_replicas(rs) for rs in old_rss) + new_replicas
                 max_total = desired + surge
                 if total < max_total:
                     up = min(max_total - total, desired - new_replicas)
@@ -435,11 +337,11 @@ class DeploymentController(Controller):
         unavailable: int,
     ) -> list[dict[str, Any]]:
         """reconcileOldReplicaSets: scale old ReplicaSets down without breaking availability."""
-        if sum(_replicas(rs) for rs in old_rss) == 0:
+        if sum(spec_replicas(rs) for rs in old_rss) == 0:
             return old_rss
-        all_pods = sum(_replicas(rs) for rs in old_rss) + _replicas(new_rs)
+        all_pods = sum(spec_replicas(rs) for rs in old_rss) + spec_replicas(new_rs)
         min_available = desired - unavailable
-        new_unavailable = _replicas(new_rs) - _status(new_rs, "availableReplicas")
+        new_unavailable = spec_replicas(new_rs) - status_count(new_rs, "availableReplicas")
         max_scaled_down = all_pods - min_available - new_unavailable
         if max_scaled_down <= 0:
             return old_rss
@@ -450,15 +352,15 @@ class DeploymentController(Controller):
         for rs in by_age:
             if cleaned >= max_scaled_down:
                 break
-            unhealthy = _replicas(rs) - _status(rs, "availableReplicas")
-            if _replicas(rs) == 0 or unhealthy <= 0:
+            unhealthy = spec_replicas(rs) - status_count(rs, "availableReplicas")
+            if spec_replicas(rs) == 0 or unhealthy <= 0:
                 continue
             down = min(max_scaled_down - cleaned, unhealthy)
-            result[rs["metadata"]["uid"]] = await self._scale(d, rs, _replicas(rs) - down)
+            result[rs["metadata"]["uid"]] = await self._scale(d, rs, spec_replicas(rs) - down)
             cleaned += down
         # scaleDownOldReplicaSetsForRollingUpdate
         current = list(result.values())
-        available = sum(_status(rs, "availableReplicas") for rs in current) + _status(
+        available = sum(status_count(rs, "availableReplicas") for rs in current) + status_count(
             new_rs, "availableReplicas"
         )
         if available > min_available:
@@ -466,10 +368,10 @@ class DeploymentController(Controller):
             for rs in sorted(current, key=lambda rs: rs["metadata"].get("creationTimestamp", "")):
                 if remaining <= 0:
                     break
-                if _replicas(rs) == 0:
+                if spec_replicas(rs) == 0:
                     continue
-                down = min(_replicas(rs), remaining)
-                result[rs["metadata"]["uid"]] = await self._scale(d, rs, _replicas(rs) - down)
+                down = min(spec_replicas(rs), remaining)
+                result[rs["metadata"]["uid"]] = await self._scale(d, rs, spec_replicas(rs) - down)
                 remaining -= down
         return list(result.values())
 
@@ -491,7 +393,7 @@ class DeploymentController(Controller):
         if new_rs is None:
             new_rs = await self._ensure_new_rs(d, None, scaled, desired)
         else:
-            new_rs = await self._ensure_new_rs(d, new_rs, scaled, _replicas(new_rs))
+            new_rs = await self._ensure_new_rs(d, new_rs, scaled, spec_replicas(new_rs))
             new_rs = await self._scale(d, new_rs, desired)
         await self._finish(d, new_rs, scaled)
 
@@ -524,13 +426,13 @@ class DeploymentController(Controller):
         idle = [
             rs
             for rs in old_rss
-            if _replicas(rs) == 0
-            and _status(rs, "replicas") == 0
+            if spec_replicas(rs) == 0
+            and status_count(rs, "replicas") == 0
             and not rs["metadata"].get("deletionTimestamp")
         ]
         if len(idle) <= limit:
             return
-        idle.sort(key=lambda rs: (_revision(rs), rs["metadata"].get("creationTimestamp", "")))
+        idle.sort(key=lambda rs: (revision_of(rs), rs["metadata"].get("creationTimestamp", "")))
         for rs in idle[: len(idle) - limit]:
             await self.store.delete(
                 "replicasets.apps", rs["metadata"]["namespace"], rs["metadata"]["name"]
@@ -562,13 +464,13 @@ class DeploymentController(Controller):
         desired = int(d["spec"].get("replicas", 1))
         _, unavailable = surge_and_unavailable(d)
         old_status = d.get("status") or {}
-        available = sum(_status(rs, "availableReplicas") for rs in rss)
-        total_spec = sum(_replicas(rs) for rs in rss)
+        available = sum(status_count(rs, "availableReplicas") for rs in rss)
+        total_spec = sum(spec_replicas(rs) for rs in rss)
         status: dict[str, Any] = {
             "observedGeneration": d["metadata"].get("generation", 1),
-            "replicas": sum(_status(rs, "replicas") for rs in rss),
-            "updatedReplicas": _status(live_new, "replicas") if live_new else 0,
-            "readyReplicas": sum(_status(rs, "readyReplicas") for rs in rss),
+            "replicas": sum(status_count(rs, "replicas") for rs in rss),
+            "updatedReplicas": status_count(live_new, "replicas") if live_new else 0,
+            "readyReplicas": sum(status_count(rs, "readyReplicas") for rs in rss),
             "availableReplicas": available,
             "unavailableReplicas": max(total_spec - available, 0),
         }
@@ -670,7 +572,7 @@ class DeploymentController(Controller):
             ] + [cond]
             self.requeue(key, int(deadline) + 0.5)
         elif current is not None and current.get("reason") != "NewReplicaSetAvailable":
-            since = _parse(current["lastUpdateTime"])
+            since = parse_time(current["lastUpdateTime"])
             left = (since - dt.datetime.now(dt.UTC)).total_seconds() + int(deadline)
             if left <= 0:
                 set_condition(
