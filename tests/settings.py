@@ -16,3 +16,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(_TEST_DB_DIR, "test.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# collectstatic never runs for tests; whitenoise serves from the finders instead.
+STATIC_ROOT = os.path.join(_TEST_DB_DIR, "staticfiles")
+os.makedirs(STATIC_ROOT, exist_ok=True)
