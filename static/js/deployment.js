@@ -19,6 +19,7 @@
   var follow = true;
   var retryDelay = 500;
   var socket = null;
+  var received = 0;
 
   // Follow the tail unless the reader scrolled up to read something.
   logBox.addEventListener("scroll", function () {
@@ -175,8 +176,8 @@
     };
     socket.onmessage = function (event) {
       var msg = JSON.parse(event.data);
-      if (msg.type === "log") appendLines([msg.line]);
-      else if (msg.type === "lines") appendLines(msg.lines);
+      if (msg.type === "log") { received += 1; appendLines([msg.line]); }
+      else if (msg.type === "lines") { received += msg.lines.length; appendLines(msg.lines); }
       else if (msg.type === "status") renderStatus(msg);
     };
     socket.onclose = function (event) {
@@ -200,5 +201,10 @@
     }
     connect();
   });
-  window.greenlightDeployment = { id: id, lastSeq: function () { return lastSeq; } };
+  // For tests and the curious: what arrived over the socket.
+  window.greenlightDeployment = {
+    id: id,
+    lastSeq: function () { return lastSeq; },
+    received: function () { return received; }
+  };
 })();

@@ -120,3 +120,11 @@ def make_deployment(admin: Any) -> Callable[..., Deployment]:
         return deployment
 
     return make
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    """Remember each phase's report on the item, so fixtures can tell a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
