@@ -1,0 +1,253 @@
+"""Benchmark the localcluster runtime and print the figures issue 4 asks for.
+
+    .venv/bin/python bench/localcluster_runtime.py [--runs 5] [--pods 100] [--nodes 5]
+
+Starts a private ``python -m localcluster`` on a free loopback port and measures, through the
+official client and watches:
+
+* create -> Available for a 3-replica demo/hello Deployment (target < 2 s), with no probe and
+  with an HTTP readiness probe (periodSeconds 1);
+* a rolling update of that Deployment to demo/hello:2;
+* 100 pods over 5 nodes from create to all Running (target < 15 s) and to all Ready;
+* resident memory of an idle demo pod (target < 30 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def localcluster(nodes: int) -> Iterator[client.ApiClient]:
+    """Run a private localcluster for the benchmark; stop it afterwards."""
+    with tempfile.TemporaryDirectory(prefix="lc-bench-") as tmp:
+        port = free_port()
+        kubeconfig = Path(tmp) / "kubeconfig"
+        log = (Path(tmp) / "localcluster.log").open("wb")
+        cmd = [sys.executable, "-m", "localcluster", "--port", str(port), "--nodes", str(nodes)]
+        cmd += [
+            "--state-dir",
+            f"{tmp}/state",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--log-level",
+            "WARNING",
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("localcluster did not start")
+                with contextlib.suppress(OSError):
+                    url = f"http://127.0.0.1:{port}/readyz"
+                    if urllib.request.urlopen(url, timeout=1).status == 200 and kubeconfig.exists():  # noqa: S310
+                        break
+                time.sleep(0.05)  # nothing to watch before the server is up
+            cfg = client.Configuration()
+            config.load_kube_config(str(kubeconfig), client_configuration=cfg)
+            api = client.ApiClient(cfg)
+            try:
+                yield api
+            finally:
+                api.close()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
+def hello(
+    name: str, replicas: int, image: str = "demo/hello:1", probe: bool = False, marker: str = ""
+) -> dict[str, Any]:
+    """A demo Deployment manifest."""
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": image,
+        "env": [{"name": "MESSAGE", "value": marker or name}],
+    }
+    if probe:
+        container["readinessProbe"] = {
+            "httpGet": {"path": "/health", "port": 8080},
+            "periodSeconds": 1,
+        }
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container]},
+            },
+        },
+    }
+
+
+def wait_for(
+    list_fn: Callable[..., Any],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 120,
+    **kwargs: Any,
+) -> None:
+    """Watch until ``done(objects by name)``; objects are wire-format dicts."""
+    to_wire = client.ApiClient().sanitize_for_serialization
+    listing = list_fn(**kwargs)
+    objects = {o.metadata.name: to_wire(o) for o in listing.items}
+    if done(objects):
+        return
+    rv = listing.metadata.resource_version
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in watch.Watch().stream(
+            list_fn, resource_version=rv, timeout_seconds=int(timeout), **kwargs
+        ):
+            obj = to_wire(event["object"])
+            rv = obj["metadata"]["resourceVersion"]
+            if event["type"] == "DELETED":
+                objects.pop(obj["metadata"]["name"], None)
+            else:
+                objects[obj["metadata"]["name"]] = obj
+            if done(objects):
+                return
+    raise TimeoutError("benchmark condition not reached")
+
+
+def available(name: str, replicas: int, generation: int = 1) -> Callable[[dict[str, Any]], bool]:
+    """Deployment ``name`` is Available with all replicas updated and available."""
+
+    def check(objects: dict[str, Any]) -> bool:
+        status = (objects.get(name) or {}).get("status") or {}
+        if status.get("observedGeneration", 0) < generation:
+            return False
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        return conditions.get("Available") == "True" and all(
+            status.get(field) == replicas
+            for field in ("availableReplicas", "updatedReplicas", "replicas")
+        )
+
+    return check
+
+
+def rss_of(marker: str) -> list[int]:
+    """VmRSS in kB of every process carrying ``marker`` in its environment."""
+    sizes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker.encode() not in (entry / "environ").read_bytes():
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]))
+    return sizes
+
+
+def main() -> int:
+    """Run the measurements and print them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=5)
+    args = parser.parse_args()
+    print(f"localcluster runtime benchmark on {os.cpu_count()} CPUs, {args.nodes} nodes")
+    with localcluster(args.nodes) as api:
+        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+
+        def deployments(namespace: str) -> Callable[..., Any]:
+            return lambda **kw: apps.list_namespaced_deployment(namespace, **kw)
+
+        for probe in (False, True):
+            times = []
+            for run in range(args.runs):
+                ns = f"b{uuid.uuid4().hex[:6]}"
+                core.create_namespace({"metadata": {"name": ns}})
+                start = time.perf_counter()
+                apps.create_namespaced_deployment(ns, hello("hello", 3, probe=probe))
+                wait_for(deployments(ns), available("hello", 3))
+                times.append(time.perf_counter() - start)
+                if probe and run == 0:
+                    start = time.perf_counter()
+                    patch = {
+                        "spec": {
+                            "template": {
+                                "spec": {"containers": [{"name": "app", "image": "demo/hello:2"}]}
+                            }
+                        }
+                    }
+                    apps.patch_namespaced_deployment("hello", ns, patch)
+                    wait_for(deployments(ns), available("hello", 3, generation=2))
+                    print(
+                        f"rolling update 3 replicas demo/hello:1 -> :2 (readiness probe): {time.perf_counter() - start:.2f} s"
+                    )
+                core.delete_namespace(ns)
+            label = "with readiness probe" if probe else "no probe"
+            print(
+                f"create -> Available, 3 replicas, {label}: median {statistics.median(times):.2f} s, "
+                f"max {max(times):.2f} s over {len(times)} runs (target < 2 s)"
+            )
+
+        ns = "bulk"
+        marker = f"bench-{uuid.uuid4().hex[:8]}"
+        core.create_namespace({"metadata": {"name": ns}})
+
+        def pods(**kw: Any) -> Any:
+            return core.list_namespaced_pod(ns, **kw)
+
+        start = time.perf_counter()
+        apps.create_namespaced_deployment(ns, hello("bulk", args.pods, marker=marker))
+        wait_for(
+            pods,
+            lambda ps: (
+                sum(1 for p in ps.values() if (p.get("status") or {}).get("phase") == "Running")
+                >= args.pods
+            ),
+        )
+        running = time.perf_counter() - start
+        wait_for(deployments(ns), available("bulk", args.pods))
+        ready = time.perf_counter() - start
+        placed: dict[str, int] = {}
+        for p in core.list_namespaced_pod(ns).items:
+            placed[p.spec.node_name] = placed.get(p.spec.node_name, 0) + 1
+        print(
+            f"{args.pods} pods over {len(placed)} nodes: all Running after {running:.2f} s (target < 15 s), Available after {ready:.2f} s"
+        )
+        print(f"  placement: {dict(sorted(placed.items()))}")
+        time.sleep(2)  # let the pods go idle before measuring memory
+        sizes = rss_of(marker)
+        print(
+            f"idle demo pod RSS over {len(sizes)} pods: mean {statistics.mean(sizes) / 1024:.1f} MB, "
+            f"max {max(sizes) / 1024:.1f} MB (target < 30 MB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
