@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypedDict
 
-from scaling.schedule import Spec, next_runs
+from scaling.schedule import Clock, Spec, SystemClock, next_runs
+
+# The clock the pages read; browser tests freeze it.
+clock: Clock = SystemClock()
 
 
 class PreviewRow(TypedDict):
@@ -17,8 +20,9 @@ class PreviewRow(TypedDict):
     note: str
 
 
-def preview(spec: Spec, now: datetime, count: int = 5) -> list[PreviewRow]:
-    """The next ``count`` runs of ``spec`` after ``now``."""
+def preview(spec: Spec, now: datetime | None = None, count: int = 5) -> list[PreviewRow]:
+    """The next ``count`` runs of ``spec`` after ``now`` (the pages' clock by default)."""
+    now = now or clock.now()
     return [
         {
             "local": due.local.strftime("%a %Y-%m-%d %H:%M %Z"),

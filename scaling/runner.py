@@ -160,8 +160,13 @@ def run_plan(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
         log.info("nothing to do: the plan is empty")
         return Outcome.DONE
     if run.status == ScalingRun.Status.RUNNING and not run.result:
+        if dry:
+            log.info("dry run: the schedule's actions as if it fired now; nothing will change")
         for change in changes:
-            log.info(f"plan: {change.name} {change.current} → {change.desired} ({change.why})")
+            what = "app" if change.target == "app" else "node group"
+            log.info(
+                f"plan: {what} {change.name} {change.current} → {change.desired} ({change.why})"
+            )
     done = _done_keys(run)
     waiting = False
     for change in changes:

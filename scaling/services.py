@@ -77,10 +77,10 @@ def requeue_stale(now: datetime) -> None:
 
 
 def dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) -> ScalingRun:
-    """A run that logs what ``schedule`` would change now, changing nothing."""
+    """A run that logs what ``schedule``'s actions would change if it fired now, changing nothing."""
     now = (clock or SystemClock()).now()
     due = latest_due(spec_of(schedule), now)
-    event = due.event if due is not None else Event.APPLY
+    event = Event.APPLY
     plan = [c.as_json() for c in changes_for(schedule, event)]
     with transaction.atomic():
         run = ScalingRun.objects.create(
@@ -88,7 +88,10 @@ def dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) ->
             schedule=schedule,
             event=str(event),
             plan=plan,
-            params={"latest_due": due.at.isoformat() if due else None},
+            params={
+                "latest_due": due.at.isoformat() if due else None,
+                "latest_event": str(due.event) if due else None,
+            },
             triggered_by=_user(user),
         )
         enqueue(run.pk)

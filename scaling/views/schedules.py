@@ -10,25 +10,35 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from scaling import preview as preview_module
 from scaling import services
 from scaling.forms import AppActionFormSet, NodeGroupActionFormSet, ScheduleForm
 from scaling.models import NodeGroup, ScalingRun, Schedule
 from scaling.permissions import can_edit_schedules, can_run, require
 from scaling.planner import spec_of
 from scaling.preview import preview
-from scaling.schedule import SystemClock, known_zones, next_runs
+from scaling.schedule import known_zones, next_runs
 
 
 def overview(request: HttpRequest) -> HttpResponse:
     """Schedules with their next run, node groups and the latest runs."""
-    now = SystemClock().now()
+    now = preview_module.clock.now()
     schedules = list(
         Schedule.objects.prefetch_related("app_actions__app", "node_group_actions__node_group")
     )
     rows = []
     for schedule in schedules:
         upcoming = next_runs(spec_of(schedule), now, 1) if schedule.enabled else []
-        rows.append({"schedule": schedule, "next": upcoming[0] if upcoming else None})
+        due = upcoming[0] if upcoming else None
+        rows.append(
+            {
+                "schedule": schedule,
+                "next": due,
+                # Formatted here: the template's date filter would show the site's zone.
+                "local": due.local.strftime("%a %H:%M %Z") if due else "",
+                "utc": due.at.strftime("%a %H:%M UTC") if due else "",
+            }
+        )
     runs = ScalingRun.objects.select_related("schedule", "triggered_by")[:15]
     return render(
         request,
@@ -48,7 +58,7 @@ def _editor(
 ) -> HttpResponse:
     form = forms["form"]
     spec = form.spec() if form.is_bound else (spec_of(schedule) if schedule else None)
-    rows = preview(spec, SystemClock().now()) if spec is not None else []
+    rows = preview(spec) if spec is not None else []
     context = {
         "schedule": schedule,
         "preview": rows,
@@ -117,7 +127,7 @@ def schedule_preview(request: HttpRequest) -> JsonResponse:
     spec = form.spec()
     if spec is None:
         return JsonResponse({"ok": False, "errors": form.timing_errors(), "runs": []})
-    return JsonResponse({"ok": True, "errors": {}, "runs": preview(spec, SystemClock().now())})
+    return JsonResponse({"ok": True, "errors": {}, "runs": preview(spec)})
 
 
 @require_POST
