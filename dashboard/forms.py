@@ -7,9 +7,11 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
 from deployer.models import App
+from deployer.validation import validate_env
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -86,7 +88,7 @@ class AppForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["replicas"].widget.attrs.update(min=0, max=settings.MAX_REPLICAS)
+        self.fields["replicas"].widget.attrs.update(min=1, max=settings.MAX_REPLICAS)
         self.fields["container_port"].widget.attrs.update(min=1, max=65535)
         self.fields["health_port"].widget.attrs.update(min=1, max=65535)
         self.fields["name"].widget.attrs.update(
@@ -112,12 +114,17 @@ class EnvVarForm(forms.Form):
     value = forms.CharField(max_length=4096, required=False, label="Value")
 
     def clean_key(self) -> str:
-        """A C identifier: what a container's environment accepts."""
+        """A C identifier that Greenlight does not set itself (the deployer's rule, on this row)."""
         key: str = self.cleaned_data["key"].strip()
         if key and not ENV_NAME.match(key):
             raise forms.ValidationError(
                 "Use letters, digits and '_', not starting with a digit (e.g. LOG_LEVEL)."
             )
+        if key:
+            try:
+                validate_env({key: ""})
+            except ValidationError as exc:
+                raise forms.ValidationError(exc.message_dict.get("env", exc.messages)) from None
         return key
 
     def clean(self) -> dict[str, Any]:

@@ -119,10 +119,11 @@ def test_it_marks_bad_and_duplicate_env_rows(admin_client: Client) -> None:
     assert not App.objects.exists()
 
 
-def test_it_refuses_reserved_env_names_with_the_deployers_message(admin_client: Client) -> None:
+def test_it_refuses_reserved_env_names_on_their_row(admin_client: Client) -> None:
     response = post(admin_client, **{"env-0-key": "APP_VERSION"})
-    assert "set by Greenlight" in errors_of(response, "env")[0]
+    assert "set by Greenlight" in response.context["envs"].forms[0].errors["key"][0]
     assert "set by Greenlight" in response.content.decode()
+    assert not App.objects.exists()
 
 
 def test_it_edits_an_app_but_keeps_its_name(admin_client: Client, app: Any) -> None:
