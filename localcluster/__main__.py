@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kubeconfig", default=None, help="where to write a kubeconfig for this cluster"
     )
     p.add_argument("--images", default=None, help="image catalog file (read by the runtime)")
+    p.add_argument(
+        "--no-runtime",
+        action="store_true",
+        help="serve the API only: no nodes, controllers or kubelets",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -87,7 +92,7 @@ async def serve(args: argparse.Namespace) -> None:
         tmp.write_text(yaml.safe_dump(kubeconfig(f"http://{args.host}:{port}")))
         tmp.replace(path)
     runtime = None
-    if importlib.util.find_spec("localcluster.runtime") is not None:
+    if not args.no_runtime and importlib.util.find_spec("localcluster.runtime") is not None:
         module = importlib.import_module("localcluster.runtime")
         runtime = await module.start(store, args)
     log.info("localcluster serving on http://%s:%d", args.host, port)

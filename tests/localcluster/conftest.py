@@ -4,7 +4,9 @@ The suite takes its cluster from ``cluster_kubeconfig``: by default a fresh
 ``python -m localcluster`` on a free loopback port in a temporary directory;
 with ``GREENLIGHT_TEST_KUBECONFIG`` set, whatever cluster that kubeconfig names
 (so the same assertions can be checked against a real kube-apiserver). Tests
-work in their own namespace and clean it up.
+work in their own namespace and clean it up. ``GREENLIGHT_TEST_API_ONLY=1`` starts
+localcluster with ``--no-runtime`` (no controllers or kubelets), the way the API
+layer is checked on its own.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def start_localcluster(workdir: Path, port: int | None = None, nodes: int = 2) -
         "--kubeconfig",
         str(kubeconfig),
     ]
+    if api_only():
+        cmd.append("--no-runtime")
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -283,9 +287,14 @@ def validate(obj: Any) -> None:
     _validator(filename).validate(obj)
 
 
+def api_only() -> bool:
+    """Whether the suite runs localcluster without its runtime (GREENLIGHT_TEST_API_ONLY=1)."""
+    return os.environ.get("GREENLIGHT_TEST_API_ONLY") == "1"
+
+
 def runtime_present() -> bool:
-    """Whether the runtime (controllers, kubelet) exists in this checkout."""
-    return (REPO / "localcluster" / "runtime.py").exists()
+    """Whether the runtime (controllers, kubelet) exists in this checkout and is enabled."""
+    return (REPO / "localcluster" / "runtime.py").exists() and not api_only()
 
 
 def wait_deleted(list_fn: Callable[..., Any], *args: Any, name: str, timeout: float = 20) -> None:
