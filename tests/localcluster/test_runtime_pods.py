@@ -1,0 +1,192 @@
+"""Pods on the runtime: restart policies, init containers, logs, scheduling rules, Recreate.
+
+Sources: https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/ (phases,
+restartPolicy), https://kubernetes.io/docs/concepts/workloads/pods/init-containers/,
+https://kubernetes.io/docs/concepts/scheduling-eviction/taint-and-toleration/,
+pkg/controller/deployment/recreate.go.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from .conftest import KUBECTL, runtime_present
+from .runtime_support import condition, deployment, running_and_ready, watch_until
+
+pytestmark = pytest.mark.skipif(
+    not runtime_present(), reason="the localcluster runtime is not in this checkout"
+)
+
+
+def named(core: client.CoreV1Api, namespace: str, name: str) -> Callable[..., Any]:
+    """A list function over one pod."""
+
+    def list_pods(**kwargs: Any) -> Any:
+        return core.list_namespaced_pod(namespace, field_selector=f"metadata.name={name}", **kwargs)
+
+    return list_pods
+
+
+def shell_pod(name: str, script: str, restart_policy: str = "Never", **spec: Any) -> dict[str, Any]:
+    """A pod running ``sh -c script`` (a command overrides the demo image's entrypoint)."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart_policy,
+            "containers": [
+                {"name": "main", "image": "demo/hello:1", "command": ["sh", "-c", script]}
+            ],
+            **spec,
+        },
+    }
+
+
+def phase_is(name: str, wanted: str) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: pod ``name`` has reached phase ``wanted``."""
+    return lambda ps: (ps.get(name, {}).get("status") or {}).get("phase") == wanted
+
+
+def test_it_runs_init_containers_first_and_completes_a_never_restarting_pod(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    body = shell_pod(
+        "job",
+        "echo main ran after init",
+        initContainers=[
+            {"name": "prepare", "image": "demo/hello:1", "command": ["sh", "-c", "echo preparing"]}
+        ],
+    )
+    core.create_namespaced_pod(namespace, body)
+    pod = watch_until(named(core, namespace, "job"), phase_is("job", "Succeeded"))["job"]
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    main = pod["status"]["containerStatuses"][0]
+    assert main["state"]["terminated"]["exitCode"] == 0 and main["ready"] is False
+    assert condition(pod, "Initialized")["status"] == "True"
+    assert condition(pod, "Ready")["reason"] == "PodCompleted"
+    assert core.read_namespaced_pod_log("job", namespace, container="prepare") == "preparing\n"
+    assert "main ran after" in core.read_namespaced_pod_log("job", namespace, container="main")
+
+
+def test_it_fails_a_never_restarting_pod_whose_container_exits_non_zero(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    core.create_namespaced_pod(namespace, shell_pod("fail", "echo bad >&2; exit 3"))
+    pod = watch_until(named(core, namespace, "fail"), phase_is("fail", "Failed"))["fail"]
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_it_restarts_on_failure_only_under_on_failure(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    core.create_namespaced_pod(namespace, shell_pod("retry", "exit 2", restart_policy="OnFailure"))
+    pod = watch_until(
+        named(core, namespace, "retry"),
+        lambda ps: (
+            (ps.get("retry", {}).get("status", {}).get("containerStatuses") or [{}])[0].get(
+                "restartCount", 0
+            )
+            >= 1
+        ),
+    )["retry"]
+    assert pod["status"]["phase"] == "Running"
+    assert pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 2
+
+
+def test_it_follows_a_running_containers_log(
+    cluster_kubeconfig: Any, core: client.CoreV1Api, namespace: str
+) -> None:
+    core.create_namespaced_pod(
+        namespace,
+        shell_pod(
+            "ticker", "for i in 1 2 3; do echo tick $i; sleep 0.3; done", restart_policy="Never"
+        ),
+    )
+    watch_until(
+        named(core, namespace, "ticker"),
+        lambda ps: phase_is("ticker", "Running")(ps) or phase_is("ticker", "Succeeded")(ps),
+    )
+    followed = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(cluster_kubeconfig), "logs", "-f", "ticker", "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert followed.stdout.splitlines() == ["tick 1", "tick 2", "tick 3"]
+
+
+def test_it_schedules_only_onto_nodes_whose_taints_the_pod_tolerates(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    nodes = [n.metadata.name for n in core.list_node().items]
+    taint = {"key": f"test-{namespace}", "value": "x", "effect": "NoSchedule"}
+    for node in nodes:
+        current = core.read_node(node).spec.taints or []
+        core.patch_node(node, {"spec": {"taints": [*(t.to_dict() for t in current), taint]}})
+    try:
+        core.create_namespaced_pod(namespace, shell_pod("blocked", "sleep 30"))
+        tolerating = shell_pod("tolerant", "sleep 30")
+        tolerating["spec"]["tolerations"] = [
+            {"key": taint["key"], "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        core.create_namespaced_pod(namespace, tolerating)
+        watch_until(named(core, namespace, "tolerant"), phase_is("tolerant", "Running"))
+        blocked = watch_until(
+            named(core, namespace, "blocked"),
+            lambda ps: (
+                (condition(ps.get("blocked", {}), "PodScheduled") or {}).get("reason")
+                == "Unschedulable"
+            ),
+        )["blocked"]
+        assert (
+            f"had untolerated taint {{{taint['key']}: x}}"
+            in condition(blocked, "PodScheduled")["message"]
+        )
+    finally:
+        for node in nodes:
+            kept = [
+                t.to_dict() for t in core.read_node(node).spec.taints or [] if t.key != taint["key"]
+            ]
+            core.patch_node(node, {"spec": {"taints": kept or None}})
+    # Lifting the taint lets the waiting pod in.
+    watch_until(named(core, namespace, "blocked"), phase_is("blocked", "Running"))
+
+
+def test_it_recreates_all_pods_at_once_under_the_recreate_strategy(
+    core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str, kubectl: Callable[..., Any]
+) -> None:
+    apps.create_namespaced_deployment(
+        namespace, deployment("rec", replicas=2, strategy={"type": "Recreate"})
+    )
+    kubectl("rollout", "status", "deployment/rec", "-n", namespace, "--timeout=60s")
+    apps.patch_namespaced_deployment(
+        "rec",
+        namespace,
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "app", "image": "demo/hello:2"}]}}
+            }
+        },
+    )
+    kubectl("rollout", "status", "deployment/rec", "-n", namespace, "--timeout=60s")
+
+    def pods(**kwargs: Any) -> Any:
+        return core.list_namespaced_pod(namespace, label_selector="app=rec", **kwargs)
+
+    watch_until(pods, running_and_ready(2))
+    messages = [
+        e.message
+        for e in core.list_namespaced_event(
+            namespace, field_selector="involvedObject.kind=Deployment"
+        ).items
+        if e.reason == "ScalingReplicaSet"
+    ]
+    assert any("Scaled down replica set" in m and "from 2 to 0" in m for m in messages)
+    assert sum(1 for m in messages if "from 0 to 2" in m) == 2
