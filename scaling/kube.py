@@ -158,23 +158,40 @@ def pod_info(pod: Any) -> PodInfo:
     )
 
 
+# Parallel evictions each hold a connection; the shared client's pool (5 per CPU) is too small.
+POOL_SIZE = 64
+
+
 class KubeNodes:
     """NodeOps against the cluster configured in settings, through deployer.k8s."""
+
+    def __init__(self) -> None:
+        self._core: client.CoreV1Api | None = None
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        """CoreV1Api on a client configured like deployer.k8s's, with a larger pool."""
+        if self._core is None:
+            base = k8s.new_api_client()
+            configuration = base.configuration
+            configuration.connection_pool_maxsize = POOL_SIZE
+            self._core = client.CoreV1Api(client.ApiClient(configuration))
+        return self._core
 
     def list_nodes(self, selector: str | None = None) -> list[NodeInfo]:
         """Nodes, optionally only those matching the label selector ``selector``."""
         kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
-        result = k8s.call(k8s.core_v1().list_node, **kwargs)
+        result = k8s.call(self.core.list_node, **kwargs)
         return [_node_info(n) for n in result.items or []]
 
     def get_node(self, name: str) -> NodeInfo:
         """One node; raises NotFound."""
-        return _node_info(k8s.call(k8s.core_v1().read_node, name))
+        return _node_info(k8s.call(self.core.read_node, name))
 
     def set_unschedulable(self, name: str, unschedulable: bool) -> None:
         """Cordon (True) or uncordon (False) a node."""
         body = {"spec": {"unschedulable": True if unschedulable else None}}
-        k8s.call(k8s.core_v1().patch_node, name, body)
+        k8s.call(self.core.patch_node, name, body)
 
     def create_node(self, name: str, labels: dict[str, str]) -> None:
         """Register a Node object (localcluster brings up a simulated node for it)."""
@@ -183,17 +200,17 @@ class KubeNodes:
             kind="Node",
             metadata=client.V1ObjectMeta(name=name, labels=labels),
         )
-        k8s.call(k8s.core_v1().create_node, body)
+        k8s.call(self.core.create_node, body)
 
     def delete_node(self, name: str) -> None:
         """Delete a Node object; a missing node is not an error."""
         with contextlib.suppress(NotFound):
-            k8s.call(k8s.core_v1().delete_node, name)
+            k8s.call(self.core.delete_node, name)
 
     def pods_on_node(self, name: str) -> tuple[list[PodInfo], str]:
         """The pods bound to node ``name`` and the list's resourceVersion."""
         result = k8s.call(
-            k8s.core_v1().list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
+            self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
         )
         version = (result.metadata.resource_version if result.metadata else "") or ""
         return [pod_info(p) for p in result.items or []], version
@@ -211,14 +228,14 @@ class KubeNodes:
             metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
             delete_options=options,
         )
-        k8s.call(k8s.core_v1().create_namespaced_pod_eviction, pod.name, pod.namespace, body)
+        k8s.call(self.core.create_namespaced_pod_eviction, pod.name, pod.namespace, body)
 
     def watch_pods_on_node(
         self, name: str, resource_version: str, timeout_seconds: int
     ) -> Iterator[PodEvent]:
         """Pod events on node ``name`` after ``resource_version``, for up to ``timeout_seconds``."""
         events = k8s.stream(
-            k8s.core_v1().list_pod_for_all_namespaces,
+            self.core.list_pod_for_all_namespaces,
             field_selector=f"spec.nodeName={name}",
             resource_version=resource_version,
             timeout_seconds=max(1, timeout_seconds),
