@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import os
-import threading
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +15,14 @@ from typing import Any
 # refuses it, the pure-Python one accepts it. This must happen before protobuf is first
 # imported anywhere, which is why it lives here, at import of the etcd seam.
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+if "google.protobuf" in sys.modules:
+    from google.protobuf.internal import api_implementation
+
+    if api_implementation.Type() != "python":
+        raise ImportError(
+            "protobuf was imported before deployer.etcdstore with its C implementation; "
+            "set PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python in the environment"
+        )
 
 import etcd3  # noqa: E402
 import etcd3.events  # noqa: E402
@@ -47,34 +55,6 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreError(f"etcd {what} failed: {exc}") from exc
 
 
-def _contain_watch_thread_errors() -> None:
-    """Silence the etcd3 watcher thread's error when its channel closes under it.
-
-    etcd3's Watcher thread reads the gRPC stream; closing the client cancels that
-    stream and the thread dies with a CANCELLED RpcError printed to stderr. That is
-    the normal way a watch ends here, so it is logged at debug level instead.
-    """
-    previous = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        thread = args.thread
-        if (
-            thread is not None
-            and "etcd3" in repr(getattr(thread, "_target", ""))
-            and isinstance(args.exc_value, grpc.RpcError | ValueError)
-        ):
-            logger.debug("etcd watch thread ended: %s", args.exc_value)
-            return
-        previous(args)
-
-    if not getattr(threading.excepthook, "_greenlight", False):
-        hook._greenlight = True  # type: ignore[attr-defined]
-        threading.excepthook = hook
-
-
-_contain_watch_thread_errors()
-
-
 def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     endpoint = endpoint.removeprefix("http://")
     host, _, port = endpoint.rpartition(":")
@@ -89,8 +69,31 @@ class EtcdStore:
     def __init__(self, endpoint: str | None = None, prefix: str | None = None) -> None:
         host, port = _parse_endpoint(endpoint or settings.ETCD_ENDPOINT)
         self.prefix = (prefix or settings.ETCD_PREFIX).rstrip("/")
+        self._closed = False
         with _translated("connect"):
             self._client = etcd3.client(host=host, port=port, timeout=10)
+        self._contain_watch_thread()
+
+    def _contain_watch_thread(self) -> None:
+        """Let etcd3's watch thread end quietly when this store closes its channel.
+
+        The thread loops forever re-opening its stream; once the channel is closed it
+        dies with "Cannot invoke RPC: Channel closed!" (or a CANCELLED RpcError). That
+        is the normal end of a watch here, so it is swallowed after close().
+        """
+        watcher = self._client.watcher
+        run = watcher._run
+
+        def run_until_closed() -> None:
+            try:
+                run()
+            except (ValueError, grpc.RpcError) as exc:
+                if not self._closed:
+                    logger.error("etcd watch thread failed: %s", exc)
+                    raise
+                logger.debug("etcd watch thread ended after close: %s", exc)
+
+        watcher._run = run_until_closed
 
     # keys
     def frontend_key(self, hostname: str) -> str:
@@ -108,6 +111,7 @@ class EtcdStore:
 
     def close(self) -> None:
         """Close the gRPC channel (watch threads end quietly)."""
+        self._closed = True
         with contextlib.suppress(Exception):
             self._client.close()
 
@@ -247,7 +251,7 @@ class EtcdStore:
         cancelled: Callable[[], bool] = lambda: False,
         tick: float = 0.5,
     ) -> bool:
-        """Block until ``applied.revision >= revision`` (watching the key); False on timeout."""
+        """Block until ``applied.revision >= revision`` (watching the key); False on timeout or refusal."""
         import time
 
         deadline = time.monotonic() + timeout
@@ -258,6 +262,9 @@ class EtcdStore:
             value = json.loads(response.kvs[0].value) if response.kvs else None
             if value and int(value.get("revision", 0)) >= revision:
                 return True
+            rejected = (value or {}).get("rejected") or {}
+            if int(rejected.get("revision", 0)) >= revision:
+                return False  # proxysync refused a configuration including our write
             remaining = deadline - time.monotonic()
             if remaining <= 0 or cancelled():
                 return False

@@ -7,11 +7,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.-]+$")
+REVISION_PATH = "/greenlight/revision"
 
 
 def safe_name(value: str) -> str:
     """An identifier HAProxy accepts as a backend or server name."""
     return _SAFE.sub("_", value)
+
+
+def _seconds(value: Any, default: str) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return f"{max(1, int(number * 1000))}ms" if number > 0 else default
 
 
 def render_config(
@@ -21,8 +33,15 @@ def render_config(
     frontends: Sequence[Mapping[str, Any]],
     backends: Mapping[str, Mapping[str, Any]],
     bind_host: str = "127.0.0.1",
+    revision: int | None = None,
 ) -> str:
-    """Return haproxy.cfg text: one HTTP frontend routing by Host header to one backend each."""
+    """Return haproxy.cfg text: one HTTP frontend routing by Host header to one backend each.
+
+    Records that could not be rendered safely (a hostname or path with characters
+    HAProxy would interpret) are skipped with a comment rather than breaking the file.
+    ``revision`` is served at ``REVISION_PATH`` on the stats port, so that proxysync can
+    tell when the new worker answers.
+    """
     lines = [
         "# Rendered by Greenlight proxysync; edits are overwritten.",
         "global",
@@ -46,6 +65,13 @@ def render_config(
         "frontend stats",
         f"    bind {bind_host}:{stats_port}",
         "    http-request return status 200 content-type text/plain string ok if { path /healthz }",
+    ]
+    if revision is not None:
+        lines.append(
+            f"    http-request return status 200 content-type text/plain string {int(revision)}"
+            f" if {{ path {REVISION_PATH} }}"
+        )
+    lines += [
         "    stats enable",
         "    stats uri /stats",
         "    stats refresh 5s",
@@ -54,10 +80,15 @@ def render_config(
         f"    bind {bind_host}:{lb_port}",
         "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
     ]
+    used: list[str] = []
     for frontend in sorted(frontends, key=lambda item: str(item["hostname"])):
         host = str(frontend["hostname"]).lower()
-        backend = safe_name(str(frontend["backend"]))
-        lines.append(f"    use_backend {backend} if {{ var(txn.host) -m str {host} }}")
+        backend = str(frontend["backend"])
+        if not _HOST.match(host) or backend not in backends:
+            lines.append(f"    # skipped frontend {safe_name(host)}: invalid or no backend")
+            continue
+        used.append(backend)
+        lines.append(f"    use_backend {safe_name(backend)} if {{ var(txn.host) -m str {host} }}")
     lines += [
         "    default_backend no_route",
         "",
@@ -66,19 +97,34 @@ def render_config(
         ' deployed at this address."',
         "",
     ]
-    for name in sorted(backends):
-        record = backends[name]
-        lines.append(f"backend {safe_name(name)}")
-        lines.append("    balance roundrobin")
-        check_path = record.get("check_path")
-        if check_path:
-            lines.append(f"    option httpchk GET {check_path}")
-            lines.append("    http-check expect status 200-299")
-        for server in record.get("servers", []):
-            check = " check" if check_path else ""
-            lines.append(
-                f"    server {safe_name(str(server['name']))} "
-                f"{server['address']}:{int(server['port'])}{check}"
-            )
-        lines.append("")
+    # One backend per frontend: records no frontend points at (a warm old version) stay out.
+    for name in sorted(set(used)):
+        lines += _backend(name, backends[name])
     return "\n".join(lines) + "\n"
+
+
+def _backend(name: str, record: Mapping[str, Any]) -> list[str]:
+    lines = [f"backend {safe_name(name)}", "    balance roundrobin"]
+    timeout = record.get("timeout_server")
+    if timeout:
+        lines.append(f"    timeout server {_seconds(timeout, '30s')}")
+    check_path = record.get("check_path")
+    check = ""
+    if isinstance(check_path, str) and _PATH.match(check_path):
+        lines.append(f"    option httpchk GET {check_path}")
+        lines.append("    http-check expect status 200-299")
+        check = " check"
+        if record.get("check_port"):
+            check += f" port {int(record['check_port'])}"
+    for server in record.get("servers", []):
+        if not _ADDRESS.match(str(server.get("address", ""))):
+            lines.append(
+                f"    # skipped server {safe_name(str(server.get('name', '')))}: bad address"
+            )
+            continue
+        lines.append(
+            f"    server {safe_name(str(server['name']))} "
+            f"{server['address']}:{int(server['port'])}{check}"
+        )
+    lines.append("")
+    return lines

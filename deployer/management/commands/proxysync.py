@@ -1,0 +1,46 @@
+"""``manage.py proxysync``: keep HAProxy's configuration equal to the records in etcd."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from deployer.etcdstore import EtcdStore
+from deployer.proxysync import HAProxyTarget, ProxySync
+
+
+class Command(BaseCommand):
+    """Watch the etcd prefix; render, validate, write and hitlessly reload HAProxy on change."""
+
+    help = "Watch etcd and keep HAProxy's configuration in sync (hitless reloads)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """``--once`` applies the current state and exits."""
+        parser.add_argument("--once", action="store_true", help="apply once and exit")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Run until SIGTERM or SIGINT."""
+        target = HAProxyTarget(
+            config=settings.HAPROXY_CONFIG,
+            master_socket=settings.HAPROXY_MASTER_SOCKET,
+            lb_port=settings.LB_PORT,
+            stats_port=settings.HAPROXY_STATS_PORT,
+            haproxy_bin=settings.HAPROXY_BIN,
+        )
+        store = EtcdStore()
+        sync = ProxySync(store, target)
+        try:
+            if options["once"]:
+                sync.apply(store.snapshot())
+                return
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: sync.stop())
+            self.stdout.write(
+                f"proxysync: {settings.ETCD_ENDPOINT}{settings.ETCD_PREFIX} -> {target.config}"
+            )
+            sync.run()
+        finally:
+            store.close()

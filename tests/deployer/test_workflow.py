@@ -1,0 +1,322 @@
+"""The blue-green workflow with fake collaborators: the happy path and every failure path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from deployer.models import App, Deployment
+from deployer.workflow import Workflow, backend_name
+from tests.deployer.fakes import TRANSIENT, FakeClock, FakeCluster, FakeHealth, FakeLB, ListSink
+
+Run = Callable[..., Deployment]
+
+
+def test_it_deploys_the_first_version_and_points_the_frontend_at_it(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert deployment.version == 1
+    assert cluster.versions_.keys() == {1}
+    assert lb.frontends[app.frontend]["backend"] == backend_name("default", app.name, 1)
+    servers = lb.backends[backend_name("default", app.name, 1)]["servers"]
+    assert [s["address"] for s in servers] == ["127.1.1.1", "127.1.1.2"]
+    assert {r["pod"] for r in deployment.health_results} == {s["name"] for s in servers}
+    assert all(r["healthy"] for r in deployment.health_results)
+    app.refresh_from_db()
+    assert app.live_version == 1
+
+
+def test_it_replaces_the_live_version_and_retires_the_old_one(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    run_workflow(app)
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert (deployment.version, deployment.previous_version) == (2, 1)
+    assert cluster.versions_.keys() == {2}
+    assert lb.live_version(app.frontend) == 2
+    assert backend_name("default", app.name, 1) not in lb.backends
+
+
+def test_it_picks_the_version_after_the_highest_in_cluster_or_database(
+    app: App, run_workflow: Run, cluster: FakeCluster
+) -> None:
+    cluster.add_live(7)
+    deployment = run_workflow(app)
+    assert deployment.version == 8
+
+
+def test_it_keeps_the_previous_version_warm_when_asked(
+    make_app: Callable[..., App],
+    run_workflow: Run,
+    cluster: FakeCluster,
+    retired: list[tuple[int, int, float]],
+) -> None:
+    app = make_app(keep_old_seconds=60)
+    run_workflow(app)
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert cluster.versions_.keys() == {1, 2}
+    assert retired == [(deployment.pk, 1, 60.0)]
+
+
+def test_it_logs_every_step_with_its_duration(app: App, run_workflow: Run, sink: ListSink) -> None:
+    deployment = run_workflow(app)
+
+    names = ["prepare", "create", "pods", "health", "switch", "verify", "retire"]
+    assert list(deployment.steps) == names
+    for name in names:
+        assert deployment.steps[name]["state"] == "done"
+        assert "seconds" in deployment.steps[name]
+        assert any(step == name and "done in" in message for _, step, message in sink.lines)
+    assert "v1 is live at http://" in sink.text()
+
+
+def test_it_rolls_back_when_the_image_cannot_be_pulled(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB, sink: ListSink
+) -> None:
+    run_workflow(app)
+    writes = list(lb.writes)
+    cluster.pod_outcome = lambda image: "pull" if image == "nope/nope:1" else "started"
+
+    deployment = run_workflow(app, image="nope/nope:1")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "could not be pulled" in deployment.failure_reason
+    assert cluster.versions_.keys() == {1}
+    assert lb.writes == writes  # etcd untouched
+    assert lb.live_version(app.frontend) == 1
+    assert "panic: the end" in sink.text()  # the pod's last output is in the log
+
+
+def test_it_rolls_back_when_the_container_keeps_crashing(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    cluster.pod_outcome = lambda image: "crash"
+    deployment = run_workflow(app, image="demo/crash")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "CrashLoopBackOff" in deployment.failure_reason
+    assert cluster.versions_ == {}
+    assert lb.frontends == {}
+
+
+def test_it_rolls_back_when_pods_never_start(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    cluster.pod_outcome = lambda image: "timeout"
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "did not start in time" in deployment.failure_reason
+    assert cluster.versions_ == {}
+    assert lb.writes == []
+
+
+def test_it_rolls_back_when_a_pod_never_becomes_healthy(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB, health: FakeHealth
+) -> None:
+    run_workflow(app)
+    writes = list(lb.writes)
+    health.unhealthy = lambda pod, attempt: pod.version == 2 and pod.name.endswith("-1")
+
+    deployment = run_workflow(app, image="demo/broken")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "health checks did not pass within 30s" in deployment.failure_reason
+    assert f"{app.name}-v2-1" in deployment.failure_reason
+    assert cluster.versions_.keys() == {1}
+    assert lb.writes == writes
+    results = {r["pod"]: r["healthy"] for r in deployment.health_results}
+    assert results == {f"{app.name}-v2-0": True, f"{app.name}-v2-1": False}
+
+
+def test_it_retries_health_checks_with_backoff_until_a_slow_pod_passes(
+    app: App, run_workflow: Run, health: FakeHealth, clock: object
+) -> None:
+    health.unhealthy = lambda pod, attempt: attempt < 4
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert clock.slept[:4] == [0.05, 0.1, 0.2, 0.4]  # type: ignore[attr-defined]
+
+
+def test_it_swaps_back_when_the_load_balancer_never_applies_the_switch(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    run_workflow(app)
+    lb.applies = False
+
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "is proxysync running?" in deployment.failure_reason
+    assert lb.frontends[app.frontend]["backend"] == backend_name("default", app.name, 1)
+    assert backend_name("default", app.name, 2) not in lb.backends
+    assert cluster.versions_.keys() == {1}
+    app.refresh_from_db()
+    assert app.live_version == 1
+
+
+def test_it_swaps_back_when_the_new_version_does_not_answer_through_the_load_balancer(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB, health: FakeHealth
+) -> None:
+    run_workflow(app)
+    health.lb_answers = False
+
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "did not answer through the load balancer" in deployment.failure_reason
+    assert lb.live_version(app.frontend) == 1
+    assert cluster.versions_.keys() == {1}
+
+
+def test_it_removes_the_frontend_when_a_first_deploy_fails_after_the_switch(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB, health: FakeHealth
+) -> None:
+    health.lb_answers = False
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert lb.frontends == {} and lb.backends == {}
+    assert cluster.versions_ == {}
+
+
+def test_it_rolls_back_when_the_cluster_api_fails(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    cluster.fail_create = TRANSIENT
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "Kubernetes API unreachable" in deployment.failure_reason
+    assert cluster.deleted == [1]
+    assert lb.writes == []
+
+
+def test_it_aborts_at_the_next_step_and_rolls_back(
+    app: App,
+    run_workflow: Run,
+    cluster: FakeCluster,
+    lb: FakeLB,
+    health: FakeHealth,
+    clock: FakeClock,
+) -> None:
+    health.unhealthy = lambda pod, attempt: True
+    # The user clicks Abort while the workflow waits between health-check rounds.
+    clock.on_sleep = lambda: Deployment.objects.update(abort_requested=True)
+
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.ABORTED
+    assert deployment.failure_reason == "aborted by user"
+    assert deployment.steps["health"]["state"] == "failed"
+    assert deployment.steps["switch"]["state"] == "pending"
+    assert cluster.versions_ == {}
+    assert lb.writes == []
+
+
+def test_it_swaps_back_to_a_warm_version(
+    make_app: Callable[..., App], run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    app = make_app(keep_old_seconds=60)
+    run_workflow(app)
+    run_workflow(app, image="demo/hello:2")
+
+    deployment = run_workflow(app, kind=Deployment.Kind.SWAP_BACK, version=1)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert lb.live_version(app.frontend) == 1
+    assert cluster.versions_.keys() == {1}
+    app.refresh_from_db()
+    assert app.live_version == 1
+
+
+def test_it_refuses_to_swap_back_to_a_version_that_is_gone(
+    app: App, run_workflow: Run, lb: FakeLB
+) -> None:
+    run_workflow(app)
+    run_workflow(app, image="demo/hello:2")
+
+    deployment = run_workflow(app, kind=Deployment.Kind.SWAP_BACK, version=1)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "no longer warm" in deployment.failure_reason
+    assert lb.live_version(app.frontend) == 2
+
+
+def test_it_undeploys_every_version_the_frontend_and_the_backends(
+    make_app: Callable[..., App], run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    app = make_app(keep_old_seconds=60)
+    run_workflow(app)
+    run_workflow(app, image="demo/hello:2")
+
+    deployment = run_workflow(app, kind=Deployment.Kind.UNDEPLOY)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert cluster.versions_ == {}
+    assert lb.frontends == {} and lb.backends == {}
+    app.refresh_from_db()
+    assert app.live_version is None
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_recovery_rolls_back_or_finishes_a_deploy_whose_worker_died(
+    verified: bool,
+    app: App,
+    run_workflow: Run,
+    cluster: FakeCluster,
+    lb: FakeLB,
+    health: FakeHealth,
+    clock: object,
+    sink: ListSink,
+) -> None:
+    run_workflow(app)
+
+    class WorkerDied(BaseException):
+        pass
+
+    def die_after_switch(workflow: Workflow) -> None:
+        # The worker dies in the step after the switch (verified) or after verifying it.
+        def die() -> None:
+            raise WorkerDied
+
+        if verified:
+            workflow.retire = die  # type: ignore[method-assign]
+        else:
+            workflow.verify = die  # type: ignore[method-assign]
+        workflow.cleanup = lambda failure: None  # type: ignore[method-assign]
+        workflow.finish = lambda failure, seconds: None  # type: ignore[method-assign]
+
+    with pytest.raises(WorkerDied):
+        run_workflow(app, image="demo/hello:2", before=die_after_switch)
+    deployment = Deployment.objects.get(version=2)
+    assert deployment.status == Deployment.Status.RUNNING
+    assert lb.live_version(app.frontend) == 2
+
+    Workflow(
+        deployment=deployment,
+        cluster=cluster,
+        lb=lb,
+        health=health,
+        clock=clock,  # type: ignore[arg-type]
+        sink=sink,
+    ).recover("worker-1@host")
+
+    deployment.refresh_from_db()
+    if verified:
+        assert deployment.status == Deployment.Status.SUCCEEDED
+        assert lb.live_version(app.frontend) == 2
+        assert cluster.versions_.keys() == {2}
+    else:
+        assert deployment.status == Deployment.Status.FAILED
+        assert "worker running this deployment was lost" in deployment.failure_reason
+        assert lb.live_version(app.frontend) == 1
+        assert cluster.versions_.keys() == {1}
