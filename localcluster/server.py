@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, openapi, podapi, protobuf, schema
+from . import discovery, openapi, podapi, protobuf, schema, tables
 from .errors import (
     BadRequest,
     Expired,
@@ -218,6 +218,13 @@ class Api:
                 "the server does not allow this method on the requested resource"
             )
         if method == "GET":
+            if tables.wants_table(request.headers.get("Accept", "")):
+                obj = self.store.peek(res, namespace, name) or _raise_not_found(res, name)
+                return self.json(
+                    tables.table(
+                        res, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                    )
+                )
             return self.raw(self.store.get_raw(res, namespace, name))
         if method == "PUT":
             return await self.update(request, res, namespace, name, sub)
@@ -350,6 +357,8 @@ class Api:
         if token:
             meta["continue"] = token
             meta["remainingItemCount"] = remaining
+        if tables.wants_table(request.headers.get("Accept", "")):
+            return self.json(tables.table(res, [e.obj for e in entries], meta))
         head = b'{"kind":"%s","apiVersion":"%s","metadata":%s,"items":[' % (
             res.list_kind.encode(),
             res.api_version.encode(),
@@ -568,10 +577,27 @@ class Api:
             await resp.write(b'{"type":"ERROR","object":' + dumps(status) + b"}\n")
             await resp.write_eof()
             return resp
+        as_table = tables.wants_table(request.headers.get("Accept", ""))
+        headers_sent = False
+
+        def line(etype: str, obj: dict[str, Any], raw: bytes) -> bytes:
+            nonlocal headers_sent
+            if not as_table:
+                return _event_line(etype, raw)
+            # Column definitions travel with the first Table only, as kube-apiserver does.
+            tbl = tables.table(
+                res,
+                [obj],
+                {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                not headers_sent,
+            )
+            headers_sent = True
+            return _event_line(etype, dumps(tbl))
+
         try:
             await resp.prepare(request)
             if backlog:
-                await resp.write(b"".join(_event_line(t, raw) for t, _o, raw in backlog))
+                await resp.write(b"".join(line(t, o, raw) for t, o, raw in backlog))
             if initial and bookmarks:
                 await resp.write(self.bookmark(res, initial_end=True))
             loop = asyncio.get_running_loop()
@@ -592,12 +618,12 @@ class Api:
                     continue
                 if item is None:
                     break
-                lines = [_event_line(item[0], item[2])]
+                lines = [line(*item)]
                 while not watcher.queue.empty():
                     nxt = watcher.queue.get_nowait()
                     if nxt is None:
                         break
-                    lines.append(_event_line(nxt[0], nxt[2]))
+                    lines.append(line(*nxt))
                 await resp.write(b"".join(lines))
             await resp.write_eof()
         except (ConnectionResetError, ConnectionError):

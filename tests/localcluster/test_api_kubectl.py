@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -303,3 +304,35 @@ def test_kubectl_rollout_status_and_wait_for_available(
         "rollout", "status", "-n", namespace, "deployment/rolled", "--timeout=60s", timeout=90
     ).stdout
     assert "successfully rolled out" in out
+
+
+def test_kubectl_get_prints_server_side_columns(
+    kubectl: Kubectl, core: client.CoreV1Api, namespace: str
+) -> None:
+    # Server-side printing (meta.k8s.io/v1 Table, pkg/printers/internalversion/printers.go).
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+        },
+    )
+    out = kubectl("get", "services", "-n", namespace).stdout.splitlines()
+    assert out[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert out[1].split()[:2] == ["web", "ClusterIP"]
+    assert out[1].split()[4] == "80/TCP"
+
+
+def test_it_answers_a_table_accept_header_with_a_table(
+    raw: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    # kubectl get's Accept header; the answer is a meta.k8s.io/v1 Table (no schema in kubernetes-validate).
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "t"}, "data": {"a": "1"}})
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+    body = raw(
+        "GET", f"/api/v1/namespaces/{namespace}/configmaps", headers={"Accept": accept}
+    ).json()
+    assert body["kind"] == "Table"
+    assert [c["name"] for c in body["columnDefinitions"]] == ["Name", "Data", "Age"]
+    assert body["rows"][0]["cells"][:2] == ["t", 1]
+    assert body["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
