@@ -74,6 +74,9 @@ class PodWorker(ContainerLifecycle):
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.ip: str | None = None
+        self.host_ip = kubelet.host_ip
+        # Set once the containers are stopped for a deletion: the pod then reports a terminal phase.
+        self.final = False
         self.init_done = not pod["spec"].get("initContainers")
         self.states: dict[str, ContainerState] = {}
         self.procs: dict[str, ContainerProcess] = {}
@@ -148,6 +151,11 @@ class PodWorker(ContainerLifecycle):
         status = dict(current.get("status") or {})
         states = list(self.states.values())
         pod_phase = phase(current, self.init_done, states)
+        if self.final and pod_phase not in ("Succeeded", "Failed"):
+            # Kubelets since 1.27 end a deleted pod in a terminal phase (KEP-3329).
+            regular = [s for s in states if not s.init]
+            clean = all((s.terminated or {}).get("exitCode") == 0 for s in regular)
+            pod_phase = "Succeeded" if regular and clean else "Failed"
         status["phase"] = pod_phase
         status["conditions"] = pod_conditions(
             current, self.ip is not None, self.init_done, pod_phase, states
@@ -254,6 +262,7 @@ class PodWorker(ContainerLifecycle):
         with contextlib.suppress(NotFound):
             # The final statuses (terminated containers) first, then the removal.
             if any(s.container_id for s in self.states.values()):
+                self.final = True
                 await self._write_status()
             await self.ctx.store.delete(
                 "pods",

@@ -52,6 +52,7 @@ class ContainerLifecycle:
     name: str
     namespace: str
     ip: str | None
+    host_ip: str
     states: dict[str, ContainerState]
     procs: dict[str, ContainerProcess]
     terminating: asyncio.Event
@@ -286,7 +287,7 @@ class ContainerLifecycle:
             started.set()
 
         def runner(probe: dict[str, Any]) -> Any:
-            return lambda: run_probe(probe, self.ip or "", spec, env, cwd)
+            return lambda: run_probe(probe, self.ip or "", spec, env, cwd, self.host_ip)
 
         async def kill(kind: str, probe: dict[str, Any]) -> None:
             self.event(

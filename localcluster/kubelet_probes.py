@@ -27,6 +27,11 @@ def probe_setting(probe: dict[str, Any], name: str) -> int:
     return int(value) if value is not None else DEFAULTS.get(name, 0)
 
 
+def _local(source: str | None) -> tuple[str, int] | None:
+    # Probes leave from the node's address, so an app sees the kubelet's IP as a real one would.
+    return (source, 0) if source else None
+
+
 def resolve_port(port: int | str, container: dict[str, Any]) -> int:
     """Turn a probe's port (number or container port name) into a number; ValueError if unknown."""
     if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
@@ -38,7 +43,11 @@ def resolve_port(port: int | str, container: dict[str, Any]) -> int:
 
 
 async def http_get(
-    action: dict[str, Any], pod_ip: str, container: dict[str, Any], timeout: float
+    action: dict[str, Any],
+    pod_ip: str,
+    container: dict[str, Any],
+    timeout: float,
+    source: str | None = None,
 ) -> ProbeResult:
     """GET the probe URL; success is a status in [200, 400) as in the kubelet."""
     scheme = str(action.get("scheme") or "HTTP").lower()
@@ -65,7 +74,9 @@ async def http_get(
                 context = ssl.create_default_context()
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, local_addr=_local(source)
+            )
             writer.write(request.encode())
             await writer.drain()
             status_line = await reader.readline()
@@ -95,7 +106,11 @@ async def http_get(
 
 
 async def tcp_socket(
-    action: dict[str, Any], pod_ip: str, container: dict[str, Any], timeout: float
+    action: dict[str, Any],
+    pod_ip: str,
+    container: dict[str, Any],
+    timeout: float,
+    source: str | None = None,
 ) -> ProbeResult:
     """Open a TCP connection to the port; success is a completed handshake."""
     host = action.get("host") or pod_ip
@@ -105,7 +120,7 @@ async def tcp_socket(
         return ProbeResult(False, str(exc))
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port)
+            _, writer = await asyncio.open_connection(host, port, local_addr=_local(source))
         writer.close()
         return ProbeResult(True)
     except TimeoutError:
@@ -152,14 +167,19 @@ async def exec_command(
 
 
 async def run_probe(
-    probe: dict[str, Any], pod_ip: str, container: dict[str, Any], env: dict[str, str], cwd: str
+    probe: dict[str, Any],
+    pod_ip: str,
+    container: dict[str, Any],
+    env: dict[str, str],
+    cwd: str,
+    source: str | None = None,
 ) -> ProbeResult:
-    """Run one probe of any supported kind once."""
+    """Run one probe of any supported kind once; network probes come from ``source`` (the node)."""
     timeout = float(probe_setting(probe, "timeoutSeconds"))
     if "httpGet" in probe:
-        return await http_get(probe["httpGet"], pod_ip, container, timeout)
+        return await http_get(probe["httpGet"], pod_ip, container, timeout, source)
     if "tcpSocket" in probe:
-        return await tcp_socket(probe["tcpSocket"], pod_ip, container, timeout)
+        return await tcp_socket(probe["tcpSocket"], pod_ip, container, timeout, source)
     if "exec" in probe:
         return await exec_command(probe["exec"], env, cwd, timeout)
     if "grpc" in probe:
