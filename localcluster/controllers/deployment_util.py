@@ -45,9 +45,19 @@ def template_hash(template: dict[str, Any], collision_count: int | None) -> str:
     return "".join(_SAFE_ALPHABET[int(ch) % len(_SAFE_ALPHABET)] for ch in str(value))
 
 
+def _prune(value: Any) -> Any:
+    # Go compares structs, where a null field and an absent one are the same zero value
+    # (kubectl rollout undo sends "creationTimestamp": null, for one).
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
 def without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a pod template without the pod-template-hash label (EqualIgnoreHash)."""
-    template = copy.deepcopy(template or {})
+    """A pruned copy of a pod template without the pod-template-hash label (EqualIgnoreHash)."""
+    template = _prune(copy.deepcopy(template or {}))
     labels = (template.get("metadata") or {}).get("labels")
     if labels:
         labels.pop(HASH_LABEL, None)

@@ -212,3 +212,15 @@ def test_it_only_writes_complete_lines_until_closed(tmp_path: Path) -> None:
     assert (tmp_path / "x.log").read_text() == ""
     log.close()
     assert (tmp_path / "x.log").read_text().endswith("stdout F no newline yet\n")
+
+
+def test_it_treats_a_null_field_in_a_template_as_absent_when_matching_replica_sets() -> None:
+    stored = {
+        "metadata": {"labels": {"app": "a", "pod-template-hash": "x"}},
+        "spec": {"containers": []},
+    }
+    from_undo = {
+        "metadata": {"creationTimestamp": None, "labels": {"app": "a"}},
+        "spec": {"containers": []},
+    }
+    assert without_hash(stored) == without_hash(from_undo)
