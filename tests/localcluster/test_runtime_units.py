@@ -17,6 +17,7 @@ from localcluster.controllers.deployment_util import (
     set_condition,
     surge_and_unavailable,
     template_hash,
+    without_hash,
 )
 from localcluster.images import Catalog, ImageNotFound, ImageRef
 from localcluster.kubelet_container import Backoff
