@@ -188,6 +188,8 @@ class ScalingRun(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set at every status change: a run WAITING or RUNNING without change for long was lost.
+    updated_at = models.DateTimeField(default=timezone.now)
     failure_reason = models.TextField(blank=True, default="")
 
     class Meta:
@@ -229,6 +231,7 @@ class ScalingRun(models.Model):
     def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
         if self.status not in allowed_from:
             raise IllegalTransition(f"scaling run #{self.pk}: cannot go from {self.status} to {to}")
+        fields.setdefault("updated_at", timezone.now())
         updated = ScalingRun.objects.filter(pk=self.pk, status=self.status).update(
             status=to, **fields
         )

@@ -61,6 +61,11 @@ class Change:
         )
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 replica``, ``2 replicas``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def spec_of(schedule: Schedule) -> Spec:
     """The pure schedule specification of a Schedule row."""
     if schedule.kind == Schedule.Kind.CRON:
@@ -109,7 +114,7 @@ def changes_for(
             why = (
                 f"{label}: {action.value}% of the baseline {baseline} (floor {action.floor})"
                 if action.mode == AppAction.Mode.PERCENT
-                else f"{label}: {action.value} replicas"
+                else f"{label}: {plural(action.value, 'replica')}"
             )
         changes.append(Change("app", app.pk, app.name, app.replicas, desired, why))
     for gaction in schedule.node_group_actions.all():
@@ -120,7 +125,7 @@ def changes_for(
             desired = group_baseline(group)
             why = f"{label} window ended: back to the baseline of {desired}"
         else:
-            desired, why = gaction.desired, f"{label}: {gaction.desired} nodes"
+            desired, why = gaction.desired, f"{label}: {plural(gaction.desired, 'node')}"
         clamped = group.clamp(desired)
         if clamped != desired:
             why += f" (kept within min {group.min_size} and max {group.max_size})"

@@ -24,7 +24,7 @@ from scaling.drain import DrainFailed, DrainOptions, drain_node, evictable_count
 from scaling.kube import KubeNodes, NodeInfo, NodeOps
 from scaling.logsink import RunLog
 from scaling.models import IllegalTransition, NodeGroup, ScalingRun
-from scaling.planner import Change, app_baseline
+from scaling.planner import Change, app_baseline, plural
 from scaling.providers import GroupState, Provider, ProviderError, provider_for
 from scaling.schedule import Clock, SystemClock
 
@@ -141,6 +141,24 @@ def _superseded_by(run: ScalingRun, change: Change) -> int | None:
     return None
 
 
+def _blocked_by(run: ScalingRun, change: Change) -> int | None:
+    """An older running run that changes the same target: this one waits for it."""
+    older = ScalingRun.objects.filter(status=ScalingRun.Status.RUNNING, pk__lt=run.pk).exclude(
+        kind=ScalingRun.Kind.DRY_RUN
+    )
+    for other in older.only("pk", "plan"):
+        if any(Change.from_json(c).key == change.key for c in other.plan):
+            return other.pk
+    return None
+
+
+def _wait_note(run: ScalingRun, change: Change, log: RunLog, message: str) -> str:
+    """Log why a change waits (once per run) and return the outcome word."""
+    if not any(r.get("key") == change.key for r in run.result):
+        log.info(message)
+    return "waiting"
+
+
 def _ordered(changes: list[Change]) -> list[Change]:
     """Grow node groups first, then change apps, then shrink node groups."""
 
@@ -177,6 +195,12 @@ def run_plan(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
             log.info(f"{change.name}: superseded by the newer scaling run #{later}; skipped")
             _record(run, change, "superseded")
             continue
+        other = None if dry else _blocked_by(run, change)
+        if other is not None:
+            note = f"{change.name}: waiting for scaling run #{other}, which is changing it"
+            _record(run, change, _wait_note(run, change, log, note))
+            waiting = True
+            continue
         if change.target == "app":
             outcome = apply_app(run, change, services, log, dry)
         else:
@@ -202,20 +226,18 @@ def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, 
         return "dry run"
     deployment = services.busy_deploy(app)
     if deployment is not None:
-        already = any(r.get("key") == change.key for r in run.result)
-        if not already:
-            log.info(
-                f"app {app.name}: waiting for deployment #{deployment} to finish "
-                "(the scaler never changes an app while it deploys)"
-            )
-        return "waiting"
+        note = (
+            f"app {app.name}: waiting for deployment #{deployment} to finish "
+            "(the scaler never changes an app while it deploys)"
+        )
+        return _wait_note(run, change, log, note)
     if app.baseline_replicas is None:
         # Remember where the app was before any schedule touched it, for percentages and
         # window ends; a conditional update so that two runs cannot both set it.
         App.objects.filter(pk=app.pk, baseline_replicas__isnull=True).update(
             baseline_replicas=app.replicas
         )
-        log.info(f"app {app.name}: remembered its baseline of {app.replicas} replicas")
+        log.info(f"app {app.name}: remembered its baseline of {plural(app.replicas, 'replica')}")
     if app.replicas == desired:
         log.info(f"app {app.name}: already at {desired} replicas")
         return "unchanged"
@@ -247,7 +269,7 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
     elif dry:
         outcome = "dry run"
         if target > state.desired:
-            log.info(f"node group {group.name}: would add {target - state.desired} nodes")
+            log.info(f"node group {group.name}: would add {plural(target - state.desired, 'node')}")
         else:
             count = state.desired - target
             victims = choose_victims(group, state, count, services.ops, provider, log)
@@ -255,7 +277,7 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
             log.info(f"node group {group.name}: would drain and remove {names}")
     elif target > state.desired:
         provider.scale_out(group, target)
-        log.info(f"node group {group.name}: asked {group.provider} for {target} nodes")
+        log.info(f"node group {group.name}: asked {group.provider} for {plural(target, 'node')}")
         outcome = "scaled out"
     else:
         scale_in(group, state, state.desired - target, provider, services, log)
@@ -333,13 +355,11 @@ def run_scale_app(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
     if app is None:
         raise StopRun("the app no longer exists")
     replicas = int(run.params["replicas"])
-    if run.params.get("baseline"):
+    if run.params.get("baseline") and not run.result:
         App.objects.filter(pk=app.pk).update(baseline_replicas=replicas)
         log.info(f"app {app.name}: baseline set to {replicas} replicas")
-    change = Change("app", app.pk, app.name, app.replicas, replicas, "manual")
-    outcome = apply_app(run, change, services, log, dry=False)
-    _record(run, change, outcome)
-    return Outcome.WAIT if outcome == "waiting" else Outcome.DONE
+    _ensure_plan(run, Change("app", app.pk, app.name, app.replicas, replicas, "manual"))
+    return run_plan(run, services, log)
 
 
 def run_set_capacity(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
@@ -348,9 +368,15 @@ def run_set_capacity(run: ScalingRun, services: Services, log: RunLog) -> Outcom
     if group is None:
         raise StopRun("the node group no longer exists")
     desired = int(run.params["desired"])
-    change = Change("node_group", group.pk, group.name, group.desired, desired, "manual")
-    _record(run, change, apply_node_group(change, services, log, dry=False))
-    return Outcome.DONE
+    _ensure_plan(run, Change("node_group", group.pk, group.name, group.desired, desired, "manual"))
+    return run_plan(run, services, log)
+
+
+def _ensure_plan(run: ScalingRun, change: Change) -> None:
+    """Give a manual run recorded without a plan (older rows, the API) its one change."""
+    if not run.plan:
+        run.plan = [change.as_json()]
+        ScalingRun.objects.filter(pk=run.pk).update(plan=run.plan)
 
 
 def run_cordon(run: ScalingRun, services: Services, log: RunLog) -> Outcome:

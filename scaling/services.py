@@ -6,17 +6,22 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 
 from deployer.models import App
+from scaling import logsink
 from scaling.models import NodeGroup, ScalingRun, Schedule
 from scaling.planner import Change, changes_for, enabled_schedules, resolve, spec_of
 from scaling.schedule import Clock, Event, SystemClock, latest_due
 
 logger = logging.getLogger(__name__)
 
-# A queued run older than this lost its task message; the tick sends it again.
+# A queued or waiting run unchanged for this long lost its task message; the tick resends it.
 STALE_AFTER = timedelta(minutes=2)
+# A running run silent for the drain deadline plus this margin lost its worker.
+LOST_MARGIN = timedelta(minutes=2)
 
 
 def enqueue(run_id: int) -> None:
@@ -58,6 +63,7 @@ def tick(clock: Clock | None = None) -> list[ScalingRun]:
                     plan=plan,
                     params={"due_local": due.local.isoformat(), "note": due.note},
                     created_at=now,
+                    updated_at=now,
                 )
                 enqueue(run.pk)
         except IntegrityError:
@@ -68,12 +74,27 @@ def tick(clock: Clock | None = None) -> list[ScalingRun]:
 
 
 def requeue_stale(now: datetime) -> None:
-    """Enqueue QUEUED runs whose message was lost (broker outage, worker restart)."""
+    """Enqueue runs whose task was lost (broker outage, worker restart) and resume lost runs."""
     stale = ScalingRun.objects.filter(
-        status=ScalingRun.Status.QUEUED, created_at__lt=now - STALE_AFTER
+        status__in=(ScalingRun.Status.QUEUED, ScalingRun.Status.WAITING),
+        updated_at__lt=now - STALE_AFTER,
     )
     for run_id in stale.values_list("pk", flat=True):
         enqueue(run_id)
+    lost_before = now - timedelta(seconds=settings.SCALING_DRAIN_DEADLINE_SECONDS) - LOST_MARGIN
+    for run in ScalingRun.objects.filter(
+        status=ScalingRun.Status.RUNNING, updated_at__lt=lost_before
+    ):
+        last_line = run.logs.aggregate(last=Max("time"))["last"]
+        if last_line is not None and last_line >= lost_before:
+            continue  # still writing its log: alive
+        # A worker that died mid-run: hand the run to another; finished changes are skipped.
+        resumed = ScalingRun.objects.filter(
+            pk=run.pk, status=ScalingRun.Status.RUNNING, updated_at=run.updated_at
+        ).update(status=ScalingRun.Status.WAITING, updated_at=now)
+        if resumed:
+            logsink.append(run.pk, "the worker running this run was lost; resuming", "warning")
+            enqueue(run.pk)
 
 
 def dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) -> ScalingRun:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from django.conf import settings
 
 from scaling.models import NodeGroup
@@ -127,6 +127,12 @@ class AwsProvider:
                 error = translate(exc, group_name)
                 if not error.retryable or attempt == self.attempts:
                     raise error from exc
+            except NoCredentialsError as exc:
+                raise ProviderError(
+                    "No AWS credentials found: configure them for the worker "
+                    "(environment, shared credentials file or an instance role).",
+                    code="no_credentials",
+                ) from exc
             except BotoCoreError as exc:
                 if attempt == self.attempts:
                     raise ProviderError(

@@ -163,3 +163,51 @@ def test_a_dry_run_logs_the_changes_and_makes_none(
     assert scaler.calls == []
     app.refresh_from_db()
     assert app.replicas == 4 and app.baseline_replicas is None
+
+
+def test_a_run_waits_for_an_older_run_that_changes_the_same_target(
+    make_app: Callable[..., App], make_services: Callable, scaler: Callable
+) -> None:
+    app = make_app(replicas=4)
+    older = services.scale_app(app, 3)
+    ScalingRun.objects.filter(pk=older.pk).update(status=ScalingRun.Status.RUNNING)
+    newer = services.scale_app(app, 1)
+    clock = FrozenClock(at(2026, 6, 1, 12))
+    assert runner.execute(newer.pk, make_services(clock)) == Outcome.WAIT
+    assert f"waiting for scaling run #{older.pk}" in " ".join(
+        newer.logs.values_list("message", flat=True)
+    )
+    ScalingRun.objects.filter(pk=older.pk).update(status=ScalingRun.Status.SUCCEEDED)
+    assert runner.execute(newer.pk, make_services(clock)) == Outcome.DONE
+    assert scaler.calls == [("hello", 1)]
+
+
+def test_a_run_whose_worker_was_lost_is_resumed_by_the_tick(
+    make_app: Callable[..., App], make_services: Callable, scaler: Callable
+) -> None:
+    app = make_app(replicas=4)
+    run = services.scale_app(app, 2)
+    long_ago = at(2026, 6, 1, 11)
+    ScalingRun.objects.filter(pk=run.pk).update(
+        status=ScalingRun.Status.RUNNING, started_at=long_ago, updated_at=long_ago
+    )
+    clock = FrozenClock(at(2026, 6, 1, 12))
+    services.tick(clock)
+    run.refresh_from_db()
+    assert run.status == ScalingRun.Status.WAITING
+    assert runner.execute(run.pk, make_services(clock)) == Outcome.DONE
+    assert scaler.calls == [("hello", 2)]
+    assert "worker running this run was lost" in " ".join(
+        run.logs.values_list("message", flat=True)
+    )
+
+
+def test_a_recently_active_run_is_left_alone(make_app: Callable[..., App]) -> None:
+    run = services.scale_app(make_app(), 2)
+    now = at(2026, 6, 1, 12)
+    ScalingRun.objects.filter(pk=run.pk).update(
+        status=ScalingRun.Status.RUNNING, updated_at=now - timedelta(minutes=1)
+    )
+    services.tick(FrozenClock(now))
+    run.refresh_from_db()
+    assert run.status == ScalingRun.Status.RUNNING
