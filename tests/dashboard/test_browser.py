@@ -172,3 +172,57 @@ def test_a_user_creates_an_app_deploys_it_live_and_a_broken_deploy_rolls_back(
     assert "v1 live" in page.locator("h1").inner_text()
     assert page.locator("table.history tbody tr").count() == 2
     assert page.locator("#deploy-chart svg rect.chart-bar").count() == 2
+
+
+def wait_for_end(page: Any, state: str = "succeeded") -> None:
+    """Wait until the deployment page's banner shows a final state; fail on another one."""
+    page.wait_for_selector(
+        "#status-banner.succeeded, #status-banner.failed, #status-banner.aborted",
+        timeout=120_000,
+    )
+    banner = page.locator("#status-banner")
+    assert state in (banner.get_attribute("class") or ""), banner.inner_text()
+
+
+def test_a_user_swaps_back_scales_and_undeploys(page: Any, stack: Stack) -> None:
+    app = App.objects.create(
+        name="swap",
+        image="demo/hello:1",
+        replicas=1,
+        frontend="swap.localhost",
+        keep_old_seconds=300,
+        health_deadline=20,
+    )
+    for image in ("demo/hello:1", "demo/hello:2"):
+        page.goto(f"{stack.web_url}/apps/{app.pk}/")
+        deploy_and_follow(page, image)
+        wait_for_end(page)
+    assert str(through_lb(stack, "swap.localhost")[1]["version"]) == "2"
+
+    # v1 is still warm: Swap back puts it live again.
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
+    page.click("button:has-text('Swap back')")
+    page.wait_for_url("**/deployments/*/")
+    wait_for_end(page)
+    assert "previous version is live again" in page.locator("#status-banner").inner_text()
+    assert str(through_lb(stack, "swap.localhost")[1]["version"]) == "1"
+
+    # Scale the live version.
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
+    page.fill("#id_replicas", "2")
+    page.click("button:has-text('Scale')")
+    page.wait_for_selector("text=swap scaled to 2 replicas.")
+    app.refresh_from_db()
+    assert app.replicas == 2
+
+    # Undeploy needs the name typed back; then the load balancer no longer routes it.
+    page.click("text=Undeploy…")
+    page.fill("#id_confirm", "wrong")
+    page.click("button:has-text('Undeploy swap')")
+    assert "Type swap to confirm." in page.locator(".field-error").inner_text()
+    page.fill("#id_confirm", "swap")
+    page.click("button:has-text('Undeploy swap')")
+    page.wait_for_url("**/deployments/*/")
+    wait_for_end(page)
+    assert "the app is undeployed" in page.locator("#status-banner").inner_text()
+    assert through_lb(stack, "swap.localhost")[0] == 503
