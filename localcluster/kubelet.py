@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from .store import Event, Store
 log = logging.getLogger(__name__)
 
 COMPONENT = "kubelet"
+# What is left of the grace period after a preStop hook, at least (minimumGracePeriodInSeconds).
+MIN_GRACE_AFTER_PRE_STOP = 2.0
 # Status writes for one pod are coalesced over this window.
 STATUS_COALESCE = 0.02
 
@@ -80,6 +83,7 @@ class PodWorker(ContainerLifecycle):
         self.init_done = not pod["spec"].get("initContainers")
         self.states: dict[str, ContainerState] = {}
         self.procs: dict[str, ContainerProcess] = {}
+        self.hook_context: dict[str, tuple[dict[str, str], str]] = {}
         self.terminating = asyncio.Event()
         self.gone = False
         self._dirty = asyncio.Event()
@@ -283,13 +287,27 @@ class PodWorker(ContainerLifecycle):
                 await self.task
 
     async def _stop_containers(self, grace: float) -> None:
+        specs = {c["name"]: c for c in self.pod["spec"].get("containers") or []}
+
+        async def stop(name: str, proc: ContainerProcess) -> None:
+            remaining = grace
+            pre_stop = (specs.get(name, {}).get("lifecycle") or {}).get("preStop")
+            if pre_stop and not self.gone:
+                # killContainer: the hook eats into the grace period, leaving at least 2 s.
+                started = time.monotonic()
+                error = await self.run_hook(name, pre_stop, grace)
+                if error is not None:
+                    self.event("Warning", "FailedPreStopHook", error, self._field_path(name))
+                remaining = max(grace - (time.monotonic() - started), MIN_GRACE_AFTER_PRE_STOP)
+            await proc.stop(remaining)
+
         procs = list(self.procs.items())
         for name, _ in procs:
             if not self.gone:
                 self.event(
                     "Normal", "Killing", f"Stopping container {name}", self._field_path(name)
                 )
-        await asyncio.gather(*(proc.stop(grace) for _, proc in procs), return_exceptions=True)
+        await asyncio.gather(*(stop(name, proc) for name, proc in procs), return_exceptions=True)
 
     async def _run_containers(self) -> None:
         spec = self.pod["spec"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .images import ImageNotFound
 from .kubelet_env import ConfigError, container_argv, container_env
 from .kubelet_logs import start_run
-from .kubelet_probes import ProbeResult, probe_loop, run_probe
+from .kubelet_probes import ProbeResult, exec_command, http_get, probe_loop, run_probe
 from .kubelet_process import ContainerProcess
 from .kubelet_status import ContainerState, container_id, now
 
@@ -24,6 +24,8 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
 # How long ErrImagePull shows before the kubelet's next sync turns it into ImagePullBackOff.
 PULL_ERROR_HOLD = 1.0
+# A postStart hook that runs longer than this counts as failed.
+POST_START_TIMEOUT = 30.0
 
 
 class Backoff:
@@ -56,6 +58,8 @@ class ContainerLifecycle:
     states: dict[str, ContainerState]
     procs: dict[str, ContainerProcess]
     terminating: asyncio.Event
+    # (env, working directory) of each running container, for its lifecycle hooks.
+    hook_context: dict[str, tuple[dict[str, str], str]]
 
     def event(
         self, event_type: str, reason: str, message: str, field_path: str | None = None
@@ -66,6 +70,34 @@ class ContainerLifecycle:
     def mark_dirty(self) -> None:
         """Ask for a status write (implemented by PodWorker)."""
         raise NotImplementedError
+
+    async def run_hook(self, name: str, handler: dict[str, Any], timeout: float) -> str | None:
+        """Run a postStart/preStop handler (exec, httpGet, sleep); the error message or None."""
+        env, cwd = self.hook_context.get(name, ({}, "/"))
+        spec = next((c for c in self.pod["spec"].get("containers") or [] if c["name"] == name), {})
+        try:
+            async with asyncio.timeout(max(timeout, 0.1)):
+                if "sleep" in handler:
+                    await asyncio.sleep(float((handler["sleep"] or {}).get("seconds", 0)))
+                    return None
+                if "exec" in handler:
+                    result = await exec_command(handler["exec"], env, cwd, timeout)
+                    kind, what = "Exec", str((handler["exec"] or {}).get("command"))
+                elif "httpGet" in handler:
+                    result = await http_get(
+                        handler["httpGet"], self.ip or "", spec, timeout, self.host_ip
+                    )
+                    kind, what = "HTTP", str((handler["httpGet"] or {}).get("path", "/"))
+                else:
+                    return "lifecycle handler has no exec, httpGet or sleep action"
+        except TimeoutError:
+            return f"lifecycle hook for container {name!r} timed out after {timeout:g}s"
+        if result.ok:
+            return None
+        return (
+            f"{kind} lifecycle hook ({what}) for Container {name!r} in Pod "
+            f"{self.name}_{self.namespace}({self.uid}) failed - error: {result.message}"
+        )
 
     def _field_path(self, name: str) -> str:
         kind = "initContainers" if self.states[name].init else "containers"
@@ -235,6 +267,7 @@ class ContainerLifecycle:
             self.mark_dirty()
             return 128
         self.procs[name] = proc
+        self.hook_context[name] = (env, str(cwd))
         state.container_id = cid
         startup = spec.get("startupProbe")
         readiness = spec.get("readinessProbe")
@@ -245,6 +278,14 @@ class ContainerLifecycle:
         self.event("Normal", "Created", f"Created container: {name}", field_path)
         self.event("Normal", "Started", f"Started container {name}", field_path)
         self.mark_dirty()
+        post_start = (spec.get("lifecycle") or {}).get("postStart")
+        if post_start:
+            # The kubelet kills a container whose postStart hook fails; restartPolicy decides next.
+            error = await self.run_hook(name, post_start, POST_START_TIMEOUT)
+            if error is not None:
+                self.event("Warning", "FailedPostStartHook", error, field_path)
+                self.event("Normal", "Killing", "FailedPostStartHook", field_path)
+                await proc.stop(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
         probes = self._start_probes(
             spec, state, proc, env, str(cwd), field_path, startup, readiness, liveness
         )
@@ -254,6 +295,7 @@ class ContainerLifecycle:
             for task in probes:
                 task.cancel()
             self.procs.pop(name, None)
+            self.hook_context.pop(name, None)
             clog.close()
         terminated: dict[str, Any] = {
             "exitCode": code,

@@ -190,3 +190,33 @@ def test_it_recreates_all_pods_at_once_under_the_recreate_strategy(
     ]
     assert any("Scaled down replica set" in m and "from 2 to 0" in m for m in messages)
     assert sum(1 for m in messages if "from 0 to 2" in m) == 2
+
+
+def test_it_runs_post_start_and_pre_stop_hooks(
+    core: client.CoreV1Api, namespace: str, tmp_path: Any
+) -> None:
+    started, stopping = tmp_path / "post-start", tmp_path / "pre-stop"
+    body = {
+        "metadata": {"name": "hooked", "labels": {"app": "hooked"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "demo/hello:1",
+                    "lifecycle": {
+                        "postStart": {
+                            "exec": {"command": ["sh", "-c", f"echo $HOSTNAME > {started}"]}
+                        },
+                        "preStop": {"exec": {"command": ["sh", "-c", f"echo bye > {stopping}"]}},
+                    },
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, body)
+    watch_until(named(core, namespace, "hooked"), phase_is("hooked", "Running"))
+    core.delete_namespaced_pod("hooked", namespace)
+    watch_until(named(core, namespace, "hooked"), lambda ps: not ps, timeout=20)
+    assert started.read_text() == "hooked\n"
+    assert stopping.read_text() == "bye\n"
