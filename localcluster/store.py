@@ -42,99 +42,48 @@ with ``follow=true`` tails the file until the container is terminated
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import copy
 import json
-import os
 import secrets
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import validation
+from .deletion import DeletionMixin
 from .errors import (
     BadRequest,
-    Expired,
     Forbidden,
     already_exists,
     conflict,
     not_found,
 )
+from .persistence import StateFiles
+from .records import (
+    Entry,
+    Event,
+    Obj,
+    ObjKey,
+    Watcher,
+    decode_continue,
+    dumps,
+    encode_continue,
+    now_rfc3339,
+)
 from .resources import RESOURCES, Resource, lookup
 from .selectors import make_matcher
+from .watching import WatchMixin
 
-Obj = dict[str, Any]
-ObjKey = tuple[str, str]
 ResourceRef = str | Resource
+__all__ = ["Entry", "Event", "Store", "Watcher", "dumps", "now_rfc3339", "BOOKMARK_INTERVAL"]
 
 HISTORY_SIZE = 20000
-COMPACT_EVERY = 5000
 BOOKMARK_INTERVAL = 15.0
 
 
-def dumps(obj: Any) -> bytes:
-    """Serialize compactly, as the wire format."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def now_rfc3339(delta_seconds: float = 0) -> str:
-    """Return the current UTC time (plus a delta) as an RFC 3339 string with second precision."""
-    t = datetime.now(UTC) + timedelta(seconds=delta_seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(slots=True)
-class Entry:
-    """A stored object and its serialized form (never mutated once stored)."""
-
-    obj: Obj
-    raw: bytes
-
-
-@dataclass(slots=True)
-class Event:
-    """One change in the history: the object after it (before it, for DELETED)."""
-
-    rv: int
-    type: str
-    resource: str
-    obj: Obj
-    raw: bytes
-    old: Obj | None
-
-
-class Watcher:
-    """A registered watch: matching events are pushed to its queue as they happen."""
-
-    def __init__(self, resource: Resource, match: Callable[[Mapping[str, Any]], bool]) -> None:
-        self.resource = resource
-        self.match = match
-        self.queue: asyncio.Queue[tuple[str, Obj, bytes] | None] = asyncio.Queue()
-
-    def offer(self, ev: Event) -> None:
-        """Queue ``ev`` if it concerns this watch, as ADDED/MODIFIED/DELETED from its point of view."""
-        new_match = self.match(ev.obj)
-        if ev.type == "DELETED":
-            if new_match:
-                self.queue.put_nowait(("DELETED", ev.obj, ev.raw))
-            return
-        old_match = ev.old is not None and self.match(ev.old)
-        if new_match and old_match:
-            self.queue.put_nowait(("MODIFIED", ev.obj, ev.raw))
-        elif new_match:
-            self.queue.put_nowait(("ADDED", ev.obj, ev.raw))
-        elif old_match:
-            # An object leaving the selector is a deletion from this watch's view.
-            self.queue.put_nowait(("DELETED", ev.obj, ev.raw))
-
-
-class Store:
+class Store(WatchMixin, DeletionMixin):
     """All objects of the cluster with a single resourceVersion sequence."""
 
     def __init__(
@@ -149,45 +98,18 @@ class Store:
         self.watchers: dict[str, set[Watcher]] = {r.key: set() for r in RESOURCES}
         self.listeners: list[Callable[[Event], None]] = []
         self.owners: dict[str, set[tuple[str, str, str]]] = {}
-        self._journal: Any = None
-        self._journal_count = 0
+        self.files = StateFiles(self.state_dir) if self.state_dir else None
         self._ip_counter = 0
         self.cluster_ip_base = "10.96"
 
     # ----------------------------------------------------------------- persistence
 
     def load(self) -> None:
-        """Load the snapshot and journal from the state dir, then compact them."""
-        if self.state_dir is None:
-            self._bootstrap()
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        snap = self.state_dir / "state.json"
-        journal = self.state_dir / "journal.jsonl"
-        if snap.exists():
-            data = json.loads(snap.read_text())
-            self.rv = int(data.get("resourceVersion", 0))
-            for key, items in data.get("objects", {}).items():
-                if key in self.objects:
-                    for obj in items:
-                        self._put_entry(key, obj)
-        if journal.exists():
-            with journal.open("rb") as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        break  # a torn last line after a crash
-                    key = rec["r"]
-                    if key not in self.objects:
-                        continue
-                    self.rv = max(self.rv, int(rec["rv"]))
-                    if rec["op"] == "put":
-                        self._put_entry(key, rec["obj"])
-                    else:
-                        self._drop_entry(key, (rec["ns"], rec["name"]))
-        self._ip_counter = len(self.objects["services"])
-        self._write_snapshot()
+        """Load the state dir (if any), create the standard namespaces, start a fresh history."""
+        if self.files is not None:
+            self.rv = self.files.load(self._put_entry, self._drop_entry, set(self.objects))
+            self._ip_counter = len(self.objects["services"])
+            self.files.snapshot(self.rv, self.objects)
         self._bootstrap()
         # Like a compacted etcd: changes before start-up are not replayed to watches.
         self.history.clear()
@@ -199,48 +121,11 @@ class Store:
             if ("", ns) not in self.objects["namespaces"]:
                 self._create_sync(lookup("namespaces"), None, {"metadata": {"name": ns}})
 
-    def _write_snapshot(self) -> None:
-        if self.state_dir is None:
-            return
-        if self._journal is not None:
-            self._journal.close()
-        snap = self.state_dir / "state.json"
-        tmp = snap.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(b'{"resourceVersion":' + str(self.rv).encode() + b',"objects":{')
-            first = True
-            for key, entries in self.objects.items():
-                if not first:
-                    fh.write(b",")
-                first = False
-                fh.write(dumps(key) + b":[" + b",".join(e.raw for e in entries.values()) + b"]")
-            fh.write(b"}}")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, snap)
-        self._journal = (self.state_dir / "journal.jsonl").open("wb")
-        self._journal_count = 0
-
-    def _journal_write(self, ev: Event, key: ObjKey) -> None:
-        if self._journal is None:
-            return
-        if ev.type == "DELETED":
-            line = dumps({"rv": ev.rv, "op": "del", "r": ev.resource, "ns": key[0], "name": key[1]})
-        else:
-            line = b'{"rv":%d,"op":"put","r":%s,"obj":%s}' % (ev.rv, dumps(ev.resource), ev.raw)
-        self._journal.write(line + b"\n")
-        # Flushed to the OS per write: survives a SIGKILL of localcluster.
-        self._journal.flush()
-        self._journal_count += 1
-        if self._journal_count >= COMPACT_EVERY:
-            self._write_snapshot()
-
     def close(self) -> None:
         """Write a final snapshot and close the journal."""
-        if self.state_dir is not None and self._journal is not None:
-            self._write_snapshot()
-            self._journal.close()
-            self._journal = None
+        if self.files is not None:
+            self.files.snapshot(self.rv, self.objects)
+            self.files.close()
 
     # ----------------------------------------------------------------- internals
 
@@ -291,7 +176,8 @@ class Store:
         self.history.append(ev)
         if len(self.history) == self.history.maxlen:
             self.history_floor = self.history[0].rv - 1
-        self._journal_write(ev, okey)
+        if self.files is not None and self.files.append(ev, okey):
+            self.files.snapshot(self.rv, self.objects)
         for w in self.watchers[res.key]:
             w.offer(ev)
         for listener in self.listeners:
@@ -468,112 +354,6 @@ class Store:
             return self._commit(res, "DELETED", new, old)
         return self._commit(res, "MODIFIED", new, old)
 
-    def _delete_sync(
-        self,
-        res: Resource,
-        namespace: str | None,
-        name: str,
-        grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
-        preconditions: Mapping[str, str] | None = None,
-    ) -> tuple[Obj, bool]:
-        """Delete or mark for deletion; returns (object, removed_now)."""
-        entry = self._entry(res, namespace, name)
-        old = entry.obj
-        if preconditions:
-            if preconditions.get("uid") and preconditions["uid"] != old["metadata"].get("uid"):
-                raise conflict(
-                    res.plural,
-                    res.group,
-                    name,
-                    f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: {old['metadata'].get('uid')}",
-                )
-            if (
-                preconditions.get("resourceVersion")
-                and preconditions["resourceVersion"] != old["metadata"]["resourceVersion"]
-            ):
-                raise conflict(
-                    res.plural,
-                    res.group,
-                    name,
-                    f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, ResourceVersion in object meta: {old['metadata']['resourceVersion']}",
-                )
-        new = copy.deepcopy(old)
-        meta = new["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if propagation_policy == "Orphan" and "orphan" not in finalizers:
-            finalizers.append("orphan")
-        elif propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
-            finalizers.append("foregroundDeletion")
-        if (
-            propagation_policy in ("Orphan", "Foreground")
-            and "orphan" in finalizers
-            and "foregroundDeletion" in finalizers
-        ):
-            finalizers.remove(
-                "orphan" if propagation_policy == "Foreground" else "foregroundDeletion"
-            )
-        period = 0
-        if res.key == "pods":
-            if grace_period_seconds is not None:
-                period = int(grace_period_seconds)
-            else:
-                period = int(new.get("spec", {}).get("terminationGracePeriodSeconds", 30) or 0)
-            if not new.get("spec", {}).get("nodeName"):
-                period = 0
-            if new.get("status", {}).get("phase") in ("Failed", "Succeeded"):
-                period = 0
-            if period < 0:
-                period = 1
-        elif res.key == "namespaces" and (
-            "kubernetes" in (new.get("spec", {}).get("finalizers") or []) or finalizers
-        ):
-            if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = now_rfc3339()
-                meta["deletionGracePeriodSeconds"] = 0
-            new.setdefault("status", {})["phase"] = "Terminating"
-            if finalizers:
-                meta["finalizers"] = finalizers
-            if new == old:
-                return new, False
-            return self._commit(res, "MODIFIED", new, old).obj, False
-        if meta.get("deletionTimestamp"):
-            current = meta.get("deletionGracePeriodSeconds")
-            if (
-                current is not None
-                and period >= int(current)
-                and finalizers == (meta.get("finalizers") or [])
-            ):
-                # Already being deleted at least as fast: nothing changes.
-                if not finalizers and int(current) == 0:
-                    return self._commit(res, "DELETED", new, old).obj, True
-                return new, False
-        if period > 0:
-            if not meta.get("deletionTimestamp") or period < int(
-                meta.get("deletionGracePeriodSeconds") or 0
-            ):
-                meta["deletionTimestamp"] = now_rfc3339(period)
-                meta["deletionGracePeriodSeconds"] = period
-                if res.has_generation or "generation" in meta:
-                    meta["generation"] = int(meta.get("generation", 0)) + 1
-            if finalizers:
-                meta["finalizers"] = finalizers
-            return self._commit(res, "MODIFIED", new, old).obj, False
-        if finalizers:
-            if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = now_rfc3339()
-                if "generation" in meta:
-                    meta["generation"] = int(meta["generation"]) + 1
-            meta["deletionGracePeriodSeconds"] = 0
-            meta["finalizers"] = finalizers
-            if new == old:
-                return new, False
-            return self._commit(res, "MODIFIED", new, old).obj, False
-        if res.key == "pods":
-            meta.setdefault("deletionTimestamp", now_rfc3339())
-            meta["deletionGracePeriodSeconds"] = 0
-        return self._commit(res, "DELETED", new, old).obj, True
-
     # ----------------------------------------------------------------- public async API
 
     async def create(
@@ -638,7 +418,7 @@ class Store:
         rv = str(self.rv)
         entries = self.select(resource, namespace, label_selector, field_selector)
         if continue_token:
-            rv, start = _decode_continue(continue_token)
+            rv, start = decode_continue(continue_token)
             entries = [
                 e
                 for e in entries
@@ -646,7 +426,7 @@ class Store:
             ]
         if limit and limit > 0 and len(entries) > limit:
             last = entries[limit - 1].obj["metadata"]
-            token = _encode_continue(rv, (last.get("namespace", ""), last["name"]))
+            token = encode_continue(rv, (last.get("namespace", ""), last["name"]))
             return entries[:limit], rv, token, len(entries) - limit
         return entries, rv, None, None
 
@@ -753,91 +533,6 @@ class Store:
         """Like ``update`` but returns the stored Entry, for the HTTP layer."""
         return self._update_sync(lookup(resource), namespace, name, obj, subresource)
 
-    # ----------------------------------------------------------------- watch
-
-    def open_watch(
-        self,
-        resource: ResourceRef,
-        namespace: str | None = None,
-        label_selector: str | Mapping[str, str] | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-    ) -> tuple[Watcher, list[tuple[str, Obj, bytes]]]:
-        """Register a watcher; return it with the backlog to send first. Expired if the rv is too old.
-
-        Unset or "0" resourceVersion: synthetic ADDED for every matching object;
-        N: every change after N from the history.
-        """
-        res = lookup(resource)
-        match = make_matcher(
-            res, namespace if res.namespaced else None, label_selector, field_selector
-        )
-        backlog: list[tuple[str, Obj, bytes]] = []
-        if resource_version in (None, "", "0"):
-            for e in self.select(res, namespace, label_selector, field_selector):
-                backlog.append(("ADDED", e.obj, e.raw))
-        else:
-            try:
-                since = int(resource_version)
-            except ValueError:
-                raise BadRequest(f'invalid resource version "{resource_version}"') from None
-            if since < self.history_floor:
-                raise Expired(f"too old resource version: {since} ({self.history_floor + 1})")
-            probe = Watcher(res, match)
-            for ev in self.history:
-                if ev.rv > since and ev.resource == res.key:
-                    probe.offer(ev)
-            while not probe.queue.empty():
-                item = probe.queue.get_nowait()
-                assert item is not None
-                backlog.append(item)
-        watcher = Watcher(res, match)
-        self.watchers[res.key].add(watcher)
-        return watcher, backlog
-
-    def close_watch(self, watcher: Watcher) -> None:
-        """Unregister a watcher."""
-        self.watchers[watcher.resource.key].discard(watcher)
-
-    async def watch(
-        self,
-        resource: ResourceRef,
-        namespace: str | None = None,
-        label_selector: str | Mapping[str, str] | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-        timeout_seconds: float | None = None,
-    ) -> AsyncIterator[tuple[str, Obj]]:
-        """Yield (event_type, object copy) for ADDED/MODIFIED/DELETED; raises Expired for a too-old rv.
-
-        The watch is registered at the first ``__anext__``; pass the resourceVersion of a
-        previous ``list`` to miss nothing. Ends after ``timeout_seconds`` if given.
-        """
-        watcher, backlog = self.open_watch(
-            resource, namespace, label_selector, field_selector, resource_version
-        )
-        try:
-            for etype, _obj, raw in backlog:
-                yield etype, json.loads(raw)
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout_seconds is None else loop.time() + timeout_seconds
-            while True:
-                if deadline is None:
-                    item = await watcher.queue.get()
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return
-                    try:
-                        item = await asyncio.wait_for(watcher.queue.get(), remaining)
-                    except TimeoutError:
-                        return
-                if item is None:
-                    return
-                yield item[0], json.loads(item[2])
-        finally:
-            self.close_watch(watcher)
-
     # ----------------------------------------------------------------- logs
 
     def log_path(self, namespace: str, pod: str, container: str, previous: bool = False) -> Path:
@@ -845,26 +540,3 @@ class Store:
         base = self.state_dir if self.state_dir is not None else Path(".")
         suffix = ".previous.log" if previous else ".log"
         return base / "logs" / namespace / pod / f"{container}{suffix}"
-
-    def shutdown_watchers(self) -> None:
-        """End every open watch (used at server shutdown)."""
-        for ws in self.watchers.values():
-            for w in ws:
-                w.queue.put_nowait(None)
-
-
-def _encode_continue(rv: str, start: ObjKey) -> str:
-    token = {"v": "meta.k8s.io/v1", "rv": int(rv), "start": f"{start[0]}/{start[1]}\x00"}
-    return base64.b64encode(dumps(token)).decode()
-
-
-def _decode_continue(token: str) -> tuple[str, ObjKey]:
-    try:
-        data = json.loads(base64.b64decode(token + "=" * (-len(token) % 4)))
-        start = data["start"].rstrip("\x00")
-        ns, _, name = start.partition("/")
-        if data.get("v") != "meta.k8s.io/v1":
-            raise ValueError
-        return str(data["rv"]), (ns, name)
-    except (ValueError, KeyError, TypeError, binascii.Error, AttributeError):
-        raise BadRequest("continue key is not valid: illegal base64 data or token") from None
