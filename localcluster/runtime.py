@@ -4,6 +4,21 @@
 ``await runtime.stop()`` on SIGTERM/SIGINT, before the store is closed. Everything runs on
 the server's event loop and reacts to the store's change listener, so a write through the
 API reaches the controllers without a round trip through HTTP.
+
+Conventions a user of the cluster sees:
+
+* Nodes: ``--nodes N`` creates ``local-node-1..N`` on a fresh state dir; afterwards the stored
+  Node objects are the truth (a Node created through the API is brought up, a deleted one
+  taken down). Labels ``localcluster.io/node-group`` (default ``default``) and
+  ``localcluster.io/instance-id``; address ``127.100.0.<i>``; allocatable cpu 4, memory 8Gi,
+  pods 110, overridable per node with ``localcluster.io/capacity-<resource>`` annotations.
+* Pods: each gets ``127.<block>.<node>.<n>`` (the node's podCIDR); ``<block>`` is claimed per
+  running cluster so clusters side by side never collide. A container must bind its pod's
+  address, which the kubelet passes as ``LOCALCLUSTER_POD_IP`` (the demo images do).
+* Images: ``images.Catalog`` (built-in ``demo/*`` and the ``--images`` file); a container's
+  ``command``/``args`` override the catalog's entrypoint/arguments as in a real runtime.
+* Processes: one session per container; they die with localcluster (PR_SET_PDEATHSIG and the
+  reaper watchdog), and a restart starts the stored pods again (restartCount + 1).
 """
 
 from __future__ import annotations
