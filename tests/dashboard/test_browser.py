@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from deployer.models import App, Deployment
-from tests.dashboard.stack import ROOT, Stack, running_stack
+from tests.dashboard.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -31,9 +31,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "e2e-password"
-
-if not (ROOT / "deployer" / "management" / "commands" / "proxysync.py").exists():
-    pytest.skip("proxysync is not there yet", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
