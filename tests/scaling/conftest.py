@@ -167,14 +167,23 @@ def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     catalog = workdir / "images.json"
     catalog.write_text(json.dumps(CATALOG))
     kubeconfig = workdir / "kubeconfig"
-    port = free_port()
-    command = [
-        sys.executable, "-m", "localcluster",
-        "--host", "127.0.0.1", "--port", str(port), "--nodes", "3",
-        "--state-dir", str(workdir / "state"), "--kubeconfig", str(kubeconfig),
-        "--images", str(catalog),
-    ]  # fmt: skip
-    server = spawn("localcluster", command, workdir, port)
+    server: Server | None = None
+    for attempt in range(2):
+        port = free_port()
+        command = [
+            sys.executable, "-m", "localcluster",
+            "--host", "127.0.0.1", "--port", str(port), "--nodes", "3",
+            "--state-dir", str(workdir / f"state-{attempt}"), "--kubeconfig", str(kubeconfig),
+            "--images", str(catalog),
+        ]  # fmt: skip
+        try:
+            server = spawn("localcluster", command, workdir, port)
+            break
+        except RuntimeError:
+            # A start slower than spawn's 20 s on a loaded machine: one more try, then fail.
+            if attempt == 1:
+                raise
+    assert server is not None
     server.extra["kubeconfig"] = kubeconfig
     try:
         yield server
