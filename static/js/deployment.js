@@ -118,6 +118,7 @@
   function finished() {
     liveDot.className = "live off";
     liveDot.title = "Finished";
+    if (socket) socket.close(1000);
     // Health results and timings are written with the final status: fetch them once.
     fetch(detailUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
