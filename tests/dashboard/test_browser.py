@@ -79,6 +79,8 @@ def page(
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
     page.goto(stack.web_url + "/")
     page.fill("#id_username", "admin")
     page.fill("#id_password", PASSWORD)
@@ -89,6 +91,7 @@ def page(
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         print(f"screenshot: {tmp_path / 'failure.png'}\n{stack.logs()}")
     context.close()
+    assert not script_errors, f"JavaScript errors: {script_errors}"
 
 
 def through_lb(stack: Stack, hostname: str, path: str = "/health") -> tuple[int, dict[str, Any]]:
