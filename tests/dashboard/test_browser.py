@@ -159,7 +159,13 @@ def test_a_user_creates_an_app_deploys_it_live_and_a_broken_deploy_rolls_back(
     page.goto(f"{stack.web_url}/apps/{app.pk}/")
     broken_id, _ = deploy_and_follow(page, "demo/broken")
     assert broken_id != deployment_id
-    page.wait_for_selector("#status-banner.failed", timeout=120_000)
+    # Meanwhile the app page says a deploy is running, and refreshes itself when it ends.
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
+    page.wait_for_selector("#active-deployment")
+    page.wait_for_selector("#active-deployment", state="detached", timeout=120_000)
+    assert page.locator("table.history tbody tr .badge.failed").count() == 1
+    page.goto(f"{stack.web_url}/deployments/{broken_id}/")
+    page.wait_for_selector("#status-banner.failed")
     assert "previous version kept serving" in page.locator("#status-banner").inner_text()
     assert page.locator("#steps li.failed").count() == 1
     status, health = through_lb(stack, "web.localhost")
