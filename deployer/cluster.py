@@ -61,6 +61,8 @@ class PodInfo:
     @property
     def fatal(self) -> str:
         """Why this pod cannot succeed, or "" while it still may."""
+        if self.deleting:
+            return ""  # a pod being deleted stops with an error code; that is expected
         if self.reason in FATAL_WAITING:
             return f"{FATAL_WAITING[self.reason]} ({self.reason}: {self.message})".replace(
                 ": )", ")"

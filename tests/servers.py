@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -124,3 +125,120 @@ def haproxy_server(workdir: Path) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def python_command(*args: str) -> list[str]:
+    """``python <args>`` with the interpreter running the tests."""
+    return [sys.executable, *args]
+
+
+def wait_for_file(path: Path, *, timeout: float = 20.0, process: subprocess.Popen[bytes]) -> None:
+    """Block until ``path`` exists; raise if ``process`` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        time.sleep(0.05)  # backoff while a child process starts; nothing to watch
+    raise TimeoutError(f"{path} did not appear within {timeout}s")
+
+
+@contextlib.contextmanager
+def localcluster_server(workdir: Path, nodes: int = 3) -> Iterator[Server]:
+    """A localcluster with ``nodes`` nodes on a free loopback port; ``extra['kubeconfig']``."""
+    port = free_port()
+    kubeconfig = workdir / "kubeconfig"
+    command = python_command(
+        "-m", "localcluster",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--nodes", str(nodes),
+        "--state-dir", str(workdir / "state"),
+        "--kubeconfig", str(kubeconfig),
+    )  # fmt: skip
+    server = spawn("localcluster", command, workdir, port)
+    try:
+        wait_for_file(kubeconfig, process=server.process)
+        server.extra["kubeconfig"] = kubeconfig
+        yield server
+    finally:
+        server.stop(timeout=20)
+
+
+def stack_env(
+    *,
+    db_path: Path,
+    redis_url: str,
+    etcd_endpoint: str,
+    etcd_prefix: str,
+    kubeconfig: Path,
+    haproxy: Server,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of worker and proxysync subprocesses sharing the test database."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        GREENLIGHT_DB_PATH=str(db_path),
+        GREENLIGHT_REDIS_URL=redis_url,
+        GREENLIGHT_ETCD_ENDPOINT=etcd_endpoint,
+        GREENLIGHT_ETCD_PREFIX=etcd_prefix,
+        GREENLIGHT_KUBECONFIG=str(kubeconfig),
+        GREENLIGHT_HAPROXY_CONFIG=str(haproxy.extra["config"]),
+        GREENLIGHT_HAPROXY_MASTER_SOCKET=str(haproxy.extra["master_socket"]),
+        GREENLIGHT_LB_PORT=str(haproxy.port),
+        GREENLIGHT_HAPROXY_STATS_PORT=str(haproxy.extra["stats_port"]),
+        GREENLIGHT_LB_URL=f"http://127.0.0.1:{haproxy.port}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_process(
+    name: str, command: Sequence[str], workdir: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child in its own process group, logging to ``workdir/<name>.log``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = (workdir / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        list(command),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL after ``timeout``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the whole process group at once (a worker that dies mid-task)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
+
+
+def celery_worker_command(hostname: str, concurrency: int = 2) -> list[str]:
+    """A Celery worker of the dashboard app with a fixed hostname (restarts keep it)."""
+    return python_command(
+        "-m", "celery", "-A", "dashboard", "worker",
+        "--loglevel", "INFO",
+        "--concurrency", str(concurrency),
+        "--hostname", hostname,
+        "--without-gossip", "--without-mingle",
+    )  # fmt: skip

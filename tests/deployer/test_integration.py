@@ -1,0 +1,148 @@
+"""Blue-green deploys end to end: real worker, proxysync, HAProxy, etcd, redis and localcluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from deployer import services
+from deployer.cluster import KubeCluster
+from deployer.etcdstore import EtcdStore
+from deployer.models import App, Deployment
+from deployer.workflow import backend_name
+from tests.deployer.conftest import DeployStack
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def wait_until(
+    stack: DeployStack, deployment: Deployment, done: Callable[[Deployment], bool], timeout: float
+) -> Deployment:
+    """Poll the row (the database offers no watch) until ``done``; fail with the logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deployment.refresh_from_db()
+        if done(deployment):
+            return deployment
+        time.sleep(0.2)
+    log = "\n".join(deployment.logs.values_list("message", flat=True))
+    raise AssertionError(
+        f"deployment #{deployment.pk} is {deployment.status}\n{log}\n{stack.logs()}"
+    )
+
+
+def finished(stack: DeployStack, deployment: Deployment, timeout: float = 90) -> Deployment:
+    """Wait for a terminal status."""
+    return wait_until(stack, deployment, lambda d: d.is_terminal, timeout)
+
+
+def make_app(**fields: object) -> App:
+    """A demo app with a short health deadline."""
+    defaults: dict[str, object] = {
+        "name": "hello",
+        "image": "demo/hello:1",
+        "replicas": 2,
+        "frontend": "hello.localhost",
+        "health_deadline": 15,
+    }
+    return App.objects.create(**{**defaults, **fields})
+
+
+def served_versions(stack: DeployStack, hostname: str, requests: int = 6) -> set[str]:
+    """The versions answering through the load balancer over a few new connections."""
+    versions = set()
+    for _ in range(requests):
+        status, body = stack.get(hostname)
+        assert status == 200, body
+        versions.add(str(body.get("version")))
+    return versions
+
+
+def test_it_deploys_upgrades_and_refuses_a_broken_version(live: DeployStack) -> None:
+    app = make_app()
+    cluster = KubeCluster()
+
+    first = finished(live, services.request_deploy(app))
+    assert first.status == Deployment.Status.SUCCEEDED, first.failure_reason
+    assert served_versions(live, app.frontend) == {"1"}
+
+    second = finished(live, services.request_deploy(app, image="demo/hello:2"))
+    assert second.status == Deployment.Status.SUCCEEDED, second.failure_reason
+    assert served_versions(live, app.frontend) == {"2"}
+    assert cluster.versions("default", "hello") == [2]
+    with EtcdStore() as store:
+        assert store.get_backend(backend_name("default", "hello", 1)) is None
+    lines = list(second.logs.values_list("message", flat=True))
+    assert any("done in" in line for line in lines)
+    assert all(r["healthy"] for r in second.health_results) and len(second.health_results) == 2
+
+    broken = finished(live, services.request_deploy(app, image="demo/broken"))
+    assert broken.status == Deployment.Status.FAILED
+    assert "health checks did not pass" in broken.failure_reason
+    assert served_versions(live, app.frontend) == {"2"}
+    assert cluster.versions("default", "hello") == [2]
+    with EtcdStore() as store:
+        assert store.get_frontend(app.frontend)["backend"] == backend_name("default", "hello", 2)
+        assert store.get_backend(backend_name("default", "hello", 3)) is None
+    assert [p.version for p in cluster.pods("default", "hello", 3) if not p.deleting] == []
+
+    services.undeploy(app)
+    gone = Deployment.objects.filter(kind=Deployment.Kind.UNDEPLOY).get()
+    assert finished(live, gone).status == Deployment.Status.SUCCEEDED
+    assert live.get(app.frontend)[0] == 503
+    assert cluster.versions("default", "hello") == []
+
+
+def test_it_fails_at_once_on_an_image_that_cannot_be_pulled(live: DeployStack) -> None:
+    app = make_app(name="nopull", frontend="nopull.localhost")
+
+    deployment = finished(live, services.request_deploy(app, image="nope/nothing:1"), 60)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "could not be pulled" in deployment.failure_reason
+    assert KubeCluster().versions("default", "nopull") == []
+    with EtcdStore() as store:
+        assert store.get_frontend(app.frontend) is None
+
+
+def test_it_aborts_a_running_deploy_and_rolls_back(live: DeployStack) -> None:
+    app = make_app(
+        name="slowpoke",
+        frontend="slowpoke.localhost",
+        image="demo/slow",
+        env={"STARTUP_SECONDS": "60"},
+        health_deadline=120,
+    )
+    deployment = services.request_deploy(app)
+    wait_until(live, deployment, lambda d: d.steps.get("health", {}).get("state") == "running", 60)
+
+    services.request_abort(deployment)
+
+    deployment = finished(live, deployment, 30)
+    assert deployment.status == Deployment.Status.ABORTED
+    assert KubeCluster().versions("default", "slowpoke") == []
+    with EtcdStore() as store:
+        assert store.get_frontend(app.frontend) is None
+
+
+def test_it_recovers_a_deploy_whose_worker_was_killed(live: DeployStack) -> None:
+    app = make_app(name="phoenix", frontend="phoenix.localhost")
+    first = finished(live, services.request_deploy(app))
+    assert first.status == Deployment.Status.SUCCEEDED, first.failure_reason
+    app.refresh_from_db()
+    app.image, app.env = "demo/slow", {"STARTUP_SECONDS": "60"}
+    app.health_deadline = 120
+    app.save()
+    deployment = services.request_deploy(app)
+    wait_until(live, deployment, lambda d: d.steps.get("health", {}).get("state") == "running", 60)
+
+    live.kill_worker()
+    live.start("worker")
+
+    deployment = finished(live, deployment, 60)
+    assert deployment.status == Deployment.Status.FAILED
+    assert "worker running this deployment was lost" in deployment.failure_reason
+    assert KubeCluster().versions("default", "phoenix") == [1]
+    assert served_versions(live, app.frontend) == {"1"}
