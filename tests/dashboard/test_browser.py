@@ -190,7 +190,7 @@ def wait_for_end(page: Any, state: str = "succeeded") -> None:
     assert state in (banner.get_attribute("class") or ""), banner.inner_text()
 
 
-def test_a_user_swaps_back_scales_and_undeploys(page: Any, stack: Stack) -> None:
+def test_a_user_swaps_back_scales_aborts_and_undeploys(page: Any, stack: Stack) -> None:
     app = App.objects.create(
         name="swap",
         image="demo/hello:1",
@@ -221,7 +221,18 @@ def test_a_user_swaps_back_scales_and_undeploys(page: Any, stack: Stack) -> None
     app.refresh_from_db()
     assert app.replicas == 2
 
+    # A slow starter is aborted while it is health-checked; v1 keeps serving.
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
+    deploy_and_follow(page, "demo/slow")
+    page.wait_for_selector("#steps li.running[data-step='health']")
+    page.click("#abort-form button")
+    page.wait_for_selector("text=Abort of deployment")
+    wait_for_end(page, "aborted")
+    assert page.locator("#abort-form").is_hidden()
+    assert str(through_lb(stack, "swap.localhost")[1]["version"]) == "1"
+
     # Undeploy needs the name typed back; then the load balancer no longer routes it.
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
     page.click("text=Undeploy…")
     page.fill("#id_confirm", "wrong")
     page.click("button:has-text('Undeploy swap')")
