@@ -246,20 +246,24 @@ def _drain(
     report.retries = sum(max(0, s.attempts) for s in states)
     report.evicted = [s.pod.key for s in states if s.pod.uid not in remaining]
     if remaining:
-        blocked = []
+        # Group the pods left behind by reason, so that one budget reads as one cause.
+        reasons: dict[str, list[str]] = {}
         for s in states:
             if s.pod.uid not in remaining:
                 continue
             if s.error:
-                blocked.append(f"{s.pod.key} ({s.error})")
+                reason = f"eviction failed: {s.error}"
             elif not s.accepted and s.last_refusal:
-                blocked.append(f"{s.pod.key} (eviction refused: {s.last_refusal})")
+                reason = f"eviction refused: {s.last_refusal.rstrip('.')}"
             else:
-                blocked.append(f"{s.pod.key} (still terminating)")
-        blocked += [f"{p.key} (still terminating)" for p in plan.wait_for if p.uid in remaining]
+                reason = "still terminating"
+            reasons.setdefault(reason, []).append(s.pod.key)
+        for pod in plan.wait_for:
+            if pod.uid in remaining:
+                reasons.setdefault("still terminating", []).append(pod.key)
+        causes = "; ".join(f"{reason} ({', '.join(keys)})" for reason, keys in reasons.items())
         raise DrainFailed(
-            f"{node} was not drained within {options.deadline_seconds:.0f}s: " + "; ".join(blocked),
-            report,
+            f"{node} was not drained within {options.deadline_seconds:.0f}s: {causes}", report
         )
 
 
@@ -283,7 +287,7 @@ def _wait_until_gone(
             return
         # Short watch windows, resumed from the last version seen, so that a hard eviction
         # error or the deadline ends the wait promptly.
-        window = max(1, int(min(left, 2.0)))
+        window = max(1, int(min(left, 1.0)))
         try:
             for event in ops.watch_pods_on_node(node, version, window):
                 flush()

@@ -46,6 +46,7 @@ class ScheduleForm(forms.ModelForm):
             "their baseline. Earlier than the start means the next day.",
             "timezone": "IANA name, e.g. Europe/Amsterdam; times are wall-clock times there.",
         }
+        error_messages = {"name": {"unique": "A schedule with this name already exists."}}
         widgets = {
             "kind": forms.RadioSelect,
             "at_time": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
