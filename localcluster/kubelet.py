@@ -80,6 +80,7 @@ class PodWorker(ContainerLifecycle):
         self.host_ip = kubelet.host_ip
         # Set once the containers are stopped for a deletion: the pod then reports a terminal phase.
         self.final = False
+        self.shutting_down = False
         self.init_done = not pod["spec"].get("initContainers")
         self.states: dict[str, ContainerState] = {}
         self.procs: dict[str, ContainerProcess] = {}
@@ -221,6 +222,9 @@ class PodWorker(ContainerLifecycle):
             await self.terminating.wait()
             await self._finish()
             return
+        if not any(s.container_id or s.restart_count for s in self.states.values()):
+            # A new pod may reuse the name of a deleted one: its logs are not this pod's.
+            shutil.rmtree(self._log_dir(), ignore_errors=True)
         self.ip = self.kubelet.ips.allocate(status.get("podIP"))
         writer = asyncio.create_task(self._status_writer())
         self.mark_dirty()
@@ -260,7 +264,10 @@ class PodWorker(ContainerLifecycle):
             self.kubelet.ips.release(self.ip)
             self.ip = None
         self.kubelet.forget(self)
+        if self.shutting_down:
+            return  # localcluster or the node is stopping: the pod and its logs stay
         shutil.rmtree(self.ctx.root / "pods" / self.uid, ignore_errors=True)
+        shutil.rmtree(self._log_dir(), ignore_errors=True)
         if self.gone:
             return
         with contextlib.suppress(NotFound):
@@ -276,8 +283,12 @@ class PodWorker(ContainerLifecycle):
                 preconditions={"uid": self.uid},
             )
 
+    def _log_dir(self) -> Path:
+        return self.ctx.store.log_path(self.namespace, self.name, "-").parent
+
     async def shutdown(self, grace: float) -> None:
         """Stop every process (localcluster or the node is going away); no API writes."""
+        self.shutting_down = True
         self.gone = True
         self.terminating.set()
         await self._stop_containers(grace)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class Runtime:
             EndpointSliceController(self.store, self.recorder),
             DisruptionController(self.store, self.recorder),
         ]
+        self._forget_deleted_pods()
         self.store.listeners.append(self._dispatch)
         self._listening = True
         await self.nodes.start(int(getattr(self.args, "nodes", 1) or 0))
@@ -103,6 +105,16 @@ class Runtime:
             len(self.nodes.kubelets),
             self.block.block,
         )
+
+    def _forget_deleted_pods(self) -> None:
+        # Working directories of pods deleted while localcluster was down.
+        pods = self.root / "pods"
+        if not pods.is_dir():
+            return
+        live = {e.obj["metadata"]["uid"] for e in self.store.select("pods")}
+        for directory in pods.iterdir():
+            if directory.name not in live:
+                shutil.rmtree(directory, ignore_errors=True)
 
     def _dispatch(self, event: Event) -> None:
         # Runs inside the store's commit: only queue work here, never write.
