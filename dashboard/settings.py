@@ -180,8 +180,7 @@ WEB_URL = env_str("GREENLIGHT_WEB_URL", f"http://127.0.0.1:{STACK.web_port}")
 MAX_REPLICAS = env_int("GREENLIGHT_MAX_REPLICAS", 100, minimum=1)
 HEALTH_DEADLINE_SECONDS = env_int("GREENLIGHT_HEALTH_DEADLINE", 120, minimum=1)
 
-# Scaling: the label that names a node's (AWS) node group, drain deadline, the schedule tick.
-SCALING_NODE_GROUP_LABEL = env_str("GREENLIGHT_NODE_GROUP_LABEL", "greenlight.dev/node-group")
+# Scaling: the default AWS region, the drain deadline, the schedule tick.
 SCALING_AWS_REGION = env_str("GREENLIGHT_AWS_REGION", "us-east-1")
 SCALING_DRAIN_DEADLINE_SECONDS = env_int("GREENLIGHT_DRAIN_DEADLINE", 300, minimum=1)
 SCALING_TICK_SECONDS = env_int("GREENLIGHT_SCALING_TICK", 30, minimum=1)

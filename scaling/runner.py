@@ -301,8 +301,11 @@ def choose_victims(
     protected = state.protected_ids()
     known = {i.id for i in state.instances}
     candidates: list[tuple[int, str, NodeInfo]] = []
-    for node in ops.list_nodes(provider.node_selector(group)):
+    selector = provider.node_selector(group)
+    for node in ops.list_nodes(selector):
         instance = node.instance_id
+        if selector is None and instance not in known:
+            continue  # another group's node (membership is by instance id)
         if not instance:
             log.warning(f"node {node.name} has no instance id; it cannot be removed")
             continue

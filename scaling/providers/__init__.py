@@ -45,8 +45,8 @@ class ProviderError(Exception):
 class Provider(Protocol):
     """Capacity operations of one provider kind."""
 
-    def node_selector(self, group: NodeGroup) -> str:
-        """The label selector of the group's Node objects."""
+    def node_selector(self, group: NodeGroup) -> str | None:
+        """The label selector of the group's Node objects; None: match nodes by instance id."""
         ...
 
     def describe(self, group: NodeGroup) -> GroupState:

@@ -50,9 +50,9 @@ class AwsProvider:
         region = group.region or settings.SCALING_AWS_REGION
         return cls(boto3.client("autoscaling", region_name=region))
 
-    def node_selector(self, group: NodeGroup) -> str:
-        """Nodes carry the group's name in the configured label (e.g. eks.amazonaws.com/nodegroup)."""
-        return f"{settings.SCALING_NODE_GROUP_LABEL}={group.name}"
+    def node_selector(self, group: NodeGroup) -> str | None:
+        """None: a node belongs to the group when its providerID names one of its instances."""
+        return None
 
     def describe(self, group: NodeGroup) -> GroupState:
         """The group's MinSize, MaxSize, DesiredCapacity and instances."""

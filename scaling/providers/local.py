@@ -15,7 +15,7 @@ class LocalProvider:
     def __init__(self, ops: NodeOps) -> None:
         self.ops = ops
 
-    def node_selector(self, group: NodeGroup) -> str:
+    def node_selector(self, group: NodeGroup) -> str | None:
         """localcluster labels every node with its group."""
         return f"{LOCAL_GROUP_LABEL}={group.name}"
 

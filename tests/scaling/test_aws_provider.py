@@ -9,7 +9,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from django.conf import settings
 from moto import mock_aws
 
 from scaling.models import NodeGroup, ScalingRun
@@ -69,7 +68,7 @@ def _desired(client: Any) -> int:
 def _cluster_for(client: Any) -> FakeNodes:
     nodes = FakeNodes()
     for index, instance in enumerate(_instances(client)):
-        labels = {settings.SCALING_NODE_GROUP_LABEL: "workers"}
+        labels = {"kubernetes.io/hostname": f"ip-10-0-0-{index}"}
         nodes.add(f"ip-10-0-0-{index}", labels, provider_id=f"aws:///{REGION}a/{instance}")
     return nodes
 
@@ -99,6 +98,8 @@ def test_scale_in_drains_deletes_and_terminates_with_a_decrement(aws: dict[str, 
     client = aws["client"]
     group = _group()
     nodes = _cluster_for(client)
+    # A node of another group, emptier than any: membership is by instance id, so it stays.
+    nodes.add("other-group-node", {}, provider_id=f"aws:///{REGION}a/i-0fffffffffffffff0")
     run = ScalingRun.objects.create(
         kind=ScalingRun.Kind.SET_CAPACITY, params={"group_id": group.pk, "desired": 1}
     )
@@ -111,7 +112,7 @@ def test_scale_in_drains_deletes_and_terminates_with_a_decrement(aws: dict[str, 
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.SUCCEEDED, run.failure_reason
     assert _desired(client) == 1
-    assert len(nodes.nodes) == 1
+    assert len(nodes.nodes) == 2 and "other-group-node" in nodes.nodes
     assert [c[0] for c in nodes.calls].count("delete") == 2
     names = [name for name, _ in aws["calls"]]
     assert "SetDesiredCapacity" not in names
