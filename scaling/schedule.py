@@ -221,16 +221,22 @@ def _walls_on(spec: Spec, day: date) -> list[tuple[datetime, Event]]:
 
 
 def occurrences_after(spec: Spec, instant: datetime) -> Iterator[Due]:
-    """Due times strictly after ``instant``, ascending, one per distinct instant."""
+    """Due times strictly after ``instant``, ascending, one per distinct instant.
+
+    Wall times that land on the same instant (several in one DST gap) yield the last of
+    them, as ``latest_due`` does: the later wall time is what holds afterwards.
+    """
     zone = zone_or_error(spec.zone)
     wall_start = instant.astimezone(zone).replace(tzinfo=None) - _SCAN_MARGIN
-    last: datetime | None = None
+    pending: Due | None = None
     for wall, event in _walls_forward(spec, wall_start):
         at, note = to_instant(wall, zone)
-        if at <= instant or at == last:
+        if at <= instant:
             continue
-        last = at
-        yield Due(at=at, wall=wall, event=event, zone=spec.zone, note=note)
+        due = Due(at=at, wall=wall, event=event, zone=spec.zone, note=note)
+        if pending is not None and pending.at != at:
+            yield pending
+        pending = due
 
 
 def latest_due(spec: Spec, now: datetime) -> Due | None:

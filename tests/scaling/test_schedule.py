@@ -145,3 +145,38 @@ def test_due_times_are_increasing_and_consistent_with_latest_due(
     assert previous is not None and previous.at <= now
     # Nothing is due strictly between the latest due time and the next one.
     assert next_runs(spec, previous.at, count=1)[0].at == runs[0].at
+
+
+WEEKLY = st.builds(
+    lambda zone, days, at, until: Spec(zone=zone, days=frozenset(days), at=at, until=until),
+    ZONES,
+    st.sets(st.integers(0, 6), min_size=1),
+    st.times().map(lambda t: t.replace(second=0, microsecond=0)),
+    st.one_of(st.none(), st.times().map(lambda t: t.replace(second=0, microsecond=0))),
+).filter(lambda s: s.until != s.at)
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=WEEKLY, now=INSTANTS)
+def test_weekly_windows_alternate_and_agree_with_latest_due(spec: Spec, now: datetime) -> None:
+    runs = next_runs(spec, now, count=6)
+    assert all(a.at < b.at for a, b in zip(runs, runs[1:], strict=False))
+    previous = latest_due(spec, now)
+    assert previous is not None and previous.at <= now < runs[0].at
+    assert latest_due(spec, runs[0].at).at == runs[0].at
+    if spec.until is None:
+        assert {r.event for r in runs} == {Event.APPLY}
+    else:
+        # Windows are shorter than a day and start on different days: events alternate,
+        # except where a window's end and the next start collapse into one DST gap.
+        pairs = zip(runs, runs[1:], strict=False)
+        assert all(a.event != b.event or a.note or b.note for a, b in pairs)
+
+
+def test_a_window_whose_start_and_end_share_a_dst_gap_still_starts() -> None:
+    # 02:15 and 02:30 both run at 03:00 CEST on 29 March 2026; the start (later) holds.
+    spec = Spec(zone=AMS, days=frozenset({5, 6}), at=time(2, 30), until=time(2, 15))
+    jump = utc(2026, 3, 29, 1)
+    (due,) = next_runs(spec, jump - timedelta(seconds=1), count=1)
+    assert (due.at, due.event) == (jump, Event.APPLY)
+    assert latest_due(spec, jump).event == Event.APPLY
