@@ -183,3 +183,17 @@ def test_users_without_permission_cannot_change_schedules(
     response = c.post(reverse("scaling:schedule-create"), schedule_post(make_app()))
     assert response.status_code == 403
     assert c.get(reverse("scaling:run-detail", args=[999])).status_code == 404
+
+
+def test_the_demo_seed_creates_the_local_group_and_a_disabled_example(
+    make_app: Callable[..., App],
+) -> None:
+    from scaling.demo import ensure_demo_scaling
+
+    make_app("hello", replicas=2)
+    group = ensure_demo_scaling()
+    ensure_demo_scaling()
+    assert (group.name, group.provider) == ("default", "local")
+    schedule = Schedule.objects.get()
+    assert not schedule.enabled
+    assert schedule.app_actions.count() == 1 and schedule.node_group_actions.count() == 1
