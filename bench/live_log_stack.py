@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/live_log_stack.py [--deploys 5]
 
-Starts the whole stack on free loopback ports (redis, etcd, HAProxy, localcluster,
+Starts the whole stack on free loopback ports (redis, etcd, localcluster, HAProxy,
 proxysync, a Celery worker, daphne; see tests/dashboard/stack.py), then in headless
 Chromium clicks Deploy ``--deploys`` times. On each deployment page a MutationObserver
 stamps every log line as it enters the DOM; the latency of a line is that stamp minus
@@ -49,13 +49,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from tests.dashboard.stack import running_stack
-    from tests.servers import etcd_server, redis_server
+    from tests.servers import etcd_server, localcluster_server, redis_server
 
     var = Path(tempfile.mkdtemp(prefix="greenlight-bench-"))
     db = var / "bench.sqlite3"
     base_env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
         "SECRET_KEY": "bench",
         "GREENLIGHT_VAR_DIR": str(var),
         "GREENLIGHT_DB_PATH": str(db),
@@ -66,11 +66,13 @@ def main() -> None:
     with (
         redis_server(var / "redis") as redis,
         etcd_server(var / "etcd") as etcd,
+        localcluster_server(var / "localcluster", nodes=2) as cluster,
         running_stack(
             var / "stack",
-            db_path=str(db),
+            db_path=db,
             redis_url=str(redis.extra["url"]),
             etcd_endpoint=str(etcd.extra["endpoint"]),
+            kubeconfig=Path(str(cluster.extra["kubeconfig"])),
         ) as stack,
     ):
         os.environ.update(stack.env)
@@ -100,16 +102,12 @@ def in_thread(function: Any) -> Any:
 def run(base: str, deploys: int) -> list[float]:
     """Sign in, deploy ``deploys`` times, return the latency of every live line in ms."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import PBKDF2PasswordHasher
     from playwright.sync_api import sync_playwright
 
     from deployer.models import App, DeploymentLog
 
     def seed() -> int:
-        hasher = PBKDF2PasswordHasher()
-        user = get_user_model().objects.create_superuser("bench")
-        user.password = hasher.encode(PASSWORD, hasher.salt(), iterations=1000)
-        user.save()
+        get_user_model().objects.create_superuser("bench", password=PASSWORD)
         app = App.objects.create(
             name="hello", image="demo/hello:1", replicas=2, frontend="hello.localhost"
         )

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from deployer.models import App, Deployment
 from tests.dashboard.stack import Stack, running_stack
@@ -38,14 +37,16 @@ def stack(
     django_db_setup: Any,
     redis: Any,
     etcd: Any,
+    kubeconfig: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The whole stack on free loopback ports, sharing the test database."""
     with running_stack(
         tmp_path_factory.mktemp("stack"),
-        db_path=str(settings.DATABASES["default"]["NAME"]),
+        db_path=Path(settings.DATABASES["default"]["NAME"]),
         redis_url=str(redis.extra["url"]),
         etcd_endpoint=str(etcd.extra["endpoint"]),
+        kubeconfig=kubeconfig,
     ) as running:
         yield running
 
@@ -71,11 +72,7 @@ def page(
     """A signed-in page; on failure the stack's logs and a screenshot are kept."""
     # Playwright's sync API keeps an event loop in this thread; the ORM calls here are sync.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # The web process knows only the production hashers, not the tests' fast MD5 one.
-    hasher = PBKDF2PasswordHasher()
-    user = django_user_model.objects.create_superuser("admin")
-    user.password = hasher.encode(PASSWORD, hasher.salt(), iterations=1000)
-    user.save()
+    django_user_model.objects.create_superuser("admin", password=PASSWORD)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
