@@ -280,13 +280,30 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
         log.info(f"node group {group.name}: asked {group.provider} for {plural(target, 'node')}")
         outcome = "scaled out"
     else:
-        scale_in(group, state, state.desired - target, provider, services, log)
+        try:
+            scale_in(group, state, state.desired - target, provider, services, log)
+        except Exception:
+            # Some nodes may be gone already: record what the provider now reports.
+            _record_capacity(group, _current_desired(provider, group, state.desired))
+            raise
         outcome = "scaled in"
     if not dry:
-        NodeGroup.objects.filter(pk=group.pk).update(
-            desired=target, baseline_desired=Coalesce(F("baseline_desired"), group.desired)
-        )
+        _record_capacity(group, target)
     return outcome
+
+
+def _current_desired(provider: Provider, group: NodeGroup, fallback: int) -> int:
+    try:
+        return provider.describe(group).desired
+    except (ProviderError, KubeError):
+        return fallback
+
+
+def _record_capacity(group: NodeGroup, desired: int) -> None:
+    """Store the group's desired capacity, remembering its baseline the first time."""
+    NodeGroup.objects.filter(pk=group.pk).update(
+        desired=desired, baseline_desired=Coalesce(F("baseline_desired"), group.desired)
+    )
 
 
 def choose_victims(

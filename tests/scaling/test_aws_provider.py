@@ -157,6 +157,8 @@ def test_scale_in_keeps_instances_protected_from_scale_in(aws: dict[str, Any]) -
     assert run.status == ScalingRun.Status.FAILED
     assert "removed 1 of 2" in run.failure_reason
     assert set(_instances(client)) == set(instances[:2])
+    group.refresh_from_db()
+    assert group.desired == 2 == _desired(client)
 
 
 def _stubbed() -> tuple[AwsProvider, Stubber, list[float]]:
