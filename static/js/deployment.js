@@ -35,8 +35,9 @@
   function clock(iso) {
     var d = new Date(iso);
     if (isNaN(d.getTime())) return "";
-    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) +
-      "." + ("00" + d.getMilliseconds()).slice(-3);
+    // UTC, like the lines the server rendered into the page.
+    return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) +
+      "." + ("00" + d.getUTCMilliseconds()).slice(-3);
   }
 
   function appendLine(line) {
