@@ -67,8 +67,12 @@ class Supervisor:
         prefix = f"{stamp} {name.ljust(self.width)} |"
         if sys.stdout.isatty():
             prefix = f"\033[{colour}m{prefix}\033[0m"
-        sys.stdout.write(f"{prefix} {text}\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(f"{prefix} {text}\n")
+            sys.stdout.flush()
+        except OSError:
+            # The terminal or a pipe reader (tee) went away first; keep supervising.
+            pass
 
     def start(self) -> None:
         """Start every entry."""
