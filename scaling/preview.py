@@ -21,34 +21,35 @@ class PreviewRow(TypedDict):
     note: str
 
 
-def _shift_note(due: Due, before: timedelta) -> str:
-    """Say so when the zone's UTC offset changed since the previous run (a DST change)."""
-    after = due.local.utcoffset() or timedelta(0)
-    if after == before:
+def _shift_note(due: Due, before: datetime) -> str:
+    """Say so when the zone's UTC offset changed since ``before`` (the previous run, or now)."""
+    old, new = before.utcoffset() or timedelta(0), due.local.utcoffset() or timedelta(0)
+    if old == new:
         return ""
-    hours = (after - before).total_seconds() / 3600
-    direction = "forward" if hours > 0 else "back"
-    amount = f"{abs(hours):g} hour{'s' if abs(hours) != 1 else ''}"
+    hours = (new - old).total_seconds() / 3600
+    amount = "an hour" if abs(hours) == 1 else f"{abs(hours):g} hours"
+    direction, shift = ("forward", "earlier") if hours > 0 else ("back", "later")
     return (
-        f"clocks go {direction} {amount} before this run ({due.local:%Z} from then on): "
-        f"in UTC it runs {amount} {'earlier' if hours > 0 else 'later'} than before"
+        f"clocks go {direction} {amount} before this run ({before:%Z} → {due.local:%Z}): "
+        f"in UTC it runs {amount} {shift} than before"
     )
 
 
 def preview(spec: Spec, now: datetime | None = None, count: int = 5) -> list[PreviewRow]:
     """The next ``count`` runs of ``spec`` after ``now`` (the pages' clock by default)."""
     now = now or clock.now()
-    offset = now.astimezone(ZoneInfo(spec.zone)).utcoffset() or timedelta(0)
+    previous = now.astimezone(ZoneInfo(spec.zone))
     rows: list[PreviewRow] = []
     for due in next_runs(spec, now, count):
-        notes = [n for n in (due.note, _shift_note(due, offset)) if n]
-        offset = due.local.utcoffset() or timedelta(0)
+        # A skipped or repeated wall time already explains the change; say one thing.
+        note = due.note or _shift_note(due, previous)
+        previous = due.local
         rows.append(
             {
                 "local": due.local.strftime("%a %Y-%m-%d %H:%M %Z"),
                 "utc": due.at.strftime("%a %Y-%m-%d %H:%M UTC"),
                 "event": "window ends: back to baseline" if due.event == "restore" else "apply",
-                "note": "; ".join(notes),
+                "note": note,
             }
         )
     return rows
