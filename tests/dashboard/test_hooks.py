@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -128,3 +131,26 @@ def test_it_needs_exactly_one_of_tag_and_image(app: Any) -> None:
 
 def test_it_answers_404_for_an_unknown_app(db: Any) -> None:
     assert APIClient().post("/api/hooks/generic/999/", {}, format="json").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_of_one_push_deploy_once(make_app: Any) -> None:
+    app = make_app()
+    url = f"/api/hooks/dockerhub/{app.webhook_secret}/"
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            codes.append(APIClient().post(url, dockerhub(), format="json").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [200, 200, 200, 202]
+    assert Deployment.objects.filter(app=app).count() == 1
