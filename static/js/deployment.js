@@ -119,7 +119,8 @@
   function finished() {
     liveDot.className = "live off";
     liveDot.title = "Finished";
-    if (socket) socket.close(1000);
+    // Lines published right after the final status still arrive; then the socket is let go.
+    setTimeout(function () { if (socket) socket.close(1000); }, 3000);
     // Health results and timings are written with the final status: fetch them once.
     fetch(detailUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
