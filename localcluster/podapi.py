@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import BadRequest, Forbidden, InternalError, TooManyRequests, conflict, not_found
+from .query import as_int
 from .selectors import labels_match, selector_from_label_selector
 from .store import Store, dumps, now_rfc3339
 
@@ -111,17 +112,6 @@ def _container_state(pod: Mapping[str, Any], container: str) -> dict[str, Any]:
     return {}
 
 
-def _q_int(q: Mapping[str, str], key: str) -> int | None:
-    raw = q.get(key)
-    if raw in (None, ""):
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f'invalid value for {key}: "{raw}"') from None
-    return value
-
-
 async def logs(store: Store, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
     """GET pods/log: the container's output, optionally followed, tailed and timestamped."""
     pod = store.peek("pods", namespace, name)
@@ -143,9 +133,9 @@ async def logs(store: Store, request: web.Request, namespace: str, name: str) ->
     previous = q.get("previous", "").lower() in ("true", "1")
     follow = q.get("follow", "").lower() in ("true", "1") and not previous
     timestamps = q.get("timestamps", "").lower() in ("true", "1")
-    tail = _q_int(q, "tailLines")
-    limit = _q_int(q, "limitBytes")
-    since_s = _q_int(q, "sinceSeconds")
+    tail = as_int(q, "tailLines")
+    limit = as_int(q, "limitBytes")
+    since_s = as_int(q, "sinceSeconds")
     if tail is not None and tail < 0:
         raise BadRequest(
             f'Pod "{name}" is invalid: tailLines: Invalid value: {tail}: must be greater than or equal to 0'

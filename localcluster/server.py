@@ -16,10 +16,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, openapi, podapi, protobuf, schema, tables
+from . import discovery, openapi, podapi, protobuf, scaleapi, schema, tables, watchapi
 from .errors import (
     BadRequest,
-    Expired,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -28,8 +27,9 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .patch import APPLY, PATCH_TYPES, apply_patch, unsupported_media_type
+from .query import as_bool, as_int
 from .resources import BY_PATH, GROUPS, Resource, lookup
-from .store import BOOKMARK_INTERVAL, Entry, Store, dumps
+from .store import Entry, Store, dumps
 
 log = logging.getLogger("localcluster.server")
 
@@ -57,20 +57,6 @@ def success_status(res: Resource, meta: Mapping[str, Any]) -> dict[str, Any]:
         "status": "Success",
         "details": details,
     }
-
-
-def _bool(value: str | None) -> bool:
-    return (value or "").lower() in ("true", "1")
-
-
-def _int(q: Mapping[str, str], key: str) -> int | None:
-    raw = q.get(key)
-    if raw in (None, ""):
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(f'invalid value for {key}: "{raw}"') from None
 
 
 class Api:
@@ -170,15 +156,17 @@ class Api:
             raise NotFound(NOT_FOUND_MSG)
         method = request.method
         q = request.query
-        if watch_path or (name is None and method == "GET" and _bool(q.get("watch"))):
+        if watch_path or (name is None and method == "GET" and as_bool(q.get("watch"))):
             if method != "GET" or sub:
                 raise MethodNotAllowed(
                     "the server does not allow this method on the requested resource"
                 )
             if name is not None:
                 # /watch/namespaces/ns/pods/name is a watch on one object.
-                return await self.watch(request, res, namespace, f"metadata.name={name}")
-            return await self.watch(request, res, namespace, None)
+                return await watchapi.watch(
+                    self.store, request, res, namespace, f"metadata.name={name}"
+                )
+            return await watchapi.watch(self.store, request, res, namespace, None)
         if res.namespaced and name is not None and namespace is None:
             raise NotFound(NOT_FOUND_MSG)
         if sub == "log":
@@ -202,7 +190,7 @@ class Api:
             body = await self.body(request, None)
             return podapi.bind(self.store, namespace or "", name or "", body)
         if sub == "scale":
-            return await self.scale(request, res, namespace, name or "")
+            return await scaleapi.scale(self, request, res, namespace, name or "")
         if name is None:
             if method == "GET":
                 return self.list(request, res, namespace)
@@ -350,7 +338,7 @@ class Api:
             namespace,
             q.get("labelSelector"),
             q.get("fieldSelector"),
-            _int(q, "limit"),
+            as_int(q, "limit"),
             q.get("continue") or None,
         )
         meta: dict[str, Any] = {"resourceVersion": rv}
@@ -436,13 +424,13 @@ class Api:
                 raise BadRequest("json: cannot unmarshal into Go value of type v1.DeleteOptions")
             opts = schema.decode_model("V1DeleteOptions", body, lookup("pods"))
         q = request.query
-        grace = _int(q, "gracePeriodSeconds")
+        grace = as_int(q, "gracePeriodSeconds")
         if grace is not None:
             opts["gracePeriodSeconds"] = grace
         if q.get("propagationPolicy"):
             opts["propagationPolicy"] = q["propagationPolicy"]
         if q.get("orphanDependents"):
-            opts["orphanDependents"] = _bool(q["orphanDependents"])
+            opts["orphanDependents"] = as_bool(q["orphanDependents"])
         if q.get("dryRun"):
             opts["dryRun"] = [q["dryRun"]]
         policy = opts.get("propagationPolicy")
@@ -510,140 +498,6 @@ class Api:
             }
         )
 
-    async def scale(
-        self, request: web.Request, res: Resource, namespace: str | None, name: str
-    ) -> web.Response:
-        """The autoscaling/v1 Scale subresource of deployments and replicasets."""
-        current = self.store.peek(res, namespace, name) or _raise_not_found(res, name)
-        if request.method == "GET":
-            return self.json(_scale_of(current))
-        if request.method not in ("PUT", "PATCH"):
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        body = await self.body(request, None, patch=request.method == "PATCH")
-        if request.method == "PATCH":
-            scale = apply_patch(res, _scale_of(current), body, ctype)
-        else:
-            scale = body
-        if not isinstance(scale, dict):
-            raise BadRequest("the body of the request must be a Scale object")
-        replicas = (scale.get("spec") or {}).get("replicas", 0)
-        if not isinstance(replicas, int) or isinstance(replicas, bool):
-            raise BadRequest(
-                'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal into Go struct field ScaleSpec.spec.replicas of type int32'
-            )
-        rv = (
-            (scale.get("metadata") or {}).get("resourceVersion")
-            if request.method == "PUT"
-            else None
-        )
-
-        def set_replicas(obj: dict[str, Any]) -> dict[str, Any]:
-            obj["spec"]["replicas"] = replicas
-            if rv:
-                obj["metadata"]["resourceVersion"] = rv
-            return obj
-
-        updated = json.loads(dumps(current))
-        entry = self.store.update_sync(res, namespace, name, set_replicas(updated))
-        return self.json(_scale_of(entry.obj))
-
-    async def watch(
-        self, request: web.Request, res: Resource, namespace: str | None, extra_field: str | None
-    ) -> web.StreamResponse:
-        """A watch stream: newline-delimited {"type","object"} events, BOOKMARKs when asked."""
-        q = request.query
-        fs = q.get("fieldSelector")
-        if extra_field:
-            fs = f"{fs},{extra_field}" if fs else extra_field
-        timeout = _int(q, "timeoutSeconds")
-        bookmarks = _bool(q.get("allowWatchBookmarks"))
-        initial = _bool(q.get("sendInitialEvents"))
-        rv = q.get("resourceVersion")
-        resp = web.StreamResponse(
-            status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"}
-        )
-        resp.enable_chunked_encoding()
-        try:
-            watcher, backlog = self.store.open_watch(
-                res, namespace, q.get("labelSelector"), fs, None if initial else rv
-            )
-        except Expired as err:
-            await resp.prepare(request)
-            status = err.status()
-            status.pop("details", None)
-            await resp.write(b'{"type":"ERROR","object":' + dumps(status) + b"}\n")
-            await resp.write_eof()
-            return resp
-        as_table = tables.wants_table(request.headers.get("Accept", ""))
-        headers_sent = False
-
-        def line(etype: str, obj: dict[str, Any], raw: bytes) -> bytes:
-            nonlocal headers_sent
-            if not as_table:
-                return _event_line(etype, raw)
-            # Column definitions travel with the first Table only, as kube-apiserver does.
-            tbl = tables.table(
-                res,
-                [obj],
-                {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                not headers_sent,
-            )
-            headers_sent = True
-            return _event_line(etype, dumps(tbl))
-
-        try:
-            await resp.prepare(request)
-            if backlog:
-                await resp.write(b"".join(line(t, o, raw) for t, o, raw in backlog))
-            if initial and bookmarks:
-                await resp.write(self.bookmark(res, initial_end=True))
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout if timeout else None
-            while True:
-                wait = BOOKMARK_INTERVAL
-                if deadline is not None:
-                    wait = min(wait, deadline - loop.time())
-                    if wait <= 0:
-                        break
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
-                except TimeoutError:
-                    if request.transport is None or request.transport.is_closing():
-                        break
-                    if bookmarks and (deadline is None or deadline - loop.time() > 0.1):
-                        await resp.write(self.bookmark(res))
-                    continue
-                if item is None:
-                    break
-                lines = [line(*item)]
-                while not watcher.queue.empty():
-                    nxt = watcher.queue.get_nowait()
-                    if nxt is None:
-                        break
-                    lines.append(line(*nxt))
-                await resp.write(b"".join(lines))
-            await resp.write_eof()
-        except (ConnectionResetError, ConnectionError):
-            pass
-        finally:
-            self.store.close_watch(watcher)
-        return resp
-
-    def bookmark(self, res: Resource, initial_end: bool = False) -> bytes:
-        """A BOOKMARK event carrying only the current resourceVersion."""
-        meta: dict[str, Any] = {"resourceVersion": str(self.store.rv)}
-        if initial_end:
-            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
-        return b'{"type":"BOOKMARK","object":' + dumps(obj) + b"}\n"
-
-
-def _event_line(etype: str, raw: bytes) -> bytes:
-    return b'{"type":"' + etype.encode() + b'","object":' + raw + b"}\n"
-
 
 def _dry_run(request: web.Request) -> bool:
     return request.query.get("dryRun") == "All"
@@ -653,25 +507,6 @@ def _raise_not_found(res: Resource, name: str) -> Any:
     from .errors import not_found
 
     raise not_found(res.plural, res.group, name)
-
-
-def _scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    selector = obj.get("spec", {}).get("selector") or {}
-    sel = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta.get("namespace", ""),
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta["resourceVersion"],
-            "creationTimestamp": meta.get("creationTimestamp"),
-        },
-        "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
-        "status": {"replicas": obj.get("status", {}).get("replicas", 0), "selector": sel},
-    }
 
 
 def build_app(store: Store, address: str) -> web.Application:

@@ -249,8 +249,10 @@ def test_random_requests_never_get_a_5xx(
 ) -> None:
     # The real server answers client mistakes with 4xx; a 5xx would be a crash here.
     headers = {"Content-Type": content_type} if content_type else {}
-    r = raw(method, path + query, body, headers, timeout=15)
-    assert r.status < 500, (method, path + query, body, content_type, r.data[:300])
+    # Watches (also ?watch on any path) stream until timeoutSeconds, as on a real server.
+    url = path + query + ("&" if "?" in query else "?") + "timeoutSeconds=1"
+    r = raw(method, url, body, headers, timeout=15)
+    assert r.status < 500, (method, url, body, content_type, r.data[:300])
     if (
         method != "HEAD"
         and r.status >= 400
