@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import secrets
 import uuid
 from collections import deque
@@ -77,6 +78,7 @@ from .selectors import make_matcher
 from .watching import WatchMixin
 
 ResourceRef = str | Resource
+log = logging.getLogger("localcluster.store")
 __all__ = ["Entry", "Event", "Store", "Watcher", "dumps", "now_rfc3339", "BOOKMARK_INTERVAL"]
 
 HISTORY_SIZE = 20000
@@ -181,7 +183,11 @@ class Store(WatchMixin, DeletionMixin):
         for w in self.watchers[res.key]:
             w.offer(ev)
         for listener in self.listeners:
-            listener(ev)
+            try:
+                listener(ev)
+            except Exception:
+                # The change is committed; a failing subscriber must not turn it into an API error.
+                log.exception("store listener %r failed on %s %s", listener, ev.type, ev.resource)
         return entry
 
     def _entry(self, res: Resource, namespace: str | None, name: str) -> Entry:
