@@ -9,6 +9,7 @@ from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from dashboard import permissions
 from dashboard.forms import duplicate_name_message
 from deployer.models import App, Deployment, DeploymentLog
 
@@ -61,6 +62,14 @@ class AppSerializer(serializers.ModelSerializer):
         # Uniqueness is checked by App.full_clean below, with messages on the right field.
         validators: list[Any] = []
         extra_kwargs = {"frontend": {"validators": []}}
+
+    def to_representation(self, instance: App) -> dict[str, Any]:
+        """The app; the webhook secret only for users who may change apps (it can deploy)."""
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is None or not request.user.has_perm(permissions.CHANGE):
+            data.pop("webhook_secret", None)
+        return data
 
     def get_web_url(self, app: App) -> str:
         """The app's page in the dashboard."""

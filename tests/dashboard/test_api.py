@@ -35,6 +35,7 @@ def test_it_creates_an_app_with_201_and_its_id(api: APIClient, admin: Any) -> No
     assert app.env == {"MODE": "prod"}
     assert app.created_by == admin
     assert response.json()["web_url"].endswith(f"/apps/{app.pk}/")
+    assert response.json()["webhook_secret"] == app.webhook_secret
 
 
 def test_it_reports_every_bad_field_by_name(api: APIClient) -> None:
@@ -197,7 +198,9 @@ def test_it_checks_model_permissions_per_action(
     client = APIClient()
     client.force_authenticate(viewer)
     deployment = make_deployment(app)
-    assert client.get("/api/apps/").status_code == 200
+    listed = client.get("/api/apps/")
+    assert listed.status_code == 200
+    assert "webhook_secret" not in listed.json()["results"][0]
     assert client.get(f"/api/deployments/{deployment.pk}/logs/").status_code == 200
     assert client.post("/api/apps/", NEW_APP, format="json").status_code == 403
     assert client.post(f"/api/apps/{app.pk}/deploy/").status_code == 403
