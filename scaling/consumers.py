@@ -10,12 +10,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from scaling.logsink import group_name, status_payload
 from scaling.models import ScalingRun, ScalingRunLog
+from scaling.permissions import can_view_runs
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 REPLAY_BATCH = 500
-VIEW = "scaling.view_scalingrun"
 
 
 @database_sync_to_async
@@ -25,7 +25,7 @@ def _load(pk: int) -> ScalingRun | None:
 
 @database_sync_to_async
 def _may_view(user: Any) -> bool:
-    return bool(user.is_active and user.has_perm(VIEW))
+    return can_view_runs(user)
 
 
 @database_sync_to_async

@@ -6,9 +6,21 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 
+VIEW = "scaling.view_schedule"
+VIEW_RUNS = "scaling.view_scalingrun"
 EDIT_SCHEDULES = "scaling.change_schedule"
 EDIT_NODE_GROUPS = "scaling.change_nodegroup"
 RUN = "scaling.add_scalingrun"
+
+
+def can_view(user: Any) -> bool:
+    """True when ``user`` may see schedules, node groups and nodes."""
+    return bool(user.is_authenticated and user.is_active and user.has_perm(VIEW))
+
+
+def can_view_runs(user: Any) -> bool:
+    """True when ``user`` may see scaling runs and follow their logs."""
+    return bool(user.is_authenticated and user.is_active and user.has_perm(VIEW_RUNS))
 
 
 def can_edit_schedules(user: Any) -> bool:

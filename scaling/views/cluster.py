@@ -16,7 +16,7 @@ from scaling.drain import evictable_count
 from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
 from scaling.kube import LOCAL_GROUP_LABEL, KubeNodes
 from scaling.models import NodeGroup, ScalingRun
-from scaling.permissions import can_edit_node_groups, can_run, require
+from scaling.permissions import can_edit_node_groups, can_run, can_view, require
 from scaling.planner import app_baseline
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def _nodes() -> tuple[list[dict[str, object]], str]:
 
 def cluster(request: HttpRequest) -> HttpResponse:
     """Node groups, nodes and apps; each with its manual scaling actions."""
+    require(can_view(request.user), "see node groups and nodes")
     nodes, error = _nodes()
     apps = [
         {"app": app, "baseline": app_baseline(app)}

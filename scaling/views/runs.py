@@ -6,12 +6,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
 from scaling.models import ScalingRun, ScalingRunLog
+from scaling.permissions import can_view_runs, require
 
 PAGE = 500
 
 
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A run: what was planned, what happened, and the log following live."""
+    require(can_view_runs(request.user), "see scaling runs")
     run = get_object_or_404(ScalingRun.objects.select_related("schedule", "triggered_by"), pk=pk)
     lines = list(run.logs.order_by("seq")[:PAGE])
     outcomes = {r.get("key"): r.get("outcome", "") for r in run.result}
@@ -28,6 +30,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def run_logs(request: HttpRequest, pk: int) -> JsonResponse:
     """Stored lines with ``seq`` greater than ``?after=``, at most 500 at a time."""
+    require(can_view_runs(request.user), "see scaling runs")
     run = get_object_or_404(ScalingRun, pk=pk)
     try:
         after = max(0, int(request.GET.get("after", "0")))

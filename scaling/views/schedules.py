@@ -14,7 +14,7 @@ from scaling import preview as preview_module
 from scaling import services
 from scaling.forms import AppActionFormSet, NodeGroupActionFormSet, ScheduleForm
 from scaling.models import NodeGroup, ScalingRun, Schedule
-from scaling.permissions import can_edit_schedules, can_run, require
+from scaling.permissions import can_edit_schedules, can_run, can_view, require
 from scaling.planner import spec_of
 from scaling.preview import preview
 from scaling.schedule import known_zones, next_runs
@@ -22,6 +22,7 @@ from scaling.schedule import known_zones, next_runs
 
 def overview(request: HttpRequest) -> HttpResponse:
     """Schedules with their next run, node groups and the latest runs."""
+    require(can_view(request.user), "see schedules")
     now = preview_module.clock.now()
     schedules = list(
         Schedule.objects.prefetch_related("app_actions__app", "node_group_actions__node_group")
@@ -106,6 +107,7 @@ def schedule_create(request: HttpRequest) -> HttpResponse:
 
 def schedule_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a schedule; the page previews its next runs."""
+    require(can_view(request.user), "see schedules")
     schedule = get_object_or_404(Schedule, pk=pk)
     if request.method == "POST":
         require(can_edit_schedules(request.user), "change schedules")
@@ -123,6 +125,7 @@ def schedule_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def schedule_preview(request: HttpRequest) -> JsonResponse:
     """The next 5 runs of the timing in the query string, or the errors of its fields."""
+    require(can_view(request.user), "see schedules")
     form = ScheduleForm(request.GET)
     spec = form.spec()
     if spec is None:

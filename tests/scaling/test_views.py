@@ -173,15 +173,22 @@ def test_run_logs_are_served_after_a_sequence_number(client: Client) -> None:
     assert [line["message"] for line in data["results"]] == ["line 2", "line 3"]
 
 
-def test_users_without_permission_cannot_change_schedules(
+def test_viewers_see_the_pages_but_cannot_change_anything(
     django_user_model: Any, make_app: Callable[..., App]
 ) -> None:
+    from django.contrib.auth.models import Permission
+
     viewer = django_user_model.objects.create_user("viewer", password="x-very-long-pass")
     c = Client()
     c.force_login(viewer)
+    assert c.get(reverse("scaling:overview")).status_code == 403
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_schedule", "view_scalingrun"])
+    )
     assert c.get(reverse("scaling:overview")).status_code == 200
     response = c.post(reverse("scaling:schedule-create"), schedule_post(make_app()))
     assert response.status_code == 403
+    assert c.post(reverse("scaling:node-action", args=["n1", "drain"])).status_code == 403
     assert c.get(reverse("scaling:run-detail", args=[999])).status_code == 404
 
 
