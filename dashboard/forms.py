@@ -9,8 +9,9 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
+from django.db.models import QuerySet
 
-from deployer.models import App
+from deployer.models import App, Deployment
 from deployer.validation import validate_env
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -226,3 +227,23 @@ def duplicate_name_message(app: App) -> str:
     if taken.exists():
         return f"An app named {app.name} already exists in namespace {app.namespace}."
     return ""
+
+
+class HistoryFilterForm(forms.Form):
+    """Filters of the deployments page: outcome and trigger."""
+
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *Deployment.Status.choices], required=False
+    )
+    trigger = forms.ChoiceField(
+        choices=[("", "Any trigger"), *Deployment.Trigger.choices], required=False
+    )
+
+    def apply(self, rows: QuerySet[Deployment]) -> QuerySet[Deployment]:
+        """``rows`` narrowed by the valid filters (an invalid form filters nothing)."""
+        if not self.is_valid():
+            return rows
+        for name in ("status", "trigger"):
+            if self.cleaned_data.get(name):
+                rows = rows.filter(**{name: self.cleaned_data[name]})
+        return rows

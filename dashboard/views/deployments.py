@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import permissions, queries
+from dashboard.forms import HistoryFilterForm
 from dashboard.steps import step_rows
 from deployer import services
 from deployer.errors import DeployError
@@ -60,17 +61,27 @@ def deployment_abort(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("deployment-detail", pk=deployment.pk)
 
 
+def _filter_query(request: HttpRequest) -> str:
+    """The current filters as a query-string prefix for the pager's links."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode() + "&" if params else ""
+
+
 @require_GET
 def deployment_list(request: HttpRequest) -> HttpResponse:
-    """Every deployment of every app, newest first, paginated."""
+    """Every deployment of every app, newest first, paginated; filter by status and trigger."""
     if not permissions.can_view_app(request.user):
         raise PermissionDenied("You may not see deployments.")
-    paginator = Paginator(queries.history(), HISTORY_PAGE_SIZE)
+    filters = HistoryFilterForm(request.GET)
+    paginator = Paginator(filters.apply(queries.history()), HISTORY_PAGE_SIZE)
     return render(
         request,
         "dashboard/history.html",
         {
             "app": None,
+            "filters": filters,
+            "query": _filter_query(request),
             "page": paginator.get_page(request.GET.get("page")),
             "can_deploy": False,
         },

@@ -120,3 +120,18 @@ def test_it_lists_every_apps_deployments(
     html = admin_client.get("/deployments/").content.decode()
     assert ">one</a>" in html and ">two</a>" in html
     assert "2 deployments" in html
+
+
+def test_it_filters_every_apps_deployments_by_status_and_trigger(
+    admin_client: Client, app: Any, make_deployment: Any
+) -> None:
+    make_deployment(app, version=1)
+    make_deployment(app, version=2, status=Deployment.Status.FAILED)
+    make_deployment(app, version=3, status=Deployment.Status.FAILED, trigger="webhook")
+    response = admin_client.get("/deployments/?status=failed")
+    assert [d.version for d in response.context["page"].object_list] == [3, 2]
+    response = admin_client.get("/deployments/?status=failed&trigger=webhook")
+    assert [d.version for d in response.context["page"].object_list] == [3]
+    response = admin_client.get("/deployments/?status=exploded")
+    assert response.context["page"].paginator.count == 3
+    assert "Select a valid choice" in response.content.decode()
