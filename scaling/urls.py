@@ -21,6 +21,7 @@ urlpatterns: list[URLPattern] = [
     path("node-groups/<int:pk>/capacity/", cluster.node_group_capacity, name="node-group-capacity"),
     path("apps/<int:pk>/scale/", cluster.app_scale, name="app-scale"),
     path("nodes/<str:name>/<str:action>/", cluster.node_action, name="node-action"),
+    path("runs/", runs.run_list, name="run-list"),
     path("runs/<int:pk>/", runs.run_detail, name="run-detail"),
     path("runs/<int:pk>/logs/", runs.run_logs, name="run-logs"),
 ]

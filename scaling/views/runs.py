@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -9,6 +10,28 @@ from scaling.models import ScalingRun, ScalingRunLog
 from scaling.permissions import can_view_runs, require
 
 PAGE = 500
+RUNS_PER_PAGE = 50
+
+
+def run_list(request: HttpRequest) -> HttpResponse:
+    """Every run, newest first, 50 to a page, optionally of one kind."""
+    require(can_view_runs(request.user), "see scaling runs")
+    runs = ScalingRun.objects.select_related("schedule", "triggered_by")
+    kind = request.GET.get("kind", "")
+    if kind in ScalingRun.Kind.values:
+        runs = runs.filter(kind=kind)
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "scaling/run_list.html",
+        {
+            "page": page,
+            "runs": page.object_list,
+            "kind": kind,
+            "kinds": ScalingRun.Kind.choices,
+            "query": f"kind={kind}&" if kind else "",
+        },
+    )
 
 
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:

@@ -204,3 +204,14 @@ def test_the_demo_seed_creates_the_local_group_and_a_disabled_example(
     schedule = Schedule.objects.get()
     assert not schedule.enabled
     assert schedule.app_actions.count() == 1 and schedule.node_group_actions.count() == 1
+
+
+def test_the_run_list_pages_and_filters_by_kind(client: Client) -> None:
+    ScalingRun.objects.bulk_create(
+        [ScalingRun(kind=ScalingRun.Kind.CORDON, params={"node": f"n{i}"}) for i in range(55)]
+        + [ScalingRun(kind=ScalingRun.Kind.DRAIN, params={"node": "d1"})]
+    )
+    first = client.get(reverse("scaling:run-list"))
+    assert len(first.context["runs"]) == 50 and "Page 1 of 2" in first.content.decode()
+    drains = client.get(reverse("scaling:run-list"), {"kind": "drain"})
+    assert [r.params["node"] for r in drains.context["runs"]] == ["d1"]
