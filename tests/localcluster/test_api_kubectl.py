@@ -336,3 +336,30 @@ def test_it_answers_a_table_accept_header_with_a_table(
     assert [c["name"] for c in body["columnDefinitions"]] == ["Name", "Data", "Age"]
     assert body["rows"][0]["cells"][:2] == ["t", 1]
     assert body["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_kubectl_create_subcommands_send_protobuf_that_is_understood(
+    kubectl: Kubectl, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
+) -> None:
+    # kubectl's typed clients send application/vnd.kubernetes.protobuf bodies.
+    kubectl("create", "configmap", "cm", "-n", namespace, "--from-literal=a=b")
+    kubectl("create", "secret", "generic", "s", "-n", namespace, "--from-literal=a=b")
+    kubectl(
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        namespace,
+        "--image=demo/hello:1",
+        "--replicas=2",
+        "--port=8080",
+    )
+    assert core.read_namespaced_config_map("cm", namespace).data == {"a": "b"}
+    secret = core.read_namespaced_secret("s", namespace)
+    assert secret.data == {"a": "Yg=="} and secret.type == "Opaque"
+    d = apps.read_namespaced_deployment("web", namespace)
+    validate(d)
+    assert d.spec.replicas == 2
+    assert d.spec.selector.match_labels == {"app": "web"}
+    (c,) = d.spec.template.spec.containers
+    assert (c.name, c.image, c.ports[0].container_port) == ("hello", "demo/hello:1", 8080)
