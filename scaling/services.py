@@ -79,7 +79,10 @@ def requeue_stale(now: datetime) -> None:
         status__in=(ScalingRun.Status.QUEUED, ScalingRun.Status.WAITING),
         updated_at__lt=now - STALE_AFTER,
     )
-    for run_id in stale.values_list("pk", flat=True):
+    stale_ids = list(stale.values_list("pk", flat=True))
+    # Touch them so that each is resent once per STALE_AFTER, not at every tick.
+    ScalingRun.objects.filter(pk__in=stale_ids).update(updated_at=now)
+    for run_id in stale_ids:
         enqueue(run_id)
     lost_before = now - timedelta(seconds=settings.SCALING_DRAIN_DEADLINE_SECONDS) - LOST_MARGIN
     for run in ScalingRun.objects.filter(

@@ -211,3 +211,22 @@ def test_a_recently_active_run_is_left_alone(make_app: Callable[..., App]) -> No
     services.tick(FrozenClock(now))
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.RUNNING
+
+
+def test_a_queued_run_whose_message_was_lost_is_resent_once_per_interval(
+    make_app: Callable[..., App],
+    django_capture_on_commit_callbacks: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scaling import tasks
+
+    run = services.scale_app(make_app(), 2)
+    now = at(2026, 6, 1, 12)
+    ScalingRun.objects.filter(pk=run.pk).update(updated_at=now - timedelta(minutes=5))
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.execute_run, "delay", sent.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.tick(FrozenClock(now))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.tick(FrozenClock(now + timedelta(seconds=30)))
+    assert sent == [run.pk]
