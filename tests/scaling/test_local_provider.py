@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 import pytest
 
-from scaling.models import NodeGroup, ScalingRun
+from deployer.models import App
+from scaling import services
+from scaling.models import AppAction, NodeGroup, ScalingRun, Schedule
 from scaling.runner import Services, execute
+from scaling.schedule import FrozenClock
 from tests.scaling.kubehelp import Cluster, running
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db]
@@ -58,3 +64,23 @@ def test_it_never_goes_below_the_groups_minimum(cluster: Cluster) -> None:
     assert run.status == ScalingRun.Status.SUCCEEDED
     assert len(cluster.nodes()) == 3
     assert "outside min 3" in " ".join(run.logs.values_list("message", flat=True))
+
+
+def test_a_schedule_scales_the_apps_live_version_in_the_cluster(
+    cluster: Cluster, make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
+) -> None:
+    app = make_app("shop", replicas=4)
+    cluster.deployment(replicas=4, name="shop-v1")  # the live version, as the deployer names it
+    App.objects.filter(pk=app.pk).update(live_version=1)
+    make_schedule("nights", cron="0 0 * * *", apps={app: (AppAction.Mode.PERCENT, 50)})
+
+    (run,) = services.tick(FrozenClock(datetime(2026, 6, 1, 0, 1, tzinfo=UTC)))
+    execute(run.pk, Services())
+
+    run.refresh_from_db()
+    assert run.status == ScalingRun.Status.SUCCEEDED, run.failure_reason
+    scale = cluster.apps.read_namespaced_deployment_scale("shop-v1", "default")
+    assert scale.spec.replicas == 2
+    cluster.wait_pods("shop-v1", lambda ps: len(running(ps)) == 2)
+    app.refresh_from_db()
+    assert (app.replicas, app.baseline_replicas) == (2, 4)
