@@ -196,10 +196,14 @@ class _UniqueTargets(BaseInlineFormSet):
 
 
 class AppActionFormSetBase(_UniqueTargets):
+    """App rows: each app once."""
+
     target_field = "app"
 
 
 class NodeGroupActionFormSetBase(_UniqueTargets):
+    """Node group rows: each group once."""
+
     target_field = "node_group"
 
 
