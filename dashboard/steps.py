@@ -17,6 +17,7 @@ class StepRow:
     label: str
     state: str
     seconds: float | None
+    started: str
 
 
 def step_rows(deployment: Deployment) -> list[StepRow]:
@@ -40,6 +41,7 @@ def step_rows(deployment: Deployment) -> list[StepRow]:
                 label=titles.get(name, name.replace("_", " ").capitalize()),
                 state=str(info.get("state") or "pending"),
                 seconds=float(seconds) if isinstance(seconds, int | float) else None,
+                started=str(info.get("started") or ""),
             )
         )
     return rows

@@ -91,6 +91,7 @@
         list.appendChild(li);
       }
       li.className = "step " + (info.state || "pending");
+      li.dataset.started = info.started || "";
       li.querySelector(".step-time").textContent = formatSeconds(info.seconds);
     });
   }
@@ -109,6 +110,8 @@
     badge.textContent = status;
     var version = document.getElementById("version");
     if (msg.version) version.textContent = "v" + msg.version;
+    var total = document.getElementById("duration");
+    if (status === "running" && !total.dataset.started) total.dataset.started = new Date().toISOString();
     version.classList.toggle("plain", status !== "succeeded");
     renderSteps(msg.steps);
     var abort = document.getElementById("abort-form");
@@ -116,7 +119,21 @@
     if (terminal.indexOf(status) >= 0) finished();
   }
 
+  // Running steps and the whole run show their time so far, once a second.
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("#steps li.running").forEach(function (li) {
+      var started = Date.parse(li.dataset.started || "");
+      if (!isNaN(started)) li.querySelector(".step-time").textContent = formatSeconds(Math.max(0, (now - started) / 1000));
+    });
+    var total = document.getElementById("duration");
+    var since = Date.parse(total.dataset.started || "");
+    if (!isNaN(since) && terminal.indexOf(status) < 0) total.textContent = formatSeconds(Math.max(0, (now - since) / 1000));
+  }
+  var ticker = setInterval(tick, 1000);
+
   function finished() {
+    clearInterval(ticker);
     liveDot.className = "live off";
     liveDot.title = "Finished";
     // Lines published right after the final status still arrive; then the socket is let go.
