@@ -87,6 +87,7 @@ class _Reader:
         self.partial_ts: datetime | None = None
 
     def read(self) -> list[tuple[datetime, bytes]]:
+        """Return the complete lines appended since the last call."""
         data = self.pending + self.fh.read()
         *lines, self.pending = data.split(b"\n")
         out: list[tuple[datetime, bytes]] = []

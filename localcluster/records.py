@@ -49,6 +49,17 @@ class Event:
     old: Obj | None
 
 
+@dataclass(slots=True)
+class HistoryRecord:
+    """A change as the watch history keeps it: serialized object and previous version."""
+
+    rv: int
+    type: str
+    resource: str
+    raw: bytes
+    old_raw: bytes | None
+
+
 class Watcher:
     """A registered watch: matching events are pushed to its queue as they happen."""
 

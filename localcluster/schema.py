@@ -77,6 +77,7 @@ class _Decoder:
         self.missing: list[str] = []
 
     def fail(self, value: Any, model: str, path: str, typ: str) -> BadRequest:
+        """The decoder's 400 for a value of the wrong JSON type."""
         kind = self.res.kind
         return BadRequest(
             f'{kind} in version "{self.res.version}" cannot be handled as a {kind}: json: '
@@ -84,6 +85,7 @@ class _Decoder:
         )
 
     def value(self, value: Any, typ: str, model: str, path: str) -> Any:
+        """Check (and coerce integral floats in) one value of type ``typ``."""
         if value is None:
             return None
         m = _INNER.match(typ)
@@ -123,6 +125,7 @@ class _Decoder:
         return value
 
     def model(self, obj: dict[str, Any], model: str, path: str) -> dict[str, Any]:
+        """Check an object against a generated model, collecting unknown and missing fields."""
         fields = _fields(model)
         out: dict[str, Any] = {}
         for key, val in obj.items():

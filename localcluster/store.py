@@ -65,6 +65,7 @@ from .persistence import StateFiles
 from .records import (
     Entry,
     Event,
+    HistoryRecord,
     Obj,
     ObjKey,
     Watcher,
@@ -94,7 +95,7 @@ class Store(WatchMixin, DeletionMixin):
         self.state_dir = Path(state_dir) if state_dir else None
         self.rv = 0
         self.objects: dict[str, dict[ObjKey, Entry]] = {r.key: {} for r in RESOURCES}
-        self.history: deque[Event] = deque(maxlen=history_size)
+        self.history: deque[HistoryRecord] = deque(maxlen=history_size)
         # Events at or before this rv are not in the history (restart or compaction).
         self.history_floor = 0
         self.watchers: dict[str, set[Watcher]] = {r.key: set() for r in RESOURCES}
@@ -169,13 +170,24 @@ class Store(WatchMixin, DeletionMixin):
         obj["metadata"]["resourceVersion"] = str(self.rv)
         meta = obj["metadata"]
         okey = (meta.get("namespace", ""), meta["name"])
+        previous = self.objects[res.key].get(okey)
         if etype == "DELETED":
             self._drop_entry(res.key, okey)
             entry = Entry(obj, dumps(obj))
         else:
             entry = self._put_entry(res.key, obj)
         ev = Event(self.rv, etype, res.key, obj, entry.raw, old)
-        self.history.append(ev)
+        # The history keeps bytes only (the previous version's bytes are shared with its
+        # own record), so 20k events cost tens of MB rather than hundreds.
+        self.history.append(
+            HistoryRecord(
+                self.rv,
+                etype,
+                res.key,
+                entry.raw,
+                previous.raw if previous and old is not None else None,
+            )
+        )
         if len(self.history) == self.history.maxlen:
             self.history_floor = self.history[0].rv - 1
         if self.files is not None and self.files.append(ev, okey):

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from .errors import BadRequest, Expired
-from .records import Entry, Event, Obj, Watcher
+from .records import Entry, Event, HistoryRecord, Obj, Watcher
 from .resources import Resource, lookup
 from .selectors import make_matcher
 
@@ -23,7 +23,7 @@ ResourceRef = str | Resource
 class WatchMixin:
     """The watch half of the Store (it supplies ``select``, the history and the watcher sets)."""
 
-    history: deque[Event]
+    history: deque[HistoryRecord]
     history_floor: int
     watchers: dict[str, set[Watcher]]
     select: Callable[..., list[Entry]]
@@ -57,9 +57,12 @@ class WatchMixin:
             if since < self.history_floor:
                 raise Expired(f"too old resource version: {since} ({self.history_floor + 1})")
             probe = Watcher(res, match)
-            for ev in self.history:
-                if ev.rv > since and ev.resource == res.key:
-                    probe.offer(ev)
+            for rec in self.history:
+                if rec.rv > since and rec.resource == res.key:
+                    old = json.loads(rec.old_raw) if rec.old_raw is not None else None
+                    probe.offer(
+                        Event(rec.rv, rec.type, rec.resource, json.loads(rec.raw), rec.raw, old)
+                    )
             while not probe.queue.empty():
                 item = probe.queue.get_nowait()
                 assert item is not None
