@@ -82,3 +82,17 @@ def test_it_refuses_pods_no_controller_would_replace_unless_forced(cluster: Clus
 
     drain_node(KubeNodes(), node, DrainOptions(deadline_seconds=10, force=True), Lines())
     assert all(p.metadata.name != bare for p in cluster.pods_of("bare"))
+
+
+def test_it_waits_for_each_pods_grace_period_in_parallel(cluster: Cluster) -> None:
+    # These pods ignore SIGTERM: each lives exactly its grace period after eviction.
+    app = cluster.deployment(replicas=4, image="test/stubborn:1", grace=2)
+    pods = cluster.wait_pods(app, lambda ps: len(running(ps)) == 4)
+    node = busiest_node(pods)
+    on_node = {p.metadata.name for p in pods if p.spec.node_name == node}
+
+    report = drain_node(KubeNodes(), node, DrainOptions(deadline_seconds=30), Lines())
+
+    assert sorted(report.evicted) == sorted(f"default/{name}" for name in on_node)
+    assert report.seconds >= 2.0  # returned only once the pods had really stopped
+    assert not on_node & {p.metadata.name for p in cluster.pods_of(app)}
