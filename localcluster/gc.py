@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -103,6 +104,11 @@ class GarbageCollector:
         alive = []
         foreground = False
         for ref in refs:
+            if (ref.get("apiVersion", ""), ref.get("kind", "")) not in BY_KIND:
+                # An owner kind this server does not serve cannot be resolved; the real
+                # garbage collector leaves such dependents alone rather than guess.
+                alive.append(ref)
+                continue
             owner = self._owner(ref, meta.get("namespace", ""))
             if owner is None:
                 continue
@@ -133,8 +139,6 @@ class GarbageCollector:
         )
 
     def _strip_refs(self, key: str, obj: dict[str, Any], keep: Any) -> None:
-        import json
-
         meta = obj["metadata"]
         new = json.loads(json.dumps(obj))
         new["metadata"]["ownerReferences"] = [
@@ -154,8 +158,6 @@ class GarbageCollector:
             log.debug("could not delete dependent %s %s: %s", key, name, err)
 
     def _remove_finalizer(self, key: str, obj: dict[str, Any], finalizer: str) -> None:
-        import json
-
         new = json.loads(json.dumps(obj))
         new["metadata"]["finalizers"] = [
             f for f in obj["metadata"].get("finalizers") or [] if f != finalizer
@@ -196,18 +198,14 @@ class GarbageCollector:
 
     def _namespace(self, ns: dict[str, Any]) -> None:
         name = ns["metadata"]["name"]
-        remaining = 0
         for res in RESOURCES:
             if not res.namespaced:
                 continue
             for entry in self.store.select(res, name):
-                remaining += 1
                 if not entry.obj["metadata"].get("deletionTimestamp"):
                     self._delete(res.key, name, entry.obj["metadata"]["name"], "Background")
         still = sum(len(self.store.select(r, name)) for r in RESOURCES if r.namespaced)
         if still == 0 and "kubernetes" in (ns.get("spec") or {}).get("finalizers", []):
-            import json
-
             current = self.store.peek("namespaces", None, name)
             if current is None:
                 return
@@ -217,4 +215,3 @@ class GarbageCollector:
                 self.store.update_sync(lookup("namespaces"), None, name, new, "finalize")
             except StatusError as err:
                 log.debug("could not finalize namespace %s: %s", name, err)
-        del remaining

@@ -231,3 +231,25 @@ def test_creating_in_a_missing_namespace_is_not_found(core: client.CoreV1Api) ->
         core.create_namespaced_config_map("no-such-ns", {"metadata": {"name": "x"}})
     assert err.value.status == 404
     assert json.loads(err.value.body)["message"] == 'namespaces "no-such-ns" not found'
+
+
+def test_dependents_of_an_unserved_owner_kind_are_left_alone(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    # garbagecollector: an owner whose kind cannot be resolved is not treated as deleted.
+    ref = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "name": "w",
+        "uid": "00000000-0000-0000-0000-000000000001",
+    }
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "owned", "ownerReferences": [ref]}}
+    )
+    other = core.create_namespaced_config_map(namespace, {"metadata": {"name": "trigger"}})
+    core.delete_namespaced_config_map("trigger", namespace)
+    wait_deleted(core.list_namespaced_config_map, namespace, name=other.metadata.name)
+    assert (
+        core.read_namespaced_config_map("owned", namespace).metadata.owner_references[0].kind
+        == "Widget"
+    )
