@@ -20,6 +20,7 @@ from .conftest import validate
 
 
 def test_malformed_json_is_a_400_with_a_message(raw: Callable[..., Any], namespace: str) -> None:
+    # create.go: a body that does not decode is a 400 BadRequest naming the parse error.
     r = raw(
         "POST",
         f"/api/v1/namespaces/{namespace}/configmaps",
@@ -36,6 +37,7 @@ def test_malformed_json_is_a_400_with_a_message(raw: Callable[..., Any], namespa
 def test_an_unknown_resource_is_a_404_with_the_real_message(
     raw: Callable[..., Any], namespace: str
 ) -> None:
+    # The not-found handler (apiserver/pkg/server/mux) answers a Status with this message.
     for path in (f"/api/v1/namespaces/{namespace}/widgets", "/apis/apps/v1/gizmos", "/api/v2/pods"):
         r = raw("GET", path)
         assert r.status == 404, path
@@ -46,6 +48,7 @@ def test_an_unknown_resource_is_a_404_with_the_real_message(
 
 
 def test_a_body_of_the_wrong_kind_is_a_400(raw: Callable[..., Any], namespace: str) -> None:
+    # create.go transformDecodeError: "<Kind> in version <v> cannot be handled as a <Kind>".
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -60,6 +63,7 @@ def test_a_body_of_the_wrong_kind_is_a_400(raw: Callable[..., Any], namespace: s
 
 
 def test_a_body_of_the_wrong_api_version_is_a_400(raw: Callable[..., Any], namespace: str) -> None:
+    # create.go: the API version in the data must match the endpoint's.
     r = raw(
         "POST",
         f"/apis/apps/v1/namespaces/{namespace}/deployments",
@@ -73,6 +77,7 @@ def test_a_body_of_the_wrong_api_version_is_a_400(raw: Callable[..., Any], names
 
 
 def test_a_body_over_three_mebibytes_is_a_413(raw: Callable[..., Any], namespace: str) -> None:
+    # rest.go limitedReadBody: bodies over MaxRequestBodyBytes (3 MiB) are 413.
     big = json.dumps({"metadata": {"name": "big"}, "data": {"k": "x" * (3 * 1024 * 1024 + 10)}})
     r = raw(
         "POST",
@@ -87,6 +92,7 @@ def test_a_body_over_three_mebibytes_is_a_413(raw: Callable[..., Any], namespace
 
 
 def test_a_type_mismatch_is_a_decode_error(raw: Callable[..., Any], namespace: str) -> None:
+    # The JSON decoder's "cannot unmarshal" error is a 400 (transformDecodeError).
     body = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -103,6 +109,7 @@ def test_a_type_mismatch_is_a_decode_error(raw: Callable[..., Any], namespace: s
 def test_strict_field_validation_refuses_unknown_fields(
     raw: Callable[..., Any], namespace: str
 ) -> None:
+    # api-concepts#field-validation: Strict rejects, Warn (default) drops with a Warning header.
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "strict"}, "bogus": 1}
     r = raw("POST", f"/api/v1/namespaces/{namespace}/configmaps?fieldValidation=Strict", body)
     assert r.status == 400
@@ -117,6 +124,7 @@ def test_strict_field_validation_refuses_unknown_fields(
 def test_a_post_without_content_type_is_read_as_json(
     raw: Callable[..., Any], namespace: str
 ) -> None:
+    # The contract; kube-apiserver negotiates JSON for a missing Content-Type too.
     r = raw(
         "POST",
         f"/api/v1/namespaces/{namespace}/configmaps",
@@ -127,6 +135,7 @@ def test_a_post_without_content_type_is_read_as_json(
 
 
 def test_a_protobuf_accept_header_falls_back_to_json(raw: Callable[..., Any]) -> None:
+    # Content negotiation: application/json is acceptable, so the server may answer with it.
     r = raw(
         "GET",
         "/api/v1/namespaces/default",
@@ -138,6 +147,7 @@ def test_a_protobuf_accept_header_falls_back_to_json(raw: Callable[..., Any]) ->
 
 
 def test_an_unsupported_verb_is_a_405(raw: Callable[..., Any], namespace: str) -> None:
+    # responsewriters: MethodNotAllowed Status for a verb the resource does not serve.
     r = raw("POST", f"/api/v1/namespaces/{namespace}/configmaps/x")
     assert r.status == 405
     validate(r.json())
