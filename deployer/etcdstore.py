@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class Snapshot:
     frontends: dict[str, dict[str, Any]] = field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, Any] | None = None
+    # Backend name -> mod revision, for compare-and-swap writes (see put_backend_if_unchanged).
+    backend_revisions: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -130,6 +133,7 @@ class EtcdStore:
         frontends: dict[str, dict[str, Any]] = {}
         backends: dict[str, dict[str, Any]] = {}
         applied: dict[str, Any] | None = None
+        revisions: dict[str, int] = {}
         for kv in response.kvs:
             key = kv.key.decode()
             try:
@@ -142,9 +146,10 @@ class EtcdStore:
                 frontends[rest.removeprefix("frontends/")] = value
             elif rest.startswith("backends/"):
                 backends[rest.removeprefix("backends/")] = value
+                revisions[rest.removeprefix("backends/")] = int(kv.mod_revision)
             elif rest == "applied":
                 applied = value
-        return Snapshot(int(response.header.revision), frontends, backends, applied)
+        return Snapshot(int(response.header.revision), frontends, backends, applied, revisions)
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
         """The JSON value at ``key`` (None when absent) and its mod revision (0 when absent)."""
@@ -217,6 +222,20 @@ class EtcdStore:
         ops = self._client.transactions
         return self._txn([ops.put(self.backend_key(backend), json.dumps(record))])
 
+    def put_backend_if_unchanged(
+        self, backend: str, record: dict[str, Any], mod_revision: int
+    ) -> bool:
+        """Replace a backend record only if nobody wrote it since ``mod_revision``."""
+        key = self.backend_key(backend)
+        ops = self._client.transactions
+        with _translated("transaction"):
+            succeeded, _ = self._client.transaction(
+                compare=[ops.mod(key) == mod_revision],
+                success=[ops.put(key, json.dumps(record))],
+                failure=[],
+            )
+        return bool(succeeded)
+
     def point_frontend(
         self, hostname: str, backend: str, options: dict[str, Any] | None = None
     ) -> int:
@@ -249,33 +268,81 @@ class EtcdStore:
         timeout: float,
         *,
         cancelled: Callable[[], bool] = lambda: False,
-        tick: float = 0.5,
     ) -> bool:
         """Block until ``applied.revision >= revision`` (watching the key); False on timeout or refusal."""
-        import time
 
-        deadline = time.monotonic() + timeout
-        while True:
-            with _translated("get"):
-                response = self._client.get_response(self.applied_key)
-            read_at = int(response.header.revision)
-            value = json.loads(response.kvs[0].value) if response.kvs else None
+        def reached(value: dict[str, Any] | None) -> bool | None:
             if value and int(value.get("revision", 0)) >= revision:
                 return True
             rejected = (value or {}).get("rejected") or {}
             if int(rejected.get("revision", 0)) >= revision:
                 return False  # proxysync refused a configuration including our write
+            return None
+
+        return self._wait_for(self.applied_key, reached, timeout, cancelled)
+
+    def wait_drained(
+        self,
+        revision: int,
+        timeout: float,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Block until every HAProxy worker older than ``revision`` has exited; False on timeout."""
+
+        def reached(value: dict[str, Any] | None) -> bool | None:
+            return True if value and int(value.get("revision", 0)) >= revision else None
+
+        return self._wait_for(self.drained_key, reached, timeout, cancelled)
+
+    @property
+    def drained_key(self) -> str:
+        """The key proxysync writes once no HAProxy worker runs an older configuration."""
+        return f"{self.prefix}/drained"
+
+    def put_drained(self, revision: int) -> None:
+        """Record that no HAProxy worker older than ``revision`` is left."""
+        with _translated("put"):
+            self._client.put(self.drained_key, json.dumps({"revision": revision}))
+
+    def _wait_for(
+        self,
+        key: str,
+        reached: Callable[[dict[str, Any] | None], bool | None],
+        timeout: float,
+        cancelled: Callable[[], bool],
+        tick: float = 0.5,
+    ) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            read_at = 0
+            try:
+                with _translated("get"):
+                    response = self._client.get_response(key)
+                read_at = int(response.header.revision)
+                value = json.loads(response.kvs[0].value) if response.kvs else None
+                outcome = reached(value)
+                if outcome is not None:
+                    return outcome
+            except StoreError:
+                logger.warning("reading %s failed; retrying", key, exc_info=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or cancelled():
                 return False
-            # Watch from just after what we read, so no write in between is missed;
-            # the wait is cut into ticks only to notice cancellation.
-            with contextlib.suppress(etcd3.exceptions.WatchTimedOut), _translated("watch"):
+            if not read_at:
+                time.sleep(min(0.1, remaining))  # etcd unreachable: short backoff, then read
+                continue
+            # Watch from just after what we read, so no write in between is missed; the wait
+            # is cut into ticks to notice cancellation. A failed watch only means "read again".
+            try:
                 self._client.watch_once(
-                    self.applied_key,
-                    timeout=min(tick, remaining),
-                    start_revision=read_at + 1,
+                    key, timeout=min(tick, remaining), start_revision=read_at + 1
                 )
+            except etcd3.exceptions.WatchTimedOut:
+                pass  # a tick without a change
+            except (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError):
+                logger.warning("watching %s failed; reading again", key, exc_info=True)
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def watch_prefix(self, start_revision: int) -> tuple[Iterator[Any], Callable[[], None]]:
         """Watch responses (``header.revision``, ``events``) under the prefix, and a cancel function."""

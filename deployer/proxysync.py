@@ -3,6 +3,9 @@
 After HAProxy's new worker answers with the rendered revision, ``<prefix>/applied`` is
 written; the workflow waits for that record. An invalid render is refused and logged
 (HAProxy keeps the last good configuration) and recorded under ``applied.rejected``.
+Once no HAProxy worker of an older configuration is left (``show proc`` on the master
+CLI), ``<prefix>/drained`` is written: only then may old pods go without cutting off
+requests that the old worker still carries.
 """
 
 from __future__ import annotations
@@ -72,15 +75,81 @@ def served_revision(host: str, port: int, timeout: float = 1.0) -> int | None:
         connection.close()
 
 
+def old_workers(socket_path: Path) -> int | None:
+    """How many HAProxy workers of older configurations still run (None if unknown)."""
+    try:
+        answer = master_command(socket_path, "show proc", timeout=2.0)
+    except OSError:
+        return None
+    count, in_old = 0, False
+    for line in answer.splitlines():
+        if line.startswith("#"):
+            in_old = line.strip() == "# old workers"
+        elif in_old and line.strip():
+            count += 1
+    return count
+
+
 class ProxySync:
     """Keeps one HAProxy's configuration equal to the records in etcd."""
 
-    def __init__(self, store: EtcdStore, target: HAProxyTarget) -> None:
+    def __init__(
+        self, store: EtcdStore, target: HAProxyTarget, drain_timeout: float = 60.0
+    ) -> None:
         self.store = store
         self.target = target
+        self.drain_timeout = drain_timeout
         self._applied_routes: str | None = None
         self._stop = threading.Event()
         self._cancel: list[object] = []
+        self._drain = threading.Condition()
+        self._drain_target = 0
+        self._drained = 0
+
+    def _note_applied(self, revision: int) -> None:
+        with self._drain:
+            self._drain_target = max(self._drain_target, revision)
+            self._drain.notify_all()
+
+    def drain_once(self) -> int | None:
+        """Wait until no old worker is left, then write ``drained``; return the revision written."""
+        with self._drain:
+            target = self._drain_target
+        if target <= self._drained:
+            return None
+        deadline = time.monotonic() + self.drain_timeout
+        delay = 0.01
+        # HAProxy offers nothing to watch: ask the master with a short backoff.
+        while not self._stop.is_set():
+            left = old_workers(self.target.master_socket)
+            if left == 0:
+                break
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "%s old HAProxy workers still run after %.0fs; reporting drained anyway",
+                    left,
+                    self.drain_timeout,
+                )
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        self.store.put_drained(target)
+        self._drained = target
+        return target
+
+    def _drain_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._drain:
+                self._drain.wait_for(
+                    lambda: self._stop.is_set() or self._drain_target > self._drained, timeout=1.0
+                )
+            if self._stop.is_set():
+                return
+            try:
+                self.drain_once()
+            except StoreError:
+                logger.warning("could not write drained; retrying", exc_info=True)
+                self._stop.wait(0.5)
 
     def render(self, snapshot: Snapshot) -> str:
         """The complete configuration for ``snapshot``."""
@@ -153,7 +222,9 @@ class ProxySync:
         routes = self._routes(text)
         if routes == self._applied_routes:
             self.store.put_applied(snapshot.revision, reloaded=False)
+            self._note_applied(snapshot.revision)
             return True
+        started = time.monotonic()
         try:
             self.validate(text)
         except ReloadError as exc:
@@ -164,6 +235,7 @@ class ProxySync:
                 rejected={"revision": snapshot.revision, "error": str(exc)[:2000]},
             )
             return False
+        validated = time.monotonic()
         self.write(text)
         try:
             seconds = self.reload(snapshot.revision)
@@ -172,10 +244,12 @@ class ProxySync:
             return False
         self._applied_routes = routes
         self.store.put_applied(snapshot.revision, reloaded=True, reload_seconds=round(seconds, 4))
+        self._note_applied(snapshot.revision)
         logger.info(
-            "applied revision %s (%d frontends) in %.0f ms",
+            "applied revision %s (%d frontends): validated in %.0f ms, reloaded in %.0f ms",
             snapshot.revision,
             len(snapshot.frontends),
+            (validated - started) * 1000,
             seconds * 1000,
         )
         return True
@@ -183,12 +257,16 @@ class ProxySync:
     def stop(self) -> None:
         """Make :meth:`run` return (from a signal handler or another thread)."""
         self._stop.set()
+        with self._drain:
+            self._drain.notify_all()
         for cancel in list(self._cancel):
             with contextlib.suppress(Exception):
                 cancel()  # type: ignore[operator]
 
     def run(self) -> None:
         """Apply the current state, then follow the watch until stopped; survive etcd outages."""
+        drainer = threading.Thread(target=self._drain_loop, name="haproxy-drain", daemon=True)
+        drainer.start()
         backoff = 0.2
         while not self._stop.is_set():
             try:
@@ -210,8 +288,9 @@ class ProxySync:
                 if self._stop.is_set():
                     return
                 events = getattr(response, "events", [])
-                if events and all(event_key(e) == self.store.applied_key for e in events):
-                    continue  # our own acknowledgement
+                own = {self.store.applied_key, self.store.drained_key}
+                if events and all(event_key(e) in own for e in events):
+                    continue  # our own acknowledgements
                 # A fresh snapshot includes every write up to now: bursts collapse into one reload.
                 self.apply(self.store.snapshot())
         except Exception as exc:

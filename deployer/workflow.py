@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -82,6 +83,9 @@ class LBStore(Protocol):
     def wait_applied(
         self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
     ) -> bool: ...
+    def wait_drained(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
+    ) -> bool: ...
 
 
 class HealthChecker(Protocol):
@@ -123,8 +127,8 @@ class Timing:
 
     apply_timeout: float = 30.0
     verify_timeout: float = 10.0
-    # Lets the old HAProxy worker finish in-flight requests before old pods stop.
-    drain_seconds: float = 0.5
+    # Old pods stop once no HAProxy worker of an older configuration is left, or after this.
+    drain_timeout: float = 10.0
     health_backoff: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
 
@@ -149,6 +153,12 @@ STEPS: dict[str, list[tuple[str, str]]] = {
         ("objects", "Delete every version"),
     ],
 }
+
+
+# A pod restarted this often while it does not answer is crashing, not starting slowly.
+CRASH_RESTARTS = 2
+# Waiting reasons every pod passes through on its way to running.
+BENIGN = frozenset({"ContainerCreating", "PodInitializing"})
 
 
 def backend_name(namespace: str, app: str, version: int) -> str:
@@ -184,6 +194,7 @@ class Workflow:
     previous_version: int | None = field(default=None, init=False)
     pods: list[PodInfo] = field(default_factory=list, init=False)
     healthy_at: float | None = field(default=None, init=False)
+    switch_revision: int = field(default=0, init=False)
 
     # Convenience accessors of the snapshot.
     @property
@@ -248,19 +259,23 @@ class Workflow:
         self.check_abort()
         title = dict(STEPS[self.deployment.kind]).get(name, name)
         started = self.clock.monotonic()
-        self._set_step(name, state="running", started=timezone.now().isoformat())
-        self.log(f"{title}…", step=name)
+        # One commit for the step's state and its line: commits dominate a step's cost.
+        with transaction.atomic():
+            self._set_step(name, state="running", started=timezone.now().isoformat())
+            self.log(f"{title}…", step=name)
         try:
             yield
         except BaseException as exc:
             seconds = round(self.clock.monotonic() - started, 3)
-            self._set_step(name, state="failed", seconds=seconds)
             detail = exc.reason if isinstance(exc, StopDeployment) else str(exc)
-            self.log(f"{title} failed after {seconds:.2f}s: {detail}", level="error", step=name)
+            with transaction.atomic():
+                self._set_step(name, state="failed", seconds=seconds)
+                self.log(f"{title} failed after {seconds:.2f}s: {detail}", level="error", step=name)
             raise
         seconds = round(self.clock.monotonic() - started, 3)
-        self._set_step(name, state="done", seconds=seconds)
-        self.log(f"{title}: done in {seconds:.2f}s", step=name)
+        with transaction.atomic():
+            self._set_step(name, state="done", seconds=seconds)
+            self.log(f"{title}: done in {seconds:.2f}s", step=name)
 
     # Entry points
     def execute(self) -> None:
@@ -373,7 +388,7 @@ class Workflow:
         assert version is not None
 
         def on_change(pod: PodInfo) -> None:
-            level: Level = "warning" if pod.reason else "info"
+            level: Level = "warning" if pod.reason and pod.reason not in BENIGN else "info"
             self.log(f"Pod {pod.name}: {pod.describe()}", level=level, step="pods")
 
         try:
@@ -419,28 +434,14 @@ class Workflow:
             while pending:
                 self.check_abort()
                 checked = list(pool.map(lambda pod: self.health.check(pod, health), pending))
-                still: list[PodInfo] = []
-                for pod, result in zip(pending, checked, strict=True):
-                    previous = results.get(pod.name)
-                    results[pod.name] = result
-                    if result.healthy:
-                        self.log(
-                            f"Pod {pod.name} ({pod.ip}) is healthy: {result.detail} "
-                            f"in {result.seconds * 1000:.0f} ms.",
-                            step="health",
-                        )
-                    else:
-                        still.append(pod)
-                        if previous is None or previous.detail != result.detail:
-                            self.log(
-                                f"Pod {pod.name} ({pod.ip}) is not healthy yet: {result.detail}",
-                                level="warning",
-                                step="health",
-                            )
-                pending = still
-                self._store_health(results)
+                if all(result.healthy for result in checked):
+                    self.healthy_at = self.clock.monotonic()  # the last pod just passed
+                with transaction.atomic():
+                    pending = self._record_round(pending, checked, results)
                 if not pending:
                     break
+                if any(results[p.name].status == 0 for p in pending):
+                    self.check_pods_alive()
                 if self.clock.monotonic() >= deadline:
                     names = ", ".join(f"{p.name} ({results[p.name].detail})" for p in pending)
                     raise StopDeployment(
@@ -454,7 +455,52 @@ class Workflow:
                     )
                 )
                 attempt += 1
-        self.healthy_at = self.clock.monotonic()
+
+    def _record_round(
+        self,
+        pending: list[PodInfo],
+        checked: list[HealthResult],
+        results: dict[str, HealthResult],
+    ) -> list[PodInfo]:
+        """Log and store one round of health checks; return the pods still unhealthy."""
+        still: list[PodInfo] = []
+        for pod, result in zip(pending, checked, strict=True):
+            previous = results.get(pod.name)
+            results[pod.name] = result
+            if result.healthy:
+                self.log(
+                    f"Pod {pod.name} ({pod.ip}) is healthy: {result.detail} "
+                    f"in {result.seconds * 1000:.0f} ms.",
+                    step="health",
+                )
+                continue
+            still.append(pod)
+            if previous is None or previous.detail != result.detail:
+                self.log(
+                    f"Pod {pod.name} ({pod.ip}) is not healthy yet: {result.detail}",
+                    level="warning",
+                    step="health",
+                )
+        self._store_health(results)
+        return still
+
+    def check_pods_alive(self) -> None:
+        """Fail at once when a pod that does not answer has crashed or restarted meanwhile."""
+        version = self.deployment.version
+        if version is None or self.deployment.kind != Deployment.Kind.DEPLOY:
+            return
+        for pod in self.cluster.pods(self.namespace, self.name, version):
+            if pod.deleting:
+                continue
+            problem = pod.fatal or (
+                f"the container exited and was restarted {pod.restarts} times "
+                f"({pod.reason or 'no reason'}: {pod.message})"
+                if pod.restarts >= CRASH_RESTARTS
+                else ""
+            )
+            if problem:
+                self.log_pod_output()
+                raise StopDeployment(f"pod {pod.name}: {problem}")
 
     def _store_health(self, results: dict[str, HealthResult]) -> None:
         self.deployment.health_results = [r.as_json() for r in results.values()]
@@ -485,16 +531,19 @@ class Workflow:
         revision = self.lb.put_route(
             self.hostname, backend, self.servers(), backend_options=options
         )
+        self.switch_revision = revision
         self.deployment.switched_at = timezone.now()
-        self._save("switched_at")
-        self.log(
-            f"Frontend {self.hostname} -> backend {backend} ({len(self.servers())} servers) "
-            f"written at etcd revision {revision}; waiting for the load balancer.",
-            step="switch",
-        )
+        with transaction.atomic():
+            self._save("switched_at")
+            self.log(
+                f"Frontend {self.hostname} -> backend {backend} ({len(self.servers())} servers) "
+                f"written at etcd revision {revision}; waiting for the load balancer.",
+                step="switch",
+            )
         self.wait_applied(revision)
-        App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
-        self.log(f"The load balancer applied revision {revision}.", step="switch")
+        with transaction.atomic():
+            App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
+            self.log(f"The load balancer applied revision {revision}.", step="switch")
 
     def wait_applied(self, revision: int) -> None:
         """Wait until proxysync applied ``revision``; StopDeployment on timeout or abort."""
@@ -505,6 +554,25 @@ class Workflow:
             raise StopDeployment(
                 f"the load balancer did not apply revision {revision} within "
                 f"{self.timing.apply_timeout:.0f}s; is proxysync running?"
+            )
+
+    def wait_drained(self, revision: int) -> None:
+        """Wait until no HAProxy worker older than ``revision`` carries requests (bounded)."""
+        if not revision:
+            return
+        started = self.clock.monotonic()
+        if self.lb.wait_drained(revision, self.timing.drain_timeout):
+            self.log(
+                f"Old load balancer workers drained in "
+                f"{(self.clock.monotonic() - started) * 1000:.0f} ms.",
+                step="retire",
+            )
+        else:
+            self.log(
+                f"Old load balancer workers still hold connections after "
+                f"{self.timing.drain_timeout:.0f}s; going on.",
+                level="warning",
+                step="retire",
             )
 
     def verify(self) -> None:
@@ -552,8 +620,7 @@ class Workflow:
         if not old:
             self.log("No old version to retire.", step="retire")
             return
-        if self.timing.drain_seconds:
-            self.clock.sleep(self.timing.drain_seconds)
+        self.wait_drained(self.switch_revision)
         for item in sorted(old):
             if item == self.previous_version and keep > 0:
                 self.schedule_retire(self.deployment.pk, item, float(keep))
@@ -643,6 +710,9 @@ class Workflow:
         if self.created and self.deployment.kind == Deployment.Kind.DEPLOY:
             version = self.deployment.version
             assert version is not None
+            if self.switch_started:
+                # The new version served traffic: let the old workers finish with it.
+                self._try(lambda: self.wait_drained(self.switch_revision), "wait for draining")
             self._try(
                 lambda: self.cluster.delete_version(self.namespace, self.name, version),
                 f"delete {self.name}-v{version}",
@@ -673,6 +743,7 @@ class Workflow:
                 step="rollback",
             )
         App.objects.filter(pk=self.deployment.app_id).update(live_version=restored)
+        self.switch_revision = revision
         if not self.lb.wait_applied(revision, self.timing.apply_timeout):
             self.log(
                 f"The load balancer has not yet applied revision {revision}; it will when "

@@ -122,7 +122,7 @@ def run_workflow(
             health=health,
             clock=clock,
             sink=sink,
-            timing=Timing(drain_seconds=0),
+            timing=Timing(),
             schedule_retire=lambda dep, v, delay: retired.append((dep, v, delay)),
         )
         if before is not None:

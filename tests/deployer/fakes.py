@@ -116,6 +116,7 @@ class FakeLB:
     applied: int = 1
     applies: bool = True
     writes: list[str] = field(default_factory=list)
+    drained: list[int] = field(default_factory=list)
 
     def _bump(self, what: str) -> int:
         self.revision += 1
@@ -164,6 +165,12 @@ class FakeLB:
             self.applied = max(self.applied, revision)
             return True
         return False
+
+    def wait_drained(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = lambda: False
+    ) -> bool:
+        self.drained.append(revision)
+        return True
 
     def live_version(self, hostname: str) -> int | None:
         frontend = self.frontends.get(hostname)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from deployer import services
+from deployer import k8s, services
 from deployer.cluster import KubeCluster
 from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment
@@ -145,4 +145,27 @@ def test_it_recovers_a_deploy_whose_worker_was_killed(live: DeployStack) -> None
     assert deployment.status == Deployment.Status.FAILED
     assert "worker running this deployment was lost" in deployment.failure_reason
     assert KubeCluster().versions("default", "phoenix") == [1]
+    assert served_versions(live, app.frontend) == {"1"}
+
+
+def test_it_keeps_the_live_backend_in_sync_when_a_pod_is_replaced(live: DeployStack) -> None:
+    app = make_app(name="steady", frontend="steady.localhost")
+    first = finished(live, services.request_deploy(app))
+    assert first.status == Deployment.Status.SUCCEEDED, first.failure_reason
+    cluster = KubeCluster()
+    victim = cluster.pods("default", "steady", 1)[0]
+
+    k8s.call(cluster.core.delete_namespaced_pod, victim.name, "default")
+
+    deadline = time.monotonic() + 60
+    with EtcdStore() as store:
+        while time.monotonic() < deadline:
+            record = store.get_backend(backend_name("default", "steady", 1)) or {}
+            names = {s["name"] for s in record.get("servers", [])}
+            running = {p.name for p in cluster.pods("default", "steady", 1) if p.ready}
+            if victim.name not in names and len(names) == 2 and names <= running:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"backend servers {names}, ready pods {running}\n{live.logs()}")
     assert served_versions(live, app.frontend) == {"1"}

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from deployer.etcdstore import EtcdStore
-from deployer.proxysync import HAProxyTarget, ProxySync, served_revision
+from deployer.proxysync import HAProxyTarget, ProxySync, old_workers, served_revision
 from tests.servers import Server
 
 
@@ -141,3 +141,13 @@ def test_it_removes_a_route_when_its_frontend_is_deleted(
     assert store.wait_applied(store.delete_route("hello.localhost", ["default.hello-v1"]), 20)
 
     assert _get(haproxy.port, "hello.localhost")[0] == 503
+
+
+def test_it_reports_drained_once_no_old_worker_is_left(
+    store: EtcdStore, haproxy: Server, proxysync: ProxySync, app_server: ThreadingHTTPServer
+) -> None:
+    revision = store.put_route("hello.localhost", "default.hello-v1", _servers(app_server))
+
+    assert store.wait_applied(revision, 20)
+    assert store.wait_drained(revision, 20)
+    assert old_workers(haproxy.extra["master_socket"]) == 0  # type: ignore[arg-type]

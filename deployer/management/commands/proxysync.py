@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from deployer.endpointsync import EndpointSync
 from deployer.etcdstore import EtcdStore
 from deployer.proxysync import HAProxyTarget, ProxySync
 
 
 class Command(BaseCommand):
-    """Watch the etcd prefix; render, validate, write and hitlessly reload HAProxy on change."""
+    """Watch the etcd prefix; render, validate, write and hitlessly reload HAProxy on change.
+
+    Unless ``--no-endpoints``, a second thread keeps live backends' servers equal to
+    their pods (deployer.endpointsync).
+    """
 
     help = "Watch etcd and keep HAProxy's configuration in sync (hitless reloads)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         """``--once`` applies the current state and exits."""
         parser.add_argument("--once", action="store_true", help="apply once and exit")
+        parser.add_argument(
+            "--no-endpoints",
+            action="store_true",
+            help="do not keep live backends' servers in sync with their pods",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run until SIGTERM or SIGINT."""
@@ -36,8 +47,17 @@ class Command(BaseCommand):
             if options["once"]:
                 sync.apply(store.snapshot())
                 return
+            endpoints = None if options["no_endpoints"] else EndpointSync(store)
+            if endpoints is not None:
+                threading.Thread(target=endpoints.run, name="endpoint-sync", daemon=True).start()
+
+            def stop(*_: object) -> None:
+                sync.stop()
+                if endpoints is not None:
+                    endpoints.stop()
+
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: sync.stop())
+                signal.signal(signum, stop)
             self.stdout.write(
                 f"proxysync: {settings.ETCD_ENDPOINT}{settings.ETCD_PREFIX} -> {target.config}"
             )

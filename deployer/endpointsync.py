@@ -1,0 +1,131 @@
+"""Keeps each live backend's servers equal to its version's pods while pods are replaced.
+
+Runs beside proxysync (same process, its own thread): one watch on Greenlight-managed
+pods in every namespace; when a pod of a live version (one a frontend points at) becomes
+ready, is deleted or fails, the backend record in etcd gets the new server list and
+proxysync renders it. A listed pod that is merely not ready yet is kept: HAProxy's own
+per-server checks cover that, and an empty list would take the app offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from deployer import k8s
+from deployer.cluster import MANAGED_BY, MANAGER, PodInfo, pod_info
+from deployer.errors import BackendError
+from deployer.etcdstore import EtcdStore
+
+logger = logging.getLogger(__name__)
+
+PodKey = tuple[str, str]  # (namespace, pod name)
+VersionKey = tuple[str, str, int]  # (namespace, app, version)
+
+
+def desired_servers(
+    current: list[dict[str, Any]], pods: list[PodInfo], port: int
+) -> list[dict[str, Any]]:
+    """Ready pods, plus listed pods that still run; never empty while ``current`` is not."""
+    running = {p.name: p for p in pods if not p.deleting and p.phase == "Running" and p.ip}
+    keep = {s["name"] for s in current if s["name"] in running}
+    names = keep | {p.name for p in running.values() if p.ready}
+    servers = [{"name": name, "address": running[name].ip, "port": port} for name in sorted(names)]
+    return servers or list(current)
+
+
+class EndpointSync:
+    """Watches managed pods and rewrites the servers of live backends in etcd."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        self.store = store
+        self.pods: dict[PodKey, tuple[str, PodInfo]] = {}  # key -> (namespace, info)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return within a watch window."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """List, then watch, forever; relist after any error (HAProxy keeps serving meanwhile)."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._follow()
+                backoff = 0.5
+            except (BackendError, OSError) as exc:
+                logger.warning("endpoint sync: %s; relisting in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _follow(self) -> None:
+        core = k8s.core_v1()
+        selector = f"{MANAGED_BY}={MANAGER}"
+        listed = k8s.call(core.list_pod_for_all_namespaces, label_selector=selector)
+        self.pods = {
+            (p.metadata.namespace, p.metadata.name): (p.metadata.namespace, pod_info(p))
+            for p in listed.items
+        }
+        self.reconcile(None)
+        resource_version = listed.metadata.resource_version
+        while not self._stop.is_set():
+            for event in k8s.stream(
+                core.list_pod_for_all_namespaces,
+                label_selector=selector,
+                resource_version=resource_version,
+                timeout_seconds=5,
+            ):
+                obj = event["object"]
+                resource_version = obj.metadata.resource_version or resource_version
+                key = (obj.metadata.namespace, obj.metadata.name)
+                info = pod_info(obj)
+                if event["type"] == "DELETED":
+                    self.pods.pop(key, None)
+                else:
+                    self.pods[key] = (obj.metadata.namespace, info)
+                if info.version is not None:
+                    self.reconcile((obj.metadata.namespace, info.app, info.version))
+                if self._stop.is_set():
+                    return
+
+    def reconcile(self, only: VersionKey | None) -> int:
+        """Rewrite the live backends (of ``only``, or all) whose servers differ; return how many."""
+        snapshot = self.store.snapshot()
+        live = {str(f.get("backend")) for f in snapshot.frontends.values()}
+        written = 0
+        for name in sorted(live):
+            record = snapshot.backends.get(name)
+            if not record or not str(record.get("version", "")).isdigit():
+                continue
+            key = (
+                str(record.get("namespace", "")),
+                str(record.get("app", "")),
+                int(record["version"]),
+            )
+            if only is not None and key != only:
+                continue
+            pods = [
+                info
+                for namespace, info in self.pods.values()
+                if (namespace, info.app, info.version) == key
+            ]
+            current = list(record.get("servers", []))
+            port = int(current[0]["port"]) if current else int(record.get("port", 0) or 0)
+            if not port:
+                continue
+            servers = desired_servers(current, pods, port)
+            if servers != current:
+                # Compare-and-swap: a deploy or rollback that wrote meanwhile wins.
+                if not self.store.put_backend_if_unchanged(
+                    name, {**record, "servers": servers}, snapshot.backend_revisions.get(name, 0)
+                ):
+                    continue
+                written += 1
+                logger.info(
+                    "backend %s: servers %s -> %s",
+                    name,
+                    [s["name"] for s in current],
+                    [s["name"] for s in servers],
+                )
+        return written
