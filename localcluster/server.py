@@ -360,9 +360,7 @@ class Api:
         """POST: 201 with the stored object."""
         body = await self.body(request, res)
         obj, unknown = self.object_body(res, body, request.query.get("fieldValidation") == "Strict")
-        if _dry_run(request):
-            return self.json(obj, 201)
-        entry = self.store.create_sync(res, namespace, obj)
+        entry = self.store.create_sync(res, namespace, obj, dry_run=_dry_run(request))
         return self.raw(entry.raw, 201, self.warnings(unknown))
 
     async def update(
@@ -378,7 +376,7 @@ class Api:
         if sub == "finalize":
             entry = self.store.update_sync(res, None, name, obj, "finalize")
             return self.raw(entry.raw)
-        entry = self.store.update_sync(res, namespace, name, obj, sub)
+        entry = self.store.update_sync(res, namespace, name, obj, sub, dry_run=_dry_run(request))
         return self.raw(entry.raw, 200, self.warnings(unknown))
 
     async def patch(
@@ -405,9 +403,7 @@ class Api:
         ):
             new["metadata"]["resourceVersion"] = current.obj["metadata"]["resourceVersion"]
         obj, unknown = self.object_body(res, new, request.query.get("fieldValidation") == "Strict")
-        if _dry_run(request):
-            return self.json(obj)
-        entry = self.store.update_sync(res, namespace, name, obj, sub)
+        entry = self.store.update_sync(res, namespace, name, obj, sub, dry_run=_dry_run(request))
         return self.raw(entry.raw, 200, self.warnings(unknown))
 
     async def delete_options(self, request: web.Request) -> dict[str, Any]:

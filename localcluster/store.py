@@ -103,6 +103,7 @@ class Store(WatchMixin, DeletionMixin):
         self.owners: dict[str, set[tuple[str, str, str]]] = {}
         self.files = StateFiles(self.state_dir) if self.state_dir else None
         self._ip_counter = 0
+        self._dry_run = False
         self.cluster_ip_base = "10.96"
 
     # ----------------------------------------------------------------- persistence
@@ -166,6 +167,13 @@ class Store(WatchMixin, DeletionMixin):
 
     def _commit(self, res: Resource, etype: str, obj: Obj, old: Obj | None) -> Entry:
         """Assign the next resourceVersion, store, journal, record and dispatch one change."""
+        if self._dry_run:
+            # dryRun=All: everything up to persistence happened; nothing is stored or sent.
+            if old is not None:
+                obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            else:
+                obj["metadata"].pop("resourceVersion", None)
+            return Entry(obj, dumps(obj))
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         meta = obj["metadata"]
@@ -536,9 +544,15 @@ class Store(WatchMixin, DeletionMixin):
             preconditions,
         )
 
-    def create_sync(self, resource: ResourceRef, namespace: str | None, obj: Obj) -> Entry:
-        """Like ``create`` but returns the stored Entry, for the HTTP layer."""
-        return self._create_sync(lookup(resource), namespace, obj)
+    def create_sync(
+        self, resource: ResourceRef, namespace: str | None, obj: Obj, dry_run: bool = False
+    ) -> Entry:
+        """Like ``create`` but returns the stored Entry, for the HTTP layer; ``dry_run`` stores nothing."""
+        self._dry_run = dry_run
+        try:
+            return self._create_sync(lookup(resource), namespace, obj)
+        finally:
+            self._dry_run = False
 
     def update_sync(
         self,
@@ -547,9 +561,14 @@ class Store(WatchMixin, DeletionMixin):
         name: str,
         obj: Obj,
         subresource: str | None = None,
+        dry_run: bool = False,
     ) -> Entry:
-        """Like ``update`` but returns the stored Entry, for the HTTP layer."""
-        return self._update_sync(lookup(resource), namespace, name, obj, subresource)
+        """Like ``update`` but returns the stored Entry, for the HTTP layer; ``dry_run`` stores nothing."""
+        self._dry_run = dry_run
+        try:
+            return self._update_sync(lookup(resource), namespace, name, obj, subresource)
+        finally:
+            self._dry_run = False
 
     # ----------------------------------------------------------------- logs
 

@@ -363,3 +363,42 @@ def test_kubectl_create_subcommands_send_protobuf_that_is_understood(
     assert d.spec.selector.match_labels == {"app": "web"}
     (c,) = d.spec.template.spec.containers
     assert (c.name, c.image, c.ports[0].container_port) == ("hello", "demo/hello:1", 8080)
+
+
+def test_server_side_dry_run_and_diff_store_nothing(
+    kubectl: Kubectl, core: client.CoreV1Api, namespace: str, tmp_path: Path
+) -> None:
+    # api-concepts#dry-run: dryRun=All runs admission and validation, persists nothing.
+    path = tmp_path / "cm.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "dry"},
+                "data": {"a": "1"},
+            }
+        )
+    )
+    out = kubectl("apply", "-n", namespace, "--dry-run=server", "-f", str(path)).stdout
+    assert "created (server dry run)" in out
+    assert [
+        c.metadata.name
+        for c in core.list_namespaced_config_map(namespace).items
+        if c.metadata.name == "dry"
+    ] == []
+    kubectl("apply", "-n", namespace, "-f", str(path))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "dry"},
+                "data": {"a": "2"},
+            }
+        )
+    )
+    diff = kubectl("diff", "-n", namespace, "-f", str(path), check=False)
+    assert diff.returncode == 1, diff.stderr
+    assert '-  a: "1"' in diff.stdout and '+  a: "2"' in diff.stdout
+    assert core.read_namespaced_config_map("dry", namespace).data == {"a": "1"}
