@@ -77,6 +77,8 @@ class Schedule(models.Model):
     # at_time) and the apps and node groups it touched go back to their baseline.
     until_time = models.TimeField(null=True, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
+    # Bumped at every save from the editor: the latest due time is applied again, as edited.
+    revision = models.PositiveIntegerField(default=1)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -174,8 +176,10 @@ class ScalingRun(models.Model):
     schedule = models.ForeignKey(
         Schedule, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
-    # The schedule's due time this run applies (UTC); with the schedule, the idempotence key.
+    # The schedule's due time this run applies (UTC); with the schedule and its revision,
+    # the idempotence key: each due time of each version of a schedule is applied once.
     due_at = models.DateTimeField(null=True, blank=True)
+    revision = models.PositiveIntegerField(default=1)
     # "apply" or "restore" for schedule runs (a window's end restores baselines).
     event = models.CharField(max_length=8, blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
@@ -196,9 +200,9 @@ class ScalingRun(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["schedule", "due_at"],
+                fields=["schedule", "due_at", "revision"],
                 condition=Q(kind="schedule"),
-                name="scalingrun_once_per_due_time",
+                name="scalingrun_once_per_due_time_and_revision",
             ),
         ]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
@@ -131,10 +131,13 @@ def _done_keys(run: ScalingRun) -> set[str]:
 
 
 def _superseded_by(run: ScalingRun, change: Change) -> int | None:
-    """A later schedule run for the same target, which makes this change obsolete."""
+    """A later schedule run for the same target (or a newer revision), making this one obsolete."""
     if run.kind != ScalingRun.Kind.SCHEDULE or run.due_at is None:
         return None
-    later = ScalingRun.objects.filter(kind=ScalingRun.Kind.SCHEDULE, due_at__gt=run.due_at)
+    newer_revision = Q(schedule_id=run.schedule_id, due_at=run.due_at, revision__gt=run.revision)
+    later = ScalingRun.objects.filter(
+        Q(due_at__gt=run.due_at) | newer_revision, kind=ScalingRun.Kind.SCHEDULE
+    )
     for other in later.exclude(pk=run.pk).only("pk", "plan"):
         if any(Change.from_json(c).key == change.key for c in other.plan):
             return other.pk

@@ -49,7 +49,10 @@ def tick(clock: Clock | None = None) -> list[ScalingRun]:
     for winner in resolve(enabled_schedules(), now):
         schedule, due = winner.schedule, winner.due
         if ScalingRun.objects.filter(
-            kind=ScalingRun.Kind.SCHEDULE, schedule=schedule, due_at=due.at
+            kind=ScalingRun.Kind.SCHEDULE,
+            schedule=schedule,
+            due_at=due.at,
+            revision=schedule.revision,
         ).exists():
             continue
         plan = [c.as_json() for c in changes_for(schedule, due.event, only=set(winner.targets))]
@@ -59,6 +62,7 @@ def tick(clock: Clock | None = None) -> list[ScalingRun]:
                     kind=ScalingRun.Kind.SCHEDULE,
                     schedule=schedule,
                     due_at=due.at,
+                    revision=schedule.revision,
                     event=str(due.event),
                     plan=plan,
                     params={"due_local": due.local.isoformat(), "note": due.note},

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import transaction
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -82,7 +83,11 @@ def _save(request: HttpRequest, schedule: Schedule | None) -> HttpResponse:
     if not valid:
         return _editor(request, schedule, status=400, form=form, apps=apps, groups=groups)
     with transaction.atomic():
-        saved = form.save()
+        saved = form.save(commit=False)
+        if saved.pk is not None:
+            saved.revision = F("revision") + 1
+        saved.save()
+        saved.refresh_from_db(fields=["revision"])
         apps.instance = groups.instance = saved
         apps.save()
         groups.save()

@@ -230,3 +230,23 @@ def test_a_queued_run_whose_message_was_lost_is_resent_once_per_interval(
     with django_capture_on_commit_callbacks(execute=True):
         services.tick(FrozenClock(now + timedelta(seconds=30)))
     assert sent == [run.pk]
+
+
+def test_editing_a_schedule_applies_its_latest_due_time_again_as_edited(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule], make_services: Callable
+) -> None:
+    app = make_app(replicas=4)
+    schedule = make_schedule("nights", cron="0 21 * * *", apps={app: (PERCENT, 50)})
+    clock = FrozenClock(at(2026, 6, 1, 21, 1))
+    tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert app.replicas == 2
+    # The editor bumps the revision; an unchanged schedule is not applied twice.
+    clock.advance(timedelta(minutes=30))
+    assert services.tick(clock) == []
+    AppAction.objects.filter(schedule=schedule).update(value=25)
+    Schedule.objects.filter(pk=schedule.pk).update(revision=2)
+    runs = tick_and_run(clock, make_services)
+    assert [(r.due_at, r.revision) for r in runs] == [(at(2026, 6, 1, 21), 2)]
+    app.refresh_from_db()
+    assert app.replicas == 1

@@ -215,3 +215,25 @@ def test_the_run_list_pages_and_filters_by_kind(client: Client) -> None:
     assert len(first.context["runs"]) == 50 and "Page 1 of 2" in first.content.decode()
     drains = client.get(reverse("scaling:run-list"), {"kind": "drain"})
     assert [r.params["node"] for r in drains.context["runs"]] == ["d1"]
+
+
+def test_saving_a_schedule_bumps_its_revision(
+    client: Client, make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
+) -> None:
+    app = make_app()
+    client.post(reverse("scaling:schedule-create"), schedule_post(app))
+    schedule = Schedule.objects.get()
+    assert schedule.revision == 1
+    action = schedule.app_actions.get()
+    data = schedule_post(
+        app,
+        **{
+            "apps-INITIAL_FORMS": "1",
+            "apps-0-id": str(action.pk),
+            "apps-0-schedule": str(schedule.pk),
+        },
+    )
+    response = client.post(reverse("scaling:schedule-edit", args=[schedule.pk]), data)
+    assert response.status_code == 302
+    schedule.refresh_from_db()
+    assert schedule.revision == 2 and schedule.app_actions.count() == 1
