@@ -61,6 +61,7 @@
     var banner = document.getElementById("status-banner");
     banner.className = "banner " + status;
     banner.querySelector(".banner-title").textContent = status.charAt(0).toUpperCase() + status.slice(1);
+    banner.querySelector(".banner-wait").hidden = status !== "waiting";
     var reason = banner.querySelector(".banner-reason");
     reason.textContent = msg.failure_reason || "";
     reason.hidden = !msg.failure_reason;
