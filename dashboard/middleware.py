@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable
 from inspect import iscoroutinefunction
 from typing import Any
 
@@ -60,3 +61,62 @@ def body_size_limit(get_response: Callable[[HttpRequest], Any]) -> Callable[[Htt
         return _too_large(request) or get_response(request)
 
     return middleware
+
+
+async def _refuse(send: Callable[[dict[str, Any]], Awaitable[None]], limit: int) -> None:
+    body = json.dumps({"detail": f"The request body is too large (at most {limit} bytes)."})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+class AsgiBodySizeLimit:
+    """ASGI wrapper that refuses an oversized body with 413 before Django buffers it.
+
+    Django's ASGI handler reads the whole body (spooling it to disk) before any
+    middleware runs; this checks Content-Length first and counts chunked bodies as
+    they arrive, answering 413 and telling Django the client went away.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Pass the request through unless its body is over DATA_UPLOAD_MAX_MEMORY_SIZE."""
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if scope["type"] != "http" or limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(send, limit)
+            return
+        received = 0
+        refused = False
+
+        async def counting_receive() -> dict[str, Any]:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    await _refuse(send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
