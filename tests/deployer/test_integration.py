@@ -148,7 +148,28 @@ def test_it_recovers_a_deploy_whose_worker_was_killed(live: DeployStack) -> None
     assert served_versions(live, app.frontend) == {"1"}
 
 
-def test_it_keeps_the_live_backend_in_sync_when_a_pod_is_replaced(live: DeployStack) -> None:
+def backend_servers_become(
+    stack: DeployStack, app: str, version: int, done: Callable[[set[str], set[str]], bool]
+) -> None:
+    """Poll etcd and the cluster until ``done(backend server names, ready pod names)``."""
+    cluster = KubeCluster()
+    deadline = time.monotonic() + 60
+    names: set[str] = set()
+    ready: set[str] = set()
+    with EtcdStore() as store:
+        while time.monotonic() < deadline:
+            record = store.get_backend(backend_name("default", app, version)) or {}
+            names = {s["name"] for s in record.get("servers", [])}
+            ready = {p.name for p in cluster.pods("default", app, version) if p.ready}
+            if done(names, ready):
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"backend servers {names}, ready pods {ready}\n{stack.logs()}")
+
+
+def test_it_keeps_the_live_backend_in_sync_when_pods_are_replaced_or_added(
+    live: DeployStack,
+) -> None:
     app = make_app(name="steady", frontend="steady.localhost")
     first = finished(live, services.request_deploy(app))
     assert first.status == Deployment.Status.SUCCEEDED, first.failure_reason
@@ -156,16 +177,16 @@ def test_it_keeps_the_live_backend_in_sync_when_a_pod_is_replaced(live: DeploySt
     victim = cluster.pods("default", "steady", 1)[0]
 
     k8s.call(cluster.core.delete_namespaced_pod, victim.name, "default")
+    backend_servers_become(
+        live,
+        "steady",
+        1,
+        lambda names, ready: victim.name not in names and len(names) == 2 and names <= ready,
+    )
 
-    deadline = time.monotonic() + 60
-    with EtcdStore() as store:
-        while time.monotonic() < deadline:
-            record = store.get_backend(backend_name("default", "steady", 1)) or {}
-            names = {s["name"] for s in record.get("servers", [])}
-            running = {p.name for p in cluster.pods("default", "steady", 1) if p.ready}
-            if victim.name not in names and len(names) == 2 and names <= running:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"backend servers {names}, ready pods {running}\n{live.logs()}")
+    app.refresh_from_db()
+    services.scale_app(app, 3)
+    backend_servers_become(live, "steady", 1, lambda names, ready: len(names) == 3 == len(ready))
+    app.refresh_from_db()
+    assert app.replicas == 3
     assert served_versions(live, app.frontend) == {"1"}
