@@ -1,4 +1,4 @@
-"""Browser end to end: Chromium drives the dashboard against the whole stack.
+"""End to end: Chromium drives the dashboard (and a CI client the REST API) on the whole stack.
 
 localcluster runs the pods, a Celery worker runs the workflow, proxysync drives HAProxy
 from etcd, daphne serves the dashboard and its WebSocket; all share the test database.
@@ -7,6 +7,7 @@ from etcd, daphne serves the dashboard and its WebSocket; all share the test dat
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,3 +241,46 @@ def test_a_user_swaps_back_scales_aborts_and_undeploys(page: Any, stack: Stack) 
     wait_for_end(page)
     assert "the app is undeployed" in page.locator("#status-banner").inner_text()
     assert through_lb(stack, "swap.localhost")[0] == 503
+
+
+def call(stack: Stack, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    """One REST call to the running web server, as a CI pipeline makes it."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        stack.web_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def test_ci_creates_and_deploys_an_app_through_the_rest_api(
+    stack: Stack, transactional_db: Any, django_user_model: Any
+) -> None:
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=django_user_model.objects.create_superuser("ci")).key
+    status, app = call(
+        stack,
+        "POST",
+        "/api/apps/",
+        token,
+        {"name": "api", "image": "demo/hello:1", "replicas": 1, "frontend": "api.localhost"},
+    )
+    assert status == 201, app
+    status, queued = call(stack, "POST", f"/api/apps/{app['id']}/deploy/", token, {})
+    assert status == 202 and queued["status"] == "queued"
+    for _ in range(600):
+        status, deployment = call(stack, "GET", f"/api/deployments/{queued['id']}/", token)
+        if deployment["status"] in ("succeeded", "failed", "aborted"):
+            break
+        time.sleep(0.1)  # a CI pipeline polls; the browser follows the socket instead
+    assert deployment["status"] == "succeeded", deployment
+    status, logs = call(stack, "GET", f"/api/deployments/{queued['id']}/logs/?after=0", token)
+    assert logs["results"][0]["seq"] == 1 and not logs["has_more"]
+    assert str(through_lb(stack, "api.localhost")[1]["version"]) == "1"
