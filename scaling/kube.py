@@ -109,6 +109,10 @@ class NodeOps(Protocol):
         """The pods bound to node ``name`` and the list's resourceVersion."""
         ...
 
+    def pods_by_node(self) -> dict[str, list[PodInfo]]:
+        """Every bound pod of the cluster, grouped by node name (one list call)."""
+        ...
+
     def evict(self, pod: PodInfo, grace_seconds: int | None) -> None:
         """Ask the Eviction API to evict ``pod``; raises TooManyRequests when a PDB forbids it."""
         ...
@@ -214,6 +218,16 @@ class KubeNodes:
         )
         version = (result.metadata.resource_version if result.metadata else "") or ""
         return [pod_info(p) for p in result.items or []], version
+
+    def pods_by_node(self) -> dict[str, list[PodInfo]]:
+        """Every bound pod of the cluster, grouped by node name (one list call)."""
+        result = k8s.call(self.core.list_pod_for_all_namespaces)
+        grouped: dict[str, list[PodInfo]] = {}
+        for pod in result.items or []:
+            info = pod_info(pod)
+            if info.node:
+                grouped.setdefault(info.node, []).append(info)
+        return grouped
 
     def evict(self, pod: PodInfo, grace_seconds: int | None) -> None:
         """Ask the Eviction API to evict ``pod``; raises TooManyRequests when a PDB forbids it."""

@@ -322,6 +322,7 @@ def choose_victims(
     known = {i.id for i in state.instances}
     candidates: list[tuple[int, str, NodeInfo]] = []
     selector = provider.node_selector(group)
+    by_node = ops.pods_by_node()
     for node in ops.list_nodes(selector):
         instance = node.instance_id
         if selector is None and instance not in known:
@@ -335,8 +336,7 @@ def choose_victims(
         if known and instance not in known:
             log.warning(f"node {node.name}: {instance} is not in the group; kept")
             continue
-        pods, _ = ops.pods_on_node(node.name)
-        candidates.append((evictable_count(pods), node.name, node))
+        candidates.append((evictable_count(by_node.get(node.name, [])), node.name, node))
     candidates.sort(key=lambda item: (item[0], item[1]))
     if len(candidates) < count:
         log.warning(

@@ -33,8 +33,9 @@ def _nodes() -> tuple[list[dict[str, object]], str]:
     ops = KubeNodes()
     try:
         rows = []
+        by_node = ops.pods_by_node()
         for node in ops.list_nodes():
-            pods, _ = ops.pods_on_node(node.name)
+            pods = by_node.get(node.name, [])
             rows.append(
                 {
                     "node": node,

@@ -140,6 +140,9 @@ class FakeNodes:
     def pods_on_node(self, name: str) -> tuple[list[PodInfo], str]:
         return list(self.pods.get(name, [])), "1"
 
+    def pods_by_node(self) -> dict[str, list[PodInfo]]:
+        return {name: list(pods) for name, pods in self.pods.items()}
+
     def evict(self, pod: PodInfo, grace_seconds: int | None) -> None:
         self.calls.append(("evict", pod.key))
         self.pods[pod.node] = [p for p in self.pods.get(pod.node, []) if p.uid != pod.uid]
