@@ -19,6 +19,7 @@ urlpatterns: list[URLPattern] = [
     path("node-groups/new/", cluster.node_group_form, name="node-group-create"),
     path("node-groups/<int:pk>/", cluster.node_group_form, name="node-group-edit"),
     path("node-groups/<int:pk>/capacity/", cluster.node_group_capacity, name="node-group-capacity"),
+    path("node-groups/<int:pk>/delete/", cluster.node_group_delete, name="node-group-delete"),
     path("apps/<int:pk>/scale/", cluster.app_scale, name="app-scale"),
     path("nodes/<str:name>/<str:action>/", cluster.node_action, name="node-action"),
     path("runs/", runs.run_list, name="run-list"),

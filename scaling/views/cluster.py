@@ -89,6 +89,17 @@ def node_group_form(request: HttpRequest, pk: int | None = None) -> HttpResponse
 
 
 @require_POST
+def node_group_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Forget a node group (its machines stay); schedules lose their rows for it."""
+    require(can_edit_node_groups(request.user), "delete node groups")
+    group = get_object_or_404(NodeGroup, pk=pk)
+    name = group.name
+    group.delete()
+    messages.success(request, f"Node group {name} deleted; its machines were not touched.")
+    return redirect("scaling:cluster")
+
+
+@require_POST
 def node_group_capacity(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a run that brings the node group to the requested capacity."""
     require(can_run(request.user), "scale node groups")

@@ -237,3 +237,23 @@ def test_saving_a_schedule_bumps_its_revision(
     assert response.status_code == 302
     schedule.refresh_from_db()
     assert schedule.revision == 2 and schedule.app_actions.count() == 1
+
+
+def test_a_node_group_can_be_created_edited_and_deleted(client: Client) -> None:
+    data = {
+        "name": "workers-a",
+        "provider": "local",
+        "min_size": "1",
+        "max_size": "4",
+        "desired": "2",
+    }
+    assert client.post(reverse("scaling:node-group-create"), data).status_code == 302
+    group = NodeGroup.objects.get(name="workers-a")
+    bad = {**data, "min_size": "5"}
+    response = client.post(reverse("scaling:node-group-edit", args=[group.pk]), bad)
+    assert response.status_code == 400
+    assert "at least the minimum" in response.content.decode()
+    response = client.post(reverse("scaling:node-group-create"), {**data, "name": "Bad Name"})
+    assert "lower-case letters" in response.content.decode()
+    client.post(reverse("scaling:node-group-delete", args=[group.pk]))
+    assert not NodeGroup.objects.exists()
