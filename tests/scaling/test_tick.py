@@ -250,3 +250,19 @@ def test_editing_a_schedule_applies_its_latest_due_time_again_as_edited(
     assert [(r.due_at, r.revision) for r in runs] == [(at(2026, 6, 1, 21), 2)]
     app.refresh_from_db()
     assert app.replicas == 1
+
+
+def test_percentages_stay_relative_to_the_remembered_baseline(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule], make_services: Callable
+) -> None:
+    app = make_app(replicas=5)
+    make_schedule("evening", cron="0 21 * * *", apps={app: (PERCENT, 40)})
+    make_schedule("morning", cron="0 7 * * *", apps={app: (PERCENT, 100)})
+    clock = FrozenClock(at(2026, 6, 1, 21, 1))
+    tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert (app.replicas, app.baseline_replicas) == (2, 5)
+    clock.current = at(2026, 6, 2, 7, 1)
+    tick_and_run(clock, make_services)
+    app.refresh_from_db()
+    assert (app.replicas, app.baseline_replicas) == (5, 5)  # 100% of 5, not of 2
