@@ -277,6 +277,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rate", type=float, default=400.0)
     parser.add_argument("--modes", default="keepalive,close")
+    parser.add_argument(
+        "--sqlite-wal",
+        action="store_true",
+        help="run this process's SQLite in WAL mode with synchronous=NORMAL",
+    )
     args = parser.parse_args()
 
     from tests.servers import (
@@ -315,6 +320,15 @@ def main() -> None:
         import django
 
         django.setup()
+        if args.sqlite_wal:
+            from django.db.backends.signals import connection_created
+
+            def wal(sender: Any, connection: Any, **kwargs: Any) -> None:
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+
+            connection_created.connect(wal)
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)

@@ -12,124 +12,49 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from deployer.cluster import PodFailed, PodInfo
+from deployer.collaborators import (
+    Clock,
+    Cluster,
+    HealthChecker,
+    LBStore,
+    LogSink,
+    StopDeployment,
+    SystemClock,
+    Timing,
+    backend_name,
+    version_of_backend,
+)
 from deployer.errors import BackendError
 from deployer.health import HealthResult, judge
 from deployer.logsink import Level
+from deployer.maintenance import OtherKinds
 from deployer.models import App, Deployment
 
+__all__ = [
+    "STEPS",
+    "Clock",
+    "Cluster",
+    "HealthChecker",
+    "LBStore",
+    "LogSink",
+    "StopDeployment",
+    "SystemClock",
+    "Timing",
+    "Workflow",
+    "backend_name",
+    "version_of_backend",
+]
+
 logger = logging.getLogger(__name__)
-
-
-class StopDeployment(Exception):
-    """Ends a deployment early: ``reason`` is shown to the user; ``aborted`` marks a user abort."""
-
-    def __init__(self, reason: str, *, aborted: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.aborted = aborted
-
-
-class Cluster(Protocol):
-    """Versioned workloads of apps (deployer.cluster.KubeCluster in production)."""
-
-    def versions(self, namespace: str, app: str) -> list[int]: ...
-    def version_exists(self, namespace: str, app: str, version: int) -> bool: ...
-    def create_version(self, descriptor: dict[str, Any], version: int) -> None: ...
-    def delete_version(self, namespace: str, app: str, version: int) -> None: ...
-    def pods(self, namespace: str, app: str, version: int) -> list[PodInfo]: ...
-    def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str: ...
-    def wait_pods_started(
-        self,
-        namespace: str,
-        app: str,
-        version: int,
-        replicas: int,
-        timeout: float,
-        *,
-        on_change: Callable[[PodInfo], None],
-        cancelled: Callable[[], bool],
-    ) -> list[PodInfo]: ...
-
-
-class LBStore(Protocol):
-    """The load balancer's records (deployer.etcdstore.EtcdStore in production)."""
-
-    def get_frontend(self, hostname: str) -> dict[str, Any] | None: ...
-    def get_backend(self, backend: str) -> dict[str, Any] | None: ...
-    def put_route(
-        self,
-        hostname: str,
-        backend: str,
-        servers: list[dict[str, Any]],
-        *,
-        backend_options: dict[str, Any] | None = None,
-        frontend_options: dict[str, Any] | None = None,
-    ) -> int: ...
-    def point_frontend(
-        self, hostname: str, backend: str, options: dict[str, Any] | None = None
-    ) -> int: ...
-    def delete_backend(self, backend: str) -> int: ...
-    def delete_route(self, hostname: str, backends: list[str]) -> int: ...
-    def wait_applied(
-        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
-    ) -> bool: ...
-    def wait_drained(
-        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
-    ) -> bool: ...
-
-
-class HealthChecker(Protocol):
-    """HTTP checks of pods and through the load balancer (deployer.health)."""
-
-    def check(self, pod: PodInfo, health: dict[str, Any]) -> HealthResult: ...
-    def through_lb(self, hostname: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]: ...
-
-
-class Clock(Protocol):
-    """Monotonic time and waiting (a fake advances instantly in tests)."""
-
-    def monotonic(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-
-
-class LogSink(Protocol):
-    """Where log lines and status changes go (deployer.logsink.DbLogSink in production)."""
-
-    def log(self, message: str, *, level: Level = "info", step: str = "") -> None: ...
-    def status(self) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def monotonic(self) -> float:
-        """time.monotonic()."""
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        """time.sleep(seconds)."""
-        time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Timeouts and delays of the workflow; tests shorten them."""
-
-    apply_timeout: float = 30.0
-    verify_timeout: float = 10.0
-    # Old pods stop once no HAProxy worker of an older configuration is left, or after this.
-    drain_timeout: float = 10.0
-    health_backoff: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
 
 STEPS: dict[str, list[tuple[str, str]]] = {
@@ -161,21 +86,8 @@ CRASH_RESTARTS = 2
 BENIGN = frozenset({"ContainerCreating", "PodInitializing"})
 
 
-def backend_name(namespace: str, app: str, version: int) -> str:
-    """The etcd backend record of one version: ``<namespace>.<app>-v<N>``."""
-    return f"{namespace}.{app}-v{version}"
-
-
-def version_of_backend(record: dict[str, Any] | None) -> int | None:
-    """The version a backend record serves, when recorded."""
-    if not record:
-        return None
-    value = record.get("version")
-    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
-
-
 @dataclass
-class Workflow:
+class Workflow(OtherKinds):
     """Runs one deployment (already RUNNING) to a terminal status; see the module docstring."""
 
     deployment: Deployment
@@ -655,52 +567,6 @@ class Workflow:
                 self.lb.delete_route(old_host, [])
                 self.log(f"Removed the old frontend {old_host}.", step="retire")
 
-    # Swap back and undeploy
-    def run_swap_back(self) -> None:
-        """Health-check the warm previous version, switch to it, retire the version left."""
-        version = self.deployment.version
-        assert version is not None
-        frontend = self.lb.get_frontend(self.hostname)
-        if frontend is not None:
-            self.previous_backend = str(frontend["backend"])
-            self.previous_version = version_of_backend(self.lb.get_backend(self.previous_backend))
-        self.deployment.previous_version = self.previous_version
-        self._save("previous_version")
-        with self.step("health"):
-            if not self.cluster.version_exists(self.namespace, self.name, version):
-                raise StopDeployment(f"v{version} is no longer warm; redeploy it instead.")
-            self.pods = [
-                p for p in self.cluster.pods(self.namespace, self.name, version) if p.started
-            ]
-            if not self.pods:
-                raise StopDeployment(f"v{version} has no running pods.")
-            self.check_health(self.clock.monotonic() + float(self.d["health"]["deadline"]))
-        with self.step("switch"):
-            self.switch()
-        with self.step("verify"):
-            self.verify()
-        with self.step("retire"):
-            if self.previous_version and self.previous_version != version:
-                self.delete_version(self.previous_version)
-
-    def run_undeploy(self) -> None:
-        """Remove the frontend and every backend, then every version's objects."""
-        versions = set(self.cluster.versions(self.namespace, self.name))
-        top = Deployment.objects.filter(app_id=self.deployment.app_id).aggregate(
-            top=Max("version")
-        )["top"]
-        backends = [backend_name(self.namespace, self.name, v) for v in range(1, (top or 0) + 1)]
-        backends += [backend_name(self.namespace, self.name, v) for v in versions]
-        with self.step("route"):
-            revision = self.lb.delete_route(self.hostname, sorted(set(backends)))
-            self.log(f"Removed frontend {self.hostname} at revision {revision}.", step="route")
-            self.wait_applied(revision)
-            App.objects.filter(pk=self.deployment.app_id).update(live_version=None)
-        with self.step("objects"):
-            for version in sorted(versions):
-                self.cluster.delete_version(self.namespace, self.name, version)
-                self.log(f"Deleted {self.name}-v{version}.", step="objects")
-
     # Rollback
     def cleanup(self, failure: StopDeployment) -> None:
         """Undo what this run did: swap back after the switch, delete new objects before it."""
@@ -758,40 +624,3 @@ class Workflow:
         except Exception as exc:
             logger.exception("deployment #%s: could not %s", self.deployment.pk, what)
             self.log(f"Could not {what}: {exc}", level="error", step="rollback")
-
-    # Recovery
-    def recover(self, lost_worker: str) -> None:
-        """Finish or roll back a RUNNING deployment whose worker died; leave nothing half-done."""
-        self.log(
-            f"The worker running this deployment ({lost_worker or 'unknown'}) was lost; recovering.",
-            level="warning",
-            step="recover",
-        )
-        kind, version = self.deployment.kind, self.deployment.version
-        self.previous_version = self.deployment.previous_version
-        if self.previous_version:
-            self.previous_backend = backend_name(self.namespace, self.name, self.previous_version)
-        if kind == Deployment.Kind.UNDEPLOY:
-            self.deployment.steps = {}
-            self.execute()  # idempotent: deleting what is gone is fine
-            return
-        started = self.clock.monotonic()
-        frontend = self.lb.get_frontend(self.hostname)
-        points_to_new = bool(version and frontend and frontend.get("backend") == self.new_backend())
-        verified = self.deployment.steps.get("verify", {}).get("state") == "done"
-        if kind == Deployment.Kind.DEPLOY and points_to_new and verified:
-            self.log("The switch was verified before the worker died; finishing.", step="recover")
-            App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
-            failure: StopDeployment | None = None
-            try:
-                with self.step("retire"):
-                    self.retire()
-            except Exception as exc:
-                failure = StopDeployment(f"could not retire the old version: {exc}")
-            self.finish(failure, self.clock.monotonic() - started)
-            return
-        self.switch_started = points_to_new
-        self.created = kind == Deployment.Kind.DEPLOY and version is not None
-        failure = StopDeployment("the worker running this deployment was lost; rolled back")
-        self.cleanup(failure)
-        self.finish(failure, self.clock.monotonic() - started)

@@ -1,0 +1,132 @@
+"""The workflow's collaborators as Protocols, the real clock, and the workflow's timeouts.
+
+Production wires deployer.cluster.KubeCluster, deployer.etcdstore.EtcdStore,
+deployer.health.HttpHealthChecker, SystemClock and deployer.logsink.DbLogSink
+(see deployer.runner); unit tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from deployer.cluster import PodInfo
+from deployer.health import HealthResult
+from deployer.logsink import Level
+
+
+class StopDeployment(Exception):
+    """Ends a deployment early: ``reason`` is shown to the user; ``aborted`` marks a user abort."""
+
+    def __init__(self, reason: str, *, aborted: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.aborted = aborted
+
+
+class Cluster(Protocol):
+    """Versioned workloads of apps (deployer.cluster.KubeCluster in production)."""
+
+    def versions(self, namespace: str, app: str) -> list[int]: ...
+    def version_exists(self, namespace: str, app: str, version: int) -> bool: ...
+    def create_version(self, descriptor: dict[str, Any], version: int) -> None: ...
+    def delete_version(self, namespace: str, app: str, version: int) -> None: ...
+    def pods(self, namespace: str, app: str, version: int) -> list[PodInfo]: ...
+    def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str: ...
+    def wait_pods_started(
+        self,
+        namespace: str,
+        app: str,
+        version: int,
+        replicas: int,
+        timeout: float,
+        *,
+        on_change: Callable[[PodInfo], None],
+        cancelled: Callable[[], bool],
+    ) -> list[PodInfo]: ...
+
+
+class LBStore(Protocol):
+    """The load balancer's records (deployer.etcdstore.EtcdStore in production)."""
+
+    def get_frontend(self, hostname: str) -> dict[str, Any] | None: ...
+    def get_backend(self, backend: str) -> dict[str, Any] | None: ...
+    def put_route(
+        self,
+        hostname: str,
+        backend: str,
+        servers: list[dict[str, Any]],
+        *,
+        backend_options: dict[str, Any] | None = None,
+        frontend_options: dict[str, Any] | None = None,
+    ) -> int: ...
+    def point_frontend(
+        self, hostname: str, backend: str, options: dict[str, Any] | None = None
+    ) -> int: ...
+    def delete_backend(self, backend: str) -> int: ...
+    def delete_route(self, hostname: str, backends: list[str]) -> int: ...
+    def wait_applied(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
+    ) -> bool: ...
+    def wait_drained(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
+    ) -> bool: ...
+
+
+class HealthChecker(Protocol):
+    """HTTP checks of pods and through the load balancer (deployer.health)."""
+
+    def check(self, pod: PodInfo, health: dict[str, Any]) -> HealthResult: ...
+    def through_lb(self, hostname: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]: ...
+
+
+class Clock(Protocol):
+    """Monotonic time and waiting (a fake advances instantly in tests)."""
+
+    def monotonic(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class LogSink(Protocol):
+    """Where log lines and status changes go (deployer.logsink.DbLogSink in production)."""
+
+    def log(self, message: str, *, level: Level = "info", step: str = "") -> None: ...
+    def status(self) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        """time.monotonic()."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """time.sleep(seconds)."""
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timeouts and delays of the workflow; tests shorten them."""
+
+    apply_timeout: float = 30.0
+    verify_timeout: float = 10.0
+    # Old pods stop once no HAProxy worker of an older configuration is left, or after this.
+    drain_timeout: float = 10.0
+    health_backoff: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
+
+
+def backend_name(namespace: str, app: str, version: int) -> str:
+    """The etcd backend record of one version: ``<namespace>.<app>-v<N>``."""
+    return f"{namespace}.{app}-v{version}"
+
+
+def version_of_backend(record: dict[str, Any] | None) -> int | None:
+    """The version a backend record serves, when recorded."""
+    if not record:
+        return None
+    value = record.get("version")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
