@@ -242,6 +242,10 @@ def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, 
         )
         log.info(f"app {app.name}: remembered its baseline of {plural(app.replicas, 'replica')}")
     if app.replicas == desired:
+        if app.live_version is not None:
+            # Level-triggered: set it anyway, so that a live version changed behind our back
+            # (kubectl scale) comes back to what the schedule says.
+            services.scale_app(app, desired)
         log.info(f"app {app.name}: already at {desired} replicas")
         return "unchanged"
     before = app.replicas
