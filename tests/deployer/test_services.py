@@ -159,3 +159,20 @@ def test_app_status_reports_an_unreachable_cluster_per_app(
 
     assert set(status) == {a.pk for a in apps}
     assert all("cluster unreachable" in s["error"] for s in status.values())
+
+
+def test_a_worker_start_recovers_deployments_of_a_lost_worker_and_restarts_queues(
+    make_app: Callable[..., App], enqueued: list[int]
+) -> None:
+    lost_app, waiting_app = make_app(), make_app()
+    running = services.request_deploy(lost_app)
+    runner.claim(running.pk, "worker-a@host")
+    alive = services.request_deploy(make_app())
+    runner.claim(alive.pk, "worker-b@host")
+    queued = services.request_deploy(waiting_app)
+
+    lost = runner.lost_deployments("worker-c@host", alive=lambda name: name == "worker-b@host")
+
+    assert lost == [(running.pk, "worker-a@host")]
+    assert runner.stalled_queues() == [waiting_app.pk]
+    assert queued.status == Deployment.Status.QUEUED
