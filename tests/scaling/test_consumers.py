@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def in_memory_layer(settings: Any) -> None:
+    """Tests use an in-memory layer unless they configure the real redis one."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
@@ -75,3 +76,25 @@ def test_log_lines_are_published_only_after_commit(monkeypatch: pytest.MonkeyPat
         assert sent == []
     assert sent == [(f"scaling-run-{run.pk}", {"type": "scaling.log", "line": sent[0][1]["line"]})]
     assert sent[0][1]["line"]["seq"] == 1 and sent[0][1]["line"]["message"] == "hello"
+
+
+async def test_a_line_written_by_a_run_reaches_the_socket_through_redis(
+    admin_user: Any, redis: Any, settings: Any
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis.extra["url"]], "prefix": "scaling-test"},
+        }
+    }
+    run = await _run_with_lines(0)
+    communicator = _communicator(run.pk, admin_user)
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_json_from())["type"] == "status"
+    # As the worker does: store the line; it is published after the commit.
+    await sync_to_async(logsink.append)(run.pk, "cordoned n1")
+    live = await communicator.receive_json_from(timeout=5)
+    assert live["type"] == "log" and live["line"]["message"] == "cordoned n1"
+    assert live["line"]["seq"] == 1
+    await communicator.disconnect()
