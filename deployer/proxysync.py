@@ -217,7 +217,10 @@ class ProxySync:
         raise ReloadError(f"HAProxy did not serve revision {revision} within the timeout")
 
     def apply(self, snapshot: Snapshot) -> bool:
-        """Render, validate, write, reload and acknowledge ``snapshot``; False when refused."""
+        """Render, validate, write, reload and acknowledge ``snapshot``; False when refused.
+
+        Raises ReloadError when HAProxy could not be reloaded (not running yet, say).
+        """
         text = self.render(snapshot)
         routes = self._routes(text)
         if routes == self._applied_routes:
@@ -237,11 +240,7 @@ class ProxySync:
             return False
         validated = time.monotonic()
         self.write(text)
-        try:
-            seconds = self.reload(snapshot.revision)
-        except ReloadError:
-            logger.exception("reload for revision %s failed", snapshot.revision)
-            return False
+        seconds = self.reload(snapshot.revision)  # ReloadError: the caller retries
         self._applied_routes = routes
         self.store.put_applied(snapshot.revision, reloaded=True, reload_seconds=round(seconds, 4))
         self._note_applied(snapshot.revision)
@@ -278,9 +277,21 @@ class ProxySync:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def apply_current(self) -> None:
+        """Apply the current state; retry while HAProxy cannot be reloaded (e.g. still starting)."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self.apply(self.store.snapshot())
+                return
+            except ReloadError as exc:
+                logger.warning("HAProxy not reloaded (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
     def _follow(self) -> None:
         snapshot = self.store.snapshot()
-        self.apply(snapshot)
+        self.apply_current()
         responses, cancel = self.store.watch_prefix(snapshot.revision + 1)
         self._cancel.append(cancel)
         try:
@@ -292,7 +303,7 @@ class ProxySync:
                 if events and all(event_key(e) in own for e in events):
                     continue  # our own acknowledgements
                 # A fresh snapshot includes every write up to now: bursts collapse into one reload.
-                self.apply(self.store.snapshot())
+                self.apply_current()
         except Exception as exc:
             if self._stop.is_set():
                 return

@@ -8,11 +8,18 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from deployer.etcdstore import EtcdStore
-from deployer.proxysync import HAProxyTarget, ProxySync, old_workers, served_revision
+from deployer.proxysync import (
+    HAProxyTarget,
+    ProxySync,
+    ReloadError,
+    old_workers,
+    served_revision,
+)
 from tests.servers import Server
 
 
@@ -151,3 +158,21 @@ def test_it_reports_drained_once_no_old_worker_is_left(
     assert store.wait_applied(revision, 20)
     assert store.wait_drained(revision, 20)
     assert old_workers(haproxy.extra["master_socket"]) == 0  # type: ignore[arg-type]
+
+
+def test_it_does_not_acknowledge_a_revision_haproxy_did_not_load(
+    store: EtcdStore, haproxy: Server, app_server: ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    revision = store.put_route("hello.localhost", "default.hello-v1", _servers(app_server))
+    target = _target(haproxy)
+    gone = HAProxyTarget(
+        config=target.config,
+        master_socket=tmp_path / "no-such.sock",
+        lb_port=target.lb_port,
+        stats_port=target.stats_port,
+    )
+
+    with pytest.raises(ReloadError, match="master socket"):
+        ProxySync(store, gone).apply(store.snapshot())
+
+    assert store.applied_revision() < revision

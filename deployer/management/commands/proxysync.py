@@ -7,11 +7,11 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from deployer.endpointsync import EndpointSync
 from deployer.etcdstore import EtcdStore
-from deployer.proxysync import HAProxyTarget, ProxySync
+from deployer.proxysync import HAProxyTarget, ProxySync, ReloadError
 
 
 class Command(BaseCommand):
@@ -45,7 +45,10 @@ class Command(BaseCommand):
         sync = ProxySync(store, target)
         try:
             if options["once"]:
-                sync.apply(store.snapshot())
+                try:
+                    sync.apply(store.snapshot())
+                except ReloadError as exc:
+                    raise CommandError(str(exc)) from exc
                 return
             endpoints = None if options["no_endpoints"] else EndpointSync(store)
             if endpoints is not None:
