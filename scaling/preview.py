@@ -35,6 +35,12 @@ def _shift_note(due: Due, before: datetime) -> str:
     )
 
 
+def _when(moment: datetime, now: datetime, zone: str) -> str:
+    """``Wed 25 Nov 21:00 CET``, with the year when it is not this year's."""
+    year = f" {moment.year}" if moment.year != now.year else ""
+    return moment.strftime(f"%a %d %b{year} %H:%M {zone}")
+
+
 def preview(spec: Spec, now: datetime | None = None, count: int = 5) -> list[PreviewRow]:
     """The next ``count`` runs of ``spec`` after ``now`` (the pages' clock by default)."""
     now = now or clock.now()
@@ -46,8 +52,11 @@ def preview(spec: Spec, now: datetime | None = None, count: int = 5) -> list[Pre
         previous = due.local
         rows.append(
             {
-                "local": due.local.strftime("%a %Y-%m-%d %H:%M %Z"),
-                "utc": due.at.strftime("%a %Y-%m-%d %H:%M UTC"),
+                "local": _when(due.local, now, "%Z"),
+                # The UTC time alone when it falls on the same day as the local one.
+                "utc": due.at.strftime("%H:%M UTC")
+                if due.at.date() == due.local.date()
+                else _when(due.at, now, "UTC"),
                 "event": "window ends: back to baseline" if due.event == "restore" else "apply",
                 "note": note,
             }

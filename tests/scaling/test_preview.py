@@ -13,9 +13,9 @@ def test_it_notes_a_run_after_the_clocks_go_back() -> None:
         Spec(zone="Europe/Amsterdam", cron="0 21 * * *"), datetime(2026, 10, 23, 12, tzinfo=UTC)
     )
     assert [(r["local"], r["utc"]) for r in rows[:3]] == [
-        ("Fri 2026-10-23 21:00 CEST", "Fri 2026-10-23 19:00 UTC"),
-        ("Sat 2026-10-24 21:00 CEST", "Sat 2026-10-24 19:00 UTC"),
-        ("Sun 2026-10-25 21:00 CET", "Sun 2026-10-25 20:00 UTC"),
+        ("Fri 23 Oct 21:00 CEST", "19:00 UTC"),
+        ("Sat 24 Oct 21:00 CEST", "19:00 UTC"),
+        ("Sun 25 Oct 21:00 CET", "20:00 UTC"),
     ]
     assert rows[0]["note"] == "" and rows[1]["note"] == ""
     assert rows[2]["note"] == (
@@ -29,6 +29,16 @@ def test_it_notes_a_skipped_time_and_the_shift_together() -> None:
     rows = preview(
         Spec(zone="America/New_York", cron="30 2 * * *"), datetime(2026, 3, 7, 12, tzinfo=UTC)
     )
-    assert rows[0]["local"] == "Sun 2026-03-08 03:00 EDT"
+    assert rows[0]["local"] == "Sun 08 Mar 03:00 EDT"
     assert rows[0]["note"].startswith("02:30 does not exist on 2026-03-08 (clocks go forward)")
     assert rows[1]["note"] == ""
+
+
+def test_it_shows_the_utc_date_when_it_differs_and_the_year_when_not_this_ones() -> None:
+    rows = preview(
+        Spec(zone="America/New_York", cron="0 22 1 1 *"), datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    assert (rows[0]["local"], rows[0]["utc"]) == (
+        "Fri 01 Jan 2027 22:00 EST",
+        "Sat 02 Jan 2027 03:00 UTC",
+    )
