@@ -7,6 +7,7 @@ schedule's due time is applied once; a run records it, so ticks are idempotent.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -17,7 +18,9 @@ from django.db.models import Prefetch
 
 from deployer.models import App
 from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
-from scaling.schedule import Due, Event, Spec, latest_due
+from scaling.schedule import Due, Event, InvalidSpec, Spec, latest_due
+
+logger = logging.getLogger(__name__)
 
 TargetKind = Literal["app", "node_group"]
 TargetKey = tuple[TargetKind, int]
@@ -165,7 +168,12 @@ def resolve(schedules: Iterable[Schedule], now: datetime) -> list[Winner]:
     """For every target, the schedule with the most recent due time; grouped per schedule."""
     best: dict[TargetKey, tuple[datetime, int, Schedule, Due]] = {}
     for schedule in schedules:
-        due = latest_due(spec_of(schedule), now)
+        try:
+            due = latest_due(spec_of(schedule), now)
+        except InvalidSpec as exc:
+            # A row edited outside the editor (admin, SQL) must not stop the other schedules.
+            logger.warning("schedule %s (#%s) skipped: %s", schedule.name, schedule.pk, exc)
+            continue
         if due is None:
             continue
         for key in targets_of(schedule):

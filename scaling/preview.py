@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import TypedDict
-from zoneinfo import ZoneInfo
 
-from scaling.schedule import Clock, Due, Spec, SystemClock, next_runs
+from scaling.schedule import Clock, Due, Spec, SystemClock, next_runs, zone_or_error
 
 # The clock the pages read; browser tests freeze it.
 clock: Clock = SystemClock()
@@ -44,7 +43,7 @@ def _when(moment: datetime, now: datetime, zone: str) -> str:
 def preview(spec: Spec, now: datetime | None = None, count: int = 5) -> list[PreviewRow]:
     """The next ``count`` runs of ``spec`` after ``now`` (the pages' clock by default)."""
     now = now or clock.now()
-    previous = now.astimezone(ZoneInfo(spec.zone))
+    previous = now.astimezone(zone_or_error(spec.zone))
     rows: list[PreviewRow] = []
     for due in next_runs(spec, now, count):
         # A skipped or repeated wall time already explains the change; say one thing.

@@ -18,7 +18,7 @@ from scaling.models import NodeGroup, ScalingRun, Schedule
 from scaling.permissions import can_edit_schedules, can_run, can_view, require
 from scaling.planner import spec_of
 from scaling.preview import preview
-from scaling.schedule import known_zones, next_runs
+from scaling.schedule import InvalidSpec, known_zones, next_runs
 
 
 def overview(request: HttpRequest) -> HttpResponse:
@@ -30,7 +30,10 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
     rows = []
     for schedule in schedules:
-        upcoming = next_runs(spec_of(schedule), now, 1) if schedule.enabled else []
+        try:
+            upcoming = next_runs(spec_of(schedule), now, 1) if schedule.enabled else []
+        except InvalidSpec:
+            upcoming = []  # the editor shows what to fix
         due = upcoming[0] if upcoming else None
         rows.append(
             {
@@ -60,7 +63,10 @@ def _editor(
 ) -> HttpResponse:
     form = forms["form"]
     spec = form.spec() if form.is_bound else (spec_of(schedule) if schedule else None)
-    rows = preview(spec) if spec is not None else []
+    try:
+        rows = preview(spec) if spec is not None else []
+    except InvalidSpec:
+        rows = []  # a row edited outside the editor; the form's errors say what to fix
     context = {
         "schedule": schedule,
         "preview": rows,

@@ -266,3 +266,15 @@ def test_percentages_stay_relative_to_the_remembered_baseline(
     tick_and_run(clock, make_services)
     app.refresh_from_db()
     assert (app.replicas, app.baseline_replicas) == (5, 5)  # 100% of 5, not of 2
+
+
+def test_a_broken_schedule_row_does_not_stop_the_others(
+    make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
+) -> None:
+    app = make_app()
+    broken = make_schedule("broken", cron="0 0 * * *", apps={app: (ABSOLUTE, 1)})
+    Schedule.objects.filter(pk=broken.pk).update(timezone="Mars/Base")
+    other = make_app("other")
+    make_schedule("fine", cron="0 0 * * *", apps={other: (ABSOLUTE, 1)})
+    runs = services.tick(FrozenClock(at(2026, 6, 1, 0, 1)))
+    assert [r.schedule.name for r in runs] == ["fine"]

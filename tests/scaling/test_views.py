@@ -257,3 +257,14 @@ def test_a_node_group_can_be_created_edited_and_deleted(client: Client) -> None:
     assert "lower-case letters" in response.content.decode()
     client.post(reverse("scaling:node-group-delete", args=[group.pk]))
     assert not NodeGroup.objects.exists()
+
+
+def test_pages_survive_a_schedule_row_broken_outside_the_editor(
+    client: Client, make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
+) -> None:
+    schedule = make_schedule(
+        "broken", cron="0 0 * * *", apps={make_app(): (AppAction.Mode.ABSOLUTE, 1)}
+    )
+    Schedule.objects.filter(pk=schedule.pk).update(timezone="Mars/Base")
+    assert client.get(reverse("scaling:overview")).status_code == 200
+    assert client.get(reverse("scaling:schedule-edit", args=[schedule.pk])).status_code == 200
