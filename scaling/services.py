@@ -14,7 +14,7 @@ from deployer.models import App
 from scaling import logsink
 from scaling.models import NodeGroup, ScalingRun, Schedule
 from scaling.planner import Change, changes_for, enabled_schedules, resolve, spec_of
-from scaling.schedule import Clock, Event, SystemClock, latest_due
+from scaling.schedule import Clock, Event, InvalidSpec, SystemClock, latest_due
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ def requeue_stale(now: datetime) -> None:
 def dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) -> ScalingRun:
     """A run that logs what ``schedule``'s actions would change if it fired now, changing nothing."""
     now = (clock or SystemClock()).now()
-    due = latest_due(spec_of(schedule), now)
+    try:
+        due = latest_due(spec_of(schedule), now)
+    except InvalidSpec:
+        due = None  # the dry run still shows what the actions would change
     event = Event.APPLY
     plan = [c.as_json() for c in changes_for(schedule, event)]
     with transaction.atomic():
