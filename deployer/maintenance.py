@@ -49,6 +49,7 @@ class OtherKinds(_Base):
             self.verify()
         with self.step("retire"):
             if self.previous_version and self.previous_version != version:
+                self.wait_drained(self.switch_revision)
                 self.delete_version(self.previous_version)
 
     def run_undeploy(self) -> None:

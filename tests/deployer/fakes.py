@@ -117,10 +117,12 @@ class FakeLB:
     applies: bool = True
     writes: list[str] = field(default_factory=list)
     drained: list[int] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)  # writes and drain waits, in order
 
     def _bump(self, what: str) -> int:
         self.revision += 1
         self.writes.append(what)
+        self.history.append(what)
         return self.revision
 
     def get_frontend(self, hostname: str) -> dict[str, Any] | None:
@@ -170,6 +172,7 @@ class FakeLB:
         self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = lambda: False
     ) -> bool:
         self.drained.append(revision)
+        self.history.append(f"drained {revision}")
         return True
 
     def live_version(self, hostname: str) -> int | None:

@@ -41,6 +41,14 @@ def test_it_replaces_the_live_version_and_retires_the_old_one(
     assert cluster.versions_.keys() == {2}
     assert lb.live_version(app.frontend) == 2
     assert backend_name("default", app.name, 1) not in lb.backends
+    # v1 went only after the load balancer's old workers drained the switch's revision.
+    switch = lb.history.index(f"route {app.frontend}->{backend_name('default', app.name, 2)}")
+    drained = lb.history.index(f"drained {lb.drained[-1]}")
+    assert (
+        switch
+        < drained
+        < lb.history.index(f"delete backend {backend_name('default', app.name, 1)}")
+    )
 
 
 def test_it_picks_the_version_after_the_highest_in_cluster_or_database(
