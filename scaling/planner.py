@@ -187,3 +187,21 @@ def resolve(schedules: Iterable[Schedule], now: datetime) -> list[Winner]:
         Winner(schedule=s, due=d, targets=frozenset(keys))
         for s, d, keys in sorted(grouped.values(), key=lambda item: (item[1].at, item[0].pk))
     ]
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What holds now for one target: the winning schedule, its due time and the target size."""
+
+    change: Change
+    schedule: Schedule
+    due: Due
+
+
+def holding_now(now: datetime) -> list[Holding]:
+    """For each target of an enabled schedule, what the overlap rule says should hold now."""
+    held: list[Holding] = []
+    for winner in resolve(enabled_schedules(), now):
+        for change in changes_for(winner.schedule, winner.due.event, only=set(winner.targets)):
+            held.append(Holding(change=change, schedule=winner.schedule, due=winner.due))
+    return sorted(held, key=lambda h: (h.change.target, h.change.name))

@@ -16,7 +16,7 @@ from scaling import services
 from scaling.forms import AppActionFormSet, NodeGroupActionFormSet, ScheduleForm
 from scaling.models import NodeGroup, ScalingRun, Schedule
 from scaling.permissions import can_edit_schedules, can_run, can_view, require
-from scaling.planner import spec_of
+from scaling.planner import holding_now, spec_of
 from scaling.preview import preview
 from scaling.schedule import InvalidSpec, known_zones, next_runs
 
@@ -45,11 +45,21 @@ def overview(request: HttpRequest) -> HttpResponse:
             }
         )
     runs = ScalingRun.objects.select_related("schedule", "triggered_by")[:15]
+    holding = [
+        {
+            "change": h.change,
+            "schedule": h.schedule,
+            "since": h.due.local.strftime("%a %d %b %H:%M %Z"),
+            "restore": h.due.event == "restore",
+        }
+        for h in holding_now(now)
+    ]
     return render(
         request,
         "scaling/overview.html",
         {
             "rows": rows,
+            "holding": holding,
             "groups": NodeGroup.objects.all(),
             "runs": runs,
             "can_edit": can_edit_schedules(request.user),

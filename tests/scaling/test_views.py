@@ -268,3 +268,28 @@ def test_pages_survive_a_schedule_row_broken_outside_the_editor(
     Schedule.objects.filter(pk=schedule.pk).update(timezone="Mars/Base")
     assert client.get(reverse("scaling:overview")).status_code == 200
     assert client.get(reverse("scaling:schedule-edit", args=[schedule.pk])).status_code == 200
+
+
+def test_the_overview_shows_what_holds_now_per_target(
+    client: Client,
+    make_app: Callable[..., App],
+    make_schedule: Callable[..., Schedule],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime
+
+    from scaling import preview
+    from scaling.schedule import FrozenClock
+
+    monkeypatch.setattr(preview, "clock", FrozenClock(datetime(2026, 6, 1, 22, tzinfo=UTC)))
+    app = make_app(replicas=4)
+    make_schedule("evening", cron="0 21 * * *", apps={app: (AppAction.Mode.PERCENT, 50)})
+    make_schedule("morning", cron="0 7 * * *", apps={app: (AppAction.Mode.PERCENT, 100)})
+    response = client.get(reverse("scaling:overview"))
+    (held,) = response.context["holding"]
+    assert (held["schedule"].name, held["change"].desired, held["change"].current) == (
+        "evening",
+        2,
+        4,
+    )
+    assert held["since"] == "Mon 01 Jun 21:00 UTC"
