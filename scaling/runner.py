@@ -24,7 +24,7 @@ from scaling.drain import DrainFailed, DrainOptions, drain_node, evictable_count
 from scaling.kube import KubeNodes, NodeInfo, NodeOps
 from scaling.logsink import RunLog
 from scaling.models import IllegalTransition, NodeGroup, ScalingRun
-from scaling.planner import Change, app_baseline, plural
+from scaling.planner import Change, plural
 from scaling.providers import GroupState, Provider, ProviderError, provider_for
 from scaling.schedule import Clock, SystemClock
 
@@ -446,5 +446,3 @@ HANDLERS: dict[str, Callable[[ScalingRun, Services, RunLog], Outcome]] = {
     ScalingRun.Kind.UNCORDON: run_uncordon,
     ScalingRun.Kind.DRAIN: run_drain,
 }
-
-__all__ = ["Outcome", "Services", "StopRun", "app_baseline", "execute"]
