@@ -102,6 +102,7 @@ class DeployFigure:
     slowest_pod: float | None
     reason: str = ""
     retired_at: float | None = None
+    routed_at: float | None = None
 
 
 def pct(values: list[float], q: float) -> float:
@@ -120,6 +121,7 @@ def run_deploy(app: Any, image: str) -> DeployFigure:
     claimed = runner.claim(deployment.pk, "bench")
     assert claimed is not None
     create_started: list[float] = []
+    routed: list[float] = []
     with runner.workflow_for(claimed) as workflow:
         original_create = workflow.create
 
@@ -135,6 +137,14 @@ def run_deploy(app: Any, image: str) -> DeployFigure:
             original_retire()
 
         workflow.retire = timed_retire  # type: ignore[method-assign]
+        original_put_route = workflow.lb.put_route
+
+        def timed_put_route(*args: Any, **kwargs: Any) -> int:
+            revision = original_put_route(*args, **kwargs)
+            routed.append(time.monotonic())
+            return revision
+
+        workflow.lb.put_route = timed_put_route  # type: ignore[method-assign]
         workflow.execute()
         healthy_at = workflow.healthy_at
     finished = time.monotonic()
@@ -154,6 +164,7 @@ def run_deploy(app: Any, image: str) -> DeployFigure:
         slowest,
         claimed.failure_reason,
         retired_at,
+        routed[0] if routed else None,
     )
 
 
@@ -163,6 +174,8 @@ def analyse(
     """The figures of one run."""
     failed = [r for r in records if not 200 <= r[2] < 300]
     latencies, overheads, stale = [], [], 0
+    to_etcd: list[float] = []
+    to_lb: list[float] = []
     live: str | None = None
     for index, deploy in enumerate(deploys):
         if deploy.status == "succeeded":
@@ -170,6 +183,9 @@ def analyse(
             new = [r for r in records if r[3] == live and r[0] >= (deploy.healthy_at or 0)]
             if new and deploy.healthy_at:
                 latencies.append(min(r[1] for r in new) - deploy.healthy_at)
+                if deploy.routed_at:
+                    to_etcd.append(deploy.routed_at - deploy.healthy_at)
+                    to_lb.append(min(r[1] for r in new) - deploy.routed_at)
             if deploy.slowest_pod is not None:
                 overheads.append((deploy.finished - deploy.requested) - deploy.slowest_pod)
         until = deploys[index + 1].requested if index + 1 < len(deploys) else float("inf")
@@ -193,6 +209,8 @@ def analyse(
         "failures": sorted({f"{r[2]} {r[3]}" for r in failed})[:5],
         "stale_after_switch": stale,
         "latencies": latencies,
+        "to_etcd": to_etcd,
+        "to_lb": to_lb,
         "overheads": overheads,
         "deploys": deploys,
     }
@@ -260,6 +278,13 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"switch latency (healthy -> first new response via LB): p50 {pct(ms, 0.5):.0f} ms, "
             f"p95 {pct(ms, 0.95):.0f} ms, max {max(ms):.0f} ms"
+        )
+        etcd_ms = [x * 1000 for x in result["to_etcd"]]
+        lb_ms = [x * 1000 for x in result["to_lb"]]
+        print(
+            f"  of which healthy -> etcd written: p50 {pct(etcd_ms, 0.5):.0f} ms; "
+            f"etcd written -> new version answers (proxysync, haproxy -c, reload): "
+            f"p50 {pct(lb_ms, 0.5):.0f} ms, p95 {pct(lb_ms, 0.95):.0f} ms"
         )
     if result["overheads"]:
         s = result["overheads"]
