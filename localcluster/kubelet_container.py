@@ -161,13 +161,15 @@ class ContainerLifecycle:
                     break
                 continue
             argv = container_argv(spec, image, env)
+            launched = time.monotonic()
             code = await self._start_and_wait(spec, state, argv, env, image.workdir, field_path)
             if self.terminating.is_set():
                 break
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 break
             terminated = state.state.get("terminated") or {}
-            if self._ran_for(terminated) >= BACKOFF_RESET:
+            # Measured here, not from the status: a StartError reports startedAt 1970.
+            if time.monotonic() - launched >= BACKOFF_RESET:
                 crash_backoff.reset()
             delay = crash_backoff.next()
             state.last_state = {"terminated": terminated}
@@ -190,15 +192,6 @@ class ContainerLifecycle:
                     break
             state.restart_count += 1
         return code
-
-    @staticmethod
-    def _ran_for(terminated: dict[str, Any]) -> float:
-        started = terminated.get("startedAt")
-        finished = terminated.get("finishedAt")
-        if not started or not finished:
-            return 0.0
-        fmt = "%Y-%m-%dT%H:%M:%SZ"
-        return time.mktime(time.strptime(finished, fmt)) - time.mktime(time.strptime(started, fmt))
 
     def _pull_events(self, spec: dict[str, Any], image_name: str, field_path: str) -> None:
         policy = spec.get("imagePullPolicy") or (

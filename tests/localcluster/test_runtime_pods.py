@@ -220,3 +220,54 @@ def test_it_runs_post_start_and_pre_stop_hooks(
     watch_until(named(core, namespace, "hooked"), lambda ps: not ps, timeout=20)
     assert started.read_text() == "hooked\n"
     assert stopping.read_text() == "bye\n"
+
+
+def test_it_crash_loops_a_container_whose_command_cannot_start(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    body = shell_pod("nocmd", "unused", restart_policy="Always")
+    body["spec"]["containers"][0]["command"] = ["/nonexistent/binary"]
+    core.create_namespaced_pod(namespace, body)
+    pod = watch_until(
+        named(core, namespace, "nocmd"),
+        lambda ps: (
+            (ps.get("nocmd", {}).get("status", {}).get("containerStatuses") or [{}])[0]
+            .get("state", {})
+            .get("waiting", {})
+            .get("reason")
+            == "CrashLoopBackOff"
+        ),
+    )["nocmd"]
+    last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert (last["reason"], last["exitCode"]) == ("StartError", 128)
+    assert "/nonexistent/binary" in last["message"]
+
+
+def test_it_holds_a_container_whose_config_map_is_missing_until_it_appears(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    body = shell_pod("cfg", "echo value=$GREETING; sleep 30", restart_policy="Always")
+    body["spec"]["containers"][0]["env"] = [
+        {
+            "name": "GREETING",
+            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}},
+        }
+    ]
+    core.create_namespaced_pod(namespace, body)
+
+    def reason(ps: dict[str, Any]) -> str | None:
+        statuses = ps.get("cfg", {}).get("status", {}).get("containerStatuses") or [{}]
+        return statuses[0].get("state", {}).get("waiting", {}).get("reason")
+
+    pod = watch_until(
+        named(core, namespace, "cfg"), lambda ps: reason(ps) == "CreateContainerConfigError"
+    )["cfg"]
+    assert (
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        == 'configmap "settings" not found'
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "settings"}, "data": {"greeting": "hi"}}
+    )
+    watch_until(named(core, namespace, "cfg"), phase_is("cfg", "Running"), timeout=30)
+    assert "value=hi" in core.read_namespaced_pod_log("cfg", namespace)
