@@ -23,6 +23,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/abort/", deployments.deployment_abort, name="deployment-abort"),
     path("scaling/", include("scaling.urls")),
+    path("api/scaling/", include("scaling.api_urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
