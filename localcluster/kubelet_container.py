@@ -239,10 +239,12 @@ class ContainerLifecycle:
         started_at = now()
         try:
             proc = await ContainerProcess.spawn(argv, env, str(cwd), clog.write, self.ctx.reaper)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: an argument or env value the OS cannot take (a NUL byte, say).
+            reason = getattr(exc, "strerror", None) or exc
             message = (
                 "failed to create containerd task: failed to create shim task: OCI runtime create "
-                f'failed: exec: "{argv[0] if argv else ""}": {exc.strerror or exc}'
+                f'failed: exec: "{argv[0] if argv else ""}": {reason}'
             )
             clog.close()
             state.container_id = cid
