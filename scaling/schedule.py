@@ -12,6 +12,7 @@ so "the latest due time at or before now" is well defined in every zone.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -113,9 +114,10 @@ def zone_or_error(name: str) -> ZoneInfo:
         ) from None
 
 
-def known_zones() -> list[str]:
-    """Every IANA zone name this machine knows, sorted."""
-    return sorted(available_timezones())
+@functools.cache
+def known_zones() -> tuple[str, ...]:
+    """Every IANA zone name this machine knows, sorted (read once per process)."""
+    return tuple(sorted(available_timezones()))
 
 
 def validate(spec: Spec) -> None:

@@ -82,6 +82,7 @@ def _editor(
         "preview": rows,
         "zones": known_zones(),
         "can_run": can_run(request.user),
+        "can_edit": can_edit_schedules(request.user),
         **forms,
     }
     return render(request, "scaling/schedule_form.html", context, status=status)
