@@ -379,3 +379,54 @@ def test_it_restarts_a_container_whose_liveness_probe_fails(
         e.reason == "Unhealthy" and e.message.startswith("Liveness probe failed: dial tcp")
         for e in events
     )
+
+
+def test_it_marks_a_terminating_pod_as_serving_but_not_ready_in_its_endpoint_slice(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    body = {
+        "metadata": {"name": "leaving", "labels": {"app": "leaving"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 10,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "demo/hello:1",
+                    # A preStop pause keeps the pod terminating (and serving) for a while.
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 3}}},
+                    "readinessProbe": {
+                        "httpGet": {"path": "/health", "port": 8080},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, body)
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "leaving"},
+            "spec": {"selector": {"app": "leaving"}, "ports": [{"port": 8080}]},
+        },
+    )
+    discovery = client.DiscoveryV1Api(core.api_client)
+
+    def slices(**kwargs: Any) -> Any:
+        return discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector="kubernetes.io/service-name=leaving", **kwargs
+        )
+
+    def conditions(found: dict[str, Any]) -> list[dict[str, Any]]:
+        return [e["conditions"] for s in found.values() for e in s.get("endpoints") or []]
+
+    watch_until(
+        slices, lambda s: conditions(s) == [{"ready": True, "serving": True, "terminating": False}]
+    )
+    core.delete_namespaced_pod("leaving", namespace)
+    watch_until(
+        slices, lambda s: conditions(s) == [{"ready": False, "serving": True, "terminating": True}]
+    )
+    endpoints = wire(core.read_namespaced_endpoints("leaving", namespace))
+    assert not endpoints.get("subsets"), "a terminating pod leaves the v1 Endpoints at once"
+    watch_until(slices, lambda s: conditions(s) == [], timeout=20)
