@@ -61,10 +61,13 @@ class PodBlock:
             start = secrets.randbelow(len(order))
             order = order[start:] + order[:start]
         for block in order:
-            fd = os.open(LOCK_DIR / f"127.{block}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(LOCK_DIR / f"127.{block}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                continue  # another user's lock file: that block is not ours to take
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError:
                 os.close(fd)
                 continue
             if remembered is not None:
