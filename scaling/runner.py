@@ -357,18 +357,32 @@ def scale_in(
     services: Services,
     log: RunLog,
 ) -> None:
-    """Cordon, drain, delete and terminate ``count`` nodes, one at a time, emptiest first."""
+    """Cordon ``count`` nodes (emptiest first), then drain, delete and terminate them in turn."""
     ops = services.ops
     victims = choose_victims(group, state, count, ops, provider, log)
     if not victims:
         raise StopRun(f"node group {group.name}: no node can be removed")
-    for node, pods in victims:
-        log.info(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
-        drain_node(ops, node.name, services.drain_options, log)
-        ops.delete_node(node.name)
-        log.info(f"deleted node {node.name}")
-        provider.terminate(group, node.instance_id)
-        log.info(f"terminated {node.instance_id} and decremented the desired capacity")
+    # Cordon them all first, so that pods evicted from one never land on the next to go.
+    pending = [node.name for node, _ in victims]
+    for name in pending:
+        ops.set_unschedulable(name, True)
+    log.info(f"cordoned {', '.join(pending)}")
+    try:
+        for node, pods in victims:
+            log.info(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
+            drain_node(ops, node.name, services.drain_options, log)
+            ops.delete_node(node.name)
+            pending.remove(node.name)
+            log.info(f"deleted node {node.name}")
+            provider.terminate(group, node.instance_id)
+            log.info(f"terminated {node.instance_id} and decremented the desired capacity")
+    finally:
+        # A failure leaves the nodes not yet removed in service again.
+        for name in pending:
+            try:
+                ops.set_unschedulable(name, False)
+            except KubeError as exc:
+                log.error(f"could not uncordon {name}: {exc}")
     if len(victims) < count:
         raise StopRun(
             f"node group {group.name}: removed {len(victims)} of {count} nodes; "

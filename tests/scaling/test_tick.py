@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import pytest
 
@@ -278,3 +279,28 @@ def test_a_broken_schedule_row_does_not_stop_the_others(
     make_schedule("fine", cron="0 0 * * *", apps={other: (ABSOLUTE, 1)})
     runs = services.tick(FrozenClock(at(2026, 6, 1, 0, 1)))
     assert [r.schedule.name for r in runs] == ["fine"]
+
+
+def test_a_scale_in_cordons_all_its_victims_first_and_frees_them_on_failure(
+    fake_nodes: Any,
+) -> None:
+    from scaling.kube import LOCAL_GROUP_LABEL, PodInfo
+    from scaling.models import NodeGroup
+    from scaling.providers.local import LocalProvider
+
+    for name in ("g-1", "g-2", "g-3"):
+        fake_nodes.add(name, {LOCAL_GROUP_LABEL: "g"}, provider_id=f"localcluster:///g/i-{name}")
+        # A pod no controller owns: the drain refuses it without force.
+        fake_nodes.pods[name] = [
+            PodInfo(namespace="default", name=f"bare-{name}", uid=name, node=name, phase="Running")
+        ]
+    group = NodeGroup.objects.create(name="g", provider="local", min_size=0, max_size=3, desired=3)
+    run = services.set_capacity(group, 1)
+    svc = Services(ops_factory=lambda: fake_nodes, provider=lambda g, ops: LocalProvider(ops))
+    assert runner.execute(run.pk, svc) == Outcome.DONE
+    run.refresh_from_db()
+    assert run.status == ScalingRun.Status.FAILED
+    assert "no controller would replace" in run.failure_reason
+    assert fake_nodes.calls[:2] == [("cordon", "g-1"), ("cordon", "g-2")]
+    assert not any(n.unschedulable for n in fake_nodes.nodes.values())
+    assert len(fake_nodes.nodes) == 3
