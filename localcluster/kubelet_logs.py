@@ -26,6 +26,8 @@ class ContainerLog:
 
     def write(self, stream: str, data: bytes) -> None:
         """Append output from ``stream`` (stdout/stderr), one record per complete line."""
+        if self.closed:
+            return  # output still draining from a run that has been stopped
         buffered = self._partial.pop(stream, b"") + data
         *lines, rest = buffered.split(b"\n")
         out = bytearray()

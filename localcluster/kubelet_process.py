@@ -132,7 +132,12 @@ class ContainerProcess:
 
     async def wait(self) -> int:
         """Wait for the process to exit and its output to drain; return the container exit code."""
-        code = await self.proc.wait()
+        try:
+            code = await self.proc.wait()
+        except asyncio.CancelledError:
+            for task in self._pumps:
+                task.cancel()
+            raise
         # Whatever the main process left behind in its group goes with it, as in a container.
         self._killpg(signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
