@@ -144,13 +144,18 @@ class ContainerProcess:
             await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), 2)
         for task in self._pumps:
             task.cancel()
-        if self._reaper is not None:
-            self._reaper.remove(self.pid)
+        self._forget()
         if code < 0:
             self.signal = -code
             code = 128 - code  # what a container runtime reports for death by signal
         self.exit_code = code
         return code
+
+    def _forget(self) -> None:
+        # Once the process is gone its pgid may be reused: the reaper must not kill it later.
+        if self._reaper is not None:
+            self._reaper.remove(self.pid)
+            self._reaper = None
 
     def _killpg(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -165,11 +170,12 @@ class ContainerProcess:
             self._killpg(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
-                return
             except TimeoutError:
                 log.info("pid %s ignored SIGTERM for %ss, killing it", self.pid, grace)
+        # The group goes with its main process, stragglers included, as with a container.
         self._killpg(signal.SIGKILL)
         await self.proc.wait()
+        self._forget()
 
 
 async def _pump(stream: asyncio.StreamReader, name: str, sink: OutputSink) -> None:
