@@ -37,5 +37,7 @@ class Command(BaseCommand):
                 "Demo user: admin (password unchanged; set GREENLIGHT_ADMIN_PASSWORD to reset it)"
             )
         from deployer.demo import ensure_demo_app
+        from scaling.demo import ensure_demo_scaling
 
         ensure_demo_app(user)
+        ensure_demo_scaling(user)
