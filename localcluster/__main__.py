@@ -1,9 +1,11 @@
 """``python -m localcluster``: serve the API on loopback and, if present, start the runtime.
 
-The runtime hook: when ``localcluster.runtime`` exists, ``await runtime.start(store, args)``
-runs once the store is loaded (``args`` is the argparse Namespace, so ``--nodes`` and
-``--images`` reach it) and ``await <returned object>.stop()`` runs on SIGTERM/SIGINT
-before the store is closed.
+The runtime hook: when ``localcluster.runtime`` exists (and ``--no-runtime`` is not
+given), ``await runtime.start(store, args)`` runs once the store is loaded, before the
+API starts listening (``args`` is the argparse Namespace, so ``--nodes`` and
+``--images`` reach it), and ``await <returned object>.stop()`` runs on SIGTERM/SIGINT
+before the server and the store are closed. The kubeconfig is written once the API
+listens, so its presence means the cluster is ready.
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ async def serve(args: argparse.Namespace) -> None:
     store.load()
     gc = GarbageCollector(store)
     gc.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = None
+    if not args.no_runtime and importlib.util.find_spec("localcluster.runtime") is not None:
+        module = importlib.import_module("localcluster.runtime")
+        # Started before the API listens, so a ready server already has its nodes.
+        runtime = await module.start(store, args)
     address = f"{args.host}:{args.port}"
     app = build_app(store, address)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -91,15 +102,7 @@ async def serve(args: argparse.Namespace) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(kubeconfig(f"http://{args.host}:{port}")))
         tmp.replace(path)
-    runtime = None
-    if not args.no_runtime and importlib.util.find_spec("localcluster.runtime") is not None:
-        module = importlib.import_module("localcluster.runtime")
-        runtime = await module.start(store, args)
     log.info("localcluster serving on http://%s:%d", args.host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
     if runtime is not None:

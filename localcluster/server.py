@@ -210,7 +210,10 @@ class Api:
                 obj = self.store.peek(res, namespace, name) or _raise_not_found(res, name)
                 return self.json(
                     tables.table(
-                        res, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                        res,
+                        [obj],
+                        {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                        include=request.query.get("includeObject", "Metadata"),
                     )
                 )
             return self.raw(self.store.get_raw(res, namespace, name))
@@ -346,7 +349,8 @@ class Api:
             meta["continue"] = token
             meta["remainingItemCount"] = remaining
         if tables.wants_table(request.headers.get("Accept", "")):
-            return self.json(tables.table(res, [e.obj for e in entries], meta))
+            include = q.get("includeObject", "Metadata")
+            return self.json(tables.table(res, [e.obj for e in entries], meta, include=include))
         head = b'{"kind":"%s","apiVersion":"%s","metadata":%s,"items":[' % (
             res.list_kind.encode(),
             res.api_version.encode(),

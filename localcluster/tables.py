@@ -399,16 +399,28 @@ TABLES: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
 }
 
 
-def _row(obj: Obj, printer: Callable[[Obj], list[Any]]) -> dict[str, Any]:
-    meta = obj.get("metadata") or {}
-    partial = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
-    return {"cells": printer(obj), "object": partial}
+def _row(obj: Obj, printer: Callable[[Obj], list[Any]], include: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"cells": printer(obj)}
+    if include == "Object":
+        row["object"] = obj
+    elif include != "None":
+        meta = obj.get("metadata") or {}
+        row["object"] = {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+        }
+    return row
 
 
 def table(
-    res: Resource, objs: list[Obj], list_meta: Mapping[str, Any], headers: bool = True
+    res: Resource,
+    objs: list[Obj],
+    list_meta: Mapping[str, Any],
+    headers: bool = True,
+    include: str = "Metadata",
 ) -> dict[str, Any]:
-    """Render objects as a meta.k8s.io/v1 Table with this kind's columns."""
+    """Render objects as a meta.k8s.io/v1 Table; ``include`` is the includeObject policy."""
     columns, printer = TABLES.get(
         res.key,
         (
@@ -432,5 +444,5 @@ def table(
             }
             for name, typ, prio in columns
         ]
-    out["rows"] = [_row(o, printer) for o in objs]
+    out["rows"] = [_row(o, printer, include) for o in objs]
     return out

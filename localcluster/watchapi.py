@@ -64,6 +64,7 @@ async def watch(
             [obj],
             {"resourceVersion": obj["metadata"]["resourceVersion"]},
             not headers_sent,
+            include=request.query.get("includeObject", "Metadata"),
         )
         headers_sent = True
         return _event_line(etype, dumps(tbl))
