@@ -17,6 +17,8 @@ def ensure_demo_app(user: Any) -> App:
             "replicas": 2,
             "frontend": "hello.localhost",
             "container_port": 8080,
+            # A broken demo deploy (README) then rolls back within half a minute, not two.
+            "health_deadline": 30,
             "created_by": user,
             "updated_by": user,
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -54,6 +55,11 @@ def schedule_retire(deployment_id: int, version: int, delay: float) -> None:
     retire_version.apply_async((deployment_id, version), countdown=delay)
 
 
+def _port_suffix(url: str) -> str:
+    port = urlsplit(url).port
+    return f":{port}" if port and port != 80 else ""
+
+
 @contextmanager
 def workflow_for(deployment: Deployment) -> Iterator[Workflow]:
     """A Workflow on the real cluster, etcd, HTTP health checker, clock and log sink."""
@@ -67,6 +73,7 @@ def workflow_for(deployment: Deployment) -> Iterator[Workflow]:
             clock=SystemClock(),
             sink=DbLogSink(deployment),
             schedule_retire=schedule_retire,
+            lb_port_suffix=_port_suffix(settings.LB_URL),
         )
     finally:
         store.close()

@@ -97,6 +97,8 @@ class Workflow(OtherKinds):
     clock: Clock
     sink: LogSink
     timing: Timing = field(default_factory=Timing)
+    # The load balancer's port when it is not 80, for the URL in the last log line.
+    lb_port_suffix: str = ""
     # Retires a kept-warm version later (a Celery countdown task in production).
     schedule_retire: Callable[[int, int, float], None] = lambda _dep, _version, _delay: None
 
@@ -243,7 +245,8 @@ class Workflow(OtherKinds):
         if self.deployment.kind == Deployment.Kind.UNDEPLOY:
             return f"Undeployed {self.name} in {seconds:.2f}s."
         return (
-            f"v{self.deployment.version} is live at http://{self.hostname}/ (total {seconds:.2f}s)."
+            f"v{self.deployment.version} is live at "
+            f"http://{self.hostname}{self.lb_port_suffix}/ (total {seconds:.2f}s)."
         )
 
     # Deploy
