@@ -86,6 +86,8 @@ class PodWorker(ContainerLifecycle):
         self.procs: dict[str, ContainerProcess] = {}
         self.hook_context: dict[str, tuple[dict[str, str], str]] = {}
         self.terminating = asyncio.Event()
+        # Set when the grace period in progress is cut short (a force or shorter delete).
+        self.hurry = asyncio.Event()
         self.gone = False
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -140,14 +142,21 @@ class PodWorker(ContainerLifecycle):
 
     def update(self, pod: dict[str, Any]) -> None:
         """Take a newer version of the pod from the store."""
+        old_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
         self.pod = pod
-        if pod["metadata"].get("deletionTimestamp"):
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
             self.terminating.set()
+            grace = meta.get("deletionGracePeriodSeconds")
+            if old_grace is not None and grace is not None and int(grace) < int(old_grace):
+                # A second delete with a shorter grace period cuts the running one short.
+                self.hurry.set()
 
     def deleted(self) -> None:
         """The pod object is gone (force deletion): stop at once, write nothing."""
         self.gone = True
         self.terminating.set()
+        self.hurry.set()
 
     # ------------------------------------------------------------------ status
 
@@ -310,7 +319,7 @@ class PodWorker(ContainerLifecycle):
                 if error is not None:
                     self.event("Warning", "FailedPreStopHook", error, self._field_path(name))
                 remaining = max(grace - (time.monotonic() - started), MIN_GRACE_AFTER_PRE_STOP)
-            await proc.stop(remaining)
+            await proc.stop(remaining, self.hurry)
 
         procs = list(self.procs.items())
         for name, _ in procs:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +162,24 @@ class ContainerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
-    async def stop(self, grace: float) -> None:
-        """SIGTERM the group, wait up to ``grace`` seconds, then SIGKILL it."""
+    async def stop(self, grace: float, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM the group, wait up to ``grace`` seconds (or until ``hurry``), then SIGKILL it."""
         if self.proc.returncode is not None:
             return
         self.killed_by_us = True
         if grace > 0:
             self._killpg(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
-            except TimeoutError:
-                log.info("pid %s ignored SIGTERM for %ss, killing it", self.pid, grace)
+            exited = asyncio.ensure_future(self.proc.wait())
+            waiters: set[asyncio.Future[Any]] = {exited}
+            if hurry is not None:
+                waiters.add(asyncio.ensure_future(hurry.wait()))
+            done, pending = await asyncio.wait(
+                waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+            )
+            for future in pending:
+                future.cancel()
+            if exited not in done:
+                log.info("pid %s still running after SIGTERM, killing it", self.pid)
         # The group goes with its main process, stragglers included, as with a container.
         self._killpg(signal.SIGKILL)
         await self.proc.wait()

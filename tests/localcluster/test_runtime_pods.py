@@ -16,7 +16,14 @@ import pytest
 from kubernetes import client
 
 from .conftest import KUBECTL, runtime_present
-from .runtime_support import condition, deployment, running_and_ready, watch_until
+from .runtime_support import (
+    condition,
+    deployment,
+    processes_with,
+    running_and_ready,
+    wait_processes,
+    watch_until,
+)
 
 pytestmark = pytest.mark.skipif(
     not runtime_present(), reason="the localcluster runtime is not in this checkout"
@@ -271,3 +278,22 @@ def test_it_holds_a_container_whose_config_map_is_missing_until_it_appears(
     )
     watch_until(named(core, namespace, "cfg"), phase_is("cfg", "Running"), timeout=30)
     assert "value=hi" in core.read_namespaced_pod_log("cfg", namespace)
+
+
+def test_it_kills_at_once_when_a_graceful_deletion_is_forced(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    marker = f"forced-{namespace}"
+    body = shell_pod(
+        "slowpoke", "trap '' TERM; while true; do sleep 0.2; done", restart_policy="Always"
+    )
+    body["spec"]["terminationGracePeriodSeconds"] = 60
+    body["spec"]["containers"][0]["env"] = [{"name": "MARK", "value": marker}]
+    core.create_namespaced_pod(namespace, body)
+    watch_until(named(core, namespace, "slowpoke"), phase_is("slowpoke", "Running"))
+    core.delete_namespaced_pod("slowpoke", namespace)
+    assert len(processes_with(marker)) >= 1, (
+        "SIGTERM is ignored: the pod waits out its grace period"
+    )
+    core.delete_namespaced_pod("slowpoke", namespace, grace_period_seconds=0)
+    assert wait_processes(marker, timeout=10) == []
