@@ -16,7 +16,17 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, openapi, podapi, protobuf, scaleapi, schema, tables, watchapi
+from . import (
+    discovery,
+    openapi,
+    podapi,
+    protobuf,
+    scaleapi,
+    schema,
+    tables,
+    validation,
+    watchapi,
+)
 from .errors import (
     BadRequest,
     InternalError,
@@ -380,6 +390,7 @@ class Api:
         if sub == "finalize":
             entry = self.store.update_sync(res, None, name, obj, "finalize")
             return self.raw(entry.raw)
+        self.check_pod_update(res, namespace, name, obj, sub)
         entry = self.store.update_sync(res, namespace, name, obj, sub, dry_run=_dry_run(request))
         return self.raw(entry.raw, 200, self.warnings(unknown))
 
@@ -407,8 +418,19 @@ class Api:
         ):
             new["metadata"]["resourceVersion"] = current.obj["metadata"]["resourceVersion"]
         obj, unknown = self.object_body(res, new, request.query.get("fieldValidation") == "Strict")
+        self.check_pod_update(res, namespace, name, obj, sub)
         entry = self.store.update_sync(res, namespace, name, obj, sub, dry_run=_dry_run(request))
         return self.raw(entry.raw, 200, self.warnings(unknown))
+
+    def check_pod_update(
+        self, res: Resource, namespace: str | None, name: str, obj: dict[str, Any], sub: str | None
+    ) -> None:
+        """Clients may change only a few pod spec fields (binding goes through pods/binding)."""
+        if res.key != "pods" or sub is not None:
+            return
+        current = self.store.peek(res, namespace, name)
+        if current is not None and "spec" in obj:
+            validation.validate_pod_update(current, obj)
 
     async def delete_options(self, request: web.Request) -> dict[str, Any]:
         """DeleteOptions from the body (if any) overridden by query parameters."""

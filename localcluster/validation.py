@@ -6,6 +6,7 @@ field paths match kube-apiserver's so errors read the same as on a cluster.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -425,3 +426,62 @@ def validate(res: Resource, obj: Obj, old: Obj | None) -> None:
                 )
     if causes:
         raise invalid(kind, res.group, meta.get("name") or "", causes)
+
+
+POD_UPDATE_MSG = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+    "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+    "(allow it to be set to 1 if it was previously negative)"
+)
+
+
+def validate_pod_update(old: Obj, new: Obj) -> None:
+    """Refuse changes to a pod's spec beyond what ValidatePodUpdate (core/validation) allows."""
+    old_spec = old.get("spec") or {}
+    new_spec = new.get("spec") or {}
+    if old_spec == new_spec:
+        return
+    mutable = json_copy(new_spec)
+    # Compared after defaulting, as the real server validates the defaulted object.
+    default_pod_spec(mutable)
+    if mutable == old_spec:
+        return
+    for field in ("containers", "initContainers"):
+        olds = old_spec.get(field) or []
+        news = mutable.get(field) or []
+        if len(olds) == len(news):
+            for o, n in zip(olds, news, strict=True):
+                if isinstance(n, dict) and isinstance(o, dict) and "image" in o:
+                    n["image"] = o["image"]
+    for field in ("activeDeadlineSeconds", "terminationGracePeriodSeconds"):
+        if field in old_spec:
+            mutable[field] = old_spec[field]
+        else:
+            mutable.pop(field, None)
+    old_tol = old_spec.get("tolerations") or []
+    new_tol = mutable.get("tolerations") or []
+    if new_tol[: len(old_tol)] == old_tol:
+        if "tolerations" in old_spec:
+            mutable["tolerations"] = old_tol
+        else:
+            mutable.pop("tolerations", None)
+    old_gates = old_spec.get("schedulingGates") or []
+    if all(g in old_gates for g in mutable.get("schedulingGates") or []):
+        if "schedulingGates" in old_spec:
+            mutable["schedulingGates"] = old_gates
+        else:
+            mutable.pop("schedulingGates", None)
+    if mutable != old_spec:
+        name = (new.get("metadata") or {}).get("name", "")
+        cause = {
+            "reason": "FieldValueForbidden",
+            "message": f"Forbidden: {POD_UPDATE_MSG}",
+            "field": "spec",
+        }
+        raise invalid("Pod", "", name, [cause])
+
+
+def json_copy(obj: Any) -> Any:
+    """A deep copy of a JSON-shaped value."""
+    return copy.deepcopy(obj)

@@ -350,3 +350,26 @@ def test_it_stores_every_served_kind(
         client.AppsV1Api(api_client).read_namespaced_daemon_set("ds", namespace),
     ):
         validate(obj)
+
+
+def test_pod_spec_updates_are_limited_to_images_and_a_few_fields(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    # core/validation ValidatePodUpdate: only images, activeDeadlineSeconds, added tolerations...
+    body = pod_body("imm", schedulerName="nobody")
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    core.create_namespaced_pod(namespace, body)
+    core.patch_namespaced_pod(
+        "imm", namespace, {"spec": {"containers": [{"name": "app", "image": "demo/none:2"}]}}
+    )
+    assert core.read_namespaced_pod("imm", namespace).spec.containers[0].image == "demo/none:2"
+    with pytest.raises(client.ApiException) as err:
+        core.patch_namespaced_pod("imm", namespace, {"spec": {"restartPolicy": "Never"}})
+    assert err.value.status == 422
+    status = status_of(err.value)
+    assert status["details"]["causes"][0]["reason"] == "FieldValueForbidden"
+    assert "pod updates may not change fields other than" in status["message"]
+    pod = core.read_namespaced_pod("imm", namespace)
+    pod.metadata.labels = {"changed": "yes"}
+    assert core.replace_namespaced_pod("imm", namespace, pod).metadata.labels == {"changed": "yes"}
+    core.patch_namespaced_pod("imm", namespace, {"metadata": {"finalizers": None}})
