@@ -33,6 +33,12 @@ CHROMIUM_ARGS = [
 PASSWORD = "e2e-password"
 
 
+@pytest.fixture(autouse=True)
+def _orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Playwright's sync API keeps an event loop in this thread; the ORM calls here are sync."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
 @pytest.fixture(scope="module")
 def stack(
     django_db_setup: Any,
@@ -67,12 +73,10 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(
-    browser: Any, stack: Stack, transactional_db: Any, django_user_model: Any, monkeypatch: Any,
+    browser: Any, stack: Stack, transactional_db: Any, django_user_model: Any,
     request: pytest.FixtureRequest, tmp_path: Path,
 ) -> Iterator[Any]:  # fmt: skip
     """A signed-in page; on failure the stack's logs and a screenshot are kept."""
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     django_user_model.objects.create_superuser("admin", password=PASSWORD)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
