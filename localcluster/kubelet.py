@@ -85,6 +85,8 @@ class PodWorker(ContainerLifecycle):
         self.states: dict[str, ContainerState] = {}
         self.procs: dict[str, ContainerProcess] = {}
         self.hook_context: dict[str, tuple[dict[str, str], str]] = {}
+        self.respec: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.terminating = asyncio.Event()
         # Set when the grace period in progress is cut short (a force or shorter delete).
         self.hurry = asyncio.Event()
@@ -145,6 +147,8 @@ class PodWorker(ContainerLifecycle):
         old_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
         self.pod = pod
         meta = pod["metadata"]
+        if not meta.get("deletionTimestamp"):
+            self.spec_changed(pod)
         if meta.get("deletionTimestamp"):
             self.terminating.set()
             grace = meta.get("deletionGracePeriodSeconds")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +59,9 @@ class ContainerLifecycle:
     terminating: asyncio.Event
     # (env, working directory) of each running container, for its lifecycle hooks.
     hook_context: dict[str, tuple[dict[str, str], str]]
+    # Set per container when its spec (image) changes under it.
+    respec: dict[str, asyncio.Event]
+    _background: set[asyncio.Task[None]]
 
     def event(
         self, event_type: str, reason: str, message: str, field_path: str | None = None
@@ -103,11 +105,49 @@ class ContainerLifecycle:
         kind = "initContainers" if self.states[name].init else "containers"
         return f"spec.{kind}{{{name}}}"
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless the pod starts terminating; True if it did."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.terminating.wait(), seconds)
+    async def _sleep(self, seconds: float, name: str | None = None) -> bool:
+        """Sleep unless the pod starts terminating (True) or container ``name``'s spec changes."""
+        waiters = {asyncio.ensure_future(self.terminating.wait())}
+        if name is not None:
+            waiters.add(asyncio.ensure_future(self.respec[name].wait()))
+        _, pending = await asyncio.wait(
+            waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for future in pending:
+            future.cancel()
         return self.terminating.is_set()
+
+    def spec_changed(self, pod: dict[str, Any]) -> None:
+        """Restart containers whose image changed, as the kubelet does on a container hash change.
+
+        Runs inside the store's change listener, so the work itself happens in a task.
+        """
+        for container in pod["spec"].get("containers") or []:
+            name = container["name"]
+            state = self.states.get(name)
+            changed = self.respec.get(name)
+            if (
+                state is None
+                or changed is None
+                or state.image == container.get("image", state.image)
+            ):
+                continue
+            changed.set()
+            proc = self.procs.get(name)
+            if proc is not None:
+                grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+                task = asyncio.create_task(self._restart_for_spec(name, proc, grace))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _restart_for_spec(self, name: str, proc: ContainerProcess, grace: float) -> None:
+        self.event(
+            "Normal",
+            "Killing",
+            f"Container {name} definition changed, will be restarted",
+            self._field_path(name),
+        )
+        await proc.stop(grace)
 
     async def _run_container(self, spec: dict[str, Any], policy: str) -> int:
         """Run one container through restarts; return its last exit code once it stops for good."""
@@ -119,7 +159,17 @@ class ContainerLifecycle:
         crash_backoff = Backoff(immediate_first=True)
         pulled = False
         code = -1
+        self.respec[name] = asyncio.Event()
         while not self.terminating.is_set():
+            if self.respec[name].is_set():
+                # The pod's container image was updated: run the new one, no backoff owed.
+                self.respec[name] = asyncio.Event()
+                spec = next(
+                    (c for c in self.pod["spec"].get("containers") or [] if c["name"] == name), spec
+                )
+                image_name = state.image = spec.get("image", "")
+                pulled = False
+                pull_backoff.reset(immediate_first=False)
             try:
                 image = self.ctx.catalog.resolve(image_name)
             except ImageNotFound as exc:
@@ -130,14 +180,14 @@ class ContainerLifecycle:
                 self.event("Warning", "Failed", "Error: ErrImagePull", field_path)
                 state.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
                 self.mark_dirty()
-                if await self._sleep(PULL_ERROR_HOLD):
+                if await self._sleep(PULL_ERROR_HOLD, name):
                     break
                 message = f'Back-off pulling image "{image_name}"'
                 state.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
                 self.event("Normal", "BackOff", message, field_path)
                 self.event("Warning", "Failed", "Error: ImagePullBackOff", field_path)
                 self.mark_dirty()
-                if await self._sleep(pull_backoff.next()):
+                if await self._sleep(pull_backoff.next(), name):
                     break
                 continue
             state.ref = image.ref
@@ -165,9 +215,13 @@ class ContainerLifecycle:
             code = await self._start_and_wait(spec, state, argv, env, image.workdir, field_path)
             if self.terminating.is_set():
                 break
+            terminated = state.state.get("terminated") or {}
+            if self.respec[name].is_set():
+                state.last_state = {"terminated": terminated}
+                state.restart_count += 1
+                continue
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 break
-            terminated = state.state.get("terminated") or {}
             # Measured here, not from the status: a StartError reports startedAt 1970.
             if time.monotonic() - launched >= BACKOFF_RESET:
                 crash_backoff.reset()
@@ -188,7 +242,7 @@ class ContainerLifecycle:
                     field_path,
                 )
                 self.mark_dirty()
-                if await self._sleep(delay):
+                if await self._sleep(delay, name):
                     break
             state.restart_count += 1
         return code

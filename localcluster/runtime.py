@@ -117,13 +117,16 @@ class Runtime:
                 shutil.rmtree(directory, ignore_errors=True)
 
     def _dispatch(self, event: Event) -> None:
-        # Runs inside the store's commit: only queue work here, never write.
+        # Runs inside the store's commit: only queue work here, never write. A bug here must
+        # not fail the API request that made the change, hence the catch-all.
         if event.resource == "events":
             return
         assert self.nodes is not None
-        self.nodes.on_event(event)
-        for controller in self.controllers:
-            controller.on_event(event)
+        for consumer in (self.nodes, *self.controllers):
+            try:
+                consumer.on_event(event)
+            except Exception:
+                log.exception("runtime: %s failed on %s %s", consumer, event.type, event.resource)
 
     async def stop(self) -> None:
         """Stop controllers, then every pod process; leave the objects for the next start."""

@@ -297,3 +297,44 @@ def test_it_kills_at_once_when_a_graceful_deletion_is_forced(
     )
     core.delete_namespaced_pod("slowpoke", namespace, grace_period_seconds=0)
     assert wait_processes(marker, timeout=10) == []
+
+
+def test_it_restarts_a_container_whose_image_is_changed(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    body = {
+        "metadata": {"name": "swap", "labels": {"app": "swap"}},
+        "spec": {"containers": [{"name": "app", "image": "demo/missing:1"}]},
+    }
+    core.create_namespaced_pod(namespace, body)
+    watch_until(
+        named(core, namespace, "swap"),
+        lambda ps: (
+            (ps.get("swap", {}).get("status", {}).get("containerStatuses") or [{}])[0]
+            .get("state", {})
+            .get("waiting", {})
+            .get("reason")
+            in ("ErrImagePull", "ImagePullBackOff")
+        ),
+    )
+    # Fixing the image does not wait out the pull backoff.
+    core.patch_namespaced_pod(
+        "swap", namespace, {"spec": {"containers": [{"name": "app", "image": "demo/hello:1"}]}}
+    )
+    pod = watch_until(named(core, namespace, "swap"), running_and_ready(1), timeout=8)["swap"]
+    assert pod["status"]["containerStatuses"][0]["image"] == "docker.io/demo/hello:1"
+    core.patch_namespaced_pod(
+        "swap", namespace, {"spec": {"containers": [{"name": "app", "image": "demo/hello:2"}]}}
+    )
+    pod = watch_until(
+        named(core, namespace, "swap"),
+        lambda ps: (
+            running_and_ready(1)(ps)
+            and ps["swap"]["status"]["containerStatuses"][0]["image"] == "docker.io/demo/hello:2"
+        ),
+    )["swap"]
+    status = pod["status"]["containerStatuses"][0]
+    # 143 when SIGTERM lands before the app has installed its handler.
+    assert status["restartCount"] == 1 and status["lastState"]["terminated"]["exitCode"] in (0, 143)
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=swap").items
+    assert any(e.reason == "Killing" and "definition changed" in e.message for e in events)
