@@ -19,6 +19,8 @@ from .store import Event, Store
 
 log = logging.getLogger("localcluster.gc")
 
+NAMESPACE_DELAY = 1.5
+
 
 class GarbageCollector:
     """Reacts to store changes: deletes orphaned dependents and completes finalizer work."""
@@ -27,6 +29,9 @@ class GarbageCollector:
         self.store = store
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        # Terminating namespaces whose cleanup is scheduled, and those it has started for.
+        self._ns_seen: set[str] = set()
+        self._ns_active: set[str] = set()
 
     def start(self) -> None:
         """Subscribe to the store and start processing (also sweeps what a restart left)."""
@@ -71,6 +76,9 @@ class GarbageCollector:
         """Handle one change synchronously (no awaits: the store cannot change under us)."""
         meta = ev.obj["metadata"]
         uid = meta.get("uid", "")
+        if ev.type == "DELETED" and ev.resource == "namespaces":
+            self._ns_seen.discard(meta.get("name", ""))
+            self._ns_active.discard(meta.get("name", ""))
         if ev.type == "DELETED":
             for dep in list(self.store.owners.get(uid, ())):
                 obj = self.store.peek(dep[0], dep[1] or None, dep[2])
@@ -174,7 +182,15 @@ class GarbageCollector:
         uid = meta.get("uid", "")
         finalizers = meta.get("finalizers") or []
         if key == "namespaces":
-            self._namespace(obj)
+            name = meta["name"]
+            if name in self._ns_active:
+                self._namespace(obj)
+            elif name not in self._ns_seen:
+                # The real namespace controller acts after a discovery pass, not in the same
+                # instant; clients such as `kubectl delete -f` rely on content outliving the
+                # namespace's DELETE call for a moment.
+                self._ns_seen.add(name)
+                asyncio.get_running_loop().call_later(NAMESPACE_DELAY, self._namespace_later, name)
             return
         if "orphan" in finalizers:
             for dep in list(self.store.owners.get(uid, ())):
@@ -195,6 +211,17 @@ class GarbageCollector:
                 current = self.store.peek(key, meta.get("namespace") or None, meta["name"])
                 if current is not None:
                     self._remove_finalizer(key, current, "foregroundDeletion")
+
+    def _namespace_later(self, name: str) -> None:
+        ns = self.store.peek("namespaces", None, name)
+        if ns is None:
+            self._ns_seen.discard(name)
+            return
+        self._ns_active.add(name)
+        try:
+            self._namespace(ns)
+        except Exception:
+            log.exception("namespace %s cleanup failed", name)
 
     def _namespace(self, ns: dict[str, Any]) -> None:
         name = ns["metadata"]["name"]
