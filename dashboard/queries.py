@@ -119,7 +119,9 @@ def known_images(app: App | None = None, limit: int = 30) -> list[str]:
     return [image for image in seen if image][:limit]
 
 
-def log_lines(deployment: Deployment, after: int = 0, limit: int = PAGE_LOG_LINES) -> list[dict[str, Any]]:
+def log_lines(
+    deployment: Deployment, after: int = 0, limit: int = PAGE_LOG_LINES
+) -> list[dict[str, Any]]:
     """Stored log lines after ``after`` in order, at most ``limit``, as payload dicts."""
     rows = DeploymentLog.objects.filter(deployment=deployment, seq__gt=after).order_by("seq")
     return [line.as_payload() for line in rows[:limit]]
