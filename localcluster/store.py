@@ -9,6 +9,27 @@ Resources are named by key: ``"pods"``, ``"nodes"``, ``"deployments.apps"``,
 scoped resources take ``namespace=None`` (or ""). Objects are plain dicts in the
 wire format; every dict returned is a private copy the caller may mutate.
 
+The async API (each call runs without yielding, so it is atomic on the loop):
+
+* ``await create(resource, namespace, obj) -> dict`` (generateName, defaults, validation)
+* ``await get(resource, namespace, name) -> dict``
+* ``await list(resource, namespace=None, label_selector=None, field_selector=None)
+  -> (items, resourceVersion)``; selectors use kube syntax (a dict means matchLabels)
+* ``await update(resource, namespace, name, obj, subresource=None) -> dict``;
+  Conflict when ``metadata.resourceVersion`` is given and stale; ``subresource="status"``
+  changes only ``status``
+* ``await mutate(resource, namespace, name, fn, subresource=None) -> dict``: ``fn``
+  edits a fresh copy; read and write happen in one step, so it never conflicts
+* ``await patch(resource, namespace, name, patch, patch_type=STRATEGIC, subresource=None)``
+* ``await delete(resource, namespace, name, grace_period_seconds=None,
+  propagation_policy=None, preconditions=None) -> dict`` (the object's last state)
+* ``watch(resource, namespace=None, label_selector=None, field_selector=None,
+  resource_version=None, timeout_seconds=None)`` -> async iterator of
+  ``(event_type, obj)``; raises ``Expired`` for a resourceVersion older than the history
+* ``listeners``: callables run synchronously with every committed ``Event``
+  (rv, type, resource, obj, raw, old); ``peek``/``select`` read without copying
+  (treat the dicts as read-only).
+
 Errors are ``errors.StatusError`` subclasses carrying the Status the HTTP layer
 sends: ``NotFound``, ``AlreadyExists``, ``Conflict``, ``Invalid``, ``Forbidden``,
 ``BadRequest``, ``Expired`` (410, watch from a compacted resourceVersion),
