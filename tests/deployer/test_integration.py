@@ -190,3 +190,23 @@ def test_it_keeps_the_live_backend_in_sync_when_pods_are_replaced_or_added(
     app.refresh_from_db()
     assert app.replicas == 3
     assert served_versions(live, app.frontend) == {"1"}
+
+
+def test_it_swaps_back_to_the_version_kept_warm(live: DeployStack) -> None:
+    app = make_app(name="warm", frontend="warm.localhost", keep_old_seconds=300)
+    for image in ("demo/hello:1", "demo/hello:2"):
+        deployment = finished(live, services.request_deploy(app, image=image))
+        assert deployment.status == Deployment.Status.SUCCEEDED, deployment.failure_reason
+    app.refresh_from_db()
+    assert KubeCluster().versions("default", "warm") == [1, 2]
+
+    swap = services.swap_back(app)
+
+    assert swap is not None and swap.version == 1
+    swap = finished(live, swap)
+    assert swap.status == Deployment.Status.SUCCEEDED, swap.failure_reason
+    assert served_versions(live, app.frontend) == {"1"}
+    assert KubeCluster().versions("default", "warm") == [1]
+    app.refresh_from_db()
+    assert app.live_version == 1
+    assert services.swap_back(app) is None  # v2 is gone: nothing warm to go back to
