@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 
-from .errors import conflict
+from .errors import Forbidden, conflict
 from .records import Entry, Obj, now_rfc3339
 from .resources import Resource
+
+IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 
 
 class DeletionMixin:
@@ -33,6 +35,13 @@ class DeletionMixin:
         """Delete or mark for deletion; returns (object, removed_now)."""
         entry = self._entry(res, namespace, name)
         old = entry.obj
+        if res.key == "namespaces" and name in IMMORTAL_NAMESPACES:
+            # NamespaceLifecycle admission (plugin/pkg/admission/namespace/lifecycle).
+            raise Forbidden(
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                name=name,
+                kind="namespaces",
+            )
         if preconditions:
             if preconditions.get("uid") and preconditions["uid"] != old["metadata"].get("uid"):
                 raise conflict(

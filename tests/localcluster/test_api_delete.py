@@ -253,3 +253,13 @@ def test_dependents_of_an_unserved_owner_kind_are_left_alone(
         core.read_namespaced_config_map("owned", namespace).metadata.owner_references[0].kind
         == "Widget"
     )
+
+
+def test_the_default_namespace_may_not_be_deleted(core: client.CoreV1Api) -> None:
+    # NamespaceLifecycle admission: default, kube-system and kube-public are immortal.
+    with pytest.raises(client.ApiException) as err:
+        core.delete_namespace("default")
+    assert err.value.status == 403
+    body = json.loads(err.value.body)
+    validate(body)
+    assert body["message"] == 'namespaces "default" is forbidden: this namespace may not be deleted'
