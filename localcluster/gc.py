@@ -62,6 +62,9 @@ class GarbageCollector:
                 log.exception("garbage collection of %s failed", ev.resource)
 
     def _sweep(self) -> None:
+        for entry in list(self.store.objects["namespaces"].values()):
+            if not entry.obj["metadata"].get("deletionTimestamp"):
+                self._default_service_account(entry.obj["metadata"]["name"])
         for res in RESOURCES:
             for entry in list(self.store.objects[res.key].values()):
                 meta = entry.obj["metadata"]
@@ -79,6 +82,8 @@ class GarbageCollector:
         if ev.type == "DELETED" and ev.resource == "namespaces":
             self._ns_seen.discard(meta.get("name", ""))
             self._ns_active.discard(meta.get("name", ""))
+        if ev.resource == "namespaces" and ev.type == "ADDED":
+            self._default_service_account(meta["name"])
         if ev.type == "DELETED":
             for dep in list(self.store.owners.get(uid, ())):
                 obj = self.store.peek(dep[0], dep[1] or None, dep[2])
@@ -211,6 +216,15 @@ class GarbageCollector:
                 current = self.store.peek(key, meta.get("namespace") or None, meta["name"])
                 if current is not None:
                     self._remove_finalizer(key, current, "foregroundDeletion")
+
+    def _default_service_account(self, namespace: str) -> None:
+        # pkg/controller/serviceaccount: every namespace gets a "default" ServiceAccount.
+        if self.store.peek("serviceaccounts", namespace, "default") is not None:
+            return
+        try:
+            self.store.create_sync("serviceaccounts", namespace, {"metadata": {"name": "default"}})
+        except StatusError as err:
+            log.debug("no default service account in %s: %s", namespace, err)
 
     def _namespace_later(self, name: str) -> None:
         ns = self.store.peek("namespaces", None, name)

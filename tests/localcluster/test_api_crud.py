@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .conftest import validate
+from .conftest import validate, wait_for
 
 
 def pod_body(
@@ -373,3 +373,13 @@ def test_pod_spec_updates_are_limited_to_images_and_a_few_fields(
     pod.metadata.labels = {"changed": "yes"}
     assert core.replace_namespaced_pod("imm", namespace, pod).metadata.labels == {"changed": "yes"}
     core.patch_namespaced_pod("imm", namespace, {"metadata": {"finalizers": None}})
+
+
+def test_every_namespace_gets_a_default_service_account(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    # pkg/controller/serviceaccount (tokens_controller/serviceaccounts_controller): "default" per namespace.
+    sa = wait_for(
+        core.list_namespaced_service_account, namespace, name="default", check=lambda _: True
+    )
+    validate(sa)
