@@ -108,6 +108,8 @@ class _Decoder:
             )
             if ok:
                 value = int(value)
+                # Go's decoder refuses numbers that overflow the field (int64 at most).
+                ok = -(2**63) <= value < 2**63
         elif typ == "float":
             ok = isinstance(value, int | float) and not isinstance(value, bool)
         elif typ == "bool":
