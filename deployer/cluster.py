@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +16,8 @@ from kubernetes import client
 
 from deployer import k8s
 from deployer.errors import Conflict, NotFound
+
+logger = logging.getLogger(__name__)
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "greenlight"
@@ -310,9 +316,44 @@ class KubeCluster:
         *,
         on_change: Callable[[PodInfo], None],
         cancelled: Callable[[], bool],
+        on_event: Callable[[str, str], None] | None = None,
     ) -> list[PodInfo]:
-        """Watch the version's pods until ``replicas`` of them run; raise PodFailed or TimeoutError."""
+        """Watch the version's pods until ``replicas`` of them run; raise PodFailed or TimeoutError.
+
+        ``on_event(type, text)`` receives the Kubernetes Events of those pods as they come.
+        """
+        feed = PodEventFeed(self.core, namespace, f"{object_name(app, version)}-")
+        if on_event is not None:
+            feed.start()
+        try:
+            return self._wait_started(
+                namespace, app, version, replicas, timeout, on_change, cancelled, feed, on_event
+            )
+        finally:
+            feed.stop()
+            for kind, text in feed.drain():
+                if on_event is not None:
+                    on_event(kind, text)
+
+    def _wait_started(
+        self,
+        namespace: str,
+        app: str,
+        version: int,
+        replicas: int,
+        timeout: float,
+        on_change: Callable[[PodInfo], None],
+        cancelled: Callable[[], bool],
+        feed: PodEventFeed,
+        on_event: Callable[[str, str], None] | None,
+    ) -> list[PodInfo]:
         deadline = time.monotonic() + timeout
+
+        def relay() -> None:
+            for kind, text in feed.drain():
+                if on_event is not None:
+                    on_event(kind, text)
+
         selector = f"app={app},version={version},{MANAGED_BY}={MANAGER}"
         listed = k8s.call(self.core.list_namespaced_pod, namespace, label_selector=selector)
         pods: dict[str, PodInfo] = {}
@@ -343,9 +384,11 @@ class KubeCluster:
             if cancelled():
                 return sorted(live, key=lambda p: p.name)
             # Short watch windows let an abort be noticed within a second.
+            relay()
             for event in self._watch(namespace, selector, resource_version, min(1.0, remaining)):
                 obj = event["object"]
                 resource_version = obj.metadata.resource_version or resource_version
+                relay()
                 update(pod_info(obj), deleted=event["type"] == "DELETED")
                 live = [p for p in pods.values() if p.started and not p.deleting]
                 if len(live) >= replicas or cancelled():
@@ -362,3 +405,84 @@ class KubeCluster:
             timeout_seconds=max(1, round(seconds)),
             _request_timeout=seconds + 5,
         )
+
+
+class PodEventFeed:
+    """Kubernetes Events about pods named ``<prefix>...``, collected by a watch thread.
+
+    Events explain what pod status does not (scheduling failures, image pulls, back-offs).
+    They are a nicety: pod status stays the authority, so a failing feed only logs.
+    """
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, prefix: str) -> None:
+        self.core = core
+        self.namespace = namespace
+        self.prefix = prefix
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._seen: set[tuple[str, str, str]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start watching in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="pod-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (within a watch window)."""
+        self._stop.set()
+
+    def drain(self) -> list[tuple[str, str]]:
+        """(type, text) of the events collected since the last call."""
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _take(self, event: dict[str, Any]) -> None:
+        involved = event.get("involvedObject") or {}
+        name = str(involved.get("name") or "")
+        if not name.startswith(self.prefix):
+            return
+        reason, message = str(event.get("reason") or ""), str(event.get("message") or "")
+        if (name, reason, message) in self._seen:
+            return
+        self._seen.add((name, reason, message))
+        self._queue.put((str(event.get("type") or "Normal"), f"{reason} on {name}: {message}"))
+
+    def _run(self) -> None:
+        selector = "involvedObject.kind=Pod"
+        try:
+            response = k8s.call(
+                self.core.list_namespaced_event,
+                self.namespace,
+                field_selector=selector,
+                _preload_content=False,
+                _request_timeout=10,
+            )
+            listed = json.loads(response.data)
+            for item in listed.get("items") or []:
+                self._take(item)
+            resource_version = (listed.get("metadata") or {}).get("resourceVersion")
+            while not self._stop.is_set():
+                for event in k8s.stream(
+                    self.core.list_namespaced_event,
+                    self.namespace,
+                    field_selector=selector,
+                    resource_version=resource_version,
+                    timeout_seconds=1,
+                    deserialize=False,
+                    _request_timeout=10,
+                ):
+                    obj = event.get("object") or {}
+                    resource_version = (obj.get("metadata") or {}).get(
+                        "resourceVersion"
+                    ) or resource_version
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self._take(obj)
+                    if self._stop.is_set():
+                        return
+        except Exception:
+            logger.debug("pod event feed for %s* ended", self.prefix, exc_info=True)

@@ -45,6 +45,7 @@ class Cluster(Protocol):
         *,
         on_change: Callable[[PodInfo], None],
         cancelled: Callable[[], bool],
+        on_event: Callable[[str, str], None] | None = None,
     ) -> list[PodInfo]: ...
 
 

@@ -315,6 +315,9 @@ class Workflow(OtherKinds):
                 max(0.0, deadline - self.clock.monotonic()),
                 on_change=on_change,
                 cancelled=self.abort_requested,
+                on_event=lambda kind, text: self.log(
+                    f"Event: {text}", level="warning" if kind == "Warning" else "info", step="pods"
+                ),
             )
         except PodFailed as exc:
             self.log_pod_output()

@@ -92,7 +92,10 @@ class FakeCluster:
         *,
         on_change: Callable[[PodInfo], None],
         cancelled: Callable[[], bool],
+        on_event: Callable[[str, str], None] | None = None,
     ) -> list[PodInfo]:
+        if on_event is not None:
+            on_event("Normal", f"Scheduled on {app}-v{version}-0: assigned to node-1")
         outcome = self.pod_outcome(self.versions_[version]["image"])
         pods = self.pods(namespace, app, version)
         for pod in pods:

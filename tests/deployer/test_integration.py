@@ -102,6 +102,8 @@ def test_it_fails_at_once_on_an_image_that_cannot_be_pulled(live: DeployStack) -
 
     assert deployment.status == Deployment.Status.FAILED
     assert "could not be pulled" in deployment.failure_reason
+    lines = list(deployment.logs.values_list("message", flat=True))
+    assert any(line.startswith("Event: ") and "nope/nothing:1" in line for line in lines), lines
     assert KubeCluster().versions("default", "nopull") == []
     with EtcdStore() as store:
         assert store.get_frontend(app.frontend) is None
