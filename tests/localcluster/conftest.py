@@ -230,14 +230,29 @@ def raw(api_client: client.ApiClient) -> Callable[..., RawResponse]:
 
 
 @pytest.fixture(scope="session")
-def kubectl(cluster_kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+def kubectl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A discovery cache for kubectl, so test clusters on random ports stay out of ~/.kube."""
+    return tmp_path_factory.mktemp("kubectl-cache")
+
+
+@pytest.fixture(scope="session")
+def kubectl(
+    cluster_kubeconfig: Path, kubectl_cache: Path
+) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run kubectl against the cluster under test; returns the CompletedProcess."""
 
     def run(
         *args: str, input: str | None = None, timeout: float = 60, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(cluster_kubeconfig), *args],
+            [
+                KUBECTL,
+                "--kubeconfig",
+                str(cluster_kubeconfig),
+                "--cache-dir",
+                str(kubectl_cache),
+                *args,
+            ],
             input=input,
             capture_output=True,
             text=True,

@@ -116,13 +116,15 @@ def test_kubectl_delete_removes_objects(
 
 
 def test_kubectl_get_watch_prints_changes(
-    cluster_kubeconfig: Path, core: client.CoreV1Api, namespace: str
+    cluster_kubeconfig: Path, kubectl_cache: Path, core: client.CoreV1Api, namespace: str
 ) -> None:
     proc = subprocess.Popen(
         [
             KUBECTL,
             "--kubeconfig",
             str(cluster_kubeconfig),
+            "--cache-dir",
+            str(kubectl_cache),
             "get",
             "configmaps",
             "-n",
