@@ -34,7 +34,7 @@ from .controllers.base import Controller
 from .controllers.deployment import DeploymentController
 from .controllers.disruption import DisruptionController
 from .controllers.endpoints import EndpointsController, EndpointSliceController
-from .controllers.events import EventRecorder
+from .controllers.events import EventExpiry, EventRecorder
 from .controllers.nodelifecycle import NodeLifecycleController
 from .controllers.replicaset import ReplicaSetController
 from .images import Catalog
@@ -63,6 +63,7 @@ class Runtime:
         self.root.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog.load(getattr(args, "images", None))
         self.recorder = EventRecorder(store)
+        self.event_expiry = EventExpiry(store)
         self.reaper = Reaper()
         self.block: PodBlock | None = None
         self.nodes: NodeManager | None = None
@@ -100,6 +101,7 @@ class Runtime:
         await self.nodes.start(int(getattr(self.args, "nodes", 1) or 0))
         for controller in self.controllers:
             controller.start()
+        self.event_expiry.start()
         log.info(
             "runtime started: %d nodes, pod addresses 127.%d.<node>.<n>",
             len(self.nodes.kubelets),
@@ -135,6 +137,7 @@ class Runtime:
             self._listening = False
         for controller in self.controllers:
             await controller.stop()
+        await self.event_expiry.stop()
         if self.nodes is not None:
             await self.nodes.stop()
         self.reaper.stop()

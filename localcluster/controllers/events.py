@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+import datetime as dt
 import logging
 import secrets
 import time
@@ -103,3 +106,52 @@ class EventRecorder:
         if len(self._seen) > 20000:
             # Old correlation keys only cost a new Event instead of a count bump.
             self._seen.clear()
+
+
+# kube-apiserver's --event-ttl default.
+EVENT_TTL = dt.timedelta(hours=1)
+SWEEP_SECONDS = 300.0
+
+
+class EventExpiry:
+    """Deletes Events whose last occurrence is older than the TTL, as etcd leases do upstream."""
+
+    def __init__(self, store: Store, ttl: dt.timedelta = EVENT_TTL) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._task: asyncio.Task[None] | None = None
+
+    def sweep(self) -> int:
+        """Delete expired events now; return how many went."""
+        cutoff = (dt.datetime.now(dt.UTC) - self.ttl).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expired = [
+            e.obj["metadata"]
+            for e in self.store.select("events")
+            if (e.obj.get("lastTimestamp") or e.obj["metadata"].get("creationTimestamp") or "")
+            < cutoff
+        ]
+        for meta in expired:
+            with contextlib.suppress(StatusError):
+                self.store.delete_sync("events", meta.get("namespace"), meta["name"])
+        return len(expired)
+
+    def start(self) -> None:
+        """Sweep at start and then every few minutes."""
+        self._task = asyncio.create_task(self._run(), name="event-expiry")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                removed = self.sweep()
+                if removed:
+                    log.info("expired %d events older than %s", removed, self.ttl)
+            except Exception:
+                log.exception("event expiry failed")
+            await asyncio.sleep(SWEEP_SECONDS)  # a TTL sweep, not a wait for a change
+
+    async def stop(self) -> None:
+        """Stop sweeping."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -225,3 +225,29 @@ def test_it_treats_a_null_field_in_a_template_as_absent_when_matching_replica_se
         "spec": {"containers": []},
     }
     assert without_hash(stored) == without_hash(from_undo)
+
+
+def test_it_expires_events_older_than_the_ttl() -> None:
+    from localcluster.controllers.events import EventExpiry, EventRecorder
+    from localcluster.store import Store
+
+    store = Store(None)
+    store.load()
+    pod = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+    }
+    EventRecorder(store).record(pod, "Normal", "Fresh", "just now", "kubelet")
+    store.create_sync(
+        "events",
+        "default",
+        {
+            "metadata": {"name": "p.old", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Stale",
+            "lastTimestamp": "2020-01-01T00:00:00Z",
+        },
+    )
+    assert EventExpiry(store).sweep() == 1
+    assert [e.obj["reason"] for e in store.select("events")] == ["Fresh"]
