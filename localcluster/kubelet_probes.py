@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .kubelet_process import child_setup
 
 # Defaults from the core/v1 Probe reference.
 DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3}
@@ -145,6 +148,8 @@ async def exec_command(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            # Like containers, probe commands die with localcluster.
+            preexec_fn=child_setup(os.getpid()),
         )
     except OSError as exc:
         return ProbeResult(False, f"exec: {exc.strerror or exc}")

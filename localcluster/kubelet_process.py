@@ -24,7 +24,7 @@ REAPER = Path(__file__).with_name("reaper.py")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
+def child_setup(parent_pid: int) -> Callable[[], None]:
     """Return a preexec hook that ties the child's life to this process."""
 
     def setup() -> None:
@@ -119,7 +119,7 @@ class ContainerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_child_setup(os.getpid()),
+            preexec_fn=child_setup(os.getpid()),
         )
         self = cls(proc, reaper)
         if reaper is not None:
