@@ -10,6 +10,7 @@ staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go (limitedReadBody:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -237,8 +238,9 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
+# GREENLIGHT_FUZZ_EXAMPLES raises the example count for a longer hunt than CI's.
 @settings(
-    max_examples=250,
+    max_examples=int(os.environ.get("GREENLIGHT_FUZZ_EXAMPLES", "250")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
