@@ -30,7 +30,6 @@ CAPACITY_ANNOTATION = "localcluster.io/capacity-"
 DEFAULT_CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 NODE_ADDRESS_PREFIX = "127.100.0"
 KUBELET_VERSION = "v1.32.0"
-UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 
 # Pod ranges are 127.<block>.<node index>.0/24; a block is held by one running cluster at a
 # time through a lock file, so clusters started side by side never share pod addresses.

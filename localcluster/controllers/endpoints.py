@@ -16,7 +16,6 @@ from .replicaset import pod_ready
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
-TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 
 
 def _target_port(port: dict[str, Any], pod: dict[str, Any]) -> int | None:
