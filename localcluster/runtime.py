@@ -61,7 +61,13 @@ class Runtime:
             self._tmp = tempfile.TemporaryDirectory(prefix="localcluster-")
             self.root = Path(self._tmp.name)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog.load(getattr(args, "images", None))
+        images = getattr(args, "images", None)
+        try:
+            self.catalog = Catalog.load(images)
+        except Exception as exc:  # a user's file: OSError, ValueError or a YAML error
+            raise SystemExit(
+                f"localcluster: cannot use the image catalog --images {images}: {exc}"
+            ) from exc
         self.recorder = EventRecorder(store)
         self.event_expiry = EventExpiry(store)
         self.reaper = Reaper()
