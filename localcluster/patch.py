@@ -233,7 +233,11 @@ def json_patch(doc: dict[str, Any], ops: list[Any]) -> dict[str, Any]:
                 )
             continue
         if kind in ("move", "copy"):
-            src = _pointer(op.get("from", ""))
+            if not isinstance(op.get("from"), str):
+                raise BadRequest(
+                    f"the server rejected our request due to an error in our request: missing from for {kind}"
+                )
+            src = _pointer(op["from"])
             value = copy.deepcopy(_resolve(doc, src, op.get("from", "")))
             if kind == "move":
                 _remove(doc, src, op.get("from", ""))

@@ -19,6 +19,15 @@ from .errors import BadRequest, field_required, invalid
 from .resources import Resource
 
 _MODEL_FOR_KIND = {"Event": "CoreV1Event"}
+_ZERO: dict[str, Any] = {
+    "str": "",
+    "datetime": "",
+    "bytes": "",
+    "int": 0,
+    "float": 0,
+    "bool": False,
+}
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 _INNER = re.compile(r"^(List|Dict)\[(?:str, )?(.+)\]$")
 
 
@@ -94,11 +103,21 @@ class _Decoder:
             if m.group(1) == "List":
                 if not isinstance(value, list):
                     raise self.fail(value, model, path, typ)
-                return [self.value(v, inner, model, path) for v in value]
+                return [self.element(v, inner, model, path) for v in value]
             if not isinstance(value, dict):
                 raise self.fail(value, model, path, typ)
-            return {k: self.value(v, inner, model, path) for k, v in value.items()}
-        if typ in ("str", "datetime", "bytes"):
+            return {k: self.element(v, inner, model, path) for k, v in value.items()}
+        if typ == "datetime":
+            if not isinstance(value, str):
+                raise self.fail(value, model, path, typ)
+            if not _RFC3339.match(value):
+                kind = self.res.kind
+                raise BadRequest(
+                    f'{kind} in version "{self.res.version}" cannot be handled as a {kind}: '
+                    f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse "{value}" as "2006"'
+                )
+            ok = True
+        elif typ in ("str", "bytes"):
             ok = isinstance(value, str)
         elif typ == "int":
             ok = (
@@ -125,6 +144,12 @@ class _Decoder:
         if not ok:
             raise self.fail(value, model, path, typ)
         return value
+
+    def element(self, value: Any, typ: str, model: str, path: str) -> Any:
+        """A list item or map value: Go decodes null there as the type's zero value."""
+        if value is None:
+            return _ZERO.get(typ, {} if hasattr(_models, typ) else None)
+        return self.value(value, typ, model, path)
 
     def model(self, obj: dict[str, Any], model: str, path: str) -> dict[str, Any]:
         """Check an object against a generated model, collecting unknown and missing fields."""

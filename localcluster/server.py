@@ -374,6 +374,9 @@ class Api:
         """POST: 201 with the stored object."""
         body = await self.body(request, res)
         obj, unknown = self.object_body(res, body, request.query.get("fieldValidation") == "Strict")
+        if res.has_status and res.kind != "Node":
+            # PrepareForCreate resets status (nodes alone may be created with one).
+            obj.pop("status", None)
         entry = self.store.create_sync(res, namespace, obj, dry_run=_dry_run(request))
         return self.raw(entry.raw, 201, self.warnings(unknown))
 

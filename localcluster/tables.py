@@ -399,8 +399,15 @@ TABLES: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
 }
 
 
-def _row(obj: Obj, printer: Callable[[Obj], list[Any]], include: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"cells": printer(obj)}
+def _row(
+    obj: Obj, printer: Callable[[Obj], list[Any]], columns: list[Column], include: str
+) -> dict[str, Any]:
+    try:
+        cells = printer(obj)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        # Odd but stored objects (written in-process) still print, like the real printers do.
+        cells = [_name(obj)] + ["<unknown>"] * (len(columns) - 1)
+    row: dict[str, Any] = {"cells": cells}
     if include == "Object":
         row["object"] = obj
     elif include != "None":
@@ -444,5 +451,5 @@ def table(
             }
             for name, typ, prio in columns
         ]
-    out["rows"] = [_row(o, printer, include) for o in objs]
+    out["rows"] = [_row(o, printer, columns, include) for o in objs]
     return out

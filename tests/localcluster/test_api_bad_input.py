@@ -9,15 +9,19 @@ staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go (limitedReadBody:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kubernetes import client
 
 from .conftest import validate
+from .test_api_crud import deployment_body, pod_body
 
 
 def test_malformed_json_is_a_400_with_a_message(raw: Callable[..., Any], namespace: str) -> None:
@@ -163,6 +167,10 @@ PATHS = st.one_of(
             "/api/v1/namespaces/default/pods/p/log",
             "/api/v1/namespaces/default/pods/p/eviction",
             "/api/v1/namespaces/default/configmaps",
+            "/api/v1/namespaces/default/configmaps/fuzz",
+            "/apis/apps/v1/namespaces/default/deployments/fuzz",
+            "/api/v1/namespaces/default/pods/fuzz",
+            "/api/v1/namespaces/default/pods/fuzz/status",
             "/api/v1/nodes/n",
             "/api/v1/namespaces/default",
             "/api/v1/namespaces/default/finalize",
@@ -217,10 +225,72 @@ OBJECTS = st.fixed_dictionaries(
         "data": JSON_VALUES,
     },
 )
+JSON_PATCHES = st.lists(
+    st.fixed_dictionaries(
+        {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "bogus"])},
+        optional={
+            "path": st.sampled_from(
+                [
+                    "/spec",
+                    "/spec/replicas",
+                    "/metadata/labels/x",
+                    "/data/k",
+                    "/spec/containers/0/image",
+                    "/spec/containers/-",
+                    "",
+                    "x",
+                    "/~1/~0",
+                ]
+            )
+            | JSON_VALUES,
+            "from": st.sampled_from(["/metadata/labels", "/spec/template", "/nope"]) | JSON_VALUES,
+            "value": JSON_VALUES,
+        },
+    ),
+    max_size=4,
+)
+SMP_DIRECTIVES = st.fixed_dictionaries(
+    {},
+    optional={
+        "$patch": st.sampled_from(["replace", "delete", "merge", "bogus"]) | JSON_VALUES,
+        "$retainKeys": JSON_VALUES,
+        "metadata": st.fixed_dictionaries(
+            {},
+            optional={
+                "labels": JSON_VALUES,
+                "finalizers": JSON_VALUES,
+                "$deleteFromPrimitiveList/finalizers": JSON_VALUES,
+            },
+        ),
+        "spec": st.fixed_dictionaries(
+            {},
+            optional={
+                "containers": st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "name": JSON_VALUES,
+                            "image": JSON_VALUES,
+                            "$patch": st.sampled_from(["delete", "replace"]),
+                        },
+                    ),
+                    max_size=3,
+                )
+                | JSON_VALUES,
+                "$setElementOrder/containers": JSON_VALUES,
+                "template": JSON_VALUES,
+                "replicas": JSON_VALUES,
+            },
+        ),
+        "data": JSON_VALUES,
+    },
+)
 BODIES = st.one_of(
     st.none(),
     st.binary(max_size=64),
     OBJECTS.map(lambda o: json.dumps(o).encode()),
+    JSON_PATCHES.map(lambda o: json.dumps(o).encode()),
+    SMP_DIRECTIVES.map(lambda o: json.dumps(o).encode()),
     JSON_VALUES.map(lambda o: json.dumps(o).encode()),
 )
 CONTENT_TYPES = st.sampled_from(
@@ -238,6 +308,30 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
+@pytest.fixture(scope="module")
+def fuzz_targets(core: client.CoreV1Api, apps: client.AppsV1Api) -> Iterator[None]:
+    """Objects named "fuzz" in default, so random PUT/PATCH/DELETE reach real ones."""
+    created = []
+    for create, body in (
+        (core.create_namespaced_config_map, {"metadata": {"name": "fuzz"}, "data": {"k": "v"}}),
+        (core.create_namespaced_pod, pod_body("fuzz", schedulerName="nobody")),
+        (apps.create_namespaced_deployment, deployment_body("fuzz", image="demo/none:1")),
+    ):
+        try:
+            create("default", body)
+            created.append(body)
+        except client.ApiException as exc:
+            assert exc.status == 409
+    yield
+    for delete in (
+        core.delete_namespaced_config_map,
+        core.delete_namespaced_pod,
+        apps.delete_namespaced_deployment,
+    ):
+        with contextlib.suppress(client.ApiException):
+            delete("fuzz", "default")
+
+
 # GREENLIGHT_FUZZ_EXAMPLES raises the example count for a longer hunt than CI's.
 @settings(
     max_examples=int(os.environ.get("GREENLIGHT_FUZZ_EXAMPLES", "250")),
@@ -252,6 +346,7 @@ CONTENT_TYPES = st.sampled_from(
     content_type=CONTENT_TYPES,
 )
 def test_random_requests_never_get_a_5xx(
+    fuzz_targets: None,
     raw: Callable[..., Any],
     method: str,
     path: str,
