@@ -149,6 +149,10 @@ class PodWorker(ContainerLifecycle):
         meta = pod["metadata"]
         if not meta.get("deletionTimestamp"):
             self.spec_changed(pod)
+            if pod["spec"].get("readinessGates") and self.ip is not None:
+                # A gate's condition is set by someone else; Ready follows it. An unchanged
+                # status is a no-op write (no event), so this does not loop.
+                self.mark_dirty()
         if meta.get("deletionTimestamp"):
             self.terminating.set()
             grace = meta.get("deletionGracePeriodSeconds")

@@ -175,10 +175,33 @@ def pod_conditions(
         reason = "ContainersNotReady"
         message = f"containers with unready status: [{' '.join(unready)}]"
     all_ready = not unready and not completed
-    ready = _condition(previous, "Ready", all_ready, reason, message)
     containers_ready = _condition(previous, "ContainersReady", all_ready, reason, message)
+    gate_reason, gate_messages = _readiness_gates(pod, previous)
+    if all_ready and gate_messages:
+        ready = _condition(previous, "Ready", False, gate_reason, ", ".join(gate_messages))
+    else:
+        ready = _condition(previous, "Ready", all_ready, reason, message)
     conditions += [ready, containers_ready]
     for cond in old_conditions:
         if cond["type"] not in {c["type"] for c in conditions}:
             conditions.append(cond)
     return conditions
+
+
+def _readiness_gates(
+    pod: dict[str, Any], conditions: dict[str, dict[str, Any]]
+) -> tuple[str, list[str]]:
+    # pkg/kubelet/status/generate.go: every spec.readinessGates condition must be True.
+    messages = []
+    for gate in pod["spec"].get("readinessGates") or []:
+        ctype = gate.get("conditionType", "")
+        cond = conditions.get(ctype)
+        if cond is None:
+            messages.append(
+                f'corresponding condition of pod readiness gate "{ctype}" does not exist.'
+            )
+        elif cond.get("status") != "True":
+            messages.append(
+                f'the status of pod readiness gate "{ctype}" is not "True", but {cond.get("status")}'
+            )
+    return "ReadinessGatesNotReady", messages

@@ -251,3 +251,19 @@ def test_it_expires_events_older_than_the_ttl() -> None:
     )
     assert EventExpiry(store).sweep() == 1
     assert [e.obj["reason"] for e in store.select("events")] == ["Fresh"]
+
+
+def test_it_holds_ready_back_until_every_readiness_gate_is_true() -> None:
+    from localcluster.kubelet_status import pod_conditions
+
+    running = _container({"running": {}})
+    running.ready = True
+    pod = {"spec": {"readinessGates": [{"conditionType": "example.com/lb"}]}, "status": {}}
+    conditions = {c["type"]: c for c in pod_conditions(pod, True, True, "Running", [running])}
+    assert conditions["ContainersReady"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["reason"] == "ReadinessGatesNotReady"
+    pod["status"]["conditions"] = [{"type": "example.com/lb", "status": "True"}]
+    conditions = {c["type"]: c for c in pod_conditions(pod, True, True, "Running", [running])}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["example.com/lb"]["status"] == "True", "a gate's condition is kept"
