@@ -7,6 +7,8 @@ from pathlib import Path
 
 # Lines longer than this are split into partial (P) records, as containerd does.
 MAX_RECORD = 16 * 1024
+# The kubelet's containerLogMaxSize: past it the log rotates to ``<name>.1`` (one kept).
+MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 def _now() -> str:
@@ -17,10 +19,12 @@ def _now() -> str:
 class ContainerLog:
     """The log of one run of one container; appended by the output pumps."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_LOG_BYTES) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("ab", buffering=0)
+        self._size = path.stat().st_size
         self._partial: dict[str, bytes] = {}
         self.closed = False
 
@@ -42,7 +46,17 @@ class ContainerLog:
         if rest:
             self._partial[stream] = rest
         if out:
+            if self._size + len(out) > self.max_bytes and self._size > 0:
+                self._rotate()
             self._file.write(bytes(out))
+            self._size += len(out)
+
+    def _rotate(self) -> None:
+        # `kubectl logs` then shows the newest part only, as with a real kubelet's rotation.
+        self._file.close()
+        self.path.replace(self.path.with_name(self.path.name + ".1"))
+        self._file = self.path.open("ab", buffering=0)
+        self._size = 0
 
     @staticmethod
     def _record(stream: str, tag: str, line: bytes) -> bytes:

@@ -267,3 +267,16 @@ def test_it_holds_ready_back_until_every_readiness_gate_is_true() -> None:
     conditions = {c["type"]: c for c in pod_conditions(pod, True, True, "Running", [running])}
     assert conditions["Ready"]["status"] == "True"
     assert conditions["example.com/lb"]["status"] == "True", "a gate's condition is kept"
+
+
+def test_it_rotates_a_log_that_outgrows_its_limit(tmp_path: Path) -> None:
+    log = ContainerLog(tmp_path / "c.log", max_bytes=200)
+    for i in range(10):
+        log.write("stdout", f"line {i}\n".encode())
+    log.close()
+    current = (tmp_path / "c.log").read_text()
+    rotated = (tmp_path / "c.log.1").read_text()
+    assert "line 9" in current and "line 0" not in current
+    first_current = int(current.split("line ")[1].split()[0])
+    assert f"line {first_current - 1}\n" in rotated, "the rotated file holds what came just before"
+    assert len(current.encode()) <= 200
