@@ -16,6 +16,8 @@ from .resources import Resource
 
 Obj = dict[str, Any]
 ObjKey = tuple[str, str]
+# Events a watch may have pending; more than the history holds, so replays always fit.
+MAX_PENDING = 50000
 
 
 def dumps(obj: Any) -> bytes:
@@ -67,22 +69,34 @@ class Watcher:
         self.resource = resource
         self.match = match
         self.queue: asyncio.Queue[tuple[str, Obj, bytes] | None] = asyncio.Queue()
+        self.closed = False
+
+    def _put(self, item: tuple[str, Obj, bytes]) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= MAX_PENDING:
+            # A consumer this far behind is ended, as kube-apiserver ends slow watchers;
+            # it re-lists and watches again.
+            self.closed = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(item)
 
     def offer(self, ev: Event) -> None:
         """Queue ``ev`` if it concerns this watch, as ADDED/MODIFIED/DELETED from its point of view."""
         new_match = self.match(ev.obj)
         if ev.type == "DELETED":
             if new_match:
-                self.queue.put_nowait(("DELETED", ev.obj, ev.raw))
+                self._put(("DELETED", ev.obj, ev.raw))
             return
         old_match = ev.old is not None and self.match(ev.old)
         if new_match and old_match:
-            self.queue.put_nowait(("MODIFIED", ev.obj, ev.raw))
+            self._put(("MODIFIED", ev.obj, ev.raw))
         elif new_match:
-            self.queue.put_nowait(("ADDED", ev.obj, ev.raw))
+            self._put(("ADDED", ev.obj, ev.raw))
         elif old_match:
             # An object leaving the selector is a deletion from this watch's view.
-            self.queue.put_nowait(("DELETED", ev.obj, ev.raw))
+            self._put(("DELETED", ev.obj, ev.raw))
 
 
 def encode_continue(rv: str, start: ObjKey) -> str:
