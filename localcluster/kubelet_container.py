@@ -129,6 +129,7 @@ class ContainerLifecycle:
             if (
                 state is None
                 or changed is None
+                or changed.is_set()  # already restarting for this change
                 or state.image == container.get("image", state.image)
             ):
                 continue
