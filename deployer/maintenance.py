@@ -43,7 +43,7 @@ class OtherKinds(_Base):
             if not self.pods:
                 raise StopDeployment(f"v{version} has no running pods.")
             self.check_health(self.clock.monotonic() + float(self.d["health"]["deadline"]))
-        with self.step("switch"):
+        with self.step("switch", first=self.write_route):
             self.switch()
         with self.step("verify"):
             self.verify()
