@@ -53,6 +53,11 @@ def status_response(err: StatusError) -> web.Response:
     return web.Response(status=err.code, body=dumps(err.status()), content_type=JSON)
 
 
+def not_allowed() -> MethodNotAllowed:
+    """The 405 kube-apiserver answers for a verb the path does not serve."""
+    return MethodNotAllowed("the server does not allow this method on the requested resource")
+
+
 def success_status(res: Resource, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The Status kube-apiserver answers a DELETE with when it does not return the object."""
     details: dict[str, Any] = {"name": meta.get("name", "")}
@@ -129,103 +134,56 @@ class Api:
             raise NotFound(NOT_FOUND_MSG)
         if not rest:
             if request.method != "GET":
-                raise MethodNotAllowed(
-                    "the server does not allow this method on the requested resource"
-                )
+                raise not_allowed()
             doc = discovery.resource_list(group, version)
             if doc is None:
                 raise NotFound(NOT_FOUND_MSG)
             return self.json(doc)
-        watch_path = False
-        if rest[0] == "watch":
-            watch_path = True
+        return await self.resource(request, group, version, rest)
+
+    async def resource(
+        self, request: web.Request, group: str, version: str, rest: list[str]
+    ) -> web.StreamResponse:
+        """Serve /<prefix>/[watch/][namespaces/<ns>/]<plural>[/<name>[/<subresource>]]."""
+        watch_path = rest[0] == "watch"
+        if watch_path:
             rest = rest[1:]
         namespace: str | None = None
+        # "namespaces/<name>/status|finalize" are the Namespace's own subresources.
         if (
-            (
-                len(rest) >= 3
-                and rest[0] == "namespaces"
-                and group == ""
-                and rest[2] not in ("status", "finalize")
-            )
-            or len(rest) >= 3
+            len(rest) >= 3
             and rest[0] == "namespaces"
-            and group
+            and (group or rest[2] not in ("status", "finalize"))
         ):
             namespace, rest = rest[1], rest[2:]
         if not rest or len(rest) > 3:
             raise NotFound(NOT_FOUND_MSG)
         res = BY_PATH.get((group, version, rest[0]))
-        if res is None:
-            raise NotFound(NOT_FOUND_MSG)
-        if namespace is not None and not res.namespaced:
+        if res is None or (namespace is not None and not res.namespaced):
             raise NotFound(NOT_FOUND_MSG)
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
         if sub is not None and sub not in res.subresources:
             raise NotFound(NOT_FOUND_MSG)
         method = request.method
-        q = request.query
-        if watch_path or (name is None and method == "GET" and as_bool(q.get("watch"))):
+        if watch_path or (name is None and method == "GET" and as_bool(request.query.get("watch"))):
             if method != "GET" or sub:
-                raise MethodNotAllowed(
-                    "the server does not allow this method on the requested resource"
-                )
-            if name is not None:
-                # /watch/namespaces/ns/pods/name is a watch on one object.
-                return await watchapi.watch(
-                    self.store, request, res, namespace, f"metadata.name={name}"
-                )
-            return await watchapi.watch(self.store, request, res, namespace, None)
+                raise not_allowed()
+            # /watch/namespaces/ns/pods/name is a watch on one object.
+            one = f"metadata.name={name}" if name is not None else None
+            return await watchapi.watch(self.store, request, res, namespace, one)
         if res.namespaced and name is not None and namespace is None:
             raise NotFound(NOT_FOUND_MSG)
-        if sub == "log":
-            if method != "GET":
-                raise MethodNotAllowed(
-                    "the server does not allow this method on the requested resource"
-                )
-            return await podapi.logs(self.store, request, namespace or "", name or "")
-        if sub == "eviction":
-            if method != "POST":
-                raise MethodNotAllowed(
-                    "the server does not allow this method on the requested resource"
-                )
-            body = await self.body(request, None)
-            return await podapi.evict(self.store, namespace or "", name or "", body, q)
-        if sub == "binding":
-            if method != "POST":
-                raise MethodNotAllowed(
-                    "the server does not allow this method on the requested resource"
-                )
-            body = await self.body(request, None)
-            return podapi.bind(self.store, namespace or "", name or "", body)
-        if sub == "scale":
-            return await scaleapi.scale(self, request, res, namespace, name or "")
         if name is None:
-            if method == "GET":
-                return self.list(request, res, namespace)
-            if method == "POST":
-                if res.namespaced and namespace is None:
-                    raise MethodNotAllowed(
-                        "the server does not allow this method on the requested resource"
-                    )
-                return await self.create(request, res, namespace)
-            if method == "DELETE":
-                return await self.delete_collection(request, res, namespace)
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
+            return await self.collection(request, res, namespace)
+        if sub in ("log", "eviction", "binding", "scale"):
+            return await self.pod_or_scale(request, res, namespace or "", name, sub)
         if method == "GET":
             if tables.wants_table(request.headers.get("Accept", "")):
                 obj = self.store.peek(res, namespace, name) or _raise_not_found(res, name)
-                return self.json(
-                    tables.table(
-                        res,
-                        [obj],
-                        {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                        include=request.query.get("includeObject", "Metadata"),
-                    )
-                )
+                meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                include = request.query.get("includeObject", "Metadata")
+                return self.json(tables.table(res, [obj], meta, include=include))
             return self.raw(self.store.get_raw(res, namespace, name))
         if method == "PUT":
             return await self.update(request, res, namespace, name, sub)
@@ -233,11 +191,35 @@ class Api:
             return await self.patch(request, res, namespace, name, sub)
         if method == "DELETE" and sub is None:
             return await self.delete(request, res, namespace, name)
-        if method == "POST" and sub is None:
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
-        raise MethodNotAllowed("the server does not allow this method on the requested resource")
+        raise not_allowed()
+
+    async def collection(
+        self, request: web.Request, res: Resource, namespace: str | None
+    ) -> web.StreamResponse:
+        """Verbs on a collection: list, create, deletecollection."""
+        if request.method == "GET":
+            return self.list(request, res, namespace)
+        if request.method == "POST" and not (res.namespaced and namespace is None):
+            return await self.create(request, res, namespace)
+        if request.method == "DELETE":
+            return await self.delete_collection(request, res, namespace)
+        raise not_allowed()
+
+    async def pod_or_scale(
+        self, request: web.Request, res: Resource, namespace: str, name: str, sub: str
+    ) -> web.StreamResponse:
+        """The pods/log, pods/eviction, pods/binding and */scale subresources."""
+        if sub == "scale":
+            return await scaleapi.scale(self, request, res, namespace or None, name)
+        expected = "GET" if sub == "log" else "POST"
+        if request.method != expected:
+            raise not_allowed()
+        if sub == "log":
+            return await podapi.logs(self.store, request, namespace, name)
+        body = await self.body(request, None)
+        if sub == "eviction":
+            return await podapi.evict(self.store, namespace, name, body, request.query)
+        return podapi.bind(self.store, namespace, name, body)
 
     # ---------------------------------------------------------------- helpers
 
@@ -385,9 +367,7 @@ class Api:
     ) -> web.Response:
         """PUT: replace the object (or its status, or a namespace's finalizers)."""
         if sub not in (None, "status", "finalize"):
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
+            raise not_allowed()
         body = await self.body(request, res)
         obj, unknown = self.object_body(res, body, request.query.get("fieldValidation") == "Strict")
         if sub == "finalize":
@@ -402,9 +382,7 @@ class Api:
     ) -> web.Response:
         """PATCH with strategic-merge, merge or JSON patch; 415 for other content types."""
         if sub not in (None, "status"):
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
+            raise not_allowed()
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         body = await self.body(request, res, patch=True)
         current: Entry = self.store.objects[res.key].get(
@@ -494,9 +472,7 @@ class Api:
     ) -> web.Response:
         """DELETE on a collection: delete every match, answer the list of deleted objects."""
         if "deletecollection" not in res.verbs:
-            raise MethodNotAllowed(
-                "the server does not allow this method on the requested resource"
-            )
+            raise not_allowed()
         opts = await self.delete_options(request)
         q = request.query
         entries = self.store.select(res, namespace, q.get("labelSelector"), q.get("fieldSelector"))
