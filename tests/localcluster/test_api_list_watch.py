@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from .conftest import validate
-from .test_api_crud import pod_body
+from .conftest import LocalCluster, controllers_running, validate, wait_for
+from .test_api_crud import deployment_body, pod_body
 
 
 def make_pods(
@@ -265,3 +265,37 @@ def test_it_watches_a_single_object_by_field_selector(
         1,
     )
     assert events[0]["object"]["metadata"]["name"] == "two"
+
+
+def test_every_served_list_validates_against_the_schema(
+    raw: Callable[..., Any], apps: client.AppsV1Api, cluster: LocalCluster, namespace: str
+) -> None:
+    # Everything the cluster stores (controllers' writes included) must be valid
+    # v1.37 objects: kubernetes-validate strict schemas, list by list.
+    apps.create_namespaced_deployment(
+        namespace, deployment_body("everything", replicas=1, image="demo/hello:1")
+    )
+    if controllers_running(cluster):
+        wait_for(
+            apps.list_namespaced_deployment,
+            namespace,
+            name="everything",
+            check=lambda d: (d.status.available_replicas or 0) >= 1,
+        )
+    for path in (
+        "/api/v1/namespaces",
+        "/api/v1/nodes",
+        "/api/v1/pods",
+        "/api/v1/services",
+        "/api/v1/endpoints",
+        "/api/v1/events",
+        "/api/v1/configmaps",
+        "/api/v1/serviceaccounts",
+        "/apis/apps/v1/deployments",
+        "/apis/apps/v1/replicasets",
+        "/apis/apps/v1/daemonsets",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "/apis/policy/v1/poddisruptionbudgets",
+    ):
+        body = raw("GET", path).json()
+        validate(body)
