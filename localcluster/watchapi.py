@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from . import tables
-from .errors import Expired
+from .errors import Expired, invalid
 from .query import as_bool, as_int
 from .resources import Resource
 from .store import BOOKMARK_INTERVAL, Store, dumps
@@ -36,6 +36,27 @@ async def watch(
     bookmarks = as_bool(q.get("allowWatchBookmarks"))
     initial = as_bool(q.get("sendInitialEvents"))
     rv = q.get("resourceVersion")
+    if initial:
+        # apimachinery/pkg/apis/meta/internalversion/validation: streaming lists need both.
+        causes = []
+        if q.get("resourceVersionMatch") != "NotOlderThan":
+            causes.append(
+                {
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    "field": "resourceVersionMatch",
+                }
+            )
+        if not bookmarks:
+            causes.append(
+                {
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+                    "field": "allowWatchBookmarks",
+                }
+            )
+        if causes:
+            raise invalid("ListOptions", "meta.k8s.io", "", causes)
     resp = web.StreamResponse(
         status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"}
     )

@@ -299,3 +299,18 @@ def test_every_served_list_validates_against_the_schema(
     ):
         body = raw("GET", path).json()
         validate(body)
+
+
+def test_a_streaming_list_without_bookmarks_is_invalid(
+    raw: Callable[..., Any], namespace: str
+) -> None:
+    # meta/internalversion/validation ValidateListOptions: sendInitialEvents needs
+    # allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan.
+    r = raw("GET", f"/api/v1/namespaces/{namespace}/pods?watch=1&sendInitialEvents=true")
+    assert r.status == 422
+    body = r.json()
+    validate(body)
+    assert {c["field"] for c in body["details"]["causes"]} == {
+        "resourceVersionMatch",
+        "allowWatchBookmarks",
+    }
