@@ -304,12 +304,13 @@ class Store(WatchMixin, DeletionMixin):
             meta["generation"] = 1
         else:
             meta.pop("generation", None)
+        # Admission (NamespaceLifecycle) runs before validation, storage after it.
+        self._check_namespace(res, meta.get("namespace"), str(meta.get("name") or ""))
         validation.default(res, obj, self)
         validation.validate(res, obj, None)
         name = meta["name"]
         if (meta.get("namespace", ""), name) in self.objects[res.key]:
             raise already_exists(res.plural, res.group, name)
-        self._check_namespace(res, meta.get("namespace"), name)
         return self._commit(res, "ADDED", obj, None)
 
     def _update_sync(
