@@ -1,111 +1,53 @@
-"""The live log socket of a scaling run: stored lines after a sequence number, then the group."""
+"""The live log socket of a scaling run: the same protocol as the deployment log socket."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
+from dashboard.livelog import LiveLogConsumer
 from scaling.logsink import group_name, status_payload
 from scaling.models import ScalingRun, ScalingRunLog
 from scaling.permissions import can_view_runs
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-REPLAY_BATCH = 500
 
+class ScalingRunLogConsumer(LiveLogConsumer[ScalingRun]):
+    """``/ws/scaling/runs/<id>/?after=<seq>``: stored lines after seq, then new lines and status."""
 
-@database_sync_to_async
-def _load(pk: int) -> ScalingRun | None:
-    return ScalingRun.objects.filter(pk=pk).first()
+    def load(self, pk: int) -> ScalingRun | None:
+        """The run, or None."""
+        return ScalingRun.objects.filter(pk=pk).first()
 
+    def may_view(self, user: Any, obj: ScalingRun) -> bool:
+        """Users allowed to see scaling runs."""
+        return can_view_runs(user)
 
-@database_sync_to_async
-def _may_view(user: Any) -> bool:
-    return can_view_runs(user)
+    def group_for(self, obj: ScalingRun) -> str:
+        """``scaling-run-<id>``."""
+        return group_name(obj.pk)
 
+    def stored_lines(self, obj: ScalingRun, after: int, limit: int) -> list[dict[str, Any]]:
+        """Stored lines after ``after``."""
+        lines = ScalingRunLog.objects.filter(run_id=obj.pk, seq__gt=after).order_by("seq")
+        return [line.as_payload() for line in lines[:limit]]
 
-@database_sync_to_async
-def _stored(run_id: int, after: int) -> list[dict[str, Any]]:
-    lines = ScalingRunLog.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")
-    return [line.as_payload() for line in lines[:REPLAY_BATCH]]
+    def current_status(self, obj: ScalingRun) -> dict[str, Any]:
+        """The run's status as published after each change."""
+        obj.refresh_from_db()
+        return dict(status_payload(obj))
 
-
-@database_sync_to_async
-def _status(run_id: int) -> dict[str, Any]:
-    run = ScalingRun.objects.get(pk=run_id)
-    return _client_status(dict(status_payload(run)))
-
-
-def _after(query_string: bytes) -> int:
-    values = parse_qs(query_string.decode("latin-1")).get("after", ["0"])
-    try:
-        return max(0, int(values[0]))
-    except ValueError:
-        return 0
-
-
-def _client_status(event: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "status",
-        "status": event["status"],
-        "failure_reason": event.get("failure_reason", ""),
-        "result": event.get("result", []),
-    }
-
-
-class ScalingRunLogConsumer(AsyncJsonWebsocketConsumer):
-    """``/ws/scaling/runs/<id>/?after=<seq>``: the same protocol as the deployment log socket."""
-
-    group: str | None = None
-    last_seq = 0
-
-    async def connect(self) -> None:
-        """Refuse anonymous users and users without the view permission; replay, then follow."""
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        run = await _load(int(self.scope["url_route"]["kwargs"]["pk"]))
-        if run is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        if not await _may_view(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        # Join before reading stored lines so that nothing published in between is lost.
-        self.group = group_name(run.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
-        self.last_seq = _after(self.scope.get("query_string", b""))
-        while True:
-            lines = await _stored(run.pk, self.last_seq)
-            if lines:
-                self.last_seq = lines[-1]["seq"]
-                await self.send_json({"type": "lines", "lines": lines})
-            if len(lines) < REPLAY_BATCH:
-                break
-        await self.send_json(await _status(run.pk))
-
-    async def disconnect(self, code: int) -> None:
-        """Leave the group."""
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The socket is one-way; whatever the browser sends is ignored."""
+    def client_status(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Status, failure reason and result."""
+        return {
+            "type": "status",
+            "status": event["status"],
+            "failure_reason": event.get("failure_reason", ""),
+            "result": event.get("result", []),
+        }
 
     async def scaling_log(self, event: dict[str, Any]) -> None:
-        """A new stored line: forward it unless the replay already sent it."""
-        line = event["line"]
-        if line["seq"] <= self.last_seq:
-            return
-        self.last_seq = line["seq"]
-        await self.send_json({"type": "log", "line": line})
+        """A ``scaling.log`` group message."""
+        await self.forward_line(event)
 
     async def scaling_status(self, event: dict[str, Any]) -> None:
-        """The run's status changed."""
-        await self.send_json(_client_status(event))
+        """A ``scaling.status`` group message."""
+        await self.forward_status(event)
