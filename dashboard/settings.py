@@ -93,7 +93,13 @@ def _database(url: str | None) -> dict[str, object]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env_path("GREENLIGHT_DB_PATH", VAR_DIR / "greenlight.sqlite3"),
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                # The web, worker, scheduler and proxysync processes share this file;
+                # WAL lets readers run beside a writer and makes each commit ~10x cheaper.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     parsed = urlparse(url)
     if parsed.scheme not in {"postgres", "postgresql"}:
