@@ -233,8 +233,8 @@ class Deployment(models.Model):
         )
 
 
-class DeploymentLog(models.Model):
-    """One line of a deployment's log, in order of ``seq``."""
+class LogLine(models.Model):
+    """One line of a live log (deployments, scaling runs), in order of ``seq`` per owner."""
 
     class Level(models.TextChoices):
         DEBUG = "debug", "Debug"
@@ -242,7 +242,6 @@ class DeploymentLog(models.Model):
         WARNING = "warning", "Warning"
         ERROR = "error", "Error"
 
-    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="logs")
     seq = models.PositiveIntegerField()
     time = models.DateTimeField(default=timezone.now)
     level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
@@ -250,13 +249,7 @@ class DeploymentLog(models.Model):
     message = models.TextField()
 
     class Meta:
-        ordering = ["deployment", "seq"]
-        constraints = [
-            models.UniqueConstraint(fields=["deployment", "seq"], name="deploymentlog_unique_seq"),
-        ]
-
-    def __str__(self) -> str:
-        return f"#{self.deployment_id}:{self.seq} {self.message[:40]}"
+        abstract = True
 
     def as_payload(self) -> dict[str, Any]:
         """The JSON shape sent to browsers and returned by the API."""
@@ -267,3 +260,18 @@ class DeploymentLog(models.Model):
             "step": self.step,
             "message": self.message,
         }
+
+
+class DeploymentLog(LogLine):
+    """One line of a deployment's log, in order of ``seq``."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="logs")
+
+    class Meta:
+        ordering = ["deployment", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "seq"], name="deploymentlog_unique_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.deployment_id}:{self.seq} {self.message[:40]}"

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from deployer.models import App
+from deployer.models import App, LogLine
 
 
 class IllegalTransition(Exception):
@@ -273,20 +273,10 @@ class ScalingRun(models.Model):
         )
 
 
-class ScalingRunLog(models.Model):
+class ScalingRunLog(LogLine):
     """One line of a scaling run's log, in order of ``seq``."""
 
-    class Level(models.TextChoices):
-        DEBUG = "debug", "Debug"
-        INFO = "info", "Info"
-        WARNING = "warning", "Warning"
-        ERROR = "error", "Error"
-
     run = models.ForeignKey(ScalingRun, on_delete=models.CASCADE, related_name="logs")
-    seq = models.PositiveIntegerField()
-    time = models.DateTimeField(default=timezone.now)
-    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
-    message = models.TextField()
 
     class Meta:
         ordering = ["run", "seq"]
@@ -296,13 +286,3 @@ class ScalingRunLog(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.run_id}:{self.seq} {self.message[:40]}"
-
-    def as_payload(self) -> dict[str, Any]:
-        """The JSON shape sent to browsers (the same shape as deployment log lines)."""
-        return {
-            "seq": self.seq,
-            "time": self.time.isoformat(),
-            "level": self.level,
-            "step": "",
-            "message": self.message,
-        }
