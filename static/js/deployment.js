@@ -6,68 +6,10 @@
   if (!root) return;
 
   var id = root.dataset.id;
-  var logsUrl = root.dataset.logsUrl;
   var detailUrl = root.dataset.detailUrl;
-  var wsPath = root.dataset.wsPath;
-  var lastSeq = parseInt(root.dataset.lastSeq || "0", 10);
-  var status = root.dataset.status;
   var terminal = ["succeeded", "failed", "aborted"];
-  var log = document.getElementById("log");
-  var logBox = document.getElementById("log-box");
-  var emptyNote = document.getElementById("log-empty");
-  var liveDot = document.getElementById("live-indicator");
-  var follow = true;
-  var retryDelay = 500;
-  var socket = null;
-  var received = 0;
 
-  // Follow the tail unless the reader scrolled up to read something.
-  logBox.addEventListener("scroll", function () {
-    follow = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 24;
-  });
-
-  function scrollToEnd() {
-    if (follow) logBox.scrollTop = logBox.scrollHeight;
-  }
-
-  function pad(n) { return n < 10 ? "0" + n : "" + n; }
-
-  function clock(iso) {
-    var d = new Date(iso);
-    if (isNaN(d.getTime())) return "";
-    // UTC, like the lines the server rendered into the page.
-    return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) +
-      "." + ("00" + d.getUTCMilliseconds()).slice(-3);
-  }
-
-  function appendLine(line) {
-    if (line.seq <= lastSeq) return false;
-    lastSeq = line.seq;
-    var li = document.createElement("li");
-    li.className = "log-line level-" + line.level;
-    li.dataset.seq = line.seq;
-    var time = document.createElement("time");
-    time.dateTime = line.time;
-    time.textContent = clock(line.time);
-    var step = document.createElement("span");
-    step.className = "log-step";
-    step.textContent = line.step || "";
-    var msg = document.createElement("span");
-    msg.className = "log-msg";
-    msg.textContent = line.message;
-    li.appendChild(time);
-    li.appendChild(step);
-    li.appendChild(msg);
-    log.appendChild(li);
-    if (emptyNote) { emptyNote.remove(); emptyNote = null; }
-    return true;
-  }
-
-  function appendLines(lines) {
-    var added = false;
-    for (var i = 0; i < lines.length; i++) added = appendLine(lines[i]) || added;
-    if (added) scrollToEnd();
-  }
+  function status() { return root.dataset.status; }
 
   function formatSeconds(s) {
     if (s === null || s === undefined) return "";
@@ -97,8 +39,7 @@
   }
 
   function renderStatus(msg) {
-    status = msg.status;
-    root.dataset.status = status;
+    var status = msg.status;
     var banner = document.getElementById("status-banner");
     banner.className = "banner " + status;
     banner.querySelector(".banner-title").textContent = document.getElementById("status-text-" + status).textContent;
@@ -116,7 +57,6 @@
     renderSteps(msg.steps);
     var abort = document.getElementById("abort-form");
     if (abort) abort.hidden = terminal.indexOf(status) >= 0;
-    if (terminal.indexOf(status) >= 0) finished();
   }
 
   // Running steps and the whole run show their time so far, once a second.
@@ -128,16 +68,12 @@
     });
     var total = document.getElementById("duration");
     var since = Date.parse(total.dataset.started || "");
-    if (!isNaN(since) && terminal.indexOf(status) < 0) total.textContent = formatSeconds(Math.max(0, (now - since) / 1000));
+    if (!isNaN(since) && terminal.indexOf(status()) < 0) total.textContent = formatSeconds(Math.max(0, (now - since) / 1000));
   }
   var ticker = setInterval(tick, 1000);
 
   function finished() {
     clearInterval(ticker);
-    liveDot.className = "live off";
-    liveDot.title = "Finished";
-    // Lines published right after the final status still arrive; then the socket is let go.
-    setTimeout(function () { if (socket) socket.close(1000); }, 3000);
     // Health results and timings are written with the final status: fetch them once.
     fetch(detailUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -175,56 +111,17 @@
     document.getElementById("health-card").hidden = false;
   }
 
-  // Stored lines the server did not render (a long log, or lines written since the page was built).
-  function fetchStored() {
-    var url = logsUrl + "?after=" + lastSeq;
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : { results: [], has_more: false }; })
-      .then(function (data) {
-        appendLines(data.results || []);
-        if (data.has_more) return fetchStored();
-      });
-  }
-
-  function connect() {
-    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + wsPath + "?after=" + lastSeq);
-    socket.onopen = function () {
-      retryDelay = 500;
-      liveDot.className = "live on";
-      liveDot.title = "Following live";
-    };
-    socket.onmessage = function (event) {
-      var msg = JSON.parse(event.data);
-      if (msg.type === "log") { received += 1; appendLines([msg.line]); }
-      else if (msg.type === "lines") { received += msg.lines.length; appendLines(msg.lines); }
-      else if (msg.type === "status") renderStatus(msg);
-    };
-    socket.onclose = function (event) {
-      socket = null;
-      if (terminal.indexOf(status) >= 0) return;
-      liveDot.className = "live off";
-      liveDot.title = "Reconnecting…";
-      if (event.code === 4403 || event.code === 4404) return;
-      // Reconnect from the last line we hold; the server replays anything missed.
-      setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 8000);
-    };
-  }
-
-  scrollToEnd();
-  fetchStored().catch(function () {}).then(function () {
-    if (terminal.indexOf(status) >= 0) {
-      liveDot.className = "live off";
-      liveDot.title = "Finished";
-      return;
-    }
-    connect();
+  var live = window.GreenlightLiveLog.follow({
+    root: root,
+    terminal: terminal,
+    showStep: true,
+    onStatus: renderStatus,
+    onFinished: finished
   });
   // For tests and the curious: what arrived over the socket.
   window.greenlightDeployment = {
     id: id,
-    lastSeq: function () { return lastSeq; },
-    received: function () { return received; }
+    lastSeq: live.lastSeq,
+    received: live.received
   };
 })();

@@ -116,3 +116,23 @@ def test_switching_to_weekly_shows_days_and_previews_the_window(
     expect(body).to_contain_text("Sun 14 Jun 22:00 UTC")
     expect(body).to_contain_text("Mon 15 Jun 02:00")
     expect(body).to_contain_text("window ends: back to baseline")
+
+
+def test_a_run_page_shows_its_stored_lines_and_final_status_without_errors(
+    page: Page, live_server: Any
+) -> None:
+    from scaling.models import ScalingRun, ScalingRunLog
+
+    run = ScalingRun.objects.create(
+        kind=ScalingRun.Kind.DRY_RUN, status=ScalingRun.Status.SUCCEEDED, plan=[], result=[]
+    )
+    for seq, message in enumerate(["Planned 0 changes.", "Nothing to do."], start=1):
+        ScalingRunLog.objects.create(run=run, seq=seq, message=message)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{live_server.url}/scaling/runs/{run.pk}/")
+    lines = page.locator("#log li.log-line")
+    expect(lines).to_have_count(2)
+    expect(lines.nth(1)).to_contain_text("Nothing to do.")
+    expect(page.locator("#live-indicator")).to_have_attribute("title", "Finished")
+    assert errors == []
