@@ -137,14 +137,15 @@ def run_deploy(app: Any, image: str) -> DeployFigure:
             original_retire()
 
         workflow.retire = timed_retire  # type: ignore[method-assign]
-        original_put_route = workflow.lb.put_route
+        # The switch is the frontend's etcd write (the backend record was written earlier).
+        original_point_frontend = workflow.lb.point_frontend
 
-        def timed_put_route(*args: Any, **kwargs: Any) -> int:
-            revision = original_put_route(*args, **kwargs)
+        def timed_point_frontend(*args: Any, **kwargs: Any) -> int:
+            revision = original_point_frontend(*args, **kwargs)
             routed.append(time.monotonic())
             return revision
 
-        workflow.lb.put_route = timed_put_route  # type: ignore[method-assign]
+        workflow.lb.point_frontend = timed_point_frontend  # type: ignore[method-assign]
         workflow.execute()
         healthy_at = workflow.healthy_at
     finished = time.monotonic()
@@ -283,7 +284,7 @@ def report(result: dict[str, Any]) -> None:
         lb_ms = [x * 1000 for x in result["to_lb"]]
         print(
             f"  of which healthy -> etcd written: p50 {pct(etcd_ms, 0.5):.0f} ms; "
-            f"etcd written -> new version answers (proxysync, haproxy -c, reload): "
+            f"etcd written -> new version answers (proxysync, runtime map update): "
             f"p50 {pct(lb_ms, 0.5):.0f} ms, p95 {pct(lb_ms, 0.95):.0f} ms"
         )
     if result["overheads"]:

@@ -110,7 +110,7 @@ def initial_haproxy_config(lb_port: int, stats_port: int) -> str:
     """A valid configuration with no frontend routes: every request gets a 503 page."""
     from deployer.lbconfig import render_config
 
-    return render_config(lb_port=lb_port, stats_port=stats_port, frontends=[], backends={})
+    return render_config(lb_port=lb_port, stats_port=stats_port, backends={})
 
 
 def _ensure_secret(path: Path) -> str:

@@ -1,4 +1,9 @@
-"""Renders a complete haproxy.cfg from the frontend and backend records kept in etcd."""
+"""Renders haproxy.cfg and its frontends map from the frontend and backend records kept in etcd.
+
+The configuration holds every backend record and routes by Host through the map file,
+so that pointing a frontend at an existing backend changes only the map: proxysync
+can apply that through HAProxy's runtime API, without a reload.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.-]+$")
+_MAP_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 REVISION_PATH = "/greenlight/revision"
 
 
@@ -26,22 +32,57 @@ def _seconds(value: Any, default: str) -> str:
     return f"{max(1, int(number * 1000))}ms" if number > 0 else default
 
 
+def render_map(
+    frontends: Sequence[Mapping[str, Any]], backends: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Hostname -> HAProxy backend name for every frontend that can be routed safely."""
+    routes: dict[str, str] = {}
+    for frontend in frontends:
+        host = str(frontend["hostname"]).lower()
+        backend = str(frontend["backend"])
+        if _HOST.match(host) and backend in backends:
+            routes[host] = safe_name(backend)
+    return dict(sorted(routes.items()))
+
+
+def map_text(routes: Mapping[str, str]) -> str:
+    """The map file for ``routes`` (one ``<hostname> <backend>`` line each)."""
+    lines = ["# Rendered by Greenlight proxysync; edits are overwritten."]
+    lines += [f"{host} {backend}" for host, backend in sorted(routes.items())]
+    return "\n".join(lines) + "\n"
+
+
+def checked_servers(name: str, record: Mapping[str, Any]) -> list[str]:
+    """``<backend>/<server>`` of the servers HAProxy health-checks in backend ``name``."""
+    if not _checked(record):
+        return []
+    return [
+        f"{safe_name(name)}/{safe_name(str(server.get('name', '')))}"
+        for server in record.get("servers", [])
+        if _ADDRESS.match(str(server.get("address", "")))
+    ]
+
+
 def render_config(
     *,
     lb_port: int,
     stats_port: int,
-    frontends: Sequence[Mapping[str, Any]],
     backends: Mapping[str, Mapping[str, Any]],
+    map_path: str | None = None,
     bind_host: str = "127.0.0.1",
     revision: int | None = None,
 ) -> str:
-    """Return haproxy.cfg text: one HTTP frontend routing by Host header to one backend each.
+    """Return haproxy.cfg text: one HTTP frontend routing by Host through ``map_path``.
 
-    Records that could not be rendered safely (a hostname or path with characters
-    HAProxy would interpret) are skipped with a comment rather than breaking the file.
+    Every backend record is rendered, routed to or not, so that a switch between
+    existing backends is a map change. Without ``map_path`` nothing is routed (the
+    initial configuration, before proxysync wrote a map). Records that could not be
+    rendered safely are skipped with a comment rather than breaking the file.
     ``revision`` is served at ``REVISION_PATH`` on the stats port, so that proxysync can
     tell when the new worker answers.
     """
+    if map_path is not None and not _MAP_PATH.match(map_path):
+        raise ValueError(f"the map path {map_path!r} has characters HAProxy would interpret")
     lines = [
         "# Rendered by Greenlight proxysync; edits are overwritten.",
         "global",
@@ -80,15 +121,9 @@ def render_config(
         f"    bind {bind_host}:{lb_port}",
         "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
     ]
-    used: list[str] = []
-    for frontend in sorted(frontends, key=lambda item: str(item["hostname"])):
-        host = str(frontend["hostname"]).lower()
-        backend = str(frontend["backend"])
-        if not _HOST.match(host) or backend not in backends:
-            lines.append(f"    # skipped frontend {safe_name(host)}: invalid or no backend")
-            continue
-        used.append(backend)
-        lines.append(f"    use_backend {safe_name(backend)} if {{ var(txn.host) -m str {host} }}")
+    if map_path is not None:
+        # A name the map yields that is no backend falls through to default_backend.
+        lines.append(f"    use_backend %[var(txn.host),map({map_path},no_route)]")
     lines += [
         "    default_backend no_route",
         "",
@@ -97,8 +132,9 @@ def render_config(
         ' deployed at this address."',
         "",
     ]
-    # One backend per frontend: records no frontend points at (a warm old version) stay out.
-    for name in sorted(set(used)):
+    # Unrouted records too (a version about to go live, a warm old one): routing to
+    # them later is then a map change, not a reload.
+    for name in sorted(backends):
         lines += _backend(name, backends[name])
     return "\n".join(lines) + "\n"
 
@@ -110,7 +146,7 @@ def _backend(name: str, record: Mapping[str, Any]) -> list[str]:
         lines.append(f"    timeout server {_seconds(timeout, '30s')}")
     check_path = record.get("check_path")
     check = ""
-    if isinstance(check_path, str) and _PATH.match(check_path):
+    if _checked(record):
         lines.append(f"    option httpchk GET {check_path}")
         lines.append("    http-check expect status 200-299")
         check = " check"
@@ -128,3 +164,8 @@ def _backend(name: str, record: Mapping[str, Any]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def _checked(record: Mapping[str, Any]) -> bool:
+    check_path = record.get("check_path")
+    return isinstance(check_path, str) and bool(_PATH.match(check_path))

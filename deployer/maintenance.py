@@ -102,6 +102,8 @@ class OtherKinds(_Base):
             return
         self.switch_started = points_to_new
         self.created = kind == Deployment.Kind.DEPLOY and version is not None
+        # The backend record is written before the switch: the lost worker may have done so.
+        self.backend_written = self.created and self.lb.get_backend(self.new_backend()) is not None
         failure = StopDeployment("the worker running this deployment was lost; rolled back")
         self.cleanup(failure)
         self.finish(failure, self.clock.monotonic() - started)

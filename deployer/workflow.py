@@ -3,8 +3,13 @@
 A :class:`Workflow` runs one RUNNING deployment. Every step logs its start, its end and
 its duration, checks for an abort first, and fails by raising :class:`StopDeployment`.
 :meth:`Workflow.execute` catches that in one place and calls :meth:`Workflow.cleanup`:
-before the switch it deletes the new version's objects and leaves etcd untouched; after
-it, it points the frontend back at the previous backend.
+before the switch it deletes the new version's objects and its never-routed backend
+record, leaving the frontend untouched; after it, it points the frontend back at the
+previous backend.
+
+The new version's backend record is written as soon as its pods are known, while they
+are health-checked: it gets no traffic until the frontend points at it, and by then
+HAProxy already has it, so the switch is a map change without a reload.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ class Workflow(HealthSteps, OtherKinds):
 
     created: bool = field(default=False, init=False)
     switch_started: bool = field(default=False, init=False)
+    backend_written: bool = field(default=False, init=False)
+    backend_revision: int = field(default=0, init=False)
     previous_backend: str | None = field(default=None, init=False)
     previous_version: int | None = field(default=None, init=False)
     pods: list[PodInfo] = field(default_factory=list, init=False)
@@ -263,6 +270,7 @@ class Workflow(HealthSteps, OtherKinds):
         with self.step("pods"):
             deadline = self.clock.monotonic() + float(self.d["health"]["deadline"])
             self.wait_pods(deadline)
+            self.write_backend()
         with self.step("health"):
             self.check_health(deadline)
         with self.step("switch", first=self.write_route):
@@ -338,8 +346,8 @@ class Workflow(HealthSteps, OtherKinds):
             if pod.ip
         ]
 
-    def write_route(self) -> None:
-        """Point the frontend at the new version's backend record (written with it)."""
+    def backend_options(self) -> dict[str, Any]:
+        """The new version's backend record without its servers."""
         version = self.deployment.version
         assert version is not None
         health = self.d["health"]
@@ -350,11 +358,36 @@ class Workflow(HealthSteps, OtherKinds):
         }
         if health.get("enabled", True):
             options.update(check_path=health["path"], check_port=int(health["port"]))
+        return options
+
+    def write_backend(self) -> None:
+        """Write the new version's backend record (no frontend points at it yet)."""
         backend = self.new_backend()
-        self.switch_started = True  # before the write: its outcome is unknown if it raises
-        revision = self.lb.put_route(
-            self.hostname, backend, self.servers(), backend_options=options
+        self.backend_written = True  # before the write: its outcome is unknown if it raises
+        self.backend_revision = self.lb.put_backend(
+            backend, {"servers": self.servers(), **self.backend_options()}
         )
+        self.log(
+            f"Backend {backend} ({len(self.servers())} servers) written at etcd revision "
+            f"{self.backend_revision}; it gets traffic only after the switch.",
+            step="pods",
+        )
+
+    def write_route(self) -> None:
+        """Point the frontend at the new version's backend, once the load balancer has it."""
+        backend = self.new_backend()
+        if self.backend_revision:
+            # Usually applied while the pods were health-checked; a refusal or timeout
+            # stops the deploy before any traffic moved.
+            self.wait_applied(self.backend_revision)
+            self.switch_started = True  # before the write: its outcome is unknown if it raises
+            revision = self.lb.point_frontend(self.hostname, backend)
+        else:
+            # A swap back: the warm version's record is rewritten with the frontend.
+            self.switch_started = True
+            revision = self.lb.put_route(
+                self.hostname, backend, self.servers(), backend_options=self.backend_options()
+            )
         self.switch_revision = revision
         self.deployment.switched_at = timezone.now()
 
@@ -501,7 +534,8 @@ class Workflow(HealthSteps, OtherKinds):
                 f"delete {self.name}-v{version}",
             )
             self.log(f"Deleted {self.name}-v{version}; nothing of it is left.", step="rollback")
-            if self.switch_started:
+            if self.switch_started or self.backend_written:
+                # Before the switch no frontend ever pointed at it: removing it is safe.
                 self._try(
                     lambda: self.lb.delete_backend(self.new_backend()), "delete the new backend"
                 )

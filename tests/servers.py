@@ -116,7 +116,7 @@ def haproxy_server(workdir: Path) -> Iterator[Server]:
     port, stats = free_port(), free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "haproxy.cfg"
-    config.write_text(render_config(lb_port=port, stats_port=stats, frontends=[], backends={}))
+    config.write_text(render_config(lb_port=port, stats_port=stats, backends={}))
     socket_path = workdir / "master.sock"
     command = haproxy_command(config, socket_path, workdir / "haproxy.pid")
     server = spawn("haproxy", command, workdir, port)

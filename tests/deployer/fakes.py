@@ -147,6 +147,10 @@ class FakeLB:
         self.frontends[hostname] = {"hostname": hostname, "backend": backend, "options": {}}
         return self._bump(f"route {hostname}->{backend}")
 
+    def put_backend(self, backend: str, record: dict[str, Any]) -> int:
+        self.backends[backend] = dict(record)
+        return self._bump(f"backend {backend}")
+
     def point_frontend(
         self, hostname: str, backend: str, options: dict[str, Any] | None = None
     ) -> int:

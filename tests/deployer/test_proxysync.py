@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,15 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from deployer import proxysync as proxysync_module
 from deployer.etcdstore import EtcdStore
 from deployer.proxysync import (
     HAProxyTarget,
     ProxySync,
     ReloadError,
+    backend_sessions,
+    map_commands,
+    master_command,
     old_workers,
     served_revision,
 )
-from tests.servers import Server
+from tests.servers import Server, free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -41,6 +47,18 @@ def app_server() -> Iterator[ThreadingHTTPServer]:
     """A pod stand-in on 127.0.0.1 answering its version as JSON."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.version = "1"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def second_server() -> Iterator[ThreadingHTTPServer]:
+    """Another pod stand-in, answering version 2."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.version = "2"  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -101,7 +119,8 @@ def test_it_routes_a_frontend_to_its_backend_after_the_applied_revision(
     status, body = _get(haproxy.port, "hello.localhost")
     assert status == 200 and json.loads(body)["version"] == "1"
     assert _get(haproxy.port, "other.localhost")[0] == 503
-    assert "use_backend default.hello-v1" in haproxy.extra["config"].read_text()  # type: ignore[union-attr]
+    config: Path = haproxy.extra["config"]  # type: ignore[assignment]
+    assert "hello.localhost default.hello-v1" in (config.parent / "frontends.map").read_text()
 
 
 def test_it_renders_the_current_state_when_it_starts(
@@ -176,3 +195,144 @@ def test_it_does_not_acknowledge_a_revision_haproxy_did_not_load(
         ProxySync(store, gone).apply(store.snapshot())
 
     assert store.applied_revision() < revision
+
+
+def _master_state(haproxy: Server) -> tuple[int, list[str]]:
+    """The master's reload count and the pids of its current workers (``show proc``)."""
+    socket_path: Path = haproxy.extra["master_socket"]  # type: ignore[assignment]
+    answer = master_command(socket_path, "show proc", retry_for=2.0)
+    reloads, workers, section = -1, [], ""
+    for line in answer.splitlines():
+        if line.startswith("#"):
+            section = line.strip()
+            continue
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "master":
+            reloads = int(fields[2])
+        elif section == "# workers" and fields:
+            workers.append(fields[0])
+    return reloads, workers
+
+
+def _two_backends(
+    store: EtcdStore, haproxy: Server, first: ThreadingHTTPServer, second: ThreadingHTTPServer
+) -> None:
+    """hello.localhost on v1, and v2's backend written but not routed to, both applied."""
+    assert store.wait_applied(
+        store.put_route("hello.localhost", "default.hello-v1", _servers(first)), 20
+    )
+    record = {"servers": _servers(second), "version": 2, "check_path": "/health"}
+    assert store.wait_applied(store.put_backend("default.hello-v2", record), 20)
+    assert json.loads(_get(haproxy.port, "hello.localhost")[1])["version"] == "1"
+
+
+def test_it_switches_a_frontend_to_an_existing_backend_without_a_reload(
+    store: EtcdStore,
+    haproxy: Server,
+    proxysync: ProxySync,
+    app_server: ThreadingHTTPServer,
+    second_server: ThreadingHTTPServer,
+) -> None:
+    _two_backends(store, haproxy, app_server, second_server)
+    before = _master_state(haproxy)
+
+    revision = store.point_frontend("hello.localhost", "default.hello-v2")
+
+    assert store.wait_applied(revision, 20)
+    assert _master_state(haproxy) == before  # same worker, no reload
+    assert (store.get(store.applied_key)[0] or {})["reloaded"] is False
+    status, body = _get(haproxy.port, "hello.localhost")
+    assert status == 200 and json.loads(body)["version"] == "2"
+    config: Path = haproxy.extra["config"]  # type: ignore[assignment]
+    assert "hello.localhost default.hello-v2" in (config.parent / "frontends.map").read_text()
+    # Drained means no request is left on the backend that lost its route.
+    assert store.wait_drained(revision, 20)
+    assert backend_sessions(config.parent / "master.sock", {"default.hello-v1"}) == 0
+
+    # Removing the frontend is a map change too.
+    assert store.wait_applied(store.delete_route("hello.localhost", []), 20)
+    assert _master_state(haproxy) == before
+    assert _get(haproxy.port, "hello.localhost")[0] == 503
+
+
+def test_it_reloads_when_the_runtime_api_refuses_the_map_change(
+    store: EtcdStore,
+    haproxy: Server,
+    proxysync: ProxySync,
+    app_server: ThreadingHTTPServer,
+    second_server: ThreadingHTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _two_backends(store, haproxy, app_server, second_server)
+    reloads, _ = _master_state(haproxy)
+
+    def refusing(socket_path: Path, command: str, timeout: float = 5.0, **kwargs: float) -> str:
+        if " map " in command:
+            return "Unknown map identifier. Please use #<id> or <file>.\n\n"
+        return master_command(socket_path, command, timeout, **kwargs)
+
+    monkeypatch.setattr(proxysync_module, "master_command", refusing)
+    with caplog.at_level(logging.WARNING, logger="deployer.proxysync"):
+        revision = store.point_frontend("hello.localhost", "default.hello-v2")
+        assert store.wait_applied(revision, 20)
+
+    assert _master_state(haproxy)[0] == reloads + 1
+    assert (store.get(store.applied_key)[0] or {})["reloaded"] is True
+    assert json.loads(_get(haproxy.port, "hello.localhost")[1])["version"] == "2"
+    assert "runtime map update failed, reloading instead" in caplog.text
+    assert "Unknown map identifier" in caplog.text
+
+
+def test_it_marks_a_newly_routed_backend_up_before_mapping_to_it(tmp_path: Path) -> None:
+    commands = map_commands(
+        {"a.localhost": "one", "gone.localhost": "one"},
+        {"a.localhost": "two", "b.localhost": "one"},
+        {"one": ["one/pod-0"], "two": ["two/pod-0", "two/pod-1"]},
+        tmp_path / "frontends.map",
+    )
+
+    assert commands == [
+        "set server two/pod-0 health up",
+        "set server two/pod-1 health up",
+        f"set map {tmp_path}/frontends.map a.localhost two",
+        f"add map {tmp_path}/frontends.map b.localhost one",
+        f"del map {tmp_path}/frontends.map gone.localhost",
+    ]
+
+
+def _server_up(haproxy: Server, backend: str) -> bool:
+    socket_path: Path = haproxy.extra["master_socket"]  # type: ignore[assignment]
+    answer = master_command(socket_path, f"@1 show servers state {backend}", retry_for=2.0)
+    rows = [line.split() for line in answer.splitlines()[2:] if line.strip()]
+    return bool(rows) and all(row[5] == "2" for row in rows)  # srv_op_state 2: running
+
+
+def test_it_routes_at_once_to_a_backend_haproxy_marked_down_while_its_pod_started(
+    store: EtcdStore, haproxy: Server, proxysync: ProxySync, app_server: ThreadingHTTPServer
+) -> None:
+    assert store.wait_applied(
+        store.put_route("hello.localhost", "default.hello-v1", _servers(app_server)), 20
+    )
+    port = free_port()
+    record = {
+        "servers": [{"name": "pod-0", "address": "127.0.0.1", "port": port}],
+        "check_path": "/health",
+    }
+    assert store.wait_applied(store.put_backend("default.hello-v2", record), 20)
+    deadline = time.monotonic() + 10
+    while _server_up(haproxy, "default.hello-v2"):  # HAProxy offers nothing to watch
+        assert time.monotonic() < deadline, "HAProxy never checked the closed port"
+        time.sleep(0.05)
+    late = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    late.version = "2"  # type: ignore[attr-defined]
+    threading.Thread(target=late.serve_forever, daemon=True).start()
+    try:
+        # The pod answers now (the workflow checked it); HAProxy would notice in up to 1s.
+        assert store.wait_applied(store.point_frontend("hello.localhost", "default.hello-v2"), 20)
+
+        status, body = _get(haproxy.port, "hello.localhost")
+        assert status == 200 and json.loads(body)["version"] == "2"
+    finally:
+        late.shutdown()
+        late.server_close()

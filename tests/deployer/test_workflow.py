@@ -41,8 +41,11 @@ def test_it_replaces_the_live_version_and_retires_the_old_one(
     assert cluster.versions_.keys() == {2}
     assert lb.live_version(app.frontend) == 2
     assert backend_name("default", app.name, 1) not in lb.backends
-    # v1 went only after the load balancer's old workers drained the switch's revision.
-    switch = lb.history.index(f"route {app.frontend}->{backend_name('default', app.name, 2)}")
+    # v2's backend was written before the switch; v1 went only after the load balancer's
+    # old workers drained the switch's revision.
+    backend = lb.history.index(f"backend {backend_name('default', app.name, 2)}")
+    switch = lb.history.index(f"point {app.frontend}->{backend_name('default', app.name, 2)}")
+    assert backend < switch
     drained = lb.history.index(f"drained {lb.drained[-1]}")
     assert (
         switch
@@ -139,7 +142,11 @@ def test_it_rolls_back_when_a_pod_never_becomes_healthy(
     assert "health checks did not pass within 30s" in deployment.failure_reason
     assert f"{app.name}-v2-1" in deployment.failure_reason
     assert cluster.versions_.keys() == {1}
-    assert lb.writes == writes
+    # The frontend was never touched; v2's backend, written before the health checks and
+    # never routed to, is gone again.
+    v2 = backend_name("default", app.name, 2)
+    assert lb.writes == [*writes, f"backend {v2}", f"delete backend {v2}"]
+    assert lb.live_version(app.frontend) == 1
     results = {r["pod"]: r["healthy"] for r in deployment.health_results}
     assert results == {f"{app.name}-v2-0": True, f"{app.name}-v2-1": False}
 
@@ -154,11 +161,36 @@ def test_it_retries_health_checks_with_backoff_until_a_slow_pod_passes(
     assert clock.slept[:4] == [0.05, 0.1, 0.2, 0.4]  # type: ignore[attr-defined]
 
 
-def test_it_swaps_back_when_the_load_balancer_never_applies_the_switch(
+def test_it_stops_before_the_switch_when_the_load_balancer_never_applies_the_new_backend(
     app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
 ) -> None:
     run_workflow(app)
+    writes = list(lb.writes)
     lb.applies = False
+
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "is proxysync running?" in deployment.failure_reason
+    assert deployment.switched_at is None
+    v2 = backend_name("default", app.name, 2)
+    assert lb.writes == [*writes, f"backend {v2}", f"delete backend {v2}"]  # frontend untouched
+    assert lb.frontends[app.frontend]["backend"] == backend_name("default", app.name, 1)
+    assert backend_name("default", app.name, 2) not in lb.backends
+    assert cluster.versions_.keys() == {1}
+
+
+def test_it_swaps_back_when_the_load_balancer_never_applies_the_switch(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_workflow(app)
+    point_frontend = lb.point_frontend
+
+    def then_stop_applying(hostname: str, backend: str, options: object = None) -> int:
+        lb.applies = False  # the backend was applied; the switch never is
+        return point_frontend(hostname, backend)
+
+    monkeypatch.setattr(lb, "point_frontend", then_stop_applying)
 
     deployment = run_workflow(app, image="demo/hello:2")
 
@@ -227,7 +259,9 @@ def test_it_aborts_at_the_next_step_and_rolls_back(
     assert deployment.steps["health"]["state"] == "failed"
     assert deployment.steps["switch"]["state"] == "pending"
     assert cluster.versions_ == {}
-    assert lb.writes == []
+    v1 = backend_name("default", app.name, 1)
+    assert lb.writes == [f"backend {v1}", f"delete backend {v1}"]  # never routed
+    assert lb.frontends == {} and lb.backends == {}
 
 
 def test_it_swaps_back_to_a_warm_version(

@@ -15,7 +15,7 @@ from deployer.proxysync import HAProxyTarget, ProxySync, ReloadError
 
 
 class Command(BaseCommand):
-    """Watch the etcd prefix; render, validate, write and hitlessly reload HAProxy on change.
+    """Watch the etcd prefix; on change, update HAProxy's map at runtime or reload it hitlessly.
 
     Unless ``--no-endpoints``, a second thread keeps live backends' servers equal to
     their pods (deployer.endpointsync).
