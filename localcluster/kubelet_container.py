@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ class Backoff:
         self._next = 0.0 if immediate_first else BACKOFF_INITIAL
 
 
-class ContainerLifecycle:
+class ContainerLifecycle(abc.ABC):
     """The container half of a PodWorker: runs each container through its restarts."""
 
     ctx: KubeletContext
@@ -63,15 +64,15 @@ class ContainerLifecycle:
     respec: dict[str, asyncio.Event]
     _background: set[asyncio.Task[None]]
 
+    @abc.abstractmethod
     def event(
         self, event_type: str, reason: str, message: str, field_path: str | None = None
     ) -> None:
         """Record an event about the pod (implemented by PodWorker)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def mark_dirty(self) -> None:
         """Ask for a status write (implemented by PodWorker)."""
-        raise NotImplementedError
 
     async def run_hook(self, name: str, handler: dict[str, Any], timeout: float) -> str | None:
         """Run a postStart/preStop handler (exec, httpGet, sleep); the error message or None."""
