@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -14,12 +15,77 @@ class IllegalTransition(Exception):
     """A status change that the state machine does not allow."""
 
 
+class Lifecycle:
+    """Status transitions claimed with a conditional update, for deployments and scaling runs.
+
+    Subclasses are models with ``status``, ``started_at`` and ``finished_at`` fields, a
+    ``TERMINAL`` set and a ``noun`` naming them in error messages.
+    """
+
+    TERMINAL: ClassVar[frozenset[str]]
+    noun: ClassVar[str]
+    pk: Any
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the row can no longer change status."""
+        return self.status in self.TERMINAL
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from start to finish, or None while unfinished."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
+        """Move to ``to`` from one of ``allowed_from``, setting ``fields``; refuse illegal or raced moves."""
+        if self.status not in allowed_from:
+            raise IllegalTransition(f"{self.noun} #{self.pk}: cannot go from {self.status} to {to}")
+        manager = type(self)._default_manager  # type: ignore[attr-defined]
+        updated = manager.filter(pk=self.pk, status=self.status).update(status=to, **fields)
+        if updated != 1:
+            self.refresh_from_db()  # type: ignore[attr-defined]
+            raise IllegalTransition(
+                f"{self.noun} #{self.pk}: status changed concurrently to {self.status}"
+            )
+        self.status = to
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+
 def _webhook_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
 class App(models.Model):
     """An application descriptor: what to run, how many, where its traffic comes from."""
+
+    # The fields a user sets (forms, the REST API); everything else is kept by Greenlight.
+    DESCRIPTOR_FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "namespace",
+        "image",
+        "replicas",
+        "frontend",
+        "container_port",
+        "health_enabled",
+        "health_type",
+        "health_path",
+        "health_port",
+        "health_timeout",
+        "health_deadline",
+        "cpu_request",
+        "cpu_limit",
+        "memory_request",
+        "memory_limit",
+        "env",
+        "extra_pod_spec",
+        "keep_old_seconds",
+    )
 
     class HealthType(models.TextChoices):
         HTTP_JSON = "http-json", "HTTP, JSON body with healthy: true"
@@ -119,7 +185,7 @@ class App(models.Model):
         }
 
 
-class Deployment(models.Model):
+class Deployment(Lifecycle, models.Model):
     """One run of the blue-green workflow for an app."""
 
     class Status(models.TextChoices):
@@ -132,6 +198,7 @@ class Deployment(models.Model):
     TERMINAL: ClassVar[frozenset[str]] = frozenset(
         {Status.SUCCEEDED, Status.FAILED, Status.ABORTED}
     )
+    noun: ClassVar[str] = "deployment"
 
     class Trigger(models.TextChoices):
         UI = "ui", "Dashboard"
@@ -176,33 +243,6 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"deployment #{self.pk} of {self.app_id}"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True once the deployment can no longer change status."""
-        return self.status in self.TERMINAL
-
-    @property
-    def duration_seconds(self) -> float | None:
-        """Wall time from start to finish, or None while unfinished."""
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
-
-    def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
-        if self.status not in allowed_from:
-            raise IllegalTransition(f"deployment #{self.pk}: cannot go from {self.status} to {to}")
-        updated = Deployment.objects.filter(pk=self.pk, status=self.status).update(
-            status=to, **fields
-        )
-        if updated != 1:
-            self.refresh_from_db()
-            raise IllegalTransition(
-                f"deployment #{self.pk}: status changed concurrently to {self.status}"
-            )
-        self.status = to
-        for key, value in fields.items():
-            setattr(self, key, value)
 
     def start(self, worker: str = "") -> None:
         """QUEUED -> RUNNING, claimed with a conditional update."""

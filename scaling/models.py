@@ -10,11 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from deployer.models import App, LogLine
-
-
-class IllegalTransition(Exception):
-    """A run status change that the state machine does not allow."""
+from deployer.models import App, Lifecycle, LogLine
 
 
 class NodeGroup(models.Model):
@@ -148,7 +144,7 @@ class NodeGroupAction(models.Model):
         return f"{self.node_group.name} → {self.desired} nodes"
 
 
-class ScalingRun(models.Model):
+class ScalingRun(Lifecycle, models.Model):
     """One scaling job (a schedule's due time, a dry run or a manual action) and its outcome."""
 
     class Kind(models.TextChoices):
@@ -168,6 +164,7 @@ class ScalingRun(models.Model):
         FAILED = "failed", "Failed"
 
     TERMINAL: ClassVar[frozenset[str]] = frozenset({Status.SUCCEEDED, Status.FAILED})
+    noun: ClassVar[str] = "scaling run"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(
@@ -209,18 +206,6 @@ class ScalingRun(models.Model):
     def __str__(self) -> str:
         return f"scaling run #{self.pk} ({self.kind})"
 
-    @property
-    def is_terminal(self) -> bool:
-        """True once the run can no longer change status."""
-        return self.status in self.TERMINAL
-
-    @property
-    def duration_seconds(self) -> float | None:
-        """Wall time from start to finish, or None while unfinished."""
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
-
     def title(self) -> str:
         """A short description for lists and headings."""
         if self.kind == self.Kind.SCHEDULE and self.schedule is not None:
@@ -233,20 +218,8 @@ class ScalingRun(models.Model):
         return f"{label} {target}" if target else label
 
     def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
-        if self.status not in allowed_from:
-            raise IllegalTransition(f"scaling run #{self.pk}: cannot go from {self.status} to {to}")
         fields.setdefault("updated_at", timezone.now())
-        updated = ScalingRun.objects.filter(pk=self.pk, status=self.status).update(
-            status=to, **fields
-        )
-        if updated != 1:
-            self.refresh_from_db()
-            raise IllegalTransition(
-                f"scaling run #{self.pk}: status changed concurrently to {self.status}"
-            )
-        self.status = to
-        for key, value in fields.items():
-            setattr(self, key, value)
+        super()._move(allowed_from, to, **fields)
 
     def start(self, now: datetime | None = None) -> None:
         """QUEUED or WAITING -> RUNNING, claimed with a conditional update."""

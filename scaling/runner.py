@@ -18,12 +18,12 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
-from deployer.models import App, Deployment
+from deployer.models import App, Deployment, IllegalTransition
 from scaling import logsink
 from scaling.drain import DrainFailed, DrainOptions, drain_node, evictable_count
 from scaling.kube import KubeNodes, NodeInfo, NodeOps
 from scaling.logsink import RunLog
-from scaling.models import IllegalTransition, NodeGroup, ScalingRun
+from scaling.models import NodeGroup, ScalingRun
 from scaling.planner import Change, plural
 from scaling.providers import GroupState, Provider, ProviderError, provider_for
 from scaling.schedule import Clock, SystemClock
