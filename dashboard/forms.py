@@ -26,26 +26,8 @@ class AppForm(forms.ModelForm):
 
     class Meta:
         model = App
-        fields = [
-            "name",
-            "namespace",
-            "image",
-            "replicas",
-            "frontend",
-            "container_port",
-            "health_enabled",
-            "health_type",
-            "health_path",
-            "health_port",
-            "health_timeout",
-            "health_deadline",
-            "cpu_request",
-            "cpu_limit",
-            "memory_request",
-            "memory_limit",
-            "keep_old_seconds",
-            "env",
-        ]
+        # Extra pod-spec fields are JSON for API clients; the form does not edit them.
+        fields = [name for name in App.DESCRIPTOR_FIELDS if name != "extra_pod_spec"]
         labels = {
             "frontend": "Frontend hostname",
             "health_enabled": "Check health before switching traffic",
