@@ -13,6 +13,8 @@ from deployer.models import Deployment
 class DeploymentLogConsumer(LiveLogConsumer[Deployment]):
     """``/ws/deployments/<id>/?after=<seq>``: lines with a higher seq, then every new line and status."""
 
+    terminal = Deployment.TERMINAL
+
     def load(self, pk: int) -> Deployment | None:
         """The deployment with its app, or None."""
         return Deployment.objects.select_related("app").filter(pk=pk).first()

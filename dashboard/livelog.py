@@ -4,6 +4,10 @@ A browser connects with ``?after=<seq>``; the consumer joins the object's group
 *before* reading stored lines, so nothing published in between is lost, replays the
 stored lines after ``seq`` in batches, sends the current status, then forwards new
 lines (each once, in seq order, whichever path brings it) and status changes.
+
+A status read from the database can be newer than group messages still on their way
+(the writer publishes after commit, from a queue), so once a terminal status was sent
+nothing else is: a finished run never appears to run again.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class LiveLogConsumer(AsyncJsonWebsocketConsumer, Generic[T], metaclass=ABCMeta)
 
     group: str | None = None
     last_seq = 0
+    finished = False
+
+    @property
+    @abstractmethod
+    def terminal(self) -> frozenset[str]:
+        """The statuses after which an object never changes status again."""
 
     @abstractmethod
     def load(self, pk: int) -> T | None:
@@ -94,7 +104,7 @@ class LiveLogConsumer(AsyncJsonWebsocketConsumer, Generic[T], metaclass=ABCMeta)
             if len(lines) < REPLAY_BATCH:
                 break
         status = await database_sync_to_async(self.current_status)(obj)
-        await self.send_json(self.client_status(status))
+        await self.send_status(status)
 
     async def disconnect(self, code: int) -> None:
         """Leave the group."""
@@ -114,4 +124,11 @@ class LiveLogConsumer(AsyncJsonWebsocketConsumer, Generic[T], metaclass=ABCMeta)
 
     async def forward_status(self, event: dict[str, Any]) -> None:
         """A status change: forward it in the browser's shape."""
+        await self.send_status(event)
+
+    async def send_status(self, event: dict[str, Any]) -> None:
+        """Send a status unless a terminal one was already sent (anything later is stale)."""
+        if self.finished:
+            return
+        self.finished = event["status"] in self.terminal
         await self.send_json(self.client_status(event))

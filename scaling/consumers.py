@@ -13,6 +13,8 @@ from scaling.permissions import can_view_runs
 class ScalingRunLogConsumer(LiveLogConsumer[ScalingRun]):
     """``/ws/scaling/runs/<id>/?after=<seq>``: stored lines after seq, then new lines and status."""
 
+    terminal = ScalingRun.TERMINAL
+
     def load(self, pk: int) -> ScalingRun | None:
         """The run, or None."""
         return ScalingRun.objects.filter(pk=pk).first()

@@ -79,6 +79,8 @@
     }
 
     function onStatus(msg) {
+      // A final status is final: a message computed before it and delivered after it is stale.
+      if (isFinal()) return;
       status = msg.status;
       root.dataset.status = status;
       opts.onStatus(msg);

@@ -129,6 +129,27 @@ async def test_it_sends_each_line_once_when_replay_and_group_overlap(
     await communicator.disconnect()
 
 
+async def test_a_status_older_than_the_final_one_is_not_forwarded(
+    admin: Any, app: Any, make_deployment: Callable[..., Any], captured: list[Any]
+) -> None:
+    # The worker published "running" before it finished, but the message is still on
+    # its way when a browser connects and reads "succeeded" from the database.
+    deployment = await database_sync_to_async(make_deployment)(
+        app, status=Deployment.Status.RUNNING, finished_at=None
+    )
+    stale = logsink.status_payload(deployment)
+    await database_sync_to_async(deployment.succeed)()
+    communicator = await socket(f"/ws/deployments/{deployment.pk}/", admin)
+    assert (await communicator.connect())[0]
+    message = await communicator.receive_json_from()
+    while message["type"] != "status":
+        message = await communicator.receive_json_from()
+    assert message["status"] == "succeeded"
+    await get_channel_layer().group_send(logsink.group_name(deployment.pk), dict(stale))
+    assert await communicator.receive_nothing()
+    await communicator.disconnect()
+
+
 async def test_it_replays_long_logs_in_batches(
     admin: Any, app: Any, make_deployment: Callable[..., Any]
 ) -> None:
