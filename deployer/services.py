@@ -245,17 +245,33 @@ def warm_previous_version(app: App) -> tuple[int, str] | None:
     return last.previous_version, previous.image if previous else app.image
 
 
-def scale_app(app: App, replicas: int, user: Any = None) -> None:
-    """Set the app's replicas and, when it is live, its live version's replicas in the cluster."""
+def scale_app(
+    app: App, replicas: int, user: Any = None, *, checked_for_deploys: bool = False
+) -> None:
+    """Set the app's replicas and, when it is live, its live version's replicas in the cluster.
+
+    Refused while a deploy of the app is queued or running: it has already taken the
+    replica count into its snapshot, so its new version would come up with the old one.
+    The scaler, which checks for deploys itself under the same lock, passes
+    ``checked_for_deploys``.
+    """
     from deployer.cluster import KubeCluster
 
     try:
         validate_replicas(replicas, minimum=0)
     except ValidationError as exc:
         raise InvalidRequest(_messages(exc)) from None
-    App.objects.filter(pk=app.pk).update(
-        replicas=replicas, updated_by=user if getattr(user, "pk", None) else None
-    )
+    with transaction.atomic():
+        App.objects.select_for_update().filter(pk=app.pk).first()
+        active = None if checked_for_deploys else _active_other(app)
+        if active is not None:
+            raise AppBusy(
+                f"Deployment #{active.pk} of {app} is {active.status}; scale once it has "
+                "finished, or its new version would start with the old replica count."
+            )
+        App.objects.filter(pk=app.pk).update(
+            replicas=replicas, updated_by=user if getattr(user, "pk", None) else None
+        )
     app.replicas = replicas
     if app.live_version is None:
         return

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
@@ -56,7 +57,7 @@ def _busy_deploy(app: App) -> int | None:
 def _scale_app(app: App, replicas: int) -> None:
     from deployer.services import scale_app
 
-    scale_app(app, replicas)
+    scale_app(app, replicas, checked_for_deploys=True)
 
 
 @dataclass
@@ -227,28 +228,40 @@ def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, 
         verb = "would stay at" if app.replicas == desired else f"would scale {app.replicas} →"
         log.info(f"app {app.name}: {verb} {desired} replicas")
         return "dry run"
-    deployment = services.busy_deploy(app)
-    if deployment is not None:
-        note = (
-            f"app {app.name}: waiting for deployment #{deployment} to finish "
-            "(the scaler never changes an app while it deploys)"
-        )
-        return _wait_note(run, change, log, note)
-    if app.baseline_replicas is None:
-        # Remember where the app was before any schedule touched it, for percentages and
-        # window ends; a conditional update so that two runs cannot both set it.
-        App.objects.filter(pk=app.pk, baseline_replicas__isnull=True).update(
-            baseline_replicas=app.replicas
-        )
-        log.info(f"app {app.name}: remembered its baseline of {plural(app.replicas, 'replica')}")
-    if app.replicas == desired:
+    with transaction.atomic():
+        # The app row is also what a deploy request locks (an IMMEDIATE transaction on
+        # SQLite, SELECT ... FOR UPDATE elsewhere): a deploy requested meanwhile is either
+        # seen here, or snapshots the replica count stored here.
+        app = App.objects.select_for_update().filter(pk=change.id).first()
+        if app is None:
+            log.warning(f"app {change.name} no longer exists; skipped")
+            return "skipped"
+        deployment = services.busy_deploy(app)
+        if deployment is not None:
+            note = (
+                f"app {app.name}: waiting for deployment #{deployment} to finish "
+                "(the scaler never changes an app while it deploys)"
+            )
+            return _wait_note(run, change, log, note)
+        if app.baseline_replicas is None:
+            # Remember where the app was before any schedule touched it, for percentages
+            # and window ends; a conditional update so that two runs cannot both set it.
+            App.objects.filter(pk=app.pk, baseline_replicas__isnull=True).update(
+                baseline_replicas=app.replicas
+            )
+            log.info(
+                f"app {app.name}: remembered its baseline of {plural(app.replicas, 'replica')}"
+            )
+        before = app.replicas
+        App.objects.filter(pk=app.pk).update(replicas=desired)
+    # The cluster call runs outside the transaction: it must not hold the database lock.
+    if before == desired:
         if app.live_version is not None:
             # Level-triggered: set it anyway, so that a live version changed behind our back
             # (kubectl scale) comes back to what the schedule says.
             services.scale_app(app, desired)
         log.info(f"app {app.name}: already at {desired} replicas")
         return "unchanged"
-    before = app.replicas
     services.scale_app(app, desired)
     log.info(f"app {app.name}: scaled from {before} to {desired} replicas")
     return "scaled"

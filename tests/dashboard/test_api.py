@@ -87,6 +87,17 @@ def test_it_patches_an_app_but_not_its_name(api: APIClient, app: Any) -> None:
     assert "Fixed once the app exists" in response.json()["name"][0]
 
 
+def test_it_answers_409_to_a_scale_while_a_deploy_is_queued(
+    api: APIClient, app: Any, make_deployment: Any
+) -> None:
+    make_deployment(app, status=Deployment.Status.QUEUED, started_at=None, finished_at=None)
+    response = api.post(f"/api/apps/{app.pk}/scale/", {"replicas": 5}, format="json")
+    assert response.status_code == 409
+    assert "is queued; scale once it has finished" in response.json()["detail"]
+    app.refresh_from_db()
+    assert app.replicas == 2
+
+
 def test_it_refuses_to_delete_a_deployed_app(api: APIClient, app: Any) -> None:
     app.live_version = 1
     app.save()

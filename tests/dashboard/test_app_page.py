@@ -90,6 +90,19 @@ def test_it_scales_and_validates_replicas(admin_client: Client, app: Any) -> Non
     assert response.status_code == 400
 
 
+def test_it_refuses_to_scale_while_a_deploy_is_running(
+    admin_client: Client, app: Any, make_deployment: Any
+) -> None:
+    # The deploy snapshotted 2 replicas; scaling now would leave its new version at 2.
+    running = make_deployment(app, status=Deployment.Status.RUNNING, finished_at=None)
+    response = admin_client.post(f"/apps/{app.pk}/scale/", {"replicas": "5"})
+    assert response.status_code == 400
+    (error,) = response.context["scale_form"].errors["replicas"]
+    assert f"Deployment #{running.pk} of" in error and "scale once it has finished" in error
+    app.refresh_from_db()
+    assert app.replicas == 2
+
+
 def test_it_says_when_there_is_nothing_to_swap_back_to(admin_client: Client, app: Any) -> None:
     response = admin_client.post(f"/apps/{app.pk}/swap-back/", follow=True)
     assert "no longer running" in response.content.decode()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 
-from deployer.models import App
+from deployer.models import App, Deployment
 from scaling import runner, services
 from scaling.models import AppAction, ScalingRun, Schedule
 from scaling.runner import Outcome, Services
@@ -125,6 +127,44 @@ def test_it_waits_for_a_running_deploy_and_then_scales(
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.SUCCEEDED
     assert scaler.calls == [("hello", 2)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deploy_requested_while_the_scaler_checks_gets_the_new_replica_count(
+    make_app: Callable[..., App],
+    make_schedule: Callable[..., Schedule],
+    scaler: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A user clicks Deploy right after the scaler saw no deploy running: the deploy must
+    # not snapshot the old replica count and bring it back over the schedule's.
+    from deployer import services as deploys
+
+    monkeypatch.setattr(deploys, "enqueue", lambda deployment_id: None)
+    app = make_app(replicas=4)
+    make_schedule("night", cron="0 0 * * *", apps={app: (ABSOLUTE, 2)})
+    clock = FrozenClock(at(2026, 6, 1, 0, 1))
+    requested: list[int] = []
+
+    def deploy() -> None:
+        try:
+            requested.append(deploys.request_deploy(App.objects.get(pk=app.pk)).pk)
+        finally:
+            connection.close()
+
+    user = threading.Thread(target=deploy)
+
+    def no_deploy_yet(checked: App) -> int | None:
+        user.start()
+        user.join(timeout=0.5)  # it waits for the scaler's transaction, however long
+        return None
+
+    (run,) = services.tick(clock)
+    racing = Services(clock=clock, scale_app=scaler, busy_deploy=no_deploy_yet)
+    assert runner.execute(run.pk, racing) == Outcome.DONE
+    user.join(timeout=10)
+    (deployment,) = Deployment.objects.filter(pk__in=requested)
+    assert deployment.descriptor["replicas"] == 2
 
 
 def test_a_second_tick_for_the_same_due_time_records_nothing(
