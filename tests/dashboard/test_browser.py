@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import expect
 
 from deployer.models import App, Deployment
 from tests.dashboard.stack import Stack, running_stack
@@ -145,8 +146,8 @@ def test_a_user_creates_an_app_deploys_it_live_and_a_broken_deploy_rolls_back(
     stored = Deployment.objects.get(pk=deployment_id).logs.count()
     assert received > 0, "no log line arrived over the WebSocket"
     assert lines == stored > lines_at_load
-    assert page.locator("#status-badge").inner_text() == "succeeded"
-    assert page.locator("#steps li.done").count() == page.locator("#steps li").count()
+    expect(page.locator("#status-badge")).to_have_text("succeeded")
+    expect(page.locator("#steps li:not(.done)")).to_have_count(0)
     status, health = through_lb(stack, "web.localhost")
     assert status == 200 and str(health["version"]) == "1"
     _, home = through_lb(stack, "web.localhost", "/")
@@ -165,11 +166,12 @@ def test_a_user_creates_an_app_deploys_it_live_and_a_broken_deploy_rolls_back(
     page.goto(f"{stack.web_url}/apps/{app.pk}/")
     page.wait_for_selector("#active-deployment")
     page.wait_for_selector("#active-deployment", state="detached", timeout=120_000)
-    assert page.locator("table.history tbody tr .badge.failed").count() == 1
+    page.wait_for_load_state()  # the reloaded page, completely
+    expect(page.locator("table.history tbody tr .badge.failed")).to_have_count(1)
     page.goto(f"{stack.web_url}/deployments/{broken_id}/")
     page.wait_for_selector("#status-banner.failed")
-    assert "previous version kept serving" in page.locator("#status-banner").inner_text()
-    assert page.locator("#steps li.failed").count() == 1
+    expect(page.locator("#status-banner")).to_contain_text("previous version kept serving")
+    expect(page.locator("#steps li.failed")).to_have_count(1)
     status, health = through_lb(stack, "web.localhost")
     assert status == 200 and str(health["version"]) == "1"
     app.refresh_from_db()
@@ -177,9 +179,9 @@ def test_a_user_creates_an_app_deploys_it_live_and_a_broken_deploy_rolls_back(
 
     # The app page shows v1 live, both runs in the history and the chart.
     page.goto(f"{stack.web_url}/apps/{app.pk}/")
-    assert "v1 live" in page.locator("h1").inner_text()
-    assert page.locator("table.history tbody tr").count() == 2
-    assert page.locator("#deploy-chart svg rect.chart-bar").count() == 2
+    expect(page.locator("h1")).to_contain_text("v1 live")
+    expect(page.locator("table.history tbody tr")).to_have_count(2)
+    expect(page.locator("#deploy-chart svg rect.chart-bar")).to_have_count(2)
 
 
 def wait_for_end(page: Any, state: str = "succeeded") -> None:
@@ -212,7 +214,7 @@ def test_a_user_swaps_back_scales_aborts_and_undeploys(page: Any, stack: Stack) 
     page.click("button:has-text('Swap back')")
     page.wait_for_url("**/deployments/*/")
     wait_for_end(page)
-    assert "previous version is live again" in page.locator("#status-banner").inner_text()
+    expect(page.locator("#status-banner")).to_contain_text("previous version is live again")
     assert str(through_lb(stack, "swap.localhost")[1]["version"]) == "1"
 
     # Scale the live version.
@@ -230,7 +232,7 @@ def test_a_user_swaps_back_scales_aborts_and_undeploys(page: Any, stack: Stack) 
     page.click("#abort-form button")
     page.wait_for_selector("text=Abort of deployment")
     wait_for_end(page, "aborted")
-    assert page.locator("#abort-form").is_hidden()
+    expect(page.locator("#abort-form")).to_be_hidden()
     assert str(through_lb(stack, "swap.localhost")[1]["version"]) == "1"
 
     # Undeploy needs the name typed back; then the load balancer no longer routes it.
@@ -238,12 +240,12 @@ def test_a_user_swaps_back_scales_aborts_and_undeploys(page: Any, stack: Stack) 
     page.click("text=Undeploy…")
     page.fill("#id_confirm", "wrong")
     page.click("button:has-text('Undeploy swap')")
-    assert "Type swap to confirm." in page.locator(".field-error").inner_text()
+    expect(page.locator(".field-error")).to_contain_text("Type swap to confirm.")
     page.fill("#id_confirm", "swap")
     page.click("button:has-text('Undeploy swap')")
     page.wait_for_url("**/deployments/*/")
     wait_for_end(page)
-    assert "the app is undeployed" in page.locator("#status-banner").inner_text()
+    expect(page.locator("#status-banner")).to_contain_text("the app is undeployed")
     assert through_lb(stack, "swap.localhost")[0] == 503
 
 
