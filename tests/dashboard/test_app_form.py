@@ -158,3 +158,15 @@ def test_it_refuses_viewers(client: Client, viewer: Any, app: Any) -> None:
     client.force_login(viewer)
     assert client.get("/apps/new/").status_code == 403
     assert client.post(f"/apps/{app.pk}/edit/", VALID).status_code == 403
+
+
+def test_it_says_edits_of_a_live_app_take_effect_at_the_next_deploy(
+    admin_client: Client, app: Any
+) -> None:
+    assert 'id="live-note"' not in admin_client.get(f"/apps/{app.pk}/edit/").content.decode()
+    app.live_version = 3
+    app.save()
+    html = admin_client.get(f"/apps/{app.pk}/edit/").content.decode()
+    assert (
+        "v3 is live and keeps running as it is: changes here take effect at the next deploy" in html
+    )
