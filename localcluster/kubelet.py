@@ -130,6 +130,17 @@ class PodWorker(ContainerLifecycle):
                     }
                 self.states[c["name"]] = state
 
+    def lost_runs(self) -> bool:
+        """True when this pod ran before a restart, is still meant to run, and its processes are gone."""
+        meta = self.pod["metadata"]
+        finished = (self.pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        restored = any(s.last_state for s in self.states.values())
+        return restored and not finished and not meta.get("deletionTimestamp")
+
+    async def report_lost_runs(self) -> None:
+        """Write the restored status now: containers waiting, restarts counted, not ready."""
+        await self._write_status()
+
     def event(
         self, event_type: str, reason: str, message: str, field_path: str | None = None
     ) -> None:
@@ -369,10 +380,23 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}
         self.stopped = False
 
-    def start(self) -> None:
-        """Take up the pods already bound to this node (after a restart)."""
+    async def start(self) -> None:
+        """Take up the pods already bound to this node (after a restart).
+
+        A pod whose processes were lost is first reported as restarting (the lost runs
+        counted, not ready) before its containers start again, and before the API serves
+        requests: nobody sees the previous run's Ready status for processes that are gone.
+        """
         for entry in self.ctx.store.select("pods", None, None, f"spec.nodeName={self.node_name}"):
-            self._ensure(entry.obj)
+            pod = entry.obj
+            uid = pod["metadata"]["uid"]
+            if uid in self.workers or self.stopped:
+                continue
+            worker = PodWorker(self, pod)
+            self.workers[uid] = worker  # events of the status write below go to this worker
+            if worker.lost_runs():
+                await worker.report_lost_runs()
+            self._launch(worker)
 
     def on_pod_event(self, event: Event) -> None:
         """Store listener hook for changes to pods bound to this node."""
@@ -395,9 +419,10 @@ class Kubelet:
             return
         worker = PodWorker(self, pod)
         self.workers[uid] = worker
-        worker.task = asyncio.create_task(
-            self._guard(worker), name=f"pod {pod['metadata']['name']}"
-        )
+        self._launch(worker)
+
+    def _launch(self, worker: PodWorker) -> None:
+        worker.task = asyncio.create_task(self._guard(worker), name=f"pod {worker.name}")
 
     async def _guard(self, worker: PodWorker) -> None:
         try:

@@ -259,7 +259,7 @@ class NodeManager:
         self.recorder.record(
             node, "Normal", "NodeReady", f"Node {name} status is now: NodeReady", "kubelet", name
         )
-        kubelet.start()
+        await kubelet.start()
 
     async def _take_down(self, name: str, kubelet: Kubelet) -> None:
         log.info("node %s deleted: stopping its pods", name)

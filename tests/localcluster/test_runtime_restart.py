@@ -126,10 +126,13 @@ def test_it_leaves_no_orphans_when_killed_and_recovers_its_pods(tmp_path: Path) 
 
         cluster = start_cluster(tmp_path / "lc", nodes=1, images=catalog)
         api = api_for(cluster.kubeconfig)
+        # From the first answer on, the lost runs are counted: no stale Ready from before.
+        first = client.CoreV1Api(api).read_namespaced_pod("forker", "default")
+        assert [s.restart_count for s in first.status.container_statuses] == [1, 1]
         pods = watch_until(app_pods(client.CoreV1Api(api), "forker"), running_and_ready(1))
         statuses = pods["forker"]["status"]["containerStatuses"]
         assert [s["name"] for s in statuses] == ["app", "web"]
-        assert all(s["restartCount"] == 1 for s in statuses)
+        assert [s["restartCount"] for s in statuses] == [1, 1], statuses
         api.close()
     finally:
         cluster.stop()
