@@ -293,6 +293,11 @@ class PodStatus(TypedDict):
     ready: bool
     restarts: int
     reason: str
+    trouble: bool  # something is wrong, not merely starting
+
+
+# Waiting reasons of a pod on its way up: shown as "starting", not as a problem.
+STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
 
 
 class AppStatus(TypedDict):
@@ -347,6 +352,8 @@ def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
                     "ready": pod.ready,
                     "restarts": pod.restarts,
                     "reason": pod.reason,
+                    "trouble": pod.phase == "Failed"
+                    or bool(pod.reason and pod.reason not in STARTING_REASONS),
                 }
             )
             if pod.ready and pod.version == app.live_version:

@@ -12,22 +12,30 @@ from deployer.models import Deployment
 
 
 def test_it_shows_live_pods_with_their_health(
-    admin_client: Client, app: Any, monkeypatch: Any
+    admin_client: Client, app: Any, monkeypatch: Any, make_deployment: Any
 ) -> None:
     app.live_version = 4
     app.save()
+    make_deployment(app, version=5, status=Deployment.Status.RUNNING, finished_at=None)
     pods = [
         PodInfo("hello-v4-a", "hello", 4, "127.1.0.5", "node-1", "Running", True, True, 0),
         PodInfo("hello-v4-b", "hello", 4, "127.1.0.6", "node-2", "Pending", False, False, 2,
                 reason="ContainerCreating"),
+        PodInfo("hello-v5-c", "hello", 5, "127.1.0.7", "node-2", "Running", False, False, 3,
+                reason="CrashLoopBackOff"),
     ]  # fmt: skip
     monkeypatch.setattr("deployer.cluster.KubeCluster.__init__", lambda self: None)
     monkeypatch.setattr("deployer.cluster.KubeCluster.managed_pods", lambda self, ns: pods)
     html = admin_client.get(f"/apps/{app.pk}/").content.decode()
     assert "hello-v4-a" in html and "127.1.0.5" in html
     assert '<span class="badge succeeded">ready</span>' in html
-    assert "containercreating" in html
+    assert (
+        '<span class="badge running" title="ContainerCreating, not ready yet">starting</span>'
+        in html
+    )
+    assert '<span class="badge failed" title="CrashLoopBackOff">crashloopbackoff</span>' in html
     assert "1 / 2" in html
+    assert 'v5 <span class="tag">deploying</span>' in html
 
 
 def test_it_shows_history_chart_data_and_redeploy_buttons(
