@@ -43,13 +43,18 @@ def test_it_shows_history_chart_data_and_redeploy_buttons(
 ) -> None:
     make_deployment(app, version=1, image="demo/hello:1")
     make_deployment(app, version=2, image="demo/broken", status=Deployment.Status.FAILED)
+    make_deployment(app, version=3, image="demo/slow", status=Deployment.Status.RUNNING)
     response = admin_client.get(f"/apps/{app.pk}/")
     html = response.content.decode()
     chart = response.context["chart"]
-    assert [(p["version"], p["status"]) for p in chart] == [(1, "succeeded"), (2, "failed")]
+    assert [(p["version"], p["status"]) for p in chart] == [
+        (1, "succeeded"),
+        (2, "failed"),
+        (3, "running"),
+    ]
     assert chart[0]["seconds"] == 12.0
     assert 'id="deploy-chart-data"' in html
-    assert html.count("Redeploy this version") == 2
+    assert html.count("Redeploy this version") == 2  # not the running one
     assert '<input type="hidden" name="image" value="demo/broken">' in html
 
 
