@@ -190,6 +190,7 @@ class UndeployForm(forms.Form):
     def __init__(self, *args: Any, app: App, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = app
+        self.fields["confirm"].error_messages["required"] = f"Type {app.name} to confirm."
 
     def clean_confirm(self) -> str:
         """The typed name must be the app's name."""

@@ -6,12 +6,14 @@ Every action that changes something records a run and answers 202 with it; the r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -152,6 +154,14 @@ def _accepted(request: Request, run: ScalingRun) -> Response:
     )
 
 
+def _body(request: Request, example: str) -> Mapping[str, Any]:
+    """The request's body as a mapping; a JSON array, string, number or null is refused."""
+    data = request.data
+    if not isinstance(data, Mapping):
+        raise ParseError(f"The body must be a JSON object, e.g. {example}.")
+    return data
+
+
 def _form_errors(form: Any) -> Response:
     return Response(form.errors.get_json_data(), status=status.HTTP_400_BAD_REQUEST)
 
@@ -222,7 +232,7 @@ class NodeGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     def capacity(self, request: Request, pk: Any = None) -> Response:
         """``{"desired": n}`` within the group's bounds; 202 with the run, 400 otherwise."""
         group = self.get_object()
-        form = CapacityForm(request.data, group=group)
+        form = CapacityForm(_body(request, '{"desired": 3}'), group=group)
         if not form.is_valid():
             return _form_errors(form)
         return _accepted(
@@ -244,7 +254,7 @@ class _RunPermission(ScalingPermission):
 def app_scale(request: Request, pk: int) -> Response:
     """``{"replicas": n, "baseline": false}``: a run that scales the app, yielding to deploys."""
     app = get_object_or_404(App, pk=pk)
-    form = ScaleAppForm(request.data)
+    form = ScaleAppForm(_body(request, '{"replicas": 2, "baseline": false}'))
     if not form.is_valid():
         return _form_errors(form)
     data = form.cleaned_data
@@ -262,7 +272,7 @@ def node_action(request: Request, name: str, verb: str) -> Response:
     kinds["drain"] = ScalingRun.Kind.DRAIN
     if verb not in kinds:
         return Response({"detail": f"Unknown node action {verb!r}."}, status=404)
-    form = DrainForm(request.data)
+    form = DrainForm(_body(request, '{"force": false, "deadline": 300}'))
     if not form.is_valid():
         return _form_errors(form)
     run = services.node_action(

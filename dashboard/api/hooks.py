@@ -188,7 +188,9 @@ class GenericHook(APIView):
         sent = request.headers.get(SIGNATURE_HEADER, "")
         if not sent:
             raise PermissionDenied(f"Sign the body: {SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256>.")
-        if not hmac.compare_digest(sent.strip(), signature(app.webhook_secret, body)):
+        expected = signature(app.webhook_secret, body).encode()
+        # Compared as bytes: a header with non-ASCII characters is simply a wrong signature.
+        if not hmac.compare_digest(sent.strip().encode("utf-8", "replace"), expected):
             raise PermissionDenied(f"{SIGNATURE_HEADER} does not match the body.")
         try:
             data = json.loads(body or b"{}")

@@ -79,6 +79,7 @@ def _form_page(request: HttpRequest, app: App | None) -> HttpResponse:
             "app": app,
             "images": queries.known_images(app),
         },
+        status=400 if request.method == "POST" else 200,
     )
 
 
@@ -192,7 +193,8 @@ def app_undeploy(request: HttpRequest, pk: int) -> HttpResponse:
     """Confirm, then queue the removal of every version, the frontend and the backend."""
     app = _app_for(request, pk)
     _require(permissions.can_deploy(request.user, app), "undeploy apps")
-    form = UndeployForm(request.POST or None, app=app)
+    # An empty POST is still a POST: it gets the "type the name" error, not the blank form.
+    form = UndeployForm(request.POST if request.method == "POST" else None, app=app)
     if request.method == "POST" and form.is_valid():
         try:
             deployment = services.undeploy(app, user=request.user)
@@ -204,7 +206,7 @@ def app_undeploy(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "dashboard/app_undeploy.html",
         {"app": app, "form": form},
-        status=400 if form.errors else 200,
+        status=400 if request.method == "POST" else 200,
     )
 
 

@@ -73,7 +73,7 @@ def test_it_puts_each_bad_value_on_its_field(admin_client: Client) -> None:
         memory_limit="12 parsecs",
         health_path="health",
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
     for field in (
         "name",
         "image",

@@ -127,6 +127,9 @@ def test_it_undeploys_only_after_the_name_is_typed(admin_client: Client, app: An
     response = admin_client.post(f"/apps/{app.pk}/undeploy/", {"confirm": "nope"})
     assert response.status_code == 400
     assert response.context["form"].errors["confirm"] == ["Type hello to confirm."]
+    response = admin_client.post(f"/apps/{app.pk}/undeploy/", {})
+    assert response.status_code == 400
+    assert response.context["form"].errors["confirm"] == ["Type hello to confirm."]
     assert not Deployment.objects.exists()
     response = admin_client.post(f"/apps/{app.pk}/undeploy/", {"confirm": "hello"})
     undeploy = Deployment.objects.get()
