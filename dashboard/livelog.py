@@ -28,11 +28,21 @@ REPLAY_BATCH = 500
 T = TypeVar("T")
 
 
+# The largest integer a database column holds (SQLite INTEGER, PostgreSQL bigint): ids
+# and sequence numbers beyond it match nothing, and must not reach a query as they are.
+MAX_DB_INT = 2**63 - 1
+
+
+def parse_after(value: str | None) -> int:
+    """An ``after`` sequence number from a query: clamped to 0..MAX_DB_INT; ValueError if garbage."""
+    return min(max(0, int(value or "0")), MAX_DB_INT)
+
+
 def after_from_query(query_string: bytes) -> int:
     """The ``after`` sequence number of a socket's query string; 0 when absent or garbage."""
     values = parse_qs(query_string.decode("latin-1")).get("after", ["0"])
     try:
-        return max(0, int(values[0]))
+        return parse_after(values[0])
     except ValueError:
         return 0
 

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from dashboard.livelog import parse_after
 from deployer.models import App
 from scaling import permissions, services
 from scaling.forms import CapacityForm, DrainForm, ScaleAppForm
@@ -187,7 +188,7 @@ class ScalingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         """Stored lines with ``seq`` above ``after``; page with ``after=last_seq``."""
         run = self.get_object()
         try:
-            after = max(0, int(request.query_params.get("after", "0")))
+            after = parse_after(request.query_params.get("after"))
         except ValueError:
             return Response({"after": ["A whole number."]}, status=status.HTTP_400_BAD_REQUEST)
         lines = list(ScalingRunLog.objects.filter(run=run, seq__gt=after)[: LOG_PAGE + 1])

@@ -11,6 +11,7 @@ from rest_framework.settings import api_settings
 
 from dashboard import permissions
 from dashboard.forms import duplicate_name_message
+from dashboard.livelog import MAX_DB_INT
 from deployer.models import App, Deployment, DeploymentLog
 
 FIXED_AFTER_CREATE = ("name", "namespace")
@@ -204,12 +205,12 @@ class LogPageSerializer(serializers.Serializer):
 class LogQuerySerializer(serializers.Serializer):
     """Query of the logs endpoint."""
 
-    after = serializers.IntegerField(min_value=0, required=False, default=0)
+    after = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT, required=False, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=5000, required=False, default=1000)
 
 
 class DeploymentFilterSerializer(serializers.Serializer):
     """Query of the deployment list."""
 
-    app = serializers.IntegerField(min_value=1, required=False)
+    app = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT, required=False)
     status = serializers.ChoiceField(choices=Deployment.Status.choices, required=False)

@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
+from dashboard.livelog import parse_after
 from scaling.models import ScalingRun, ScalingRunLog
 from scaling.permissions import can_view_runs, require
 
@@ -56,7 +57,7 @@ def run_logs(request: HttpRequest, pk: int) -> JsonResponse:
     require(can_view_runs(request.user), "see scaling runs")
     run = get_object_or_404(ScalingRun, pk=pk)
     try:
-        after = max(0, int(request.GET.get("after", "0")))
+        after = parse_after(request.GET.get("after"))
     except ValueError:
         after = 0
     lines = list(ScalingRunLog.objects.filter(run=run, seq__gt=after).order_by("seq")[: PAGE + 1])

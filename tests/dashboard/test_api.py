@@ -157,6 +157,9 @@ def test_it_lists_and_filters_deployments(
     assert response.status_code == 400
     assert "status" in response.json()
     assert api.get("/api/deployments/?app=abc").status_code == 400
+    # Past what a database integer holds: a clear 400, not an overflow in the query.
+    response = api.get(f"/api/deployments/?app={2**63}")
+    assert response.status_code == 400 and "app" in response.json()
 
 
 def test_it_returns_one_deployment_with_status_steps_and_health(

@@ -7,6 +7,7 @@ log lines, and the app's own fields, are the same after it as before.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -19,8 +20,12 @@ from scaling.models import NodeGroup, ScalingRun, Schedule
 
 pytestmark = pytest.mark.django_db
 
+# `make test` runs a fixed set of examples, the same on every run; GREENLIGHT_FUZZ_EXAMPLES
+# asks for a longer hunt with fresh random examples.
+HUNT = os.environ.get("GREENLIGHT_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(HUNT or 60),
+    derandomize=HUNT is None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

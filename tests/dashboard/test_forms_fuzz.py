@@ -7,6 +7,7 @@ nothing; a list with a nonsensical filter or page number still renders.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -20,8 +21,12 @@ from scaling.models import AppAction, NodeGroup, ScalingRun, Schedule
 
 pytestmark = pytest.mark.django_db
 
+# `make test` runs a fixed set of examples, the same on every run; GREENLIGHT_FUZZ_EXAMPLES
+# asks for a longer hunt with fresh random examples.
+HUNT = os.environ.get("GREENLIGHT_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=40,
+    max_examples=int(HUNT or 40),
+    derandomize=HUNT is None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -82,6 +82,9 @@ def test_run_logs_page_by_sequence_number(api: APIClient) -> None:
     page = api.get(f"/api/scaling/runs/{run.pk}/logs/", {"after": 1}).json()
     assert [line["seq"] for line in page["results"]] == [2, 3]
     assert (page["last_seq"], page["has_more"], page["status"]) == (3, False, "queued")
+    page = api.get(f"/api/scaling/runs/{run.pk}/logs/", {"after": 2**70}).json()
+    assert (page["results"], page["has_more"]) == ([], False)
+    assert api.get(f"/api/scaling/runs/{run.pk}/logs/", {"after": "x"}).status_code == 400
 
 
 def test_anonymous_and_unprivileged_callers_are_refused(django_user_model: Any) -> None:
