@@ -21,12 +21,10 @@ from scaling.models import AppAction, NodeGroup, ScalingRun, Schedule
 
 pytestmark = pytest.mark.django_db
 
-# `make test` runs a fixed set of examples, the same on every run; GREENLIGHT_FUZZ_EXAMPLES
-# asks for a longer hunt with fresh random examples.
+# GREENLIGHT_FUZZ_EXAMPLES asks for a longer hunt (see tests/conftest.py).
 HUNT = os.environ.get("GREENLIGHT_FUZZ_EXAMPLES")
 FUZZ = settings(
     max_examples=int(HUNT or 40),
-    derandomize=HUNT is None,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
