@@ -262,6 +262,7 @@ def scale_app(
     except ValidationError as exc:
         raise InvalidRequest(_messages(exc)) from None
     with transaction.atomic():
+        # The per-app lock request_deploy takes: no deploy is created between check and write.
         App.objects.select_for_update().filter(pk=app.pk).first()
         active = None if checked_for_deploys else _active_other(app)
         if active is not None:
