@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 NAME_MAX = 53
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 # A Docker reference: [registry[:port]/]path[:tag][@digest], lowercase path components.
 _IMAGE = re.compile(
     r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]{1,5})?)/)?"
@@ -83,6 +86,11 @@ def validate_namespace(value: str) -> None:
         raise ValidationError(
             {"namespace": "Use at most 63 lowercase letters, digits and '-' (e.g. 'default')."}
         )
+
+
+def is_object_name(value: str) -> bool:
+    """Whether ``value`` can name a Kubernetes object such as a Node (a DNS-1123 subdomain)."""
+    return 0 < len(value) <= 253 and bool(_DNS_1123_SUBDOMAIN.match(value))
 
 
 def validate_image(value: str, field: str = "image") -> None:

@@ -276,11 +276,14 @@ def node_action(request: Request, name: str, verb: str) -> Response:
     form = DrainForm(_body(request, '{"force": false, "deadline": 300}'))
     if not form.is_valid():
         return _form_errors(form)
-    run = services.node_action(
-        kinds[verb],
-        name,
-        request.user,
-        force=bool(form.cleaned_data["force"]),
-        deadline=form.cleaned_data["deadline"],
-    )
+    try:
+        run = services.node_action(
+            kinds[verb],
+            name,
+            request.user,
+            force=bool(form.cleaned_data["force"]),
+            deadline=form.cleaned_data["deadline"],
+        )
+    except services.InvalidNode as exc:
+        return Response({"node": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     return _accepted(request, run)

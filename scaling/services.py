@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from deployer.models import App
+from deployer.validation import is_object_name
 from scaling import logsink
 from scaling.models import NodeGroup, ScalingRun, Schedule
 from scaling.planner import Change, changes_for, enabled_schedules, resolve, spec_of
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 STALE_AFTER = timedelta(minutes=2)
 # A running run silent for the drain deadline plus this margin lost its worker.
 LOST_MARGIN = timedelta(minutes=2)
+
+
+class InvalidNode(ValueError):
+    """A node action named something that cannot be a node."""
 
 
 def enqueue(run_id: int) -> None:
@@ -158,9 +163,14 @@ def set_capacity(group: NodeGroup, desired: int, user: Any = None) -> ScalingRun
 def node_action(
     kind: str, node: str, user: Any = None, force: bool = False, deadline: int | None = None
 ) -> ScalingRun:
-    """A manual cordon, uncordon or drain of ``node``."""
+    """A manual cordon, uncordon or drain of ``node``; InvalidNode for a name no node can have."""
     if kind not in (ScalingRun.Kind.CORDON, ScalingRun.Kind.UNCORDON, ScalingRun.Kind.DRAIN):
         raise ValueError(f"not a node action: {kind}")
+    if not is_object_name(node):
+        raise InvalidNode(
+            f"{node[:80]!r} is not a node name: nodes are named with lowercase letters, "
+            "digits, '-' and '.' (at most 253 characters)."
+        )
     params: dict[str, Any] = {"node": node}
     if kind == ScalingRun.Kind.DRAIN:
         params.update(force=force, deadline=deadline)

@@ -141,5 +141,9 @@ def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
             messages.error(request, "Drain: the deadline must be between 5 and 3600 seconds.")
             return redirect("scaling:cluster")
         force, deadline = form.cleaned_data["force"], form.cleaned_data["deadline"]
-    run = services.node_action(kind, name, request.user, force=force, deadline=deadline)
+    try:
+        run = services.node_action(kind, name, request.user, force=force, deadline=deadline)
+    except services.InvalidNode as exc:
+        messages.error(request, str(exc))
+        return redirect("scaling:cluster")
     return redirect("scaling:run-detail", pk=run.pk)

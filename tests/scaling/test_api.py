@@ -68,6 +68,9 @@ def test_bad_input_is_refused_by_field(api: APIClient) -> None:
     assert answer.status_code == 400
     assert "workers allows 1 to 5 nodes" in answer.json()["desired"][0]["message"]
     assert api.post("/api/scaling/nodes/n1/reboot/").status_code == 404
+    answer = api.post("/api/scaling/nodes/Node_1/cordon/")
+    assert answer.status_code == 400
+    assert "'Node_1' is not a node name" in answer.json()["node"][0]
     assert (
         api.post("/api/scaling/apps/999/scale/", {"replicas": 1}, format="json").status_code == 404
     )

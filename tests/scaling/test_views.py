@@ -91,6 +91,12 @@ def test_a_schedule_without_actions_is_refused(client: Client) -> None:
     assert "Add at least one app or node group action" in response.content.decode()
 
 
+def test_a_node_action_on_an_impossible_node_name_is_refused(client: Client) -> None:
+    response = client.post("/scaling/nodes/Bad..Name/drain/", {"deadline": "60"}, follow=True)
+    assert "&#x27;Bad..Name&#x27; is not a node name" in response.content.decode()
+    assert not ScalingRun.objects.exists()
+
+
 def test_a_node_group_capacity_outside_its_bounds_is_refused(client: Client) -> None:
     group = NodeGroup.objects.create(name="workers", min_size=1, max_size=3, desired=2)
     data = schedule_post(
