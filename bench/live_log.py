@@ -24,16 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 OBSERVER = """
 () => {
   window.__seen = {};
@@ -121,9 +111,11 @@ def measure(
     """Open the deployment page signed in, emit lines, return per-line latency in ms."""
     from playwright.sync_api import sync_playwright
 
+    from tests.servers import launch_chromium
+
     emitted: dict[int, float] = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.goto(base + "/login/")
         page.fill("#id_username", "bench")

@@ -24,7 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.live_log import CHROMIUM_ARGS, percentile  # noqa: E402
+from bench.live_log import percentile  # noqa: E402
+from tests.servers import launch_chromium  # noqa: E402
 
 OBSERVER = """
 () => {
@@ -116,7 +117,7 @@ def run(base: str, deploys: int) -> list[float]:
     app_id = in_thread(seed)
     samples: list[float] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.set_default_timeout(120_000)
         page.goto(base + "/login/")

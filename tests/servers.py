@@ -12,9 +12,27 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dashboard.stack import etcd_command, haproxy_command, redis_command
 from deployer.lbconfig import render_config
+
+# Debian's Chromium, as every browser test and bench drives it (Playwright cannot download one).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Chromium from a Playwright instance (``sync_playwright()``'s value)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

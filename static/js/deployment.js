@@ -40,15 +40,8 @@
 
   function renderStatus(msg) {
     var status = msg.status;
-    var banner = document.getElementById("status-banner");
-    banner.className = "banner " + status;
-    banner.querySelector(".banner-title").textContent = document.getElementById("status-text-" + status).textContent;
-    var reason = banner.querySelector(".banner-reason");
-    reason.textContent = msg.failure_reason || "";
-    reason.hidden = !msg.failure_reason;
-    var badge = document.getElementById("status-badge");
-    badge.className = "badge " + status;
-    badge.textContent = status;
+    window.GreenlightLiveLog.renderBanner(
+      status, document.getElementById("status-text-" + status).textContent, msg.failure_reason);
     var version = document.getElementById("version");
     if (msg.version) version.textContent = "v" + msg.version;
     var total = document.getElementById("duration");

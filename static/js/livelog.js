@@ -138,5 +138,19 @@
     };
   }
 
-  window.GreenlightLiveLog = { follow: follow, clock: clock };
+  // The banner (class, title, failure reason) and the status badge both pages share.
+  function renderBanner(status, title, failureReason) {
+    var banner = document.getElementById("status-banner");
+    banner.className = "banner " + status;
+    banner.querySelector(".banner-title").textContent = title;
+    var reason = banner.querySelector(".banner-reason");
+    reason.textContent = failureReason || "";
+    reason.hidden = !failureReason;
+    var badge = document.getElementById("status-badge");
+    badge.className = "badge " + status;
+    badge.textContent = status;
+    return banner;
+  }
+
+  window.GreenlightLiveLog = { follow: follow, clock: clock, renderBanner: renderBanner };
 })();

@@ -7,16 +7,9 @@
 
   function renderStatus(msg) {
     var status = msg.status;
-    var banner = document.getElementById("status-banner");
-    banner.className = "banner " + status;
-    banner.querySelector(".banner-title").textContent = status.charAt(0).toUpperCase() + status.slice(1);
+    var title = status.charAt(0).toUpperCase() + status.slice(1);
+    var banner = window.GreenlightLiveLog.renderBanner(status, title, msg.failure_reason);
     banner.querySelector(".banner-wait").hidden = status !== "waiting";
-    var reason = banner.querySelector(".banner-reason");
-    reason.textContent = msg.failure_reason || "";
-    reason.hidden = !msg.failure_reason;
-    var badge = document.getElementById("status-badge");
-    badge.className = "badge " + status;
-    badge.textContent = status;
     (msg.result || []).forEach(function (r) {
       var cell = document.querySelector('#plan tr[data-key="' + r.key + '"] .outcome');
       if (!cell) return;

@@ -19,18 +19,10 @@ from playwright.sync_api import expect
 
 from deployer.models import App, Deployment
 from tests.dashboard.stack import Stack, running_stack
+from tests.servers import launch_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "e2e-password"
 
 
@@ -65,9 +57,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+        chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
 

@@ -13,18 +13,9 @@ from deployer.models import App
 from scaling import preview
 from scaling.models import AppAction, Schedule
 from scaling.schedule import FrozenClock
+from tests.servers import launch_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +25,7 @@ def browser() -> Iterator[Browser]:
     # and its database fixtures in the same thread, must be told that this is fine here.
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+        browser = launch_chromium(playwright)
         try:
             yield browser
         finally:
