@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
+import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -61,32 +64,118 @@ def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def deletion_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pods in the order a ReplicaSet deletes them (controller.ActivePodsWithRanks).
+POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# What helper.GetDeletionCostFromPodAnnotations accepts: no "+", no leading zeros.
+_DELETION_COST = re.compile(r"-[0-9]+|0|[1-9][0-9]*")
+_INT32 = range(-(2**31), 2**31)
+_PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
 
-    Unassigned before assigned, Pending before Unknown before Running, not ready before ready,
-    more restarts first, newer first.
+
+def deletion_cost(pod: dict[str, Any]) -> int:
+    """The pod's pod-deletion-cost annotation as an int32; 0 when unset or invalid."""
+    value = (pod["metadata"].get("annotations") or {}).get(POD_DELETION_COST)
+    if not isinstance(value, str) or not _DELETION_COST.fullmatch(value):
+        return 0
+    cost = int(value)
+    return cost if cost in _INT32 else 0
+
+
+def _stamp(value: str | None) -> dt.datetime | None:
+    # A missing or unparsable time is Go's zero time.
+    if not value:
+        return None
+    try:
+        return _parse(value)
+    except ValueError:
+        return None
+
+
+def _ready_since(pod: dict[str, Any]) -> dt.datetime | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            return _stamp(cond.get("lastTransitionTime"))
+    return None
+
+
+def _max_restarts(pod: dict[str, Any]) -> int:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return max((int(c.get("restartCount") or 0) for c in statuses), default=0)
+
+
+def _log_rank(stamp: dt.datetime, now: dt.datetime) -> int:
+    # int64(math.Log2(float64(now.Sub(t)))): whole powers of two of nanoseconds, -1 if not past.
+    age = now - stamp
+    nanoseconds = (age.days * 86_400 + age.seconds) * 10**9 + age.microseconds * 1_000
+    return nanoseconds.bit_length() - 1 if nanoseconds > 0 else -1
+
+
+def _time_order(
+    a: dt.datetime | None,
+    b: dt.datetime | None,
+    now: dt.datetime | None,
+    uids: tuple[str, str],
+) -> int:
+    """-1 if time ``a`` puts its pod first: zero, else later (by log bucket then UID with ``now``)."""
+    if now is None or a is None or b is None:
+        # afterOrZero: the zero time first, then the later time.
+        if a is None or b is None:
+            return -1 if a is None else 1
+        return -1 if a > b else 1
+    diff = _log_rank(a, now) - _log_rank(b, now)
+    if diff == 0:
+        return -1 if uids[0] < uids[1] else 1
+    return -1 if diff < 0 else 1
+
+
+def deletion_order(
+    pods: list[dict[str, Any]],
+    related: list[dict[str, Any]] | None = None,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Pods in the order a ReplicaSet deletes them (controller.ActivePodsWithRanks.Less).
+
+    Unassigned before assigned; Pending, Unknown, then Running; not ready before ready; lower
+    pod-deletion-cost first; more active ``related`` pods (default: ``pods``) on the same node
+    first; ready for less time first; more restarts first; newer first. With ``now``, times
+    compare in logarithmic buckets with ties broken by UID (LogarithmicScaleDown, GA in 1.31).
     """
-
-    def rank(pod: dict[str, Any]) -> tuple[int, int, int, int]:
-        status = pod.get("status") or {}
-        phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(
-            status.get("phase", "Pending"), 0
-        )
-        restarts = sum(
-            int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or []
-        )
-        return (
-            1 if pod["spec"].get("nodeName") else 0,
-            phase_rank,
-            1 if pod_ready(pod) else 0,
-            -restarts,
-        )
-
-    newest_first = sorted(
-        pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True
+    on_node = Counter(
+        p["spec"].get("nodeName") or ""
+        for p in (pods if related is None else related)
+        if pod_active(p)
     )
-    return sorted(newest_first, key=rank)
+
+    def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
+        node_a, node_b = a["spec"].get("nodeName") or "", b["spec"].get("nodeName") or ""
+        if node_a != node_b and not (node_a and node_b):
+            return -1 if not node_a else 1
+        phase_a = _PHASE_ORDINAL.get((a.get("status") or {}).get("phase", ""), 0)
+        phase_b = _PHASE_ORDINAL.get((b.get("status") or {}).get("phase", ""), 0)
+        if phase_a != phase_b:
+            return phase_a - phase_b
+        ready_a, ready_b = pod_ready(a), pod_ready(b)
+        if ready_a != ready_b:
+            return -1 if not ready_a else 1
+        cost_a, cost_b = deletion_cost(a), deletion_cost(b)
+        if cost_a != cost_b:
+            return -1 if cost_a < cost_b else 1
+        if on_node[node_a] != on_node[node_b]:
+            return -1 if on_node[node_a] > on_node[node_b] else 1
+        uids = (a["metadata"].get("uid", ""), b["metadata"].get("uid", ""))
+        if ready_a and ready_b:
+            since_a, since_b = _ready_since(a), _ready_since(b)
+            if since_a != since_b:
+                return _time_order(since_a, since_b, now, uids)
+        restarts_a, restarts_b = _max_restarts(a), _max_restarts(b)
+        if restarts_a != restarts_b:
+            return -1 if restarts_a > restarts_b else 1
+        created_a = _stamp(a["metadata"].get("creationTimestamp"))
+        created_b = _stamp(b["metadata"].get("creationTimestamp"))
+        if created_a != created_b:
+            return _time_order(created_a, created_b, now, uids)
+        return 0
+
+    return sorted(pods, key=functools.cmp_to_key(compare))
 
 
 class ReplicaSetController(Controller):
@@ -147,8 +236,31 @@ class ReplicaSetController(Controller):
             if len(active) < wanted:
                 await self._create(rs, wanted - len(active))
             elif len(active) > wanted:
-                await self._delete(rs, deletion_order(active)[: len(active) - wanted])
+                ranked = deletion_order(active, self._related_pods(rs), dt.datetime.now(dt.UTC))
+                await self._delete(rs, ranked[: len(active) - wanted])
         await self._write_status(key)
+
+    def _related_pods(self, rs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Pods selected by any ReplicaSet with the same controller (getIndirectlyRelatedPods).
+
+        A ReplicaSet without a controller has none, so no pod ranks as doubled up.
+        """
+        owner = controller_of(rs)
+        if owner is None:
+            return []
+        namespace = rs["metadata"]["namespace"]
+        related: dict[str, dict[str, Any]] = {}
+        for entry in self.store.select("replicasets.apps", namespace):
+            if (controller_of(entry.obj) or {}).get("uid") != owner.get("uid"):
+                continue
+            selector = selector_from_label_selector(entry.obj["spec"].get("selector"))
+            if selector is None:
+                continue
+            for pod_entry in self.store.select("pods", namespace):
+                pod = pod_entry.obj
+                if labels_match(selector, pod["metadata"].get("labels") or {}):
+                    related.setdefault(pod["metadata"]["uid"], pod)
+        return list(related.values())
 
     async def _adopt(self, rs: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
         def adopt(current: dict[str, Any]) -> None:
