@@ -41,6 +41,8 @@ class AppForm(forms.ModelForm):
             "memory_request": "Memory request",
             "memory_limit": "Memory limit",
             "keep_old_seconds": "Keep old version warm (s)",
+            "stop_delay_seconds": "Stop delay before SIGTERM (s)",
+            "max_unavailable": "Pods down at once in a drain",
         }
         help_texts = {
             "name": "Lowercase letters, digits and '-', starting with a letter (DNS-1035 label).",
@@ -54,6 +56,10 @@ class AppForm(forms.ModelForm):
             "memory_limit": "Empty: no limit.",
             "keep_old_seconds": "How long the previous version keeps running after the switch, "
             "so that Swap back is instant.",
+            "stop_delay_seconds": "A pod leaving keeps serving this long (preStop) while load "
+            "balancers take it out of rotation, then gets SIGTERM.",
+            "max_unavailable": "The PodDisruptionBudget of each live version: how many of its "
+            "pods a node drain may evict at once.",
         }
         widgets = {
             # Filled by the view from the env rows, so model validation reports on "env".

@@ -16,11 +16,17 @@ from kubernetes import client
 
 from deployer import k8s
 from deployer.errors import Conflict, NotFound
+from deployer.validation import termination_grace_seconds
 
 logger = logging.getLogger(__name__)
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "greenlight"
+# The ReplicaSet controller deletes the pods with the lowest cost first (scale-down victims).
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# Defaults for descriptor snapshots taken before the settings existed.
+DEFAULT_STOP_DELAY = 5
+DEFAULT_MAX_UNAVAILABLE = 1
 # Waiting reasons that a real kubelet keeps retrying but that no wait will fix.
 FATAL_WAITING = {
     "ErrImagePull": "the image could not be pulled",
@@ -40,6 +46,11 @@ class PodFailed(Exception):
 def object_name(app: str, version: int) -> str:
     """The Deployment and Service name of one version: ``<app>-v<N>``."""
     return f"{app}-v{version}"
+
+
+def backend_name(namespace: str, app: str, version: int) -> str:
+    """The etcd backend record of one version: ``<namespace>.<app>-v<N>``."""
+    return f"{namespace}.{app}-v{version}"
 
 
 def version_labels(app: str, version: int) -> dict[str, str]:
@@ -63,6 +74,7 @@ class PodInfo:
     reason: str = ""
     message: str = ""
     deleting: bool = False
+    created: str = ""  # creationTimestamp, ISO 8601 (sorts by time)
 
     @property
     def fatal(self) -> str:
@@ -133,6 +145,7 @@ def pod_info(pod: Any) -> PodInfo:
         reason=reason,
         message=message,
         deleting=meta.deletion_timestamp is not None,
+        created=meta.creation_timestamp.isoformat() if meta.creation_timestamp else "",
     )
 
 
@@ -164,7 +177,17 @@ def build_deployment(descriptor: dict[str, Any], version: int) -> client.V1Deplo
             "timeoutSeconds": max(1, int(health.get("timeout", 2))),
             "failureThreshold": 2,
         }
-    pod_spec: dict[str, Any] = {**descriptor.get("extra_pod_spec", {}), "containers": [container]}
+    extra = dict(descriptor.get("extra_pod_spec", {}))
+    stop_delay = int(descriptor.get("stop_delay_seconds", DEFAULT_STOP_DELAY))
+    if stop_delay:
+        # Endpoints and load balancers take the pod out of rotation at its deletionTimestamp;
+        # the delay keeps it serving until they have, and only then comes SIGTERM.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": stop_delay}}}
+    pod_spec: dict[str, Any] = {
+        **extra,
+        "terminationGracePeriodSeconds": termination_grace_seconds(stop_delay, extra),
+        "containers": [container],
+    }
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -204,14 +227,39 @@ def build_service(descriptor: dict[str, Any], version: int) -> client.V1Service:
     return client.V1Service.from_dict(body)
 
 
+def build_disruption_budget(
+    descriptor: dict[str, Any], version: int
+) -> client.V1PodDisruptionBudget:
+    """The PodDisruptionBudget of one version: drains take its pods down a few at a time."""
+    name, namespace = descriptor["name"], descriptor["namespace"]
+    body = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": object_name(name, version),
+            "namespace": namespace,
+            "labels": version_labels(name, version),
+        },
+        "spec": {
+            "maxUnavailable": int(descriptor.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE)),
+            "selector": {"matchLabels": {"app": name, "version": str(version)}},
+        },
+    }
+    return client.V1PodDisruptionBudget.from_dict(body)
+
+
 class KubeCluster:
     """Versioned objects of apps in a Kubernetes cluster, through deployer.k8s."""
 
     def __init__(
-        self, core: client.CoreV1Api | None = None, apps: client.AppsV1Api | None = None
+        self,
+        core: client.CoreV1Api | None = None,
+        apps: client.AppsV1Api | None = None,
+        policy: client.PolicyV1Api | None = None,
     ) -> None:
         self.core = core or k8s.core_v1()
         self.apps = apps or k8s.apps_v1()
+        self.policy = policy or k8s.policy_v1()
 
     def versions(self, namespace: str, app: str) -> list[int]:
         """Versions of ``app`` that have a Deployment in the cluster, ascending."""
@@ -238,10 +286,21 @@ class KubeCluster:
         return found.metadata.deletion_timestamp is None
 
     def create_version(self, descriptor: dict[str, Any], version: int) -> None:
-        """Create the version's Deployment and Service (an existing one is replaced)."""
+        """Create the version's budget, Deployment and Service (an existing one is replaced)."""
         namespace = descriptor["namespace"]
         deployment = build_deployment(descriptor, version)
         service = build_service(descriptor, version)
+        budget = build_disruption_budget(descriptor, version)
+        # The budget first: no pod of the version ever runs unprotected.
+        try:
+            k8s.call(self.policy.create_namespaced_pod_disruption_budget, namespace, budget)
+        except Conflict:
+            k8s.call(
+                self.policy.replace_namespaced_pod_disruption_budget,
+                budget.metadata.name,
+                namespace,
+                budget,
+            )
         try:
             k8s.call(self.apps.create_namespaced_deployment, namespace, deployment)
         except Conflict:
@@ -256,12 +315,13 @@ class KubeCluster:
             k8s.call(self.core.create_namespaced_service, namespace, service)
 
     def delete_version(self, namespace: str, app: str, version: int) -> None:
-        """Delete the version's Deployment (its pods with it) and Service; absent is fine."""
+        """Delete the version's Deployment (its pods with it), Service and budget; absent is fine."""
         name = object_name(app, version)
         options = client.V1DeleteOptions(propagation_policy="Background")
         for delete in (
             self.apps.delete_namespaced_deployment,
             self.core.delete_namespaced_service,
+            self.policy.delete_namespaced_pod_disruption_budget,
         ):
             with contextlib.suppress(NotFound):
                 k8s.call(delete, name, namespace, body=options)
@@ -274,6 +334,54 @@ class KubeCluster:
             namespace,
             {"spec": {"replicas": replicas}},
         )
+
+    def cordoned_nodes(self) -> set[str]:
+        """Names of the nodes marked unschedulable (those being emptied)."""
+        found = k8s.call(self.core.list_node)
+        return {n.metadata.name for n in found.items if n.spec and n.spec.unschedulable}
+
+    def set_deletion_cost(self, namespace: str, costs: dict[str, int | None]) -> None:
+        """Annotate pods with their pod-deletion-cost (None removes it); gone pods are skipped."""
+        for name, cost in sorted(costs.items()):
+            value = None if cost is None else str(cost)
+            with contextlib.suppress(NotFound):
+                k8s.call(
+                    self.core.patch_namespaced_pod,
+                    name,
+                    namespace,
+                    {"metadata": {"annotations": {DELETION_COST: value}}},
+                )
+
+    def wait_pods_gone(
+        self, namespace: str, app: str, version: int, keep: int, timeout: float
+    ) -> list[PodInfo]:
+        """Watch until at most ``keep`` pods of the version are not being deleted; return them.
+
+        Returns what is left at the timeout too: the caller decides what that means.
+        """
+        deadline = time.monotonic() + timeout
+        selector = f"app={app},version={version},{MANAGED_BY}={MANAGER}"
+        listed = k8s.call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        pods = {p.metadata.name: pod_info(p) for p in listed.items}
+        resource_version = listed.metadata.resource_version
+
+        def staying() -> list[PodInfo]:
+            return sorted((p for p in pods.values() if not p.deleting), key=lambda p: p.name)
+
+        while len(staying()) > keep:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for event in self._watch(namespace, selector, resource_version, min(1.0, remaining)):
+                obj = event["object"]
+                resource_version = obj.metadata.resource_version or resource_version
+                if event["type"] == "DELETED":
+                    pods.pop(obj.metadata.name, None)
+                else:
+                    pods[obj.metadata.name] = pod_info(obj)
+                if len(staying()) <= keep:
+                    break
+        return staying()
 
     def pods(self, namespace: str, app: str, version: int) -> list[PodInfo]:
         """The version's pods."""

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deployer.cluster import PodInfo
+from deployer.cluster import backend_name as backend_name  # where the workflow's callers look
 from deployer.health import HealthResult
 from deployer.logsink import Level
+from deployer.rotation import RotationStore
 
 
 class StopDeployment(Exception):
@@ -49,7 +51,7 @@ class Cluster(Protocol):
     ) -> list[PodInfo]: ...
 
 
-class LBStore(Protocol):
+class LBStore(RotationStore, Protocol):
     """The load balancer's records (deployer.etcdstore.EtcdStore in production)."""
 
     def get_frontend(self, hostname: str) -> dict[str, Any] | None: ...
@@ -119,11 +121,6 @@ class Timing:
     # Old pods stop once no HAProxy worker of an older configuration is left, or after this.
     drain_timeout: float = 10.0
     health_backoff: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
-
-
-def backend_name(namespace: str, app: str, version: int) -> str:
-    """The etcd backend record of one version: ``<namespace>.<app>-v<N>``."""
-    return f"{namespace}.{app}-v{version}"
 
 
 def version_of_backend(record: dict[str, Any] | None) -> int | None:

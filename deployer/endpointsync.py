@@ -5,6 +5,8 @@ pods in every namespace; when a pod of a live version (one a frontend points at)
 ready, is deleted or fails, the backend record in etcd gets the new server list and
 proxysync renders it. A listed pod that is merely not ready yet is kept: HAProxy's own
 per-server checks cover that, and an empty list would take the app offline.
+A pod on the record's ``leaving`` list (see deployer.rotation) is never listed again;
+the name is dropped from that list once the pod is gone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from deployer import k8s
 from deployer.cluster import MANAGED_BY, MANAGER, PodInfo, pod_info
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
+from deployer.rotation import LEAVING
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +28,20 @@ VersionKey = tuple[str, str, int]  # (namespace, app, version)
 
 
 def desired_servers(
-    current: list[dict[str, Any]], pods: list[PodInfo], port: int
+    current: list[dict[str, Any]],
+    pods: list[PodInfo],
+    port: int,
+    leaving: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Ready pods, plus listed pods that still run; never empty while ``current`` is not."""
-    running = {p.name: p for p in pods if not p.deleting and p.phase == "Running" and p.ip}
+    """Ready pods, plus listed pods that still run; never empty while ``current`` is not.
+
+    Pods being deleted or ``leaving`` are never servers.
+    """
+    running = {
+        p.name: p
+        for p in pods
+        if not p.deleting and p.phase == "Running" and p.ip and p.name not in leaving
+    }
     keep = {s["name"] for s in current if s["name"] in running}
     names = keep | {p.name for p in running.values() if p.ready}
     servers = [{"name": name, "address": running[name].ip, "port": port} for name in sorted(names)]
@@ -89,11 +102,24 @@ class EndpointSync:
                 if self._stop.is_set():
                     return
 
-    def reconcile(self, only: VersionKey | None) -> int:
-        """Rewrite the live backends (of ``only``, or all) whose servers differ; return how many."""
+    def reconcile(self, only: VersionKey | None, attempts: int = 5) -> int:
+        """Rewrite the live backends (of ``only``, or all) whose servers differ; return how many.
+
+        A record someone else wrote meanwhile (a deploy, a rollback, a pod leaving
+        rotation) is read again and reconciled on top of that write.
+        """
+        written = 0
+        for _ in range(attempts):
+            done, conflicts = self._reconcile_once(only)
+            written += done
+            if not conflicts:
+                break
+        return written
+
+    def _reconcile_once(self, only: VersionKey | None) -> tuple[int, int]:
         snapshot = self.store.snapshot()
         live = {str(f.get("backend")) for f in snapshot.frontends.values()}
-        written = 0
+        written = conflicts = 0
         for name in sorted(live):
             record = snapshot.backends.get(name)
             if not record or not str(record.get("version", "")).isdigit():
@@ -114,12 +140,18 @@ class EndpointSync:
             port = int(current[0]["port"]) if current else int(record.get("port", 0) or 0)
             if not port:
                 continue
-            servers = desired_servers(current, pods, port)
-            if servers != current:
-                # Compare-and-swap: a deploy or rollback that wrote meanwhile wins.
+            leaving = [str(n) for n in record.get(LEAVING, [])]
+            servers = desired_servers(current, pods, port, frozenset(leaving))
+            still_leaving = [n for n in leaving if any(p.name == n for p in pods)]
+            if servers != current or still_leaving != leaving:
+                updated = {**record, "servers": servers, LEAVING: still_leaving}
+                if not still_leaving:
+                    updated.pop(LEAVING)
+                # Compare-and-swap: a deploy, rollback or rotation change that wrote meanwhile wins.
                 if not self.store.put_backend_if_unchanged(
-                    name, {**record, "servers": servers}, snapshot.backend_revisions.get(name, 0)
+                    name, updated, snapshot.backend_revisions.get(name, 0)
                 ):
+                    conflicts += 1
                     continue
                 written += 1
                 logger.info(
@@ -128,4 +160,4 @@ class EndpointSync:
                     [s["name"] for s in current],
                     [s["name"] for s in servers],
                 )
-        return written
+        return written, conflicts

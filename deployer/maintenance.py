@@ -66,6 +66,8 @@ class OtherKinds(_Base):
             self.wait_applied(revision)
             App.objects.filter(pk=self.deployment.app_id).update(live_version=None)
         with self.step("objects"):
+            # Requests already on their way to the app finish before its pods stop.
+            self.wait_drained(revision, step="objects")
             for version in sorted(versions):
                 self.cluster.delete_version(self.namespace, self.name, version)
                 self.log(f"Deleted {self.name}-v{version}.", step="objects")

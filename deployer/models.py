@@ -85,6 +85,8 @@ class App(models.Model):
         "env",
         "extra_pod_spec",
         "keep_old_seconds",
+        "stop_delay_seconds",
+        "max_unavailable",
     )
 
     class HealthType(models.TextChoices):
@@ -114,6 +116,10 @@ class App(models.Model):
     env = models.JSONField(default=dict, blank=True)
     extra_pod_spec = models.JSONField(default=dict, blank=True)
     keep_old_seconds = models.PositiveIntegerField(default=0)
+    # preStop sleep of every pod: load balancers stop sending before SIGTERM arrives.
+    stop_delay_seconds = models.PositiveIntegerField(default=5)
+    # The PodDisruptionBudget of each live version: pods a drain may take down at once.
+    max_unavailable = models.PositiveIntegerField(default=1)
 
     # The version receiving traffic, set by the workflow at the switch; None when undeployed.
     live_version = models.PositiveIntegerField(null=True, blank=True)
@@ -182,6 +188,8 @@ class App(models.Model):
             "env": dict(self.env),
             "extra_pod_spec": dict(self.extra_pod_spec),
             "keep_old_seconds": self.keep_old_seconds,
+            "stop_delay_seconds": self.stop_delay_seconds,
+            "max_unavailable": self.max_unavailable,
         }
 
 

@@ -15,9 +15,23 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from deployer import logsink
-from deployer.errors import AppBusy, DeployError, InvalidRequest, KubeError, NothingToDo
+from deployer.errors import (
+    AppBusy,
+    DeployError,
+    InvalidRequest,
+    KubeError,
+    NothingToDo,
+    StoreError,
+)
 from deployer.models import App, Deployment
-from deployer.validation import validate_app, validate_image, validate_replicas
+from deployer.rotation import LogFn
+from deployer.scaledown import scale_version
+from deployer.validation import (
+    termination_grace_seconds,
+    validate_app,
+    validate_image,
+    validate_replicas,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,16 +260,23 @@ def warm_previous_version(app: App) -> tuple[int, str] | None:
 
 
 def scale_app(
-    app: App, replicas: int, user: Any = None, *, checked_for_deploys: bool = False
+    app: App,
+    replicas: int,
+    user: Any = None,
+    *,
+    checked_for_deploys: bool = False,
+    log: LogFn | None = None,
 ) -> None:
     """Set the app's replicas and, when it is live, its live version's replicas in the cluster.
 
     Refused while a deploy of the app is queued or running: it has already taken the
     replica count into its snapshot, so its new version would come up with the old one.
     The scaler, which checks for deploys itself under the same lock, passes
-    ``checked_for_deploys``.
+    ``checked_for_deploys``. Pods removed leave the load balancer first
+    (deployer.scaledown); ``log(level, message)`` receives what happens to each.
     """
     from deployer.cluster import KubeCluster
+    from deployer.etcdstore import EtcdStore
 
     try:
         validate_replicas(replicas, minimum=0)
@@ -276,9 +297,26 @@ def scale_app(
     app.replicas = replicas
     if app.live_version is None:
         return
+    grace = termination_grace_seconds(app.stop_delay_seconds, dict(app.extra_pod_spec))
+
+    def log_line(level: str, message: str) -> None:
+        logger.log(logging.getLevelName(level.upper()), "scale %s: %s", app, message)
+        if log is not None:
+            log(level, message)
+
     try:
-        KubeCluster().scale(app.namespace, app.name, app.live_version, replicas)
-    except KubeError as exc:
+        with EtcdStore() as store:
+            scale_version(
+                KubeCluster(),
+                store,
+                namespace=app.namespace,
+                app=app.name,
+                version=app.live_version,
+                replicas=replicas,
+                grace=grace,
+                log=log_line,
+            )
+    except (KubeError, StoreError) as exc:
         raise DeployError(f"Could not scale {app} in the cluster: {exc}") from exc
     logger.info("scaled %s v%s to %s replicas (by %s)", app, app.live_version, replicas, _who(user))
 

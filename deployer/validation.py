@@ -222,6 +222,40 @@ def validate_health(app: App) -> None:
         raise ValidationError(errors)
 
 
+STOP_DELAY_MAX = 120
+# Left for SIGTERM after the preStop delay when the pod spec sets no grace period.
+TERMINATION_GRACE_AFTER_STOP = 30
+
+
+def termination_grace_seconds(stop_delay: int, extra_pod_spec: dict[str, Any]) -> int:
+    """The pod's terminationGracePeriodSeconds: the app's own, else the delay plus 30 s."""
+    own = extra_pod_spec.get("terminationGracePeriodSeconds")
+    if isinstance(own, int) and not isinstance(own, bool):
+        return own
+    return stop_delay + TERMINATION_GRACE_AFTER_STOP
+
+
+def validate_rollout(app: App) -> None:
+    """The stop delay fits in the grace period; at least one pod may be down during a drain."""
+    errors: dict[str, str] = {}
+    if not 0 <= app.stop_delay_seconds <= STOP_DELAY_MAX:
+        errors["stop_delay_seconds"] = f"Enter a delay between 0 and {STOP_DELAY_MAX} seconds."
+    elif isinstance(app.extra_pod_spec, dict):
+        grace = termination_grace_seconds(app.stop_delay_seconds, app.extra_pod_spec)
+        if app.stop_delay_seconds and app.stop_delay_seconds >= grace:
+            errors["stop_delay_seconds"] = (
+                f"The stop delay must be shorter than terminationGracePeriodSeconds ({grace}s), "
+                "or the pod is killed before it has finished its requests."
+            )
+    if not 1 <= app.max_unavailable <= settings.MAX_REPLICAS:
+        errors["max_unavailable"] = (
+            f"Enter a number of pods between 1 and {settings.MAX_REPLICAS}; with 0 no node "
+            "running the app could ever be drained."
+        )
+    if errors:
+        raise ValidationError(errors)
+
+
 def _check_limit(request: str, limit: str) -> bool:
     if not request or not limit:
         return True
@@ -261,5 +295,7 @@ def validate_app(app: App) -> None:
         errors.setdefault("memory_limit", []).append("The limit must be at least the request.")
     collect(validate_env, app.env)
     collect(validate_extra_pod_spec, app.extra_pod_spec)
+    if "extra_pod_spec" not in errors:
+        collect(validate_rollout, app)
     if errors:
         raise ValidationError(errors)

@@ -43,6 +43,7 @@ from deployer.healthsteps import HealthSteps
 from deployer.logsink import Level
 from deployer.maintenance import OtherKinds
 from deployer.models import App, Deployment
+from deployer.rotation import ServingPod, take_out
 
 __all__ = [
     "STEPS",
@@ -355,6 +356,7 @@ class Workflow(HealthSteps, OtherKinds):
             "app": self.name,
             "namespace": self.namespace,
             "version": version,
+            "port": int(self.d["container_port"]),
         }
         if health.get("enabled", True):
             options.update(check_path=health["path"], check_port=int(health["port"]))
@@ -418,7 +420,7 @@ class Workflow(HealthSteps, OtherKinds):
                 f"{self.timing.apply_timeout:.0f}s; is proxysync running?"
             )
 
-    def wait_drained(self, revision: int) -> None:
+    def wait_drained(self, revision: int, step: str = "retire") -> None:
         """Wait until no HAProxy worker older than ``revision`` carries requests (bounded)."""
         if not revision:
             return
@@ -427,14 +429,14 @@ class Workflow(HealthSteps, OtherKinds):
             self.log(
                 f"Old load balancer workers drained in "
                 f"{(self.clock.monotonic() - started) * 1000:.0f} ms.",
-                step="retire",
+                step=step,
             )
         else:
             self.log(
                 f"Old load balancer workers still hold connections after "
                 f"{self.timing.drain_timeout:.0f}s; going on.",
                 level="warning",
-                step="retire",
+                step=step,
             )
 
     def verify(self) -> None:
@@ -494,8 +496,15 @@ class Workflow(HealthSteps, OtherKinds):
             self.delete_version(item)
         self.forget_old_frontends()
 
-    def delete_version(self, version: int) -> None:
-        """Delete one version's objects and backend record."""
+    def delete_version(self, version: int, step: str = "retire") -> None:
+        """Take the version's pods out of rotation, then delete its objects and backend record."""
+        pods = self.cluster.pods(self.namespace, self.name, version)
+        take_out(
+            self.lb,
+            [ServingPod(self.namespace, p.name, p.app, p.version) for p in pods],
+            timeout=float(self.timing.drain_timeout),
+            log=lambda level, message: self.log(message, level=level, step=step),  # type: ignore[arg-type]
+        )
         self.cluster.delete_version(self.namespace, self.name, version)
         self.lb.delete_backend(backend_name(self.namespace, self.name, version))
         self.log(f"Deleted v{version} (Deployment, Service, backend record).", step="retire")

@@ -1,5 +1,10 @@
-"""Drain a node safely: cordon, evict its pods in parallel through the Eviction API, wait.
+"""Drain a node safely: cordon, take each pod out of rotation, evict it, wait.
 
+Pods that Greenlight routes to leave the load balancer before their eviction
+(deployer.rotation): the server is drained, then the pod evicted. The pods of one
+version go one at a time: the next leaves only once its backend has as many servers as
+when the drain began, that is once the replacement is Ready and serving. Pods of
+different versions, and pods Greenlight does not route to, are evicted in parallel.
 Evictions respect PodDisruptionBudgets (a 429 is retried with backoff until the
 deadline), skip DaemonSet and mirror pods (they would come straight back), refuse
 pods that no controller would replace unless forced, and honour each pod's grace
@@ -15,11 +20,33 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from deployer.errors import KubeError, NotFound, TooManyRequests, Transient
+from deployer.cluster import MANAGED_BY, MANAGER
+from deployer.errors import KubeError, NotFound, StoreError, TooManyRequests, Transient
+from deployer.rotation import Removal, ServingPod
 from scaling.kube import NodeOps, PodInfo
 
 LogFn = Callable[[str, str], None]  # (level, message)
+
+
+class Rotation(Protocol):
+    """Pods in and out of the load balancer (deployer.rotation.PodRotation)."""
+
+    def take_out(self, pod: ServingPod, timeout: float, log: LogFn) -> Removal: ...
+    def put_back(self, removal: Removal, log: LogFn) -> None: ...
+    def serving(self, pod: ServingPod) -> int | None: ...
+
+
+def serving_pod(pod: PodInfo) -> ServingPod | None:
+    """The pod as a load balancer server, when Greenlight manages (and so routes) it."""
+    if pod.labels.get(MANAGED_BY) != MANAGER:
+        return None
+    version = pod.labels.get("version", "")
+    app = pod.labels.get("app", "")
+    if not app or not version.isdigit():
+        return None
+    return ServingPod(pod.namespace, pod.name, app, int(version))
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,7 @@ def _evict_with_backoff(
         try:
             ops.evict(state.pod, options.grace_seconds)
             state.accepted = True
+            log("info", f"evicted {state.pod.key}")
             return
         except NotFound:
             state.gone = True
@@ -156,11 +184,80 @@ def _evict_with_backoff(
         delay = min(delay * 2, options.backoff_max)
 
 
+SERVING_POLL = 0.1
+
+
+def _wait_serving(
+    rotation: Rotation, pod: ServingPod, count: int, deadline: float, stop: threading.Event
+) -> None:
+    """Wait until the pod's backend has ``count`` servers again (the last replacement serves)."""
+    # etcd could be watched, but the record changes several times per replacement and the
+    # wait is short; a bounded poll of one key keeps this simple.
+    while not stop.is_set() and time.monotonic() < deadline:
+        serving = rotation.serving(pod)
+        if serving is None or serving >= count:
+            return
+        stop.wait(SERVING_POLL)
+
+
+def _evict_in_turn(
+    ops: NodeOps,
+    rotation: Rotation | None,
+    group: list[_Eviction],
+    options: DrainOptions,
+    deadline: float,
+    stop: threading.Event,
+    log: LogFn,
+) -> None:
+    """Evict the pods of one version one at a time, each out of rotation first."""
+    count: int | None = None
+    for state in group:
+        if stop.is_set():
+            return
+        serving = serving_pod(state.pod)
+        removal: Removal | None = None
+        if rotation is not None and serving is not None:
+            grace = options.grace_seconds if options.grace_seconds is not None else None
+            timeout = float(grace if grace is not None else state.pod.grace_seconds)
+            try:
+                if count is None:
+                    count = rotation.serving(serving)
+                else:
+                    _wait_serving(rotation, serving, count, deadline, stop)
+                removal = rotation.take_out(serving, timeout, log)
+            except StoreError as exc:
+                log(
+                    "warning",
+                    f"could not take {state.pod.key} out of rotation ({exc}); evicting it "
+                    "anyway: it leaves at its deletionTimestamp and its preStop delay covers that",
+                )
+        _evict_with_backoff(ops, state, options, deadline, stop, log)
+        if rotation is not None and removal is not None and not (state.accepted or state.gone):
+            try:
+                rotation.put_back(removal, log)
+            except StoreError as exc:
+                log("error", f"could not put {state.pod.key} back into rotation: {exc}")
+
+
+def _groups(states: list[_Eviction]) -> list[list[_Eviction]]:
+    """Pods of one Greenlight version together (in name order); every other pod alone."""
+    by_backend: dict[str, list[_Eviction]] = {}
+    alone: list[list[_Eviction]] = []
+    for state in sorted(states, key=lambda s: s.pod.key):
+        serving = serving_pod(state.pod)
+        if serving is None or serving.backend is None:
+            alone.append([state])
+        else:
+            by_backend.setdefault(serving.backend, []).append(state)
+    return list(by_backend.values()) + alone
+
+
 def drain_node(
     ops: NodeOps,
     node: str,
     options: DrainOptions,
     log: LogFn,
+    rotation: Rotation | None = None,
 ) -> DrainReport:
     """Cordon ``node`` and evict its pods; raise DrainFailed (node uncordoned) if that fails."""
     started = time.monotonic()
@@ -169,7 +266,7 @@ def drain_node(
     ops.set_unschedulable(node, True)
     log("info", f"cordoned {node}")
     try:
-        _drain(ops, node, options, log, deadline, report)
+        _drain(ops, node, options, log, deadline, report, rotation)
     except DrainFailed:
         _uncordon_after_failure(ops, node, log)
         raise
@@ -200,6 +297,7 @@ def _drain(
     log: LogFn,
     deadline: float,
     report: DrainReport,
+    rotation: Rotation | None,
 ) -> None:
     pods, version = ops.pods_on_node(node)
     plan = plan_drain(pods, options.force)
@@ -219,23 +317,34 @@ def _drain(
         (options.grace_seconds if options.grace_seconds is not None else p.grace_seconds)
         for p in plan.evict + plan.wait_for
     )
-    log(
-        "info",
-        f"evicting {len(plan.evict)} pods from {node} in parallel "
-        f"(longest grace period {largest_grace}s, deadline {options.deadline_seconds:.0f}s)",
-    )
     remaining = {p.uid: p for p in plan.evict + plan.wait_for}
     states = [_Eviction(pod=p) for p in plan.evict]
+    groups = _groups(states)
+    log(
+        "info",
+        f"evicting {len(plan.evict)} pods from {node}, one at a time per app version "
+        f"({len(groups)} in parallel; longest grace period {largest_grace}s, "
+        f"deadline {options.deadline_seconds:.0f}s)",
+    )
     stop = threading.Event()
     thread_log = _QueuedLog(log)
-    workers = max(1, min(options.max_parallel, len(states)))
+    workers = max(1, min(options.max_parallel, len(groups)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evict") as pool:
         futures: list[Future[None]] = [
-            pool.submit(_evict_with_backoff, ops, s, options, deadline, stop, thread_log)
-            for s in states
+            pool.submit(_evict_in_turn, ops, rotation, group, options, deadline, stop, thread_log)
+            for group in groups
         ]
         try:
-            _wait_until_gone(ops, node, version, remaining, states, deadline, thread_log.flush)
+            _wait_until_gone(
+                ops,
+                node,
+                version,
+                remaining,
+                states,
+                deadline,
+                thread_log.flush,
+                lambda key: log("info", f"{key} is gone"),
+            )
         finally:
             stop.set()
     thread_log.flush()
@@ -275,6 +384,7 @@ def _wait_until_gone(
     states: list[_Eviction],
     deadline: float,
     flush: Callable[[], None],
+    log_removed: Callable[[str], None],
 ) -> None:
     """Follow the node's pods with a watch until every pod in ``remaining`` is deleted."""
     while remaining:
@@ -292,8 +402,9 @@ def _wait_until_gone(
             for event in ops.watch_pods_on_node(node, version, window):
                 flush()
                 version = event.resource_version or version
-                if event.type == "DELETED" or (event.pod.finished and event.type == "MODIFIED"):
-                    remaining.pop(event.pod.uid, None)
+                ended = event.type == "DELETED" or (event.pod.finished and event.type == "MODIFIED")
+                if ended and remaining.pop(event.pod.uid, None) is not None:
+                    log_removed(event.pod.key)
                 if not remaining or time.monotonic() >= deadline:
                     return
         except Transient:

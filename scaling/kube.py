@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from deployer import k8s
 from deployer.errors import NotFound
@@ -27,6 +29,7 @@ class NodeInfo:
     unschedulable: bool
     ready: bool
     provider_id: str = ""
+    allocatable: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def instance_id(self) -> str:
@@ -51,6 +54,9 @@ class PodInfo:
     grace_seconds: int = 30
     terminating: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    # Effective requests (containers summed, at least the largest init container).
+    requests: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -71,6 +77,32 @@ class PodInfo:
     def finished(self) -> bool:
         """True for pods whose containers have all exited for good."""
         return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class BudgetInfo:
+    """A PodDisruptionBudget as scale-in planning reads it."""
+
+    namespace: str
+    name: str
+    match_labels: dict[str, str]
+    max_unavailable: int | str | None
+    min_available: int | str | None
+    expected_pods: int
+    disruptions_allowed: int
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+    def selects(self, pod: PodInfo) -> bool:
+        """True when the budget covers ``pod`` (matchLabels; an empty selector selects nothing)."""
+        return (
+            pod.namespace == self.namespace
+            and bool(self.match_labels)
+            and all(pod.labels.get(k) == v for k, v in self.match_labels.items())
+        )
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,10 @@ class NodeOps(Protocol):
         """Ask the Eviction API to evict ``pod``; raises TooManyRequests when a PDB forbids it."""
         ...
 
+    def list_budgets(self) -> list[BudgetInfo]:
+        """Every PodDisruptionBudget of the cluster."""
+        ...
+
     def watch_pods_on_node(
         self, name: str, resource_version: str, timeout_seconds: int
     ) -> Iterator[PodEvent]:
@@ -130,13 +166,37 @@ def _node_info(node: Any) -> NodeInfo:
     for condition in (status.conditions if status and status.conditions else []) or []:
         if condition.type == "Ready":
             ready = condition.status == "True"
+    allocatable = (status.allocatable if status and status.allocatable else {}) or {}
     return NodeInfo(
         name=meta.name,
         labels=dict(meta.labels or {}),
         unschedulable=bool(spec and spec.unschedulable),
         ready=ready,
         provider_id=(spec.provider_id if spec and spec.provider_id else ""),
+        allocatable={k: parse_quantity(v) for k, v in allocatable.items()},
     )
+
+
+def _requests(spec: Any) -> dict[str, Decimal]:
+    """Effective requests of a pod spec, as the scheduler counts them."""
+    if spec is None:
+        return {}
+
+    def of(container: Any) -> dict[str, Decimal]:
+        resources = container.resources
+        if resources is None:
+            return {}
+        merged = {**(resources.limits or {}), **(resources.requests or {})}
+        return {k: parse_quantity(v) for k, v in merged.items()}
+
+    total: dict[str, Decimal] = {}
+    for container in spec.containers or []:
+        for name, value in of(container).items():
+            total[name] = total.get(name, Decimal(0)) + value
+    for container in spec.init_containers or []:
+        for name, value in of(container).items():
+            total[name] = max(total.get(name, Decimal(0)), value)
+    return total
 
 
 def pod_info(pod: Any) -> PodInfo:
@@ -159,6 +219,8 @@ def pod_info(pod: Any) -> PodInfo:
         grace_seconds=30 if grace is None else int(grace),
         terminating=meta.deletion_timestamp is not None,
         labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        requests=_requests(spec),
     )
 
 
@@ -243,6 +305,27 @@ class KubeNodes:
             delete_options=options,
         )
         k8s.call(self.core.create_namespaced_pod_eviction, pod.name, pod.namespace, body)
+
+    def list_budgets(self) -> list[BudgetInfo]:
+        """Every PodDisruptionBudget of the cluster."""
+        policy = client.PolicyV1Api(self.core.api_client)
+        result = k8s.call(policy.list_pod_disruption_budget_for_all_namespaces)
+        budgets = []
+        for item in result.items or []:
+            spec, status = item.spec, item.status
+            selector = spec.selector if spec else None
+            budgets.append(
+                BudgetInfo(
+                    namespace=item.metadata.namespace or "default",
+                    name=item.metadata.name,
+                    match_labels=dict((selector.match_labels if selector else None) or {}),
+                    max_unavailable=spec.max_unavailable if spec else None,
+                    min_available=spec.min_available if spec else None,
+                    expected_pods=int((status.expected_pods if status else 0) or 0),
+                    disruptions_allowed=int((status.disruptions_allowed if status else 0) or 0),
+                )
+            )
+        return budgets
 
     def watch_pods_on_node(
         self, name: str, resource_version: str, timeout_seconds: int

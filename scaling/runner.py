@@ -7,10 +7,12 @@ run skips it, and yields (status WAITING) while a deploy of an app it scales run
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -19,9 +21,12 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
+from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment, IllegalTransition
+from deployer.rotation import PodRotation
 from scaling import logsink
-from scaling.drain import DrainFailed, DrainOptions, drain_node, evictable_count
+from scaling.drain import DrainFailed, DrainOptions, Rotation, drain_node, evictable_count
+from scaling.fit import pin_reason, pinned_by, scale_in_problems
 from scaling.kube import KubeNodes, NodeInfo, NodeOps
 from scaling.logsink import RunLog
 from scaling.models import NodeGroup, ScalingRun
@@ -54,10 +59,16 @@ def _busy_deploy(app: App) -> int | None:
     )
 
 
-def _scale_app(app: App, replicas: int) -> None:
+def _scale_app(app: App, replicas: int, log: RunLog) -> None:
     from deployer.services import scale_app
 
-    scale_app(app, replicas, checked_for_deploys=True)
+    scale_app(app, replicas, checked_for_deploys=True, log=log)
+
+
+@contextlib.contextmanager
+def _etcd_rotation() -> Iterator[Rotation | None]:
+    with EtcdStore() as store:
+        yield PodRotation(store)
 
 
 @dataclass
@@ -67,8 +78,10 @@ class Services:
     clock: Clock = field(default_factory=SystemClock)
     ops_factory: Callable[[], NodeOps] = KubeNodes
     provider: Callable[[NodeGroup, NodeOps], Provider] = provider_for
-    scale_app: Callable[[App, int], None] = _scale_app
+    scale_app: Callable[[App, int, RunLog], None] = _scale_app
     busy_deploy: Callable[[App], int | None] = _busy_deploy
+    # Drains take pods out of the load balancer before evicting them.
+    rotation: Callable[[], AbstractContextManager[Rotation | None]] = _etcd_rotation
     drain_options: DrainOptions = field(
         default_factory=lambda: DrainOptions(
             deadline_seconds=float(settings.SCALING_DRAIN_DEADLINE_SECONDS)
@@ -259,10 +272,10 @@ def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, 
         if app.live_version is not None:
             # Level-triggered: set it anyway, so that a live version changed behind our back
             # (kubectl scale) comes back to what the schedule says.
-            services.scale_app(app, desired)
+            services.scale_app(app, desired, log)
         log.info(f"app {app.name}: already at {desired} replicas")
         return "unchanged"
-    services.scale_app(app, desired)
+    services.scale_app(app, desired, log)
     log.info(f"app {app.name}: scaled from {before} to {desired} replicas")
     return "scaled"
 
@@ -353,6 +366,10 @@ def choose_victims(
         if known and instance not in known:
             log.warning(f"node {node.name}: {instance} is not in the group; kept")
             continue
+        pinned = pinned_by(by_node.get(node.name, []))
+        if pinned is not None:
+            log.info(f"node {node.name} is kept: {pin_reason(pinned)}")
+            continue
         candidates.append((evictable_count(by_node.get(node.name, [])), node.name, node))
     candidates.sort(key=lambda item: (item[0], item[1]))
     if len(candidates) < count:
@@ -375,6 +392,15 @@ def scale_in(
     victims = choose_victims(group, state, count, ops, provider, log)
     if not victims:
         raise StopRun(f"node group {group.name}: no node can be removed")
+    going = [node for node, _ in victims]
+    problems = scale_in_problems(going, ops.list_nodes(), ops.pods_by_node(), ops.list_budgets())
+    if problems:
+        names = ", ".join(node.name for node in going)
+        raise StopRun(
+            f"node group {group.name}: removing {names} would not work, so nothing was "
+            f"changed: {'; '.join(problems)}"
+        )
+    log.info(f"the pods on {', '.join(n.name for n in going)} fit on the nodes that stay")
     # Cordon them all first, so that pods evicted from one never land on the next to go.
     pending = [node.name for node, _ in victims]
     for name in pending:
@@ -383,7 +409,8 @@ def scale_in(
     try:
         for node, pods in victims:
             log.info(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
-            drain_node(ops, node.name, services.drain_options, log)
+            with services.rotation() as rotation:
+                drain_node(ops, node.name, services.drain_options, log, rotation)
             ops.delete_node(node.name)
             pending.remove(node.name)
             log.info(f"deleted node {node.name}")
@@ -460,7 +487,8 @@ def run_drain(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
         backoff_initial=base.backoff_initial,
         backoff_max=base.backoff_max,
     )
-    drain_node(services.ops, node, options, log)
+    with services.rotation() as rotation:
+        drain_node(services.ops, node, options, log, rotation)
     return Outcome.DONE
 
 

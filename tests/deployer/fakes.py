@@ -182,6 +182,29 @@ class FakeLB:
         self.history.append(f"drained {revision}")
         return True
 
+    # What deployer.rotation uses.
+    applied_key = "applied"
+    drained_key = "drained"
+
+    def backend_key(self, backend: str) -> str:
+        return f"backends/{backend}"
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        if key.startswith("backends/"):
+            record = self.backends.get(key.removeprefix("backends/"))
+            return (dict(record), self.revision) if record is not None else (None, 0)
+        return None, 0
+
+    def put_backend_if_unchanged(
+        self, backend: str, record: dict[str, Any], mod_revision: int
+    ) -> bool:
+        self.backends[backend] = dict(record)
+        self._bump(f"rotation {backend}")
+        return True
+
+    def current_revision(self) -> int:
+        return self.revision
+
     def live_version(self, hostname: str) -> int | None:
         frontend = self.frontends.get(hostname)
         if frontend is None:

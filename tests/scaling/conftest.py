@@ -12,7 +12,7 @@ import pytest
 
 from deployer import k8s
 from deployer.models import App
-from scaling.kube import NodeInfo, PodEvent, PodInfo
+from scaling.kube import BudgetInfo, NodeInfo, PodEvent, PodInfo
 from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
 from scaling.runner import Services
 from scaling.schedule import FrozenClock
@@ -78,7 +78,7 @@ class FakeScaler:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    def __call__(self, app: App, replicas: int) -> None:
+    def __call__(self, app: App, replicas: int, log: object = None) -> None:
         self.calls.append((app.name, replicas))
         App.objects.filter(pk=app.pk).update(replicas=replicas)
         app.replicas = replicas
@@ -107,6 +107,7 @@ class FakeNodes:
         self.nodes: dict[str, NodeInfo] = {}
         self.pods: dict[str, list[PodInfo]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.budgets: list[BudgetInfo] = []
 
     def add(self, name: str, labels: dict[str, str], provider_id: str = "") -> None:
         self.nodes[name] = NodeInfo(
@@ -146,6 +147,9 @@ class FakeNodes:
     def evict(self, pod: PodInfo, grace_seconds: int | None) -> None:
         self.calls.append(("evict", pod.key))
         self.pods[pod.node] = [p for p in self.pods.get(pod.node, []) if p.uid != pod.uid]
+
+    def list_budgets(self) -> list[BudgetInfo]:
+        return list(self.budgets)
 
     def watch_pods_on_node(
         self, name: str, resource_version: str, timeout_seconds: int

@@ -33,7 +33,12 @@ class Cluster:
         return f"{prefix}-{secrets.token_hex(3)}"
 
     def deployment(
-        self, replicas: int, image: str = "demo/hello:1", grace: int = 1, name: str | None = None
+        self,
+        replicas: int,
+        image: str = "demo/hello:1",
+        grace: int = 1,
+        name: str | None = None,
+        cpu: str = "5m",
     ) -> str:
         """Create a Deployment; returns its name (also its ``app`` label)."""
         name = name or self.name("web")
@@ -52,7 +57,7 @@ class Cluster:
                             {
                                 "name": "main",
                                 "image": image,
-                                "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}},
+                                "resources": {"requests": {"cpu": cpu, "memory": "8Mi"}},
                             }
                         ],
                     },
@@ -146,6 +151,19 @@ class Cluster:
                         pods[obj.metadata.uid] = obj
                     if predicate(list(pods.values())):
                         return list(pods.values())
+
+    def wait_budget(
+        self, name: str, predicate: Callable[[Any], bool], timeout: float = 20.0
+    ) -> None:
+        """Poll a budget's status until ``predicate`` holds (the disruption controller is async)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            budget = k8s.call(self.policy.read_namespaced_pod_disruption_budget, name, NS)
+            if budget.status is not None and predicate(budget.status):
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"budget {name} never matched: {budget.status}")
+            time.sleep(0.1)
 
     def nodes(self, group: str = "default") -> list[str]:
         """Names of the nodes in localcluster node group ``group``."""

@@ -84,3 +84,59 @@ def test_a_schedule_scales_the_apps_live_version_in_the_cluster(
     cluster.wait_pods("shop-v1", lambda ps: len(running(ps)) == 2)
     app.refresh_from_db()
     assert (app.replicas, app.baseline_replicas) == (2, 4)
+
+
+def test_a_scale_in_whose_pods_cannot_fit_is_refused_before_any_cordon(cluster: Cluster) -> None:
+    group = NodeGroup.objects.create(name="tight", provider="local", min_size=0, max_size=3)
+    group.desired = 0
+    group.save()
+    out = _capacity(group, 2)
+    assert out.status == ScalingRun.Status.SUCCEEDED, out.failure_reason
+    nodes = cluster.nodes("tight")
+    defaults = cluster.nodes()
+    for node in defaults:
+        cluster.core.patch_node(node, {"spec": {"unschedulable": True}})
+    try:
+        # 3 of a node's 4 cores each: one pod per node, and neither node can take the other's.
+        app = cluster.deployment(replicas=2, cpu="3")
+        cluster.wait_pods(app, lambda ps: len(running(ps)) == 2)
+
+        inward = _capacity(group, 1)
+
+        assert inward.status == ScalingRun.Status.FAILED
+        assert "would not fit on the nodes that stay" in inward.failure_reason
+        assert "3000m cpu" in inward.failure_reason
+        assert f"default/{app}-" in inward.failure_reason
+        assert sorted(cluster.nodes("tight")) == sorted(nodes)
+        for node in nodes:
+            assert not cluster.core.read_node(node).spec.unschedulable
+        group.refresh_from_db()
+        assert group.desired == 2
+    finally:
+        for node in defaults:
+            cluster.core.patch_node(node, {"spec": {"unschedulable": None}})
+
+
+def test_a_scale_in_blocked_by_a_budget_for_good_is_refused(cluster: Cluster) -> None:
+    group = NodeGroup.objects.create(name="guarded", provider="local", min_size=0, max_size=3)
+    group.desired = 0
+    group.save()
+    assert _capacity(group, 1).status == ScalingRun.Status.SUCCEEDED
+    (node,) = cluster.nodes("guarded")
+    defaults = cluster.nodes()
+    for other in defaults:
+        cluster.core.patch_node(other, {"spec": {"unschedulable": True}})
+    try:
+        app = cluster.deployment(replicas=2)
+        cluster.wait_pods(app, lambda ps: len(running(ps)) == 2)
+        budget = cluster.pdb(app, min_available=2)
+    finally:
+        for other in defaults:
+            cluster.core.patch_node(other, {"spec": {"unschedulable": None}})
+    cluster.wait_budget(budget, lambda status: status.expected_pods == 2)
+
+    inward = _capacity(group, 0)
+
+    assert inward.status == ScalingRun.Status.FAILED
+    assert f"budget default/{budget} has minAvailable 2" in inward.failure_reason
+    assert not cluster.core.read_node(node).spec.unschedulable

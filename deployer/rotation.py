@@ -1,0 +1,260 @@
+"""Out of rotation before it stops: pods Greenlight removes leave the load balancer first.
+
+Before Greenlight deletes or evicts a serving pod (scale-down, retiring a version,
+undeploy, drains and scale-ins) it calls :func:`take_out`:
+
+1. the pod's server is removed from its backend record and its name added to the
+   record's ``leaving`` list (a compare-and-swap write, so that the endpoint sync, which
+   never lists a leaving pod, cannot put it back);
+2. proxysync sets the server to drain through the runtime API and acknowledges the
+   revision (``applied``, with the sessions each server still had);
+3. once no HAProxy worker has a session on it, proxysync writes ``drained``;
+4. only then is the pod removed. The wait is bounded by the pod's grace period: a
+   request still running after it gets the pod's own preStop delay and SIGTERM handling.
+
+:func:`put_back` undoes step 1 for pods that stayed after all (a ReplicaSet that chose
+another pod, an eviction that was refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from deployer.cluster import backend_name
+from deployer.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[str, str], None]  # (level, message), as scaling.drain logs
+LEAVING = "leaving"
+CAS_ATTEMPTS = 20
+
+
+class RotationStore(Protocol):
+    """The etcd calls rotation needs (deployer.etcdstore.EtcdStore)."""
+
+    def backend_key(self, backend: str) -> str: ...
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]: ...
+    def put_backend_if_unchanged(
+        self, backend: str, record: dict[str, Any], mod_revision: int
+    ) -> bool: ...
+    def current_revision(self) -> int: ...
+    def wait_applied(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
+    ) -> bool: ...
+    def wait_drained(
+        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
+    ) -> bool: ...
+    @property
+    def applied_key(self) -> str: ...
+    @property
+    def drained_key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ServingPod:
+    """A pod that may be a server of its version's backend."""
+
+    namespace: str
+    name: str
+    app: str
+    version: int | None
+
+    @property
+    def backend(self) -> str | None:
+        """Its version's backend record, or None for a pod Greenlight does not route to."""
+        if not self.app or self.version is None:
+            return None
+        return backend_name(self.namespace, self.app, self.version)
+
+
+@dataclass
+class Removal:
+    """What taking pods out of rotation did: their server entries, and what the LB reported."""
+
+    servers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # backend -> entries
+    revision: int = 0
+    drained: bool = True
+
+    @property
+    def pods(self) -> list[str]:
+        """The names of the pods that left a backend."""
+        return sorted(server["name"] for entries in self.servers.values() for server in entries)
+
+
+def _by_backend(pods: Iterable[ServingPod]) -> dict[str, set[str]]:
+    grouped: dict[str, set[str]] = {}
+    for pod in pods:
+        if pod.backend is not None:
+            grouped.setdefault(pod.backend, set()).add(pod.name)
+    return grouped
+
+
+def _rewrite(
+    store: RotationStore,
+    backend: str,
+    change: Callable[[dict[str, Any]], dict[str, Any] | None],
+) -> dict[str, Any] | None:
+    """Apply ``change`` to a backend record with compare-and-swap; return the record before.
+
+    ``change`` returns the new record, or None when nothing needs writing. A record that
+    does not exist is left alone (None is returned).
+    """
+    for _ in range(CAS_ATTEMPTS):
+        record, mod_revision = store.get(store.backend_key(backend))
+        if record is None:
+            return None
+        updated = change(record)
+        if updated is None:
+            return record
+        if store.put_backend_if_unchanged(backend, updated, mod_revision):
+            return record
+    raise StoreError(f"backend {backend} kept changing; could not update it")
+
+
+def take_out(
+    store: RotationStore,
+    pods: Sequence[ServingPod],
+    *,
+    timeout: float,
+    log: LogFn,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Removal:
+    """Take ``pods`` out of every load balancer and wait (up to ``timeout``) until drained."""
+    removal = Removal()
+    for backend, names in sorted(_by_backend(pods).items()):
+
+        def without(record: dict[str, Any], names: set[str] = names) -> dict[str, Any] | None:
+            servers = [s for s in record.get("servers", []) if s.get("name") not in names]
+            leaving = sorted(set(record.get(LEAVING, [])) | names)
+            if servers == record.get("servers", []) and leaving == record.get(LEAVING, []):
+                return None
+            # The port stays on record, so that pods can join an emptied backend again.
+            port = record.get("port") or next(
+                (s.get("port") for s in record.get("servers", [])), None
+            )
+            return {**record, "servers": servers, LEAVING: leaving, "port": port}
+
+        before = _rewrite(store, backend, without)
+        if before is None:
+            continue
+        entries = [s for s in before.get("servers", []) if s.get("name") in names]
+        if entries:
+            removal.servers[backend] = entries
+    if not removal.servers:
+        return removal
+    started = time.monotonic()
+    removal.revision = store.current_revision()
+    if not store.wait_applied(removal.revision, timeout, cancelled=cancelled):
+        log(
+            "warning",
+            f"the load balancer did not apply revision {removal.revision} within "
+            f"{timeout:.0f}s; {', '.join(removal.pods)} may still get requests until their "
+            "preStop delay ends",
+        )
+        removal.drained = False
+        return removal
+    left = time.monotonic()
+    sessions = _left_rotation(store)
+    for backend, entries in sorted(removal.servers.items()):
+        for server in entries:
+            count = sessions.get(backend, {}).get(str(server["name"]))
+            carried = "?" if count is None else str(count)
+            log(
+                "info",
+                f"pod {server['name']} left rotation of {backend} at revision "
+                f"{removal.revision} after {(left - started) * 1000:.0f} ms "
+                f"({carried} requests in flight)",
+            )
+    remaining = max(0.0, timeout - (time.monotonic() - started))
+    removal.drained = store.wait_drained(removal.revision, remaining, cancelled=cancelled)
+    if removal.drained:
+        timed_out = _timed_out(store)
+        late = [name for name in removal.pods if any(name in item for item in timed_out)]
+        if late:
+            log("warning", f"{', '.join(late)} still had requests when the drain timed out")
+        log(
+            "info",
+            f"no requests left on {', '.join(removal.pods)} after "
+            f"{(time.monotonic() - left) * 1000:.0f} ms; removing",
+        )
+    else:
+        log(
+            "warning",
+            f"{', '.join(removal.pods)} still had requests after {timeout:.0f}s; removing "
+            "anyway (each pod finishes its requests after SIGTERM)",
+        )
+    return removal
+
+
+def put_back(store: RotationStore, removal: Removal, names: Iterable[str], log: LogFn) -> None:
+    """Return pods that stay after all (named in ``names``) to their backends' rotation."""
+    keep = set(names)
+    for backend, entries in sorted(removal.servers.items()):
+        returning = [s for s in entries if s.get("name") in keep]
+        if not returning:
+            continue
+        back = {str(s["name"]) for s in returning}
+
+        def restored(
+            record: dict[str, Any],
+            returning: list[dict[str, Any]] = returning,
+            back: set[str] = back,
+        ) -> dict[str, Any] | None:
+            present = {s.get("name") for s in record.get("servers", [])}
+            servers = list(record.get("servers", [])) + [
+                s for s in returning if s["name"] not in present
+            ]
+            leaving = [name for name in record.get(LEAVING, []) if name not in back]
+            return {
+                **record,
+                "servers": sorted(servers, key=lambda s: str(s["name"])),
+                LEAVING: leaving,
+            }
+
+        if _rewrite(store, backend, restored) is not None:
+            log("info", f"{', '.join(sorted(back))} stayed; back in rotation of {backend}")
+
+
+def _left_rotation(store: RotationStore) -> dict[str, dict[str, int]]:
+    try:
+        applied, _ = store.get(store.applied_key)
+    except StoreError:
+        return {}
+    raw = (applied or {}).get("left_rotation") or {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _timed_out(store: RotationStore) -> list[str]:
+    try:
+        drained, _ = store.get(store.drained_key)
+    except StoreError:
+        return []
+    raw = (drained or {}).get("timed_out") or []
+    return [str(item) for item in raw] if isinstance(raw, list) else []
+
+
+class PodRotation:
+    """One pod at a time in and out of rotation, on a store: what node drains use."""
+
+    def __init__(self, store: RotationStore) -> None:
+        self.store = store
+
+    def take_out(self, pod: ServingPod, timeout: float, log: LogFn) -> Removal:
+        """Take ``pod`` out of every load balancer; wait until drained (bounded)."""
+        return take_out(self.store, [pod], timeout=timeout, log=log)
+
+    def put_back(self, removal: Removal, log: LogFn) -> None:
+        """Return the pods of ``removal`` to rotation (their eviction did not happen)."""
+        put_back(self.store, removal, removal.pods, log)
+
+    def serving(self, pod: ServingPod) -> int | None:
+        """How many servers the pod's backend has now (None: Greenlight does not route it)."""
+        if pod.backend is None:
+            return None
+        record, _ = self.store.get(self.store.backend_key(pod.backend))
+        return None if record is None else len(record.get("servers", []))
