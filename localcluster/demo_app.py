@@ -5,30 +5,91 @@ interpreter: ``python -I -S demo_app.py hello|broken|crash|slow [--tag TAG]``.
 Environment: ``PORT`` (default 8080), ``MESSAGE``, ``HEALTHY=false``, ``APP_VERSION``
 (default: the image tag), ``STARTUP_SECONDS`` (demo/slow), ``LOCALCLUSTER_POD_IP``
 (the address to bind; the kubelet sets it to the pod's own loopback IP).
+
+On SIGTERM (or SIGINT) the app closes its listening socket at once, so new connections are
+refused, answers the requests already in flight (for up to DRAIN_SECONDS), then exits 0.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+# How long a stopping app waits for requests in flight: the kubelet's default grace period.
+DRAIN_SECONDS = 30.0
+# The longest /sleep answers take, so a test cannot hold a pod forever.
+MAX_SLEEP_SECONDS = 30.0
+
+
+class InFlight:
+    """The number of requests being answered, and whether the app is stopping."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+        self.stopping = False
+
+    def enter(self) -> None:
+        """A request has started."""
+        with self._changed:
+            self._count += 1
+
+    def leave(self) -> None:
+        """A request has been answered (or abandoned)."""
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    @property
+    def count(self) -> int:
+        """Requests in flight now."""
+        return self._count
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for no request in flight; return how many are left."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0, timeout)
+            return self._count
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answers ``/`` with the version and message and ``/health`` with the health document."""
+    """Serves ``/`` (version, message), ``/health`` and ``/sleep?seconds=S`` (a slow answer)."""
 
     server_version = "demo-hello/1"
     protocol_version = "HTTP/1.1"
     app: dict[str, object] = {}
+    in_flight = InFlight()
+    _counted = False
+
+    def handle_one_request(self) -> None:
+        """Answer one request; it counts as in flight from its request line to its last byte."""
+        try:
+            super().handle_one_request()
+        finally:
+            if self._counted:
+                self._counted = False
+                self.in_flight.leave()
+
+    def parse_request(self) -> bool:
+        """Count the request as in flight as soon as its request line has arrived."""
+        self.in_flight.enter()
+        self._counted = True
+        return super().parse_request()
 
     def do_GET(self) -> None:  # noqa: N802 - name imposed by BaseHTTPRequestHandler
-        """Serve the two demo endpoints; anything else is 404."""
-        path = self.path.split("?", 1)[0]
-        if path in ("/health", "/healthz", "/ready", "/readyz", "/livez"):
+        """Serve the demo endpoints; anything else is 404."""
+        path, _, query = self.path.partition("?")
+        if path == "/sleep":
+            self._sleep(query)
+        elif path in ("/health", "/healthz", "/ready", "/readyz", "/livez"):
             healthy = bool(self.app["healthy"])
             body = {
                 "version": self.app["version"],
@@ -50,11 +111,28 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer HEAD like GET without a body."""
         self.do_GET()
 
+    def _sleep(self, query: str) -> None:
+        try:
+            seconds = float(parse_qs(query).get("seconds", ["1"])[0])
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_SLEEP_SECONDS:
+            self._send(400, {"error": f"seconds must be between 0 and {MAX_SLEEP_SECONDS:g}"})
+            return
+        # Written before the wait, so that a test knows when the request is in flight.
+        sys.stdout.write(f"sleeping {seconds:g}s\n")
+        sys.stdout.flush()
+        time.sleep(seconds)
+        self._send(200, {"version": self.app["version"], "slept": seconds})
+
     def _send(self, status: int, body: dict[str, object]) -> None:
         data = (json.dumps(body) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.in_flight.stopping:
+            # The client must not send its next request down a connection about to close.
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -74,12 +152,17 @@ def _serve(app: dict[str, object], startup_seconds: float) -> int:
     _Handler.app = app
     server = ThreadingHTTPServer((host, port), _Handler)
     server.daemon_threads = True
+    # Connections are accepted on this thread, between signals: a signal handler that raised
+    # could drop one just accepted. The handler only records the signal; the wakeup socket
+    # ends the select() that an idle app sits in, with no timeout and no polling.
+    server.timeout = 0  # handle_request() never waits: the selector saw a connection
+    wake, wakeup = socket.socketpair()
+    wakeup.setblocking(False)
+    signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    received: list[int] = []
 
     def _stop(signum: int, frame: object) -> None:
-        # The handler runs on the main thread inside serve_forever's select, so leaving by an
-        # exception is immediate, whereas shutdown() would wait for the next poll.
-        print(f"received signal {signum}, shutting down", flush=True)
-        raise SystemExit(0)
+        received.append(signum)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -88,10 +171,26 @@ def _serve(app: dict[str, object], startup_seconds: float) -> int:
         f"healthy={app['healthy']}",
         flush=True,
     )
-    try:
-        server.serve_forever(poll_interval=3600)
-    finally:
-        server.server_close()
+    with selectors.DefaultSelector() as selector:
+        selector.register(server, selectors.EVENT_READ)
+        selector.register(wake, selectors.EVENT_READ)
+        while not received:
+            for key, _ in selector.select():
+                if key.fileobj is server:
+                    server.handle_request()
+                else:
+                    wake.recv(64)
+    in_flight = _Handler.in_flight
+    in_flight.stopping = True
+    server.server_close()  # new connections are refused from here on
+    # Printed once the listener is closed: whoever reads it may count on refused connections.
+    print(
+        f"received signal {received[0]}, shutting down; requests in flight: {in_flight.count}",
+        flush=True,
+    )
+    left = in_flight.wait_idle(DRAIN_SECONDS)
+    if left:
+        print(f"{left} requests still in flight after {DRAIN_SECONDS:g}s, exiting", flush=True)
     return 0
 
 
