@@ -184,6 +184,30 @@ def localcluster_server(workdir: Path, nodes: int = 3) -> Iterator[Server]:
         server.stop(timeout=20)
 
 
+def pod_process_ids(pod_ip: str) -> list[int]:
+    """The host processes of the localcluster pod at ``pod_ip``, sorted.
+
+    The kubelet starts each container (and each exec probe or hook) in a session of its own,
+    with ``LOCALCLUSTER_POD_IP=<ip>`` in its environment, which no pod spec can override and
+    /proc keeps as it was at exec. Those processes count, with every process in a session
+    one of them leads: a child that cleared its environment still belongs to the container.
+    """
+    marker = f"LOCALCLUSTER_POD_IP={pod_ip}".encode()
+    sessions: dict[int, int] = {}
+    marked: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # Fields after the command name: state, ppid, pgrp, session.
+            stat = (entry / "stat").read_bytes()
+            sessions[int(entry.name)] = int(stat.rsplit(b")", 1)[1].split()[3])
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                marked.add(int(entry.name))
+    led = {pid for pid in marked if sessions.get(pid) == pid}
+    return sorted(pid for pid, session in sessions.items() if pid in marked or session in led)
+
+
 def stack_env(
     *,
     db_path: Path,
