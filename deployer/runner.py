@@ -18,8 +18,9 @@ from deployer.etcdstore import EtcdStore
 from deployer.health import HttpHealthChecker
 from deployer.logsink import DbLogSink
 from deployer.models import App, Deployment
+from deployer.rotation import ServingPod, take_out
 from deployer.services import ACTIVE, enqueue_next
-from deployer.workflow import SystemClock, Workflow, backend_name
+from deployer.workflow import SystemClock, Timing, Workflow, backend_name
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,22 @@ def retire(deployment_id: int, version: int) -> None:
         frontend = store.get_frontend(app.frontend) or {}
         if frontend.get("backend") == backend_name(namespace, name, version):
             return  # swapped back to it meanwhile
-        KubeCluster().delete_version(namespace, name, version)
+        cluster = KubeCluster()
+        take_out(
+            store,
+            [
+                ServingPod(namespace, p.name, p.app, p.version)
+                for p in cluster.pods(namespace, name, version)
+            ],
+            timeout=float(Timing().drain_timeout),
+            log=lambda level, message: logsink.append(
+                deployment,
+                message,
+                level=level,
+                step="retire",  # type: ignore[arg-type]
+            ),
+        )
+        cluster.delete_version(namespace, name, version)
         store.delete_backend(backend_name(namespace, name, version))
     finally:
         store.close()

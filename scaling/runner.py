@@ -308,6 +308,12 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
             victims = choose_victims(group, state, count, services.ops, provider, log)
             names = ", ".join(f"{n.name} ({pods} pods)" for n, pods in victims) or "none"
             log.info(f"node group {group.name}: would drain and remove {names}")
+            ops = services.ops
+            problems = scale_in_problems(
+                [n for n, _ in victims], ops.list_nodes(), ops.pods_by_node(), ops.list_budgets()
+            )
+            for problem in problems:
+                log.warning(f"node group {group.name}: the scale-in would be refused: {problem}")
     elif target > state.desired:
         provider.scale_out(group, target)
         log.info(f"node group {group.name}: asked {group.provider} for {plural(target, 'node')}")
