@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.db.models import Max
 
-from deployer.collaborators import StopDeployment, backend_name, version_of_backend
+from deployer.collaborators import StopDeployment, backend_name
 from deployer.models import App, Deployment
 
 if TYPE_CHECKING:
@@ -28,10 +28,7 @@ class OtherKinds(_Base):
         """Health-check the warm previous version, switch to it, retire the version left."""
         version = self.deployment.version
         assert version is not None
-        frontend = self.lb.get_frontend(self.hostname)
-        if frontend is not None:
-            self.previous_backend = str(frontend["backend"])
-            self.previous_version = version_of_backend(self.lb.get_backend(self.previous_backend))
+        self.take_previous_backend()
         self.deployment.previous_version = self.previous_version
         self._save("previous_version")
         with self.step("health"):

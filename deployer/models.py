@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 
@@ -152,6 +153,21 @@ class App(models.Model):
         from deployer.validation import validate_app
 
         validate_app(self)
+
+    @classmethod
+    def serving_at(cls, hostname: str) -> App | None:
+        """The live app whose last switch routed ``hostname`` (it owns the name until it moves)."""
+        switched = (
+            Deployment.objects.filter(app=models.OuterRef("pk"), switched_at__isnull=False)
+            .order_by("-switched_at")
+            .values(host=KT("descriptor__frontend"))[:1]
+        )
+        return (
+            cls.objects.filter(live_version__isnull=False)
+            .annotate(routed=models.Subquery(switched))
+            .filter(routed__iexact=hostname)
+            .first()
+        )
 
     @property
     def effective_health_port(self) -> int:

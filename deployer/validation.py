@@ -176,6 +176,14 @@ def validate_frontend_free(value: str, *, exclude_pk: int | None) -> None:
         raise ValidationError(
             {"frontend": f"'{value}' is already the frontend of app {other}; choose another."}
         )
+    owner = App.serving_at(value)
+    if owner is not None and owner.pk != exclude_pk:
+        raise ValidationError(
+            {
+                "frontend": f"'{value}' still routes to app {owner}, which serves it until it "
+                "deploys on its new frontend or is undeployed; choose another."
+            }
+        )
 
 
 def validate_env(value: Any) -> None:

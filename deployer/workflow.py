@@ -288,15 +288,33 @@ class Workflow(HealthSteps, OtherKinds):
             top=Max("version")
         )["top"]
         version = max([0, in_db or 0, *known]) + 1
-        frontend = self.lb.get_frontend(self.hostname)
-        if frontend is not None:
-            self.previous_backend = str(frontend["backend"])
-            self.previous_version = version_of_backend(self.lb.get_backend(self.previous_backend))
+        self.take_previous_backend()
         self.deployment.version = version
         self.deployment.previous_version = self.previous_version
         self._save("version", "previous_version")
         live = f"v{self.previous_version}" if self.previous_version else "nothing"
         self.log(f"New version v{version} of {self.name}; {live} is live now.", step="prepare")
+
+    def take_previous_backend(self) -> None:
+        """Note the backend the hostname routes to now, if it is this app's; refuse another's."""
+        frontend = self.lb.get_frontend(self.hostname)
+        if frontend is None:
+            return
+        backend = str(frontend.get("backend", ""))
+        record = self.lb.get_backend(backend)
+        ours = f"{self.namespace}.{self.name}-v"
+        if record is None:
+            if backend.startswith(ours):
+                self.previous_backend = backend
+            return  # a route to nothing serves nothing: the name is free
+        owner = (str(record.get("namespace", "")), str(record.get("app", "")))
+        if owner != (self.namespace, self.name) and not backend.startswith(ours):
+            raise StopDeployment(
+                f"{self.hostname} routes to app {owner[0]}/{owner[1]}, which keeps the name until "
+                "it deploys on another frontend or is undeployed; choose another frontend."
+            )
+        self.previous_backend = backend
+        self.previous_version = version_of_backend(record)
 
     def create(self) -> None:
         """Create the version's Deployment and Service."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from deployer.models import App, Deployment
 from deployer.workflow import Workflow, backend_name
@@ -362,3 +363,50 @@ def test_recovery_rolls_back_or_finishes_a_deploy_whose_worker_died(
         assert "worker running this deployment was lost" in deployment.failure_reason
         assert lb.live_version(app.frontend) == 1
         assert cluster.versions_.keys() == {1}
+
+
+def test_it_takes_the_old_pods_out_of_rotation_before_retiring_them(
+    app: App, run_workflow: Run, lb: FakeLB, sink: ListSink
+) -> None:
+    run_workflow(app)
+    run_workflow(app, image="demo/hello:2")
+
+    old = backend_name("default", app.name, 1)
+    taken_out = lb.history.index(f"rotation {old}")
+    deleted = lb.history.index(f"delete backend {old}")
+    assert taken_out < lb.history.index(f"drained {lb.drained[-1]}") < deleted
+    assert "left rotation of default." in sink.text()
+
+
+def test_it_refuses_a_hostname_that_another_app_still_routes(
+    make_app: Callable[..., App], run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    first = make_app(frontend="shared.localhost")
+    assert run_workflow(first).status == Deployment.Status.SUCCEEDED
+    # The first app moves to a new hostname, which takes effect at its next deploy.
+    App.objects.filter(pk=first.pk).update(frontend="moved.localhost")
+    second = make_app(frontend="shared.localhost")
+
+    deployment = run_workflow(second)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert f"routes to app default/{first.name}" in deployment.failure_reason
+    assert lb.live_version("shared.localhost") == 1
+    assert lb.frontends["shared.localhost"]["backend"] == backend_name("default", first.name, 1)
+    assert backend_name("default", first.name, 1) in lb.backends
+
+
+def test_a_new_app_cannot_take_a_hostname_that_another_app_still_serves(
+    make_app: Callable[..., App], run_workflow: Run
+) -> None:
+    first = make_app(frontend="kept.localhost")
+    run_workflow(first)
+    App.objects.filter(pk=first.pk).update(frontend="elsewhere.localhost")
+    second = App(name="second", image="demo/hello:1", frontend="kept.localhost")
+
+    with pytest.raises(ValidationError) as refused:
+        second.full_clean()
+
+    assert f"still routes to app default/{first.name}" in str(
+        refused.value.message_dict["frontend"]
+    )
