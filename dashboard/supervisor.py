@@ -1,8 +1,10 @@
 """A small process supervisor for ``make run``: starts every Procfile entry, stops them all together.
 
 Each process runs in its own process group with a parent-death signal, so Ctrl-C,
-SIGTERM or even SIGKILL of the supervisor leaves nothing behind. When one process
-exits on its own the whole stack is stopped: a half-running stack hides failures.
+SIGTERM or even SIGKILL of the supervisor leaves nothing behind. A process that exits
+on its own is started again after a backoff (1 s, doubling up to 30 s; back to 1 s once
+it has run for a minute), with a line saying so: one crashing process never takes
+the rest of the stack down. Only Ctrl-C or SIGTERM stops the stack.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+# A process that ran this long before exiting starts again after the first backoff.
+STABLE_SECONDS = 60.0
 _COLOURS = ["32", "36", "33", "35", "34", "31", "92", "96", "93"]
 
 
@@ -55,10 +61,17 @@ def _child_setup() -> None:
 class Supervisor:
     """Runs the entries, multiplexes their output with a name prefix, stops them together."""
 
-    def __init__(self, entries: list[Entry], *, grace: float = 10.0) -> None:
+    def __init__(
+        self, entries: list[Entry], *, grace: float = 10.0, backoff_first: float = BACKOFF_FIRST
+    ) -> None:
         self.entries = entries
         self.grace = grace
+        self.backoff_first = backoff_first
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+        self.restart_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {}
         self.stopping = False
         self.width = max(len(e.name) for e in entries) if entries else 0
 
@@ -77,15 +90,35 @@ class Supervisor:
     def start(self) -> None:
         """Start every entry."""
         for entry in self.entries:
-            process = subprocess.Popen(
-                ["/bin/sh", "-c", f"exec {entry.command}"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_child_setup,  # noqa: PLW1509 - setsid + prctl must run in the child
-            )
-            self.processes[entry.name] = process
-            self._say("system", f"{entry.name} started (pid {process.pid})")
+            self._launch(entry)
+
+    def _launch(self, entry: Entry) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {entry.command}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_child_setup,  # noqa: PLW1509 - setsid + prctl must run in the child
+        )
+        self.processes[entry.name] = process
+        self.started_at[entry.name] = time.monotonic()
+        self._say("system", f"{entry.name} started (pid {process.pid})")
+        return process
+
+    def _exited(self, name: str, code: int) -> None:
+        """Plan the restart of a process that exited on its own."""
+        now = time.monotonic()
+        ran = now - self.started_at.get(name, now)
+        delay = self.backoff.get(name, self.backoff_first)
+        if ran >= STABLE_SECONDS:
+            delay = self.backoff_first
+        self.backoff[name] = min(delay * 2, BACKOFF_MAX)
+        self.restart_at[name] = now + delay
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self._say(
+            "system",
+            f"{name} exited with code {code} after {ran:.1f}s; restarting it in {delay:.0f}s",
+        )
 
     def stop(self, reason: str) -> None:
         """SIGTERM every process group, then SIGKILL whatever is left after the grace period."""
@@ -119,16 +152,20 @@ class Supervisor:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        self.start()
         buffers: dict[str, bytes] = {}
-        for name, process in self.processes.items():
+
+        def follow(name: str, process: subprocess.Popen[bytes]) -> None:
             assert process.stdout is not None
             os.set_blocking(process.stdout.fileno(), False)
             selector.register(process.stdout, selectors.EVENT_READ, name)
             buffers[name] = b""
-        exit_code = 0
+
+        self.start()
+        for name, process in self.processes.items():
+            follow(name, process)
+        entries = {entry.name: entry for entry in self.entries}
         while not reason:
-            for key, _ in selector.select(timeout=0.5):
+            for key, _ in selector.select(timeout=0.2):
                 name = key.data
                 chunk = key.fileobj.read(65536)  # type: ignore[union-attr]
                 if not chunk:
@@ -138,13 +175,23 @@ class Supervisor:
                 *lines, buffers[name] = data.split(b"\n")
                 for line in lines:
                     self._say(name, line.decode(errors="replace").rstrip(), colours[name])
-            for name, process in self.processes.items():
-                if process.poll() is not None and not reason:
-                    reason.append(f"{name} exited with code {process.returncode}")
-                    exit_code = 1
+            now = time.monotonic()
+            for name, process in list(self.processes.items()):
+                if reason:
+                    break
+                if name in self.restart_at:
+                    if now >= self.restart_at[name]:
+                        del self.restart_at[name]
+                        if process.stdout is not None:
+                            with contextlib.suppress(KeyError, ValueError):
+                                selector.unregister(process.stdout)
+                            process.stdout.close()
+                        follow(name, self._launch(entries[name]))
+                elif process.poll() is not None:
+                    self._exited(name, process.returncode)
         self.stop(reason[0])
         self._say("system", "all processes stopped")
-        return exit_code
+        return 0
 
 
 def main(argv: list[str]) -> None:

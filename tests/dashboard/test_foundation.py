@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,14 +68,43 @@ def test_it_rejects_a_malformed_procfile(tmp_path: Path) -> None:
         read_procfile(procfile)
 
 
-def test_it_stops_every_process_when_one_exits() -> None:
+def test_it_restarts_a_process_that_exits_with_backoff_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    starts = tmp_path / "starts"
+    sleeper = tmp_path / "sleeper.pid"
     supervisor = Supervisor(
-        [Entry("sleeper", "sleep 60"), Entry("quitter", "sh -c 'sleep 0.5; exit 3'")], grace=5
+        [
+            Entry("sleeper", f"sh -c 'echo $$ > {sleeper}; exec sleep 60'"),
+            Entry("quitter", f"sh -c 'echo start >> {starts}; exit 3'"),
+        ],
+        grace=5,
+        backoff_first=0.2,
     )
-    started = time.monotonic()
-    assert supervisor.run() == 1
-    assert time.monotonic() - started < 10
+
+    def stop_after_three_starts() -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if starts.exists() and len(starts.read_text().split()) >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_after_three_starts, daemon=True).start()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert supervisor.run() == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert len(starts.read_text().split()) >= 3
+    assert supervisor.restarts["quitter"] >= 2
+    # Backoff doubles: 0.2 s, 0.4 s, ...
+    assert supervisor.backoff["quitter"] >= 0.8
+    assert "sleeper" not in supervisor.restarts
     assert all(process.poll() is not None for process in supervisor.processes.values())
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(sleeper.read_text()), 0)
 
 
 def test_it_leaves_no_process_behind_after_sigint(tmp_path: Path) -> None:
