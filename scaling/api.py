@@ -249,9 +249,17 @@ class _RunPermission(ScalingPermission):
         return super().has_permission(request, view) and permissions.can_run(request.user)
 
 
+class _ScaleAppsPermission(_RunPermission):
+    """May start runs and scale apps (``deployer.add_deployment``)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        """The run permission plus the app scaling one."""
+        return super().has_permission(request, view) and permissions.can_scale_apps(request.user)
+
+
 @extend_schema(request=ScalingScaleRequest, responses={202: ScalingRunSerializer})
 @api_view(["POST"])
-@permission_classes([_RunPermission])
+@permission_classes([_ScaleAppsPermission])
 def app_scale(request: Request, pk: int) -> Response:
     """``{"replicas": n, "baseline": false}``: a run that scales the app, yielding to deploys."""
     app = get_object_or_404(App, pk=pk)

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 
+from dashboard.permissions import DEPLOY as SCALE_APPS
+
 VIEW = "scaling.view_schedule"
 VIEW_RUNS = "scaling.view_scalingrun"
 EDIT_SCHEDULES = "scaling.change_schedule"
@@ -36,6 +38,16 @@ def can_edit_node_groups(user: Any) -> bool:
 def can_run(user: Any) -> bool:
     """True when ``user`` may start manual scaling runs and dry runs."""
     return bool(user.is_authenticated and user.has_perm(RUN))
+
+
+def can_scale_apps(user: Any) -> bool:
+    """True when ``user`` may start runs that change an app's replicas.
+
+    Scaling an app is a deploy-level action wherever it starts (the app page, the API,
+    a manual run, a schedule), so it needs ``deployer.add_deployment`` besides the run
+    permission.
+    """
+    return can_run(user) and bool(user.has_perm(SCALE_APPS))
 
 
 def require(allowed: bool, what: str) -> None:

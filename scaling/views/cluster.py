@@ -16,7 +16,13 @@ from scaling.drain import evictable_count
 from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
 from scaling.kube import LOCAL_GROUP_LABEL, KubeNodes
 from scaling.models import NodeGroup, ScalingRun
-from scaling.permissions import can_edit_node_groups, can_run, can_view, require
+from scaling.permissions import (
+    can_edit_node_groups,
+    can_run,
+    can_scale_apps,
+    can_view,
+    require,
+)
 from scaling.planner import app_baseline
 
 logger = logging.getLogger(__name__)
@@ -67,6 +73,7 @@ def cluster(request: HttpRequest) -> HttpResponse:
             "cluster_error": error,
             "apps": apps,
             "can_run": can_run(request.user),
+            "can_scale_apps": can_scale_apps(request.user),
             "can_edit": can_edit_node_groups(request.user),
         },
     )
@@ -115,7 +122,7 @@ def node_group_capacity(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def app_scale(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a run that sets the app's replicas."""
-    require(can_run(request.user), "scale apps")
+    require(can_scale_apps(request.user), "scale apps")
     app = get_object_or_404(App, pk=pk)
     form = ScaleAppForm(request.POST)
     if not form.is_valid():

@@ -15,7 +15,13 @@ from scaling import preview as preview_module
 from scaling import services
 from scaling.forms import AppActionFormSet, NodeGroupActionFormSet, ScheduleForm
 from scaling.models import NodeGroup, ScalingRun, Schedule
-from scaling.permissions import can_edit_schedules, can_run, can_view, require
+from scaling.permissions import (
+    can_edit_schedules,
+    can_run,
+    can_scale_apps,
+    can_view,
+    require,
+)
 from scaling.planner import holding_now, spec_of
 from scaling.preview import preview
 from scaling.schedule import InvalidSpec, known_zones, next_runs
@@ -83,6 +89,7 @@ def _editor(
         "zones": known_zones(),
         "can_run": can_run(request.user),
         "can_edit": can_edit_schedules(request.user),
+        "can_scale_apps": can_scale_apps(request.user),
         **forms,
     }
     return render(request, "scaling/schedule_form.html", context, status=status)
@@ -94,6 +101,9 @@ def _save(request: HttpRequest, schedule: Schedule | None) -> HttpResponse:
     apps = AppActionFormSet(request.POST, instance=instance, prefix="apps")
     groups = NodeGroupActionFormSet(request.POST, instance=instance, prefix="groups")
     valid = form.is_valid() & apps.is_valid() & groups.is_valid()
+    if apps.is_valid() and apps.live_count():
+        # A schedule with app rows scales those apps when it fires: the same right as Scale.
+        require(can_scale_apps(request.user), "schedule app scaling")
     if valid and apps.live_count() + groups.live_count() == 0:
         form.add_error(None, "Add at least one app or node group action.")
         valid = False
