@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
-TEST_PACKAGES := $(RUN_PACKAGES) docker-compose
+TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

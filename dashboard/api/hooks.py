@@ -1,4 +1,9 @@
-"""Registry webhooks: Docker Hub (secret in the URL) and a generic HMAC-SHA256-signed hook."""
+"""Registry webhooks: Docker Hub (secret in the URL) and a generic HMAC-SHA256-signed hook.
+
+The generic hook signs ``<timestamp>.<body>``; a delivery is accepted within five
+minutes of its timestamp and only once (its signature is remembered for that long),
+so a captured delivery cannot be replayed later.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, ParseError, PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,12 +26,25 @@ from rest_framework.views import APIView
 
 from dashboard.api.views import Conflict, queued
 from dashboard.images import repository, same_repository, with_tag
+from dashboard.models import HookDelivery
 from deployer import services
 from deployer.errors import AppBusy, DeployError
 from deployer.models import App, Deployment
 
 DEDUPE_WINDOW = timedelta(minutes=1)
 SIGNATURE_HEADER = "X-Greenlight-Signature"
+TIMESTAMP_HEADER = "X-Greenlight-Timestamp"
+# How far a delivery's timestamp may be from the server's clock, either way.
+SIGNATURE_TOLERANCE = timedelta(minutes=5)
+# Registry payloads are a few kilobytes; anything much larger is not a push notification.
+MAX_HOOK_BODY = 64 * 1024
+
+
+class PayloadTooLarge(APIException):
+    """413: a webhook body over MAX_HOOK_BODY."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
 
 
 def tag_field(*, required: bool = True) -> serializers.RegexField:
@@ -137,11 +155,13 @@ class DockerHubHook(APIView):
             200: HookAnswer,
             400: OpenApiResponse(description="Malformed payload or another repository."),
             404: OpenApiResponse(description="No app has this secret."),
+            413: OpenApiResponse(description="A body over 64 KiB."),
         },
     )
     def post(self, request: Request, secret: str) -> Response:
         """Check the payload and the repository, then queue (or dedupe) the deploy."""
         app = get_object_or_404(App, webhook_secret=secret)
+        bounded_body(request)
         payload = DockerHubPayload(data=request.data)
         payload.is_valid(raise_exception=True)
         repo = payload.validated_data["repository"]["repo_name"]
@@ -160,13 +180,78 @@ class DockerHubHook(APIView):
         return _answer(request, deployment, created)
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The header value a sender computes: ``sha256=`` + hex HMAC-SHA256 of the body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def bounded_body(request: Request) -> bytes:
+    """The raw body of a webhook delivery; 413 when it is over MAX_HOOK_BODY."""
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0  # the body size middleware has answered 400 already
+    if declared > MAX_HOOK_BODY:
+        raise PayloadTooLarge(f"A webhook body is at most {MAX_HOOK_BODY} bytes; got {declared}.")
+    body = request.body
+    if len(body) > MAX_HOOK_BODY:
+        raise PayloadTooLarge(f"A webhook body is at most {MAX_HOOK_BODY} bytes.")
+    return body
+
+
+def signature(secret: str, body: bytes, timestamp: str) -> str:
+    """The header value a sender computes: ``sha256=`` + hex HMAC-SHA256 of ``<timestamp>.<body>``."""
+    signed = timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def verify_delivery(app: App, headers: Any, body: bytes) -> None:
+    """Accept a signed delivery once, within SIGNATURE_TOLERANCE of its timestamp; 403 or 409 otherwise."""
+    how = (
+        f"Send {TIMESTAMP_HEADER}: <unix seconds> and {SIGNATURE_HEADER}: sha256=<hex "
+        "HMAC-SHA256 of '<timestamp>.<body>' with the app's webhook secret>."
+    )
+    sent, stamp = headers.get(SIGNATURE_HEADER, "").strip(), headers.get(TIMESTAMP_HEADER, "")
+    if not sent or not stamp:
+        raise PermissionDenied(f"Sign the delivery. {how}")
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        raise PermissionDenied(f"{TIMESTAMP_HEADER} must be unix seconds, e.g. 1700000000.")
+    expected = signature(app.webhook_secret, body, stamp)
+    # Compared as bytes: a header with non-ASCII characters is simply a wrong signature.
+    if not hmac.compare_digest(sent.encode("utf-8", "replace"), expected.encode()):
+        raise PermissionDenied(f"{SIGNATURE_HEADER} does not match the timestamp and body. {how}")
+    now = timezone.now()
+    age = now.timestamp() - int(stamp)
+    limit = SIGNATURE_TOLERANCE.total_seconds()
+    if age > limit:
+        raise PermissionDenied(
+            f"{TIMESTAMP_HEADER} is {age:.0f} s old; deliveries older than {limit:.0f} s are "
+            "refused. Sign each delivery with the time it is sent."
+        )
+    if -age > limit:
+        raise PermissionDenied(
+            f"{TIMESTAMP_HEADER} is {-age:.0f} s in the future; check the sender's clock."
+        )
+    if not remember_delivery(app, expected, now):
+        raise Conflict(
+            "This delivery was received before (same signature); a replay is not deployed. "
+            "Sign a new delivery with a fresh timestamp."
+        )
+
+
+def remember_delivery(app: App, signed: str, now: Any) -> bool:
+    """Record a delivery's signature; False when it was recorded before (a replay).
+
+    The unique signature makes concurrent deliveries of the same request race-free: one
+    insert wins. Rows are kept while their timestamp could still be accepted (a stamp up
+    to the tolerance in the future stays valid twice the tolerance from now).
+    """
+    HookDelivery.objects.filter(received_at__lt=now - 2 * SIGNATURE_TOLERANCE).delete()
+    try:
+        with transaction.atomic():
+            HookDelivery.objects.create(app=app, signature=signed, received_at=now)
+    except IntegrityError:
+        return False
+    return True
 
 
 class GenericHook(APIView):
-    """``POST /api/hooks/generic/<app_id>/``, signed in ``X-Greenlight-Signature``: deploy a tag."""
+    """``POST /api/hooks/generic/<app_id>/``, timestamped and signed: deploy a tag."""
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
@@ -177,21 +262,19 @@ class GenericHook(APIView):
             202: HookAnswer,
             200: HookAnswer,
             400: OpenApiResponse(description="Malformed body or another repository."),
-            403: OpenApiResponse(description="Missing or wrong signature."),
+            403: OpenApiResponse(
+                description="Missing or wrong signature, or a timestamp over 5 minutes off."
+            ),
             404: OpenApiResponse(description="No such app."),
+            409: OpenApiResponse(description="This delivery was received before (a replay)."),
+            413: OpenApiResponse(description="A body over 64 KiB."),
         },
     )
     def post(self, request: Request, app_id: int) -> Response:
-        """Verify the signature over the raw body, then queue (or dedupe) the deploy."""
+        """Verify the timestamped signature over the raw body, then queue (or dedupe) the deploy."""
         app = get_object_or_404(App, pk=app_id)
-        body = request.body
-        sent = request.headers.get(SIGNATURE_HEADER, "")
-        if not sent:
-            raise PermissionDenied(f"Sign the body: {SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256>.")
-        expected = signature(app.webhook_secret, body).encode()
-        # Compared as bytes: a header with non-ASCII characters is simply a wrong signature.
-        if not hmac.compare_digest(sent.strip().encode("utf-8", "replace"), expected):
-            raise PermissionDenied(f"{SIGNATURE_HEADER} does not match the body.")
+        body = bounded_body(request)
+        verify_delivery(app, request.headers, body)
         try:
             data = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):

@@ -42,7 +42,8 @@ def queued(request: Request, deployment: Deployment) -> Response:
     """202 with the deployment's id and where to follow it."""
     data = DeploymentSerializer(deployment, context={"request": request}).data
     body = {key: data[key] for key in ("id", "status", "url", "web_url", "logs_url")}
-    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+    # str(): the URL is a DRF Hyperlink, which WSGI servers refuse as a header value.
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
 
 
 def deploy_error(exc: DeployError, field: str) -> APIException:

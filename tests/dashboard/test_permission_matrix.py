@@ -10,6 +10,7 @@ something other than 403 and a refused one with 403 (or a sign-in redirect).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,7 +153,11 @@ def schedule_form(world: World, *, with_app: bool) -> dict[str, str]:
 
 
 def signed_headers(world: World, body: bytes) -> dict[str, str]:
-    return {"X-Greenlight-Signature": signature(world.app.webhook_secret, body)}
+    stamp = str(int(time.time()))
+    return {
+        "X-Greenlight-Timestamp": stamp,
+        "X-Greenlight-Signature": signature(world.app.webhook_secret, body, stamp),
+    }
 
 
 def dockerhub_push(world: World) -> dict[str, Any]:
