@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db.models import QuerySet
 
+from deployer import envvars
 from deployer.models import App, Deployment
 from deployer.validation import validate_env
 
@@ -97,9 +98,17 @@ class AppForm(forms.ModelForm):
 
 
 class EnvVarForm(forms.Form):
-    """One environment variable row."""
+    """One environment variable row: a value, or ``<secret>/<key>`` of a Kubernetes Secret."""
+
+    VALUE, SECRET = "value", "secret"
 
     key = forms.CharField(max_length=128, required=False, label="Name")
+    source = forms.ChoiceField(
+        choices=[(VALUE, "Value"), (SECRET, "Secret key")],
+        required=False,
+        label="From",
+        widget=forms.Select(attrs={"aria-label": "Where the value comes from"}),
+    )
     value = forms.CharField(max_length=4096, required=False, label="Value")
 
     def clean_key(self) -> str:
@@ -117,10 +126,23 @@ class EnvVarForm(forms.Form):
         return key
 
     def clean(self) -> dict[str, Any]:
-        """A value without a name is a mistake, not a blank row."""
+        """A value without a name is a mistake, not a blank row; a Secret key is ``<secret>/<key>``."""
         data = super().clean() or {}
         if not data.get("key") and data.get("value"):
             self.add_error("key", "Give this value a name, or clear the row.")
+        if data.get("source") != self.SECRET:
+            data["entry"] = data.get("value", "")
+            return data
+        secret, slash, key = str(data.get("value", "")).strip().partition("/")
+        problem = (
+            envvars.secret_name_problem(secret) or envvars.secret_key_problem(key)
+            if slash
+            else "Write the Secret's name and key as <secret>/<key>, e.g. db-credentials/password."
+        )
+        if problem:
+            self.add_error("value", problem)
+        else:
+            data["entry"] = {envvars.SECRET_KEY_REF: {"name": secret, "key": key}}
         return data
 
 
@@ -140,10 +162,10 @@ class BaseEnvFormSet(forms.BaseFormSet):
                 form.add_error("key", f"{key} is already set above.")
             seen.add(key)
 
-    def as_dict(self) -> dict[str, str]:
-        """The rows with a name, in order."""
+    def as_dict(self) -> dict[str, Any]:
+        """The rows with a name, in order: text values and Secret references (App.env)."""
         return {
-            form.cleaned_data["key"]: form.cleaned_data.get("value", "")
+            form.cleaned_data["key"]: form.cleaned_data.get("entry", "")
             for form in self.forms
             if form.cleaned_data.get("key")
         }
@@ -154,11 +176,18 @@ EnvFormSet = forms.formset_factory(
 )
 
 
-def env_formset(data: Any = None, env: dict[str, str] | None = None) -> BaseEnvFormSet:
+def env_formset(data: Any = None, env: dict[str, Any] | None = None) -> BaseEnvFormSet:
     """The env formset, bound to POST ``data`` or filled from an app's ``env``."""
     if data is not None:
         return EnvFormSet(data, prefix="env")
-    initial = [{"key": k, "value": v} for k, v in (env or {}).items()]
+    initial = []
+    for name, value in (env or {}).items():
+        ref = envvars.secret_ref(value)
+        if ref is None:
+            initial.append({"key": name, "source": EnvVarForm.VALUE, "value": value})
+        else:
+            text = f"{ref['name']}/{ref['key']}"
+            initial.append({"key": name, "source": EnvVarForm.SECRET, "value": text})
     return EnvFormSet(initial=initial, prefix="env")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes import client
 
 from deployer import k8s
+from deployer.envvars import container_env
 from deployer.errors import Conflict, NotFound
 from deployer.validation import termination_grace_seconds
 
@@ -154,7 +155,8 @@ def build_deployment(descriptor: dict[str, Any], version: int) -> client.V1Deplo
     name, namespace = descriptor["name"], descriptor["namespace"]
     labels = version_labels(name, version)
     health = descriptor["health"]
-    env = [{"name": k, "value": v} for k, v in sorted(descriptor.get("env", {}).items())]
+    # A value may reference a Secret's key (valueFrom.secretKeyRef): it never reaches Greenlight.
+    env = container_env(descriptor.get("env", {}))
     env += [
         {"name": "APP_NAME", "value": name},
         {"name": "APP_VERSION", "value": str(version)},

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from deployer.envvars import value_problem
+
 if TYPE_CHECKING:
     from deployer.models import App
 
@@ -187,7 +189,7 @@ def validate_frontend_free(value: str, *, exclude_pk: int | None) -> None:
 
 
 def validate_env(value: Any) -> None:
-    """A mapping of variable names to string values, none of them reserved."""
+    """A mapping of variable names to values (text or a Secret's key), none of them reserved."""
     if not isinstance(value, dict):
         raise ValidationError({"env": "Enter environment variables as name/value pairs."})
     for name, item in value.items():
@@ -197,8 +199,9 @@ def validate_env(value: Any) -> None:
             )
         if name in RESERVED_ENV:
             raise ValidationError({"env": f"'{name}' is set by Greenlight; use another name."})
-        if not isinstance(item, str):
-            raise ValidationError({"env": f"The value of '{name}' must be text."})
+        problem = value_problem(name, item)
+        if problem:
+            raise ValidationError({"env": problem})
 
 
 def validate_extra_pod_spec(value: Any) -> None:

@@ -6,15 +6,54 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from dashboard import permissions
 from dashboard.forms import duplicate_name_message
 from dashboard.livelog import MAX_DB_INT
+from deployer import envvars
 from deployer.models import App, Deployment, DeploymentLog
 
 FIXED_AFTER_CREATE = ("name", "namespace")
+
+SECRET_REF_SCHEMA = {
+    "type": "object",
+    "properties": {
+        envvars.SECRET_KEY_REF: {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "The Secret, in the app's namespace."},
+                "key": {"type": "string", "description": "The key within the Secret."},
+            },
+            "required": ["name", "key"],
+            "additionalProperties": False,
+        }
+    },
+    "required": [envvars.SECRET_KEY_REF],
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, SECRET_REF_SCHEMA]})
+class EnvValueField(serializers.Field):
+    """An env value: text, or ``{"secretKeyRef": {"name": ..., "key": ...}}`` (App.clean checks it)."""
+
+    default_error_messages = {
+        # Doubled braces: DRF formats error messages.
+        "invalid": 'Enter text, or a Secret\'s key as {{"secretKeyRef": {{"name": ..., "key": ...}}}}.'
+    }
+
+    def to_internal_value(self, data: Any) -> Any:
+        """Text or a one-key object; the shape inside is checked with the app."""
+        if isinstance(data, str) or (isinstance(data, dict) and envvars.SECRET_KEY_REF in data):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        """As stored."""
+        return value
 
 
 class AppSerializer(serializers.ModelSerializer):
@@ -24,7 +63,12 @@ class AppSerializer(serializers.ModelSerializer):
     web_url = serializers.SerializerMethodField()
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     updated_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    env = serializers.DictField(
+        child=EnvValueField(),
+        required=False,
+        help_text="Names to text values or Secret keys; values read as ••••, unless you may "
+        "change apps.",
+    )
     extra_pod_spec = serializers.DictField(required=False)
 
     class Meta:
@@ -47,11 +91,12 @@ class AppSerializer(serializers.ModelSerializer):
         extra_kwargs = {"frontend": {"validators": []}}
 
     def to_representation(self, instance: App) -> dict[str, Any]:
-        """The app; the webhook secret only for users who may change apps (it can deploy)."""
+        """The app; env values and the webhook secret only for users who may change apps."""
         data = super().to_representation(instance)
         request = self.context.get("request")
         if request is None or not request.user.has_perm(permissions.CHANGE):
             data.pop("webhook_secret", None)
+            data["env"] = envvars.masked(instance.env)
         return data
 
     def get_web_url(self, app: App) -> str:

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from dashboard import permissions, queries
 from dashboard.forms import AppForm, DeployForm, ScaleForm, UndeployForm, env_formset
-from deployer import services
+from deployer import envvars, services
 from deployer.errors import DeployError
 from deployer.models import App, Deployment
 
@@ -108,6 +108,12 @@ def _detail_page(
 ) -> HttpResponse:
     recent = list(queries.history(app)[: queries.CHART_SIZE])
     live = queries.live_states([app])[app.pk]
+    can_change = request.user.has_perm(permissions.CHANGE)
+    # Values only for users who may change the app; the others see the names.
+    env = {
+        name: envvars.describe(value) if can_change else envvars.MASK
+        for name, value in sorted(app.env.items())
+    }
     return render(
         request,
         "dashboard/app_detail.html",
@@ -123,7 +129,8 @@ def _detail_page(
             "images": queries.known_images(app),
             "can_deploy": permissions.can_deploy(request.user, app),
             "can_abort": permissions.can_abort(request.user),
-            "can_change": request.user.has_perm(permissions.CHANGE),
+            "can_change": can_change,
+            "env": env,
             "warm": queries.warm_version(app) is not None,
         },
         status=status,

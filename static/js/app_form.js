@@ -10,7 +10,7 @@
   function renumber() {
     var all = rows.querySelectorAll(".env-row");
     all.forEach(function (row, index) {
-      row.querySelectorAll("input").forEach(function (input) {
+      row.querySelectorAll("input, select").forEach(function (input) {
         input.name = input.name.replace(/env-(\d+|__prefix__)-/, "env-" + index + "-");
         input.id = input.id.replace(/env-(\d+|__prefix__)-/, "env-" + index + "-");
       });

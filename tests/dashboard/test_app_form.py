@@ -26,6 +26,8 @@ VALID = {
     "memory_request": "64Mi",
     "memory_limit": "256Mi",
     "keep_old_seconds": "30",
+    "stop_delay_seconds": "5",
+    "max_unavailable": "1",
     "env-TOTAL_FORMS": "2",
     "env-INITIAL_FORMS": "0",
     "env-MIN_NUM_FORMS": "0",
@@ -170,3 +172,43 @@ def test_it_says_edits_of_a_live_app_take_effect_at_the_next_deploy(
     assert (
         "v3 is live and keeps running as it is: changes here take effect at the next deploy" in html
     )
+
+
+def test_it_saves_a_row_whose_value_comes_from_a_secret(admin_client: Client) -> None:
+    response = post(
+        admin_client,
+        **{"env-1-key": "DB_PASSWORD", "env-1-source": "secret", "env-1-value": "db.creds/pass_1"},
+    )
+    assert response.status_code == 302
+    assert App.objects.get(name="shop").env == {
+        "LOG_LEVEL": "debug",
+        "DB_PASSWORD": {"secretKeyRef": {"name": "db.creds", "key": "pass_1"}},
+    }
+
+
+def test_it_puts_a_bad_secret_reference_on_its_row(admin_client: Client) -> None:
+    cases = {
+        "no-slash": "as <secret>/<key>",
+        "Bad_Name/key": "is not a Secret name",
+        "creds/bad key": "is not a Secret key",
+        "creds/": "Give the key",
+    }
+    for text, message in cases.items():
+        response = post(
+            admin_client, **{"env-1-key": "TOKEN", "env-1-source": "secret", "env-1-value": text}
+        )
+        assert response.status_code == 400
+        assert message in response.context["envs"].forms[1].errors["value"][0], text
+    assert not App.objects.exists()
+
+
+def test_it_fills_the_edit_form_with_a_secret_row(admin_client: Client, make_app: Any) -> None:
+    app = make_app(env={"TOKEN": {"secretKeyRef": {"name": "api", "key": "token"}}})
+    response = admin_client.get(f"/apps/{app.pk}/edit/")
+    row = response.context["envs"].forms[0]
+    assert (row["key"].value(), row["source"].value(), row["value"].value()) == (
+        "TOKEN",
+        "secret",
+        "api/token",
+    )
+    assert '<option value="secret" selected>' in response.content.decode()
