@@ -11,11 +11,13 @@ issue asks for: watch delivery p95 < 20 ms, listing 1,000 pods < 150 ms,
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,9 +38,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start localcluster (API only) and wait for /readyz."""
+HEADERS: dict[str, str] = {}  # the kubeconfig's Authorization header, once started
+TLS: list[ssl.SSLContext] = []  # trusting the kubeconfig's CA, once started
+
+
+def connect(port: int, timeout: float | None = None) -> http.client.HTTPSConnection:
+    """A keep-alive connection to the API, verified against its CA."""
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=TLS[0])
+
+
+def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start localcluster (API only), wait for its kubeconfig and take its CA and token."""
     port = free_port()
+    kubeconfig = workdir / "kubeconfig"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -46,6 +60,8 @@ def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
             str(port),
             "--state-dir",
             str(workdir / "state"),
+            "--kubeconfig",
+            str(kubeconfig),
             "--no-runtime",
             "--log-level",
             "WARNING",
@@ -55,13 +71,14 @@ def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.05)  # still starting
+        # Written once the API listens.
+        if kubeconfig.exists():
+            config = yaml.safe_load(kubeconfig.read_text())
+            ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+            TLS.append(ssl.create_default_context(cadata=ca.decode()))
+            HEADERS["Authorization"] = f"Bearer {config['users'][0]['user']['token']}"
+            return proc, port, kubeconfig
+        time.sleep(0.05)  # still starting
     raise SystemExit("localcluster did not start")
 
 
@@ -74,7 +91,7 @@ def request(
 ) -> tuple[int, bytes]:
     """One request on a keep-alive connection."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": ctype} if data is not None else {}
+    headers = {**HEADERS, "Content-Type": ctype} if data is not None else HEADERS
     conn.request(method, path, body=data, headers=headers)
     resp = conn.getresponse()
     return resp.status, resp.read()
@@ -88,7 +105,7 @@ def pct(values: list[float], p: float) -> float:
 
 def bench_watch(port: int, writes: int) -> list[float]:
     """Latency from starting a write to receiving its watch event, in ms."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = connect(port)
     status, body = request(
         conn,
         "POST",
@@ -97,10 +114,11 @@ def bench_watch(port: int, writes: int) -> list[float]:
     )
     assert status == 201, body
     rv = json.loads(body)["metadata"]["resourceVersion"]
-    wconn = http.client.HTTPConnection("127.0.0.1", port)
+    wconn = connect(port)
     wconn.request(
         "GET",
         f"/api/v1/namespaces/default/configmaps?watch=1&fieldSelector=metadata.name%3Dwatched&resourceVersion={rv}",
+        headers=HEADERS,
     )
     wresp = wconn.getresponse()
     arrived: dict[str, float] = {}
@@ -143,7 +161,7 @@ def bench_watch(port: int, writes: int) -> list[float]:
 
 def bench_list(port: int, pods: int) -> list[float]:
     """Time to GET and decode a list of ``pods`` pods, in ms (several runs)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = connect(port)
     request(conn, "POST", "/api/v1/namespaces", {"metadata": {"name": "bench"}})
     for i in range(pods):
         pod = {
@@ -173,7 +191,7 @@ def bench_list(port: int, pods: int) -> list[float]:
 
 def bench_gets(port: int, count: int) -> float:
     """Sequential GETs of one pod per second over a keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = connect(port)
     t0 = time.perf_counter()
     for _ in range(count):
         status, _body = request(conn, "GET", "/api/v1/namespaces/bench/pods/pod-0001")
@@ -181,25 +199,21 @@ def bench_gets(port: int, count: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def bench_client_list(port: int) -> float:
+def bench_client_list(kubeconfig: Path) -> float:
     """The same list through the official client (includes its pydantic decoding), in ms."""
-    from kubernetes import client
+    from kubernetes import client, config
 
-    cfg = client.Configuration()
-    cfg.host = f"http://127.0.0.1:{port}"
-    core = client.CoreV1Api(client.ApiClient(cfg))
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
     t0 = time.perf_counter()
     core.list_namespaced_pod("bench")
     return (time.perf_counter() - t0) * 1000
 
 
-def bench_client_gets(port: int, count: int) -> float:
+def bench_client_gets(kubeconfig: Path, count: int) -> float:
     """Sequential read_namespaced_pod calls per second through the official client."""
-    from kubernetes import client
+    from kubernetes import client, config
 
-    cfg = client.Configuration()
-    cfg.host = f"http://127.0.0.1:{port}"
-    core = client.CoreV1Api(client.ApiClient(cfg))
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
     t0 = time.perf_counter()
     for _ in range(count):
         core.read_namespaced_pod("pod-0001", "bench")
@@ -214,7 +228,7 @@ def main() -> None:
     p.add_argument("--gets", type=int, default=2000)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = start(Path(tmp))
+        proc, port, kubeconfig = start(Path(tmp))
         try:
             lat = bench_watch(port, args.writes)
             print(
@@ -225,11 +239,11 @@ def main() -> None:
                 f"list {args.pods} pods (HTTP GET + json decode): median={statistics.median(lt):.1f} ms p95={pct(lt, 95):.1f} ms (target < 150 ms)"
             )
             print(
-                f"list {args.pods} pods via the official client (incl. pydantic models): {bench_client_list(port):.0f} ms"
+                f"list {args.pods} pods via the official client (incl. pydantic models): {bench_client_list(kubeconfig):.0f} ms"
             )
             rate = bench_gets(port, args.gets)
             print(f"sequential GETs: {rate:.0f}/s over {args.gets} requests (target >= 500/s)")
-            crate = bench_client_gets(port, 500)
+            crate = bench_client_gets(kubeconfig, 500)
             print(f"sequential GETs via the official client: {crate:.0f}/s over 500 requests")
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

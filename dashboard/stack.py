@@ -79,7 +79,11 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
 
 
 def etcd_command(port: int, peer_port: int, metrics_port: int, data_dir: Path) -> list[str]:
-    """Command line of a single-member etcd bound to loopback."""
+    """Command line of a single-member etcd bound to loopback, serving gRPC only.
+
+    The gRPC gateway (HTTP/JSON on the client port) is off: a web page could reach it
+    with a cross-site POST, and the etcd3 client speaks gRPC.
+    """
     peer = f"http://127.0.0.1:{peer_port}"
     client = f"http://127.0.0.1:{port}"
     return [
@@ -92,6 +96,7 @@ def etcd_command(port: int, peer_port: int, metrics_port: int, data_dir: Path) -
         "--initial-advertise-peer-urls", peer,
         "--initial-cluster", f"greenlight={peer}",
         "--listen-metrics-urls", f"http://127.0.0.1:{metrics_port}",
+        "--enable-grpc-gateway=false",
         "--log-level", "warn",
     ]  # fmt: skip
 

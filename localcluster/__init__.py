@@ -17,4 +17,8 @@ API layer modules:
   ``selectors``, ``resources`` (the served kinds), ``errors`` (Status bodies).
 * ``gc``: owner references, deletion finalizers, namespace termination, default
   ServiceAccounts.
+* ``auth`` (bearer tokens, the Host check) and ``tls`` (the state dir's CA, the server
+  certificate): the API is served over https to token holders only, since a pod is a
+  host process; ``private_files`` writes the token, CA and kubeconfig readable by
+  their owner only.
 """

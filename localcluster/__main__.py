@@ -5,13 +5,17 @@ given), ``await runtime.start(store, args)`` runs once the store is loaded, befo
 API starts listening (``args`` is the argparse Namespace, so ``--nodes`` and
 ``--images`` reach it), and ``await <returned object>.stop()`` runs on SIGTERM/SIGINT
 before the server and the store are closed. The kubeconfig is written once the API
-listens, so its presence means the cluster is ready.
+listens, so its presence means the cluster is ready. The API is served over
+https (``tls``); the kubeconfig carries the CA to trust and the state dir's
+bearer token (``auth.state_token``), which every request but /livez, /readyz and
+/version needs; ``--token-auth-file`` adds identities.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import importlib
 import importlib.util
 import logging
@@ -23,6 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from . import auth, private_files, tls
 from .gc import GarbageCollector
 from .server import build_app
 from .store import Store
@@ -42,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--images", default=None, help="image catalog file (read by the runtime)")
     p.add_argument(
+        "--token-auth-file",
+        default=None,
+        help="more bearer tokens, in kube-apiserver's static token CSV: token,user,uid[,groups]",
+    )
+    p.add_argument(
         "--no-runtime",
         action="store_true",
         help="serve the API only: no nodes, controllers or kubelets",
@@ -50,13 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def kubeconfig(server: str) -> dict[str, Any]:
-    """A kubeconfig with one cluster, user and context named ``localcluster``."""
+def kubeconfig(server: str, ca_pem: bytes, token: str) -> dict[str, Any]:
+    """A kubeconfig (cluster, user and context all named ``localcluster``) trusting ``ca_pem``, sending ``token``."""
+    cluster = {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "localcluster", "cluster": {"server": server}}],
-        "users": [{"name": "localcluster", "user": {"token": "localcluster"}}],
+        "clusters": [{"name": "localcluster", "cluster": cluster}],
+        "users": [{"name": "localcluster", "user": {"token": token}}],
         "contexts": [
             {
                 "name": "localcluster",
@@ -72,8 +83,22 @@ def kubeconfig(server: str) -> dict[str, Any]:
     }
 
 
+def load_guard(args: argparse.Namespace) -> tuple[auth.Guard, str]:
+    """The Guard admitting the state dir's token and the token file's; and the state dir's token."""
+    token = auth.state_token(Path(args.state_dir))
+    tokens = [(token, auth.ADMIN)]
+    if args.token_auth_file:
+        try:
+            tokens += auth.read_token_file(Path(args.token_auth_file)).items()
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--token-auth-file: {exc}") from None
+    return auth.Guard(tokens), token
+
+
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM/SIGINT, then stop the runtime, the server and the store."""
+    guard, token = load_guard(args)
+    ssl_context, ca_pem = tls.server_context(Path(args.state_dir), args.host)
     store = Store(args.state_dir)
     store.load()
     gc = GarbageCollector(store)
@@ -88,21 +113,19 @@ async def serve(args: argparse.Namespace) -> None:
         # Started before the API listens, so a ready server already has its nodes.
         runtime = await module.start(store, args)
     address = f"{args.host}:{args.port}"
-    app = build_app(store, address)
+    app = build_app(store, address, guard)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context, reuse_address=True)
     await site.start()
     port = args.port
     if port == 0:
         port = runner.addresses[0][1]
     if args.kubeconfig:
-        path = Path(args.kubeconfig)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(kubeconfig(f"http://{args.host}:{port}")))
-        tmp.replace(path)
-    log.info("localcluster serving on http://%s:%d", args.host, port)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        config = kubeconfig(f"https://{host}:{port}", ca_pem, token)
+        private_files.replace(Path(args.kubeconfig), yaml.safe_dump(config).encode())
+    log.info("localcluster serving on https://%s:%d", args.host, port)
     await stop.wait()
     log.info("shutting down")
     if runtime is not None:

@@ -61,6 +61,20 @@ class BadRequest(StatusError):
     reason = "BadRequest"
 
 
+class Unauthorized(StatusError):
+    """401: no valid credentials; the body has no details, like kube-apiserver's."""
+
+    code = 401
+    reason = "Unauthorized"
+
+    def status(self) -> dict[str, Any]:
+        """Return the metav1.Status dict, without the empty details kube-apiserver omits."""
+        body = super().status()
+        if not self.details:
+            del body["details"]
+        return body
+
+
 class Forbidden(StatusError):
     """403: the request is understood but refused (e.g. terminating namespace)."""
 

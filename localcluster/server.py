@@ -17,6 +17,7 @@ import yaml
 from aiohttp import web
 
 from . import (
+    auth,
     discovery,
     openapi,
     podapi,
@@ -45,6 +46,9 @@ log = logging.getLogger("localcluster.server")
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's MaxRequestBodyBytes
 JSON = "application/json"
+YAML = "application/yaml"
+# What kube-apiserver decodes an object body from; anything else (text/plain, a form) is a 415.
+BODY_TYPES = (JSON, YAML, protobuf.CONTENT_TYPE)
 NOT_FOUND_MSG = "the server could not find the requested resource"
 
 
@@ -77,15 +81,17 @@ def success_status(res: Resource, meta: Mapping[str, Any]) -> dict[str, Any]:
 class Api:
     """The aiohttp request handler for every API path."""
 
-    def __init__(self, store: Store, address: str) -> None:
+    def __init__(self, store: Store, address: str, guard: auth.Guard) -> None:
         self.store = store
         self.address = address
+        self.guard = guard
 
     # ---------------------------------------------------------------- entry
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Dispatch one request; every failure becomes a Status body."""
         try:
+            self.guard.check(request)
             return await self.dispatch(request)
         except StatusError as err:
             return status_response(err)
@@ -252,32 +258,24 @@ class Api:
         return b"".join(chunks)
 
     async def body(self, request: web.Request, res: Resource | None, patch: bool = False) -> Any:
-        """Decode a JSON (or YAML) body; 400 if malformed, 415 for formats we cannot read."""
-        data = await self.read_bytes(request)
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype == protobuf.CONTENT_TYPE and not patch:
-            return protobuf.decode(data)
+        """Decode a body by its Content-Type; 415 before reading a type we do not decode, 400 if malformed."""
+        ctype = media_type(request)
         if patch:
-            if not ctype or ctype not in PATCH_TYPES:
+            if ctype not in PATCH_TYPES:
                 raise unsupported_media_type(ctype)
             if ctype == APPLY:
                 raise UnsupportedMediaType(
                     "the body of the request was in an unknown format - server-side apply is not supported by localcluster"
                 )
-        elif ctype and ctype not in (
-            JSON,
-            "application/yaml",
-            "*/*",
-            "text/plain",
-            "application/x-www-form-urlencoded",
-        ):
-            raise UnsupportedMediaType(
-                f"the body of the request was in an unknown format - accepted media types include: {JSON}, application/yaml"
-            )
+        else:
+            check_body_type(ctype)
+        data = await self.read_bytes(request)
+        if ctype == protobuf.CONTENT_TYPE:
+            return protobuf.decode(data)
         if not data.strip():
             raise BadRequest("the body of the request was empty" if not patch else "empty patch")
         try:
-            if ctype == "application/yaml":
+            if ctype == YAML:
                 return yaml.safe_load(data)
             return json.loads(data)
         except (ValueError, yaml.YAMLError) as exc:
@@ -383,7 +381,7 @@ class Api:
         """PATCH with strategic-merge, merge or JSON patch; 415 for other content types."""
         if sub not in (None, "status"):
             raise not_allowed()
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        ctype = media_type(request)
         body = await self.body(request, res, patch=True)
         current: Entry = self.store.objects[res.key].get(
             (namespace or "", name) if res.namespaced else ("", name)
@@ -417,11 +415,17 @@ class Api:
         """DeleteOptions from the body (if any) overridden by query parameters."""
         opts: dict[str, Any] = {}
         data = await self.read_bytes(request)
-        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        ctype = media_type(request)
         if data.strip():
+            check_body_type(ctype)
             try:
-                body = protobuf.decode(data) if ctype == protobuf.CONTENT_TYPE else json.loads(data)
-            except ValueError as exc:
+                if ctype == protobuf.CONTENT_TYPE:
+                    body = protobuf.decode(data)
+                elif ctype == YAML:
+                    body = yaml.safe_load(data)
+                else:
+                    body = json.loads(data)
+            except (ValueError, yaml.YAMLError) as exc:
                 raise BadRequest(f"couldn't get version/kind; json parse error: {exc}") from None
             if not isinstance(body, dict):
                 raise BadRequest("json: cannot unmarshal into Go value of type v1.DeleteOptions")
@@ -500,6 +504,19 @@ class Api:
         )
 
 
+def media_type(request: web.Request) -> str:
+    """The Content-Type without parameters, lower-cased ("" when absent)."""
+    return (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def check_body_type(ctype: str) -> None:
+    """415 unless an object body is JSON (also when untyped, as kube-apiserver assumes), YAML or protobuf."""
+    if ctype and ctype not in BODY_TYPES:
+        raise UnsupportedMediaType(
+            f"the body of the request was in an unknown format - accepted media types include: {', '.join(BODY_TYPES)}"
+        )
+
+
 def _dry_run(request: web.Request) -> bool:
     return request.query.get("dryRun") == "All"
 
@@ -510,10 +527,10 @@ def _raise_not_found(res: Resource, name: str) -> Any:
     raise not_found(res.plural, res.group, name)
 
 
-def build_app(store: Store, address: str) -> web.Application:
-    """Create the aiohttp application serving the API for ``store``."""
+def build_app(store: Store, address: str, guard: auth.Guard) -> web.Application:
+    """Create the aiohttp application serving the API for ``store`` to callers ``guard`` admits."""
     schema.warm()
-    api = Api(store, address)
+    api = Api(store, address, guard)
     # Our own 413 check reads the body; aiohttp's limit only guards against abuse.
     app = web.Application(client_max_size=MAX_BODY * 4)
     app.router.add_route("*", "/{tail:.*}", api.handle)

@@ -11,19 +11,22 @@ layer is checked on its own.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import http.client
 import importlib.resources
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from typing import Any
 import jsonschema
 import pytest
 import urllib3
+import yaml
 from kubernetes import client, config
 from referencing import Registry, Resource
 
@@ -70,8 +74,13 @@ class LocalCluster:
             self.process.wait(5)
 
 
-def start_localcluster(workdir: Path, port: int | None = None, nodes: int = 2) -> LocalCluster:
-    """Start ``python -m localcluster`` in ``workdir`` and wait until /readyz answers."""
+def start_localcluster(
+    workdir: Path, port: int | None = None, nodes: int = 2, extra_args: Sequence[str] = ()
+) -> LocalCluster:
+    """Start ``python -m localcluster`` in ``workdir`` and wait until /readyz answers.
+
+    /readyz needs no token; the kubeconfig, written once the API listens, carries one.
+    """
     port = port or _free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "kubeconfig"
@@ -93,6 +102,7 @@ def start_localcluster(workdir: Path, port: int | None = None, nodes: int = 2) -
     ]
     if api_only():
         cmd.append("--no-runtime")
+    cmd += extra_args
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -101,18 +111,39 @@ def start_localcluster(workdir: Path, port: int | None = None, nodes: int = 2) -
         start_new_session=True,
     )
     cluster = LocalCluster(proc, kubeconfig, workdir / "state", port, log)
-    http = urllib3.PoolManager()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"localcluster exited early:\n{log.read_text()}")
-        with contextlib.suppress(urllib3.exceptions.HTTPError):
-            r = http.request("GET", f"http://127.0.0.1:{port}/readyz", timeout=1, retries=False)
-            if r.status == 200 and kubeconfig.exists():
-                return cluster
+        if answers_readyz(port, kubeconfig):
+            return cluster
         time.sleep(0.05)  # the child is importing; there is nothing to watch yet
     cluster.stop()
     raise RuntimeError(f"localcluster did not become ready:\n{log.read_text()}")
+
+
+def tls_context(kubeconfig: Path) -> ssl.SSLContext:
+    """A client TLS context trusting the CA in ``kubeconfig`` (localcluster's own)."""
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    return ssl.create_default_context(cadata=ca_pem)
+
+
+def answers_readyz(port: int, kubeconfig: Path) -> bool:
+    """Whether a kubeconfig exists and the https server it trusts answers /readyz (no token needed)."""
+    if not kubeconfig.exists():
+        return False
+    try:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=1, context=tls_context(kubeconfig)
+        )
+        try:
+            conn.request("GET", "/readyz")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException):
+        return False
 
 
 @pytest.fixture(scope="session")

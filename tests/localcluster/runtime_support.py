@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from .conftest import REPO, LocalCluster, _free_port
+from .conftest import REPO, LocalCluster, _free_port, answers_readyz
 
 Obj = dict[str, Any]
 _SERIALIZER = client.ApiClient()
@@ -201,10 +201,8 @@ def start_cluster(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"localcluster exited early:\n{log.read_text()}")
-        url = f"http://127.0.0.1:{port}/readyz"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310
-            if resp.status == 200 and kubeconfig.exists():
-                return cluster
+        if answers_readyz(port, kubeconfig):
+            return cluster
         time.sleep(0.05)  # the child is importing; there is nothing to watch yet
     cluster.stop()
     raise RuntimeError(f"localcluster did not become ready:\n{log.read_text()}")

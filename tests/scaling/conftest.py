@@ -17,7 +17,7 @@ from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
 from scaling.runner import Services
 from scaling.schedule import FrozenClock
 from tests.scaling.kubehelp import Cluster
-from tests.servers import Server, free_port, spawn
+from tests.servers import Server, free_port, spawn, wait_for_file
 
 
 @pytest.fixture
@@ -191,8 +191,10 @@ def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             if attempt == 1:
                 raise
     assert server is not None
-    server.extra["kubeconfig"] = kubeconfig
     try:
+        # Written once the API listens, with the token every request needs.
+        wait_for_file(kubeconfig, process=server.process)
+        server.extra["kubeconfig"] = kubeconfig
         yield server
     finally:
         server.stop()
