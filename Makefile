@@ -40,13 +40,14 @@ system-run:
 system-test:
 	$(call install_debian,$(TEST_PACKAGES))
 
+# umask 077: everything the stack writes under the var dir is private (0600, folders 0700).
 run: system-run venv
-	@GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack prepare
-	@GREENLIGHT_DEBUG=1 $(PY) manage.py migrate --noinput -v 0
-	@GREENLIGHT_DEBUG=1 $(PY) manage.py collectstatic --noinput -v 0
-	@GREENLIGHT_DEBUG=1 $(PY) manage.py bootstrap
+	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack prepare
+	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) manage.py migrate --noinput -v 0
+	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) manage.py collectstatic --noinput -v 0
+	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) manage.py bootstrap
 	@GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack banner
-	@GREENLIGHT_DEBUG=1 exec $(PY) -m dashboard.supervisor Procfile
+	@umask 077 && GREENLIGHT_DEBUG=1 exec $(PY) -m dashboard.supervisor Procfile
 
 test: system-test venv
 	$(VENV)/bin/ruff check .

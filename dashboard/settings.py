@@ -92,7 +92,7 @@ def _database(url: str | None) -> dict[str, object]:
     if url is None:
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_path("GREENLIGHT_DB_PATH", VAR_DIR / "greenlight.sqlite3"),
+            "NAME": STACK.db_path,
             "OPTIONS": {
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",
@@ -140,6 +140,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+# Files Django writes (collectstatic) take the process's umask instead of a fixed 0644:
+# private under `make run` (umask 077), readable by the serving user in the image.
+FILE_UPLOAD_PERMISSIONS = None
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
@@ -224,7 +227,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Django logs the path of 4xx/5xx requests; a Docker Hub hook's path holds its secret.
+    "filters": {"redact_secrets": {"()": "dashboard.redaction.RedactSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("GREENLIGHT_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default handlers (a console one when DEBUG) would print unredacted lines.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }

@@ -4,6 +4,11 @@
 ``python -m dashboard.stack <process>``, which prepares that process's directory
 and ``exec``s its real command, so signals reach it directly. Tests start the same
 servers through :func:`server_command` on free ports.
+
+Everything under the var dir is private to its owner: folders 0700, files 0600. The
+files Greenlight writes itself are created with those modes, and every process of the
+stack starts with umask 077, so what redis, etcd, HAProxy, Celery and SQLite create
+(the database's -wal and -shm files take the database's mode) is private from birth.
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ class StackConfig:
     cluster_port: int
     haproxy_stats_port: int
     nodes: int
+    db_path: Path
 
     @classmethod
     def from_env(cls) -> StackConfig:
         """Read the stack from the environment; auxiliary ports follow the web port."""
         web = env_int("GREENLIGHT_WEB_PORT", 8000, minimum=1, maximum=65535)
+        var_dir = env_path("GREENLIGHT_VAR_DIR", BASE_DIR / "var")
         return cls(
-            var_dir=env_path("GREENLIGHT_VAR_DIR", BASE_DIR / "var"),
+            var_dir=var_dir,
             web_port=web,
             lb_port=env_int("GREENLIGHT_LB_PORT", 8080, minimum=1, maximum=65535),
             redis_port=env_int("GREENLIGHT_REDIS_PORT", web + 1, minimum=1, maximum=65535),
@@ -52,6 +59,7 @@ class StackConfig:
                 "GREENLIGHT_HAPROXY_STATS_PORT", web + 6, minimum=1, maximum=65535
             ),
             nodes=env_int("GREENLIGHT_CLUSTER_NODES", 3, minimum=1, maximum=50),
+            db_path=env_path("GREENLIGHT_DB_PATH", var_dir / "greenlight.sqlite3"),
         )
 
     @property
@@ -118,21 +126,44 @@ def initial_haproxy_config(lb_port: int, stats_port: int) -> str:
     return render_config(lb_port=lb_port, stats_port=stats_port, backends={})
 
 
+PRIVATE_UMASK = 0o077
+
+
+def create_private(path: Path, text: str = "") -> bool:
+    """Create ``path`` with mode 0600 holding ``text``; False (and no change) when it exists.
+
+    The mode is given to open(2), so there is no moment when the file is readable by
+    others (as there would be between a write and a chmod).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return True
+
+
 def _ensure_secret(path: Path) -> str:
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+    create_private(path, secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
 def prepare(config: StackConfig) -> None:
-    """Create the var dir layout and an initial haproxy.cfg when none exists."""
+    """Create the private var dir layout, the secret key, an initial haproxy.cfg and the database file."""
+    os.umask(PRIVATE_UMASK)
+    config.var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if config.var_dir.stat().st_mode & 0o077:
+        # A var dir from before Greenlight kept it private: closing it closes everything in it.
+        config.var_dir.chmod(0o700)
     for sub in ("redis", "etcd", "haproxy", "localcluster", "logs"):
-        (config.var_dir / sub).mkdir(parents=True, exist_ok=True)
+        (config.var_dir / sub).mkdir(mode=0o700, exist_ok=True)
     cfg = config.haproxy_dir / "haproxy.cfg"
-    if not cfg.exists():
-        cfg.write_text(initial_haproxy_config(config.lb_port, config.haproxy_stats_port))
+    create_private(cfg, initial_haproxy_config(config.lb_port, config.haproxy_stats_port))
     _ensure_secret(config.var_dir / "secret_key")
+    # An empty file is an empty SQLite database; SQLite gives its -wal and -shm files its mode.
+    config.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    create_private(config.db_path)
 
 
 def process_command(name: str, config: StackConfig) -> list[str]:
@@ -153,7 +184,8 @@ def process_command(name: str, config: StackConfig) -> list[str]:
             config.haproxy_dir / "master.sock",
             config.haproxy_dir / "haproxy.pid",
         ),
-        "web": [python, "-m", "daphne", *web_bind, "dashboard.asgi:application"],
+        # daphne, with webhook secrets redacted from its access log.
+        "web": [python, "-m", "dashboard.webserver", *web_bind, "dashboard.asgi:application"],
         "worker": [
             python,
             "-m",
@@ -224,6 +256,8 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: python -m dashboard.stack prepare|banner|<process>")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    # Inherited through exec: whatever the process creates under the var dir is private.
+    os.umask(PRIVATE_UMASK)
     config = StackConfig.from_env()
     if argv[0] == "prepare":
         prepare(config)
