@@ -65,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     server_version = "demo-hello/1"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm, a kept-alive
+    # connection waits for the peer's delayed ACK (~40 ms) before sending the body.
+    disable_nagle_algorithm = True
     app: dict[str, object] = {}
     in_flight = InFlight()
     _counted = False
