@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -61,6 +62,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def proxy_ssl_header(name: str, raw: str | None) -> tuple[str, str] | None:
+    """Django's SECURE_PROXY_SSL_HEADER from ``Header-Name`` or ``Header-Name=value``.
+
+    The value defaults to ``https``; None when ``raw`` is None. A malformed header name
+    raises ImproperlyConfigured naming the variable ``name``.
+    """
+    if raw is None:
+        return None
+    header, _, value = raw.partition("=")
+    header, value = header.strip(), value.strip() or "https"
+    if not re.fullmatch(r"[A-Za-z0-9-]+", header):
+        raise ImproperlyConfigured(
+            f"{name} must be a header name such as X-Forwarded-Proto (optionally =https), "
+            f"got {raw!r}"
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), value
 
 
 def env_path(name: str, default: Path) -> Path:

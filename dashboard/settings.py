@@ -15,6 +15,7 @@ from dashboard.env import (
     env_optional,
     env_path,
     env_str,
+    proxy_ssl_header,
 )
 from dashboard.stack import StackConfig, secret_key_from_var_dir
 
@@ -180,6 +181,9 @@ HAPROXY_MASTER_SOCKET = env_path(
     "GREENLIGHT_HAPROXY_MASTER_SOCKET", STACK.haproxy_dir / "master.sock"
 )
 LB_PORT = STACK.lb_port
+# The address HAProxy's frontends bind (and proxysync reads the served revision from):
+# loopback for `make run`; docker-compose binds every address of HAProxy's container.
+HAPROXY_BIND = env_str("GREENLIGHT_HAPROXY_BIND", "127.0.0.1")
 LB_URL = env_str("GREENLIGHT_LB_URL", f"http://127.0.0.1:{STACK.lb_port}")
 HAPROXY_STATS_PORT = STACK.haproxy_stats_port
 
@@ -217,11 +221,32 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a Kind and a Status; each gets its own schema enum.
+    "ENUM_NAME_OVERRIDES": {
+        "DeploymentKindEnum": "deployer.models.Deployment.Kind",
+        "DeploymentStatusEnum": "deployer.models.Deployment.Status",
+        "ScheduleKindEnum": "scaling.models.Schedule.Kind",
+        "ScalingRunKindEnum": "scaling.models.ScalingRun.Kind",
+        "ScalingRunStatusEnum": "scaling.models.ScalingRun.Status",
+    },
 }
 
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     X_FRAME_OPTIONS = "DENY"
+
+# Serving over HTTPS (README, "Production settings"): cookies only over TLS, HSTS, the
+# redirect to https://, and the header a TLS-terminating proxy sets. All off by default,
+# since `make run` and docker-compose serve plain HTTP.
+SESSION_COOKIE_SECURE = env_bool("GREENLIGHT_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("GREENLIGHT_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GREENLIGHT_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("GREENLIGHT_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("GREENLIGHT_SSL_REDIRECT", False)
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(
+    "GREENLIGHT_PROXY_SSL_HEADER", env_optional("GREENLIGHT_PROXY_SSL_HEADER")
+)
 
 LOGGING = {
     "version": 1,

@@ -40,6 +40,7 @@ class Command(BaseCommand):
             lb_port=settings.LB_PORT,
             stats_port=settings.HAPROXY_STATS_PORT,
             haproxy_bin=settings.HAPROXY_BIN,
+            bind_host=settings.HAPROXY_BIND,
         )
         store = EtcdStore()
         sync = ProxySync(store, target)
