@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,8 +12,10 @@ from typing import Any
 from kubernetes import client
 
 from deployer import k8s
+from deployer.bounds import EVENT_MESSAGE_CHARS, LOG_TAIL_BYTES, cut_bytes, cut_text
 from deployer.envvars import container_env
 from deployer.errors import Conflict, NotFound
+from deployer.podevents import PodEventFeed
 from deployer.validation import termination_grace_seconds
 
 logger = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def pod_info(pod: Any) -> PodInfo:
         started=started,
         restarts=sum(int(s.restart_count or 0) for s in statuses),
         reason=reason,
-        message=message,
+        message=cut_text(message, EVENT_MESSAGE_CHARS),
         deleting=meta.deletion_timestamp is not None,
         created=meta.creation_timestamp.isoformat() if meta.creation_timestamp else "",
     )
@@ -401,20 +400,36 @@ class KubeCluster:
         )
         return [pod_info(pod) for pod in found.items]
 
-    def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str:
-        """The last lines a pod's container printed ("" when unavailable)."""
+    def pod_log_tail(
+        self, namespace: str, pod: str, lines: int = 10, limit: int = LOG_TAIL_BYTES
+    ) -> str:
+        """The last lines a pod's container printed, at most ``limit`` bytes ("" when unavailable).
+
+        One byte more than ``limit`` is asked for, to tell a cut log from one of exactly
+        that size. The API server stops after ``limitBytes``, and the body is read only
+        that far as well, so a server that ignores the limit cannot make the worker hold
+        a huge log.
+        """
         try:
-            return str(
-                k8s.call(
-                    self.core.read_namespaced_pod_log,
-                    pod,
-                    namespace,
-                    tail_lines=lines,
-                    _request_timeout=5,
-                )
+            response = k8s.call(
+                self.core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                tail_lines=lines,
+                limit_bytes=limit + 1,
+                _preload_content=False,
+                _request_timeout=5,
             )
         except k8s.KubeError:
             return ""
+        try:
+            data = response.read(limit + 1)
+        except Exception:
+            logger.info("could not read the log of pod %s/%s", namespace, pod, exc_info=True)
+            return ""
+        finally:
+            response.release_conn()
+        return cut_bytes(data, limit)
 
     def wait_pods_started(
         self,
@@ -515,84 +530,3 @@ class KubeCluster:
             timeout_seconds=max(1, round(seconds)),
             _request_timeout=seconds + 5,
         )
-
-
-class PodEventFeed:
-    """Kubernetes Events about pods named ``<prefix>...``, collected by a watch thread.
-
-    Events explain what pod status does not (scheduling failures, image pulls, back-offs).
-    They are a nicety: pod status stays the authority, so a failing feed only logs.
-    """
-
-    def __init__(self, core: client.CoreV1Api, namespace: str, prefix: str) -> None:
-        self.core = core
-        self.namespace = namespace
-        self.prefix = prefix
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
-        self._seen: set[tuple[str, str, str]] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start watching in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="pod-events", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching (within a watch window)."""
-        self._stop.set()
-
-    def drain(self) -> list[tuple[str, str]]:
-        """(type, text) of the events collected since the last call."""
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
-
-    def _take(self, event: dict[str, Any]) -> None:
-        involved = event.get("involvedObject") or {}
-        name = str(involved.get("name") or "")
-        if not name.startswith(self.prefix):
-            return
-        reason, message = str(event.get("reason") or ""), str(event.get("message") or "")
-        if (name, reason, message) in self._seen:
-            return
-        self._seen.add((name, reason, message))
-        self._queue.put((str(event.get("type") or "Normal"), f"{reason} on {name}: {message}"))
-
-    def _run(self) -> None:
-        selector = "involvedObject.kind=Pod"
-        try:
-            response = k8s.call(
-                self.core.list_namespaced_event,
-                self.namespace,
-                field_selector=selector,
-                _preload_content=False,
-                _request_timeout=10,
-            )
-            listed = json.loads(response.data)
-            for item in listed.get("items") or []:
-                self._take(item)
-            resource_version = (listed.get("metadata") or {}).get("resourceVersion")
-            while not self._stop.is_set():
-                for event in k8s.stream(
-                    self.core.list_namespaced_event,
-                    self.namespace,
-                    field_selector=selector,
-                    resource_version=resource_version,
-                    timeout_seconds=1,
-                    deserialize=False,
-                    _request_timeout=10,
-                ):
-                    obj = event.get("object") or {}
-                    resource_version = (obj.get("metadata") or {}).get(
-                        "resourceVersion"
-                    ) or resource_version
-                    if event.get("type") in ("ADDED", "MODIFIED"):
-                        self._take(obj)
-                    if self._stop.is_set():
-                        return
-        except Exception:
-            logger.debug("pod event feed for %s* ended", self.prefix, exc_info=True)

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from deployer.bounds import LOG_LINE_CHARS, cut_text
 from deployer.models import Deployment, DeploymentLog
 
 logger = logging.getLogger(__name__)
@@ -136,8 +137,9 @@ def _publish_on_commit(group: str, message: Mapping[str, Any]) -> None:
 def append(
     deployment: Deployment | int, message: str, *, level: Level = "info", step: str = ""
 ) -> DeploymentLog:
-    """Store one log line with the next ``seq`` and publish it to the group after commit."""
+    """Store one log line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
     deployment_id = deployment if isinstance(deployment, int) else deployment.pk
+    message = cut_text(message, LOG_LINE_CHARS)
     for _attempt in range(10):
         try:
             with transaction.atomic():

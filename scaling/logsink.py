@@ -12,6 +12,7 @@ from typing import Any, Literal, TypedDict
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from deployer.bounds import LOG_LINE_CHARS, cut_text
 from deployer.logsink import publish
 from scaling.models import ScalingRun, ScalingRunLog
 
@@ -43,7 +44,8 @@ def group_name(run_id: int) -> str:
 
 
 def append(run_id: int, message: str, level: Level = "info") -> ScalingRunLog:
-    """Store one line with the next ``seq`` and publish it to the run's group after commit."""
+    """Store one line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
+    message = cut_text(message, LOG_LINE_CHARS)
     for _attempt in range(10):
         try:
             with transaction.atomic():
