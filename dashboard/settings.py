@@ -192,6 +192,9 @@ WEB_URL = env_str("GREENLIGHT_WEB_URL", f"http://127.0.0.1:{STACK.web_port}")
 # Deployments.
 MAX_REPLICAS = env_int("GREENLIGHT_MAX_REPLICAS", 100, minimum=1)
 HEALTH_DEADLINE_SECONDS = env_int("GREENLIGHT_HEALTH_DEADLINE", 120, minimum=1)
+# Where apps may run and which service accounts their pods may use (deployer.validation).
+ALLOWED_NAMESPACES = env_list("GREENLIGHT_NAMESPACES", [KUBE_NAMESPACE])
+ALLOWED_SERVICE_ACCOUNTS = env_list("GREENLIGHT_SERVICE_ACCOUNTS", ["default"])
 
 # Scaling: the default AWS region, the drain deadline, the schedule tick.
 SCALING_AWS_REGION = env_str("GREENLIGHT_AWS_REGION", "us-east-1")
@@ -209,6 +212,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON with a nesting limit: a deeply nested body is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": [
+        "dashboard.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import json
 import re
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import kubernetes_validate
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from jsonschema import Draft202012Validator
+from kubernetes.utils import parse_quantity as kubernetes_quantity
+from referencing import Registry, Resource
 
 from deployer.envvars import value_problem
 
@@ -28,27 +36,48 @@ _IMAGE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>[a-z0-9]+:[a-fA-F0-9]{32,}))?$"
 )
-_QUANTITY = re.compile(
-    r"^(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+# The grammar of a Kubernetes quantity (apimachinery's resource.Quantity): a signed decimal
+# with at most one suffix, binary (Ki to Ei), decimal SI (n to E) or an exponent (e3, E-2).
+# kubernetes.utils.parse_quantity computes the value but also takes what the API server
+# refuses ("NaN", "Infinity", " 1", "1_000", non-ASCII digits, "1e3Ki"), so the text is
+# matched against the grammar first.
+_QUANTITY_SYNTAX = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?"
 )
-_SUFFIX = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
+
+
+@dataclass(frozen=True)
+class QuantityBounds:
+    """The smallest and largest amount of one resource an app may ask for, and how to say so."""
+
+    minimum: Decimal
+    maximum: Decimal
+    example: str
+    too_small: str
+    too_large: str
+
+
+QUANTITY_BOUNDS = {
+    "cpu": QuantityBounds(
+        minimum=Decimal("0.001"),
+        maximum=Decimal(1024),
+        example="e.g. '250m' or '0.5'",
+        too_small="Enter at least 1m (a thousandth of a core).",
+        too_large="Enter at most 1024 cores.",
+    ),
+    "memory": QuantityBounds(
+        minimum=Decimal(1),
+        maximum=Decimal(16 * 2**40),
+        example="e.g. '64Mi' or '1Gi'",
+        # "64m" is 0.064 bytes: the usual slip for "64Mi".
+        too_small="Enter at least 1 byte; mebibytes are 'Mi' (e.g. '64Mi'), not 'm'.",
+        too_large="Enter at most 16Ti.",
+    ),
 }
+HEALTH_PATH_MAX = 200
+# RFC 3986 path characters, without the quote ("'"), which HAProxy's configuration parser
+# reads as quoting in "option httpchk", and without "?" and "#", which end a path.
+_HEALTH_PATH = re.compile(r"/(?:[A-Za-z0-9._~!$&()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Injected by the workflow; a user value would silently lose.
 RESERVED_ENV = frozenset({"APP_NAME", "APP_VERSION", "POD_NAME", "POD_NAMESPACE", "PORT"})
@@ -83,10 +112,18 @@ def validate_name(value: str) -> None:
 
 
 def validate_namespace(value: str) -> None:
-    """A namespace is a DNS-1123 label of at most 63 characters."""
+    """A namespace is a DNS-1123 label of at most 63 characters, in settings.ALLOWED_NAMESPACES."""
     if not value or len(value) > 63 or not _DNS_1123_LABEL.match(value):
         raise ValidationError(
             {"namespace": "Use at most 63 lowercase letters, digits and '-' (e.g. 'default')."}
+        )
+    allowed = list(settings.ALLOWED_NAMESPACES)
+    if value not in allowed:
+        raise ValidationError(
+            {
+                "namespace": f"Apps may not run in namespace '{value}'. Allowed: "
+                f"{', '.join(allowed) or 'none'} (an administrator sets GREENLIGHT_NAMESPACES)."
+            }
         )
 
 
@@ -120,31 +157,30 @@ def validate_replicas(value: int | None, *, minimum: int = 1, field: str = "repl
 
 
 def parse_quantity(value: str) -> Decimal:
-    """A Kubernetes resource quantity as a Decimal; ValueError when malformed."""
-    match = _QUANTITY.match(value.strip()) if value else None
-    if match is None:
-        raise ValueError(value)
-    number = Decimal(match["number"])
-    suffix = match["suffix"] or ""
-    if suffix[:1] in {"e", "E"}:
-        try:
-            return number * (Decimal(10) ** int(suffix[1:]))
-        except (InvalidOperation, ValueError) as exc:
-            raise ValueError(value) from exc
-    return number * _SUFFIX[suffix]
+    """A Kubernetes resource quantity as a Decimal; ValueError when it is not one."""
+    if not isinstance(value, str) or not _QUANTITY_SYNTAX.fullmatch(value):
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    try:
+        return kubernetes_quantity(value)
+    except (ValueError, ArithmeticError) as exc:  # an exponent past what a Decimal holds
+        raise ValueError(f"not a Kubernetes quantity: {value!r}") from exc
 
 
 def validate_quantity(value: str, field: str, *, kind: str) -> None:
-    """Empty, or a non-negative quantity (``kind`` is "cpu" or "memory", for the hint)."""
+    """Empty, or a quantity within QUANTITY_BOUNDS[kind] ("cpu" or "memory")."""
     if not value:
         return
-    hint = "e.g. '250m' or '0.5'" if kind == "cpu" else "e.g. '64Mi' or '1Gi'"
+    bounds = QUANTITY_BOUNDS[kind]
     try:
         amount = parse_quantity(value)
     except ValueError:
-        raise ValidationError({field: f"Enter a Kubernetes quantity ({hint})."}) from None
+        raise ValidationError({field: f"Enter a Kubernetes quantity ({bounds.example})."}) from None
     if amount <= 0:
-        raise ValidationError({field: f"Enter a quantity above zero ({hint})."})
+        raise ValidationError({field: f"Enter a quantity above zero ({bounds.example})."})
+    if amount < bounds.minimum:
+        raise ValidationError({field: bounds.too_small})
+    if amount > bounds.maximum:
+        raise ValidationError({field: bounds.too_large})
 
 
 def validate_frontend(value: str) -> None:
@@ -204,25 +240,182 @@ def validate_env(value: Any) -> None:
             raise ValidationError({"env": problem})
 
 
+# PodSpec fields that hand the node's namespaces to the pod, and what each one exposes.
+_HOST_NAMESPACES = {
+    "hostNetwork": "the node's network (every interface and port of the host)",
+    "hostPID": "the node's processes (the pod could see and signal all of them)",
+    "hostIPC": "the node's shared memory and semaphores",
+}
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+POD_SPEC_SCHEMA_ERRORS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class PodSpecProblem:
+    """One refused part of a pod spec: the top-level field it is in and what to fix."""
+
+    field: str
+    message: str
+
+
+def _is_root(uid: Any) -> bool:
+    return isinstance(uid, int | float) and not isinstance(uid, bool) and uid == 0
+
+
+def _security_context_problems(context: Any, where: str, field: str) -> list[PodSpecProblem]:
+    """Privileged, escalating, root or Windows host-process settings of one securityContext."""
+    if not isinstance(context, dict):
+        return []
+    found: list[str] = []
+    if context.get("privileged") is True:
+        found.append(f"{where}.privileged: a privileged container controls the node; remove it.")
+    if context.get("allowPrivilegeEscalation") is True:
+        found.append(
+            f"{where}.allowPrivilegeEscalation: processes could gain more privileges than "
+            "their parent; set it to false or leave it out."
+        )
+    if _is_root(context.get("runAsUser")):
+        found.append(f"{where}.runAsUser: 0 runs as root; use a non-zero user id.")
+    windows = context.get("windowsOptions")
+    if isinstance(windows, dict) and windows.get("hostProcess") is True:
+        found.append(f"{where}.windowsOptions.hostProcess: runs on the node itself; remove it.")
+    return [PodSpecProblem(field, message) for message in found]
+
+
+def pod_spec_problems(spec: dict[str, Any]) -> list[PodSpecProblem]:
+    """Parts of a pod spec that would reach past the pod (node, root, any service account)."""
+    problems = [
+        PodSpecProblem(key, f"{key}: shares {what} with the pod; remove it.")
+        for key, what in _HOST_NAMESPACES.items()
+        if spec.get(key) is True
+    ]
+    volumes = spec.get("volumes")
+    for index, volume in enumerate(volumes if isinstance(volumes, list) else []):
+        if isinstance(volume, dict) and volume.get("hostPath") is not None:
+            problems.append(
+                PodSpecProblem(
+                    "volumes",
+                    f"volumes[{index}].hostPath: mounts a directory of the node; "
+                    "use another volume type.",
+                )
+            )
+    problems += _security_context_problems(
+        spec.get("securityContext"), "securityContext", "securityContext"
+    )
+    for kind in _CONTAINER_LISTS:
+        containers = spec.get(kind)
+        for index, container in enumerate(containers if isinstance(containers, list) else []):
+            if isinstance(container, dict):
+                problems += _security_context_problems(
+                    container.get("securityContext"), f"{kind}[{index}].securityContext", kind
+                )
+    tolerations = spec.get("tolerations")
+    for index, toleration in enumerate(tolerations if isinstance(tolerations, list) else []):
+        if (
+            isinstance(toleration, dict)
+            and toleration.get("operator") == "Exists"
+            and not toleration.get("key")
+        ):
+            problems.append(
+                PodSpecProblem(
+                    "tolerations",
+                    f"tolerations[{index}]: 'Exists' without a key tolerates every taint, "
+                    "including the control plane's; name the taint's key.",
+                )
+            )
+    allowed = list(settings.ALLOWED_SERVICE_ACCOUNTS)
+    # serviceAccount is the deprecated spelling of serviceAccountName; both pick the account.
+    for key in ("serviceAccountName", "serviceAccount"):
+        account = spec.get(key)
+        if isinstance(account, str) and account and account not in allowed:
+            problems.append(
+                PodSpecProblem(
+                    key,
+                    f"{key}: '{account}' is not allowed. Allowed: {', '.join(allowed) or 'none'} "
+                    "(an administrator sets GREENLIGHT_SERVICE_ACCOUNTS).",
+                )
+            )
+    return problems
+
+
+@functools.cache
+def _pod_spec_validator() -> Draft202012Validator:
+    """PodSpec's strict JSON schema, read once from kubernetes-validate's bundled files."""
+    version = kubernetes_validate.latest_version()
+    folder = (
+        importlib.resources.files("kubernetes_validate")
+        / "kubernetes-json-schema"
+        / f"v{version}-local-strict"
+    )
+    definitions = json.loads((folder / "_definitions.json").read_text())
+    # Every $ref resolves inside the registry: validation never reaches for the network.
+    registry: Registry[Any] = Resource.from_contents(definitions) @ Registry()
+    pod_spec = {"$ref": f"{definitions['$id']}#/$defs/io.k8s.api.core.v1.PodSpec"}
+    return Draft202012Validator(pod_spec, registry=registry)
+
+
+def _schema_path(path: Any) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".")
+
+
+def pod_spec_schema_errors(fields: dict[str, Any]) -> list[str]:
+    """Where ``fields`` break the Kubernetes PodSpec schema (types, enums, unknown keys)."""
+    # The schema requires containers; Greenlight adds the app's own, so a stand-in is given.
+    candidate = {**fields, "containers": [{"name": "app", "image": "app"}]}
+    errors = sorted(
+        _pod_spec_validator().iter_errors(candidate), key=lambda error: list(map(str, error.path))
+    )
+    messages = []
+    for error in errors[:POD_SPEC_SCHEMA_ERRORS_SHOWN]:
+        # The message quotes the offending value, which can be as long as the body.
+        detail = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+        messages.append(f"{_schema_path(error.path) or 'spec'}: {detail}")
+    return messages
+
+
 def validate_extra_pod_spec(value: Any) -> None:
-    """A mapping of allowed pod-spec fields (scheduling and security, not containers)."""
+    """Allowed pod-spec fields (scheduling and security), valid by the PodSpec schema and safe."""
     if not isinstance(value, dict):
         raise ValidationError({"extra_pod_spec": "Enter pod spec fields as a JSON object."})
-    unknown = sorted(set(value) - ALLOWED_POD_SPEC_KEYS)
+    problems = pod_spec_problems(value)
+    messages = [problem.message for problem in problems]
+    unknown = sorted(set(value) - ALLOWED_POD_SPEC_KEYS - {problem.field for problem in problems})
     if unknown:
-        raise ValidationError(
-            {
-                "extra_pod_spec": f"Not allowed here: {', '.join(unknown)}. Allowed: "
-                f"{', '.join(sorted(ALLOWED_POD_SPEC_KEYS))}."
-            }
+        messages.append(
+            f"Not allowed here: {', '.join(map(str, unknown))}. Allowed: "
+            f"{', '.join(sorted(ALLOWED_POD_SPEC_KEYS))}."
         )
+    allowed_fields = {key: item for key, item in value.items() if key in ALLOWED_POD_SPEC_KEYS}
+    if allowed_fields:
+        messages += pod_spec_schema_errors(allowed_fields)
+    if messages:
+        raise ValidationError({"extra_pod_spec": messages})
+
+
+def health_path_problem(value: str) -> str:
+    """What is wrong with a health path, or "" for a path HAProxy and probes can carry as is."""
+    if not value.startswith("/"):
+        return "Enter a path starting with '/' (e.g. '/health')."
+    if len(value) > HEALTH_PATH_MAX:
+        return f"Use at most {HEALTH_PATH_MAX} characters (got {len(value)})."
+    if not _HEALTH_PATH.fullmatch(value):
+        return (
+            "Use ASCII letters, digits, '/', '-', '.', '_', '~', '%XX' escapes and "
+            "! $ & ( ) * + , ; = : @ only: no spaces, quotes, '?', '#', '\\' or control "
+            "characters (e.g. '/health')."
+        )
+    return ""
 
 
 def validate_health(app: App) -> None:
-    """Health path starts with '/', port valid, timeout and deadline positive and bounded."""
+    """Health path well formed (health_path_problem), port valid, timeout and deadline bounded."""
     errors: dict[str, str] = {}
-    if not app.health_path.startswith("/") or any(c.isspace() for c in app.health_path):
-        errors["health_path"] = "Enter a path starting with '/' (e.g. '/health')."
+    problem = health_path_problem(app.health_path)
+    if problem:
+        errors["health_path"] = problem
     if app.health_port is not None and not 1 <= app.health_port <= 65535:
         errors["health_port"] = "Enter a port between 1 and 65535, or leave it empty."
     if not 0 < app.health_timeout <= 60:
@@ -268,6 +461,7 @@ def validate_rollout(app: App) -> None:
 
 
 def _check_limit(request: str, limit: str) -> bool:
+    """Whether the limit is at least the request (True when either is empty or malformed)."""
     if not request or not limit:
         return True
     try:
@@ -300,10 +494,13 @@ def validate_app(app: App) -> None:
     collect(validate_quantity, app.cpu_limit, "cpu_limit", kind="cpu")
     collect(validate_quantity, app.memory_request, "memory_request", kind="memory")
     collect(validate_quantity, app.memory_limit, "memory_limit", kind="memory")
-    if not _check_limit(app.cpu_request, app.cpu_limit):
-        errors.setdefault("cpu_limit", []).append("The limit must be at least the request.")
-    if not _check_limit(app.memory_request, app.memory_limit):
-        errors.setdefault("memory_limit", []).append("The limit must be at least the request.")
+    for resource in ("cpu", "memory"):
+        request, limit = f"{resource}_request", f"{resource}_limit"
+        # Compared only when both are valid: a request out of bounds says so, once.
+        if request in errors or limit in errors:
+            continue
+        if not _check_limit(getattr(app, request), getattr(app, limit)):
+            errors.setdefault(limit, []).append("The limit must be at least the request.")
     collect(validate_env, app.env)
     collect(validate_extra_pod_spec, app.extra_pod_spec)
     if "extra_pod_spec" not in errors:

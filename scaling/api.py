@@ -31,9 +31,8 @@ from scaling.models import (
     ScalingRunLog,
     Schedule,
 )
-from scaling.planner import spec_of
-from scaling.preview import preview
-from scaling.schedule import InvalidSpec
+from scaling.planner import schedule_problem
+from scaling.preview import preview_schedule
 
 LOG_PAGE = 500
 
@@ -101,20 +100,22 @@ class ScheduleSerializer(serializers.ModelSerializer):
     app_actions = AppActionSerializer(many=True, read_only=True)
     node_group_actions = NodeGroupActionSerializer(many=True, read_only=True)
     next_runs = serializers.SerializerMethodField()
+    problem = serializers.SerializerMethodField()
 
     class Meta:
         model = Schedule
         fields = [
             "id", "name", "enabled", "kind", "cron", "days", "at_time", "until_time",
-            "timezone", "revision", "app_actions", "node_group_actions", "next_runs",
+            "timezone", "revision", "app_actions", "node_group_actions", "next_runs", "problem",
         ]  # fmt: skip
 
     def get_next_runs(self, schedule: Schedule) -> list[dict[str, str]]:
-        """The next 5 runs in the schedule's zone and in UTC, with DST notes."""
-        try:
-            return [dict(row) for row in preview(spec_of(schedule))]
-        except InvalidSpec:
-            return []
+        """The next 5 runs (local and UTC, with DST notes); none when it cannot run."""
+        return [dict(row) for row in preview_schedule(schedule)[0]]
+
+    def get_problem(self, schedule: Schedule) -> str:
+        """Why the schedule cannot run (a row saved outside the editor, a zone gone), or ""."""
+        return schedule_problem(schedule)
 
 
 class NodeGroupSerializer(serializers.ModelSerializer):

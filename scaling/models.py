@@ -91,7 +91,12 @@ class Schedule(models.Model):
         """A one-line human description of when the schedule fires."""
         if self.kind == self.Kind.CRON:
             return f"cron “{self.cron}” ({self.timezone})"
-        names = ", ".join(self.DAY_NAMES[d] for d in sorted(self.days)) or "no days"
+        # Days edited outside the editor may be anything; show them rather than fail the page.
+        days = self.days if isinstance(self.days, list) else [self.days]
+        valid = all(isinstance(d, int) and 0 <= d < 7 for d in days)
+        names = (
+            ", ".join(self.DAY_NAMES[d] for d in sorted(days)) if valid else repr(self.days)
+        ) or "no days"
         start = self.at_time.strftime("%H:%M") if self.at_time else "?"
         if self.until_time is not None:
             return f"{names} {start}–{self.until_time.strftime('%H:%M')} ({self.timezone})"

@@ -18,7 +18,7 @@ from django.db.models import Prefetch
 
 from deployer.models import App
 from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
-from scaling.schedule import Due, Event, InvalidSpec, Spec, latest_due
+from scaling.schedule import Due, Event, InvalidSpec, Spec, latest_due, validate
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +70,23 @@ def plural(count: int, noun: str) -> str:
 
 
 def spec_of(schedule: Schedule) -> Spec:
-    """The pure schedule specification of a Schedule row."""
+    """The pure schedule specification of a Schedule row; InvalidSpec if its days are not days."""
     if schedule.kind == Schedule.Kind.CRON:
         return Spec(zone=schedule.timezone, cron=schedule.cron.strip())
-    return Spec(
-        zone=schedule.timezone,
-        days=frozenset(int(d) for d in schedule.days),
-        at=schedule.at_time,
-        until=schedule.until_time,
-    )
+    try:
+        days = frozenset(int(d) for d in schedule.days)
+    except (TypeError, ValueError):
+        raise InvalidSpec("Days are 0 (Monday) to 6 (Sunday).") from None
+    return Spec(zone=schedule.timezone, days=days, at=schedule.at_time, until=schedule.until_time)
+
+
+def schedule_problem(schedule: Schedule) -> str:
+    """Why ``schedule`` cannot run, or "" when it can (rows saved outside the editor may not)."""
+    try:
+        validate(spec_of(schedule))
+    except InvalidSpec as exc:
+        return str(exc)
+    return ""
 
 
 def app_baseline(app: App) -> int:
@@ -168,11 +176,17 @@ def resolve(schedules: Iterable[Schedule], now: datetime) -> list[Winner]:
     """For every target, the schedule with the most recent due time; grouped per schedule."""
     best: dict[TargetKey, tuple[datetime, int, Schedule, Due]] = {}
     for schedule in schedules:
+        # A schedule that cannot run (saved before a rule, edited in SQL, its zone gone from
+        # this machine) is skipped: it must never stop the other schedules.
         try:
             due = latest_due(spec_of(schedule), now)
         except InvalidSpec as exc:
-            # A row edited outside the editor (admin, SQL) must not stop the other schedules.
             logger.warning("schedule %s (#%s) skipped: %s", schedule.name, schedule.pk, exc)
+            continue
+        except Exception:
+            logger.exception(
+                "schedule %s (#%s) skipped: its due time failed", schedule.name, schedule.pk
+            )
             continue
         if due is None:
             continue

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from scaling.schedule import Clock, Due, Spec, SystemClock, next_runs, zone_or_error
+from scaling.models import Schedule
+from scaling.planner import spec_of
+from scaling.schedule import Clock, Due, InvalidSpec, Spec, SystemClock, next_runs, zone_or_error
 
 # The clock the pages read; browser tests freeze it.
 clock: Clock = SystemClock()
@@ -61,3 +63,28 @@ def preview(spec: Spec, now: datetime | None = None, count: int = 5) -> list[Pre
             }
         )
     return rows
+
+
+def preview_or_problem(
+    spec: Spec, now: datetime | None = None, count: int = 5
+) -> tuple[list[PreviewRow], str]:
+    """The next runs of ``spec`` and "", or no runs and why it cannot run; never raises."""
+    try:
+        return preview(spec, now, count), ""
+    except InvalidSpec as exc:
+        return [], str(exc)
+
+
+def preview_schedule(
+    schedule: Schedule, now: datetime | None = None, count: int = 5
+) -> tuple[list[PreviewRow], str]:
+    """The next runs of a stored schedule, or no runs and why it cannot run; never raises.
+
+    A row can be unable to run although the editor refuses such timings: saved before a
+    rule existed, edited in the admin or SQL, or its zone gone from this machine's tzdata.
+    """
+    try:
+        spec = spec_of(schedule)
+    except InvalidSpec as exc:
+        return [], str(exc)
+    return preview_or_problem(spec, now, count)

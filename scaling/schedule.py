@@ -26,6 +26,9 @@ from croniter.croniter import CroniterError
 # wall times from here cannot miss an instant on the other side of a transition.
 _SCAN_MARGIN = timedelta(hours=26)
 _MAX_GAP = timedelta(hours=25)
+# Where validate_cron looks for an expression's next runs; any start would do.
+_CRON_PROBE_START = datetime(2000, 1, 1)
+_CRON_ERRORS = (CroniterError, ValueError, KeyError, OverflowError)
 
 
 class Clock(Protocol):
@@ -128,7 +131,7 @@ def validate(spec: Spec) -> None:
         return
     if not spec.days:
         raise InvalidSpec("Pick at least one day.")
-    if any(d not in range(7) for d in spec.days):
+    if any(not isinstance(d, int) or d not in range(7) for d in spec.days):
         raise InvalidSpec("Days are 0 (Monday) to 6 (Sunday).")
     if spec.at is None:
         raise InvalidSpec("Enter the time the schedule starts.")
@@ -137,16 +140,38 @@ def validate(spec: Spec) -> None:
 
 
 def validate_cron(expression: str) -> None:
-    """Raise InvalidSpec unless ``expression`` is a five-field cron expression."""
+    """Raise InvalidSpec unless ``expression`` has five fields and its next 5 runs exist."""
     fields = expression.split()
     if len(fields) != 5:
         raise InvalidSpec(
             f"A cron expression has 5 fields (minute hour day month weekday); got {len(fields)}."
         )
+    # Cron has no year field, so the calendar from any start shows whether it ever runs.
+    runs = _cron(expression, _CRON_PROBE_START)
     try:
-        croniter(expression, datetime(2000, 1, 1))
-    except (CroniterError, ValueError, KeyError) as exc:
+        for _ in range(5):
+            runs.get_next(datetime)
+    except _CRON_ERRORS:
+        raise InvalidSpec(
+            f"“{expression}” never runs: no date matches it (like 30 February); "
+            "check the day of the month and the month."
+        ) from None
+
+
+def _cron(expression: str, start: datetime) -> croniter:
+    """A croniter from ``start``; InvalidSpec when the expression does not parse."""
+    try:
+        return croniter(expression, start)
+    except _CRON_ERRORS as exc:
         raise InvalidSpec(f"Invalid cron expression: {exc}.") from None
+
+
+def _cron_step(runs: croniter, *, forward: bool) -> datetime:
+    """The next (or previous) wall time; InvalidSpec when croniter finds none."""
+    try:
+        return runs.get_next(datetime) if forward else runs.get_prev(datetime)
+    except _CRON_ERRORS:
+        raise InvalidSpec("This cron expression never runs: no date matches it.") from None
 
 
 def to_instant(wall: datetime, zone: ZoneInfo) -> tuple[datetime, str]:
@@ -183,9 +208,9 @@ def to_instant(wall: datetime, zone: ZoneInfo) -> tuple[datetime, str]:
 def _walls_forward(spec: Spec, start: datetime) -> Iterator[tuple[datetime, Event]]:
     """Naive wall times (and their event) strictly after ``start``, ascending."""
     if spec.cron:
-        it = croniter(spec.cron, start)
+        runs = _cron(spec.cron, start)
         while True:
-            yield it.get_next(datetime), Event.APPLY
+            yield _cron_step(runs, forward=True), Event.APPLY
     assert spec.at is not None
     day = start.date() - timedelta(days=1)
     while True:
@@ -196,10 +221,10 @@ def _walls_forward(spec: Spec, start: datetime) -> Iterator[tuple[datetime, Even
 def _walls_backward(spec: Spec, start: datetime) -> Iterator[tuple[datetime, Event]]:
     """Naive wall times (and their event) at or before ``start``, descending."""
     if spec.cron:
-        it = croniter(spec.cron, start + timedelta(minutes=1))
+        runs = _cron(spec.cron, start + timedelta(minutes=1))
         # croniter's get_prev is strict; starting a minute later includes ``start`` itself.
         while True:
-            wall = it.get_prev(datetime)
+            wall = _cron_step(runs, forward=False)
             if wall <= start:
                 yield wall, Event.APPLY
     assert spec.at is not None
@@ -227,7 +252,9 @@ def occurrences_after(spec: Spec, instant: datetime) -> Iterator[Due]:
 
     Wall times that land on the same instant (several in one DST gap) yield the last of
     them, as ``latest_due`` does: the later wall time is what holds afterwards.
+    InvalidSpec when ``spec`` cannot run (a row saved before a rule, a zone that is gone).
     """
+    validate(spec)
     zone = zone_or_error(spec.zone)
     wall_start = instant.astimezone(zone).replace(tzinfo=None) - _SCAN_MARGIN
     pending: Due | None = None
@@ -242,7 +269,8 @@ def occurrences_after(spec: Spec, instant: datetime) -> Iterator[Due]:
 
 
 def latest_due(spec: Spec, now: datetime) -> Due | None:
-    """The most recent due time at or before ``now``, or None if there never was one."""
+    """The most recent due time at or before ``now``, or None; InvalidSpec if it cannot run."""
+    validate(spec)
     zone = zone_or_error(spec.zone)
     wall_start = now.astimezone(zone).replace(tzinfo=None) + _SCAN_MARGIN
     for wall, event in _walls_backward(spec, wall_start):

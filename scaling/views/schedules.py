@@ -22,8 +22,8 @@ from scaling.permissions import (
     can_view,
     require,
 )
-from scaling.planner import holding_now, spec_of
-from scaling.preview import preview
+from scaling.planner import holding_now, schedule_problem, spec_of
+from scaling.preview import preview_or_problem, preview_schedule
 from scaling.schedule import InvalidSpec, known_zones, next_runs
 
 
@@ -36,15 +36,19 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
     rows = []
     for schedule in schedules:
+        problem = schedule_problem(schedule)
         try:
-            upcoming = next_runs(spec_of(schedule), now, 1) if schedule.enabled else []
-        except InvalidSpec:
-            upcoming = []  # the editor shows what to fix
+            upcoming = (
+                next_runs(spec_of(schedule), now, 1) if schedule.enabled and not problem else []
+            )
+        except InvalidSpec as exc:
+            upcoming, problem = [], str(exc)
         due = upcoming[0] if upcoming else None
         rows.append(
             {
                 "schedule": schedule,
                 "next": due,
+                "problem": problem,
                 # Formatted here: the template's date filter would show the site's zone.
                 "local": due.local.strftime("%a %H:%M %Z") if due else "",
                 "utc": due.at.strftime("%a %H:%M UTC") if due else "",
@@ -78,14 +82,15 @@ def _editor(
     request: HttpRequest, schedule: Schedule | None, status: int = 200, **forms: Any
 ) -> HttpResponse:
     form = forms["form"]
-    spec = form.spec() if form.is_bound else (spec_of(schedule) if schedule else None)
-    try:
-        rows = preview(spec) if spec is not None else []
-    except InvalidSpec:
-        rows = []  # a row edited outside the editor; the form's errors say what to fix
+    if form.is_bound:
+        spec = form.spec()
+        rows, problem = preview_or_problem(spec) if spec is not None else ([], "")
+    else:
+        rows, problem = preview_schedule(schedule) if schedule else ([], "")
     context = {
         "schedule": schedule,
         "preview": rows,
+        "problem": problem,
         "zones": known_zones(),
         "can_run": can_run(request.user),
         "can_edit": can_edit_schedules(request.user),
@@ -162,7 +167,10 @@ def schedule_preview(request: HttpRequest) -> JsonResponse:
     spec = form.spec()
     if spec is None:
         return JsonResponse({"ok": False, "errors": form.timing_errors(), "runs": []})
-    return JsonResponse({"ok": True, "errors": {}, "runs": preview(spec)})
+    runs, problem = preview_or_problem(spec)
+    if problem:
+        return JsonResponse({"ok": False, "errors": {"timing": [problem]}, "runs": []})
+    return JsonResponse({"ok": True, "errors": {}, "runs": runs})
 
 
 @require_POST
