@@ -288,7 +288,11 @@ class EtcdStore:
         *,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> bool:
-        """Block until every HAProxy worker older than ``revision`` has exited; False on timeout."""
+        """Block until nothing older than ``revision`` runs in HAProxy; False on timeout.
+
+        Nothing older: no old worker, no session on a server removed at ``revision`` or
+        before (proxysync's ``drained`` record; ``timed_out`` lists servers it gave up on).
+        """
 
         def reached(value: dict[str, Any] | None) -> bool | None:
             return True if value and int(value.get("revision", 0)) >= revision else None
@@ -300,10 +304,10 @@ class EtcdStore:
         """The key proxysync writes once no HAProxy worker runs an older configuration."""
         return f"{self.prefix}/drained"
 
-    def put_drained(self, revision: int) -> None:
-        """Record that no HAProxy worker older than ``revision`` is left."""
+    def put_drained(self, revision: int, **extra: Any) -> None:
+        """Record that nothing older than ``revision`` runs in HAProxy (``extra``: figures)."""
         with _translated("put"):
-            self._client.put(self.drained_key, json.dumps({"revision": revision}))
+            self._client.put(self.drained_key, json.dumps({"revision": revision, **extra}))
 
     def _wait_for(
         self,

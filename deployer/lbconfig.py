@@ -2,13 +2,17 @@
 
 The configuration holds every backend record and routes by Host through the map file,
 so that pointing a frontend at an existing backend changes only the map: proxysync
-can apply that through HAProxy's runtime API, without a reload.
+can apply that through HAProxy's runtime API, without a reload. Every server line
+spells out all of its settings (no ``default-server``), so that the same words add it
+to a running worker (``add server``, which ignores ``default-server``): a change of a
+backend's servers is a runtime change too.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -17,6 +21,43 @@ _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.-]+$")
 _MAP_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 REVISION_PATH = "/greenlight/revision"
+SERVER_LINE = "    server "
+
+# Settings of every server, in the configuration and in ``add server`` alike:
+# - checks every second, down after 2 failures, up after 1 success;
+# - ``observe layer4 error-limit 1 on-error mark-down``: one refused or timed-out
+#   connection takes the server out of rotation at once, without waiting for two failed
+#   checks; its check puts it back within a second once it answers. Retries alone are
+#   not enough: a request could spend them all between a dead and a silent server.
+#   Layer 4 and not layer 7: at layer 7 one 5xx answer from the application (a bug in
+#   one page) would count as an error and take healthy servers out.
+# - the pool settings are HAProxy's own defaults for configured servers, which a dynamic
+#   server does not get (it would keep no idle connection, a new one per request).
+SERVER_SETTINGS = (
+    "inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down "
+    "pool-purge-delay 5s pool-max-conn -1"
+)
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server of a backend as rendered: the same words in haproxy.cfg and ``add server``."""
+
+    # HAProxy's name, and the record's (reported back in acknowledgements).
+    name: str
+    record_name: str
+    address: str
+    port: int
+    settings: str
+
+    @property
+    def line(self) -> str:
+        """The configuration line."""
+        return f"{SERVER_LINE}{self.name} {self.address}:{self.port} {self.settings}"
+
+    def add_command(self, backend: str) -> str:
+        """The runtime API command adding this server to ``backend`` (in maintenance)."""
+        return f"add server {backend}/{self.name} {self.address}:{self.port} {self.settings}"
 
 
 def safe_name(value: str) -> str:
@@ -52,15 +93,45 @@ def map_text(routes: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def backend_servers(record: Mapping[str, Any]) -> list[ServerSpec]:
+    """The servers of a backend record that can be rendered safely, in record order."""
+    return _servers(record)[0]
+
+
+def _servers(record: Mapping[str, Any]) -> tuple[list[ServerSpec], list[str]]:
+    """The renderable servers, and a comment line for each one skipped."""
+    check = "check"
+    if _checked(record) and record.get("check_port"):
+        check += f" port {int(record['check_port'])}"
+    specs: list[ServerSpec] = []
+    skipped: list[str] = []
+    for server in record.get("servers", []):
+        name = safe_name(str(server.get("name", "")))
+        address = str(server.get("address", ""))
+        if not _ADDRESS.match(address):
+            skipped.append(f"    # skipped server {name}: bad address")
+        elif any(spec.name == name for spec in specs):
+            skipped.append(f"    # skipped server {name}: duplicate name")
+        else:
+            specs.append(
+                ServerSpec(
+                    name=name,
+                    record_name=str(server.get("name", "")),
+                    address=address,
+                    port=int(server["port"]),
+                    settings=f"{check} {SERVER_SETTINGS}",
+                )
+            )
+    return specs, skipped
+
+
 def checked_servers(name: str, record: Mapping[str, Any]) -> list[str]:
-    """``<backend>/<server>`` of the servers HAProxy health-checks in backend ``name``."""
-    if not _checked(record):
-        return []
-    return [
-        f"{safe_name(name)}/{safe_name(str(server.get('name', '')))}"
-        for server in record.get("servers", [])
-        if _ADDRESS.match(str(server.get("address", "")))
-    ]
+    """``<backend>/<server>`` of the servers HAProxy health-checks in backend ``name``.
+
+    Every server is checked: an HTTP check when the record names a check path, otherwise
+    a TCP connect, which ``observe layer4`` needs to take a dead server out of rotation.
+    """
+    return [f"{safe_name(name)}/{spec.name}" for spec in backend_servers(record)]
 
 
 def render_config(
@@ -94,14 +165,20 @@ def render_config(
         "    log global",
         "    option httplog",
         "    option idle-close-on-response",
-        "    option redispatch",
-        "    retries 2",
+        # A request whose server failed it without answering (refused connection, a pod
+        # that died or closed mid-request, no response in time) is sent again, each time
+        # to another server: a pod that goes away unannounced costs no request. Retrying
+        # more than a connection failure makes HAProxy keep a copy of the request
+        # (requests larger than tune.bufsize are never retried); non-idempotent methods
+        # are excluded in the frontend, since HAProxy itself retries any method.
+        "    retry-on conn-failure empty-response response-timeout",
+        "    option redispatch 1",
+        "    retries 3",
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
         "    timeout http-keep-alive 5s",
         "    timeout http-request 10s",
-        "    default-server inter 1s fall 2 rise 1",
         "",
         "frontend stats",
         f"    bind {bind_host}:{stats_port}",
@@ -120,6 +197,10 @@ def render_config(
         "frontend http",
         f"    bind {bind_host}:{lb_port}",
         "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
+        # A connection failure (nothing was sent) is retried for every method; a request
+        # the server may have processed only when replaying it is harmless. PUT and DELETE
+        # are idempotent by the RFC, but an application's handlers need not be.
+        "    http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS",
     ]
     if map_path is not None:
         # A name the map yields that is no backend falls through to default_backend.
@@ -144,24 +225,13 @@ def _backend(name: str, record: Mapping[str, Any]) -> list[str]:
     timeout = record.get("timeout_server")
     if timeout:
         lines.append(f"    timeout server {_seconds(timeout, '30s')}")
-    check_path = record.get("check_path")
-    check = ""
     if _checked(record):
-        lines.append(f"    option httpchk GET {check_path}")
+        lines.append(f"    option httpchk GET {record['check_path']}")
         lines.append("    http-check expect status 200-299")
-        check = " check"
-        if record.get("check_port"):
-            check += f" port {int(record['check_port'])}"
-    for server in record.get("servers", []):
-        if not _ADDRESS.match(str(server.get("address", ""))):
-            lines.append(
-                f"    # skipped server {safe_name(str(server.get('name', '')))}: bad address"
-            )
-            continue
-        lines.append(
-            f"    server {safe_name(str(server['name']))} "
-            f"{server['address']}:{int(server['port'])}{check}"
-        )
+    specs, skipped = _servers(record)
+    lines += skipped
+    # Server lines last: the rest of the section is what a runtime change must not touch.
+    lines += [spec.line for spec in specs]
     lines.append("")
     return lines
 

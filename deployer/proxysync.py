@@ -1,195 +1,79 @@
-"""proxysync: one etcd watch on the prefix -> render -> runtime map update, or full reload.
+"""proxysync: one etcd watch on the prefix -> render -> runtime API changes, or full reload.
 
 The render is a configuration (every backend) and a frontends map (hostname -> backend).
-When only the map changed, it is applied to the running worker through the master CLI
-(``@1 add/set/del map``) and written to disk, without ``haproxy -c`` or a reload; if that
-fails, and for any other change, the configuration is validated with ``haproxy -c``,
-written atomically and HAProxy reloaded. Once HAProxy's worker serves the render,
-``<prefix>/applied`` is written; the workflow waits for that record. An invalid render
-is refused and logged (HAProxy keeps the last good configuration) and recorded under
-``applied.rejected``.
-Once no HAProxy worker of an older configuration is left (``show proc`` on the master
-CLI), ``<prefix>/drained`` is written: only then may old pods go without cutting off
-requests that the old worker still carries.
+When only the map and the server lists of existing backends changed, the running worker
+is changed through the master CLI (``@1 add/set/del map``; ``add server`` then ``enable
+health`` and ``enable server`` for a new server; ``set server ... state drain`` for a
+removed one) and the files are written for the next reload, without ``haproxy -c`` or a
+reload. If the runtime API refuses, and for any other change, the configuration is
+validated with ``haproxy -c``, written atomically and HAProxy reloaded.
+
+Once HAProxy's worker serves the render, ``<prefix>/applied`` is written::
+
+    {"revision": R, "reloaded": bool, "runtime_seconds" | "reload_seconds": s,
+     "left_rotation": {"<backend record>": {"<server>": sessions when set to drain}}}
+
+(no seconds when nothing changed.) ``left_rotation`` names the servers that left
+rotation at R or before, in the last minute
+(so that a later revision's acknowledgement does not hide them from whoever waited for
+R); a session count is null when HAProxy did not say. The workflow waits for that record.
+An invalid render is refused and logged (HAProxy keeps the last good configuration) and
+recorded under ``applied.rejected``.
+
+``<prefix>/drained`` at revision R is written once no HAProxy worker of an older
+configuration is left (``show proc``), no request to a backend that lost its last route
+is running, and every server removed at R or before has no session (see
+deployer.serverdrain)::
+
+    {"revision": R, "servers": {"<backend record>/<server>": {"sessions": n, "seconds": s}},
+     "timed_out": ["<backend record>/<server>", ...]}
+
+``servers`` names those whose sessions ended (``seconds`` after they left rotation) in
+this round or in the last minute; ``timed_out``, only present when there are some, those
+of them that still had sessions when the drain timeout passed. Only then may their pods
+go without cutting off requests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import os
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deployer.errors import StoreError
 from deployer.etcdstore import EtcdStore, Snapshot, event_key
-from deployer.lbconfig import (
-    REVISION_PATH,
-    checked_servers,
-    map_text,
-    render_config,
-    render_map,
-    safe_name,
+from deployer.haproxycli import (
+    HAProxyTarget,
+    RuntimeAPIError,
+    Sessions,
+    master_command,
+    old_workers,
+    run_commands,
+    served_revision,
+    sessions,
 )
+from deployer.lbconfig import ServerSpec
+from deployer.lbrender import (
+    Render,
+    ServerChanges,
+    map_commands,
+    removed_servers,
+    render,
+    server_changes,
+)
+from deployer.serverdrain import LeavingServer, ServerDrains
 
 logger = logging.getLogger(__name__)
 
 
 class ReloadError(Exception):
     """HAProxy refused the configuration or did not come back with it."""
-
-
-@dataclass(frozen=True)
-class HAProxyTarget:
-    """Where and how to run the configuration: paths, ports and the master CLI socket."""
-
-    config: Path
-    master_socket: Path
-    lb_port: int
-    stats_port: int
-    haproxy_bin: str = "haproxy"
-    bind_host: str = "127.0.0.1"
-    reload_timeout: float = 10.0
-
-    @property
-    def map_file(self) -> Path:
-        """The frontends map the configuration routes by, next to it."""
-        return self.config.parent / "frontends.map"
-
-
-@dataclass(frozen=True)
-class Render:
-    """One snapshot's configuration and frontends map."""
-
-    config: str
-    # Hostname -> HAProxy backend name, as in the map file.
-    routes: dict[str, str]
-    # HAProxy backend name -> its health-checked ``backend/server`` names.
-    checked: dict[str, list[str]]
-
-    @property
-    def stable(self) -> str:
-        """The configuration without its revision line: equal ones need no reload."""
-        return "\n".join(line for line in self.config.splitlines() if REVISION_PATH not in line)
-
-    @property
-    def map_text(self) -> str:
-        """The map file's text."""
-        return map_text(self.routes)
-
-
-def map_commands(
-    old: Mapping[str, str], new: Mapping[str, str], checked: Mapping[str, list[str]], map_file: Path
-) -> list[str]:
-    """Runtime API commands turning the running map ``old`` into ``new``.
-
-    Servers of a backend that gets its first route are marked up first: HAProxy may have
-    marked them down while the pods were still starting, and the workflow has just
-    health-checked them; a reload would also have started them up.
-    """
-    commands = [
-        f"set server {server} health up"
-        for backend in sorted(set(new.values()) - set(old.values()))
-        for server in checked.get(backend, [])
-    ]
-    for host, backend in new.items():
-        if host not in old:
-            commands.append(f"add map {map_file} {host} {backend}")
-        elif old[host] != backend:
-            commands.append(f"set map {map_file} {host} {backend}")
-    commands += [f"del map {map_file} {host}" for host in old if host not in new]
-    return commands
-
-
-def _connect(socket_path: Path, timeout: float, retry_for: float) -> socket.socket:
-    deadline = time.monotonic() + retry_for
-    while True:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(timeout)
-        try:
-            conn.connect(str(socket_path))
-            return conn
-        except (ConnectionRefusedError, FileNotFoundError):
-            conn.close()
-            # The master re-executes itself on a reload and listens again a few ms later.
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.005)
-
-
-def master_command(
-    socket_path: Path, command: str, timeout: float = 5.0, *, retry_for: float = 0.0
-) -> str:
-    """Send one command to HAProxy's master CLI and return its answer.
-
-    ``retry_for`` seconds of connection refusals are waited out (a master still reloading).
-    """
-    with _connect(socket_path, timeout, retry_for) as conn:
-        conn.sendall(command.encode() + b"\n")
-        # The master answers once our side is closed for writing.
-        conn.shutdown(socket.SHUT_WR)
-        chunks = []
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := conn.recv(65536):
-                chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def served_revision(host: str, port: int, timeout: float = 1.0) -> int | None:
-    """The revision HAProxy's current worker serves on the stats port (None if unknown)."""
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request("GET", REVISION_PATH, headers={"Connection": "close"})
-        response = connection.getresponse()
-        body = response.read().strip()
-        return int(body) if response.status == 200 and body.isdigit() else None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-
-
-def old_workers(socket_path: Path) -> int | None:
-    """How many HAProxy workers of older configurations still run (None if unknown)."""
-    try:
-        answer = master_command(socket_path, "show proc", timeout=2.0)
-    except OSError:
-        return None
-    count, in_old = 0, False
-    for line in answer.splitlines():
-        if line.startswith("#"):
-            in_old = line.strip() == "# old workers"
-        elif in_old and line.strip():
-            count += 1
-    return count
-
-
-def backend_sessions(socket_path: Path, backends: set[str]) -> int | None:
-    """Requests the current HAProxy worker still carries to ``backends`` (None if unknown)."""
-    try:
-        answer = master_command(socket_path, "@1 show stat", timeout=2.0)
-    except OSError:
-        return None
-    lines = answer.splitlines()
-    if not lines or not lines[0].startswith("# "):
-        return None
-    header = lines[0][2:].split(",")
-    if "scur" not in header:
-        return None
-    scur = header.index("scur")
-    total = 0
-    for line in lines[1:]:
-        fields = line.split(",")
-        if len(fields) > scur and fields[1] == "BACKEND" and fields[0] in backends:
-            total += int(fields[scur] or 0)
-    return total
 
 
 class ProxySync:
@@ -211,6 +95,9 @@ class ProxySync:
         # HAProxy backend -> revision of the runtime map update that took its last route:
         # the worker may still carry requests to it, which "drained" must wait for too.
         self._unrouted: dict[str, int] = {}
+        # Held while the running worker is changed (apply, reload, a server's deletion).
+        self._mutations = threading.Lock()
+        self.leaving = ServerDrains(target.master_socket, self._mutations)
 
     def _note_applied(
         self, revision: int, running: Render | None = None, render: Render | None = None
@@ -229,75 +116,88 @@ class ProxySync:
             self._drain_target = max(self._drain_target, revision)
             self._drain.notify_all()
 
-    def _draining(self) -> tuple[int | None, int | None]:
-        """Old workers left and requests to unrouted backends (None when unknown)."""
+    def _poll_drains(self) -> tuple[int | None, int | None]:
+        """Update leaving servers; return old workers left and requests to unrouted backends.
+
+        None when HAProxy did not say.
+        """
+        read_at = time.monotonic()
         left = old_workers(self.target.master_socket)
+        counts = sessions(self.target.master_socket)
+        self.leaving.poll(counts, left, read_at)
         with self._drain:
             unrouted = set(self._unrouted)
-        if not unrouted:
-            return left, 0
-        return left, backend_sessions(self.target.master_socket, unrouted)
+        if counts is None:
+            return left, None if unrouted else 0
+        return left, sum(counts.get((backend, "BACKEND"), 0) for backend in unrouted)
 
     def drain_once(self) -> int | None:
-        """Wait until no old worker is left, then write ``drained``; return the revision written."""
+        """Wait until nothing older is running, then write ``drained``; return the revision written.
+
+        Nothing older: no old worker, no request to a backend that lost its route, no
+        session on a server removed at the target revision or before.
+        """
         with self._drain:
             target = self._drain_target
         if target <= self._drained:
             return None
         deadline = time.monotonic() + self.drain_timeout
-        delay = 0.01
+        delay = 0.005
+        gave_up = False
         # HAProxy offers nothing to watch: ask the master with a short backoff.
         while not self._stop.is_set():
-            left, sessions = self._draining()
-            if left == 0 and sessions == 0:
+            left, unrouted = self._poll_drains()
+            if left == 0 and unrouted == 0 and not self.leaving.pending(target):
                 break
             if time.monotonic() >= deadline:
                 logger.warning(
                     "%s old HAProxy workers and %s requests to unrouted backends left after "
                     "%.0fs; reporting drained anyway",
                     left,
-                    sessions,
+                    unrouted,
                     self.drain_timeout,
                 )
+                gave_up = True
                 break
-            time.sleep(delay)
+            self._stop.wait(delay)
             delay = min(delay * 2, 0.1)
+        if self._stop.is_set():
+            return None
         with self._drain:
             self._unrouted = {b: r for b, r in self._unrouted.items() if r > target}
-        self.store.put_drained(target)
+        report = self.leaving.report(target, give_up=gave_up)
+        record: dict[str, Any] = {"servers": report.servers}
+        if report.timed_out:
+            record["timed_out"] = report.timed_out
+        self.store.put_drained(target, **record)
         self._drained = target
         return target
 
     def _drain_loop(self) -> None:
+        delay = 0.005
         while not self._stop.is_set():
+            # Deletions to retry are polled for; a new revision to report wakes at once.
+            idle = 1.0 if not self.leaving.busy() else delay
             with self._drain:
                 self._drain.wait_for(
-                    lambda: self._stop.is_set() or self._drain_target > self._drained, timeout=1.0
+                    lambda: self._stop.is_set() or self._drain_target > self._drained,
+                    timeout=idle,
                 )
             if self._stop.is_set():
                 return
             try:
-                self.drain_once()
+                if self.drain_once() is None and self.leaving.busy():
+                    self._poll_drains()
+                    delay = min(delay * 2, 0.1)
+                else:
+                    delay = 0.005
             except StoreError:
                 logger.warning("could not write drained; retrying", exc_info=True)
                 self._stop.wait(0.5)
 
     def render(self, snapshot: Snapshot) -> Render:
         """The complete configuration and map for ``snapshot``."""
-        config = render_config(
-            lb_port=self.target.lb_port,
-            stats_port=self.target.stats_port,
-            backends=snapshot.backends,
-            map_path=str(self.target.map_file),
-            bind_host=self.target.bind_host,
-            revision=snapshot.revision,
-        )
-        routes = render_map(list(snapshot.frontends.values()), snapshot.backends)
-        checked = {
-            safe_name(name): checked_servers(name, record)
-            for name, record in snapshot.backends.items()
-        }
-        return Render(config, routes, checked)
+        return render(snapshot, self.target)
 
     def validate(self, text: str) -> None:
         """Run ``haproxy -c`` on ``text``; ReloadError with HAProxy's output when invalid."""
@@ -342,18 +242,75 @@ class ProxySync:
         # The file first: the next reload (or a restarted HAProxy) reads it.
         self.write(render.map_text, map_file)
         commands = map_commands(running.routes, render.routes, render.checked, map_file)
-        # The master forwards ``@1 <command>`` to the current worker; batches keep each
-        # line well under HAProxy's buffer size.
-        for first in range(0, len(commands), 50):
-            line = "; ".join(f"@1 {command}" for command in commands[first : first + 50])
-            try:
-                answer = master_command(self.target.master_socket, line, retry_for=2.0)
-            except OSError as exc:
-                raise ReloadError(f"could not reach the HAProxy master socket: {exc}") from exc
-            errors = [text.strip() for text in answer.splitlines() if text.strip()]
-            if errors:
-                raise ReloadError(f"the runtime API refused {line!r}: {' '.join(errors)[:500]}")
+        try:
+            run_commands(self.target.master_socket, commands)
+        except RuntimeAPIError as exc:
+            raise ReloadError(str(exc)) from exc
         return time.monotonic() - started
+
+    def update_servers(
+        self, changes: ServerChanges, render: Render, revision: int
+    ) -> list[LeavingServer]:
+        """Add and drain servers in the running worker; return the servers now leaving.
+
+        A new server enters rotation at once (the record lists ready pods only); a removed
+        one gets no new request. The caller registers the leaving servers once the whole
+        revision is applied. Raises ReloadError when the runtime API refused a command or
+        could not be reached (the servers may then be half-updated: the caller reloads).
+        """
+        present = self.leaving.in_worker()
+        commands: list[str] = []
+        returning = []
+        for backend, spec in changes.added:
+            leaving = present.get((backend, spec.name))
+            if leaving is None:
+                # Added servers start in maintenance with their check disabled.
+                commands += [
+                    spec.add_command(backend),
+                    f"enable health {backend}/{spec.name}",
+                    f"enable server {backend}/{spec.name}",
+                ]
+            elif leaving.spec.line == spec.line:
+                # Still draining (or left in maintenance): it only needs to take requests again.
+                commands.append(f"set server {backend}/{spec.name} state ready")
+                returning.append(leaving.key)
+            else:
+                raise ReloadError(f"{leaving.name} is still leaving with other settings")
+        commands += [
+            f"set server {backend}/{spec.name} state drain" for backend, spec in changes.removed
+        ]
+        try:
+            run_commands(self.target.master_socket, commands)
+        except RuntimeAPIError as exc:
+            raise ReloadError(str(exc)) from exc
+        for key in returning:
+            self.leaving.take_back(key)
+        if not changes.removed:
+            return []
+        # Requests already running on them finish; the drain thread waits for them.
+        counts = sessions(self.target.master_socket)
+        return self._leaving(changes.removed, render, revision, counts)
+
+    def _leaving(
+        self,
+        removed: list[tuple[str, ServerSpec]],
+        render: Render,
+        revision: int,
+        counts: Sessions | None,
+    ) -> list[LeavingServer]:
+        now = time.monotonic()
+        return [
+            LeavingServer(
+                backend=backend,
+                spec=spec,
+                record=render.names.get(backend, backend),
+                revision=revision,
+                sessions=None if counts is None else counts.get((backend, spec.name), 0),
+                started=now,
+                deadline=now + self.drain_timeout,
+            )
+            for backend, spec in removed
+        ]
 
     def reload(self, revision: int) -> float:
         """Reload the master-worker HAProxy and wait until it serves ``revision``; return seconds."""
@@ -362,6 +319,9 @@ class ProxySync:
             master_command(self.target.master_socket, "reload")
         except OSError as exc:
             raise ReloadError(f"could not reach the HAProxy master socket: {exc}") from exc
+        # Servers leaving the replaced worker finish with it; none of their deletions may
+        # reach the new one, which may have a server of the same name.
+        self.leaving.hand_to_old_worker()
         deadline = started + self.target.reload_timeout
         # HAProxy offers nothing to watch: ask the stats frontend every few milliseconds
         # (a reload takes ~100 ms; a longer backoff would add to every switch).
@@ -372,39 +332,77 @@ class ProxySync:
         raise ReloadError(f"HAProxy did not serve revision {revision} within the timeout")
 
     def apply(self, snapshot: Snapshot) -> bool:
-        """Apply ``snapshot`` (through the runtime API when only the map changed); False when refused.
+        """Apply ``snapshot`` (through the runtime API when it can); False when refused.
 
         Raises ReloadError when HAProxy could not be reloaded (not running yet, say).
         """
         render = self.render(snapshot)
-        running = self._applied
-        if running is not None and render.stable == running.stable:
-            if render.routes == running.routes:
-                self.store.put_applied(snapshot.revision, reloaded=False)
+        with self._mutations:
+            running = self._applied
+            changes = None if running is None else server_changes(running, render)
+            if running is None or changes is None:
+                return self.apply_with_reload(snapshot, render)
+            if not changes and render.routes == running.routes:
+                self._acknowledge(snapshot.revision, running, [], reloaded=False)
                 self._note_applied(snapshot.revision)
                 return True
             try:
-                seconds = self.update_map(running, render)
+                seconds, leaving = self.update_running(running, render, changes, snapshot.revision)
             except ReloadError as exc:
                 logger.warning(
-                    "revision %s: runtime map update failed, reloading instead: %s",
+                    "revision %s: runtime update failed, reloading instead: %s",
                     snapshot.revision,
                     exc,
                 )
-            else:
-                self._applied = render
-                self.store.put_applied(
-                    snapshot.revision, reloaded=False, map_seconds=round(seconds, 4)
-                )
-                self._note_applied(snapshot.revision, running, render)
-                logger.info(
-                    "applied revision %s (%d routes) through the runtime API in %.1f ms",
-                    snapshot.revision,
-                    len(render.routes),
-                    seconds * 1000,
-                )
-                return True
-        return self.apply_with_reload(snapshot, render)
+                return self.apply_with_reload(snapshot, render)
+            self._acknowledge(snapshot.revision, render, leaving, reloaded=False, seconds=seconds)
+            self._note_applied(snapshot.revision, running, render)
+            logger.info(
+                "applied revision %s (%d routes, %d servers added, %d leaving) through the "
+                "runtime API in %.1f ms",
+                snapshot.revision,
+                len(render.routes),
+                len(changes.added),
+                len(changes.removed),
+                seconds * 1000,
+            )
+            return True
+
+    def update_running(
+        self, running: Render, render: Render, changes: ServerChanges, revision: int
+    ) -> tuple[float, list[LeavingServer]]:
+        """Change the running worker's servers and map to ``render``; return seconds and leavers.
+
+        Raises ReloadError as update_servers and update_map do.
+        """
+        started = time.monotonic()
+        leaving = self.update_servers(changes, render, revision) if changes else []
+        if render.routes != running.routes:
+            self.update_map(running, render)
+        if changes:
+            # The running worker has it now; a later reload or restart must render the same.
+            self.write(render.config)
+        return time.monotonic() - started, leaving
+
+    def _acknowledge(
+        self,
+        revision: int,
+        render: Render,
+        leaving: list[LeavingServer],
+        *,
+        reloaded: bool,
+        seconds: float | None = None,
+    ) -> None:
+        """Make ``render`` the running one and write ``applied`` for ``revision``."""
+        self._applied = render
+        # Known before "applied" is: whoever waits for it may wait for "drained" next.
+        self.leaving.add(leaving)
+        record: dict[str, Any] = {"reloaded": reloaded}
+        if seconds is not None:
+            record["reload_seconds" if reloaded else "runtime_seconds"] = round(seconds, 4)
+        if left := self.leaving.left_rotation():
+            record["left_rotation"] = left
+        self.store.put_applied(revision, **record)
 
     def apply_with_reload(self, snapshot: Snapshot, render: Render) -> bool:
         """Validate, write and reload ``render``, then acknowledge it; False when refused."""
@@ -425,10 +423,16 @@ class ProxySync:
             )
             return False
         validated = time.monotonic()
+        running = self._applied
+        removed = [] if running is None else removed_servers(running, render)
+        # What they carry now stays with the old worker, which "drained" waits for.
+        counts = sessions(self.target.master_socket) if removed else {}
         self.write(render.config)
         seconds = self.reload(snapshot.revision)  # ReloadError: the caller retries
-        self._applied = render
-        self.store.put_applied(snapshot.revision, reloaded=True, reload_seconds=round(seconds, 4))
+        leaving = self._leaving(removed, render, snapshot.revision, counts)
+        for server in leaving:
+            server.removed = server.in_old_worker = True
+        self._acknowledge(snapshot.revision, render, leaving, reloaded=True, seconds=seconds)
         self._note_applied(snapshot.revision, None, render)
         logger.info(
             "applied revision %s (%d routes): validated in %.0f ms, reloaded in %.0f ms",

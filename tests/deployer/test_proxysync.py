@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from deployer import proxysync as proxysync_module
+from deployer import haproxycli
 from deployer.etcdstore import EtcdStore
-from deployer.proxysync import (
+from deployer.haproxycli import (
     HAProxyTarget,
-    ProxySync,
-    ReloadError,
     backend_sessions,
-    map_commands,
     master_command,
     old_workers,
     served_revision,
 )
+from deployer.lbrender import map_commands
+from deployer.proxysync import ProxySync, ReloadError
+from tests.deployer.lbkit import master_state, running, target
 from tests.servers import Server, free_port
 
 
@@ -73,25 +73,11 @@ def store(etcd: Server) -> Iterator[EtcdStore]:
         yield store
 
 
-def _target(haproxy: Server) -> HAProxyTarget:
-    return HAProxyTarget(
-        config=haproxy.extra["config"],  # type: ignore[arg-type]
-        master_socket=haproxy.extra["master_socket"],  # type: ignore[arg-type]
-        lb_port=haproxy.port,
-        stats_port=int(haproxy.extra["stats_port"]),  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture
 def proxysync(store: EtcdStore, haproxy: Server) -> Iterator[ProxySync]:
     """proxysync running in a thread until the test ends."""
-    sync = ProxySync(store, _target(haproxy))
-    thread = threading.Thread(target=sync.run, daemon=True)
-    thread.start()
-    yield sync
-    sync.stop()
-    thread.join(10)
-    assert not thread.is_alive()
+    with running(ProxySync(store, target(haproxy))) as sync:
+        yield sync
 
 
 def _get(port: int, host: str) -> tuple[int, bytes]:
@@ -128,7 +114,7 @@ def test_it_renders_the_current_state_when_it_starts(
 ) -> None:
     revision = store.put_route("early.localhost", "default.early-v1", _servers(app_server))
 
-    sync = ProxySync(store, _target(haproxy))
+    sync = ProxySync(store, target(haproxy))
     sync.apply(store.snapshot())
 
     assert store.applied_revision() >= revision
@@ -183,35 +169,18 @@ def test_it_does_not_acknowledge_a_revision_haproxy_did_not_load(
     store: EtcdStore, haproxy: Server, app_server: ThreadingHTTPServer, tmp_path: Path
 ) -> None:
     revision = store.put_route("hello.localhost", "default.hello-v1", _servers(app_server))
-    target = _target(haproxy)
+    live = target(haproxy)
     gone = HAProxyTarget(
-        config=target.config,
+        config=live.config,
         master_socket=tmp_path / "no-such.sock",
-        lb_port=target.lb_port,
-        stats_port=target.stats_port,
+        lb_port=live.lb_port,
+        stats_port=live.stats_port,
     )
 
     with pytest.raises(ReloadError, match="master socket"):
         ProxySync(store, gone).apply(store.snapshot())
 
     assert store.applied_revision() < revision
-
-
-def _master_state(haproxy: Server) -> tuple[int, list[str]]:
-    """The master's reload count and the pids of its current workers (``show proc``)."""
-    socket_path: Path = haproxy.extra["master_socket"]  # type: ignore[assignment]
-    answer = master_command(socket_path, "show proc", retry_for=2.0)
-    reloads, workers, section = -1, [], ""
-    for line in answer.splitlines():
-        if line.startswith("#"):
-            section = line.strip()
-            continue
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == "master":
-            reloads = int(fields[2])
-        elif section == "# workers" and fields:
-            workers.append(fields[0])
-    return reloads, workers
 
 
 def _two_backends(
@@ -234,12 +203,12 @@ def test_it_switches_a_frontend_to_an_existing_backend_without_a_reload(
     second_server: ThreadingHTTPServer,
 ) -> None:
     _two_backends(store, haproxy, app_server, second_server)
-    before = _master_state(haproxy)
+    before = master_state(haproxy)
 
     revision = store.point_frontend("hello.localhost", "default.hello-v2")
 
     assert store.wait_applied(revision, 20)
-    assert _master_state(haproxy) == before  # same worker, no reload
+    assert master_state(haproxy) == before  # same worker, no reload
     assert (store.get(store.applied_key)[0] or {})["reloaded"] is False
     status, body = _get(haproxy.port, "hello.localhost")
     assert status == 200 and json.loads(body)["version"] == "2"
@@ -251,7 +220,7 @@ def test_it_switches_a_frontend_to_an_existing_backend_without_a_reload(
 
     # Removing the frontend is a map change too.
     assert store.wait_applied(store.delete_route("hello.localhost", []), 20)
-    assert _master_state(haproxy) == before
+    assert master_state(haproxy) == before
     assert _get(haproxy.port, "hello.localhost")[0] == 503
 
 
@@ -265,22 +234,22 @@ def test_it_reloads_when_the_runtime_api_refuses_the_map_change(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _two_backends(store, haproxy, app_server, second_server)
-    reloads, _ = _master_state(haproxy)
+    reloads, _ = master_state(haproxy)
 
     def refusing(socket_path: Path, command: str, timeout: float = 5.0, **kwargs: float) -> str:
         if " map " in command:
             return "Unknown map identifier. Please use #<id> or <file>.\n\n"
         return master_command(socket_path, command, timeout, **kwargs)
 
-    monkeypatch.setattr(proxysync_module, "master_command", refusing)
+    monkeypatch.setattr(haproxycli, "master_command", refusing)
     with caplog.at_level(logging.WARNING, logger="deployer.proxysync"):
         revision = store.point_frontend("hello.localhost", "default.hello-v2")
         assert store.wait_applied(revision, 20)
 
-    assert _master_state(haproxy)[0] == reloads + 1
+    assert master_state(haproxy)[0] == reloads + 1
     assert (store.get(store.applied_key)[0] or {})["reloaded"] is True
     assert json.loads(_get(haproxy.port, "hello.localhost")[1])["version"] == "2"
-    assert "runtime map update failed, reloading instead" in caplog.text
+    assert "runtime update failed, reloading instead" in caplog.text
     assert "Unknown map identifier" in caplog.text
 
 

@@ -1,0 +1,154 @@
+"""What proxysync applies: one snapshot's render, and what turns one render into the next.
+
+A render is the configuration (every backend), the frontends map and each backend's
+servers. Between two renders whose configurations differ only in the servers of backends
+both have, the running worker can be changed through the runtime API (``map_commands``,
+``server_changes``); anything else needs a validated reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deployer.etcdstore import Snapshot
+from deployer.haproxycli import HAProxyTarget
+from deployer.lbconfig import (
+    REVISION_PATH,
+    SERVER_LINE,
+    ServerSpec,
+    backend_servers,
+    checked_servers,
+    map_text,
+    render_config,
+    render_map,
+    safe_name,
+)
+
+
+@dataclass(frozen=True)
+class Render:
+    """One snapshot's configuration and frontends map."""
+
+    config: str
+    # Hostname -> HAProxy backend name, as in the map file.
+    routes: dict[str, str]
+    # HAProxy backend name -> its health-checked ``backend/server`` names.
+    checked: dict[str, list[str]]
+    # HAProxy backend name -> server name -> how it is rendered.
+    servers: dict[str, dict[str, ServerSpec]] = field(default_factory=dict)
+    # HAProxy backend name -> the etcd record's name.
+    names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stable(self) -> str:
+        """The configuration without its revision line: equal ones need no reload."""
+        return "\n".join(line for line in self.config.splitlines() if REVISION_PATH not in line)
+
+    @property
+    def skeleton(self) -> str:
+        """The configuration without its revision and server lines.
+
+        Equal ones differ at most in the servers of backends both have, which the runtime
+        API can change.
+        """
+        return "\n".join(
+            line
+            for line in self.config.splitlines()
+            if REVISION_PATH not in line and not line.startswith(SERVER_LINE)
+        )
+
+    @property
+    def map_text(self) -> str:
+        """The map file's text."""
+        return map_text(self.routes)
+
+
+def render(snapshot: Snapshot, target: HAProxyTarget) -> Render:
+    """The complete configuration and map of ``snapshot`` for the HAProxy at ``target``."""
+    config = render_config(
+        lb_port=target.lb_port,
+        stats_port=target.stats_port,
+        backends=snapshot.backends,
+        map_path=str(target.map_file),
+        bind_host=target.bind_host,
+        revision=snapshot.revision,
+    )
+    routes = render_map(list(snapshot.frontends.values()), snapshot.backends)
+    checked = {
+        safe_name(name): checked_servers(name, record) for name, record in snapshot.backends.items()
+    }
+    servers = {
+        safe_name(name): {spec.name: spec for spec in backend_servers(record)}
+        for name, record in snapshot.backends.items()
+    }
+    names = {safe_name(name): name for name in snapshot.backends}
+    return Render(config, routes, checked, servers, names)
+
+
+def map_commands(
+    old: Mapping[str, str], new: Mapping[str, str], checked: Mapping[str, list[str]], map_file: Path
+) -> list[str]:
+    """Runtime API commands turning the running map ``old`` into ``new``.
+
+    Servers of a backend that gets its first route are marked up first: HAProxy may have
+    marked them down while the pods were still starting, and the workflow has just
+    health-checked them; a reload would also have started them up.
+    """
+    commands = [
+        f"set server {server} health up"
+        for backend in sorted(set(new.values()) - set(old.values()))
+        for server in checked.get(backend, [])
+    ]
+    for host, backend in new.items():
+        if host not in old:
+            commands.append(f"add map {map_file} {host} {backend}")
+        elif old[host] != backend:
+            commands.append(f"set map {map_file} {host} {backend}")
+    commands += [f"del map {map_file} {host}" for host in old if host not in new]
+    return commands
+
+
+@dataclass(frozen=True)
+class ServerChanges:
+    """Servers to add to and remove from backends the running worker already has."""
+
+    added: list[tuple[str, ServerSpec]]
+    removed: list[tuple[str, ServerSpec]]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def server_changes(running: Render, render: Render) -> ServerChanges | None:
+    """How ``running``'s servers become ``render``'s; None when anything else differs.
+
+    Anything else: a backend added, removed or with other options, a server whose address
+    or settings changed (the runtime API cannot edit it in place), a port HAProxy would
+    refuse (the validated reload reports it).
+    """
+    if render.skeleton != running.skeleton:
+        return None
+    added: list[tuple[str, ServerSpec]] = []
+    for backend, servers in render.servers.items():
+        before = running.servers.get(backend, {})
+        for name, spec in servers.items():
+            if name not in before:
+                if not 0 < spec.port < 65536:
+                    return None
+                added.append((backend, spec))
+            elif before[name].line != spec.line:
+                return None
+    return ServerChanges(added, removed_servers(running, render))
+
+
+def removed_servers(running: Render, render: Render) -> list[tuple[str, ServerSpec]]:
+    """Servers of backends both renders have that ``render`` no longer lists."""
+    return [
+        (backend, spec)
+        for backend, servers in running.servers.items()
+        if backend in render.servers
+        for name, spec in servers.items()
+        if name not in render.servers[backend]
+    ]
