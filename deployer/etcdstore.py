@@ -173,12 +173,15 @@ class EtcdStore:
         return int(value.get("revision", 0)) if value else 0
 
     # writes
-    def _txn(self, success: list[Any]) -> int:
+    def _txn(self, success: list[Any], compare: list[Any] | None = None) -> int:
+        """Run a transaction; its revision, or 0 when ``compare`` failed and nothing was written."""
         # etcd3's transaction() drops the response header; the revision is what the
         # workflow waits for proxysync to apply, so the request is sent here directly.
         with _translated("transaction"):
             request = etcd3.etcdrpc.TxnRequest(
-                compare=[], success=self._client._ops_to_requests(success), failure=[]
+                compare=[c.build_message() for c in compare or []],
+                success=self._client._ops_to_requests(success),
+                failure=[],
             )
             response = self._client.kvstub.Txn(
                 request,
@@ -186,12 +189,7 @@ class EtcdStore:
                 credentials=self._client.call_credentials,
                 metadata=self._client.metadata,
             )
-        return int(response.header.revision)
-
-    def current_revision(self) -> int:
-        """The store's current revision."""
-        with _translated("range"):
-            return int(self._client.get_response(self.applied_key).header.revision)
+        return int(response.header.revision) if response.succeeded else 0
 
     def put_route(
         self,
@@ -224,17 +222,14 @@ class EtcdStore:
 
     def put_backend_if_unchanged(
         self, backend: str, record: dict[str, Any], mod_revision: int
-    ) -> bool:
-        """Replace a backend record only if nobody wrote it since ``mod_revision``."""
+    ) -> int:
+        """Replace a backend record only if nobody wrote it since ``mod_revision``.
+
+        Returns the revision of the write, or 0 when someone else wrote first.
+        """
         key = self.backend_key(backend)
         ops = self._client.transactions
-        with _translated("transaction"):
-            succeeded, _ = self._client.transaction(
-                compare=[ops.mod(key) == mod_revision],
-                success=[ops.put(key, json.dumps(record))],
-                failure=[],
-            )
-        return bool(succeeded)
+        return self._txn([ops.put(key, json.dumps(record))], [ops.mod(key) == mod_revision])
 
     def point_frontend(
         self, hostname: str, backend: str, options: dict[str, Any] | None = None

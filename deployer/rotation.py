@@ -41,8 +41,7 @@ class RotationStore(Protocol):
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]: ...
     def put_backend_if_unchanged(
         self, backend: str, record: dict[str, Any], mod_revision: int
-    ) -> bool: ...
-    def current_revision(self) -> int: ...
+    ) -> int: ...
     def wait_applied(
         self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
     ) -> bool: ...
@@ -98,21 +97,23 @@ def _rewrite(
     store: RotationStore,
     backend: str,
     change: Callable[[dict[str, Any]], dict[str, Any] | None],
-) -> dict[str, Any] | None:
-    """Apply ``change`` to a backend record with compare-and-swap; return the record before.
+) -> tuple[dict[str, Any] | None, int]:
+    """Apply ``change`` to a backend record with compare-and-swap.
 
+    Returns the record before and the revision of the write (0 when nothing was written).
     ``change`` returns the new record, or None when nothing needs writing. A record that
-    does not exist is left alone (None is returned).
+    does not exist is left alone.
     """
     for _ in range(CAS_ATTEMPTS):
         record, mod_revision = store.get(store.backend_key(backend))
         if record is None:
-            return None
+            return None, 0
         updated = change(record)
         if updated is None:
-            return record
-        if store.put_backend_if_unchanged(backend, updated, mod_revision):
-            return record
+            return record, 0
+        revision = store.put_backend_if_unchanged(backend, updated, mod_revision)
+        if revision:
+            return record, revision
     raise StoreError(f"backend {backend} kept changing; could not update it")
 
 
@@ -139,16 +140,18 @@ def take_out(
             )
             return {**record, "servers": servers, LEAVING: leaving, "port": port}
 
-        before = _rewrite(store, backend, without)
+        before, revision = _rewrite(store, backend, without)
         if before is None:
             continue
+        # Wait for our own write: later revisions may be proxysync's own acknowledgements,
+        # which it never applies.
+        removal.revision = max(removal.revision, revision)
         entries = [s for s in before.get("servers", []) if s.get("name") in names]
         if entries:
             removal.servers[backend] = entries
-    if not removal.servers:
+    if not removal.servers or not removal.revision:
         return removal
     started = time.monotonic()
-    removal.revision = store.current_revision()
     if not store.wait_applied(removal.revision, timeout, cancelled=cancelled):
         log(
             "warning",
@@ -216,7 +219,7 @@ def put_back(store: RotationStore, removal: Removal, names: Iterable[str], log: 
                 LEAVING: leaving,
             }
 
-        if _rewrite(store, backend, restored) is not None:
+        if _rewrite(store, backend, restored)[0] is not None:
             log("info", f"{', '.join(sorted(back))} stayed; back in rotation of {backend}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dashboard.api import parsers
 from dashboard.api.views import Conflict, queued
 from dashboard.images import repository, same_repository, with_tag
 from dashboard.models import HookDelivery
@@ -275,10 +275,7 @@ class GenericHook(APIView):
         app = get_object_or_404(App, pk=app_id)
         body = bounded_body(request)
         verify_delivery(app, request.headers, body)
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise ParseError('The body must be JSON, e.g. {"tag": "2"}.') from None
+        data = parsers.loads(body or b"{}")
         if not isinstance(data, dict):
             raise ParseError('The body must be a JSON object, e.g. {"tag": "2"}.')
         payload = GenericPayload(data=data)

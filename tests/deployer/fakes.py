@@ -197,13 +197,9 @@ class FakeLB:
 
     def put_backend_if_unchanged(
         self, backend: str, record: dict[str, Any], mod_revision: int
-    ) -> bool:
+    ) -> int:
         self.backends[backend] = dict(record)
-        self._bump(f"rotation {backend}")
-        return True
-
-    def current_revision(self) -> int:
-        return self.revision
+        return self._bump(f"rotation {backend}")
 
     def live_version(self, hostname: str) -> int | None:
         frontend = self.frontends.get(hostname)
