@@ -46,6 +46,8 @@ class Snapshot:
     applied: dict[str, Any] | None = None
     # Backend name -> mod revision, for compare-and-swap writes (see put_backend_if_unchanged).
     backend_revisions: dict[str, int] = field(default_factory=dict)
+    # Records that are not JSON: key relative to the prefix -> why they were left out.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -134,14 +136,17 @@ class EtcdStore:
         backends: dict[str, dict[str, Any]] = {}
         applied: dict[str, Any] | None = None
         revisions: dict[str, int] = {}
+        unreadable: dict[str, str] = {}
         for kv in response.kvs:
-            key = kv.key.decode()
+            key = kv.key.decode(errors="replace")
+            rest = key[len(prefix) :]
             try:
                 value = json.loads(kv.value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 logger.warning("ignoring %s: not JSON", key)
+                if rest.startswith(("frontends/", "backends/")):
+                    unreadable[rest] = "the value is not JSON"
                 continue
-            rest = key[len(prefix) :]
             if rest.startswith("frontends/"):
                 frontends[rest.removeprefix("frontends/")] = value
             elif rest.startswith("backends/"):
@@ -149,7 +154,9 @@ class EtcdStore:
                 revisions[rest.removeprefix("backends/")] = int(kv.mod_revision)
             elif rest == "applied":
                 applied = value
-        return Snapshot(int(response.header.revision), frontends, backends, applied, revisions)
+        return Snapshot(
+            int(response.header.revision), frontends, backends, applied, revisions, unreadable
+        )
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
         """The JSON value at ``key`` (None when absent) and its mod revision (0 when absent)."""

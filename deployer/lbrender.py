@@ -25,6 +25,7 @@ from deployer.lbconfig import (
     render_map,
     safe_name,
 )
+from deployer.lbrecords import clean
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Render:
     servers: dict[str, dict[str, ServerSpec]] = field(default_factory=dict)
     # HAProxy backend name -> the etcd record's name.
     names: dict[str, str] = field(default_factory=dict)
+    # Records left out, ``frontends/<host>`` or ``backends/<name>`` -> why.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def stable(self) -> str:
@@ -65,26 +68,63 @@ class Render:
         return map_text(self.routes)
 
 
-def render(snapshot: Snapshot, target: HAProxyTarget) -> Render:
-    """The complete configuration and map of ``snapshot`` for the HAProxy at ``target``."""
+def render(
+    snapshot: Snapshot,
+    target: HAProxyTarget,
+    refused: Mapping[str, str] | None = None,
+    previous_routes: Mapping[str, str] | None = None,
+) -> Render:
+    """The complete configuration and map of ``snapshot`` for the HAProxy at ``target``.
+
+    Records of the wrong shape, and the backends named in ``refused`` (HAProxy refused
+    them), are left out and listed in ``Render.skipped``. A hostname whose frontend
+    points at a record left out keeps its route in ``previous_routes`` (what the running
+    worker serves), while that backend is still rendered: the old version keeps serving.
+    """
+    frontends, parsed, skipped = clean(snapshot.frontends, snapshot.backends)
+    skipped.update({f"backends/{name}": reason for name, reason in (refused or {}).items()})
+    skipped.update(snapshot.unreadable)
+    backends = {
+        name: record.as_json()
+        for name, record in parsed.items()
+        if f"backends/{name}" not in skipped
+    }
     config = render_config(
         lb_port=target.lb_port,
         stats_port=target.stats_port,
-        backends=snapshot.backends,
+        backends=backends,
         map_path=str(target.map_file),
         bind_host=target.bind_host,
         revision=snapshot.revision,
     )
-    routes = render_map(list(snapshot.frontends.values()), snapshot.backends)
-    checked = {
-        safe_name(name): checked_servers(name, record) for name, record in snapshot.backends.items()
-    }
+    routes = render_map(
+        [{"hostname": f.hostname, "backend": f.backend} for f in frontends.values()], backends
+    )
+    rendered = {safe_name(name) for name in backends}
+    for frontend in frontends.values():
+        kept = (previous_routes or {}).get(frontend.hostname)
+        if f"backends/{frontend.backend}" in skipped and kept in rendered:
+            routes[frontend.hostname] = kept
+    routes = dict(sorted(routes.items()))
+    checked = {safe_name(name): checked_servers(name, record) for name, record in backends.items()}
     servers = {
         safe_name(name): {spec.name: spec for spec in backend_servers(record)}
-        for name, record in snapshot.backends.items()
+        for name, record in backends.items()
     }
-    names = {safe_name(name): name for name in snapshot.backends}
-    return Render(config, routes, checked, servers, names)
+    names = {safe_name(name): name for name in backends}
+    return Render(config, routes, checked, servers, names, skipped)
+
+
+def backend_at_line(config: str, line_number: int) -> str | None:
+    """The HAProxy backend whose section holds ``line_number`` (1-based) of ``config``."""
+    current = None
+    for number, line in enumerate(config.splitlines(), start=1):
+        if line and not line.startswith((" ", "\t", "#")):
+            words = line.split()
+            current = words[1] if words[0] == "backend" and len(words) > 1 else None
+        if number == line_number:
+            return current
+    return None
 
 
 def map_commands(

@@ -37,8 +37,10 @@ go without cutting off requests.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -62,6 +64,7 @@ from deployer.lbconfig import ServerSpec
 from deployer.lbrender import (
     Render,
     ServerChanges,
+    backend_at_line,
     map_commands,
     removed_servers,
     render,
@@ -74,6 +77,21 @@ logger = logging.getLogger(__name__)
 
 class ReloadError(Exception):
     """HAProxy refused the configuration or did not come back with it."""
+
+
+# How many times one render is narrowed down to what HAProxy accepts before it is refused.
+MAX_ISOLATIONS = 5
+# "[/path/to/file.cfg:123]" in an alert: the line HAProxy complains about.
+_LINE = re.compile(r"\[[^\]:]+:(\d+)\]")
+
+
+def _as_key(record: Any) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _alert_text(line: str) -> str:
+    """An alert without its timestamp and process prefix."""
+    return line.split(" : ", 1)[-1].strip() if " : " in line else line.strip()
 
 
 class ProxySync:
@@ -98,6 +116,10 @@ class ProxySync:
         # Held while the running worker is changed (apply, reload, a server's deletion).
         self._mutations = threading.Lock()
         self.leaving = ServerDrains(target.master_socket, self._mutations)
+        # Backends ``haproxy -c`` refused: name -> (the record as JSON, HAProxy's words).
+        # Left out while the record stays as it is, so one app never blocks the others.
+        self._refused: dict[str, tuple[str, str]] = {}
+        self._reported: dict[str, str] = {}
 
     def _note_applied(
         self, revision: int, running: Render | None = None, render: Render | None = None
@@ -196,8 +218,20 @@ class ProxySync:
                 self._stop.wait(0.5)
 
     def render(self, snapshot: Snapshot) -> Render:
-        """The complete configuration and map for ``snapshot``."""
-        return render(snapshot, self.target)
+        """The complete configuration and map for ``snapshot``, without refused records."""
+        refused = {
+            name: message
+            for name, (record, message) in self._refused.items()
+            if _as_key(snapshot.backends.get(name)) == record
+        }
+        running = self._applied.routes if self._applied is not None else None
+        result = render(snapshot, self.target, refused, running)
+        if result.skipped != self._reported:
+            for key, reason in sorted(result.skipped.items()):
+                if self._reported.get(key) != reason:
+                    logger.warning("skipping record %s: %s", key, reason)
+            self._reported = dict(result.skipped)
+        return result
 
     def validate(self, text: str) -> None:
         """Run ``haproxy -c`` on ``text``; ReloadError with HAProxy's output when invalid."""
@@ -205,8 +239,9 @@ class ProxySync:
         with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".check.cfg") as candidate:
             candidate.write(text)
             candidate.flush()
+            # Without -q: HAProxy's alerts name the file and line, and say what is wrong.
             result = subprocess.run(
-                [self.target.haproxy_bin, "-c", "-q", "-f", candidate.name],
+                [self.target.haproxy_bin, "-c", "-f", candidate.name],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -215,6 +250,24 @@ class ProxySync:
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()
             raise ReloadError(f"haproxy -c refused the configuration: {output}")
+
+    def isolate(self, snapshot: Snapshot, render: Render, error: ReloadError) -> Render | None:
+        """The render without the backends HAProxy's message blames; None when none is to blame."""
+        blamed: dict[str, list[str]] = {}
+        for line in str(error).splitlines():
+            for number in _LINE.findall(line):
+                backend = backend_at_line(render.config, int(number))
+                if backend is not None and backend in render.names:
+                    blamed.setdefault(render.names[backend], []).append(_alert_text(line))
+        if not blamed:
+            return None
+        for name, lines in blamed.items():
+            message = "haproxy -c refused it: " + " ".join(lines)[:1000]
+            self._refused[name] = (_as_key(snapshot.backends.get(name)), message)
+            logger.error(
+                "revision %s: leaving backend %s out: %s", snapshot.revision, name, message
+            )
+        return self.render(snapshot)
 
     def write(self, text: str, path: Path | None = None) -> None:
         """Replace the configuration (or ``path``) atomically: write a sibling, rename over."""
@@ -343,7 +396,7 @@ class ProxySync:
             if running is None or changes is None:
                 return self.apply_with_reload(snapshot, render)
             if not changes and render.routes == running.routes:
-                self._acknowledge(snapshot.revision, running, [], reloaded=False)
+                self._acknowledge(snapshot.revision, render, [], reloaded=False)
                 self._note_applied(snapshot.revision)
                 return True
             try:
@@ -402,6 +455,8 @@ class ProxySync:
             record["reload_seconds" if reloaded else "runtime_seconds"] = round(seconds, 4)
         if left := self.leaving.left_rotation():
             record["left_rotation"] = left
+        if render.skipped:
+            record["skipped"] = render.skipped
         self.store.put_applied(revision, **record)
 
     def apply_with_reload(self, snapshot: Snapshot, render: Render) -> bool:
@@ -410,7 +465,18 @@ class ProxySync:
         # haproxy -c opens the map the configuration names, so it is written first.
         self.write(render.map_text, self.target.map_file)
         try:
-            self.validate(render.config)
+            for _attempt in range(MAX_ISOLATIONS):
+                try:
+                    self.validate(render.config)
+                    break
+                except ReloadError as exc:
+                    narrower = self.isolate(snapshot, render, exc)
+                    if narrower is None:
+                        raise
+                    render = narrower
+                    self.write(render.map_text, self.target.map_file)
+            else:
+                self.validate(render.config)
         except ReloadError as exc:
             logger.error("revision %s refused: %s", snapshot.revision, exc)
             if self._applied is not None:

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from deployer.cluster import PodFailed, PodInfo
+from deployer.cluster import PodFailed
 from deployer.collaborators import (
     Clock,
     Cluster,
@@ -43,6 +43,7 @@ from deployer.healthsteps import HealthSteps
 from deployer.logsink import Level
 from deployer.maintenance import OtherKinds
 from deployer.models import App, Deployment
+from deployer.pods import STARTING_REASONS, PodInfo
 from deployer.rotation import ServingPod, take_out
 
 __all__ = [
@@ -84,10 +85,6 @@ STEPS: dict[str, list[tuple[str, str]]] = {
         ("objects", "Delete every version"),
     ],
 }
-
-
-# Waiting reasons every pod passes through on its way to running.
-BENIGN = frozenset({"ContainerCreating", "PodInitializing"})
 
 
 @dataclass
@@ -334,7 +331,9 @@ class Workflow(HealthSteps, OtherKinds):
         assert version is not None
 
         def on_change(pod: PodInfo) -> None:
-            level: Level = "warning" if pod.reason and pod.reason not in BENIGN else "info"
+            level: Level = (
+                "warning" if pod.reason and pod.reason not in STARTING_REASONS else "info"
+            )
             self.log(f"Pod {pod.name}: {pod.describe()}", level=level, step="pods")
 
         try:
@@ -400,6 +399,7 @@ class Workflow(HealthSteps, OtherKinds):
             # Usually applied while the pods were health-checked; a refusal or timeout
             # stops the deploy before any traffic moved.
             self.wait_applied(self.backend_revision)
+            self.refuse_if_skipped(backend)
             self.switch_started = True  # before the write: its outcome is unknown if it raises
             revision = self.lb.point_frontend(self.hostname, backend)
         else:
@@ -410,6 +410,13 @@ class Workflow(HealthSteps, OtherKinds):
             )
         self.switch_revision = revision
         self.deployment.switched_at = timezone.now()
+
+    def refuse_if_skipped(self, backend: str) -> None:
+        """StopDeployment when the load balancer left ``backend`` out (a record it refused)."""
+        applied, _ = self.lb.get(self.lb.applied_key)
+        reason = ((applied or {}).get("skipped") or {}).get(f"backends/{backend}")
+        if reason:
+            raise StopDeployment(f"the load balancer refused backend {backend}: {reason}")
 
     def switch(self) -> None:
         """Record the route written by write_route, then wait for proxysync's acknowledgement."""

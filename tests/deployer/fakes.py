@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployer.cluster import PodFailed, PodInfo
+from deployer.cluster import PodFailed
 from deployer.errors import Transient
 from deployer.health import HealthResult
 from deployer.logsink import Level
+from deployer.pods import PodInfo
 
 
 @dataclass
@@ -121,6 +122,7 @@ class FakeLB:
     writes: list[str] = field(default_factory=list)
     drained: list[int] = field(default_factory=list)
     history: list[str] = field(default_factory=list)  # writes and drain waits, in order
+    skipped: dict[str, str] = field(default_factory=dict)  # records proxysync left out
 
     def _bump(self, what: str) -> int:
         self.revision += 1
@@ -190,6 +192,8 @@ class FakeLB:
         return f"backends/{backend}"
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        if key == self.applied_key:
+            return {"revision": self.applied, "skipped": dict(self.skipped)}, self.applied
         if key.startswith("backends/"):
             record = self.backends.get(key.removeprefix("backends/"))
             return (dict(record), self.revision) if record is not None else (None, 0)

@@ -21,7 +21,6 @@ from deployer.haproxycli import (
     backend_sessions,
     master_command,
     old_workers,
-    served_revision,
 )
 from deployer.lbrender import map_commands
 from deployer.proxysync import ProxySync, ReloadError
@@ -121,7 +120,7 @@ def test_it_renders_the_current_state_when_it_starts(
     assert _get(haproxy.port, "early.localhost")[0] == 200
 
 
-def test_it_refuses_an_invalid_render_and_keeps_the_last_good_config(
+def test_it_skips_a_record_of_the_wrong_shape_and_keeps_serving_the_last_good_backend(
     store: EtcdStore, haproxy: Server, proxysync: ProxySync, app_server: ThreadingHTTPServer
 ) -> None:
     good = store.put_route("hello.localhost", "default.hello-v1", _servers(app_server))
@@ -133,14 +132,54 @@ def test_it_refuses_an_invalid_render_and_keeps_the_last_good_config(
         [{"name": "pod-0", "address": "127.0.0.1", "port": 99999}],
     )
 
-    assert not store.wait_applied(bad, 20)
+    assert store.wait_applied(bad, 20)
     applied = store.get(store.applied_key)[0] or {}
-    assert applied["rejected"]["revision"] >= bad
-    assert "haproxy -c refused" in applied["rejected"]["error"]
-    assert _get(haproxy.port, "hello.localhost")[0] == 200
-    served = served_revision("127.0.0.1", int(haproxy.extra["stats_port"]))  # type: ignore[arg-type]
-    assert served is not None and good <= served < bad
+    assert (
+        "port must be a number from 1 to 65535" in applied["skipped"]["backends/default.hello-v2"]
+    )
+    status, body = _get(haproxy.port, "hello.localhost")
+    assert status == 200 and json.loads(body)["version"] == "1"
     assert "default.hello-v2" not in haproxy.extra["config"].read_text()  # type: ignore[union-attr]
+
+
+def test_a_record_that_is_not_even_an_object_never_stops_proxysync(
+    store: EtcdStore, haproxy: Server, proxysync: ProxySync, app_server: ThreadingHTTPServer
+) -> None:
+    store._client.put(store.backend_key("default.junk-v1"), "not json")
+    store._client.put(store.backend_key("default.list-v1"), json.dumps({"servers": "pod-0"}))
+    store._client.put(store.frontend_key("junk.localhost"), json.dumps(["default.junk-v1"]))
+
+    revision = store.put_route("hello.localhost", "default.hello-v1", _servers(app_server))
+
+    assert store.wait_applied(revision, 20)
+    assert _get(haproxy.port, "hello.localhost")[0] == 200
+    skipped = (store.get(store.applied_key)[0] or {})["skipped"]
+    assert skipped["backends/default.junk-v1"] == "the value is not JSON"
+    assert skipped["backends/default.list-v1"] == "servers must be a list, not str"
+    assert "must be an object" in skipped["frontends/junk.localhost"]
+
+
+def test_it_leaves_out_only_the_backend_haproxy_refuses_and_shows_its_message(
+    store: EtcdStore, haproxy: Server, proxysync: ProxySync, app_server: ThreadingHTTPServer
+) -> None:
+    good = store.put_route("hello.localhost", "default.hello-v1", _servers(app_server))
+    assert store.wait_applied(good, 20)
+
+    broken = store.put_route(
+        "broken.localhost",
+        "default.broken-v1",
+        [{"name": "pod-0", "address": "no-such-host.invalid", "port": 8080}],
+    )
+    other = store.put_route("other.localhost", "default.other-v1", _servers(app_server))
+
+    assert store.wait_applied(other, 20)
+    skipped = (store.get(store.applied_key)[0] or {})["skipped"]
+    assert "haproxy -c refused it" in skipped["backends/default.broken-v1"]
+    assert "no-such-host.invalid" in skipped["backends/default.broken-v1"]
+    assert broken < other
+    assert _get(haproxy.port, "other.localhost")[0] == 200
+    assert _get(haproxy.port, "hello.localhost")[0] == 200
+    assert _get(haproxy.port, "broken.localhost")[0] == 503
 
 
 def test_it_removes_a_route_when_its_frontend_is_deleted(

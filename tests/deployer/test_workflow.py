@@ -410,3 +410,18 @@ def test_a_new_app_cannot_take_a_hostname_that_another_app_still_serves(
     assert f"still routes to app default/{first.name}" in str(
         refused.value.message_dict["frontend"]
     )
+
+
+def test_it_stops_before_the_switch_when_the_load_balancer_left_the_new_backend_out(
+    app: App, run_workflow: Run, cluster: FakeCluster, lb: FakeLB
+) -> None:
+    run_workflow(app)
+    lb.skipped[f"backends/{backend_name('default', app.name, 2)}"] = "haproxy -c refused it: x"
+
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "the load balancer refused backend" in deployment.failure_reason
+    assert "haproxy -c refused it: x" in deployment.failure_reason
+    assert lb.live_version(app.frontend) == 1
+    assert cluster.versions_.keys() == {1}
