@@ -17,6 +17,71 @@ from .resources import Resource
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 
 
+def _refuse_immortal_namespace(res: Resource, name: str) -> None:
+    """NamespaceLifecycle admission (plugin/pkg/admission/namespace/lifecycle)."""
+    if res.key == "namespaces" and name in IMMORTAL_NAMESPACES:
+        raise Forbidden(
+            f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            name=name,
+            kind="namespaces",
+        )
+
+
+def _check_preconditions(
+    res: Resource, name: str, old: Obj, preconditions: Mapping[str, str]
+) -> None:
+    """Conflict unless the stored object has the uid and resourceVersion the caller expects."""
+    uid = old["metadata"].get("uid")
+    if preconditions.get("uid") and preconditions["uid"] != uid:
+        raise conflict(
+            res.plural,
+            res.group,
+            name,
+            f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: {uid}",
+        )
+    version = old["metadata"]["resourceVersion"]
+    if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != version:
+        raise conflict(
+            res.plural,
+            res.group,
+            name,
+            f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, ResourceVersion in object meta: {version}",
+        )
+
+
+def _finalizers_after(meta: Obj, propagation_policy: str | None) -> list[str]:
+    """The object's finalizers with the one its propagation policy asks for (never both)."""
+    finalizers = list(meta.get("finalizers") or [])
+    if propagation_policy == "Orphan" and "orphan" not in finalizers:
+        finalizers.append("orphan")
+    elif propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
+        finalizers.append("foregroundDeletion")
+    if (
+        propagation_policy in ("Orphan", "Foreground")
+        and "orphan" in finalizers
+        and "foregroundDeletion" in finalizers
+    ):
+        finalizers.remove("orphan" if propagation_policy == "Foreground" else "foregroundDeletion")
+    return finalizers
+
+
+def _pod_grace_period(pod: Obj, grace_period_seconds: int | None) -> int:
+    """CheckGracefulDelete: unscheduled and finished pods go at once, a negative period is 1."""
+    if grace_period_seconds is not None:
+        period = int(grace_period_seconds)
+    else:
+        period = int(pod.get("spec", {}).get("terminationGracePeriodSeconds", 30) or 0)
+    if not pod.get("spec", {}).get("nodeName"):
+        return 0
+    if pod.get("status", {}).get("phase") in ("Failed", "Succeeded"):
+        return 0
+    return 1 if period < 0 else period
+
+
+def _namespace_needs_finalizing(namespace: Obj, finalizers: list[str]) -> bool:
+    return "kubernetes" in (namespace.get("spec", {}).get("finalizers") or []) or bool(finalizers)
+
+
 class DeletionMixin:
     """The delete half of the Store (it supplies ``_entry`` and ``_commit``)."""
 
@@ -33,105 +98,82 @@ class DeletionMixin:
         preconditions: Mapping[str, str] | None = None,
     ) -> tuple[Obj, bool]:
         """Delete or mark for deletion; returns (object, removed_now)."""
-        entry = self._entry(res, namespace, name)
-        old = entry.obj
-        if res.key == "namespaces" and name in IMMORTAL_NAMESPACES:
-            # NamespaceLifecycle admission (plugin/pkg/admission/namespace/lifecycle).
-            raise Forbidden(
-                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                name=name,
-                kind="namespaces",
-            )
+        old = self._entry(res, namespace, name).obj
+        _refuse_immortal_namespace(res, name)
         if preconditions:
-            if preconditions.get("uid") and preconditions["uid"] != old["metadata"].get("uid"):
-                raise conflict(
-                    res.plural,
-                    res.group,
-                    name,
-                    f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: {old['metadata'].get('uid')}",
-                )
-            if (
-                preconditions.get("resourceVersion")
-                and preconditions["resourceVersion"] != old["metadata"]["resourceVersion"]
-            ):
-                raise conflict(
-                    res.plural,
-                    res.group,
-                    name,
-                    f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, ResourceVersion in object meta: {old['metadata']['resourceVersion']}",
-                )
+            _check_preconditions(res, name, old, preconditions)
         new = copy.deepcopy(old)
-        meta = new["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if propagation_policy == "Orphan" and "orphan" not in finalizers:
-            finalizers.append("orphan")
-        elif propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
-            finalizers.append("foregroundDeletion")
-        if (
-            propagation_policy in ("Orphan", "Foreground")
-            and "orphan" in finalizers
-            and "foregroundDeletion" in finalizers
-        ):
-            finalizers.remove(
-                "orphan" if propagation_policy == "Foreground" else "foregroundDeletion"
-            )
-        period = 0
-        if res.key == "pods":
-            if grace_period_seconds is not None:
-                period = int(grace_period_seconds)
-            else:
-                period = int(new.get("spec", {}).get("terminationGracePeriodSeconds", 30) or 0)
-            if not new.get("spec", {}).get("nodeName"):
-                period = 0
-            if new.get("status", {}).get("phase") in ("Failed", "Succeeded"):
-                period = 0
-            if period < 0:
-                period = 1
-        elif res.key == "namespaces" and (
-            "kubernetes" in (new.get("spec", {}).get("finalizers") or []) or finalizers
-        ):
-            if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = now_rfc3339()
-                meta["deletionGracePeriodSeconds"] = 0
-            new.setdefault("status", {})["phase"] = "Terminating"
-            if finalizers:
-                meta["finalizers"] = finalizers
-            if new == old:
-                return new, False
-            return self._commit(res, "MODIFIED", new, old).obj, False
-        if meta.get("deletionTimestamp"):
-            current = meta.get("deletionGracePeriodSeconds")
-            if (
-                current is not None
-                and period >= int(current)
-                and finalizers == (meta.get("finalizers") or [])
-            ):
-                # Already being deleted at least as fast: nothing changes.
-                if not finalizers and int(current) == 0:
-                    return self._commit(res, "DELETED", new, old).obj, True
-                return new, False
+        finalizers = _finalizers_after(new["metadata"], propagation_policy)
+        if res.key == "namespaces" and _namespace_needs_finalizing(new, finalizers):
+            return self._terminate_namespace(res, new, old, finalizers), False
+        period = _pod_grace_period(new, grace_period_seconds) if res.key == "pods" else 0
+        repeated = self._repeated_delete(res, new, old, period, finalizers)
+        if repeated is not None:
+            return repeated
         if period > 0:
-            if not meta.get("deletionTimestamp") or period < int(
-                meta.get("deletionGracePeriodSeconds") or 0
-            ):
-                meta["deletionTimestamp"] = now_rfc3339(period)
-                meta["deletionGracePeriodSeconds"] = period
-                if res.has_generation or "generation" in meta:
-                    meta["generation"] = int(meta.get("generation", 0)) + 1
-            if finalizers:
-                meta["finalizers"] = finalizers
-            return self._commit(res, "MODIFIED", new, old).obj, False
+            return self._delete_gracefully(res, new, old, period, finalizers), False
         if finalizers:
-            if not meta.get("deletionTimestamp"):
-                meta["deletionTimestamp"] = now_rfc3339()
-                if "generation" in meta:
-                    meta["generation"] = int(meta["generation"]) + 1
-            meta["deletionGracePeriodSeconds"] = 0
-            meta["finalizers"] = finalizers
-            if new == old:
-                return new, False
-            return self._commit(res, "MODIFIED", new, old).obj, False
+            return self._await_finalizers(res, new, old, finalizers), False
         if res.key == "pods":
-            meta.setdefault("deletionTimestamp", now_rfc3339())
-            meta["deletionGracePeriodSeconds"] = 0
+            new["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
         return self._commit(res, "DELETED", new, old).obj, True
+
+    def _terminate_namespace(self, res: Resource, new: Obj, old: Obj, finalizers: list[str]) -> Obj:
+        """Mark a namespace Terminating; the namespace controller empties and removes it."""
+        meta = new["metadata"]
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = now_rfc3339()
+            meta["deletionGracePeriodSeconds"] = 0
+        new.setdefault("status", {})["phase"] = "Terminating"
+        if finalizers:
+            meta["finalizers"] = finalizers
+        if new == old:
+            return new
+        return self._commit(res, "MODIFIED", new, old).obj
+
+    def _repeated_delete(
+        self, res: Resource, new: Obj, old: Obj, period: int, finalizers: list[str]
+    ) -> tuple[Obj, bool] | None:
+        """The answer to deleting an object already being deleted at least as fast, else None."""
+        meta = new["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if (
+            not meta.get("deletionTimestamp")
+            or current is None
+            or period < int(current)
+            or finalizers != (meta.get("finalizers") or [])
+        ):
+            return None
+        if not finalizers and int(current) == 0:
+            return self._commit(res, "DELETED", new, old).obj, True
+        return new, False
+
+    def _delete_gracefully(
+        self, res: Resource, new: Obj, old: Obj, period: int, finalizers: list[str]
+    ) -> Obj:
+        """Set (or shorten) the deletion deadline; the kubelet removes the pod once it stopped."""
+        meta = new["metadata"]
+        if not meta.get("deletionTimestamp") or period < int(
+            meta.get("deletionGracePeriodSeconds") or 0
+        ):
+            meta["deletionTimestamp"] = now_rfc3339(period)
+            meta["deletionGracePeriodSeconds"] = period
+            if res.has_generation or "generation" in meta:
+                meta["generation"] = int(meta.get("generation", 0)) + 1
+        if finalizers:
+            meta["finalizers"] = finalizers
+        return self._commit(res, "MODIFIED", new, old).obj
+
+    def _await_finalizers(self, res: Resource, new: Obj, old: Obj, finalizers: list[str]) -> Obj:
+        """Mark the object deleted; it goes once its finalizers are removed."""
+        meta = new["metadata"]
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = now_rfc3339()
+            if "generation" in meta:
+                meta["generation"] = int(meta["generation"]) + 1
+        meta["deletionGracePeriodSeconds"] = 0
+        meta["finalizers"] = finalizers
+        if new == old:
+            return new
+        return self._commit(res, "MODIFIED", new, old).obj

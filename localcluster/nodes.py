@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -158,98 +159,23 @@ class NodeManager:
         self._index[name] = index
 
     async def _bring_up(self, name: str) -> None:
+        """Register the node, start its kubelet and report it Ready; a node deleted meanwhile is left alone."""
         if name in self.kubelets:
             return
         index = self._index[name]
         address = f"{NODE_ADDRESS_PREFIX}.{index}"
         prefix = f"127.{self.block.block}.{index}"
-
-        def register(node: dict[str, Any]) -> None:
-            meta = node["metadata"]
-            labels = meta.setdefault("labels", {})
-            labels.setdefault("kubernetes.io/hostname", name)
-            labels.setdefault("kubernetes.io/os", "linux")
-            labels.setdefault("kubernetes.io/arch", "amd64")
-            labels.setdefault("beta.kubernetes.io/os", "linux")
-            labels.setdefault("beta.kubernetes.io/arch", "amd64")
-            labels.setdefault("node.kubernetes.io/instance-type", "local")
-            labels.setdefault("topology.kubernetes.io/region", "local")
-            labels.setdefault("topology.kubernetes.io/zone", "local-a")
-            labels.setdefault(NODE_GROUP_LABEL, DEFAULT_NODE_GROUP)
-            labels.setdefault(INSTANCE_ID_LABEL, "i-" + secrets.token_hex(8) + "0")
-            annotations = meta.setdefault("annotations", {})
-            annotations.setdefault("node.alpha.kubernetes.io/ttl", "0")
-            annotations.setdefault("volumes.kubernetes.io/controller-managed-attach-detach", "true")
-            spec = node.setdefault("spec", {})
-            spec["podCIDR"] = f"{prefix}.0/24"
-            spec["podCIDRs"] = [spec["podCIDR"]]
-            spec.setdefault(
-                "providerID",
-                f"localcluster:///{labels[NODE_GROUP_LABEL]}/{labels[INSTANCE_ID_LABEL]}",
-            )
-
         try:
-            node = await self.store.mutate("nodes", None, name, register)
+            node = await self.store.mutate(
+                "nodes", None, name, functools.partial(_register, name=name, prefix=prefix)
+            )
         except NotFound:
             return
-        capacity = dict(DEFAULT_CAPACITY)
-        for key, value in (node["metadata"].get("annotations") or {}).items():
-            if key.startswith(CAPACITY_ANNOTATION):
-                capacity[key[len(CAPACITY_ANNOTATION) :]] = str(value)
-
-        def ready(node: dict[str, Any]) -> None:
-            stamp = now()
-            status = node.setdefault("status", {})
-            status["capacity"] = capacity
-            status["allocatable"] = dict(capacity)
-            status["conditions"] = [
-                _condition(
-                    "MemoryPressure",
-                    "False",
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                    stamp,
-                ),
-                _condition(
-                    "DiskPressure",
-                    "False",
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                    stamp,
-                ),
-                _condition(
-                    "PIDPressure",
-                    "False",
-                    "KubeletHasSufficientPID",
-                    "kubelet has sufficient PID available",
-                    stamp,
-                ),
-                _condition(
-                    "Ready", "True", "KubeletReady", "kubelet is posting ready status", stamp
-                ),
-            ]
-            status["addresses"] = [
-                {"type": "InternalIP", "address": address},
-                {"type": "Hostname", "address": name},
-            ]
-            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 10250}}
-            uid = node["metadata"]["uid"]
-            status["nodeInfo"] = {
-                "machineID": uid.replace("-", ""),
-                "systemUUID": uid,
-                "bootID": secrets.token_hex(16),
-                "kernelVersion": os.uname().release,
-                "osImage": "localcluster",
-                "containerRuntimeVersion": "localcluster://0.1.0",
-                "kubeletVersion": KUBELET_VERSION,
-                "kubeProxyVersion": KUBELET_VERSION,
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-            }
-            status.setdefault("images", [])
-
         kubelet = Kubelet(self.ctx, name, address, prefix)
         self.kubelets[name] = kubelet
+        ready = functools.partial(
+            _report_ready, name=name, address=address, capacity=_capacity(node)
+        )
         try:
             node = await self.store.mutate("nodes", None, name, ready, subresource="status")
         except NotFound:
@@ -272,6 +198,93 @@ class NodeManager:
         kubelets = list(self.kubelets.values())
         self.kubelets.clear()
         await asyncio.gather(*(k.stop() for k in kubelets), return_exceptions=True)
+
+
+# Labels and annotations a kubelet puts on the Node it registers, unless they are set already.
+NODE_LABELS = {
+    "kubernetes.io/os": "linux",
+    "kubernetes.io/arch": "amd64",
+    "beta.kubernetes.io/os": "linux",
+    "beta.kubernetes.io/arch": "amd64",
+    "node.kubernetes.io/instance-type": "local",
+    "topology.kubernetes.io/region": "local",
+    "topology.kubernetes.io/zone": "local-a",
+    NODE_GROUP_LABEL: DEFAULT_NODE_GROUP,
+}
+NODE_ANNOTATIONS = {
+    "node.alpha.kubernetes.io/ttl": "0",
+    "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+}
+# The conditions of a healthy node: (type, status, reason, message).
+READY_CONDITIONS = (
+    (
+        "MemoryPressure",
+        "False",
+        "KubeletHasSufficientMemory",
+        "kubelet has sufficient memory available",
+    ),
+    ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+)
+
+
+def _register(node: dict[str, Any], *, name: str, prefix: str) -> None:
+    """Label the node as its kubelet would and give it the pod range ``<prefix>.0/24``."""
+    meta = node["metadata"]
+    labels = meta.setdefault("labels", {})
+    labels.setdefault("kubernetes.io/hostname", name)
+    for key, value in NODE_LABELS.items():
+        labels.setdefault(key, value)
+    labels.setdefault(INSTANCE_ID_LABEL, "i-" + secrets.token_hex(8) + "0")
+    annotations = meta.setdefault("annotations", {})
+    for key, value in NODE_ANNOTATIONS.items():
+        annotations.setdefault(key, value)
+    spec = node.setdefault("spec", {})
+    spec["podCIDR"] = f"{prefix}.0/24"
+    spec["podCIDRs"] = [spec["podCIDR"]]
+    spec.setdefault(
+        "providerID", f"localcluster:///{labels[NODE_GROUP_LABEL]}/{labels[INSTANCE_ID_LABEL]}"
+    )
+
+
+def _capacity(node: dict[str, Any]) -> dict[str, str]:
+    """DEFAULT_CAPACITY, with what the node's capacity annotations say instead."""
+    capacity = dict(DEFAULT_CAPACITY)
+    for key, value in (node["metadata"].get("annotations") or {}).items():
+        if key.startswith(CAPACITY_ANNOTATION):
+            capacity[key[len(CAPACITY_ANNOTATION) :]] = str(value)
+    return capacity
+
+
+def _report_ready(
+    node: dict[str, Any], *, name: str, address: str, capacity: dict[str, str]
+) -> None:
+    """The status a freshly started kubelet posts: capacity, Ready, addresses and node info."""
+    stamp = now()
+    status = node.setdefault("status", {})
+    status["capacity"] = capacity
+    status["allocatable"] = dict(capacity)
+    status["conditions"] = [_condition(*condition, stamp) for condition in READY_CONDITIONS]
+    status["addresses"] = [
+        {"type": "InternalIP", "address": address},
+        {"type": "Hostname", "address": name},
+    ]
+    status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 10250}}
+    uid = node["metadata"]["uid"]
+    status["nodeInfo"] = {
+        "machineID": uid.replace("-", ""),
+        "systemUUID": uid,
+        "bootID": secrets.token_hex(16),
+        "kernelVersion": os.uname().release,
+        "osImage": "localcluster",
+        "containerRuntimeVersion": "localcluster://0.1.0",
+        "kubeletVersion": KUBELET_VERSION,
+        "kubeProxyVersion": KUBELET_VERSION,
+        "operatingSystem": "linux",
+        "architecture": "amd64",
+    }
+    status.setdefault("images", [])
 
 
 def _condition(ctype: str, status: str, reason: str, message: str, stamp: str) -> dict[str, str]:

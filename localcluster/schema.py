@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes.client import models as _models
 
 from .errors import BadRequest, field_required, invalid
-from .resources import Resource
+from .resources import RESOURCES, Resource
 
 _MODEL_FOR_KIND = {"Event": "CoreV1Event"}
 _ZERO: dict[str, Any] = {
@@ -196,8 +196,6 @@ def decode_model(model: str, obj: dict[str, Any], kind_res: Resource) -> dict[st
 
 def warm() -> None:
     """Import and index every model reachable from the served kinds (keeps first requests fast)."""
-    from .resources import RESOURCES
-
     seen: set[str] = set()
     todo = [model_for(r) for r in RESOURCES] + ["V1DeleteOptions", "V1Eviction", "V1Scale"]
     while todo:

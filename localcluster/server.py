@@ -36,6 +36,7 @@ from .errors import (
     RequestEntityTooLarge,
     StatusError,
     UnsupportedMediaType,
+    not_found,
 )
 from .patch import APPLY, PATCH_TYPES, apply_patch, unsupported_media_type
 from .query import as_bool, as_int
@@ -522,8 +523,6 @@ def _dry_run(request: web.Request) -> bool:
 
 
 def _raise_not_found(res: Resource, name: str) -> Any:
-    from .errors import not_found
-
     raise not_found(res.plural, res.group, name)
 
 

@@ -82,6 +82,7 @@ from .errors import (
     conflict,
     not_found,
 )
+from .patch import apply_patch
 from .persistence import StateFiles
 from .records import (
     Entry,
@@ -519,12 +520,9 @@ class Store(WatchMixin, DeletionMixin):
         subresource: str | None = None,
     ) -> Obj:
         """Patch an object with a strategic-merge, merge or JSON patch (content type names the kind)."""
-        from .patch import apply_patch
-
         res = lookup(resource)
         current = json.loads(self._entry(res, namespace, name).raw)
-        target = current if subresource != "status" else current
-        new = apply_patch(res, target, patch, patch_type)
+        new = apply_patch(res, current, patch, patch_type)
         return json.loads(self._update_sync(res, namespace, name, new, subresource).raw)
 
     async def delete(

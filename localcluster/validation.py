@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import field_invalid, field_not_supported, field_required, invalid
@@ -92,129 +93,174 @@ def default_pod_spec(spec: Obj) -> None:
             _default_container(c)
 
 
-def _is_pod_spec(spec: Any) -> bool:
-    return isinstance(spec, dict)
+def _default_new_pod_spec(spec: Obj) -> None:
+    """The defaults a pod gets only when it is created (service account, priority, admission)."""
+    spec.setdefault("serviceAccountName", "default")
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    spec.setdefault("priority", 0)
+    tolerations = spec.setdefault("tolerations", [])
+    # DefaultTolerationSeconds admission plugin.
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if isinstance(tolerations, list) and not any(
+            isinstance(t, dict) and t.get("key") == key for t in tolerations
+        ):
+            tolerations.append(
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            )
+
+
+def _default_pod(obj: Obj, store: Store, old: Obj | None) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        default_pod_spec(spec)
+        if old is None:
+            _default_new_pod_spec(spec)
+    if old is None:
+        status = obj.setdefault("status", {})
+        if isinstance(status, dict):
+            status.setdefault("phase", "Pending")
+            status.setdefault("qosClass", _qos(spec))
+
+
+def _default_rolling_update(spec: Obj, field: str, max_unavailable: Any, max_surge: Any) -> None:
+    """Default ``spec[field]`` (a strategy) to RollingUpdate with the given limits."""
+    strategy = spec.setdefault(field, {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            if isinstance(rolling, dict):
+                rolling.setdefault("maxUnavailable", max_unavailable)
+                rolling.setdefault("maxSurge", max_surge)
+
+
+def _default_template(spec: Obj) -> None:
+    template = spec.get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        default_pod_spec(template["spec"])
+
+
+def _default_deployment(obj: Obj, store: Store, old: Obj | None) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        _default_rolling_update(spec, "strategy", max_unavailable="25%", max_surge="25%")
+        _default_template(spec)
+    if old is None:
+        obj.setdefault("status", {})
+
+
+def _default_replica_set(obj: Obj, store: Store, old: Obj | None) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("replicas", 1)
+        _default_template(spec)
+    if old is None:
+        obj.setdefault("status", {})
+
+
+def _default_daemon_set(obj: Obj, store: Store, old: Obj | None) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("revisionHistoryLimit", 10)
+        _default_rolling_update(spec, "updateStrategy", max_unavailable=1, max_surge=0)
+        _default_template(spec)
+    if old is None:
+        obj.setdefault(
+            "status",
+            {
+                "currentNumberScheduled": 0,
+                "desiredNumberScheduled": 0,
+                "numberMisscheduled": 0,
+                "numberReady": 0,
+            },
+        )
+
+
+def _default_cluster_ip(spec: Obj, store: Store, old: Obj | None) -> None:
+    """Keep the address an update leaves out, allocate one for a new service."""
+    if old is not None and "clusterIP" not in spec:
+        spec["clusterIP"] = old.get("spec", {}).get("clusterIP")
+        if "clusterIPs" in old.get("spec", {}):
+            spec["clusterIPs"] = old["spec"]["clusterIPs"]
+    if not spec.get("clusterIP"):
+        spec["clusterIP"] = store.allocate_cluster_ip()
+    spec.setdefault("clusterIPs", [spec["clusterIP"]])
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+
+
+def _default_service(obj: Obj, store: Store, old: Obj | None) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        if spec["type"] != "ExternalName":
+            _default_cluster_ip(spec, store, old)
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+                if "port" in p:
+                    p.setdefault("targetPort", p["port"])
+    if old is None:
+        obj.setdefault("status", {"loadBalancer": {}})
+
+
+def _default_namespace(obj: Obj, store: Store, old: Obj | None) -> None:
+    name = obj["metadata"].get("name", "")
+    obj["metadata"].setdefault("labels", {})
+    if isinstance(obj["metadata"]["labels"], dict):
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
+    if old is None:
+        obj["spec"] = {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+
+
+def _default_pod_disruption_budget(obj: Obj, store: Store, old: Obj | None) -> None:
+    if old is None:
+        obj.setdefault(
+            "status",
+            {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
+        )
+
+
+def _default_secret(obj: Obj, store: Store, old: Obj | None) -> None:
+    obj.setdefault("type", "Opaque")
+
+
+def _default_node(obj: Obj, store: Store, old: Obj | None) -> None:
+    if old is not None:
+        return
+    spec = obj.get("spec")
+    if isinstance(spec, dict) or spec is None:
+        obj.setdefault("spec", {})
+    obj.setdefault("status", {})
+
+
+# Each defaulter fills in ``obj`` in place; ``old`` is the stored object on an update, else None.
+_DEFAULTERS: dict[str, Callable[[Obj, Store, Obj | None], None]] = {
+    "Pod": _default_pod,
+    "Deployment": _default_deployment,
+    "ReplicaSet": _default_replica_set,
+    "DaemonSet": _default_daemon_set,
+    "Service": _default_service,
+    "Namespace": _default_namespace,
+    "PodDisruptionBudget": _default_pod_disruption_budget,
+    "Secret": _default_secret,
+    "Node": _default_node,
+}
 
 
 def default(res: Resource, obj: Obj, store: Store, old: Obj | None = None) -> None:
     """Fill in the defaults kube-apiserver would for ``res`` (in place)."""
-    kind = res.kind
-    spec = obj.get("spec")
-    if kind == "Pod":
-        if _is_pod_spec(spec):
-            default_pod_spec(spec)
-            if old is None:
-                spec.setdefault("serviceAccountName", "default")
-                spec.setdefault("serviceAccount", spec["serviceAccountName"])
-                spec.setdefault("enableServiceLinks", True)
-                spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-                spec.setdefault("priority", 0)
-                tolerations = spec.setdefault("tolerations", [])
-                # DefaultTolerationSeconds admission plugin.
-                for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-                    if isinstance(tolerations, list) and not any(
-                        isinstance(t, dict) and t.get("key") == key for t in tolerations
-                    ):
-                        tolerations.append(
-                            {
-                                "key": key,
-                                "operator": "Exists",
-                                "effect": "NoExecute",
-                                "tolerationSeconds": 300,
-                            }
-                        )
-        if old is None:
-            status = obj.setdefault("status", {})
-            if isinstance(status, dict):
-                status.setdefault("phase", "Pending")
-                status.setdefault("qosClass", _qos(spec))
-    elif kind in ("Deployment", "ReplicaSet", "DaemonSet"):
-        if isinstance(spec, dict):
-            if kind != "DaemonSet":
-                spec.setdefault("replicas", 1)
-            if kind == "Deployment":
-                spec.setdefault("revisionHistoryLimit", 10)
-                spec.setdefault("progressDeadlineSeconds", 600)
-                strategy = spec.setdefault("strategy", {})
-                if isinstance(strategy, dict):
-                    strategy.setdefault("type", "RollingUpdate")
-                    if strategy["type"] == "RollingUpdate":
-                        ru = strategy.setdefault("rollingUpdate", {})
-                        if isinstance(ru, dict):
-                            ru.setdefault("maxUnavailable", "25%")
-                            ru.setdefault("maxSurge", "25%")
-            if kind == "DaemonSet":
-                spec.setdefault("revisionHistoryLimit", 10)
-                us = spec.setdefault("updateStrategy", {})
-                if isinstance(us, dict):
-                    us.setdefault("type", "RollingUpdate")
-                    if us["type"] == "RollingUpdate":
-                        ru = us.setdefault("rollingUpdate", {})
-                        if isinstance(ru, dict):
-                            ru.setdefault("maxUnavailable", 1)
-                            ru.setdefault("maxSurge", 0)
-            tmpl = spec.get("template")
-            if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict):
-                default_pod_spec(tmpl["spec"])
-        if old is None and kind != "DaemonSet":
-            obj.setdefault("status", {})
-        if old is None and kind == "DaemonSet":
-            obj.setdefault(
-                "status",
-                {
-                    "currentNumberScheduled": 0,
-                    "desiredNumberScheduled": 0,
-                    "numberMisscheduled": 0,
-                    "numberReady": 0,
-                },
-            )
-    elif kind == "Service":
-        if isinstance(spec, dict):
-            spec.setdefault("type", "ClusterIP")
-            spec.setdefault("sessionAffinity", "None")
-            if spec["type"] != "ExternalName":
-                if old is not None and "clusterIP" not in spec:
-                    spec["clusterIP"] = old.get("spec", {}).get("clusterIP")
-                    if "clusterIPs" in old.get("spec", {}):
-                        spec["clusterIPs"] = old["spec"]["clusterIPs"]
-                if not spec.get("clusterIP"):
-                    spec["clusterIP"] = store.allocate_cluster_ip()
-                spec.setdefault("clusterIPs", [spec["clusterIP"]])
-                spec.setdefault("ipFamilies", ["IPv4"])
-                spec.setdefault("ipFamilyPolicy", "SingleStack")
-                spec.setdefault("internalTrafficPolicy", "Cluster")
-            for p in spec.get("ports") or []:
-                if isinstance(p, dict):
-                    p.setdefault("protocol", "TCP")
-                    if "port" in p:
-                        p.setdefault("targetPort", p["port"])
-        if old is None:
-            obj.setdefault("status", {"loadBalancer": {}})
-    elif kind == "Namespace":
-        name = obj["metadata"].get("name", "")
-        obj["metadata"].setdefault("labels", {})
-        if isinstance(obj["metadata"]["labels"], dict):
-            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
-        if old is None:
-            obj["spec"] = {"finalizers": ["kubernetes"]}
-            obj["status"] = {"phase": "Active"}
-    elif kind == "PodDisruptionBudget":
-        if old is None:
-            obj.setdefault(
-                "status",
-                {
-                    "disruptionsAllowed": 0,
-                    "currentHealthy": 0,
-                    "desiredHealthy": 0,
-                    "expectedPods": 0,
-                },
-            )
-    elif kind == "Secret":
-        obj.setdefault("type", "Opaque")
-    elif kind == "Node" and old is None:
-        if isinstance(spec, dict) or spec is None:
-            obj.setdefault("spec", {})
-        obj.setdefault("status", {})
+    defaulter = _DEFAULTERS.get(res.kind)
+    if defaulter is not None:
+        defaulter(obj, store, old)
 
 
 def _qos(spec: Any) -> str:
