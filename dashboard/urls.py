@@ -7,7 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dashboard.views import apps, deployments
+from dashboard.views import apps, deployments, loadbalancer
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", apps.app_list, name="home"),
@@ -22,6 +22,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("deployments/", deployments.deployment_list, name="deployment-list"),
     path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/abort/", deployments.deployment_abort, name="deployment-abort"),
+    path("load-balancer/", loadbalancer.load_balancer, name="load-balancer"),
     path("scaling/", include("scaling.urls")),
     path("api/scaling/", include("scaling.api_urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),

@@ -182,6 +182,7 @@ PAGES = [
     Case("deployment-list", "GET", cells(VIEW, 200)),
     Case("deployment-detail", "GET", cells(VIEW, 200), deployment_pk),
     Case("deployment-abort", "POST", cells({DEPLOYER}, 302), deployment_pk),
+    Case("load-balancer", "GET", cells(VIEW, 200)),
     Case("scaling:overview", "GET", cells(SCALING, 200)),
     Case("scaling:schedule-create", "GET", cells(SCALING, 200)),
     Case("scaling:schedule-create", "POST", cells(SCALING, 400), data=lambda w: {}),
