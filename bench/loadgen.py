@@ -1,13 +1,15 @@
 """A load process for benches: HTTP/1.1 through a load balancer, half keep-alive, at a bounded rate.
 
-    python bench/loadgen.py PORT HOST CONCURRENCY RATE MAX_SECONDS OUT READY
+    python bench/loadgen.py PORT HOST CONCURRENCY RATE MAX_SECONDS OUT READY [SLOW_SHARE]
 
 ``CONCURRENCY`` connections to 127.0.0.1:PORT, half reusing their connection and half
-opening a new one per request, GET /health with ``Host: HOST``, each pausing so that all
-of them together send at most ``RATE`` requests/s. It writes READY once it sends, runs
-until SIGTERM (or MAX_SECONDS, whichever is first), lets the requests in flight finish,
-and writes one line per request to OUT. :class:`Load` runs it from a bench; :class:`Window`
-reads its records.
+opening a new one per request, each pausing so that all of them together send at most
+``RATE`` requests/s, with ``Host: HOST``. A ``SLOW_SHARE`` (0..1, default 0) of the
+connections, taken evenly from both halves, sends ``GET /sleep?seconds=0.2`` (an answer
+that takes 0.2 s, so that a pod that dies has requests in flight); the others send
+``GET /health``. It writes READY once it sends, runs until SIGTERM (or MAX_SECONDS,
+whichever is first), lets the requests in flight finish, and writes one line per request
+to OUT. :class:`Load` runs it from a bench; :class:`Window` reads its records.
 """
 
 from __future__ import annotations
@@ -24,12 +26,27 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 REQUEST_TIMEOUT = 5.0
+# What each kind of connection requests.
+PATHS = {"fast": "/health", "slow": "/sleep?seconds=0.2"}
 
-# One request as the load process saw it: monotonic start and end (CLOCK_MONOTONIC is
-# shared by every process on Linux), HTTP status (0: no response), error kind, mode.
-Record = tuple[float, float, int, str, str]
+
+class Record(NamedTuple):
+    """One request as the load process saw it."""
+
+    start: float  # CLOCK_MONOTONIC, shared by every process on Linux
+    end: float
+    status: int  # 0: no response
+    error: str  # the exception's name without a response, else ""
+    mode: str  # keepalive, close
+    kind: str  # fast, slow (a key of PATHS)
+
+    @property
+    def ok(self) -> bool:
+        """Answered 2xx."""
+        return 200 <= self.status < 300
 
 
 class LoadFailed(Exception):
@@ -42,22 +59,28 @@ def tied_child() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-async def _load(
-    port: int, host: str, concurrency: int, rate: float, max_seconds: float, out: Path, ready: Path
-) -> None:
+def slow_count(connections: int, share: float) -> int:
+    """How many of ``connections`` send the slow request for a ``share`` of 0..1."""
+    return min(connections, max(0, round(connections * share)))
+
+
+async def _load(spec: LoadSpec, out: Path, ready: Path) -> None:
     import aiohttp
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.call_later(max_seconds, stop.set)  # stops by itself even if nobody signals it
+    loop.call_later(spec.max_seconds, stop.set)  # stops by itself even if nobody signals it
     records: list[Record] = []
-    interval = concurrency / rate  # each connection's pause keeps the total under ``rate``
-    url = f"http://127.0.0.1:{port}/health"
+    # Each connection's pause keeps the total under ``rate``; a slow connection, whose
+    # answer takes longer than its interval, sends its next request at once.
+    interval = spec.concurrency / spec.rate
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    headers = {"Host": spec.host}
 
-    async def client(session: aiohttp.ClientSession, mode: str) -> None:
+    async def client(session: aiohttp.ClientSession, mode: str, kind: str) -> None:
+        url = f"http://127.0.0.1:{spec.port}{PATHS[kind]}"
         # A random first delay spreads the connections over the interval instead of bursts.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), random.uniform(0, interval))
@@ -65,22 +88,27 @@ async def _load(
             started = time.monotonic()
             # Stop only between requests: one in flight runs to its answer or its timeout,
             # so shutting the load down never turns into failed requests.
+            status, error = 0, ""
             try:
-                async with session.get(url, headers={"Host": host}) as response:
+                async with session.get(url, headers=headers) as response:
                     await response.read()
-                    records.append((started, time.monotonic(), response.status, "", mode))
+                    status = response.status
             except TimeoutError:
-                records.append((started, time.monotonic(), 0, "Timeout", mode))
+                error = "Timeout"
             except aiohttp.ClientError as exc:
-                records.append((started, time.monotonic(), 0, type(exc).__name__, mode))
+                error = type(exc).__name__
             except Exception as exc:  # noqa: BLE001 - shown as its own kind, never lost
-                records.append((started, time.monotonic(), 0, f"bench:{type(exc).__name__}", mode))
+                error = f"bench:{type(exc).__name__}"
+            records.append(Record(started, time.monotonic(), status, error, mode, kind))
             pause = max(0.0, interval - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
 
-    keepalive = concurrency // 2
-    close = concurrency - keepalive
+    keepalive = spec.concurrency // 2
+    close = spec.concurrency - keepalive
+    slow_total = slow_count(spec.concurrency, spec.slow_share)
+    slow_keepalive = slow_count(keepalive, spec.slow_share)
+    slow_close = min(close, max(0, slow_total - slow_keepalive))
     async with (
         aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(1, keepalive)), timeout=timeout
@@ -90,19 +118,31 @@ async def _load(
         ) as fresh,
     ):
         ready.write_text("ready")
-        clients = [client(reuse, "keepalive") for _ in range(keepalive)]
-        clients += [client(fresh, "close") for _ in range(close)]
+        clients = [
+            client(reuse, "keepalive", "slow" if i < slow_keepalive else "fast")
+            for i in range(keepalive)
+        ]
+        clients += [
+            client(fresh, "close", "slow" if i < slow_close else "fast") for i in range(close)
+        ]
         await asyncio.gather(*clients)
-    out.write_text("".join(f"{a:.6f} {b:.6f} {s} {e or '-'} {m}\n" for a, b, s, e, m in records))
+    out.write_text(
+        "".join(f"{a:.6f} {b:.6f} {s} {e or '-'} {m} {k}\n" for a, b, s, e, m, k in records)
+    )
 
 
 def main(argv: list[str]) -> None:
-    """``PORT HOST CONCURRENCY RATE MAX_SECONDS OUT READY``: run until SIGTERM or MAX_SECONDS."""
-    port, host, concurrency, rate, max_seconds, out, ready = argv
-    load = _load(
-        int(port), host, int(concurrency), float(rate), float(max_seconds), Path(out), Path(ready)
+    """``PORT HOST CONCURRENCY RATE MAX_SECONDS OUT READY [SLOW_SHARE]``: run until stopped."""
+    port, host, concurrency, rate, max_seconds, out, ready, *slow_share = argv
+    spec = LoadSpec(
+        int(port),
+        host,
+        int(concurrency),
+        float(rate),
+        float(max_seconds),
+        float(slow_share[0]) if slow_share else 0.0,
     )
-    asyncio.run(load)
+    asyncio.run(_load(spec, Path(out), Path(ready)))
 
 
 @dataclass(frozen=True)
@@ -114,6 +154,7 @@ class LoadSpec:
     concurrency: int
     rate: float
     max_seconds: float
+    slow_share: float = 0.0
 
 
 class Load:
@@ -125,6 +166,7 @@ class Load:
         command = [
             sys.executable, __file__, str(spec.port), spec.host, str(spec.concurrency),
             str(spec.rate), str(spec.max_seconds), str(self.out), str(self.ready),
+            str(spec.slow_share),
         ]  # fmt: skip
         log = (workdir / f"load-{name}.log").open("ab")
         self.process = subprocess.Popen(
@@ -162,9 +204,9 @@ class Load:
             raise LoadFailed(f"load process wrote no records (exit {self.process.returncode})")
         records: list[Record] = []
         for line in self.out.read_text().splitlines():
-            start, end, status, error, mode = line.split(" ")
-            kind = "" if error == "-" else error
-            records.append((float(start), float(end), int(status), kind, mode))
+            start, end, status, error, mode, kind = line.split(" ")
+            error = "" if error == "-" else error
+            records.append(Record(float(start), float(end), int(status), error, mode, kind))
         return records
 
 
@@ -185,20 +227,20 @@ class Window:
     @classmethod
     def of(cls, records: list[Record], start: float, end: float) -> Window:
         """Select by start time."""
-        return cls([r for r in records if start <= r[0] < end])
+        return cls([r for r in records if start <= r.start < end])
 
     @property
     def failed(self) -> list[Record]:
         """Requests without a 2xx answer."""
-        return [r for r in self.records if not 200 <= r[2] < 300]
+        return [r for r in self.records if not r.ok]
 
     def latencies_ms(self) -> list[float]:
-        """Durations of the successful requests."""
-        return [(r[1] - r[0]) * 1000 for r in self.records if 200 <= r[2] < 300]
+        """Durations of the successful fast (``/health``) requests: slow ones sleep on purpose."""
+        return [(r.end - r.start) * 1000 for r in self.records if r.ok and r.kind == "fast"]
 
     def kinds(self) -> str:
-        """Failures by kind and connection mode, most frequent first."""
-        counts = Counter(f"{r[2] or r[3]}/{r[4]}" for r in self.failed)
+        """Failures by status or error, path kind and connection mode, most frequent first."""
+        counts = Counter(f"{r.status or r.error}/{r.kind}/{r.mode}" for r in self.failed)
         return " ".join(f"{kind}x{count}" for kind, count in counts.most_common()) or "-"
 
 
