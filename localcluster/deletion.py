@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from .errors import Forbidden, conflict
 from .records import Entry, Obj, now_rfc3339
-from .resources import Resource
+from .resources import Resource, ResourceRef, lookup
 
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 
@@ -31,22 +31,12 @@ def _check_preconditions(
     res: Resource, name: str, old: Obj, preconditions: Mapping[str, str]
 ) -> None:
     """Conflict unless the stored object has the uid and resourceVersion the caller expects."""
-    uid = old["metadata"].get("uid")
-    if preconditions.get("uid") and preconditions["uid"] != uid:
-        raise conflict(
-            res.plural,
-            res.group,
-            name,
-            f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: {uid}",
-        )
-    version = old["metadata"]["resourceVersion"]
-    if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != version:
-        raise conflict(
-            res.plural,
-            res.group,
-            name,
-            f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, ResourceVersion in object meta: {version}",
-        )
+    for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        expected = preconditions.get(field)
+        actual = old["metadata"].get(field)
+        if expected and expected != actual:
+            message = f"Precondition failed: {label} in precondition: {expected}, {label} in object meta: {actual}"
+            raise conflict(res.plural, res.group, name, message)
 
 
 def _finalizers_after(meta: Obj, propagation_policy: str | None) -> list[str]:
@@ -88,16 +78,17 @@ class DeletionMixin:
     _entry: Callable[[Resource, str | None, str], Entry]
     _commit: Callable[[Resource, str, Obj, Obj | None], Entry]
 
-    def _delete_sync(
+    def delete_sync(
         self,
-        res: Resource,
+        resource: ResourceRef,
         namespace: str | None,
         name: str,
         grace_period_seconds: int | None = None,
         propagation_policy: str | None = None,
         preconditions: Mapping[str, str] | None = None,
     ) -> tuple[Obj, bool]:
-        """Delete or mark for deletion; returns (object, removed_now)."""
+        """Delete or mark for deletion; returns (stored object, removed_now) without copying it."""
+        res = lookup(resource)
         old = self._entry(res, namespace, name).obj
         _refuse_immortal_namespace(res, name)
         if preconditions:

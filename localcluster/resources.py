@@ -192,7 +192,11 @@ for _r in RESOURCES:
         GROUPS[_r.group].append(_r.version)
 
 
-def lookup(resource: str | Resource) -> Resource:
+# A resource by its key ("pods", "deployments.apps") or as the Resource itself.
+ResourceRef = str | Resource
+
+
+def lookup(resource: ResourceRef) -> Resource:
     """Return the Resource for a key such as ``pods`` or ``deployments.apps``; KeyError if unknown."""
     if isinstance(resource, Resource):
         return resource

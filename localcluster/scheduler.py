@@ -258,22 +258,8 @@ class Scheduler(Controller):
             return
 
         def mark(current: dict[str, Any]) -> None:
-            status = current.setdefault("status", {})
-            conditions = [
-                c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
-            ]
-            conditions.append(
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "lastProbeTime": None,
-                    "lastTransitionTime": now(),
-                    "reason": "Unschedulable",
-                    "message": message,
-                }
-            )
-            status["conditions"] = conditions
-            status.setdefault("phase", "Pending")
+            _set_scheduled_condition(current, "False", reason="Unschedulable", message=message)
+            current["status"].setdefault("phase", "Pending")
 
         updated = await self.store.mutate("pods", key[0], key[1], mark, subresource="status")
         self.recorder.record(updated, "Warning", "FailedScheduling", message, COMPONENT)
@@ -292,19 +278,7 @@ class Scheduler(Controller):
             return
 
         def scheduled(current: dict[str, Any]) -> None:
-            status = current.setdefault("status", {})
-            conditions = [
-                c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
-            ]
-            conditions.append(
-                {
-                    "type": "PodScheduled",
-                    "status": "True",
-                    "lastProbeTime": None,
-                    "lastTransitionTime": now(),
-                }
-            )
-            status["conditions"] = conditions
+            _set_scheduled_condition(current, "True")
 
         bound = await self.store.mutate("pods", namespace, name, scheduled, subresource="status")
         self.recorder.record(
@@ -314,6 +288,22 @@ class Scheduler(Controller):
             f"Successfully assigned {namespace}/{name} to {node}",
             COMPONENT,
         )
+
+
+def _set_scheduled_condition(pod: dict[str, Any], status: str, **reason_and_message: str) -> None:
+    """Replace the pod's PodScheduled condition with a fresh one of ``status``."""
+    pod_status = pod.setdefault("status", {})
+    conditions = [c for c in pod_status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+    conditions.append(
+        {
+            "type": "PodScheduled",
+            "status": status,
+            "lastProbeTime": None,
+            "lastTransitionTime": now(),
+            **reason_and_message,
+        }
+    )
+    pod_status["conditions"] = conditions
 
 
 def _scheduled_condition(pod: dict[str, Any]) -> dict[str, Any] | None:

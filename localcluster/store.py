@@ -96,11 +96,10 @@ from .records import (
     encode_continue,
     now_rfc3339,
 )
-from .resources import RESOURCES, Resource, lookup
+from .resources import RESOURCES, Resource, ResourceRef, lookup
 from .selectors import make_matcher
 from .watching import WatchMixin
 
-ResourceRef = str | Resource
 log = logging.getLogger("localcluster.store")
 __all__ = ["Entry", "Event", "Store", "Watcher", "dumps", "now_rfc3339", "BOOKMARK_INTERVAL"]
 
@@ -535,34 +534,10 @@ class Store(WatchMixin, DeletionMixin):
         preconditions: Mapping[str, str] | None = None,
     ) -> Obj:
         """Delete (or mark for deletion, see the module docstring) and return the object's last state; NotFound."""
-        obj, _ = self._delete_sync(
-            lookup(resource),
-            namespace,
-            name,
-            grace_period_seconds,
-            propagation_policy,
-            preconditions,
+        obj, _ = self.delete_sync(
+            resource, namespace, name, grace_period_seconds, propagation_policy, preconditions
         )
         return copy.deepcopy(obj)
-
-    def delete_sync(
-        self,
-        resource: ResourceRef,
-        namespace: str | None,
-        name: str,
-        grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
-        preconditions: Mapping[str, str] | None = None,
-    ) -> tuple[Obj, bool]:
-        """Like ``delete`` but returns (stored object, removed_now) without copying, for the HTTP layer."""
-        return self._delete_sync(
-            lookup(resource),
-            namespace,
-            name,
-            grace_period_seconds,
-            propagation_policy,
-            preconditions,
-        )
 
     def create_sync(
         self, resource: ResourceRef, namespace: str | None, obj: Obj, dry_run: bool = False

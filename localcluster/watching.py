@@ -14,10 +14,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from .errors import BadRequest, Expired
 from .records import Entry, Event, HistoryRecord, Obj, Watcher
-from .resources import Resource, lookup
+from .resources import ResourceRef, lookup
 from .selectors import make_matcher
-
-ResourceRef = str | Resource
 
 
 class WatchMixin:
