@@ -6,16 +6,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
 from deployer import k8s
-from deployer.bounds import EVENT_MESSAGE_CHARS, LOG_TAIL_BYTES, cut_bytes, cut_text
+from deployer.bounds import LOG_TAIL_BYTES, cut_bytes
 from deployer.envvars import container_env
 from deployer.errors import Conflict, NotFound
 from deployer.podevents import PodEventFeed
+from deployer.pods import PodInfo, pod_info
 from deployer.validation import termination_grace_seconds
 
 logger = logging.getLogger(__name__)
@@ -27,16 +27,6 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # Defaults for descriptor snapshots taken before the settings existed.
 DEFAULT_STOP_DELAY = 5
 DEFAULT_MAX_UNAVAILABLE = 1
-# Waiting reasons that a real kubelet keeps retrying but that no wait will fix.
-FATAL_WAITING = {
-    "ErrImagePull": "the image could not be pulled",
-    "ImagePullBackOff": "the image could not be pulled",
-    "InvalidImageName": "the image name is invalid",
-    "CrashLoopBackOff": "the container keeps crashing",
-    "CreateContainerConfigError": "the container configuration is invalid",
-    "CreateContainerError": "the container could not be created",
-    "RunContainerError": "the container could not be started",
-}
 
 
 class PodFailed(Exception):
@@ -56,97 +46,6 @@ def backend_name(namespace: str, app: str, version: int) -> str:
 def version_labels(app: str, version: int) -> dict[str, str]:
     """Labels on every object and pod of one version."""
     return {"app": app, "version": str(version), MANAGED_BY: MANAGER}
-
-
-@dataclass(frozen=True)
-class PodInfo:
-    """What the deployer needs from a pod."""
-
-    name: str
-    app: str
-    version: int | None
-    ip: str
-    node: str
-    phase: str
-    ready: bool
-    started: bool
-    restarts: int
-    reason: str = ""
-    message: str = ""
-    deleting: bool = False
-    created: str = ""  # creationTimestamp, ISO 8601 (sorts by time)
-
-    @property
-    def fatal(self) -> str:
-        """Why this pod cannot succeed, or "" while it still may."""
-        if self.deleting:
-            return ""  # a pod being deleted stops with an error code; that is expected
-        if self.reason in FATAL_WAITING:
-            return f"{FATAL_WAITING[self.reason]} ({self.reason}: {self.message})".replace(
-                ": )", ")"
-            )
-        if self.phase == "Failed":
-            return f"the pod failed ({self.reason or 'Failed'}: {self.message})"
-        return ""
-
-    def describe(self) -> str:
-        """A short state for the log: phase, readiness, waiting reason."""
-        parts = [self.phase]
-        if self.node:
-            parts.append(f"on {self.node}")
-        if self.ip:
-            parts.append(f"ip {self.ip}")
-        if self.reason:
-            parts.append(self.reason)
-        if self.ready:
-            parts.append("ready")
-        elif self.started:
-            parts.append("started")
-        if self.restarts:
-            parts.append(f"{self.restarts} restarts")
-        return ", ".join(parts)
-
-
-def pod_info(pod: Any) -> PodInfo:
-    """PodInfo from a V1Pod."""
-    meta = pod.metadata
-    labels = meta.labels or {}
-    status = pod.status
-    spec = pod.spec
-    ready = any(c.type == "Ready" and c.status == "True" for c in (status.conditions or []))
-    statuses = status.container_statuses or []
-    started = bool(statuses) and all(s.state is not None and s.state.running for s in statuses)
-    reason, message = status.reason or "", status.message or ""
-    for item in statuses:
-        state = item.state
-        if state is not None and state.waiting is not None and state.waiting.reason:
-            reason, message = state.waiting.reason, state.waiting.message or ""
-        elif state is not None and state.terminated is not None and not reason:
-            reason = state.terminated.reason or "Terminated"
-            message = f"exit code {state.terminated.exit_code}"
-    if not reason:
-        for condition in status.conditions or []:
-            if condition.type == "PodScheduled" and condition.status == "False":
-                reason, message = condition.reason or "Unschedulable", condition.message or ""
-    try:
-        version: int | None = int(labels.get("version", ""))
-    except ValueError:
-        version = None
-    return PodInfo(
-        name=meta.name,
-        app=labels.get("app", ""),
-        version=version,
-        ip=status.pod_ip or "",
-        node=(spec.node_name if spec else None) or "",
-        phase=status.phase or "Pending",
-        ready=ready,
-        started=started,
-        restarts=sum(int(s.restart_count or 0) for s in statuses),
-        reason=reason,
-        message=cut_text(message, EVENT_MESSAGE_CHARS),
-        deleting=meta.deletion_timestamp is not None,
-        created=meta.creation_timestamp.isoformat() if meta.creation_timestamp else "",
-    )
 
 
 def build_deployment(descriptor: dict[str, Any], version: int) -> client.V1Deployment:

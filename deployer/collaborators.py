@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from deployer.cluster import PodInfo
 from deployer.cluster import backend_name as backend_name  # where the workflow's callers look
 from deployer.health import HealthResult
 from deployer.logsink import Level
+from deployer.pods import PodInfo
 from deployer.rotation import RotationStore
 
 

@@ -16,9 +16,10 @@ import threading
 from typing import Any
 
 from deployer import k8s
-from deployer.cluster import MANAGED_BY, MANAGER, PodInfo, pod_info
+from deployer.cluster import MANAGED_BY, MANAGER
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
+from deployer.pods import PodInfo, pod_info
 from deployer.rotation import LEAVING
 
 logger = logging.getLogger(__name__)

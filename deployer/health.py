@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from deployer.cluster import PodInfo
+from deployer.pods import PodInfo
 
 
 @dataclass(frozen=True)

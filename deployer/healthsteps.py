@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
-from deployer.cluster import PodInfo
 from deployer.collaborators import StopDeployment
 from deployer.errors import BackendError
 from deployer.health import HealthResult
 from deployer.models import Deployment
+from deployer.pods import PodInfo
 
 if TYPE_CHECKING:
     from deployer.workflow import Workflow

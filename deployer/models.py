@@ -222,6 +222,8 @@ class Deployment(Lifecycle, models.Model):
     TERMINAL: ClassVar[frozenset[str]] = frozenset(
         {Status.SUCCEEDED, Status.FAILED, Status.ABORTED}
     )
+    # Waiting or running: at most one of an app runs at a time, the others wait for it.
+    ACTIVE: ClassVar[tuple[str, ...]] = (Status.QUEUED, Status.RUNNING)
     noun: ClassVar[str] = "deployment"
 
     class Trigger(models.TextChoices):

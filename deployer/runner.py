@@ -19,7 +19,7 @@ from deployer.health import HttpHealthChecker
 from deployer.logsink import DbLogSink
 from deployer.models import App, Deployment
 from deployer.rotation import ServingPod, take_out
-from deployer.services import ACTIVE, enqueue_next
+from deployer.services import enqueue_next
 from deployer.workflow import SystemClock, Timing, Workflow, backend_name
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def claim(deployment_id: int, worker: str) -> Deployment | None:
         earlier = Q(status=Deployment.Status.RUNNING) | Q(created_at__lt=deployment.created_at)
         earlier |= Q(created_at=deployment.created_at, pk__lt=deployment.pk)
         blocker = (
-            Deployment.objects.filter(app_id=deployment.app_id, status__in=ACTIVE)
+            Deployment.objects.filter(app_id=deployment.app_id, status__in=Deployment.ACTIVE)
             .exclude(pk=deployment.pk)
             .filter(earlier)
             .first()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from deployer.cluster import PodInfo
+from deployer.pods import PodInfo
 from deployer.rotation import LogFn, RotationStore, ServingPod, put_back, take_out
 
 # Lower than any cost a user would give (the default is 0): the victims go first.

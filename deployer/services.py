@@ -35,8 +35,6 @@ from deployer.validation import (
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = (Deployment.Status.QUEUED, Deployment.Status.RUNNING)
-
 
 def _who(user: Any) -> str:
     return getattr(user, "username", "") or "system"
@@ -63,7 +61,9 @@ def enqueue(deployment_id: int) -> None:
 
 
 def _active_other(app: App, exclude: int | None = None) -> Deployment | None:
-    others = Deployment.objects.filter(app=app, status__in=ACTIVE).order_by("created_at", "id")
+    others = Deployment.objects.filter(app=app, status__in=Deployment.ACTIVE).order_by(
+        "created_at", "id"
+    )
     if exclude is not None:
         others = others.exclude(pk=exclude)
     running = others.filter(status=Deployment.Status.RUNNING).first()
@@ -72,7 +72,7 @@ def _active_other(app: App, exclude: int | None = None) -> Deployment | None:
 
 def _pending_undeploy(app: App) -> Deployment | None:
     return Deployment.objects.filter(
-        app=app, kind=Deployment.Kind.UNDEPLOY, status__in=ACTIVE
+        app=app, kind=Deployment.Kind.UNDEPLOY, status__in=Deployment.ACTIVE
     ).first()
 
 
@@ -335,10 +335,6 @@ class PodStatus(TypedDict):
     trouble: bool  # something is wrong, not merely starting
 
 
-# Waiting reasons of a pod on its way up: shown as "starting", not as a problem.
-STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
-
-
 class AppStatus(TypedDict):
     """An app's live state: live version, desired and ready replicas of it, pods, any error."""
 
@@ -391,8 +387,7 @@ def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
                     "ready": pod.ready,
                     "restarts": pod.restarts,
                     "reason": pod.reason,
-                    "trouble": pod.phase == "Failed"
-                    or bool(pod.reason and pod.reason not in STARTING_REASONS),
+                    "trouble": pod.trouble,
                 }
             )
             if pod.ready and pod.version == app.live_version:

@@ -24,8 +24,9 @@ from typing import Protocol
 
 from deployer.cluster import MANAGED_BY, MANAGER
 from deployer.errors import KubeError, NotFound, StoreError, TooManyRequests, Transient
+from deployer.pods import PodInfo
 from deployer.rotation import Removal, ServingPod
-from scaling.kube import NodeOps, PodInfo
+from scaling.kube import NodeOps
 
 LogFn = Callable[[str, str], None]  # (level, message)
 
@@ -101,7 +102,7 @@ def plan_drain(pods: list[PodInfo], force: bool = False) -> DrainPlan:
             skip.append((pod, "mirror pod (managed by the kubelet)"))
         elif pod.daemonset:
             skip.append((pod, f"DaemonSet pod (of {pod.owner_name})"))
-        elif pod.terminating:
+        elif pod.deleting:
             wait_for.append(pod)
         elif not pod.managed and not force:
             refuse.append(pod)

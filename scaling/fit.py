@@ -18,8 +18,9 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from deployer.pods import PodInfo
 from scaling.drain import plan_drain
-from scaling.kube import BudgetInfo, NodeInfo, PodInfo
+from scaling.kube import BudgetInfo, NodeInfo
 
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
@@ -30,7 +31,7 @@ DEFAULT_POD_SLOTS = Decimal(110)
 def pinned_by(pods: list[PodInfo]) -> PodInfo | None:
     """The first pod that asks to keep its node, or None."""
     for pod in pods:
-        if pod.finished or pod.terminating:
+        if pod.finished or pod.deleting:
             continue
         annotations = pod.annotations
         if annotations.get(SAFE_TO_EVICT, "").lower() == "false":

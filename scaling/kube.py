@@ -13,8 +13,8 @@ from kubernetes.utils import parse_quantity
 
 from deployer import k8s
 from deployer.errors import NotFound
+from deployer.pods import PodInfo, pod_info
 
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 # localcluster's own node labels (see localcluster/nodes.py).
 LOCAL_GROUP_LABEL = "localcluster.io/node-group"
 LOCAL_INSTANCE_LABEL = "localcluster.io/instance-id"
@@ -37,46 +37,6 @@ class NodeInfo:
         if self.provider_id:
             return self.provider_id.rstrip("/").rsplit("/", 1)[-1]
         return self.labels.get(LOCAL_INSTANCE_LABEL, "")
-
-
-@dataclass(frozen=True)
-class PodInfo:
-    """What drain needs to know about a Pod."""
-
-    namespace: str
-    name: str
-    uid: str
-    node: str
-    phase: str
-    owner_kind: str = ""
-    owner_name: str = ""
-    mirror: bool = False
-    grace_seconds: int = 30
-    terminating: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    # Effective requests (containers summed, at least the largest init container).
-    requests: dict[str, Decimal] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """``namespace/name``."""
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def daemonset(self) -> bool:
-        """True when a DaemonSet controls the pod (it would come straight back)."""
-        return self.owner_kind == "DaemonSet"
-
-    @property
-    def managed(self) -> bool:
-        """True when a controller will replace the pod after eviction."""
-        return bool(self.owner_kind)
-
-    @property
-    def finished(self) -> bool:
-        """True for pods whose containers have all exited for good."""
-        return self.phase in ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
@@ -174,53 +134,6 @@ def _node_info(node: Any) -> NodeInfo:
         ready=ready,
         provider_id=(spec.provider_id if spec and spec.provider_id else ""),
         allocatable={k: parse_quantity(v) for k, v in allocatable.items()},
-    )
-
-
-def _requests(spec: Any) -> dict[str, Decimal]:
-    """Effective requests of a pod spec, as the scheduler counts them."""
-    if spec is None:
-        return {}
-
-    def of(container: Any) -> dict[str, Decimal]:
-        resources = container.resources
-        if resources is None:
-            return {}
-        merged = {**(resources.limits or {}), **(resources.requests or {})}
-        return {k: parse_quantity(v) for k, v in merged.items()}
-
-    total: dict[str, Decimal] = {}
-    for container in spec.containers or []:
-        for name, value in of(container).items():
-            total[name] = total.get(name, Decimal(0)) + value
-    for container in spec.init_containers or []:
-        for name, value in of(container).items():
-            total[name] = max(total.get(name, Decimal(0)), value)
-    return total
-
-
-def pod_info(pod: Any) -> PodInfo:
-    """A PodInfo from a kubernetes-client V1Pod."""
-    meta, spec, status = pod.metadata, pod.spec, pod.status
-    owner_kind = owner_name = ""
-    for ref in meta.owner_references or []:
-        if ref.controller:
-            owner_kind, owner_name = ref.kind, ref.name
-    grace = spec.termination_grace_period_seconds if spec else None
-    return PodInfo(
-        namespace=meta.namespace or "default",
-        name=meta.name,
-        uid=meta.uid or "",
-        node=(spec.node_name or "") if spec else "",
-        phase=(status.phase or "") if status else "",
-        owner_kind=owner_kind,
-        owner_name=owner_name,
-        mirror=MIRROR_ANNOTATION in (meta.annotations or {}),
-        grace_seconds=30 if grace is None else int(grace),
-        terminating=meta.deletion_timestamp is not None,
-        labels=dict(meta.labels or {}),
-        annotations=dict(meta.annotations or {}),
-        requests=_requests(spec),
     )
 
 

@@ -50,9 +50,8 @@ class StopRun(Exception):
 
 
 def _busy_deploy(app: App) -> int | None:
-    active = (Deployment.Status.QUEUED, Deployment.Status.RUNNING)
     return (
-        Deployment.objects.filter(app=app, status__in=active)
+        Deployment.objects.filter(app=app, status__in=Deployment.ACTIVE)
         .order_by("created_at")
         .values_list("pk", flat=True)
         .first()

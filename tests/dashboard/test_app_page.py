@@ -7,8 +7,8 @@ from typing import Any
 
 from django.test import Client
 
-from deployer.cluster import PodInfo
 from deployer.models import Deployment
+from deployer.pods import PodInfo
 
 
 def test_it_shows_live_pods_with_their_health(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from deployer.cluster import PodInfo
 from deployer.endpointsync import desired_servers
+from deployer.pods import PodInfo
 
 
 def pod(

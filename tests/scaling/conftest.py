@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from datetime import time
 from typing import Any
@@ -12,28 +11,19 @@ import pytest
 
 from deployer import k8s
 from deployer.models import App
-from scaling.kube import BudgetInfo, NodeInfo, PodEvent, PodInfo
+from deployer.pods import PodInfo
+from scaling.kube import BudgetInfo, NodeInfo, PodEvent
 from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
 from scaling.runner import Services
 from scaling.schedule import FrozenClock
 from tests.scaling.kubehelp import Cluster
-from tests.servers import Server, free_port, spawn, wait_for_file
+from tests.servers import LocalCluster, localcluster_server
 
 
 @pytest.fixture
-def make_app(db: None) -> Callable[..., App]:
-    """Create an App with a unique frontend."""
-
-    def make(name: str = "hello", replicas: int = 4, **fields: Any) -> App:
-        return App.objects.create(
-            name=name,
-            image="demo/hello:1",
-            replicas=replicas,
-            frontend=f"{name}.localhost",
-            **fields,
-        )
-
-    return make
+def app_defaults() -> dict[str, Any]:
+    """A scaling app is ``hello`` with 4 replicas unless a test says otherwise."""
+    return {"name": "hello", "replicas": 4}
 
 
 @pytest.fixture
@@ -168,42 +158,19 @@ CATALOG = {"test/stubborn:*": {"command": ["/bin/sh", "-c", 'trap "" TERM; sleep
 
 
 @pytest.fixture(scope="session")
-def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A localcluster with 3 nodes on a free loopback port; ``extra['kubeconfig']`` is its config."""
+def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A localcluster with 3 nodes that also knows the CATALOG images, for the session."""
     workdir = tmp_path_factory.mktemp("localcluster")
     catalog = workdir / "images.json"
     catalog.write_text(json.dumps(CATALOG))
-    kubeconfig = workdir / "kubeconfig"
-    server: Server | None = None
-    for attempt in range(2):
-        port = free_port()
-        command = [
-            sys.executable, "-m", "localcluster",
-            "--host", "127.0.0.1", "--port", str(port), "--nodes", "3",
-            "--state-dir", str(workdir / f"state-{attempt}"), "--kubeconfig", str(kubeconfig),
-            "--images", str(catalog),
-        ]  # fmt: skip
-        try:
-            server = spawn("localcluster", command, workdir, port)
-            break
-        except RuntimeError:
-            # A start slower than spawn's 20 s on a loaded machine: one more try, then fail.
-            if attempt == 1:
-                raise
-    assert server is not None
-    try:
-        # Written once the API listens, with the token every request needs.
-        wait_for_file(kubeconfig, process=server.process)
-        server.extra["kubeconfig"] = kubeconfig
-        yield server
-    finally:
-        server.stop()
+    with localcluster_server(workdir, nodes=3, images=catalog) as cluster:
+        yield cluster
 
 
 @pytest.fixture
-def cluster(localcluster: Server, settings: Any) -> Iterator[Cluster]:
+def cluster(localcluster: LocalCluster, settings: Any) -> Iterator[Cluster]:
     """The session's localcluster as the configured cluster; a test's objects are removed after it."""
-    settings.KUBECONFIG = localcluster.extra["kubeconfig"]
+    settings.KUBECONFIG = localcluster.kubeconfig
     settings.KUBE_IN_CLUSTER = False
     settings.KUBE_CONTEXT = None
     k8s.reset()

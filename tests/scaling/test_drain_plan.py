@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from deployer.pods import PodInfo
 from scaling.drain import evictable_count, plan_drain
-from scaling.kube import PodInfo
 
 
 def pod(name: str, **fields: object) -> PodInfo:
@@ -18,7 +18,7 @@ def test_it_skips_mirror_and_daemonset_pods_and_refuses_unmanaged_ones() -> None
         pod("agent", owner_kind="DaemonSet", owner_name="agent"),
         pod("etcd-n1", mirror=True),
         pod("bare"),
-        pod("leaving", owner_kind="ReplicaSet", terminating=True),
+        pod("leaving", owner_kind="ReplicaSet", deleting=True),
     ]
     plan = plan_drain(pods)
     assert [p.name for p in plan.evict] == ["web"]

@@ -6,8 +6,9 @@ from decimal import Decimal
 
 from kubernetes.utils import parse_quantity
 
+from deployer.pods import PodInfo
 from scaling.fit import pinned_by, scale_in_problems
-from scaling.kube import BudgetInfo, NodeInfo, PodInfo
+from scaling.kube import BudgetInfo, NodeInfo
 
 
 def node(name: str, cpu: str = "4", memory: str = "8Gi", unschedulable: bool = False) -> NodeInfo:

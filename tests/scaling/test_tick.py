@@ -324,7 +324,8 @@ def test_a_broken_schedule_row_does_not_stop_the_others(
 def test_a_scale_in_cordons_all_its_victims_first_and_frees_them_on_failure(
     fake_nodes: Any,
 ) -> None:
-    from scaling.kube import LOCAL_GROUP_LABEL, PodInfo
+    from deployer.pods import PodInfo
+    from scaling.kube import LOCAL_GROUP_LABEL
     from scaling.models import NodeGroup
     from scaling.providers.local import LocalProvider
 
