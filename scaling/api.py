@@ -1,7 +1,9 @@
 """REST API of scaling under /api/scaling/: runs and their logs, schedules, node groups, actions.
 
-Every action that changes something records a run and answers 202 with it; the run's
-``logs`` endpoint pages through its log as the deployment API does.
+Schedules and node groups are created, changed and deleted with the editor's rules
+(``scaling.editor``, ``scaling.forms``). Every action that changes the cluster records
+a run and answers 202 with it; the run's ``logs`` endpoint pages through its log as the
+deployment API does.
 """
 
 from __future__ import annotations
@@ -9,32 +11,46 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import ParseError
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes, schema
+from rest_framework.exceptions import ParseError, PermissionDenied
+from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.reverse import reverse
+from rest_framework.serializers import BaseSerializer
 
+from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
 from dashboard.livelog import parse_after
 from deployer.models import App
 from scaling import permissions, services
-from scaling.forms import CapacityForm, DrainForm, ScaleAppForm
-from scaling.models import (
-    AppAction,
-    NodeGroup,
-    NodeGroupAction,
-    ScalingRun,
-    ScalingRunLog,
-    Schedule,
+from scaling.api_serializers import (
+    NodeGroupSerializer,
+    RunFilterSerializer,
+    RunLogPageSerializer,
+    ScalingCapacityRequest,
+    ScalingNodeActionRequest,
+    ScalingRunSerializer,
+    ScalingScaleRequest,
+    ScheduleSerializer,
 )
-from scaling.planner import schedule_problem
-from scaling.preview import preview_schedule
+from scaling.editor import ScheduleEdit
+from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
+from scaling.models import NodeGroup, ScalingRun, ScalingRunLog, Schedule
 
 LOG_PAGE = 500
+NODE_VERBS = {
+    "cordon": ScalingRun.Kind.CORDON,
+    "uncordon": ScalingRun.Kind.UNCORDON,
+    "drain": ScalingRun.Kind.DRAIN,
+}
 
 
 class ScalingPermission(BasePermission):
@@ -49,104 +65,6 @@ class ScalingPermission(BasePermission):
             return False
         needed = getattr(view, "action_perms", {}).get(getattr(view, "action", None))
         return needed is None or bool(user.has_perm(needed))
-
-
-class ScalingRunSerializer(serializers.ModelSerializer):
-    """A run: what was planned, what happened, where its log is."""
-
-    url = serializers.SerializerMethodField()
-    logs_url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ScalingRun
-        fields = [
-            "id", "url", "logs_url", "kind", "status", "schedule", "due_at", "event",
-            "params", "plan", "result", "created_at", "started_at", "finished_at",
-            "failure_reason",
-        ]  # fmt: skip
-
-    def get_url(self, run: ScalingRun) -> str:
-        """The run's API URL."""
-        return reverse("scaling-api:run-detail", args=[run.pk], request=self.context.get("request"))
-
-    def get_logs_url(self, run: ScalingRun) -> str:
-        """The run's log lines."""
-        return reverse("scaling-api:run-logs", args=[run.pk], request=self.context.get("request"))
-
-
-class AppActionSerializer(serializers.ModelSerializer):
-    """An app row of a schedule."""
-
-    app_name = serializers.CharField(source="app.name", read_only=True)
-
-    class Meta:
-        model = AppAction
-        fields = ["app", "app_name", "mode", "value", "floor"]
-
-
-class NodeGroupActionSerializer(serializers.ModelSerializer):
-    """A node group row of a schedule."""
-
-    node_group_name = serializers.CharField(source="node_group.name", read_only=True)
-
-    class Meta:
-        model = NodeGroupAction
-        fields = ["node_group", "node_group_name", "desired"]
-
-
-class ScheduleSerializer(serializers.ModelSerializer):
-    """A schedule, its actions and its next runs (edit schedules in the dashboard)."""
-
-    app_actions = AppActionSerializer(many=True, read_only=True)
-    node_group_actions = NodeGroupActionSerializer(many=True, read_only=True)
-    next_runs = serializers.SerializerMethodField()
-    problem = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Schedule
-        fields = [
-            "id", "name", "enabled", "kind", "cron", "days", "at_time", "until_time",
-            "timezone", "revision", "app_actions", "node_group_actions", "next_runs", "problem",
-        ]  # fmt: skip
-
-    def get_next_runs(self, schedule: Schedule) -> list[dict[str, str]]:
-        """The next 5 runs (local and UTC, with DST notes); none when it cannot run."""
-        return [dict(row) for row in preview_schedule(schedule)[0]]
-
-    def get_problem(self, schedule: Schedule) -> str:
-        """Why the schedule cannot run (a row saved outside the editor, a zone gone), or ""."""
-        return schedule_problem(schedule)
-
-
-class NodeGroupSerializer(serializers.ModelSerializer):
-    """A node group and its limits."""
-
-    class Meta:
-        model = NodeGroup
-        fields = [
-            "id", "name", "provider", "external_name", "region", "min_size", "max_size",
-            "desired", "baseline_desired",
-        ]  # fmt: skip
-
-
-class ScalingCapacityRequest(serializers.Serializer):
-    """Body of ``capacity``."""
-
-    desired = serializers.IntegerField(min_value=0)
-
-
-class ScalingScaleRequest(serializers.Serializer):
-    """Body of an app's ``scale``."""
-
-    replicas = serializers.IntegerField(min_value=0)
-    baseline = serializers.BooleanField(required=False, default=False)
-
-
-class ScalingNodeActionRequest(serializers.Serializer):
-    """Body of a node action (only ``drain`` reads it)."""
-
-    force = serializers.BooleanField(required=False, default=False)
-    deadline = serializers.IntegerField(required=False, min_value=5, max_value=3600)
 
 
 def _accepted(request: Request, run: ScalingRun) -> Response:
@@ -168,22 +86,47 @@ def _form_errors(form: Any) -> Response:
     return Response(form.errors.get_json_data(), status=status.HTTP_400_BAD_REQUEST)
 
 
+def _field_errors(form: Any) -> BadRequest:
+    """A form's errors as DRF's: each field by name with its messages."""
+    return BadRequest(
+        {
+            ("non_field_errors" if key == "__all__" else key): [str(m) for m in messages]
+            for key, messages in form.errors.items()
+        }
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[RunFilterSerializer]),
+)
 class ScalingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Runs, newest first; ``?kind=`` and ``?status=`` filter."""
 
     serializer_class = ScalingRunSerializer
     permission_classes = [ScalingPermission]
+    schema = ApiSchema()
 
-    def get_queryset(self) -> Any:
+    def get_queryset(self) -> QuerySet[ScalingRun]:
         """Runs, optionally of one kind and status."""
         runs = ScalingRun.objects.all()
-        kind, state = self.request.query_params.get("kind"), self.request.query_params.get("status")
-        if kind:
-            runs = runs.filter(kind=kind)
-        if state:
-            runs = runs.filter(status=state)
+        if self.action != "list":
+            return runs
+        query = RunFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        if "kind" in query.validated_data:
+            runs = runs.filter(kind=query.validated_data["kind"])
+        if "status" in query.validated_data:
+            runs = runs.filter(status=query.validated_data["status"])
         return runs
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "after", int, description="Lines after this seq; clamped to 0 and the largest seq."
+            )
+        ],
+        responses={200: RunLogPageSerializer},
+    )
     @action(detail=True, methods=["get"])
     def logs(self, request: Request, pk: Any = None) -> Response:
         """Stored lines with ``seq`` above ``after``; page with ``after=last_seq``."""
@@ -191,7 +134,7 @@ class ScalingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         try:
             after = parse_after(request.query_params.get("after"))
         except ValueError:
-            return Response({"after": ["A whole number."]}, status=status.HTTP_400_BAD_REQUEST)
+            raise BadRequest({"after": ["A whole number."]}) from None
         lines = list(ScalingRunLog.objects.filter(run=run, seq__gt=after)[: LOG_PAGE + 1])
         page = [line.as_payload() for line in lines[:LOG_PAGE]]
         return Response(
@@ -204,15 +147,48 @@ class ScalingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         )
 
 
-class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Schedules with their next runs; ``dry-run`` records a dry run."""
+class ScheduleViewSet(viewsets.ModelViewSet):
+    """Schedules with their next runs: create, edit and delete with the editor's rules; dry runs."""
 
     serializer_class = ScheduleSerializer
     permission_classes = [ScalingPermission]
-    action_perms = {"dry_run": permissions.RUN}
+    schema = ApiSchema()
+    action_perms = {
+        "create": permissions.EDIT_SCHEDULES,
+        "update": permissions.EDIT_SCHEDULES,
+        "partial_update": permissions.EDIT_SCHEDULES,
+        "destroy": permissions.EDIT_SCHEDULES,
+        "dry_run": permissions.RUN,
+    }
     queryset = Schedule.objects.prefetch_related(
         "app_actions__app", "node_group_actions__node_group"
     )
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """201 with the new schedule; 400 with each bad field by name."""
+        saved = self._save(request, None, partial=False)
+        return Response(self._answer(saved), status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Edit (PUT: every field, PATCH: those given); its latest due time applies again."""
+        saved = self._save(request, self.get_object(), partial=kwargs.get("partial", False))
+        return Response(self._answer(saved))
+
+    def _save(self, request: Request, schedule: Schedule | None, *, partial: bool) -> Schedule:
+        shape = self.get_serializer(schedule, data=request.data, partial=partial)
+        shape.is_valid(raise_exception=True)
+        edit = ScheduleEdit.from_api(_api_body(shape.validated_data), schedule, request.user)
+        valid = edit.is_valid()
+        if edit.scales_apps() and not permissions.can_scale_apps(request.user):
+            # A schedule with app rows scales those apps when it fires: the same right as Scale.
+            raise PermissionDenied("Scaling apps by schedule needs deployer.add_deployment.")
+        if not valid:
+            raise BadRequest(edit.api_errors())
+        return edit.save()
+
+    def _answer(self, schedule: Schedule) -> dict[str, Any]:
+        fresh = self.get_queryset().get(pk=schedule.pk)
+        return dict(self.get_serializer(fresh).data)
 
     @extend_schema(request=None, responses={202: ScalingRunSerializer})
     @action(detail=True, methods=["post"], url_path="dry-run")
@@ -221,15 +197,56 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return _accepted(request, services.dry_run(self.get_object(), request.user))
 
 
-class NodeGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Node groups; ``capacity`` records a run that brings one to ``desired`` nodes."""
+def _api_body(validated: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated schedule body with the rows' ids under their API names."""
+    body = dict(validated)
+    for name, target in (("app_actions", "app"), ("node_group_actions", "node_group")):
+        if name in body:
+            body[name] = [
+                {
+                    **{k: v for k, v in row.items() if k != f"{target}_id"},
+                    target: row[f"{target}_id"],
+                }
+                for row in body[name]
+            ]
+    return body
+
+
+class NodeGroupViewSet(viewsets.ModelViewSet):
+    """Node groups: create, edit and delete with the node group form's rules; ``capacity`` runs."""
 
     serializer_class = NodeGroupSerializer
     permission_classes = [ScalingPermission]
-    action_perms = {"capacity": permissions.RUN}
+    schema = ApiSchema()
+    action_perms = {
+        "create": permissions.EDIT_NODE_GROUPS,
+        "update": permissions.EDIT_NODE_GROUPS,
+        "partial_update": permissions.EDIT_NODE_GROUPS,
+        "destroy": permissions.EDIT_NODE_GROUPS,
+        "capacity": permissions.RUN,
+    }
     queryset = NodeGroup.objects.all()
 
-    @extend_schema(request=ScalingCapacityRequest, responses={202: ScalingRunSerializer})
+    def perform_create(self, serializer: BaseSerializer[NodeGroup]) -> None:
+        """Save through the node group form."""
+        serializer.instance = self._form_save(None, serializer.validated_data)
+
+    def perform_update(self, serializer: BaseSerializer[NodeGroup]) -> None:
+        """Save through the node group form; fields left out keep their values."""
+        serializer.instance = self._form_save(serializer.instance, serializer.validated_data)
+
+    def _form_save(self, group: NodeGroup | None, changes: Mapping[str, Any]) -> NodeGroup:
+        data = {name: getattr(group, name) for name in NodeGroupForm.Meta.fields} if group else {}
+        data.update(changes)
+        form = NodeGroupForm(data, instance=group)
+        if not form.is_valid():
+            raise _field_errors(form)
+        return form.save()
+
+    @extend_schema(
+        request=ScalingCapacityRequest,
+        responses={202: ScalingRunSerializer, 400: BAD_REQUEST, 404: NOT_FOUND},
+    )
     @action(detail=True, methods=["post"])
     def capacity(self, request: Request, pk: Any = None) -> Response:
         """``{"desired": n}`` within the group's bounds; 202 with the run, 400 otherwise."""
@@ -261,6 +278,7 @@ class _ScaleAppsPermission(_RunPermission):
 @extend_schema(request=ScalingScaleRequest, responses={202: ScalingRunSerializer})
 @api_view(["POST"])
 @permission_classes([_ScaleAppsPermission])
+@schema(ApiSchema())
 def app_scale(request: Request, pk: int) -> Response:
     """``{"replicas": n, "baseline": false}``: a run that scales the app, yielding to deploys."""
     app = get_object_or_404(App, pk=pk)
@@ -273,21 +291,27 @@ def app_scale(request: Request, pk: int) -> Response:
     )
 
 
-@extend_schema(request=ScalingNodeActionRequest, responses={202: ScalingRunSerializer})
+@extend_schema(
+    request=ScalingNodeActionRequest,
+    parameters=[
+        OpenApiParameter("name", str, OpenApiParameter.PATH, description="The node's name."),
+        OpenApiParameter("verb", str, OpenApiParameter.PATH, enum=sorted(NODE_VERBS)),
+    ],
+    responses={202: ScalingRunSerializer},
+)
 @api_view(["POST"])
 @permission_classes([_RunPermission])
+@schema(ApiSchema())
 def node_action(request: Request, name: str, verb: str) -> Response:
     """Cordon, uncordon or drain (``{"force": false, "deadline": 300}``) node ``name``."""
-    kinds = {"cordon": ScalingRun.Kind.CORDON, "uncordon": ScalingRun.Kind.UNCORDON}
-    kinds["drain"] = ScalingRun.Kind.DRAIN
-    if verb not in kinds:
+    if verb not in NODE_VERBS:
         return Response({"detail": f"Unknown node action {verb!r}."}, status=404)
     form = DrainForm(_body(request, '{"force": false, "deadline": 300}'))
     if not form.is_valid():
         return _form_errors(form)
     try:
         run = services.node_action(
-            kinds[verb],
+            NODE_VERBS[verb],
             name,
             request.user,
             force=bool(form.cleaned_data["force"]),

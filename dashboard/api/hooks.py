@@ -155,7 +155,9 @@ class DockerHubHook(APIView):
             200: HookAnswer,
             400: OpenApiResponse(description="Malformed payload or another repository."),
             404: OpenApiResponse(description="No app has this secret."),
+            409: OpenApiResponse(description="The app is being undeployed."),
             413: OpenApiResponse(description="A body over 64 KiB."),
+            415: OpenApiResponse(description="A body that is not JSON or a form."),
         },
     )
     def post(self, request: Request, secret: str) -> Response:

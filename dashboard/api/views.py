@@ -1,4 +1,4 @@
-"""REST viewsets: apps (CRUD, deploy, scale, undeploy) and deployments (list, logs, abort)."""
+"""REST viewsets: apps (CRUD, deploy, scale, swap back, undeploy), deployments (list, logs, abort)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rest_framework.serializers import BaseSerializer
 
 from dashboard import permissions, queries
 from dashboard.api.permissions import ActionPermission
+from dashboard.api.schema import CONFLICT, ApiSchema
 from dashboard.api.serializers import (
     AppSerializer,
     DeploymentFilterSerializer,
@@ -56,10 +57,11 @@ def deploy_error(exc: DeployError, field: str) -> APIException:
 
 
 class AppViewSet(viewsets.ModelViewSet):
-    """Apps: CRUD, plus deploy, scale and undeploy actions that answer 202 at once."""
+    """Apps: CRUD, plus deploy, scale, swap back and undeploy actions that answer 202 at once."""
 
     serializer_class = AppSerializer
     permission_classes = [ActionPermission]
+    schema = ApiSchema()
     action_perms = {
         "create": permissions.ADD,
         "update": permissions.CHANGE,
@@ -67,6 +69,7 @@ class AppViewSet(viewsets.ModelViewSet):
         "destroy": permissions.DELETE,
         "deploy": permissions.DEPLOY,
         "scale": permissions.DEPLOY,
+        "swap_back": permissions.DEPLOY,
         "undeploy": permissions.DEPLOY,
     }
 
@@ -93,7 +96,14 @@ class AppViewSet(viewsets.ModelViewSet):
             )
         instance.delete()
 
-    @extend_schema(request=DeployRequestSerializer, responses={202: QueuedSerializer})
+    @extend_schema(responses={204: None, 409: CONFLICT})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Forget the app; 409 while it is deployed or a deployment is in progress."""
+        return super().destroy(request, *args, **kwargs)
+
+    @extend_schema(
+        request=DeployRequestSerializer, responses={202: QueuedSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def deploy(self, request: Request, pk: Any = None) -> Response:
         """Queue a deploy (optionally of another ``image``); 202 with its id and URL."""
@@ -111,7 +121,7 @@ class AppViewSet(viewsets.ModelViewSet):
             raise deploy_error(exc, "image") from None
         return queued(request, deployment)
 
-    @extend_schema(request=ScaleRequestSerializer, responses={200: AppSerializer})
+    @extend_schema(request=ScaleRequestSerializer, responses={200: AppSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def scale(self, request: Request, pk: Any = None) -> Response:
         """Set the app's replicas, and its live version's in the cluster."""
@@ -125,7 +135,23 @@ class AppViewSet(viewsets.ModelViewSet):
         app.refresh_from_db()
         return Response(self.get_serializer(app).data)
 
-    @extend_schema(request=None, responses={202: QueuedSerializer})
+    @extend_schema(request=None, responses={202: QueuedSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"], url_path="swap-back")
+    def swap_back(self, request: Request, pk: Any = None) -> Response:
+        """Queue a switch back to the previous version while it is warm; 202, or 409 without one."""
+        app = self.get_object()
+        try:
+            deployment = services.swap_back(app, user=request.user)
+        except DeployError as exc:
+            raise deploy_error(exc, "app") from None
+        if deployment is None:
+            raise Conflict(
+                f"{app.name} has no warm previous version to swap back to; deploy that "
+                f"image instead (POST /api/apps/{app.pk}/deploy/)."
+            )
+        return queued(request, deployment)
+
+    @extend_schema(request=None, responses={202: QueuedSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def undeploy(self, request: Request, pk: Any = None) -> Response:
         """Queue the removal of every version, the frontend and the backend; 202."""
@@ -141,6 +167,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     """Deployments, newest first; ``?app=<id>`` and ``?status=`` filter."""
 
     permission_classes = [ActionPermission]
+    schema = ApiSchema()
     action_perms = {"abort": permissions.ABORT}
 
     def get_serializer_class(self) -> type[BaseSerializer[Deployment]]:
@@ -192,7 +219,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             }
         )
 
-    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @extend_schema(request=None, responses={202: DeploymentSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def abort(self, request: Request, pk: Any = None) -> Response:
         """Abort a queued deployment now or a running one at its next step; 409 when finished."""

@@ -152,6 +152,19 @@ def schedule_form(world: World, *, with_app: bool) -> dict[str, str]:
     return data
 
 
+def schedule_body(world: World, *, with_app: bool) -> dict[str, Any]:
+    """The API twin of ``schedule_form``: a valid schedule, with or without an app row."""
+    body: dict[str, Any] = {
+        "name": "mornings",
+        "kind": "cron",
+        "cron": "0 21 * * 1-5",
+        "node_group_actions": [{"node_group": world.group.pk, "desired": 2}],
+    }
+    if with_app:
+        body["app_actions"] = [{"app": world.app.pk, "mode": "absolute", "value": 0, "floor": 0}]
+    return body
+
+
 def signed_headers(world: World, body: bytes) -> dict[str, str]:
     stamp = str(int(time.time()))
     return {
@@ -258,6 +271,8 @@ API = [
     api_case(
         "api:app-scale", "POST", api_cells({DEPLOYER}, 400), app_pk, lambda w: {"replicas": -1}
     ),
+    # No warm previous version: the permission check passes, then a 409.
+    api_case("api:app-swap-back", "POST", api_cells({DEPLOYER}, 409), app_pk),
     api_case("api:app-undeploy", "POST", api_cells({DEPLOYER}, 202), app_pk),
     api_case("api:deployment-list", "GET", api_cells(VIEW, 200)),
     api_case("api:deployment-detail", "GET", api_cells(VIEW, 200), deployment_pk),
@@ -268,10 +283,49 @@ API = [
     api_case("scaling-api:run-detail", "GET", api_cells(SCALING, 200), run_pk),
     api_case("scaling-api:run-logs", "GET", api_cells(SCALING, 200), run_pk),
     api_case("scaling-api:schedule-list", "GET", api_cells(SCALING, 200)),
+    api_case("scaling-api:schedule-list", "POST", api_cells(SCALING, 400), data=lambda w: {}),
+    api_case(
+        "scaling-api:schedule-list",
+        "POST",
+        api_cells(SCALING, 201),
+        data=lambda w: schedule_body(w, with_app=False),
+        label="node-groups-only",
+    ),
+    api_case(
+        "scaling-api:schedule-list",
+        "POST",
+        # As on the editor page: a schedule that scales an app needs the right to scale apps.
+        api_cells(set(), 201),
+        data=lambda w: schedule_body(w, with_app=True),
+        label="scaling-an-app",
+    ),
     api_case("scaling-api:schedule-detail", "GET", api_cells(SCALING, 200), schedule_pk),
+    api_case(
+        "scaling-api:schedule-detail", "PUT", api_cells(SCALING, 400), schedule_pk, lambda w: {}
+    ),
+    api_case(
+        "scaling-api:schedule-detail",
+        "PATCH",
+        api_cells(SCALING, 400),
+        schedule_pk,
+        lambda w: {"timezone": "Mars/Olympus_Mons"},
+    ),
+    api_case("scaling-api:schedule-detail", "DELETE", api_cells(SCALING, 204), schedule_pk),
     api_case("scaling-api:schedule-dry-run", "POST", api_cells(SCALING, 202), schedule_pk),
     api_case("scaling-api:node-group-list", "GET", api_cells(SCALING, 200)),
+    api_case("scaling-api:node-group-list", "POST", api_cells(SCALING, 400), data=lambda w: {}),
     api_case("scaling-api:node-group-detail", "GET", api_cells(SCALING, 200), group_pk),
+    api_case(
+        "scaling-api:node-group-detail", "PUT", api_cells(SCALING, 400), group_pk, lambda w: {}
+    ),
+    api_case(
+        "scaling-api:node-group-detail",
+        "PATCH",
+        api_cells(SCALING, 400),
+        group_pk,
+        lambda w: {"min_size": 3, "max_size": 2},
+    ),
+    api_case("scaling-api:node-group-detail", "DELETE", api_cells(SCALING, 204), group_pk),
     api_case(
         "scaling-api:node-group-capacity",
         "POST",
