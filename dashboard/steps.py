@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.kinds import STEPS
 from deployer.models import Deployment
-from deployer.workflow import STEPS
 
 
 @dataclass(frozen=True)

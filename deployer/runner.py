@@ -16,6 +16,7 @@ from deployer.cluster import KubeCluster
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
 from deployer.health import HttpHealthChecker
+from deployer.kinds import WORKFLOWS
 from deployer.logsink import DbLogSink
 from deployer.models import App, Deployment
 from deployer.rotation import ServingPod, take_out
@@ -63,10 +64,11 @@ def _port_suffix(url: str) -> str:
 
 @contextmanager
 def workflow_for(deployment: Deployment) -> Iterator[Workflow]:
-    """A Workflow on the real cluster, etcd, HTTP health checker, clock and log sink."""
+    """The workflow of the deployment's kind on the real cluster, etcd, HTTP health checker, clock
+    and log sink."""
     store = EtcdStore()
     try:
-        yield Workflow(
+        yield WORKFLOWS[deployment.kind](
             deployment=deployment,
             cluster=KubeCluster(),
             lb=store,

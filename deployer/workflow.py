@@ -1,15 +1,14 @@
-"""The blue-green workflow: plain typed steps with injected collaborators and one rollback path.
+"""What every kind of deployment run shares: steps, their log, and one rollback path.
 
-A :class:`Workflow` runs one RUNNING deployment. Every step logs its start, its end and
-its duration, checks for an abort first, and fails by raising :class:`StopDeployment`.
+A :class:`Workflow` runs one RUNNING deployment; each kind is a small subclass with
+its own ``run`` (deployer.deploy, deployer.swapback, deployer.undeploy; deployer.kinds
+maps ``Deployment.kind`` to them). Every step logs its start, its end and its duration,
+checks for an abort first, and fails by raising :class:`StopDeployment`.
 :meth:`Workflow.execute` catches that in one place and calls :meth:`Workflow.cleanup`:
 before the switch it deletes the new version's objects and its never-routed backend
 record, leaving the frontend untouched; after it, it points the frontend back at the
-previous backend.
-
-The new version's backend record is written as soon as its pods are known, while they
-are health-checked: it gets no traffic until the frontend points at it, and by then
-HAProxy already has it, so the switch is a map change without a reload.
+previous backend. The switch, its verification through the load balancer and the
+deletion of a version are here too, as deploy and swap back both use them.
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from deployer.cluster import PodFailed
@@ -39,15 +37,12 @@ from deployer.collaborators import (
 )
 from deployer.errors import BackendError
 from deployer.health import judge
-from deployer.healthsteps import HealthSteps
 from deployer.logsink import Level
-from deployer.maintenance import OtherKinds
 from deployer.models import App, Deployment
-from deployer.pods import STARTING_REASONS, PodInfo
+from deployer.pods import PodInfo
 from deployer.rotation import ServingPod, take_out
 
 __all__ = [
-    "STEPS",
     "Clock",
     "Cluster",
     "HealthChecker",
@@ -64,32 +59,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-STEPS: dict[str, list[tuple[str, str]]] = {
-    Deployment.Kind.DEPLOY: [
-        ("prepare", "Pick the version"),
-        ("create", "Create the new version"),
-        ("pods", "Wait for pods to run"),
-        ("health", "Health-check every pod"),
-        ("switch", "Switch traffic"),
-        ("verify", "Verify through the load balancer"),
-        ("retire", "Retire the old version"),
-    ],
-    Deployment.Kind.SWAP_BACK: [
-        ("health", "Health-check the previous version"),
-        ("switch", "Switch traffic"),
-        ("verify", "Verify through the load balancer"),
-        ("retire", "Retire the version swapped away from"),
-    ],
-    Deployment.Kind.UNDEPLOY: [
-        ("route", "Remove the frontend and backends"),
-        ("objects", "Delete every version"),
-    ],
-}
-
-
 @dataclass
-class Workflow(HealthSteps, OtherKinds):
+class Workflow:
     """Runs one deployment (already RUNNING) to a terminal status; see the module docstring."""
+
+    # The steps of this kind, in order, with their titles (also the deployment page's list).
+    steps: ClassVar[list[tuple[str, str]]] = []
 
     deployment: Deployment
     cluster: Cluster
@@ -113,10 +88,9 @@ class Workflow(HealthSteps, OtherKinds):
     healthy_at: float | None = field(default=None, init=False)
     switch_revision: int = field(default=0, init=False)
 
-    # Convenience accessors of the snapshot.
     @property
-    def d(self) -> dict[str, Any]:
-        """The descriptor snapshot."""
+    def descriptor(self) -> dict[str, Any]:
+        """The app's descriptor as snapshotted when the deployment was requested."""
         return self.deployment.descriptor
 
     @property
@@ -127,17 +101,17 @@ class Workflow(HealthSteps, OtherKinds):
     @property
     def namespace(self) -> str:
         """The app's namespace at the time of the request."""
-        return str(self.d["namespace"])
+        return str(self.descriptor["namespace"])
 
     @property
     def name(self) -> str:
         """The app's name."""
-        return str(self.d["name"])
+        return str(self.descriptor["name"])
 
     @property
     def hostname(self) -> str:
         """The frontend hostname."""
-        return str(self.d["frontend"])
+        return str(self.descriptor["frontend"])
 
     def new_backend(self) -> str:
         """The backend record of this deployment's version."""
@@ -149,7 +123,8 @@ class Workflow(HealthSteps, OtherKinds):
         """One line of this deployment's log."""
         self.sink.log(message, level=level, step=step)
 
-    def _save(self, *fields: str) -> None:
+    def save(self, *fields: str) -> None:
+        """Write ``fields`` of the deployment row as they are on the instance."""
         Deployment.objects.filter(pk=self.deployment.pk).update(
             **{name: getattr(self.deployment, name) for name in fields}
         )
@@ -158,7 +133,7 @@ class Workflow(HealthSteps, OtherKinds):
         steps = dict(self.deployment.steps)
         steps[name] = {**steps.get(name, {}), **values}
         self.deployment.steps = steps
-        self._save("steps")
+        self.save("steps")
         self.sink.status()
 
     def abort_requested(self) -> bool:
@@ -178,7 +153,7 @@ class Workflow(HealthSteps, OtherKinds):
         write uses it, so that traffic moves without waiting for two database commits.
         """
         self.check_abort()
-        title = dict(STEPS[self.deployment.kind]).get(name, name)
+        title = dict(self.steps).get(name, name)
         started = self.clock.monotonic()
         try:
             if first is not None:
@@ -204,20 +179,15 @@ class Workflow(HealthSteps, OtherKinds):
     def execute(self) -> None:
         """Run the deployment's kind to a terminal status; roll back on any failure."""
         self.deployment.steps = {
-            **{name: {"state": "pending"} for name, _ in STEPS[self.deployment.kind]},
+            **{name: {"state": "pending"} for name, _ in self.steps},
             **self.deployment.steps,
         }
-        self._save("steps")
+        self.save("steps")
         self.sink.status()
         started = self.clock.monotonic()
         failure: StopDeployment | None = None
         try:
-            if self.deployment.kind == Deployment.Kind.DEPLOY:
-                self.run_deploy()
-            elif self.deployment.kind == Deployment.Kind.SWAP_BACK:
-                self.run_swap_back()
-            else:
-                self.run_undeploy()
+            self.run()
         except StopDeployment as stop:
             failure = stop
         except PodFailed as exc:
@@ -232,6 +202,10 @@ class Workflow(HealthSteps, OtherKinds):
             if failure is not None:
                 self.cleanup(failure)
             self.finish(failure, self.clock.monotonic() - started)
+
+    def run(self) -> None:
+        """The steps of this kind; raise StopDeployment to stop and roll back."""
+        raise NotImplementedError
 
     def finish(self, failure: StopDeployment | None, seconds: float) -> None:
         """Move the row to its terminal status and say so in the log."""
@@ -251,47 +225,40 @@ class Workflow(HealthSteps, OtherKinds):
 
     def success_line(self, seconds: float) -> str:
         """The last log line of a successful run."""
-        if self.deployment.kind == Deployment.Kind.UNDEPLOY:
-            return f"Undeployed {self.name} in {seconds:.2f}s."
         return (
             f"v{self.deployment.version} is live at "
             f"http://{self.hostname}{self.lb_port_suffix}/ (total {seconds:.2f}s)."
         )
 
-    # Deploy
-    def run_deploy(self) -> None:
-        """Steps 2-7 of the blue-green workflow."""
-        with self.step("prepare"):
-            self.prepare()
-        with self.step("create"):
-            self.create()
-        with self.step("pods"):
-            deadline = self.clock.monotonic() + float(self.d["health"]["deadline"])
-            self.wait_pods(deadline)
-            self.write_backend()
-        with self.step("health"):
-            self.check_health(deadline)
-        with self.step("switch", first=self.write_route):
-            self.switch()
-        with self.step("verify"):
-            self.verify()
-        with self.step("retire"):
-            self.retire()
+    def recover(self, lost_worker: str) -> None:
+        """Finish or roll back a RUNNING deployment whose worker died; leave nothing half-done."""
+        self.log_lost_worker(lost_worker)
+        self.previous_version = self.deployment.previous_version
+        if self.previous_version:
+            self.previous_backend = backend_name(self.namespace, self.name, self.previous_version)
+        started = self.clock.monotonic()
+        frontend = self.lb.get_frontend(self.hostname)
+        self.switch_started = bool(
+            self.deployment.version and frontend and frontend.get("backend") == self.new_backend()
+        )
+        failure = self.resume()
+        self.finish(failure, self.clock.monotonic() - started)
 
-    def prepare(self) -> None:
-        """Pick N = highest version in the cluster or the database + 1; note the live backend."""
-        known = self.cluster.versions(self.namespace, self.name)
-        in_db = Deployment.objects.filter(app_id=self.deployment.app_id).aggregate(
-            top=Max("version")
-        )["top"]
-        version = max([0, in_db or 0, *known]) + 1
-        self.take_previous_backend()
-        self.deployment.version = version
-        self.deployment.previous_version = self.previous_version
-        self._save("version", "previous_version")
-        live = f"v{self.previous_version}" if self.previous_version else "nothing"
-        self.log(f"New version v{version} of {self.name}; {live} is live now.", step="prepare")
+    def log_lost_worker(self, lost_worker: str) -> None:
+        """Say in the log that the worker running this deployment was lost."""
+        self.log(
+            f"The worker running this deployment ({lost_worker or 'unknown'}) was lost; recovering.",
+            level="warning",
+            step="recover",
+        )
 
+    def resume(self) -> StopDeployment | None:
+        """After a lost worker: roll back what its run did; None when a kind finished it instead."""
+        failure = StopDeployment("the worker running this deployment was lost; rolled back")
+        self.cleanup(failure)
+        return failure
+
+    # Traffic: shared by deploy and swap back
     def take_previous_backend(self) -> None:
         """Note the backend the hostname routes to now, if it is this app's; refuse another's."""
         frontend = self.lb.get_frontend(self.hostname)
@@ -313,53 +280,10 @@ class Workflow(HealthSteps, OtherKinds):
         self.previous_backend = backend
         self.previous_version = version_of_backend(record)
 
-    def create(self) -> None:
-        """Create the version's Deployment and Service."""
-        version = self.deployment.version
-        assert version is not None
-        self.created = True  # before the call: a half-done create is cleaned up too
-        self.cluster.create_version(self.d, version)
-        self.log(
-            f"Created Deployment and Service {self.name}-v{version}: image {self.d['image']}, "
-            f"{self.d['replicas']} replicas.",
-            step="create",
-        )
-
-    def wait_pods(self, deadline: float) -> None:
-        """Watch until every pod runs; a bad image or a crash loop fails at once."""
-        version = self.deployment.version
-        assert version is not None
-
-        def on_change(pod: PodInfo) -> None:
-            level: Level = (
-                "warning" if pod.reason and pod.reason not in STARTING_REASONS else "info"
-            )
-            self.log(f"Pod {pod.name}: {pod.describe()}", level=level, step="pods")
-
-        try:
-            self.pods = self.cluster.wait_pods_started(
-                self.namespace,
-                self.name,
-                version,
-                int(self.d["replicas"]),
-                max(0.0, deadline - self.clock.monotonic()),
-                on_change=on_change,
-                cancelled=self.abort_requested,
-                on_event=lambda kind, text: self.log(
-                    f"Event: {text}", level="warning" if kind == "Warning" else "info", step="pods"
-                ),
-            )
-        except PodFailed as exc:
-            self.log_pod_output()
-            raise StopDeployment(str(exc)) from exc
-        except TimeoutError as exc:
-            raise StopDeployment(f"pods did not start in time: {exc}") from exc
-        self.check_abort()
-
     def servers(self) -> list[dict[str, Any]]:
         """Backend servers: every running pod of the version on the container port."""
         return [
-            {"name": pod.name, "address": pod.ip, "port": int(self.d["container_port"])}
+            {"name": pod.name, "address": pod.ip, "port": int(self.descriptor["container_port"])}
             for pod in sorted(self.pods, key=lambda p: p.name)
             if pod.ip
         ]
@@ -368,29 +292,16 @@ class Workflow(HealthSteps, OtherKinds):
         """The new version's backend record without its servers."""
         version = self.deployment.version
         assert version is not None
-        health = self.d["health"]
+        health = self.descriptor["health"]
         options: dict[str, Any] = {
             "app": self.name,
             "namespace": self.namespace,
             "version": version,
-            "port": int(self.d["container_port"]),
+            "port": int(self.descriptor["container_port"]),
         }
         if health.get("enabled", True):
             options.update(check_path=health["path"], check_port=int(health["port"]))
         return options
-
-    def write_backend(self) -> None:
-        """Write the new version's backend record (no frontend points at it yet)."""
-        backend = self.new_backend()
-        self.backend_written = True  # before the write: its outcome is unknown if it raises
-        self.backend_revision = self.lb.put_backend(
-            backend, {"servers": self.servers(), **self.backend_options()}
-        )
-        self.log(
-            f"Backend {backend} ({len(self.servers())} servers) written at etcd revision "
-            f"{self.backend_revision}; it gets traffic only after the switch.",
-            step="pods",
-        )
 
     def write_route(self) -> None:
         """Point the frontend at the new version's backend, once the load balancer has it."""
@@ -423,7 +334,7 @@ class Workflow(HealthSteps, OtherKinds):
         version, revision = self.deployment.version, self.switch_revision
         backend = self.new_backend()
         with transaction.atomic():
-            self._save("switched_at")
+            self.save("switched_at")
             self.log(
                 f"Frontend {self.hostname} -> backend {backend} ({len(self.servers())} servers) "
                 f"written at etcd revision {revision}; waiting for the load balancer.",
@@ -467,7 +378,7 @@ class Workflow(HealthSteps, OtherKinds):
     def verify(self) -> None:
         """Ask the load balancer until the new version answers on every server in a row."""
         version = str(self.deployment.version)
-        health = self.d["health"]
+        health = self.descriptor["health"]
         path = str(health["path"]) if health.get("enabled", True) else "/"
         needed = max(1, len(self.servers()))
         deadline = self.clock.monotonic() + self.timing.verify_timeout
@@ -499,28 +410,6 @@ class Workflow(HealthSteps, OtherKinds):
                 step="verify",
             )
 
-    def retire(self) -> None:
-        """Delete old versions; keep the previous one warm for ``keep_old_seconds`` if set."""
-        version = self.deployment.version
-        keep = int(self.d.get("keep_old_seconds", 0))
-        old = [v for v in self.cluster.versions(self.namespace, self.name) if v != version]
-        if self.previous_version and self.previous_version not in old:
-            old.append(self.previous_version)
-        if not old:
-            self.log("No old version to retire.", step="retire")
-            return
-        self.wait_drained(self.switch_revision)
-        for item in sorted(old):
-            if item == self.previous_version and keep > 0:
-                self.schedule_retire(self.deployment.pk, item, float(keep))
-                self.log(
-                    f"Keeping v{item} warm for {keep}s so that a swap back is instant.",
-                    step="retire",
-                )
-                continue
-            self.delete_version(item)
-        self.forget_old_frontends()
-
     def delete_version(self, version: int, step: str = "retire") -> None:
         """Take the version's pods out of rotation, then delete its objects and backend record."""
         pods = self.cluster.pods(self.namespace, self.name, version)
@@ -534,30 +423,13 @@ class Workflow(HealthSteps, OtherKinds):
         self.lb.delete_backend(backend_name(self.namespace, self.name, version))
         self.log(f"Deleted v{version} (Deployment, Service, backend record).", step="retire")
 
-    def forget_old_frontends(self) -> None:
-        """Remove the frontend record of a hostname the app no longer uses."""
-        earlier = (
-            Deployment.objects.filter(app_id=self.deployment.app_id, switched_at__isnull=False)
-            .exclude(pk=self.deployment.pk)
-            .order_by("-switched_at")
-            .first()
-        )
-        old_host = earlier.descriptor.get("frontend") if earlier else None
-        if old_host and old_host != self.hostname:
-            frontend = self.lb.get_frontend(old_host)
-            if frontend and str(frontend.get("backend", "")).startswith(
-                f"{self.namespace}.{self.name}-v"
-            ):
-                self.lb.delete_route(old_host, [])
-                self.log(f"Removed the old frontend {old_host}.", step="retire")
-
     # Rollback
     def cleanup(self, failure: StopDeployment) -> None:
         """Undo what this run did: swap back after the switch, delete new objects before it."""
         self.log(f"Rolling back: {failure.reason}", level="warning", step="rollback")
         if self.switch_started:
             self._try(self.swap_back_route, "restore the previous route")
-        if self.created and self.deployment.kind == Deployment.Kind.DEPLOY:
+        if self.created:
             version = self.deployment.version
             assert version is not None
             if self.switch_started:

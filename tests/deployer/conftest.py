@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from deployer.kinds import WORKFLOWS
 from deployer.models import App, Deployment
 from deployer.workflow import Timing, Workflow
 from tests.deployer.fakes import FakeClock, FakeCluster, FakeHealth, FakeLB, ListSink
@@ -115,7 +116,7 @@ def run_workflow(
             version=version,
         )
         deployment.start(worker="test")
-        workflow = Workflow(
+        workflow = WORKFLOWS[kind](
             deployment=deployment,
             cluster=cluster,
             lb=lb,

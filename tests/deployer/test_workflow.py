@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from django.core.exceptions import ValidationError
 
+from deployer.kinds import WORKFLOWS
 from deployer.models import App, Deployment
 from deployer.workflow import Workflow, backend_name
 from tests.deployer.fakes import TRANSIENT, FakeClock, FakeCluster, FakeHealth, FakeLB, ListSink
@@ -344,7 +345,7 @@ def test_recovery_rolls_back_or_finishes_a_deploy_whose_worker_died(
     assert deployment.status == Deployment.Status.RUNNING
     assert lb.live_version(app.frontend) == 2
 
-    Workflow(
+    WORKFLOWS[deployment.kind](
         deployment=deployment,
         cluster=cluster,
         lb=lb,
