@@ -139,12 +139,15 @@ class ScheduleEdit:
                     continue
                 for key, messages in form.errors.items():
                     texts = [str(m) for m in messages]
-                    if position == KEPT or key in ("id", "DELETE", "__all__"):
+                    if position == KEPT or key in ("id", "DELETE"):
                         extra += texts
                     else:
+                        key = "non_field_errors" if key == "__all__" else key
                         rows[position].setdefault(key, []).extend(texts)
             if any(rows):
                 errors[name] = rows
+                if extra:  # about the rows together, or about rows the body did not name
+                    errors.setdefault("non_field_errors", []).extend(extra)
             elif extra:
                 errors[name] = extra
         return errors
