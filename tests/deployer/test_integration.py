@@ -88,7 +88,7 @@ def test_it_deploys_upgrades_and_refuses_a_broken_version(live: DeployStack) -> 
         assert store.get_backend(backend_name("default", "hello", 3)) is None
     assert [p.version for p in cluster.pods("default", "hello", 3) if not p.deleting] == []
 
-    services.undeploy(app)
+    services.request_undeploy(app)
     gone = Deployment.objects.filter(kind=Deployment.Kind.UNDEPLOY).get()
     assert finished(live, gone).status == Deployment.Status.SUCCEEDED
     assert live.get(app.frontend)[0] == 503
@@ -202,7 +202,7 @@ def test_it_swaps_back_to_the_version_kept_warm(live: DeployStack) -> None:
     app.refresh_from_db()
     assert KubeCluster().versions("default", "warm") == [1, 2]
 
-    swap = services.swap_back(app)
+    swap = services.request_swap_back(app)
 
     assert swap is not None and swap.version == 1
     swap = finished(live, swap)
@@ -211,4 +211,4 @@ def test_it_swaps_back_to_the_version_kept_warm(live: DeployStack) -> None:
     assert KubeCluster().versions("default", "warm") == [1]
     app.refresh_from_db()
     assert app.live_version == 1
-    assert services.swap_back(app) is None  # v2 is gone: nothing warm to go back to
+    assert services.request_swap_back(app) is None  # v2 is gone: nothing warm to go back to
