@@ -45,19 +45,13 @@ def main() -> None:
     from scaling.drain import DrainOptions, drain_node
     from scaling.kube import KubeNodes
     from tests.scaling.kubehelp import Cluster, running
-    from tests.servers import free_port, spawn
+    from tests.servers import start_localcluster
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     catalog = workdir / "images.json"
     catalog.write_text(json.dumps(STUBBORN))
-    port = free_port()
-    command = [
-        sys.executable, "-m", "localcluster", "--host", "127.0.0.1", "--port", str(port),
-        "--nodes", "3", "--state-dir", str(workdir / "state"),
-        "--kubeconfig", str(workdir / "kubeconfig"), "--images", str(catalog),
-    ]  # fmt: skip
-    server = spawn("localcluster", command, workdir, port)
-    settings.KUBECONFIG = workdir / "kubeconfig"
+    server = start_localcluster(workdir, nodes=3, images=catalog)
+    settings.KUBECONFIG = server.kubeconfig
     k8s.reset()
     results: list[tuple[float, int, int, int, int]] = []
     try:

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/live_log_stack.py [--deploys 5]
 
 Starts the whole stack on free loopback ports (redis, etcd, localcluster, HAProxy,
-proxysync, a Celery worker, daphne; see tests/dashboard/stack.py), then in headless
+proxysync, a Celery worker, daphne; see running_stack in tests/servers.py), then in headless
 Chromium clicks Deploy ``--deploys`` times. On each deployment page a MutationObserver
 stamps every log line as it enters the DOM; the latency of a line is that stamp minus
 the line's ``time`` (set by the worker when it wrote the line, before commit). Lines
@@ -49,8 +49,7 @@ def main() -> None:
     parser.add_argument("--deploys", type=int, default=5)
     args = parser.parse_args()
 
-    from tests.dashboard.stack import running_stack
-    from tests.servers import etcd_server, localcluster_server, redis_server
+    from tests.servers import etcd_server, localcluster_server, redis_server, running_stack
 
     var = Path(tempfile.mkdtemp(prefix="greenlight-bench-"))
     db = var / "bench.sqlite3"
@@ -73,7 +72,7 @@ def main() -> None:
             db_path=db,
             redis_url=str(redis.extra["url"]),
             etcd_endpoint=str(etcd.extra["endpoint"]),
-            kubeconfig=Path(str(cluster.extra["kubeconfig"])),
+            kubeconfig=cluster.kubeconfig,
         ) as stack,
     ):
         os.environ.update(stack.env)

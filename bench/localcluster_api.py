@@ -11,15 +11,10 @@ issue asks for: watch delivery p95 < 20 ms, listing 1,000 pods < 150 ms,
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
-import os
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,14 +24,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from tests.servers import LocalCluster, start_localcluster, tls_context  # noqa: E402
 
 HEADERS: dict[str, str] = {}  # the kubeconfig's Authorization header, once started
 TLS: list[ssl.SSLContext] = []  # trusting the kubeconfig's CA, once started
@@ -47,39 +37,13 @@ def connect(port: int, timeout: float | None = None) -> http.client.HTTPSConnect
     return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=TLS[0])
 
 
-def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """Start localcluster (API only), wait for its kubeconfig and take its CA and token."""
-    port = free_port()
-    kubeconfig = workdir / "kubeconfig"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "localcluster",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(workdir / "state"),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--no-runtime",
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=REPO,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        # Written once the API listens.
-        if kubeconfig.exists():
-            config = yaml.safe_load(kubeconfig.read_text())
-            ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
-            TLS.append(ssl.create_default_context(cadata=ca.decode()))
-            HEADERS["Authorization"] = f"Bearer {config['users'][0]['user']['token']}"
-            return proc, port, kubeconfig
-        time.sleep(0.05)  # still starting
-    raise SystemExit("localcluster did not start")
+def start(workdir: Path) -> LocalCluster:
+    """Start localcluster (API only) and take its CA and token from its kubeconfig."""
+    cluster = start_localcluster(workdir, runtime=False, extra_args=["--log-level", "WARNING"])
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    TLS.append(tls_context(cluster.kubeconfig))
+    HEADERS["Authorization"] = f"Bearer {config['users'][0]['user']['token']}"
+    return cluster
 
 
 def request(
@@ -228,7 +192,9 @@ def main() -> None:
     p.add_argument("--gets", type=int, default=2000)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port, kubeconfig = start(Path(tmp))
+        cluster = start(Path(tmp))
+        port, kubeconfig = cluster.port, cluster.kubeconfig
+        assert port is not None
         try:
             lat = bench_watch(port, args.writes)
             print(
@@ -246,8 +212,7 @@ def main() -> None:
             crate = bench_client_gets(kubeconfig, 500)
             print(f"sequential GETs via the official client: {crate:.0f}/s over 500 requests")
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,52 +30,27 @@ from typing import Any
 from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.servers import localcluster_server  # noqa: E402
 
 
 @contextlib.contextmanager
 def localcluster(nodes: int) -> Iterator[client.ApiClient]:
     """Run a private localcluster for the benchmark; stop it afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lc-bench-") as tmp:
-        port = free_port()
-        kubeconfig = Path(tmp) / "kubeconfig"
-        log = (Path(tmp) / "localcluster.log").open("wb")
-        cmd = [sys.executable, "-m", "localcluster", "--port", str(port), "--nodes", str(nodes)]
-        cmd += [
-            "--state-dir",
-            f"{tmp}/state",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--log-level",
-            "WARNING",
-        ]
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    with (
+        tempfile.TemporaryDirectory(prefix="lc-bench-") as tmp,
+        localcluster_server(
+            Path(tmp), nodes=nodes, extra_args=["--log-level", "WARNING"]
+        ) as cluster,
+    ):
+        cfg = client.Configuration()
+        config.load_kube_config(str(cluster.kubeconfig), client_configuration=cfg)
+        api = client.ApiClient(cfg)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("localcluster did not start")
-                if kubeconfig.exists():  # written once the API listens
-                    break
-                time.sleep(0.05)  # nothing to watch before the server is up
-            cfg = client.Configuration()
-            config.load_kube_config(str(kubeconfig), client_configuration=cfg)
-            api = client.ApiClient(cfg)
-            try:
-                yield api
-            finally:
-                api.close()
+            yield api
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            api.close()
 
 
 def hello(

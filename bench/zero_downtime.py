@@ -333,7 +333,7 @@ def main() -> None:
             redis_url=str(redis.extra["url"]),
             etcd_endpoint=str(etcd.extra["endpoint"]),
             etcd_prefix="/greenlight",
-            kubeconfig=Path(str(cluster.extra["kubeconfig"])),
+            kubeconfig=cluster.kubeconfig,
             haproxy=haproxy,
             extra={
                 "DJANGO_SETTINGS_MODULE": "dashboard.settings",

@@ -1,15 +1,26 @@
-"""Session fixtures: real redis, etcd, HAProxy and localcluster on free loopback ports, stopped after the run."""
+"""Shared fixtures: real redis, etcd, HAProxy and localcluster on free loopback ports (stopped
+after the run), and ``make_app``."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
-from tests.servers import Server, etcd_server, haproxy_server, localcluster_server, redis_server
+from deployer.models import App
+from tests.servers import (
+    LocalCluster,
+    Server,
+    etcd_server,
+    haproxy_server,
+    localcluster_server,
+    redis_server,
+)
 
 # Property-based tests draw the same examples on every run of `make test`, so that CI
 # never fails on a new random draw; GREENLIGHT_FUZZ_EXAMPLES=N asks for a longer hunt
@@ -41,13 +52,37 @@ def haproxy(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A localcluster with 3 nodes for the session; ``localcluster.extra['kubeconfig']``."""
-    with localcluster_server(tmp_path_factory.mktemp("localcluster"), nodes=3) as server:
-        yield server
+def localcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A localcluster with 3 nodes for the session."""
+    with localcluster_server(tmp_path_factory.mktemp("localcluster"), nodes=3) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(localcluster: Server) -> Path:
+def kubeconfig(localcluster: LocalCluster) -> Path:
     """The kubeconfig file of the session's localcluster."""
-    return Path(str(localcluster.extra["kubeconfig"]))
+    return localcluster.kubeconfig
+
+
+@pytest.fixture
+def app_defaults() -> dict[str, Any]:
+    """Fields every App from ``make_app`` starts from; a package's conftest may override this."""
+    return {}
+
+
+@pytest.fixture
+def make_app(db: None, app_defaults: dict[str, Any]) -> Callable[..., App]:
+    """Create an App: ``make_app(name, **fields)``, the fields overriding ``app_defaults``.
+
+    Without a name (given or in ``app_defaults``) the apps are app1, app2, ...; unless a field
+    says otherwise the image is demo/hello:1, the replicas 2 and the frontend <name>.localhost.
+    """
+    numbers = itertools.count(1)
+
+    def make(name: str | None = None, **fields: Any) -> App:
+        values: dict[str, Any] = {"image": "demo/hello:1", "replicas": 2, **app_defaults, **fields}
+        values["name"] = name or values.get("name") or f"app{next(numbers)}"
+        values.setdefault("frontend", f"{values['name']}.localhost")
+        return App.objects.create(**values)
+
+    return make

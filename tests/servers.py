@@ -1,21 +1,31 @@
-"""Throwaway real servers (redis, etcd, HAProxy) on free loopback ports, for tests and benches."""
+"""Throwaway real servers on free loopback ports, for tests and benches: redis, etcd, HAProxy,
+localcluster and the web side of the stack, one launcher each."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dashboard.stack import etcd_command, haproxy_command, redis_command
 from deployer.lbconfig import render_config
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Debian's Chromium, as every browser test and bench drives it (Playwright cannot download one).
 CHROMIUM = "/usr/bin/chromium"
@@ -74,16 +84,7 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the process group with SIGTERM, then SIGKILL after ``timeout``."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        stop_process(self.process, timeout)
 
 
 def spawn(name: str, command: Sequence[str], workdir: Path, port: int) -> Server:
@@ -150,23 +151,80 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def wait_for_file(path: Path, *, timeout: float = 20.0, process: subprocess.Popen[bytes]) -> None:
-    """Block until ``path`` exists; raise if ``process`` dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        time.sleep(0.05)  # backoff while a child process starts; nothing to watch
-    raise TimeoutError(f"{path} did not appear within {timeout}s")
+@dataclass
+class LocalCluster:
+    """A localcluster under test: its kubeconfig, and its process when the tests started it.
+
+    ``process``, ``port``, ``state_dir`` and ``log`` are None for an external cluster that
+    only a kubeconfig names.
+    """
+
+    kubeconfig: Path
+    process: subprocess.Popen[bytes] | None = None
+    port: int | None = None
+    state_dir: Path | None = None
+    log: Path | None = None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the process group (the server and its pods), then SIGKILL after ``timeout``."""
+        if self.process is not None:
+            stop_process(self.process, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the localcluster process only, not its group, as a crash would."""
+        assert self.process is not None, "an external cluster is not ours to kill"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
-@contextlib.contextmanager
-def localcluster_server(workdir: Path, nodes: int = 3) -> Iterator[Server]:
-    """A localcluster with ``nodes`` nodes on a free loopback port; ``extra['kubeconfig']``."""
-    port = free_port()
+def tls_context(kubeconfig: Path) -> ssl.SSLContext:
+    """A client TLS context trusting the CA in ``kubeconfig`` (localcluster's own)."""
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    return ssl.create_default_context(cadata=ca_pem)
+
+
+def answers_readyz(port: int, kubeconfig: Path) -> bool:
+    """Whether ``kubeconfig`` exists and the https server whose CA it holds answers /readyz."""
+    if not kubeconfig.exists():
+        return False
+    try:
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=1, context=tls_context(kubeconfig)
+        )
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def start_localcluster(
+    workdir: Path,
+    *,
+    nodes: int = 3,
+    port: int | None = None,
+    images: Path | None = None,
+    runtime: bool = True,
+    extra_args: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> LocalCluster:
+    """Start ``python -m localcluster`` with its state under ``workdir``; return once it is ready.
+
+    Ready is /readyz answering over https, which needs no token; the kubeconfig, written once
+    the API listens, carries the CA and the bearer token every other request needs. A
+    ``port`` and ``workdir`` of a stopped cluster restart it on its stored state. ``images``
+    is an image catalog; ``runtime=False`` serves the API alone (no controllers, no kubelets).
+    RuntimeError, with the server's log, if it exits or is not ready within ``timeout``.
+    """
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "kubeconfig"
+    kubeconfig.unlink(missing_ok=True)  # a restart's wait is for the new one
+    log = workdir / "localcluster.log"
     command = python_command(
         "-m", "localcluster",
         "--host", "127.0.0.1",
@@ -175,13 +233,37 @@ def localcluster_server(workdir: Path, nodes: int = 3) -> Iterator[Server]:
         "--state-dir", str(workdir / "state"),
         "--kubeconfig", str(kubeconfig),
     )  # fmt: skip
-    server = spawn("localcluster", command, workdir, port)
+    if images is not None:
+        command += ["--images", str(images)]
+    if not runtime:
+        command.append("--no-runtime")
+    command += extra_args
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    cluster = LocalCluster(kubeconfig, process, port, workdir / "state", log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"localcluster exited with {process.returncode}; its log:\n{log.read_text()}"
+            )
+        if answers_readyz(port, kubeconfig):
+            return cluster
+        time.sleep(0.05)  # the child is importing; there is nothing to watch yet
+    cluster.stop()
+    raise RuntimeError(f"localcluster was not ready within {timeout}s; its log:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def localcluster_server(workdir: Path, **options: Any) -> Iterator[LocalCluster]:
+    """``start_localcluster(workdir, **options)``, stopped when the context exits."""
+    cluster = start_localcluster(workdir, **options)
     try:
-        wait_for_file(kubeconfig, process=server.process)
-        server.extra["kubeconfig"] = kubeconfig
-        yield server
+        yield cluster
     finally:
-        server.stop(timeout=20)
+        cluster.stop()
 
 
 def pod_process_ids(pod_ip: str) -> list[int]:
@@ -248,7 +330,7 @@ def start_process(
         list(command),
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPO,
         env=env,
         start_new_session=True,
     )
@@ -284,3 +366,132 @@ def celery_worker_command(hostname: str, concurrency: int = 2) -> list[str]:
         "--hostname", hostname,
         "--without-gossip", "--without-mingle",
     )  # fmt: skip
+
+
+@dataclass
+class Stack:
+    """The web side of a running stack: HAProxy, proxysync, a Celery worker and daphne if asked.
+
+    Every process shares one test database (a SQLite file), listens on free loopback ports
+    and runs in its own process group.
+    """
+
+    haproxy: Server
+    env: dict[str, str]
+    workdir: Path
+    worker_name: str
+    etcd_endpoint: str
+    etcd_prefix: str
+    redis_url: str
+    web_port: int | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def lb_port(self) -> int:
+        """The port HAProxy serves the apps on."""
+        return self.haproxy.port
+
+    @property
+    def web_url(self) -> str:
+        """The dashboard's URL (only a stack started with ``web=True`` has one)."""
+        assert self.web_port is not None, "this stack runs no web server"
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self, name: str) -> None:
+        """Start (or restart) ``proxysync``, ``worker`` or ``web``."""
+        if name == "worker":
+            command = celery_worker_command(self.worker_name)
+        elif name == "proxysync":
+            command = python_command("manage.py", "proxysync")
+        else:
+            command = python_command(
+                "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.web_port),
+                "dashboard.asgi:application",
+            )  # fmt: skip
+        self.processes[name] = start_process(name, command, self.workdir, self.env)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool at once, as a crash or OOM kill would."""
+        kill_process(self.processes["worker"])
+
+    def stop(self) -> None:
+        """Stop every process this stack started, the last started first."""
+        for process in reversed(self.processes.values()):
+            stop_process(process)
+
+    def logs(self) -> str:
+        """The tail of each process's log, for a failing test's report."""
+        parts = []
+        for name in self.processes:
+            path = self.workdir / f"{name}.log"
+            if path.exists():
+                parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+    def get(self, hostname: str, path: str = "/health") -> tuple[int, dict[str, Any]]:
+        """GET through HAProxy with ``Host: hostname`` on a new connection; (status, JSON body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.lb_port, timeout=5)
+        try:
+            connection.request("GET", path, headers={"Host": hostname, "Connection": "close"})
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {"text": body.decode(errors="replace")}
+        return response.status, data if isinstance(data, dict) else {"value": data}
+
+
+@contextlib.contextmanager
+def running_stack(
+    workdir: Path,
+    *,
+    db_path: Path,
+    redis_url: str,
+    etcd_endpoint: str,
+    kubeconfig: Path,
+    web: bool = True,
+    label: str = "e2e",
+) -> Iterator[Stack]:
+    """HAProxy, proxysync, a worker and (with ``web``) daphne against the given servers.
+
+    ``label`` names the run's etcd prefix and worker, so that runs sharing an etcd or a
+    broker never meet. Everything is stopped (SIGTERM, then SIGKILL) when the context exits.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    web_port = free_port() if web else None
+    extra = {"GREENLIGHT_LOG_LEVEL": "INFO"}
+    if web_port is not None:
+        (workdir / "staticfiles").mkdir(exist_ok=True)
+        extra.update(GREENLIGHT_VAR_DIR=str(workdir), GREENLIGHT_WEB_PORT=str(web_port))
+    with haproxy_server(workdir / "haproxy") as haproxy:
+        prefix = f"/greenlight-{label}-{uuid.uuid4().hex[:8]}"
+        stack = Stack(
+            haproxy=haproxy,
+            env=stack_env(
+                db_path=db_path,
+                redis_url=redis_url,
+                etcd_endpoint=etcd_endpoint,
+                etcd_prefix=prefix,
+                kubeconfig=kubeconfig,
+                haproxy=haproxy,
+                extra=extra,
+            ),
+            workdir=workdir,
+            worker_name=f"{label}-{uuid.uuid4().hex[:6]}@localhost",
+            etcd_endpoint=etcd_endpoint,
+            etcd_prefix=prefix,
+            redis_url=redis_url,
+            web_port=web_port,
+        )
+        try:
+            stack.start("proxysync")
+            stack.start("worker")
+            if web_port is not None:
+                stack.start("web")
+                wait_for_port(web_port, process=stack.processes["web"], timeout=60)
+            yield stack
+        finally:
+            stack.stop()

@@ -71,23 +71,9 @@ def api(admin: Any) -> APIClient:
 
 
 @pytest.fixture
-def make_app(admin: Any) -> Callable[..., App]:
-    """Create an app; keyword arguments override the defaults."""
-    counter = iter(range(1, 10_000))
-
-    def make(**fields: Any) -> App:
-        n = next(counter)
-        values: dict[str, Any] = {
-            "name": f"app{n}",
-            "image": "demo/hello:1",
-            "replicas": 2,
-            "frontend": f"app{n}.localhost",
-            "created_by": admin,
-        }
-        values.update(fields)
-        return App.objects.create(**values)
-
-    return make
+def app_defaults(admin: Any) -> dict[str, Any]:
+    """Dashboard apps are created by the superuser."""
+    return {"created_by": admin}
 
 
 @pytest.fixture

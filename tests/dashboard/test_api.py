@@ -13,9 +13,14 @@ from deployer.models import App, Deployment
 NEW_APP = {"name": "shop", "image": "demo/hello:1", "replicas": 2, "frontend": "shop.localhost"}
 
 
-def test_it_refuses_anonymous_requests(db: Any) -> None:
-    response = APIClient().get("/api/apps/")
-    assert response.status_code in (401, 403)
+def test_it_refuses_anonymous_requests(db: Any, app: App) -> None:
+    # Session authentication comes first, and it names no challenge: DRF answers 403, not 401.
+    listing = APIClient().get("/api/apps/")
+    assert listing.status_code == 403
+    assert listing.json() == {"detail": "Authentication credentials were not provided."}
+    created = APIClient().post("/api/apps/", NEW_APP, format="json")
+    assert created.status_code == 403
+    assert not App.objects.filter(name=NEW_APP["name"]).exists()
 
 
 def test_it_accepts_a_token_from_drf_create_token(admin: Any, app: Any, capsys: Any) -> None:

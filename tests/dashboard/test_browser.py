@@ -18,8 +18,7 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from deployer.models import App, Deployment
-from tests.dashboard.stack import Stack, running_stack
-from tests.servers import launch_chromium
+from tests.servers import Stack, launch_chromium, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

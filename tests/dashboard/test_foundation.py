@@ -56,9 +56,33 @@ def test_it_derives_a_second_stack_from_another_web_port(monkeypatch: pytest.Mon
 
 def test_it_knows_the_command_of_every_procfile_process() -> None:
     config = StackConfig.from_env()
-    for entry in read_procfile(ROOT / "Procfile"):
-        name = entry.command.split()[-1]
-        assert process_command(name, config)
+    entries = read_procfile(ROOT / "Procfile")
+    # Each Procfile line runs the stack process it is named after.
+    assert [entry.command.split()[-1] for entry in entries] == [entry.name for entry in entries]
+    commands = {entry.name: process_command(entry.name, config) for entry in entries}
+    assert set(commands) == {
+        "redis", "etcd", "haproxy", "web", "worker", "scheduler", "proxysync", "localcluster",
+    }  # fmt: skip
+    for name, command in commands.items():
+        assert command[0] == sys.executable or shutil.which(command[0]), (name, command)
+    assert commands["redis"][:5] == [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(config.redis_port),
+    ]
+    assert f"http://127.0.0.1:{config.etcd_port}" in commands["etcd"]
+    assert commands["web"][-3:] == ["-p", str(config.web_port), "dashboard.asgi:application"]
+    assert commands["worker"][2:6] == ["celery", "-A", "dashboard", "worker"]
+    assert commands["scheduler"][2:6] == ["celery", "-A", "dashboard", "beat"]
+    assert commands["proxysync"][1:] == [str(ROOT / "manage.py"), "proxysync"]
+    cluster = commands["localcluster"]
+    assert cluster[1:3] == ["-m", "localcluster"]
+    assert cluster[cluster.index("--port") + 1] == str(config.cluster_port)
+    assert cluster[cluster.index("--kubeconfig") + 1] == str(config.kubeconfig)
+    with pytest.raises(SystemExit, match="unknown stack process 'nginx'"):
+        process_command("nginx", config)
 
 
 def test_it_rejects_a_malformed_procfile(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from deployer.models import Deployment
 from deployer.rotation import PodRotation
 from scaling.drain import DrainOptions, drain_node
 from scaling.kube import KubeNodes
-from tests.deployer.conftest import DeployStack
 from tests.deployer.load import Load
 from tests.deployer.test_integration import backend_servers_become, finished, make_app
+from tests.servers import Stack as DeployStack
 from tests.servers import pod_process_ids
 
 pytestmark = pytest.mark.timeout(240)

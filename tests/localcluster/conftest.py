@@ -11,22 +11,15 @@ layer is checked on its own.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import http.client
 import importlib.resources
 import json
 import os
 import re
-import signal
-import socket
-import ssl
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +27,10 @@ from typing import Any
 import jsonschema
 import pytest
 import urllib3
-import yaml
 from kubernetes import client, config
 from referencing import Registry, Resource
+
+from tests.servers import LocalCluster, localcluster_server
 
 REPO = Path(__file__).resolve().parents[2]
 # The Kubernetes version the pinned client (kubernetes 37.x) is generated from.
@@ -44,120 +38,17 @@ K8S_VERSION = "1.37.0"
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class LocalCluster:
-    """A localcluster child process (None when testing against an external cluster)."""
-
-    process: subprocess.Popen[bytes] | None
-    kubeconfig: Path
-    state_dir: Path | None
-    port: int | None
-    log: Path | None
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-
-
-def start_localcluster(
-    workdir: Path, port: int | None = None, nodes: int = 2, extra_args: Sequence[str] = ()
-) -> LocalCluster:
-    """Start ``python -m localcluster`` in ``workdir`` and wait until /readyz answers.
-
-    /readyz needs no token; the kubeconfig, written once the API listens, carries one.
-    """
-    port = port or _free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = workdir / "kubeconfig"
-    log = workdir / "localcluster.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "localcluster",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--nodes",
-        str(nodes),
-        "--state-dir",
-        str(workdir / "state"),
-        "--kubeconfig",
-        str(kubeconfig),
-    ]
-    if api_only():
-        cmd.append("--no-runtime")
-    cmd += extra_args
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    cluster = LocalCluster(proc, kubeconfig, workdir / "state", port, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"localcluster exited early:\n{log.read_text()}")
-        if answers_readyz(port, kubeconfig):
-            return cluster
-        time.sleep(0.05)  # the child is importing; there is nothing to watch yet
-    cluster.stop()
-    raise RuntimeError(f"localcluster did not become ready:\n{log.read_text()}")
-
-
-def tls_context(kubeconfig: Path) -> ssl.SSLContext:
-    """A client TLS context trusting the CA in ``kubeconfig`` (localcluster's own)."""
-    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
-    ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
-    return ssl.create_default_context(cadata=ca_pem)
-
-
-def answers_readyz(port: int, kubeconfig: Path) -> bool:
-    """Whether a kubeconfig exists and the https server it trusts answers /readyz (no token needed)."""
-    if not kubeconfig.exists():
-        return False
-    try:
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=1, context=tls_context(kubeconfig)
-        )
-        try:
-            conn.request("GET", "/readyz")
-            return conn.getresponse().status == 200
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return False
-
-
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The cluster under test: an external one from GREENLIGHT_TEST_KUBECONFIG, or a fresh localcluster."""
     external = os.environ.get("GREENLIGHT_TEST_KUBECONFIG")
     if external:
-        yield LocalCluster(None, Path(external), None, None, None)
+        yield LocalCluster(Path(external))
         return
-    lc = start_localcluster(tmp_path_factory.mktemp("localcluster"))
-    try:
-        yield lc
-    finally:
-        lc.stop()
+    with localcluster_server(
+        tmp_path_factory.mktemp("localcluster"), nodes=2, runtime=not api_only()
+    ) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,9 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 
-from .conftest import REPO, LocalCluster, _free_port, answers_readyz
+from tests.servers import LocalCluster, start_localcluster
 
 Obj = dict[str, Any]
 _SERIALIZER = client.ApiClient()
@@ -173,53 +169,8 @@ def wait_processes(marker: str, at_most: int = 0, timeout: float = 10) -> list[s
     return left
 
 
-def start_cluster(
-    workdir: Path, nodes: int = 2, images: Path | None = None, port: int | None = None
-) -> LocalCluster:
-    """Start ``python -m localcluster`` (optionally with ``--images``) and wait for /readyz."""
-    port = port or _free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = workdir / "kubeconfig"
-    log = workdir / "localcluster.log"
-    cmd = [sys.executable, "-m", "localcluster", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += [
-        "--nodes",
-        str(nodes),
-        "--state-dir",
-        str(workdir / "state"),
-        "--kubeconfig",
-        str(kubeconfig),
-    ]
-    if images is not None:
-        cmd += ["--images", str(images)]
-    kubeconfig.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    cluster = LocalCluster(proc, kubeconfig, workdir / "state", port, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"localcluster exited early:\n{log.read_text()}")
-        if answers_readyz(port, kubeconfig):
-            return cluster
-        time.sleep(0.05)  # the child is importing; there is nothing to watch yet
-    cluster.stop()
-    raise RuntimeError(f"localcluster did not become ready:\n{log.read_text()}")
-
-
-def kill_cluster(cluster: LocalCluster) -> None:
-    """SIGKILL the localcluster process only (not its group), as a crash would."""
-    assert cluster.process is not None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(cluster.process.pid, signal.SIGKILL)
-    cluster.process.wait(10)
-
-
 def api_for(kubeconfig: Path) -> client.ApiClient:
     """An ApiClient for a kubeconfig."""
-    from kubernetes import config
-
     cfg = client.Configuration()
     config.load_kube_config(str(kubeconfig), client_configuration=cfg)
     return client.ApiClient(cfg)
@@ -230,7 +181,7 @@ def running_cluster(
     workdir: Path, **kwargs: Any
 ) -> Iterator[tuple[LocalCluster, client.ApiClient]]:
     """A private cluster for tests that restart, kill or reshape it; stopped afterwards."""
-    cluster = start_cluster(workdir, **kwargs)
+    cluster = start_localcluster(workdir, **kwargs)
     api = api_for(cluster.kubeconfig)
     try:
         yield cluster, api

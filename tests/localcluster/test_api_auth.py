@@ -21,8 +21,9 @@ import urllib3
 import yaml
 
 from localcluster.auth import host_allowed, read_token_file
+from tests.servers import LocalCluster, start_localcluster, tls_context
 
-from .conftest import KUBECTL, LocalCluster, start_localcluster, tls_context, validate
+from .conftest import KUBECTL, validate
 
 EXTRA_TOKEN = "a-token-from-the-file"
 UNAUTHORIZED = {
@@ -269,7 +270,7 @@ def test_the_token_is_kept_across_restarts_and_differs_per_state_dir(
     try:
         assert kubeconfig_token(second) == token
         # The CA is kept too: a kubeconfig from before the restart still reaches the server.
-        old = LocalCluster(None, old_kubeconfig, None, second.port, None)
+        old = LocalCluster(old_kubeconfig, port=second.port)
         assert send(old, "GET", PODS, token=token).status == 200
         assert stat.S_IMODE(second.kubeconfig.stat().st_mode) == 0o600
     finally:

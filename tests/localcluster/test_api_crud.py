@@ -380,6 +380,17 @@ def test_every_namespace_gets_a_default_service_account(
 ) -> None:
     # pkg/controller/serviceaccount (tokens_controller/serviceaccounts_controller): "default" per namespace.
     sa = wait_for(
-        core.list_namespaced_service_account, namespace, name="default", check=lambda _: True
+        core.list_namespaced_service_account,
+        namespace,
+        name="default",
+        check=lambda found: found.metadata.namespace == namespace,
     )
     validate(sa)
+    assert (sa.metadata.name, sa.metadata.namespace) == ("default", namespace)
+    assert sa.metadata.uid and sa.metadata.creation_timestamp is not None
+    assert (
+        core.read_namespaced_service_account("default", namespace).metadata.uid == sa.metadata.uid
+    )
+    # The namespace is fresh: the controller's account is the only one in it.
+    listed = core.list_namespaced_service_account(namespace).items
+    assert [found.metadata.name for found in listed] == ["default"]

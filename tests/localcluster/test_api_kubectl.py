@@ -22,7 +22,9 @@ import pytest
 import yaml
 from kubernetes import client, watch
 
-from .conftest import KUBECTL, LocalCluster, controllers_running, validate
+from tests.servers import LocalCluster
+
+from .conftest import KUBECTL, controllers_running, validate
 from .test_api_crud import deployment_body
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]

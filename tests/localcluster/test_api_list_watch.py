@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from .conftest import LocalCluster, controllers_running, validate, wait_for
+from tests.servers import LocalCluster
+
+from .conftest import controllers_running, validate, wait_for
 from .test_api_crud import deployment_body, pod_body
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from .conftest import LocalCluster, start_localcluster, validate
+from tests.servers import LocalCluster, start_localcluster
+
+from .conftest import api_only, validate
 
 
 def core_for(lc: LocalCluster) -> client.CoreV1Api:
@@ -27,7 +29,7 @@ def test_objects_and_the_resource_version_survive_a_restart(
 ) -> None:
     if cluster.process is None:
         pytest.skip("restarts a localcluster of its own")
-    first = start_localcluster(tmp_path, nodes=1)
+    first = start_localcluster(tmp_path, nodes=1, runtime=not api_only())
     try:
         core = core_for(first)
         created = core.create_namespaced_config_map(
@@ -38,7 +40,7 @@ def test_objects_and_the_resource_version_survive_a_restart(
     finally:
         first.stop()
     assert first.process is not None and first.process.returncode == 0
-    second = start_localcluster(tmp_path, port=first.port, nodes=1)
+    second = start_localcluster(tmp_path, port=first.port, nodes=1, runtime=not api_only())
     try:
         core = core_for(second)
         kept = core.read_namespaced_config_map("kept", "default")
@@ -58,7 +60,7 @@ def test_it_exits_cleanly_on_sigint(cluster: LocalCluster, tmp_path: Path) -> No
     import os
     import signal
 
-    lc = start_localcluster(tmp_path, nodes=1)
+    lc = start_localcluster(tmp_path, nodes=1, runtime=not api_only())
     assert lc.process is not None
     os.killpg(lc.process.pid, signal.SIGINT)
     assert lc.process.wait(15) == 0

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from .conftest import LocalCluster, controllers_running, validate, wait_for
+from tests.servers import LocalCluster
+
+from .conftest import controllers_running, validate, wait_for
 from .test_api_crud import deployment_body, pod_body
 
 

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .conftest import KUBECTL, LocalCluster, runtime_present, validate
+from tests.servers import LocalCluster
+
+from .conftest import KUBECTL, runtime_present, validate
 from .runtime_support import (
     condition,
     deployment,

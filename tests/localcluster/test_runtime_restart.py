@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.servers import start_localcluster
+
 from .conftest import runtime_present
 from .runtime_support import (
     api_for,
     deployment,
     http_json,
-    kill_cluster,
     processes_with,
     running_and_ready,
-    start_cluster,
     wait_processes,
     waiting_reason,
     watch_until,
@@ -48,7 +48,7 @@ def test_it_keeps_the_objects_and_starts_their_pods_again_after_a_restart(tmp_pa
     body["spec"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "MESSAGE", "value": marker}
     ]
-    cluster = start_cluster(tmp_path, nodes=2)
+    cluster = start_localcluster(tmp_path, nodes=2)
     try:
         api = api_for(cluster.kubeconfig)
         core = client.CoreV1Api(api)
@@ -58,7 +58,7 @@ def test_it_keeps_the_objects_and_starts_their_pods_again_after_a_restart(tmp_pa
         cluster.stop()
         assert wait_processes(marker) == [], "a clean stop stops every pod process"
 
-        cluster = start_cluster(tmp_path, nodes=2)
+        cluster = start_localcluster(tmp_path, nodes=2)
         api = api_for(cluster.kubeconfig)
         core = client.CoreV1Api(api)
         after = watch_until(app_pods(core, "hello"), running_and_ready(2))
@@ -82,7 +82,7 @@ def test_it_leaves_no_orphans_when_killed_and_recovers_its_pods(tmp_path: Path) 
     catalog.write_text(
         json.dumps({"example.com/forker:*": {"command": ["sh", "-c", "sleep 300 & sleep 300"]}})
     )
-    cluster = start_cluster(tmp_path / "lc", nodes=1, images=catalog)
+    cluster = start_localcluster(tmp_path / "lc", nodes=1, images=catalog)
     try:
         api = api_for(cluster.kubeconfig)
         core = client.CoreV1Api(api)
@@ -119,12 +119,12 @@ def test_it_leaves_no_orphans_when_killed_and_recovers_its_pods(tmp_path: Path) 
         )
         api.close()
 
-        kill_cluster(cluster)
+        cluster.kill()
         assert wait_processes(marker, timeout=10) == [], (
             "SIGKILL of localcluster orphaned pod processes"
         )
 
-        cluster = start_cluster(tmp_path / "lc", nodes=1, images=catalog)
+        cluster = start_localcluster(tmp_path / "lc", nodes=1, images=catalog)
         api = api_for(cluster.kubeconfig)
         # From the first answer on, the lost runs are counted: no stale Ready from before.
         first = client.CoreV1Api(api).read_namespaced_pod("forker", "default")

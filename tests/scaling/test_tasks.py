@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from celery.beat import Scheduler
 from django.conf import settings
 
 from deployer.models import App
@@ -17,9 +19,16 @@ def test_beat_sends_the_tick_every_thirty_seconds() -> None:
     from dashboard.celery import app
 
     app.loader.import_default_modules()
-    entry = settings.CELERY_BEAT_SCHEDULE["scaling-tick"]
-    assert entry["task"] == "scaling.tasks.tick" and entry["task"] in app.tasks
-    assert entry["schedule"] == 30.0
+    # The entry as beat itself reads it from the configuration.
+    scheduler = Scheduler(app, lazy=True)
+    scheduler.setup_schedule()
+    entry = scheduler.schedule["scaling-tick"]
+    assert entry.task == tasks.tick.name == "scaling.tasks.tick" and entry.task in app.tasks
+    now = entry.schedule.now()
+    just_sent = entry.schedule.is_due(now)
+    assert not just_sent.is_due and 29 <= just_sent.next <= 30
+    assert not entry.schedule.is_due(now - timedelta(seconds=28)).is_due
+    assert entry.schedule.is_due(now - timedelta(seconds=31)).is_due
 
 
 @pytest.mark.django_db
