@@ -12,7 +12,7 @@ from deployer.cluster import KubeCluster
 from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment
 from deployer.workflow import backend_name
-from tests.deployer.conftest import DeployStack
+from tests.servers import Stack as DeployStack
 
 pytestmark = pytest.mark.timeout(240)
 
