@@ -10,9 +10,9 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
-from deployer import services
 from deployer.errors import KubeError
 from deployer.models import App, Deployment, DeploymentLog
+from deployer.status import AppStatus, app_status, warm_previous_version
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ def log_lines(
     return [line.as_payload() for line in rows[:limit]]
 
 
-def live_states(apps: list[App]) -> dict[int, services.AppStatus]:
-    """services.app_status, or for each app an 'unknown' state when the cluster cannot be reached."""
+def live_states(apps: list[App]) -> dict[int, AppStatus]:
+    """app_status, or for each app an 'unknown' state when the cluster cannot be reached."""
     try:
-        return services.app_status(apps)
+        return app_status(apps)
     except KubeError as exc:
         logger.warning("cluster state unavailable: %s", exc)
         return {
@@ -150,6 +150,6 @@ def warm_version(app: App) -> tuple[int, str] | None:
     if app.live_version is None:
         return None
     try:
-        return services.warm_previous_version(app)
+        return warm_previous_version(app)
     except KubeError:
         return None

@@ -7,14 +7,13 @@ functions only validate, write rows and enqueue the Celery task after commit.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any, TypedDict
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from deployer import logsink
+from deployer.cluster import KubeCluster
 from deployer.errors import (
     AppBusy,
     DeployError,
@@ -23,9 +22,11 @@ from deployer.errors import (
     NothingToDo,
     StoreError,
 )
+from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment
 from deployer.rotation import LogFn
 from deployer.scaledown import scale_version
+from deployer.status import warm_previous_version
 from deployer.validation import (
     termination_grace_seconds,
     validate_app,
@@ -185,7 +186,7 @@ def enqueue_next(app_id: int) -> None:
         enqueue(queued)
 
 
-def undeploy(app: App, user: Any = None) -> Deployment:
+def request_undeploy(app: App, user: Any = None) -> Deployment:
     """Queue the removal of every version, the frontend and the backends of ``app``."""
     with transaction.atomic():
         app = App.objects.select_for_update().get(pk=app.pk)
@@ -203,7 +204,7 @@ def undeploy(app: App, user: Any = None) -> Deployment:
         )
 
 
-def swap_back(app: App, user: Any = None) -> Deployment | None:
+def request_swap_back(app: App, user: Any = None) -> Deployment | None:
     """Queue a switch back to the previous, still warm version; None when there is none."""
     with transaction.atomic():
         app = App.objects.select_for_update().get(pk=app.pk)
@@ -225,40 +226,6 @@ def swap_back(app: App, user: Any = None) -> Deployment | None:
         )
 
 
-def warm_previous_version(app: App) -> tuple[int, str] | None:
-    """(version, image) of the version before the live one, when its objects still exist."""
-    from deployer.cluster import KubeCluster
-
-    if app.live_version is None:
-        return None
-    last = (
-        Deployment.objects.filter(
-            app=app,
-            version=app.live_version,
-            status=Deployment.Status.SUCCEEDED,
-            previous_version__isnull=False,
-        )
-        .order_by("-created_at")
-        .first()
-    )
-    if last is None or last.previous_version is None:
-        return None
-    try:
-        exists = KubeCluster().version_exists(app.namespace, app.name, last.previous_version)
-    except KubeError:
-        logger.warning("could not look up warm versions of %s", app, exc_info=True)
-        return None
-    if not exists:
-        return None
-    previous = (
-        Deployment.objects.filter(app=app, version=last.previous_version)
-        .exclude(kind=Deployment.Kind.UNDEPLOY)
-        .order_by("-created_at")
-        .first()
-    )
-    return last.previous_version, previous.image if previous else app.image
-
-
 def scale_app(
     app: App,
     replicas: int,
@@ -275,9 +242,6 @@ def scale_app(
     ``checked_for_deploys``. Pods removed leave the load balancer first
     (deployer.scaledown); ``log(level, message)`` receives what happens to each.
     """
-    from deployer.cluster import KubeCluster
-    from deployer.etcdstore import EtcdStore
-
     try:
         validate_replicas(replicas, minimum=0)
     except ValidationError as exc:
@@ -319,82 +283,3 @@ def scale_app(
     except (KubeError, StoreError) as exc:
         raise DeployError(f"Could not scale {app} in the cluster: {exc}") from exc
     logger.info("scaled %s v%s to %s replicas (by %s)", app, app.live_version, replicas, _who(user))
-
-
-class PodStatus(TypedDict):
-    """One pod of an app as the dashboard shows it."""
-
-    name: str
-    version: int | None
-    ip: str
-    node: str
-    phase: str
-    ready: bool
-    restarts: int
-    reason: str
-    trouble: bool  # something is wrong, not merely starting
-
-
-class AppStatus(TypedDict):
-    """An app's live state: live version, desired and ready replicas of it, pods, any error."""
-
-    live_version: int | None
-    desired: int
-    ready: int
-    pods: list[PodStatus]
-    error: str
-
-
-def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
-    """Live state of several apps with one pod list per namespace (cheap for a list page)."""
-    from deployer.cluster import KubeCluster
-
-    apps = list(apps)
-    result: dict[int, AppStatus] = {
-        app.pk: {
-            "live_version": app.live_version,
-            "desired": app.replicas if app.live_version is not None else 0,
-            "ready": 0,
-            "pods": [],
-            "error": "",
-        }
-        for app in apps
-    }
-    by_namespace: dict[str, list[App]] = defaultdict(list)
-    for app in apps:
-        by_namespace[app.namespace].append(app)
-    cluster = KubeCluster()
-    for namespace, members in by_namespace.items():
-        try:
-            pods = cluster.managed_pods(namespace)
-        except KubeError as exc:
-            for app in members:
-                result[app.pk]["error"] = f"cluster unreachable: {exc}"
-            continue
-        names = {app.name: app for app in members}
-        for pod in pods:
-            app = names.get(pod.app)
-            if app is None:
-                continue
-            status = result[app.pk]
-            status["pods"].append(
-                {
-                    "name": pod.name,
-                    "version": pod.version,
-                    "ip": pod.ip,
-                    "node": pod.node,
-                    "phase": pod.phase,
-                    "ready": pod.ready,
-                    "restarts": pod.restarts,
-                    "reason": pod.reason,
-                    "trouble": pod.trouble,
-                }
-            )
-            if pod.ready and pod.version == app.live_version:
-                status["ready"] += 1
-    return result
-
-
-def live_version(app: App) -> AppStatus:
-    """The live state of one app (see app_status)."""
-    return app_status([app])[app.pk]

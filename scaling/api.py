@@ -194,7 +194,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], url_path="dry-run")
     def dry_run(self, request: Request, pk: Any = None) -> Response:
         """Log what the schedule's actions would change now, changing nothing (202)."""
-        return _accepted(request, services.dry_run(self.get_object(), request.user))
+        return _accepted(request, services.request_dry_run(self.get_object(), request.user))
 
 
 def _api_body(validated: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,7 +255,7 @@ class NodeGroupViewSet(viewsets.ModelViewSet):
         if not form.is_valid():
             return _form_errors(form)
         return _accepted(
-            request, services.set_capacity(group, form.cleaned_data["desired"], request.user)
+            request, services.request_capacity(group, form.cleaned_data["desired"], request.user)
         )
 
 
@@ -279,7 +279,7 @@ class _ScaleAppsPermission(_RunPermission):
 @api_view(["POST"])
 @permission_classes([_ScaleAppsPermission])
 @schema(ApiSchema())
-def app_scale(request: Request, pk: int) -> Response:
+def queue_app_scale(request: Request, pk: int) -> Response:
     """``{"replicas": n, "baseline": false}``: a run that scales the app, yielding to deploys."""
     app = get_object_or_404(App, pk=pk)
     form = ScaleAppForm(_body(request, '{"replicas": 2, "baseline": false}'))
@@ -287,7 +287,8 @@ def app_scale(request: Request, pk: int) -> Response:
         return _form_errors(form)
     data = form.cleaned_data
     return _accepted(
-        request, services.scale_app(app, data["replicas"], request.user, baseline=data["baseline"])
+        request,
+        services.request_app_scale(app, data["replicas"], request.user, baseline=data["baseline"]),
     )
 
 
@@ -310,7 +311,7 @@ def node_action(request: Request, name: str, verb: str) -> Response:
     if not form.is_valid():
         return _form_errors(form)
     try:
-        run = services.node_action(
+        run = services.request_node_action(
             NODE_VERBS[verb],
             name,
             request.user,

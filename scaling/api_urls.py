@@ -15,7 +15,7 @@ router.register("schedules", api.ScheduleViewSet, basename="schedule")
 router.register("node-groups", api.NodeGroupViewSet, basename="node-group")
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("apps/<int:pk>/scale/", api.app_scale, name="app-scale"),
+    path("apps/<int:pk>/scale/", api.queue_app_scale, name="app-scale"),
     path("nodes/<str:name>/<str:verb>/", api.node_action, name="node-action"),
     *router.urls,
 ]

@@ -71,7 +71,7 @@ def _etcd_rotation() -> Iterator[Rotation | None]:
 
 
 @dataclass
-class Services:
+class RunContext:
     """The collaborators of a run; tests replace any of them."""
 
     clock: Clock = field(default_factory=SystemClock)
@@ -96,37 +96,37 @@ class Services:
         return self._ops
 
 
-def execute(run_id: int, services: Services | None = None) -> Outcome:
+def execute(run_id: int, context: RunContext | None = None) -> Outcome:
     """Claim run ``run_id`` and carry it out; WAIT means "call again later"."""
-    services = services or Services()
+    context = context or RunContext()
     run = ScalingRun.objects.filter(pk=run_id).first()
     if run is None or run.is_terminal:
         return Outcome.SKIPPED
     try:
-        run.start(now=services.clock.now())
+        run.start(now=context.clock.now())
     except IllegalTransition:
         return Outcome.SKIPPED  # another worker has it
     logsink.status_changed(run)
     log = RunLog(run)
     started = time.monotonic()
     try:
-        outcome = HANDLERS[run.kind](run, services, log)
+        outcome = HANDLERS[run.kind](run, context, log)
     except (StopRun, DrainFailed, ProviderError, KubeError, DeployError) as exc:
         log.error(str(exc))
-        run.fail(str(exc), now=services.clock.now())
+        run.fail(str(exc), now=context.clock.now())
         logsink.status_changed(run)
         return Outcome.DONE
     except Exception as exc:
         logger.exception("scaling run #%s failed unexpectedly", run.pk)
         log.error(f"internal error: {type(exc).__name__}: {exc} (details in the worker log)")
-        run.fail(f"internal error: {exc}", now=services.clock.now())
+        run.fail(f"internal error: {exc}", now=context.clock.now())
         logsink.status_changed(run)
         return Outcome.DONE
     if outcome == Outcome.WAIT:
         run.wait()
         logsink.status_changed(run)
         return Outcome.WAIT
-    run.succeed(now=services.clock.now())
+    run.succeed(now=context.clock.now())
     log.info(f"finished in {time.monotonic() - started:.1f}s")
     logsink.status_changed(run)
     return Outcome.DONE
@@ -186,7 +186,7 @@ def _ordered(changes: list[Change]) -> list[Change]:
     return sorted(changes, key=rank)
 
 
-def run_plan(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+def run_plan(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Apply (or, for a dry run, describe) every change in ``run.plan``."""
     dry = run.kind == ScalingRun.Kind.DRY_RUN
     changes = _ordered([Change.from_json(c) for c in run.plan])
@@ -218,9 +218,9 @@ def run_plan(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
             waiting = True
             continue
         if change.target == "app":
-            outcome = apply_app(run, change, services, log, dry)
+            outcome = apply_app(run, change, context, log, dry)
         else:
-            outcome = apply_node_group(change, services, log, dry)
+            outcome = apply_node_group(change, context, log, dry)
         if outcome == "waiting":
             waiting = True
         _record(run, change, outcome)
@@ -229,7 +229,7 @@ def run_plan(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
     return Outcome.WAIT if waiting else Outcome.DONE
 
 
-def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, dry: bool) -> str:
+def apply_app(run: ScalingRun, change: Change, context: RunContext, log: RunLog, dry: bool) -> str:
     """Scale one app, yielding to a running deploy; returns the outcome word for ``result``."""
     app = App.objects.filter(pk=change.id).first()
     if app is None:
@@ -248,7 +248,7 @@ def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, 
         if app is None:
             log.warning(f"app {change.name} no longer exists; skipped")
             return "skipped"
-        deployment = services.busy_deploy(app)
+        deployment = context.busy_deploy(app)
         if deployment is not None:
             note = (
                 f"app {app.name}: waiting for deployment #{deployment} to finish "
@@ -271,21 +271,21 @@ def apply_app(run: ScalingRun, change: Change, services: Services, log: RunLog, 
         if app.live_version is not None:
             # Level-triggered: set it anyway, so that a live version changed behind our back
             # (kubectl scale) comes back to what the schedule says.
-            services.scale_app(app, desired, log)
+            context.scale_app(app, desired, log)
         log.info(f"app {app.name}: already at {desired} replicas")
         return "unchanged"
-    services.scale_app(app, desired, log)
+    context.scale_app(app, desired, log)
     log.info(f"app {app.name}: scaled from {before} to {desired} replicas")
     return "scaled"
 
 
-def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool) -> str:
+def apply_node_group(change: Change, context: RunContext, log: RunLog, dry: bool) -> str:
     """Bring one node group to its desired capacity: scale out, or drain and remove nodes."""
     group = NodeGroup.objects.filter(pk=change.id).first()
     if group is None:
         log.warning(f"node group {change.name} no longer exists; skipped")
         return "skipped"
-    provider = services.provider(group, services.ops)
+    provider = context.provider(group, context.ops)
     state = provider.describe(group)
     low = max(group.min_size, state.min_size)
     high = min(group.max_size, state.max_size)
@@ -304,10 +304,10 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
             log.info(f"node group {group.name}: would add {plural(target - state.desired, 'node')}")
         else:
             count = state.desired - target
-            victims = choose_victims(group, state, count, services.ops, provider, log)
+            victims = choose_victims(group, state, count, context.ops, provider, log)
             names = ", ".join(f"{n.name} ({pods} pods)" for n, pods in victims) or "none"
             log.info(f"node group {group.name}: would drain and remove {names}")
-            ops = services.ops
+            ops = context.ops
             problems = scale_in_problems(
                 [n for n, _ in victims], ops.list_nodes(), ops.pods_by_node(), ops.list_budgets()
             )
@@ -319,7 +319,7 @@ def apply_node_group(change: Change, services: Services, log: RunLog, dry: bool)
         outcome = "scaled out"
     else:
         try:
-            scale_in(group, state, state.desired - target, provider, services, log)
+            scale_in(group, state, state.desired - target, provider, context, log)
         except Exception:
             # Some nodes may be gone already: record what the provider now reports.
             _record_capacity(group, _current_desired(provider, group, state.desired))
@@ -389,11 +389,11 @@ def scale_in(
     state: GroupState,
     count: int,
     provider: Provider,
-    services: Services,
+    context: RunContext,
     log: RunLog,
 ) -> None:
     """Cordon ``count`` nodes (emptiest first), then drain, delete and terminate them in turn."""
-    ops = services.ops
+    ops = context.ops
     victims = choose_victims(group, state, count, ops, provider, log)
     if not victims:
         raise StopRun(f"node group {group.name}: no node can be removed")
@@ -414,8 +414,8 @@ def scale_in(
     try:
         for node, pods in victims:
             log.info(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
-            with services.rotation() as rotation:
-                drain_node(ops, node.name, services.drain_options, log, rotation)
+            with context.rotation() as rotation:
+                drain_node(ops, node.name, context.drain_options, log, rotation)
             ops.delete_node(node.name)
             pending.remove(node.name)
             log.info(f"deleted node {node.name}")
@@ -435,7 +435,7 @@ def scale_in(
         )
 
 
-def run_scale_app(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+def run_scale_app(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: set one app's replicas (optionally making it the new baseline)."""
     app = App.objects.filter(pk=run.params.get("app_id")).first()
     if app is None:
@@ -445,17 +445,17 @@ def run_scale_app(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
         App.objects.filter(pk=app.pk).update(baseline_replicas=replicas)
         log.info(f"app {app.name}: baseline set to {replicas} replicas")
     _ensure_plan(run, Change("app", app.pk, app.name, app.replicas, replicas, "manual"))
-    return run_plan(run, services, log)
+    return run_plan(run, context, log)
 
 
-def run_set_capacity(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+def run_set_capacity(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: set one node group's desired capacity."""
     group = NodeGroup.objects.filter(pk=run.params.get("group_id")).first()
     if group is None:
         raise StopRun("the node group no longer exists")
     desired = int(run.params["desired"])
     _ensure_plan(run, Change("node_group", group.pk, group.name, group.desired, desired, "manual"))
-    return run_plan(run, services, log)
+    return run_plan(run, context, log)
 
 
 def _ensure_plan(run: ScalingRun, change: Change) -> None:
@@ -465,26 +465,26 @@ def _ensure_plan(run: ScalingRun, change: Change) -> None:
         ScalingRun.objects.filter(pk=run.pk).update(plan=run.plan)
 
 
-def run_cordon(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+def run_cordon(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: mark a node unschedulable."""
     node = str(run.params["node"])
-    services.ops.set_unschedulable(node, True)
+    context.ops.set_unschedulable(node, True)
     log.info(f"cordoned {node}: no new pods will be scheduled on it")
     return Outcome.DONE
 
 
-def run_uncordon(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+def run_uncordon(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: make a node schedulable again."""
     node = str(run.params["node"])
-    services.ops.set_unschedulable(node, False)
+    context.ops.set_unschedulable(node, False)
     log.info(f"uncordoned {node}")
     return Outcome.DONE
 
 
-def run_drain(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
+def run_drain(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: cordon and drain a node (it stays cordoned afterwards)."""
     node = str(run.params["node"])
-    base = services.drain_options
+    base = context.drain_options
     options = DrainOptions(
         deadline_seconds=float(run.params.get("deadline") or base.deadline_seconds),
         force=bool(run.params.get("force")),
@@ -492,12 +492,12 @@ def run_drain(run: ScalingRun, services: Services, log: RunLog) -> Outcome:
         backoff_initial=base.backoff_initial,
         backoff_max=base.backoff_max,
     )
-    with services.rotation() as rotation:
-        drain_node(services.ops, node, options, log, rotation)
+    with context.rotation() as rotation:
+        drain_node(context.ops, node, options, log, rotation)
     return Outcome.DONE
 
 
-HANDLERS: dict[str, Callable[[ScalingRun, Services, RunLog], Outcome]] = {
+HANDLERS: dict[str, Callable[[ScalingRun, RunContext, RunLog], Outcome]] = {
     ScalingRun.Kind.SCHEDULE: run_plan,
     ScalingRun.Kind.DRY_RUN: run_plan,
     ScalingRun.Kind.SCALE_APP: run_scale_app,

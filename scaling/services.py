@@ -109,7 +109,7 @@ def requeue_stale(now: datetime) -> None:
             enqueue(run.pk)
 
 
-def dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) -> ScalingRun:
+def request_dry_run(schedule: Schedule, user: Any = None, clock: Clock | None = None) -> ScalingRun:
     """A run that logs what ``schedule``'s actions would change if it fired now, changing nothing."""
     now = (clock or SystemClock()).now()
     try:
@@ -146,21 +146,23 @@ def _manual(kind: str, params: dict[str, Any], user: Any, plan: list[Change]) ->
     return run
 
 
-def scale_app(app: App, replicas: int, user: Any = None, baseline: bool = False) -> ScalingRun:
+def request_app_scale(
+    app: App, replicas: int, user: Any = None, baseline: bool = False
+) -> ScalingRun:
     """A manual run that sets ``app`` to ``replicas`` (and its baseline when asked)."""
     params = {"app_id": app.pk, "app": app.name, "replicas": replicas, "baseline": baseline}
     change = Change("app", app.pk, app.name, app.replicas, replicas, "manual")
     return _manual(ScalingRun.Kind.SCALE_APP, params, user, [change])
 
 
-def set_capacity(group: NodeGroup, desired: int, user: Any = None) -> ScalingRun:
+def request_capacity(group: NodeGroup, desired: int, user: Any = None) -> ScalingRun:
     """A manual run that brings ``group`` to ``desired`` nodes."""
     params = {"group_id": group.pk, "group": group.name, "desired": desired}
     change = Change("node_group", group.pk, group.name, group.desired, desired, "manual")
     return _manual(ScalingRun.Kind.SET_CAPACITY, params, user, [change])
 
 
-def node_action(
+def request_node_action(
     kind: str, node: str, user: Any = None, force: bool = False, deadline: int | None = None
 ) -> ScalingRun:
     """A manual cordon, uncordon or drain of ``node``; InvalidNode for a name no node can have."""

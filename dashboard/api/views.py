@@ -141,7 +141,7 @@ class AppViewSet(viewsets.ModelViewSet):
         """Queue a switch back to the previous version while it is warm; 202, or 409 without one."""
         app = self.get_object()
         try:
-            deployment = services.swap_back(app, user=request.user)
+            deployment = services.request_swap_back(app, user=request.user)
         except DeployError as exc:
             raise deploy_error(exc, "app") from None
         if deployment is None:
@@ -157,7 +157,7 @@ class AppViewSet(viewsets.ModelViewSet):
         """Queue the removal of every version, the frontend and the backend; 202."""
         app = self.get_object()
         try:
-            deployment = services.undeploy(app, user=request.user)
+            deployment = services.request_undeploy(app, user=request.user)
         except DeployError as exc:
             raise deploy_error(exc, "app") from None
         return queued(request, deployment)

@@ -162,7 +162,7 @@ def app_deploy(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def app_scale(request: HttpRequest, pk: int) -> HttpResponse:
+def scale_app_now(request: HttpRequest, pk: int) -> HttpResponse:
     """Set the app's replicas, and its live version's in the cluster."""
     app = _app_for(request, pk)
     _require(permissions.can_deploy(request.user, app), "scale apps")
@@ -185,7 +185,7 @@ def app_swap_back(request: HttpRequest, pk: int) -> HttpResponse:
     app = _app_for(request, pk)
     _require(permissions.can_deploy(request.user, app), "swap versions")
     try:
-        deployment = services.swap_back(app, user=request.user)
+        deployment = services.request_swap_back(app, user=request.user)
     except DeployError as exc:
         messages.error(request, exc.message)
         return redirect("app-detail", pk=app.pk)
@@ -204,7 +204,7 @@ def app_undeploy(request: HttpRequest, pk: int) -> HttpResponse:
     form = UndeployForm(request.POST if request.method == "POST" else None, app=app)
     if request.method == "POST" and form.is_valid():
         try:
-            deployment = services.undeploy(app, user=request.user)
+            deployment = services.request_undeploy(app, user=request.user)
         except DeployError as exc:
             form.add_error(None, exc.message)
         else:

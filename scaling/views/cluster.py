@@ -115,12 +115,12 @@ def node_group_capacity(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, f"{group.name}: {' '.join(form.errors['desired'])}")
         return redirect("scaling:cluster")
-    run = services.set_capacity(group, form.cleaned_data["desired"], request.user)
+    run = services.request_capacity(group, form.cleaned_data["desired"], request.user)
     return redirect("scaling:run-detail", pk=run.pk)
 
 
 @require_POST
-def app_scale(request: HttpRequest, pk: int) -> HttpResponse:
+def queue_app_scale(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a run that sets the app's replicas."""
     require(can_scale_apps(request.user), "scale apps")
     app = get_object_or_404(App, pk=pk)
@@ -129,7 +129,7 @@ def app_scale(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"{app.name}: {' '.join(form.errors.get('replicas', []))}")
         return redirect("scaling:cluster")
     data = form.cleaned_data
-    run = services.scale_app(app, data["replicas"], request.user, baseline=data["baseline"])
+    run = services.request_app_scale(app, data["replicas"], request.user, baseline=data["baseline"])
     return redirect("scaling:run-detail", pk=run.pk)
 
 
@@ -149,7 +149,7 @@ def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
             return redirect("scaling:cluster")
         force, deadline = form.cleaned_data["force"], form.cleaned_data["deadline"]
     try:
-        run = services.node_action(kind, name, request.user, force=force, deadline=deadline)
+        run = services.request_node_action(kind, name, request.user, force=force, deadline=deadline)
     except services.InvalidNode as exc:
         messages.error(request, str(exc))
         return redirect("scaling:cluster")

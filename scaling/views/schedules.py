@@ -189,5 +189,5 @@ def schedule_dry_run(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a dry run of the schedule and show its live log."""
     require(can_run(request.user), "start dry runs")
     schedule = get_object_or_404(Schedule, pk=pk)
-    run = services.dry_run(schedule, request.user)
+    run = services.request_dry_run(schedule, request.user)
     return redirect("scaling:run-detail", pk=run.pk)

@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from deployer import logsink, runner, services
 from deployer.errors import AppBusy, InvalidRequest, NothingToDo
 from deployer.models import App, Deployment, DeploymentLog
+from deployer.status import app_status
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_it_refuses_an_invalid_image(app: App, enqueued: list[int]) -> None:
 
 
 def test_it_refuses_to_deploy_while_undeploying(app: App, enqueued: list[int]) -> None:
-    services.undeploy(app)
+    services.request_undeploy(app)
     with pytest.raises(AppBusy, match="being undeployed"):
         services.request_deploy(app)
 
@@ -155,7 +156,7 @@ def test_app_status_reports_an_unreachable_cluster_per_app(
     k8s.reset()
     apps = [make_app(), make_app()]
 
-    status = services.app_status(apps)
+    status = app_status(apps)
 
     assert set(status) == {a.pk for a in apps}
     assert all("cluster unreachable" in s["error"] for s in status.values())

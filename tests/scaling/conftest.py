@@ -14,7 +14,7 @@ from deployer.models import App
 from deployer.pods import PodInfo
 from scaling.kube import BudgetInfo, NodeInfo, PodEvent
 from scaling.models import AppAction, NodeGroup, NodeGroupAction, Schedule
-from scaling.runner import Services
+from scaling.runner import RunContext
 from scaling.schedule import FrozenClock
 from tests.scaling.kubehelp import Cluster
 from tests.servers import LocalCluster, localcluster_server
@@ -81,11 +81,11 @@ def scaler() -> FakeScaler:
 
 
 @pytest.fixture
-def make_services(scaler: FakeScaler) -> Callable[[FrozenClock], Services]:
-    """Services with a frozen clock and the fake scaler; no cluster, no deploys running."""
+def make_services(scaler: FakeScaler) -> Callable[[FrozenClock], RunContext]:
+    """RunContext with a frozen clock and the fake scaler; no cluster, no deploys running."""
 
-    def make(clock: FrozenClock, busy: Callable[[App], int | None] | None = None) -> Services:
-        return Services(clock=clock, scale_app=scaler, busy_deploy=busy or (lambda app: None))
+    def make(clock: FrozenClock, busy: Callable[[App], int | None] | None = None) -> RunContext:
+        return RunContext(clock=clock, scale_app=scaler, busy_deploy=busy or (lambda app: None))
 
     return make
 

@@ -14,7 +14,7 @@ from moto import mock_aws
 from scaling.models import NodeGroup, ScalingRun
 from scaling.providers import ProviderError
 from scaling.providers.aws import AwsProvider
-from scaling.runner import Services, execute
+from scaling.runner import RunContext, execute
 from scaling.schedule import FrozenClock
 from tests.scaling.conftest import FakeNodes
 
@@ -103,7 +103,7 @@ def test_scale_in_drains_deletes_and_terminates_with_a_decrement(aws: dict[str, 
     run = ScalingRun.objects.create(
         kind=ScalingRun.Kind.SET_CAPACITY, params={"group_id": group.pk, "desired": 1}
     )
-    services = Services(
+    services = RunContext(
         clock=FrozenClock(datetime(2026, 6, 1, tzinfo=UTC)),
         ops_factory=lambda: nodes,
         provider=lambda g, ops: AwsProvider(client),
@@ -131,7 +131,7 @@ def test_scale_in_never_goes_below_the_minimum(aws: dict[str, Any]) -> None:
     run = ScalingRun.objects.create(
         kind=ScalingRun.Kind.SET_CAPACITY, params={"group_id": group.pk, "desired": 0}
     )
-    services = Services(ops_factory=lambda: nodes, provider=lambda g, ops: AwsProvider(client))
+    services = RunContext(ops_factory=lambda: nodes, provider=lambda g, ops: AwsProvider(client))
     execute(run.pk, services)
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.SUCCEEDED
@@ -151,7 +151,7 @@ def test_scale_in_keeps_instances_protected_from_scale_in(aws: dict[str, Any]) -
     run = ScalingRun.objects.create(
         kind=ScalingRun.Kind.SET_CAPACITY, params={"group_id": group.pk, "desired": 1}
     )
-    services = Services(ops_factory=lambda: nodes, provider=lambda g, ops: AwsProvider(client))
+    services = RunContext(ops_factory=lambda: nodes, provider=lambda g, ops: AwsProvider(client))
     execute(run.pk, services)
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.FAILED

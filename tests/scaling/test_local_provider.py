@@ -10,7 +10,7 @@ import pytest
 from deployer.models import App
 from scaling import services
 from scaling.models import AppAction, NodeGroup, ScalingRun, Schedule
-from scaling.runner import Services, execute
+from scaling.runner import RunContext, execute
 from scaling.schedule import FrozenClock
 from tests.scaling.kubehelp import Cluster, running
 
@@ -21,7 +21,7 @@ def _capacity(group: NodeGroup, desired: int) -> ScalingRun:
     run = ScalingRun.objects.create(
         kind=ScalingRun.Kind.SET_CAPACITY, params={"group_id": group.pk, "desired": desired}
     )
-    execute(run.pk, Services())
+    execute(run.pk, RunContext())
     run.refresh_from_db()
     return run
 
@@ -75,7 +75,7 @@ def test_a_schedule_scales_the_apps_live_version_in_the_cluster(
     make_schedule("nights", cron="0 0 * * *", apps={app: (AppAction.Mode.PERCENT, 50)})
 
     (run,) = services.tick(FrozenClock(datetime(2026, 6, 1, 0, 1, tzinfo=UTC)))
-    execute(run.pk, Services())
+    execute(run.pk, RunContext())
 
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.SUCCEEDED, run.failure_reason

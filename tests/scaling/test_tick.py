@@ -13,7 +13,7 @@ from django.db import connection
 from deployer.models import App, Deployment
 from scaling import runner, services
 from scaling.models import AppAction, ScalingRun, Schedule
-from scaling.runner import Outcome, Services
+from scaling.runner import Outcome, RunContext
 from scaling.schedule import FrozenClock
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def tick_and_run(clock: FrozenClock, make_services: Callable[..., Services]) -> list[ScalingRun]:
+def tick_and_run(clock: FrozenClock, make_services: Callable[..., RunContext]) -> list[ScalingRun]:
     runs = services.tick(clock)
     for run in runs:
         runner.execute(run.pk, make_services(clock))
@@ -115,7 +115,7 @@ def test_it_waits_for_a_running_deploy_and_then_scales(
     make_schedule("night", cron="0 0 * * *", apps={app: (ABSOLUTE, 2)})
     clock = FrozenClock(at(2026, 6, 1, 0, 1))
     deploying: dict[int, int | None] = {app.pk: 17}
-    busy = Services(clock=clock, scale_app=scaler, busy_deploy=lambda a: deploying[a.pk])
+    busy = RunContext(clock=clock, scale_app=scaler, busy_deploy=lambda a: deploying[a.pk])
     (run,) = services.tick(clock)
     assert runner.execute(run.pk, busy) == Outcome.WAIT
     run.refresh_from_db()
@@ -160,7 +160,7 @@ def test_a_deploy_requested_while_the_scaler_checks_gets_the_new_replica_count(
         return None
 
     (run,) = services.tick(clock)
-    racing = Services(clock=clock, scale_app=scaler, busy_deploy=no_deploy_yet)
+    racing = RunContext(clock=clock, scale_app=scaler, busy_deploy=no_deploy_yet)
     assert runner.execute(run.pk, racing) == Outcome.DONE
     user.join(timeout=10)
     (deployment,) = Deployment.objects.filter(pk__in=requested)
@@ -197,7 +197,7 @@ def test_a_dry_run_logs_the_changes_and_makes_none(
     app = make_app(replicas=4)
     schedule = make_schedule("night", cron="0 0 * * *", apps={app: (PERCENT, 25)})
     clock = FrozenClock(at(2026, 6, 1, 12))
-    run = services.dry_run(schedule, clock=clock)
+    run = services.request_dry_run(schedule, clock=clock)
     assert runner.execute(run.pk, make_services(clock)) == Outcome.DONE
     lines = list(run.logs.values_list("message", flat=True))
     assert any("would scale 4 → 1 replicas" in line for line in lines)
@@ -210,9 +210,9 @@ def test_a_run_waits_for_an_older_run_that_changes_the_same_target(
     make_app: Callable[..., App], make_services: Callable, scaler: Callable
 ) -> None:
     app = make_app(replicas=4)
-    older = services.scale_app(app, 3)
+    older = services.request_app_scale(app, 3)
     ScalingRun.objects.filter(pk=older.pk).update(status=ScalingRun.Status.RUNNING)
-    newer = services.scale_app(app, 1)
+    newer = services.request_app_scale(app, 1)
     clock = FrozenClock(at(2026, 6, 1, 12))
     assert runner.execute(newer.pk, make_services(clock)) == Outcome.WAIT
     assert f"waiting for scaling run #{older.pk}" in " ".join(
@@ -227,7 +227,7 @@ def test_a_run_whose_worker_was_lost_is_resumed_by_the_tick(
     make_app: Callable[..., App], make_services: Callable, scaler: Callable
 ) -> None:
     app = make_app(replicas=4)
-    run = services.scale_app(app, 2)
+    run = services.request_app_scale(app, 2)
     long_ago = at(2026, 6, 1, 11)
     ScalingRun.objects.filter(pk=run.pk).update(
         status=ScalingRun.Status.RUNNING, started_at=long_ago, updated_at=long_ago
@@ -244,7 +244,7 @@ def test_a_run_whose_worker_was_lost_is_resumed_by_the_tick(
 
 
 def test_a_recently_active_run_is_left_alone(make_app: Callable[..., App]) -> None:
-    run = services.scale_app(make_app(), 2)
+    run = services.request_app_scale(make_app(), 2)
     now = at(2026, 6, 1, 12)
     ScalingRun.objects.filter(pk=run.pk).update(
         status=ScalingRun.Status.RUNNING, updated_at=now - timedelta(minutes=1)
@@ -261,7 +261,7 @@ def test_a_queued_run_whose_message_was_lost_is_resent_once_per_interval(
 ) -> None:
     from scaling import tasks
 
-    run = services.scale_app(make_app(), 2)
+    run = services.request_app_scale(make_app(), 2)
     now = at(2026, 6, 1, 12)
     ScalingRun.objects.filter(pk=run.pk).update(updated_at=now - timedelta(minutes=5))
     sent: list[int] = []
@@ -336,8 +336,8 @@ def test_a_scale_in_cordons_all_its_victims_first_and_frees_them_on_failure(
             PodInfo(namespace="default", name=f"bare-{name}", uid=name, node=name, phase="Running")
         ]
     group = NodeGroup.objects.create(name="g", provider="local", min_size=0, max_size=3, desired=3)
-    run = services.set_capacity(group, 1)
-    svc = Services(ops_factory=lambda: fake_nodes, provider=lambda g, ops: LocalProvider(ops))
+    run = services.request_capacity(group, 1)
+    svc = RunContext(ops_factory=lambda: fake_nodes, provider=lambda g, ops: LocalProvider(ops))
     assert runner.execute(run.pk, svc) == Outcome.DONE
     run.refresh_from_db()
     assert run.status == ScalingRun.Status.FAILED

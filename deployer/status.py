@@ -1,0 +1,121 @@
+"""What runs in the cluster now: apps' live versions and pods, and whether a warm version is left.
+
+The read side of the deployer, for pages and the API; deployer.services holds the writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TypedDict
+
+from deployer.cluster import KubeCluster
+from deployer.errors import KubeError
+from deployer.models import App, Deployment
+
+logger = logging.getLogger(__name__)
+
+
+class PodStatus(TypedDict):
+    """One pod of an app as the dashboard shows it."""
+
+    name: str
+    version: int | None
+    ip: str
+    node: str
+    phase: str
+    ready: bool
+    restarts: int
+    reason: str
+    trouble: bool  # something is wrong, not merely starting
+
+
+class AppStatus(TypedDict):
+    """An app's live state: live version, desired and ready replicas of it, pods, any error."""
+
+    live_version: int | None
+    desired: int
+    ready: int
+    pods: list[PodStatus]
+    error: str
+
+
+def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
+    """Live state of several apps with one pod list per namespace (cheap for a list page)."""
+    apps = list(apps)
+    result: dict[int, AppStatus] = {
+        app.pk: {
+            "live_version": app.live_version,
+            "desired": app.replicas if app.live_version is not None else 0,
+            "ready": 0,
+            "pods": [],
+            "error": "",
+        }
+        for app in apps
+    }
+    by_namespace: dict[str, list[App]] = defaultdict(list)
+    for app in apps:
+        by_namespace[app.namespace].append(app)
+    cluster = KubeCluster()
+    for namespace, members in by_namespace.items():
+        try:
+            pods = cluster.managed_pods(namespace)
+        except KubeError as exc:
+            for app in members:
+                result[app.pk]["error"] = f"cluster unreachable: {exc}"
+            continue
+        names = {app.name: app for app in members}
+        for pod in pods:
+            app = names.get(pod.app)
+            if app is None:
+                continue
+            status = result[app.pk]
+            status["pods"].append(
+                {
+                    "name": pod.name,
+                    "version": pod.version,
+                    "ip": pod.ip,
+                    "node": pod.node,
+                    "phase": pod.phase,
+                    "ready": pod.ready,
+                    "restarts": pod.restarts,
+                    "reason": pod.reason,
+                    "trouble": pod.trouble,
+                }
+            )
+            if pod.ready and pod.version == app.live_version:
+                status["ready"] += 1
+    return result
+
+
+def warm_previous_version(app: App) -> tuple[int, str] | None:
+    """(version, image) of the version before the live one, when its objects still exist."""
+    if app.live_version is None:
+        return None
+    last = (
+        Deployment.objects.filter(
+            app=app,
+            version=app.live_version,
+            status=Deployment.Status.SUCCEEDED,
+            previous_version__isnull=False,
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if last is None or last.previous_version is None:
+        return None
+    try:
+        exists = KubeCluster().version_exists(app.namespace, app.name, last.previous_version)
+    except KubeError:
+        logger.warning("could not look up warm versions of %s", app, exc_info=True)
+        return None
+    if not exists:
+        return None
+    previous = (
+        Deployment.objects.filter(app=app, version=last.previous_version)
+        .exclude(kind=Deployment.Kind.UNDEPLOY)
+        .order_by("-created_at")
+        .first()
+    )
+    return last.previous_version, previous.image if previous else app.image
