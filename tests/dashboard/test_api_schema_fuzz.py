@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import product
 from typing import Any
 from unittest import mock
 
@@ -214,11 +215,14 @@ def signed_delivery(case: Any, world: World) -> dict[str, Any]:
 def cases(operation: Any, world: World, mode: GenerationMode) -> st.SearchStrategy[Any]:
     """Cases of ``operation`` in ``mode`` whose path parameters name real objects."""
     values = path_values(operation.path, world)
-    if not values:
-        return operation.as_strategy(generation_mode=mode)
-    bound = {name: st.sampled_from(choices) for name, choices in values.items()}
-    return st.fixed_dictionaries(bound).flatmap(
-        lambda chosen: operation.as_strategy(generation_mode=mode, path_parameters=chosen)
+    # One strategy per combination, built once: a strategy built while drawing would
+    # make Hypothesis replay a case differently.
+    combinations = [dict(zip(values, chosen, strict=True)) for chosen in product(*values.values())]
+    return st.one_of(
+        [
+            operation.as_strategy(generation_mode=mode, path_parameters=chosen or None)
+            for chosen in combinations
+        ]
     )
 
 
