@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard.env import BASE_DIR, env_int, env_optional, env_path
+from deployer.lbconfig import render_config
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,6 @@ def haproxy_command(config: Path, master_socket: Path, pid_file: Path) -> list[s
 
 def initial_haproxy_config(lb_port: int, stats_port: int) -> str:
     """A valid configuration with no frontend routes: every request gets a 503 page."""
-    from deployer.lbconfig import render_config
-
     return render_config(lb_port=lb_port, stats_port=stats_port, backends={})
 
 

@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from deployer.validation import validate_app
+
 
 class IllegalTransition(Exception):
     """A status change that the state machine does not allow."""
@@ -150,8 +152,6 @@ class App(models.Model):
 
     def clean(self) -> None:
         """Validate every field with deployer.validation; raises field-keyed ValidationError."""
-        from deployer.validation import validate_app
-
         validate_app(self)
 
     @classmethod

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from deployer import logsink
+from deployer import logsink, taskqueue
 from deployer.cluster import KubeCluster
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
@@ -52,9 +52,7 @@ def claim(deployment_id: int, worker: str) -> Deployment | None:
 
 def schedule_retire(deployment_id: int, version: int, delay: float) -> None:
     """Retire ``version`` after ``delay`` seconds, unless it is live again by then."""
-    from deployer.tasks import retire_version
-
-    retire_version.apply_async((deployment_id, version), countdown=delay)
+    taskqueue.send(taskqueue.RETIRE_VERSION, deployment_id, version, countdown=delay)
 
 
 def _port_suffix(url: str) -> str:

@@ -6,13 +6,15 @@ functions only validate, write rows and enqueue the Celery task after commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from deployer import logsink
+from deployer import logsink, taskqueue
 from deployer.cluster import KubeCluster
 from deployer.errors import (
     AppBusy,
@@ -24,7 +26,7 @@ from deployer.errors import (
 )
 from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment
-from deployer.rotation import LogFn
+from deployer.rotation import LogFn, PodRotation
 from deployer.scaledown import scale_version
 from deployer.status import warm_previous_version
 from deployer.validation import (
@@ -51,10 +53,8 @@ def _messages(exc: ValidationError) -> str:
 
 def enqueue(deployment_id: int) -> None:
     """Send the run task for ``deployment_id``; a broker outage leaves it QUEUED for recovery."""
-    from deployer.tasks import run_deployment
-
     try:
-        run_deployment.delay(deployment_id)
+        taskqueue.send(taskqueue.RUN_DEPLOYMENT, deployment_id)
     except Exception:
         logger.exception(
             "could not enqueue deployment #%s; a worker start will pick it up", deployment_id
@@ -283,3 +283,10 @@ def scale_app(
     except (KubeError, StoreError) as exc:
         raise DeployError(f"Could not scale {app} in the cluster: {exc}") from exc
     logger.info("scaled %s v%s to %s replicas (by %s)", app, app.live_version, replicas, _who(user))
+
+
+@contextlib.contextmanager
+def pod_rotation() -> Iterator[PodRotation]:
+    """Take pods out of (and back into) every load balancer's rotation while the block runs."""
+    with EtcdStore() as store:
+        yield PodRotation(store)

@@ -8,6 +8,9 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 
+from deployer import runner
+from deployer.services import enqueue_next
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,33 +21,24 @@ def _hostname(task: Any) -> str:
 @shared_task(bind=True, name="deployer.run_deployment", ignore_result=True)
 def run_deployment(self: Any, deployment_id: int) -> None:
     """Claim and run deployment ``deployment_id``; quietly nothing if it is gone or taken."""
-    from deployer import runner
-
     runner.run(deployment_id, worker=_hostname(self))
 
 
 @shared_task(name="deployer.retire_version", ignore_result=True)
 def retire_version(deployment_id: int, version: int) -> None:
     """Delete a version that was kept warm, unless it is live again."""
-    from deployer import runner
-
     runner.retire(deployment_id, version)
 
 
 @shared_task(bind=True, name="deployer.recover_deployment", ignore_result=True)
 def recover_deployment(self: Any, deployment_id: int, lost_worker: str) -> None:
     """Finish or roll back a RUNNING deployment whose worker was lost."""
-    from deployer import runner
-
     runner.recover(deployment_id, lost_worker, me=_hostname(self))
 
 
 @worker_ready.connect
 def recover_on_worker_start(sender: Any = None, **_kwargs: Any) -> None:
     """When a worker starts, recover RUNNING deployments whose worker is gone; restart queues."""
-    from deployer import runner
-    from deployer.services import enqueue_next
-
     me = str(getattr(sender, "hostname", "") or "")
     app = getattr(sender, "app", None)
 

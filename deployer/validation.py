@@ -202,11 +202,10 @@ def validate_frontend(value: str) -> None:
         )
 
 
-def validate_frontend_free(value: str, *, exclude_pk: int | None) -> None:
-    """No other app already answers at this hostname (case-insensitively)."""
-    from deployer.models import App
-
-    others = App.objects.filter(frontend__iexact=value)
+def validate_frontend_free(app: App) -> None:
+    """No other app already answers at ``app``'s hostname (case-insensitively)."""
+    value, exclude_pk = app.frontend, app.pk
+    others = type(app).objects.filter(frontend__iexact=value)
     if exclude_pk is not None:
         others = others.exclude(pk=exclude_pk)
     other = others.first()
@@ -214,7 +213,7 @@ def validate_frontend_free(value: str, *, exclude_pk: int | None) -> None:
         raise ValidationError(
             {"frontend": f"'{value}' is already the frontend of app {other}; choose another."}
         )
-    owner = App.serving_at(value)
+    owner = type(app).serving_at(value)
     if owner is not None and owner.pk != exclude_pk:
         raise ValidationError(
             {
@@ -488,7 +487,7 @@ def validate_app(app: App) -> None:
     collect(validate_port, app.container_port)
     collect(validate_frontend, app.frontend)
     if "frontend" not in errors:
-        collect(validate_frontend_free, app.frontend, exclude_pk=app.pk)
+        collect(validate_frontend_free, app)
     collect(validate_health, app)
     collect(validate_quantity, app.cpu_request, "cpu_request", kind="cpu")
     collect(validate_quantity, app.cpu_limit, "cpu_limit", kind="cpu")

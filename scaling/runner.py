@@ -7,11 +7,10 @@ run skips it, and yields (status WAITING) while a deploy of an app it scales run
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -21,9 +20,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
-from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment, IllegalTransition
-from deployer.rotation import PodRotation
+from deployer.services import pod_rotation, scale_app
 from scaling import logsink
 from scaling.drain import DrainFailed, DrainOptions, Rotation, drain_node, evictable_count
 from scaling.fit import pin_reason, pinned_by, scale_in_problems
@@ -59,15 +57,7 @@ def _busy_deploy(app: App) -> int | None:
 
 
 def _scale_app(app: App, replicas: int, log: RunLog) -> None:
-    from deployer.services import scale_app
-
     scale_app(app, replicas, checked_for_deploys=True, log=log)
-
-
-@contextlib.contextmanager
-def _etcd_rotation() -> Iterator[Rotation | None]:
-    with EtcdStore() as store:
-        yield PodRotation(store)
 
 
 @dataclass
@@ -80,7 +70,7 @@ class RunContext:
     scale_app: Callable[[App, int, RunLog], None] = _scale_app
     busy_deploy: Callable[[App], int | None] = _busy_deploy
     # Drains take pods out of the load balancer before evicting them.
-    rotation: Callable[[], AbstractContextManager[Rotation | None]] = _etcd_rotation
+    rotation: Callable[[], AbstractContextManager[Rotation | None]] = pod_rotation
     drain_options: DrainOptions = field(
         default_factory=lambda: DrainOptions(
             deadline_seconds=float(settings.SCALING_DRAIN_DEADLINE_SECONDS)

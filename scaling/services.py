@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from deployer import taskqueue
 from deployer.models import App
 from deployer.validation import is_object_name
 from scaling import logsink
@@ -33,10 +34,8 @@ def enqueue(run_id: int) -> None:
     """Send the execute task for ``run_id`` once the current transaction commits."""
 
     def send() -> None:
-        from scaling.tasks import execute_run
-
         try:
-            execute_run.delay(run_id)
+            taskqueue.send(taskqueue.EXECUTE_SCALING_RUN, run_id)
         except Exception:
             logger.exception("could not enqueue scaling run #%s; the next tick retries", run_id)
 

@@ -9,6 +9,8 @@ from django import template
 from django.conf import settings
 from django.utils import timezone
 
+from dashboard.images import repository
+
 register = template.Library()
 
 
@@ -54,6 +56,4 @@ def frontend_url(hostname: str) -> str:
 @register.filter(name="repository")
 def repository_filter(image: str) -> str:
     """The image's repository without tag or digest."""
-    from dashboard.images import repository
-
     return repository(image)

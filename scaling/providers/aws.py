@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from django.conf import settings
 
 from scaling.models import NodeGroup
-from scaling.providers import GroupState, Instance, ProviderError
+from scaling.providers.base import GroupState, Instance, ProviderError
 
 # Errors that go away by themselves: another scaling activity, or throttling.
 _RETRYABLE = {

@@ -6,7 +6,7 @@ import secrets
 
 from scaling.kube import LOCAL_GROUP_LABEL, LOCAL_INSTANCE_LABEL, NodeOps
 from scaling.models import NodeGroup
-from scaling.providers import GroupState, Instance, ProviderError
+from scaling.providers.base import GroupState, Instance, ProviderError
 
 
 class LocalProvider:

@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from dashboard.stack import admin_password
+from deployer.demo import ensure_demo_app
+from scaling.demo import ensure_demo_scaling
 
 
 class Command(BaseCommand):
@@ -36,8 +38,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 "Demo user: admin (password unchanged; set GREENLIGHT_ADMIN_PASSWORD to reset it)"
             )
-        from deployer.demo import ensure_demo_app
-        from scaling.demo import ensure_demo_scaling
-
         ensure_demo_app(user)
         ensure_demo_scaling(user)
