@@ -330,6 +330,7 @@ def run_operation(operation: Any, world: World, mode: GenerationMode, tally: Tal
         tally.failures.append(f"{operation.label} ({mode.value}): {exc!r}"[:3000])
 
 
+@pytest.mark.timeout(0 if HUNT else 300)  # a hunt takes as long as it was asked to
 def test_every_operation_answers_as_its_schema_says(
     world: World, unsent_tasks: mock.MagicMock, connection_kept: None, caplog: Any
 ) -> None:
