@@ -1,7 +1,7 @@
 """The workflow's collaborators as Protocols, the real clock, and the workflow's timeouts.
 
 Production wires deployer.cluster.KubeCluster, deployer.etcdstore.EtcdStore,
-deployer.health.HttpHealthChecker, SystemClock and deployer.logsink.DbLogSink
+deployer.health.HttpHealthChecker, SystemClock and deployer.logsink.deployment_log
 (see deployer.runner); unit tests pass fakes.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from deployer.cluster import backend_name as backend_name  # where the workflow's callers look
 from deployer.health import HealthResult
-from deployer.logsink import Level
+from deployer.logsink import LogSink as LogSink  # where the workflow's callers look
 from deployer.pods import PodInfo
 from deployer.rotation import RotationStore
 
@@ -88,13 +88,6 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
-
-
-class LogSink(Protocol):
-    """Where log lines and status changes go (deployer.logsink.DbLogSink in production)."""
-
-    def log(self, message: str, *, level: Level = "info", step: str = "") -> None: ...
-    def status(self) -> None: ...
 
 
 class SystemClock:

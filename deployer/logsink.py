@@ -1,7 +1,9 @@
-"""Deployment log lines and status changes: stored, then published to Channels after commit.
+"""Live logs: lines stored in order, then published to Channels after commit, with status changes.
 
-Browsers first fetch the stored lines, then follow the group ``deployment-<id>`` from
-the last sequence number, so a message published twice or late loses nothing.
+One :class:`LogStream` per kind of owner (deployments here, scaling runs in
+scaling.logsink) over a concrete :class:`~deployer.models.LogLine` model. Browsers
+first fetch the stored lines, then follow the owner's group from the last sequence
+number (deployer.livelog), so a message published twice or late loses nothing.
 """
 
 from __future__ import annotations
@@ -10,41 +12,27 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any, Literal, TypedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from deployer.bounds import LOG_LINE_CHARS, cut_text
-from deployer.models import Deployment, DeploymentLog
+from deployer.models import Deployment, DeploymentLog, Lifecycle, LogLine
 
 logger = logging.getLogger(__name__)
 
 Level = Literal["debug", "info", "warning", "error"]
+Owner = TypeVar("Owner", bound=Lifecycle)
 
 
 class LogMessage(TypedDict):
-    """``{"type": "deployment.log", "line": DeploymentLog.as_payload()}``."""
+    """``{"type": "<kind>.log", "line": LogLine.as_payload()}``."""
 
-    type: Literal["deployment.log"]
+    type: str
     line: dict[str, Any]
-
-
-class StatusMessage(TypedDict):
-    """``{"type": "deployment.status", ...}``, sent whenever status or steps change."""
-
-    type: Literal["deployment.status"]
-    deployment: int
-    status: str
-    steps: dict[str, Any]
-    failure_reason: str
-    version: int | None
-
-
-def group_name(deployment_id: int) -> str:
-    """The Channels group that follows deployment ``deployment_id``."""
-    return f"deployment-{deployment_id}"
 
 
 class _Publisher:
@@ -134,67 +122,126 @@ def _publish_on_commit(group: str, message: Mapping[str, Any]) -> None:
     transaction.on_commit(lambda: publish(group, message))
 
 
-def append(
-    deployment: Deployment | int, message: str, *, level: Level = "info", step: str = ""
-) -> DeploymentLog:
-    """Store one log line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
-    deployment_id = deployment if isinstance(deployment, int) else deployment.pk
-    message = cut_text(message, LOG_LINE_CHARS)
-    for _attempt in range(10):
-        try:
-            with transaction.atomic():
-                last = DeploymentLog.objects.filter(deployment_id=deployment_id).aggregate(
-                    last=Max("seq")
-                )["last"]
-                line = DeploymentLog.objects.create(
-                    deployment_id=deployment_id,
-                    seq=(last or 0) + 1,
-                    level=level,
-                    step=step,
-                    message=message,
-                )
-                payload: LogMessage = {"type": "deployment.log", "line": line.as_payload()}
-                _publish_on_commit(group_name(deployment_id), payload)
-                return line
-        except IntegrityError:
-            continue  # another writer took this seq; read the maximum again
-    raise RuntimeError(f"could not append a log line to deployment #{deployment_id}")
+@dataclass(frozen=True)
+class LogStream(Generic[Owner]):
+    """The log of one kind of owner: ``<kind>.log`` and ``<kind>.status`` messages to its group."""
+
+    kind: str
+    group_prefix: str
+    line_model: type[LogLine]
+    # The line model's foreign key to the owner.
+    owner_field: str
+    # The status message's fields besides its type.
+    status_fields: Callable[[Owner], dict[str, Any]]
+
+    def group_name(self, owner_id: int) -> str:
+        """The Channels group that follows owner ``owner_id``: ``<group_prefix>-<id>``."""
+        return f"{self.group_prefix}-{owner_id}"
+
+    def append(
+        self, owner: Owner | int, message: str, *, level: Level = "info", step: str = ""
+    ) -> LogLine:
+        """Store one line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
+        owner_id = owner if isinstance(owner, int) else owner.pk
+        message = cut_text(message, LOG_LINE_CHARS)
+        lines = self.line_model.objects.filter(**{f"{self.owner_field}_id": owner_id})  # type: ignore[attr-defined]
+        for _attempt in range(10):
+            try:
+                with transaction.atomic():
+                    last = lines.aggregate(last=Max("seq"))["last"]
+                    line = self.line_model.objects.create(  # type: ignore[attr-defined]
+                        **{f"{self.owner_field}_id": owner_id},
+                        seq=(last or 0) + 1,
+                        level=level,
+                        step=step,
+                        message=message,
+                    )
+                    payload: LogMessage = {"type": f"{self.kind}.log", "line": line.as_payload()}
+                    _publish_on_commit(self.group_name(owner_id), payload)
+                    return line
+            except IntegrityError:
+                continue  # another writer took this seq; read the maximum again
+        raise RuntimeError(f"could not append a log line to {self.kind} #{owner_id}")
+
+    def status_payload(self, owner: Owner) -> dict[str, Any]:
+        """The status message for ``owner`` as it is now."""
+        return {"type": f"{self.kind}.status", **self.status_fields(owner)}
+
+    def status_changed(self, owner: Owner) -> None:
+        """Publish ``owner``'s status to its group after commit."""
+        _publish_on_commit(self.group_name(owner.pk), self.status_payload(owner))
 
 
-def status_payload(deployment: Deployment) -> StatusMessage:
-    """The status message for ``deployment`` as it is now."""
-    return {
-        "type": "deployment.status",
+class LogSink(Protocol):
+    """Where a run's log lines and status changes go (an OwnerLog in production)."""
+
+    def log(self, message: str, *, level: Level = "info", step: str = "") -> None: ...
+    def status(self) -> None: ...
+
+
+class OwnerLog(Generic[Owner]):
+    """One owner's log: each line stored, published and copied to the worker's own log."""
+
+    def __init__(self, stream: LogStream[Owner], owner: Owner) -> None:
+        self.stream = stream
+        self.owner = owner
+
+    def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
+        """Store and publish one line; also sent to the worker's own log."""
+        logger.log(
+            logging.getLevelName(level.upper()),
+            "%s #%s [%s] %s",
+            self.owner.noun,
+            self.owner.pk,
+            step,
+            message,
+        )
+        self.stream.append(self.owner, message, level=level, step=step)
+
+    def status(self) -> None:
+        """Publish the owner's current status."""
+        self.stream.status_changed(self.owner)
+
+
+def level_first(sink: LogSink, step: str = "") -> Callable[[str, str], None]:
+    """``log(level, message)`` onto ``sink``: the shape rotation, drains and scale-downs take."""
+    return lambda level, message: sink.log(message, level=level, step=step)  # type: ignore[arg-type]
+
+
+class DeploymentStatus(TypedDict):
+    """The fields of ``deployment.status``, sent whenever a deployment's status or steps change."""
+
+    deployment: int
+    status: str
+    steps: dict[str, Any]
+    failure_reason: str
+    version: int | None
+
+
+def _deployment_status(deployment: Deployment) -> dict[str, Any]:
+    fields: DeploymentStatus = {
         "deployment": deployment.pk,
         "status": deployment.status,
         "steps": dict(deployment.steps),
         "failure_reason": deployment.failure_reason,
         "version": deployment.version,
     }
+    return dict(fields)
 
 
-def status_changed(deployment: Deployment) -> None:
-    """Publish ``deployment``'s status and steps to its group after commit."""
-    _publish_on_commit(group_name(deployment.pk), status_payload(deployment))
+DEPLOYMENTS: LogStream[Deployment] = LogStream(
+    kind="deployment",
+    group_prefix="deployment",
+    line_model=DeploymentLog,
+    owner_field="deployment",
+    status_fields=_deployment_status,
+)
+append = DEPLOYMENTS.append
+group_name = DEPLOYMENTS.group_name
+status_payload = DEPLOYMENTS.status_payload
+status_changed = DEPLOYMENTS.status_changed
 
 
-class DbLogSink:
-    """The workflow's log sink backed by DeploymentLog and Channels."""
-
-    def __init__(self, deployment: Deployment) -> None:
-        self.deployment = deployment
-
-    def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
-        """Store and publish one line; also sent to the worker's own log."""
-        logger.log(
-            logging.getLevelName(level.upper()),
-            "deployment #%s [%s] %s",
-            self.deployment.pk,
-            step,
-            message,
-        )
-        append(self.deployment, message, level=level, step=step)
-
-    def status(self) -> None:
-        """Publish the deployment's current status and steps."""
-        status_changed(self.deployment)
+def deployment_log(deployment: Deployment) -> OwnerLog[Deployment]:
+    """The workflow's log sink for ``deployment``."""
+    return OwnerLog(DEPLOYMENTS, deployment)

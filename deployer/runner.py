@@ -17,7 +17,7 @@ from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
 from deployer.health import HttpHealthChecker
 from deployer.kinds import WORKFLOWS
-from deployer.logsink import DbLogSink
+from deployer.logsink import deployment_log, level_first
 from deployer.models import App, Deployment
 from deployer.rotation import ServingPod, take_out
 from deployer.services import enqueue_next
@@ -72,7 +72,7 @@ def workflow_for(deployment: Deployment) -> Iterator[Workflow]:
             lb=store,
             health=HttpHealthChecker(settings.LB_URL),
             clock=SystemClock(),
-            sink=DbLogSink(deployment),
+            sink=deployment_log(deployment),
             schedule_retire=schedule_retire,
             lb_port_suffix=_port_suffix(settings.LB_URL),
         )
@@ -126,12 +126,7 @@ def retire(deployment_id: int, version: int) -> None:
                 for p in cluster.pods(namespace, name, version)
             ],
             timeout=float(Timing().drain_timeout),
-            log=lambda level, message: logsink.append(
-                deployment,
-                message,
-                level=level,
-                step="retire",  # type: ignore[arg-type]
-            ),
+            log=level_first(deployment_log(deployment), "retire"),
         )
         cluster.delete_version(namespace, name, version)
         store.delete_backend(backend_name(namespace, name, version))

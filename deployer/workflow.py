@@ -37,7 +37,7 @@ from deployer.collaborators import (
 )
 from deployer.errors import BackendError
 from deployer.health import judge
-from deployer.logsink import Level
+from deployer.logsink import Level, level_first
 from deployer.models import App, Deployment
 from deployer.pods import PodInfo
 from deployer.rotation import ServingPod, take_out
@@ -417,7 +417,7 @@ class Workflow:
             self.lb,
             [ServingPod(self.namespace, p.name, p.app, p.version) for p in pods],
             timeout=float(self.timing.drain_timeout),
-            log=lambda level, message: self.log(message, level=level, step=step),  # type: ignore[arg-type]
+            log=level_first(self, step),
         )
         self.cluster.delete_version(self.namespace, self.name, version)
         self.lb.delete_backend(backend_name(self.namespace, self.name, version))

@@ -25,10 +25,8 @@ from typing import Protocol
 from deployer.cluster import MANAGED_BY, MANAGER
 from deployer.errors import KubeError, NotFound, StoreError, TooManyRequests, Transient
 from deployer.pods import PodInfo
-from deployer.rotation import Removal, ServingPod
+from deployer.rotation import LogFn, Removal, ServingPod
 from scaling.kube import NodeOps
-
-LogFn = Callable[[str, str], None]  # (level, message)
 
 
 class Rotation(Protocol):

@@ -1,110 +1,50 @@
-"""Scaling run log lines and status: stored, then published to Channels after commit.
+"""Scaling run logs: the deployer's live log (deployer.logsink) over ScalingRunLog.
 
-The same pattern as deployments: browsers fetch stored lines first, then follow the
-group ``scaling-run-<id>`` from the last sequence number they have.
+Browsers fetch stored lines first, then follow the group ``scaling-run-<id>``.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
-from django.db import IntegrityError, transaction
-from django.db.models import Max
-
-from deployer.bounds import LOG_LINE_CHARS, cut_text
-from deployer.logsink import publish
+from deployer.logsink import LogStream, OwnerLog
 from scaling.models import ScalingRun, ScalingRunLog
 
-logger = logging.getLogger(__name__)
 
-Level = Literal["debug", "info", "warning", "error"]
+class RunStatus(TypedDict):
+    """The fields of ``scaling.status``, sent whenever a run's status changes."""
 
-
-class LogMessage(TypedDict):
-    """``{"type": "scaling.log", "line": ScalingRunLog.as_payload()}``."""
-
-    type: Literal["scaling.log"]
-    line: dict[str, Any]
-
-
-class StatusMessage(TypedDict):
-    """``{"type": "scaling.status", ...}``, sent whenever a run's status changes."""
-
-    type: Literal["scaling.status"]
     run: int
     status: str
     failure_reason: str
     result: list[Any]
 
 
-def group_name(run_id: int) -> str:
-    """The Channels group that follows scaling run ``run_id``."""
-    return f"scaling-run-{run_id}"
-
-
-def append(run_id: int, message: str, level: Level = "info") -> ScalingRunLog:
-    """Store one line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
-    message = cut_text(message, LOG_LINE_CHARS)
-    for _attempt in range(10):
-        try:
-            with transaction.atomic():
-                last = ScalingRunLog.objects.filter(run_id=run_id).aggregate(last=Max("seq"))[
-                    "last"
-                ]
-                line = ScalingRunLog.objects.create(
-                    run_id=run_id, seq=(last or 0) + 1, level=level, message=message
-                )
-                payload: LogMessage = {"type": "scaling.log", "line": line.as_payload()}
-                transaction.on_commit(
-                    lambda payload=payload: publish(group_name(run_id), payload)  # type: ignore[misc]
-                )
-                return line
-        except IntegrityError:
-            continue  # another writer took this seq; read the maximum again
-    raise RuntimeError(f"could not append a log line to scaling run #{run_id}")
-
-
-def status_payload(run: ScalingRun) -> StatusMessage:
-    """The status message for ``run`` as it is now."""
-    return {
-        "type": "scaling.status",
+def _run_status(run: ScalingRun) -> dict[str, Any]:
+    fields: RunStatus = {
         "run": run.pk,
         "status": run.status,
         "failure_reason": run.failure_reason,
         "result": list(run.result),
     }
+    return dict(fields)
 
 
-def status_changed(run: ScalingRun) -> None:
-    """Publish ``run``'s status to its group after commit."""
-    payload = status_payload(run)
-    transaction.on_commit(lambda: publish(group_name(run.pk), payload))
+RUNS: LogStream[ScalingRun] = LogStream(
+    kind="scaling",
+    group_prefix="scaling-run",
+    line_model=ScalingRunLog,
+    owner_field="run",
+    status_fields=_run_status,
+)
+append = RUNS.append
+group_name = RUNS.group_name
+status_payload = RUNS.status_payload
+status_changed = RUNS.status_changed
+
+RunLog = OwnerLog[ScalingRun]
 
 
-class RunLog:
+def run_log(run: ScalingRun) -> RunLog:
     """A run's log: each line stored, published and copied to the worker's own log."""
-
-    def __init__(self, run: ScalingRun) -> None:
-        self.run = run
-
-    def __call__(self, level: str, message: str) -> None:
-        """``log(level, message)``: the signature drain and providers call."""
-        self.write(message, level=level)  # type: ignore[arg-type]
-
-    def write(self, message: str, *, level: Level = "info") -> None:
-        """Store and publish one line."""
-        logger.log(logging.getLevelName(level.upper()), "scaling run #%s %s", self.run.pk, message)
-        append(self.run.pk, message, level)
-
-    def info(self, message: str) -> None:
-        """An info line."""
-        self.write(message, level="info")
-
-    def warning(self, message: str) -> None:
-        """A warning line."""
-        self.write(message, level="warning")
-
-    def error(self, message: str) -> None:
-        """An error line."""
-        self.write(message, level="error")
+    return OwnerLog(RUNS, run)

@@ -20,13 +20,15 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
+from deployer.logsink import level_first
 from deployer.models import App, Deployment, IllegalTransition
+from deployer.rotation import LogFn
 from deployer.services import pod_rotation, scale_app
 from scaling import logsink
 from scaling.drain import DrainFailed, DrainOptions, Rotation, drain_node, evictable_count
 from scaling.fit import pin_reason, pinned_by, scale_in_problems
 from scaling.kube import KubeNodes, NodeInfo, NodeOps
-from scaling.logsink import RunLog
+from scaling.logsink import RunLog, run_log
 from scaling.models import NodeGroup, ScalingRun
 from scaling.planner import Change, plural
 from scaling.providers import GroupState, Provider, ProviderError, provider_for
@@ -56,7 +58,7 @@ def _busy_deploy(app: App) -> int | None:
     )
 
 
-def _scale_app(app: App, replicas: int, log: RunLog) -> None:
+def _scale_app(app: App, replicas: int, log: LogFn) -> None:
     scale_app(app, replicas, checked_for_deploys=True, log=log)
 
 
@@ -67,7 +69,7 @@ class RunContext:
     clock: Clock = field(default_factory=SystemClock)
     ops_factory: Callable[[], NodeOps] = KubeNodes
     provider: Callable[[NodeGroup, NodeOps], Provider] = provider_for
-    scale_app: Callable[[App, int, RunLog], None] = _scale_app
+    scale_app: Callable[[App, int, LogFn], None] = _scale_app
     busy_deploy: Callable[[App], int | None] = _busy_deploy
     # Drains take pods out of the load balancer before evicting them.
     rotation: Callable[[], AbstractContextManager[Rotation | None]] = pod_rotation
@@ -97,18 +99,21 @@ def execute(run_id: int, context: RunContext | None = None) -> Outcome:
     except IllegalTransition:
         return Outcome.SKIPPED  # another worker has it
     logsink.status_changed(run)
-    log = RunLog(run)
+    log = run_log(run)
     started = time.monotonic()
     try:
         outcome = HANDLERS[run.kind](run, context, log)
     except (StopRun, DrainFailed, ProviderError, KubeError, DeployError) as exc:
-        log.error(str(exc))
+        log.log(str(exc), level="error")
         run.fail(str(exc), now=context.clock.now())
         logsink.status_changed(run)
         return Outcome.DONE
     except Exception as exc:
         logger.exception("scaling run #%s failed unexpectedly", run.pk)
-        log.error(f"internal error: {type(exc).__name__}: {exc} (details in the worker log)")
+        log.log(
+            f"internal error: {type(exc).__name__}: {exc} (details in the worker log)",
+            level="error",
+        )
         run.fail(f"internal error: {exc}", now=context.clock.now())
         logsink.status_changed(run)
         return Outcome.DONE
@@ -117,7 +122,7 @@ def execute(run_id: int, context: RunContext | None = None) -> Outcome:
         logsink.status_changed(run)
         return Outcome.WAIT
     run.succeed(now=context.clock.now())
-    log.info(f"finished in {time.monotonic() - started:.1f}s")
+    log.log(f"finished in {time.monotonic() - started:.1f}s")
     logsink.status_changed(run)
     return Outcome.DONE
 
@@ -161,7 +166,7 @@ def _blocked_by(run: ScalingRun, change: Change) -> int | None:
 def _wait_note(run: ScalingRun, change: Change, log: RunLog, message: str) -> str:
     """Log why a change waits (once per run) and return the outcome word."""
     if not any(r.get("key") == change.key for r in run.result):
-        log.info(message)
+        log.log(message)
     return "waiting"
 
 
@@ -181,14 +186,14 @@ def run_plan(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     dry = run.kind == ScalingRun.Kind.DRY_RUN
     changes = _ordered([Change.from_json(c) for c in run.plan])
     if not changes:
-        log.info("nothing to do: the plan is empty")
+        log.log("nothing to do: the plan is empty")
         return Outcome.DONE
     if run.status == ScalingRun.Status.RUNNING and not run.result:
         if dry:
-            log.info("dry run: the schedule's actions as if it fired now; nothing will change")
+            log.log("dry run: the schedule's actions as if it fired now; nothing will change")
         for change in changes:
             what = "app" if change.target == "app" else "node group"
-            log.info(
+            log.log(
                 f"plan: {what} {change.name} {change.current} → {change.desired} ({change.why})"
             )
     done = _done_keys(run)
@@ -198,7 +203,7 @@ def run_plan(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
             continue
         later = _superseded_by(run, change)
         if later is not None:
-            log.info(f"{change.name}: superseded by the newer scaling run #{later}; skipped")
+            log.log(f"{change.name}: superseded by the newer scaling run #{later}; skipped")
             _record(run, change, "superseded")
             continue
         other = None if dry else _blocked_by(run, change)
@@ -215,7 +220,7 @@ def run_plan(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
             waiting = True
         _record(run, change, outcome)
     if dry:
-        log.info("dry run: nothing was changed")
+        log.log("dry run: nothing was changed")
     return Outcome.WAIT if waiting else Outcome.DONE
 
 
@@ -223,12 +228,12 @@ def apply_app(run: ScalingRun, change: Change, context: RunContext, log: RunLog,
     """Scale one app, yielding to a running deploy; returns the outcome word for ``result``."""
     app = App.objects.filter(pk=change.id).first()
     if app is None:
-        log.warning(f"app {change.name} no longer exists; skipped")
+        log.log(f"app {change.name} no longer exists; skipped", level="warning")
         return "skipped"
     desired = change.desired
     if dry:
         verb = "would stay at" if app.replicas == desired else f"would scale {app.replicas} →"
-        log.info(f"app {app.name}: {verb} {desired} replicas")
+        log.log(f"app {app.name}: {verb} {desired} replicas")
         return "dry run"
     with transaction.atomic():
         # The app row is also what a deploy request locks (an IMMEDIATE transaction on
@@ -236,7 +241,7 @@ def apply_app(run: ScalingRun, change: Change, context: RunContext, log: RunLog,
         # seen here, or snapshots the replica count stored here.
         app = App.objects.select_for_update().filter(pk=change.id).first()
         if app is None:
-            log.warning(f"app {change.name} no longer exists; skipped")
+            log.log(f"app {change.name} no longer exists; skipped", level="warning")
             return "skipped"
         deployment = context.busy_deploy(app)
         if deployment is not None:
@@ -251,9 +256,7 @@ def apply_app(run: ScalingRun, change: Change, context: RunContext, log: RunLog,
             App.objects.filter(pk=app.pk, baseline_replicas__isnull=True).update(
                 baseline_replicas=app.replicas
             )
-            log.info(
-                f"app {app.name}: remembered its baseline of {plural(app.replicas, 'replica')}"
-            )
+            log.log(f"app {app.name}: remembered its baseline of {plural(app.replicas, 'replica')}")
         before = app.replicas
         App.objects.filter(pk=app.pk).update(replicas=desired)
     # The cluster call runs outside the transaction: it must not hold the database lock.
@@ -261,11 +264,11 @@ def apply_app(run: ScalingRun, change: Change, context: RunContext, log: RunLog,
         if app.live_version is not None:
             # Level-triggered: set it anyway, so that a live version changed behind our back
             # (kubectl scale) comes back to what the schedule says.
-            context.scale_app(app, desired, log)
-        log.info(f"app {app.name}: already at {desired} replicas")
+            context.scale_app(app, desired, level_first(log))
+        log.log(f"app {app.name}: already at {desired} replicas")
         return "unchanged"
-    context.scale_app(app, desired, log)
-    log.info(f"app {app.name}: scaled from {before} to {desired} replicas")
+    context.scale_app(app, desired, level_first(log))
+    log.log(f"app {app.name}: scaled from {before} to {desired} replicas")
     return "scaled"
 
 
@@ -273,7 +276,7 @@ def apply_node_group(change: Change, context: RunContext, log: RunLog, dry: bool
     """Bring one node group to its desired capacity: scale out, or drain and remove nodes."""
     group = NodeGroup.objects.filter(pk=change.id).first()
     if group is None:
-        log.warning(f"node group {change.name} no longer exists; skipped")
+        log.log(f"node group {change.name} no longer exists; skipped", level="warning")
         return "skipped"
     provider = context.provider(group, context.ops)
     state = provider.describe(group)
@@ -281,31 +284,35 @@ def apply_node_group(change: Change, context: RunContext, log: RunLog, dry: bool
     high = min(group.max_size, state.max_size)
     target = max(low, min(high, change.desired))
     if target != change.desired:
-        log.warning(
+        log.log(
             f"node group {group.name}: {change.desired} is outside min {low} / max {high}; "
-            f"using {target}"
+            f"using {target}",
+            level="warning",
         )
-    log.info(f"node group {group.name}: {state.desired} now, {target} wanted")
+    log.log(f"node group {group.name}: {state.desired} now, {target} wanted")
     if target == state.desired:
         outcome = "unchanged"
     elif dry:
         outcome = "dry run"
         if target > state.desired:
-            log.info(f"node group {group.name}: would add {plural(target - state.desired, 'node')}")
+            log.log(f"node group {group.name}: would add {plural(target - state.desired, 'node')}")
         else:
             count = state.desired - target
             victims = choose_victims(group, state, count, context.ops, provider, log)
             names = ", ".join(f"{n.name} ({pods} pods)" for n, pods in victims) or "none"
-            log.info(f"node group {group.name}: would drain and remove {names}")
+            log.log(f"node group {group.name}: would drain and remove {names}")
             ops = context.ops
             problems = scale_in_problems(
                 [n for n, _ in victims], ops.list_nodes(), ops.pods_by_node(), ops.list_budgets()
             )
             for problem in problems:
-                log.warning(f"node group {group.name}: the scale-in would be refused: {problem}")
+                log.log(
+                    f"node group {group.name}: the scale-in would be refused: {problem}",
+                    level="warning",
+                )
     elif target > state.desired:
         provider.scale_out(group, target)
-        log.info(f"node group {group.name}: asked {group.provider} for {plural(target, 'node')}")
+        log.log(f"node group {group.name}: asked {group.provider} for {plural(target, 'node')}")
         outcome = "scaled out"
     else:
         try:
@@ -353,23 +360,24 @@ def choose_victims(
         if selector is None and instance not in known:
             continue  # another group's node (membership is by instance id)
         if not instance:
-            log.warning(f"node {node.name} has no instance id; it cannot be removed")
+            log.log(f"node {node.name} has no instance id; it cannot be removed", level="warning")
             continue
         if instance in protected:
-            log.info(f"node {node.name} ({instance}) is protected from scale-in; kept")
+            log.log(f"node {node.name} ({instance}) is protected from scale-in; kept")
             continue
         if known and instance not in known:
-            log.warning(f"node {node.name}: {instance} is not in the group; kept")
+            log.log(f"node {node.name}: {instance} is not in the group; kept", level="warning")
             continue
         pinned = pinned_by(by_node.get(node.name, []))
         if pinned is not None:
-            log.info(f"node {node.name} is kept: {pin_reason(pinned)}")
+            log.log(f"node {node.name} is kept: {pin_reason(pinned)}")
             continue
         candidates.append((evictable_count(by_node.get(node.name, [])), node.name, node))
     candidates.sort(key=lambda item: (item[0], item[1]))
     if len(candidates) < count:
-        log.warning(
-            f"node group {group.name}: only {len(candidates)} of {count} nodes can be removed"
+        log.log(
+            f"node group {group.name}: only {len(candidates)} of {count} nodes can be removed",
+            level="warning",
         )
     return [(node, pods) for pods, _, node in candidates[:count]]
 
@@ -395,29 +403,29 @@ def scale_in(
             f"node group {group.name}: removing {names} would not work, so nothing was "
             f"changed: {'; '.join(problems)}"
         )
-    log.info(f"the pods on {', '.join(n.name for n in going)} fit on the nodes that stay")
+    log.log(f"the pods on {', '.join(n.name for n in going)} fit on the nodes that stay")
     # Cordon them all first, so that pods evicted from one never land on the next to go.
     pending = [node.name for node, _ in victims]
     for name in pending:
         ops.set_unschedulable(name, True)
-    log.info(f"cordoned {', '.join(pending)}")
+    log.log(f"cordoned {', '.join(pending)}")
     try:
         for node, pods in victims:
-            log.info(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
+            log.log(f"removing {node.name} (instance {node.instance_id}, {pods} pods to move)")
             with context.rotation() as rotation:
-                drain_node(ops, node.name, context.drain_options, log, rotation)
+                drain_node(ops, node.name, context.drain_options, level_first(log), rotation)
             ops.delete_node(node.name)
             pending.remove(node.name)
-            log.info(f"deleted node {node.name}")
+            log.log(f"deleted node {node.name}")
             provider.terminate(group, node.instance_id)
-            log.info(f"terminated {node.instance_id} and decremented the desired capacity")
+            log.log(f"terminated {node.instance_id} and decremented the desired capacity")
     finally:
         # A failure leaves the nodes not yet removed in service again.
         for name in pending:
             try:
                 ops.set_unschedulable(name, False)
             except KubeError as exc:
-                log.error(f"could not uncordon {name}: {exc}")
+                log.log(f"could not uncordon {name}: {exc}", level="error")
     if len(victims) < count:
         raise StopRun(
             f"node group {group.name}: removed {len(victims)} of {count} nodes; "
@@ -433,7 +441,7 @@ def run_scale_app(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     replicas = int(run.params["replicas"])
     if run.params.get("baseline") and not run.result:
         App.objects.filter(pk=app.pk).update(baseline_replicas=replicas)
-        log.info(f"app {app.name}: baseline set to {replicas} replicas")
+        log.log(f"app {app.name}: baseline set to {replicas} replicas")
     _ensure_plan(run, Change("app", app.pk, app.name, app.replicas, replicas, "manual"))
     return run_plan(run, context, log)
 
@@ -459,7 +467,7 @@ def run_cordon(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: mark a node unschedulable."""
     node = str(run.params["node"])
     context.ops.set_unschedulable(node, True)
-    log.info(f"cordoned {node}: no new pods will be scheduled on it")
+    log.log(f"cordoned {node}: no new pods will be scheduled on it")
     return Outcome.DONE
 
 
@@ -467,7 +475,7 @@ def run_uncordon(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     """Manual: make a node schedulable again."""
     node = str(run.params["node"])
     context.ops.set_unschedulable(node, False)
-    log.info(f"uncordoned {node}")
+    log.log(f"uncordoned {node}")
     return Outcome.DONE
 
 
@@ -483,7 +491,7 @@ def run_drain(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
         backoff_max=base.backoff_max,
     )
     with context.rotation() as rotation:
-        drain_node(context.ops, node, options, log, rotation)
+        drain_node(context.ops, node, options, level_first(log), rotation)
     return Outcome.DONE
 
 

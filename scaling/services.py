@@ -104,7 +104,9 @@ def requeue_stale(now: datetime) -> None:
             pk=run.pk, status=ScalingRun.Status.RUNNING, updated_at=run.updated_at
         ).update(status=ScalingRun.Status.WAITING, updated_at=now)
         if resumed:
-            logsink.append(run.pk, "the worker running this run was lost; resuming", "warning")
+            logsink.append(
+                run.pk, "the worker running this run was lost; resuming", level="warning"
+            )
             enqueue(run.pk)
 
 

@@ -11,6 +11,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
+from deployer import logsink as deployer_logsink
 from scaling import logsink
 from scaling.models import ScalingRun, ScalingRunLog
 from scaling.routing import websocket_urlpatterns
@@ -67,7 +68,9 @@ async def test_it_refuses_anonymous_sockets() -> None:
 
 def test_log_lines_are_published_only_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(logsink, "publish", lambda group, message: sent.append((group, message)))
+    monkeypatch.setattr(
+        deployer_logsink, "publish", lambda group, message: sent.append((group, message))
+    )
     run = ScalingRun.objects.create(kind=ScalingRun.Kind.CORDON, params={"node": "n1"})
     from django.db import transaction
 
