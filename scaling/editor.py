@@ -1,9 +1,10 @@
-"""The schedule editor's rules in one place, for the editor page and the REST API alike.
+"""The schedule editor's rules as one unit: its form, its two row formsets, the save.
 
-A ``ScheduleEdit`` binds ``ScheduleForm`` and its two row formsets to submitted data,
-validates them as the editor does (at least one row, each target once, sizes within
-bounds) and saves them together, bumping the revision so that the tick applies the
-schedule's latest due time again, as edited.
+A ``ScheduleEdit`` holds ``ScheduleForm`` and its row formsets bound to one submission,
+validates them as the editor page does (at least one row, each target once, sizes
+within bounds) and saves them together, bumping the revision so that the tick applies
+the schedule's latest due time again, as edited. The REST API builds one from a JSON
+body (``from_api``); the editor page's submission maps onto the same three forms.
 """
 
 from __future__ import annotations
@@ -46,16 +47,6 @@ class ScheduleEdit:
     # row left as it is, DELETED for one whose target the submitted list leaves out.
     app_rows: list[int] = field(default_factory=list)
     group_rows: list[int] = field(default_factory=list)
-
-    @classmethod
-    def from_post(cls, data: Any, schedule: Schedule | None, user: Any = None) -> ScheduleEdit:
-        """The editor page's submission (form fields with ``apps-``/``groups-`` prefixes)."""
-        instance = schedule or Schedule(created_by=_user(user))
-        return cls(
-            ScheduleForm(data, instance=instance),
-            AppActionFormSet(data, instance=instance, prefix=APP_PREFIX),
-            NodeGroupActionFormSet(data, instance=instance, prefix=GROUP_PREFIX),
-        )
 
     @classmethod
     def from_api(
