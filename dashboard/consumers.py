@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard import permissions, queries
-from dashboard.livelog import LiveLogConsumer
+from dashboard import queries
+from deployer import permissions
+from deployer.livelog import LiveLogConsumer
 from deployer.logsink import group_name, status_payload
 from deployer.models import Deployment
 

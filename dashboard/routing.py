@@ -1,15 +1,13 @@
-"""WebSocket routes; each app adds its consumers here."""
+"""WebSocket routes: the deployment log here, scaling's own routes after it."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, path
 
 from dashboard.consumers import DeploymentLogConsumer
+from scaling.routing import websocket_urlpatterns as scaling_websockets
 
 websocket_urlpatterns: list[URLPattern] = [
     path("ws/deployments/<int:pk>/", DeploymentLogConsumer.as_asgi()),
+    *scaling_websockets,
 ]
-
-from scaling.routing import websocket_urlpatterns as scaling_websockets  # noqa: E402
-
-websocket_urlpatterns += scaling_websockets

@@ -1,4 +1,4 @@
-"""The live log socket protocol shared by deployments and scaling runs.
+"""The live log socket protocol shared by deployments (dashboard) and scaling runs (scaling).
 
 A browser connects with ``?after=<seq>``; the consumer joins the object's group
 *before* reading stored lines, so nothing published in between is lost, replays the

@@ -28,7 +28,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
-from dashboard.livelog import parse_after
+from deployer.livelog import parse_after
 from deployer.models import App
 from scaling import permissions, services
 from scaling.api_serializers import (

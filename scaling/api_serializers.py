@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 
-from dashboard.livelog import MAX_DB_INT
+from deployer.livelog import MAX_DB_INT
 from scaling.models import (
     AppAction,
     NodeGroup,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard.livelog import LiveLogConsumer
+from deployer.livelog import LiveLogConsumer
 from scaling.logsink import group_name, status_payload
 from scaling.models import ScalingRun, ScalingRunLog
 from scaling.permissions import can_view_runs

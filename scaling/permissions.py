@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 
-from dashboard.permissions import DEPLOY as SCALE_APPS
+from deployer.permissions import DEPLOY as SCALE_APPS
 
 VIEW = "scaling.view_schedule"
 VIEW_RUNS = "scaling.view_scalingrun"

@@ -1,4 +1,4 @@
-"""WebSocket routes of scaling, added to dashboard.routing."""
+"""WebSocket routes of scaling (dashboard.routing serves them)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from dashboard import permissions
+from deployer import permissions
 
 
 class ActionPermission(BasePermission):

@@ -10,10 +10,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from dashboard import permissions
 from dashboard.forms import duplicate_name_message
-from dashboard.livelog import MAX_DB_INT
-from deployer import envvars
+from deployer import envvars, permissions
+from deployer.livelog import MAX_DB_INT
 from deployer.models import App, Deployment, DeploymentLog
 
 FIXED_AFTER_CREATE = ("name", "namespace")

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from dashboard import permissions, queries
+from dashboard import queries
 from dashboard.api.permissions import ActionPermission
 from dashboard.api.schema import CONFLICT, ApiSchema
 from dashboard.api.serializers import (
@@ -27,7 +27,7 @@ from dashboard.api.serializers import (
     QueuedSerializer,
     ScaleRequestSerializer,
 )
-from deployer import services
+from deployer import permissions, services
 from deployer.errors import AppBusy, DeployError, InvalidRequest, NothingToDo
 from deployer.models import App, Deployment
 

@@ -11,9 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from dashboard import permissions, queries
+from dashboard import queries
 from dashboard.forms import AppForm, DeployForm, ScaleForm, UndeployForm, env_formset
-from deployer import envvars, services
+from deployer import envvars, permissions, services
 from deployer.errors import DeployError
 from deployer.models import App, Deployment
 

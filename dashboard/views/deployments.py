@@ -9,10 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import permissions, queries
+from dashboard import queries
 from dashboard.forms import HistoryFilterForm
 from dashboard.steps import step_rows
-from deployer import services
+from deployer import permissions, services
 from deployer.errors import DeployError
 from deployer.models import Deployment
 

@@ -6,7 +6,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
-from dashboard.livelog import parse_after
+from deployer.livelog import parse_after
 from scaling.models import ScalingRun, ScalingRunLog
 from scaling.permissions import can_view_runs, require
 

@@ -24,8 +24,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from dashboard.api.hooks import signature
 from dashboard.asgi import application
-from dashboard.livelog import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from dashboard.routing import websocket_urlpatterns
+from deployer.livelog import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from deployer.models import App, Deployment
 from scaling.models import NodeGroup, NodeGroupAction, ScalingRun, Schedule
 
