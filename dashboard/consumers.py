@@ -25,11 +25,9 @@ class DeploymentLogConsumer(LiveLogConsumer[Deployment]):
         return permissions.can_view_deployment(user, obj)
 
     def group_for(self, obj: Deployment) -> str:
-        """``deployment-<id>``."""
         return group_name(obj.pk)
 
     def stored_lines(self, obj: Deployment, after: int, limit: int) -> list[dict[str, Any]]:
-        """Stored lines after ``after``."""
         return queries.log_lines(obj, after=after, limit=limit)
 
     def current_status(self, obj: Deployment) -> dict[str, Any]:
@@ -48,9 +46,7 @@ class DeploymentLogConsumer(LiveLogConsumer[Deployment]):
         }
 
     async def deployment_log(self, event: dict[str, Any]) -> None:
-        """A ``deployment.log`` group message."""
         await self.forward_line(event)
 
     async def deployment_status(self, event: dict[str, Any]) -> None:
-        """A ``deployment.status`` group message."""
         await self.forward_status(event)

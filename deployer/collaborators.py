@@ -94,11 +94,11 @@ class SystemClock:
     """The real clock."""
 
     def monotonic(self) -> float:
-        """time.monotonic()."""
+        """Seconds since an arbitrary point; never goes back, unlike the wall clock."""
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        """time.sleep(seconds)."""
+        """Block the calling thread for ``seconds``."""
         time.sleep(seconds)
 
 

@@ -120,7 +120,7 @@ class Workflow:
 
     # Bookkeeping
     def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
-        """One line of this deployment's log."""
+        """Store and publish one line of this deployment's log."""
         self.sink.log(message, level=level, step=step)
 
     def save(self, *fields: str) -> None:

@@ -16,7 +16,6 @@ class ScalingRunLogConsumer(LiveLogConsumer[ScalingRun]):
     terminal = ScalingRun.TERMINAL
 
     def load(self, pk: int) -> ScalingRun | None:
-        """The run, or None."""
         return ScalingRun.objects.filter(pk=pk).first()
 
     def may_view(self, user: Any, obj: ScalingRun) -> bool:
@@ -24,11 +23,9 @@ class ScalingRunLogConsumer(LiveLogConsumer[ScalingRun]):
         return can_view_runs(user)
 
     def group_for(self, obj: ScalingRun) -> str:
-        """``scaling-run-<id>``."""
         return group_name(obj.pk)
 
     def stored_lines(self, obj: ScalingRun, after: int, limit: int) -> list[dict[str, Any]]:
-        """Stored lines after ``after``."""
         lines = ScalingRunLog.objects.filter(run_id=obj.pk, seq__gt=after).order_by("seq")
         return [line.as_payload() for line in lines[:limit]]
 
@@ -47,9 +44,7 @@ class ScalingRunLogConsumer(LiveLogConsumer[ScalingRun]):
         }
 
     async def scaling_log(self, event: dict[str, Any]) -> None:
-        """A ``scaling.log`` group message."""
         await self.forward_line(event)
 
     async def scaling_status(self, event: dict[str, Any]) -> None:
-        """A ``scaling.status`` group message."""
         await self.forward_status(event)

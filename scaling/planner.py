@@ -42,11 +42,6 @@ class Change:
         """``app:<id>`` or ``node_group:<id>``, unique within a run."""
         return f"{self.target}:{self.id}"
 
-    @property
-    def noop(self) -> bool:
-        """True when the target already has the desired size."""
-        return self.current == self.desired
-
     def as_json(self) -> dict[str, object]:
         """The JSON stored in ``ScalingRun.plan``."""
         return asdict(self)

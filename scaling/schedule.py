@@ -83,11 +83,6 @@ class Spec:
     at: time | None = None
     until: time | None = None
 
-    @property
-    def is_window(self) -> bool:
-        """True for a weekly window (it has an end time)."""
-        return not self.cron and self.until is not None
-
 
 @dataclass(frozen=True)
 class Due:
