@@ -41,7 +41,8 @@ The target: no failed request in any scenario, and a p99 during the change no wo
 3 times the p99 of the same load at rest. Printed, one row per scenario after an ``at
 rest`` row (2 x ``--rest`` seconds of load with no change), with these columns:
 
-    requests   requests started during the change and the settle time, fast and slow
+    requests   requests in flight at some moment of the change and the settle time (those
+               started just before the change and still running count), fast and slow
     slow       of them, the slow ones (/sleep)
     failed     of them, those without a 2xx answer (an error status or no response)
     retries    retries and redispatches HAProxy counted on the app's backends in that
@@ -49,8 +50,8 @@ rest`` row (2 x ``--rest`` seconds of load with no change), with these columns:
                in both); - when a reload replaced the worker that counted them
     p50 ms     median latency of the successful fast requests (/health) in that window
     p99 ms     99th percentile of the same
-    rest p99   99th percentile of the successful fast requests in the rest period just
-               before the change, from the same load process
+    rest p99   99th percentile of the successful fast requests that started and ended in
+               the rest period just before the change, from the same load process
     ratio      p99 ms / rest p99
     0 failed   PASS when failed is 0, else FAIL
     p99 <=3x   PASS when ratio is at most 3, else FAIL (- for the at rest row)
@@ -204,15 +205,15 @@ class Bench:
         retries = None
         if before is not None and after is not None and before[0] == after[0]:
             retries = after[1] - before[1]
-        rest = Window.of(records, rest_start, change_start)
+        rest = Window.completed(records, rest_start, change_start)
         if change is None:
             row = Row(name, rest, rest, None, retries)
         else:
-            window = Window.of(records, change_start, window_end)
+            window = Window.exposed(records, change_start, window_end)
             row = Row(name, window, rest, change_end - change_start, retries)
         self.rows.append(row)
         print("  " + "  ".join(row.cells()), flush=True)
-        measured = Window.of(records, rest_start, window_end).records
+        measured = Window.exposed(records, rest_start, window_end).records
         for note in failure_notes(name, measured, change_start):
             self.notes.append(note)
             print(f"  note: {note}", flush=True)

@@ -220,14 +220,23 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass
 class Window:
-    """The requests that started in [start, end)."""
+    """Requests of one period of a load."""
 
     records: list[Record]
 
     @classmethod
-    def of(cls, records: list[Record], start: float, end: float) -> Window:
-        """Select by start time."""
-        return cls([r for r in records if start <= r.start < end])
+    def completed(cls, records: list[Record], start: float, end: float) -> Window:
+        """The requests that started and ended in [start, end)."""
+        return cls([r for r in records if start <= r.start and r.end < end])
+
+    @classmethod
+    def exposed(cls, records: list[Record], start: float, end: float) -> Window:
+        """The requests in flight at some moment of [start, end).
+
+        Those that started before ``start`` and were still running count: a request in
+        flight when a change starts is the one a killed pod takes down.
+        """
+        return cls([r for r in records if r.start < end and r.end >= start])
 
     @property
     def failed(self) -> list[Record]:
