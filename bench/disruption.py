@@ -22,7 +22,7 @@ keep-alive and half a new connection per request, at most ``--rate`` requests/s 
 A ``--slow-share`` of the connections sends ``GET /sleep?seconds=0.2`` (the demo app's
 slow answer), so that a pod killed mid-change has requests in flight, which HAProxy must
 retry on another server (``retry-on empty-response``); the others send ``GET /health``
-(about 3 ms). The load runs ``--rest`` seconds at rest, then through the change, then
+(a few ms). The load runs ``--rest`` seconds at rest, then through the change, then
 ``--settle`` seconds after the change has finished. A change has finished when its run or
 deployment has and the app's live version has its replicas running and ready in the
 cluster, each of them UP in HAProxy. Scenarios:
@@ -62,11 +62,13 @@ rest`` row (2 x ``--rest`` seconds of load with no change), with these columns:
 
 Slow requests count in requests and failed, never in the latency columns: they take 0.2 s
 by design, and the fast ones alone keep the p99 of every row comparable. A total line
-follows with the number of failed requests and of scenarios that meet both targets; then a
-note for each failed request (wall-clock start, time into the change, duration, kind) and
-for each stack process that exited. With ``--keep`` the var dir (every process's log in
-``stack.log``) and each scenario's request records (``load-<scenario>.txt``: monotonic
-start and end, status, error, mode, path kind) are kept.
+follows with the number of failed requests and of scenarios that meet both targets; then
+notes: each failed request (the first 20 of a scenario: wall-clock start, time into the
+change, duration, kind), a kill-node whose node ran every pod of the app, and each stack
+process that exited. With ``--keep`` the work dir is kept: ``stack.log`` (every process's
+output, HAProxy's and proxysync's included, with wall-clock times), ``var/`` and each
+scenario's request records (``load-<scenario>.txt``: monotonic start and end, status,
+error, connection mode, path kind).
 
 Failed requests and missed targets never change the exit code; it is 1 only when a step
 of the bench itself could not be carried out (the step is named and the stack stopped),
@@ -364,11 +366,16 @@ def scenario_kill_node(bench: Bench) -> None:
     """SIGKILL every pod process on the node running most of the app's pods."""
     node = bench.cluster.busiest_node(APP, bench.live_version())
     pods = [p for p in bench.cluster.pods(node=node) if p.ip]
+    ours = [p for p in pods if p.labels.get("app") == APP]
+    if len(ours) >= bench.replicas:
+        # Where earlier scenarios left the pods decides this: with none left elsewhere,
+        # HAProxy has no server to retry on and answers 503 until the kubelet restarts them.
+        bench.notes.append(f"kill-node: {node} runs every pod of {APP}; none is left to serve")
 
     def kill() -> None:
-        bench.say(f"node {node}: {len(pods)} pods")
+        bench.say(f"node {node}: {len(pods)} pods, {len(ours)} of {APP}'s {bench.replicas}")
         _kill(bench, pods)
-        _wait_replaced(bench, [p for p in pods if p.labels.get("app") == APP])
+        _wait_replaced(bench, ours)
 
     bench.measure("kill-node", kill)
 
