@@ -171,9 +171,12 @@ def render_config(
         # more than a connection failure makes HAProxy keep a copy of the request
         # (requests larger than tune.bufsize are never retried); non-idempotent methods
         # are excluded in the frontend, since HAProxy itself retries any method.
+        # Each failed attempt also marks its server down (observe layer4, below), so every
+        # retry tries a server not yet known dead: 6 retries get past a node failure that
+        # kills 6 pods of a backend at once (3 did not, when 5 of 6 died together).
         "    retry-on conn-failure empty-response response-timeout",
         "    option redispatch 1",
-        "    retries 3",
+        "    retries 6",
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",

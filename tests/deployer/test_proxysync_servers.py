@@ -441,6 +441,6 @@ def test_it_renders_retries_for_failures_nobody_announced() -> None:
 
     assert "    retry-on conn-failure empty-response response-timeout\n" in config
     assert "    option redispatch 1\n" in config
-    assert "    retries 3\n" in config
+    assert "    retries 6\n" in config
     assert "disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS" in config
     assert "default-server" not in config  # dynamic servers would not get its settings
