@@ -23,7 +23,7 @@ COPY manage.py ./
 COPY templates ./templates
 COPY static ./static
 RUN SECRET_KEY=build-only python manage.py collectstatic --noinput \
-    && useradd --system --home /var/lib/greenlight greenlight \
+    && useradd --system --uid 10001 --home /var/lib/greenlight greenlight \
     && mkdir -p /var/lib/greenlight && chown greenlight /var/lib/greenlight
 USER greenlight
 EXPOSE 8000
