@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 OBSERVER = """
 () => {
   window.__seen = {};
+  window.__since = Date.now();
   const log = document.getElementById("log");
   new MutationObserver((records) => {
     const now = Date.now();

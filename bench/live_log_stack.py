@@ -24,22 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.live_log import percentile  # noqa: E402
+from bench.live_log import OBSERVER, percentile  # noqa: E402
 from tests.servers import launch_chromium  # noqa: E402
 
-OBSERVER = """
-() => {
-  window.__seen = {};
-  window.__since = Date.now();
-  const log = document.getElementById("log");
-  new MutationObserver((records) => {
-    const now = Date.now();
-    for (const r of records) for (const n of r.addedNodes) {
-      if (n.dataset && n.dataset.seq) window.__seen[n.dataset.seq] = now;
-    }
-  }).observe(log, { childList: true });
-}
-"""
 PASSWORD = "bench-password"
 
 
