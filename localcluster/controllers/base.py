@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import Conflict, NotFound, StatusError
+from ..selectors import labels_match, selector_from_label_selector
 from ..store import Event, Store
 from .events import EventRecorder
 
@@ -41,6 +42,7 @@ class Controller:
 
     name = "controller"
     component = "controller-manager"
+    owns = ""  # the resource whose objects are this controller's keys; "" when none is
 
     def __init__(self, store: Store, recorder: EventRecorder) -> None:
         self.store = store
@@ -51,15 +53,38 @@ class Controller:
         self._task: asyncio.Task[None] | None = None
 
     def keys_for(self, event: Event) -> Iterable[Key]:
-        """The keys a store change concerns."""
+        """The keys a store change concerns: an owned object itself, else ``related_keys``."""
+        if self.owns and event.resource == self.owns:
+            return [obj_key(event.obj)]
+        return self.related_keys(event)
+
+    def related_keys(self, event: Event) -> Iterable[Key]:
+        """The owned objects that a change to another resource concerns."""
         return ()
 
     async def reconcile(self, key: Key) -> None:
         """Bring the world in line with the object named by ``key``."""
 
     def initial_keys(self) -> Iterable[Key]:
-        """Keys to reconcile at start (everything this controller owns)."""
-        return ()
+        """Keys to reconcile at start: every object of the resource it owns."""
+        return [obj_key(e.obj) for e in self.store.select(self.owns)] if self.owns else ()
+
+    def selecting(
+        self, namespace: str, labels: dict[str, str], *, empty_matches_all: bool = False
+    ) -> list[Key]:
+        """The owned objects in ``namespace`` whose label selector matches ``labels``.
+
+        An absent selector matches nothing. An empty one matches every pod for a budget
+        (``empty_matches_all``) but none for a workload, which would otherwise adopt them all.
+        """
+        keys = []
+        for entry in self.store.select(self.owns, namespace):
+            selector = selector_from_label_selector((entry.obj.get("spec") or {}).get("selector"))
+            if selector is None or (not selector and not empty_matches_all):
+                continue
+            if labels_match(selector, labels):
+                keys.append(obj_key(entry.obj))
+        return keys
 
     def on_event(self, event: Event) -> None:
         """Store listener entry point: enqueue the keys of one change."""

@@ -43,21 +43,16 @@ class DeploymentController(Controller):
 
     name = "deployment-controller"
     component = COMPONENT
+    owns = "deployments.apps"
 
-    def initial_keys(self) -> Iterable[Key]:
-        """Every Deployment."""
-        return [obj_key(e.obj) for e in self.store.select("deployments.apps")]
-
-    def keys_for(self, event: Event) -> Iterable[Key]:
-        """The Deployment, the owner of a changed ReplicaSet, or of a pod's ReplicaSet (Recreate)."""
-        if event.resource == "deployments.apps":
-            return [obj_key(event.obj)]
+    def related_keys(self, event: Event) -> Iterable[Key]:
+        """The owner of a changed ReplicaSet, or of a deleted pod's ReplicaSet (Recreate)."""
         namespace = event.obj["metadata"].get("namespace", "")
         if event.resource == "replicasets.apps":
             ref = controller_of(event.obj)
             if ref is not None:
                 return [(namespace, ref["name"])] if ref.get("kind") == "Deployment" else []
-            return self._matching(namespace, event.obj["metadata"].get("labels") or {})
+            return self.selecting(namespace, event.obj["metadata"].get("labels") or {})
         if event.resource == "pods" and event.type == "DELETED":
             # Recreate waits for old pods to be gone.
             ref = controller_of(event.obj)
@@ -67,14 +62,6 @@ class DeploymentController(Controller):
                 if owner is not None and owner.get("kind") == "Deployment":
                     return [(namespace, owner["name"])]
         return []
-
-    def _matching(self, namespace: str, labels: dict[str, str]) -> list[Key]:
-        keys = []
-        for entry in self.store.select("deployments.apps", namespace):
-            selector = selector_from_label_selector(entry.obj["spec"].get("selector"))
-            if selector and labels_match(selector, labels):
-                keys.append(obj_key(entry.obj))
-        return keys
 
     # ------------------------------------------------------------------ reconcile
 

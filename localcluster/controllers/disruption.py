@@ -37,28 +37,17 @@ class DisruptionController(Controller):
 
     name = "disruption-controller"
     component = COMPONENT
+    owns = "poddisruptionbudgets.policy"
 
-    def initial_keys(self) -> Iterable[Key]:
-        """Every PodDisruptionBudget."""
-        return [obj_key(e.obj) for e in self.store.select("poddisruptionbudgets.policy")]
-
-    def keys_for(self, event: Event) -> Iterable[Key]:
-        """The budget itself, or the budgets in the namespace of a changed pod or workload."""
-        if event.resource == "poddisruptionbudgets.policy":
-            return [obj_key(event.obj)]
+    def related_keys(self, event: Event) -> Iterable[Key]:
+        """The budgets in the namespace of a changed workload, or that select a changed pod."""
         if event.resource not in ("pods", "replicasets.apps", "deployments.apps"):
             return []
         namespace = event.obj["metadata"].get("namespace", "")
+        if event.resource != "pods":
+            return [obj_key(e.obj) for e in self.store.select(self.owns, namespace)]
         labels = event.obj["metadata"].get("labels") or {}
-        keys = []
-        for entry in self.store.select("poddisruptionbudgets.policy", namespace):
-            if event.resource != "pods":
-                keys.append(obj_key(entry.obj))
-                continue
-            selector = selector_from_label_selector((entry.obj.get("spec") or {}).get("selector"))
-            if selector is not None and labels_match(selector, labels):
-                keys.append(obj_key(entry.obj))
-        return keys
+        return self.selecting(namespace, labels, empty_matches_all=True)
 
     def _expected_scale(self, pods: list[dict[str, Any]]) -> int | None:
         """Sum of the replicas of the pods' top-level controllers (getExpectedScale)."""

@@ -50,14 +50,10 @@ def _service_ref(svc: dict[str, Any]) -> dict[str, Any]:
 class _ServiceController(Controller):
     """Shared plumbing: which Services a pod change concerns."""
 
-    def initial_keys(self) -> Iterable[Key]:
-        """Every Service."""
-        return [obj_key(e.obj) for e in self.store.select("services")]
+    owns = "services"
 
-    def keys_for(self, event: Event) -> Iterable[Key]:
-        """The Service, or every Service whose selector matches the pod before or after."""
-        if event.resource == "services":
-            return [obj_key(event.obj)]
+    def related_keys(self, event: Event) -> Iterable[Key]:
+        """Every Service whose selector matches a changed pod before or after."""
         if event.resource != "pods":
             return []
         namespace = event.obj["metadata"]["namespace"]

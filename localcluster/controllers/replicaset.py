@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import NotFound, StatusError
 from ..selectors import labels_match, selector_from_label_selector
 from ..store import Event
-from .base import Controller, Key, controller_of, obj_key
+from .base import Controller, Key, controller_of
 
 COMPONENT = "replicaset-controller"
 
@@ -183,15 +183,10 @@ class ReplicaSetController(Controller):
 
     name = "replicaset-controller"
     component = COMPONENT
+    owns = "replicasets.apps"
 
-    def initial_keys(self) -> Iterable[Key]:
-        """Every ReplicaSet."""
-        return [obj_key(e.obj) for e in self.store.select("replicasets.apps")]
-
-    def keys_for(self, event: Event) -> Iterable[Key]:
-        """The ReplicaSet itself, or the owner (or would-be owner) of a changed pod."""
-        if event.resource == "replicasets.apps":
-            return [obj_key(event.obj)]
+    def related_keys(self, event: Event) -> Iterable[Key]:
+        """The owner (or would-be owner) of a changed pod."""
         if event.resource != "pods":
             return []
         ref = controller_of(event.obj)
@@ -199,13 +194,7 @@ class ReplicaSetController(Controller):
         if ref is not None:
             return [(namespace, ref["name"])] if ref.get("kind") == "ReplicaSet" else []
         # An orphan pod may be adopted by a ReplicaSet whose selector matches it.
-        labels = event.obj["metadata"].get("labels") or {}
-        keys = []
-        for entry in self.store.select("replicasets.apps", namespace):
-            selector = selector_from_label_selector(entry.obj["spec"].get("selector"))
-            if selector and labels_match(selector, labels):
-                keys.append(obj_key(entry.obj))
-        return keys
+        return self.selecting(namespace, event.obj["metadata"].get("labels") or {})
 
     async def reconcile(self, key: Key) -> None:
         """Adopt, create or delete pods, then write status."""
