@@ -27,6 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from dashboard.api.permissions import writes
 from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
 from deployer.livelog import parse_after
 from deployer.models import App
@@ -154,10 +155,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     permission_classes = [ScalingPermission]
     schema = ApiSchema()
     action_perms = {
-        "create": permissions.EDIT_SCHEDULES,
-        "update": permissions.EDIT_SCHEDULES,
-        "partial_update": permissions.EDIT_SCHEDULES,
-        "destroy": permissions.EDIT_SCHEDULES,
+        **writes(permissions.EDIT_SCHEDULES),
         "dry_run": permissions.RUN,
     }
     queryset = Schedule.objects.prefetch_related(
@@ -219,10 +217,7 @@ class NodeGroupViewSet(viewsets.ModelViewSet):
     permission_classes = [ScalingPermission]
     schema = ApiSchema()
     action_perms = {
-        "create": permissions.EDIT_NODE_GROUPS,
-        "update": permissions.EDIT_NODE_GROUPS,
-        "partial_update": permissions.EDIT_NODE_GROUPS,
-        "destroy": permissions.EDIT_NODE_GROUPS,
+        **writes(permissions.EDIT_NODE_GROUPS),
         "capacity": permissions.RUN,
     }
     queryset = NodeGroup.objects.all()

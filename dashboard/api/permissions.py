@@ -23,3 +23,12 @@ class ActionPermission(BasePermission):
         action = getattr(view, "action", None)
         needed = getattr(view, "action_perms", {}).get(action, permissions.VIEW)
         return bool(user.has_perm(needed))
+
+
+def writes(create: str, change: str = "", delete: str = "") -> dict[str, str]:
+    """The ``action_perms`` of a ModelViewSet's create, update (PUT and PATCH) and destroy.
+
+    ``change`` and ``delete`` default to ``create``: one permission for every write.
+    """
+    change, delete = change or create, delete or create
+    return {"create": create, "update": change, "partial_update": change, "destroy": delete}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import QuerySet
@@ -14,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from dashboard import queries
-from dashboard.api.permissions import ActionPermission
+from dashboard.api.permissions import ActionPermission, writes
 from dashboard.api.schema import CONFLICT, ApiSchema
 from dashboard.api.serializers import (
     AppSerializer,
@@ -56,6 +58,15 @@ def deploy_error(exc: DeployError, field: str) -> APIException:
     return ValidationError({field: [exc.message]})
 
 
+@contextlib.contextmanager
+def refusals_on(field: str) -> Iterator[None]:
+    """Raise a deployer refusal inside the block as the API error ``deploy_error`` makes."""
+    try:
+        yield
+    except DeployError as exc:
+        raise deploy_error(exc, field) from None
+
+
 class AppViewSet(viewsets.ModelViewSet):
     """Apps: CRUD, plus deploy, scale, swap back and undeploy actions that answer 202 at once."""
 
@@ -63,10 +74,7 @@ class AppViewSet(viewsets.ModelViewSet):
     permission_classes = [ActionPermission]
     schema = ApiSchema()
     action_perms = {
-        "create": permissions.ADD,
-        "update": permissions.CHANGE,
-        "partial_update": permissions.CHANGE,
-        "destroy": permissions.DELETE,
+        **writes(permissions.ADD, permissions.CHANGE, permissions.DELETE),
         "deploy": permissions.DEPLOY,
         "scale": permissions.DEPLOY,
         "swap_back": permissions.DEPLOY,
@@ -110,15 +118,13 @@ class AppViewSet(viewsets.ModelViewSet):
         app = self.get_object()
         body = DeployRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
+        with refusals_on("image"):
             deployment = services.request_deploy(
                 app,
                 user=request.user,
                 image=body.validated_data.get("image") or None,
                 trigger=Deployment.Trigger.API,
             )
-        except DeployError as exc:
-            raise deploy_error(exc, "image") from None
         return queued(request, deployment)
 
     @extend_schema(request=ScaleRequestSerializer, responses={200: AppSerializer, 409: CONFLICT})
@@ -128,10 +134,8 @@ class AppViewSet(viewsets.ModelViewSet):
         app = self.get_object()
         body = ScaleRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
+        with refusals_on("replicas"):
             services.scale_app(app, body.validated_data["replicas"], user=request.user)
-        except DeployError as exc:
-            raise deploy_error(exc, "replicas") from None
         app.refresh_from_db()
         return Response(self.get_serializer(app).data)
 
@@ -140,10 +144,8 @@ class AppViewSet(viewsets.ModelViewSet):
     def swap_back(self, request: Request, pk: Any = None) -> Response:
         """Queue a switch back to the previous version while it is warm; 202, or 409 without one."""
         app = self.get_object()
-        try:
+        with refusals_on("app"):
             deployment = services.request_swap_back(app, user=request.user)
-        except DeployError as exc:
-            raise deploy_error(exc, "app") from None
         if deployment is None:
             raise Conflict(
                 f"{app.name} has no warm previous version to swap back to; deploy that "
@@ -156,10 +158,8 @@ class AppViewSet(viewsets.ModelViewSet):
     def undeploy(self, request: Request, pk: Any = None) -> Response:
         """Queue the removal of every version, the frontend and the backend; 202."""
         app = self.get_object()
-        try:
+        with refusals_on("app"):
             deployment = services.request_undeploy(app, user=request.user)
-        except DeployError as exc:
-            raise deploy_error(exc, "app") from None
         return queued(request, deployment)
 
 

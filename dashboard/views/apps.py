@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -148,17 +151,13 @@ def app_deploy(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a deploy (optionally of another image) and land on its deployment page."""
     app = _app_for(request, pk)
     _require(permissions.can_deploy(request.user, app), "deploy")
+
+    def deploy(data: dict[str, Any]) -> HttpResponse:
+        deployment = services.request_deploy(app, user=request.user, image=data["image"] or None)
+        return redirect("deployment-detail", pk=deployment.pk)
+
     form = DeployForm(request.POST)
-    if not form.is_valid():
-        return _detail_page(request, app, deploy_form=form, status=400)
-    try:
-        deployment = services.request_deploy(
-            app, user=request.user, image=form.cleaned_data["image"] or None
-        )
-    except DeployError as exc:
-        form.add_error("image", exc.message)
-        return _detail_page(request, app, deploy_form=form, status=400)
-    return redirect("deployment-detail", pk=deployment.pk)
+    return _submit(request, app, form, deploy, field="image", deploy_form=form)
 
 
 @require_POST
@@ -166,17 +165,33 @@ def scale_app_now(request: HttpRequest, pk: int) -> HttpResponse:
     """Set the app's replicas, and its live version's in the cluster."""
     app = _app_for(request, pk)
     _require(permissions.can_deploy(request.user, app), "scale apps")
+
+    def scale(data: dict[str, Any]) -> HttpResponse:
+        services.scale_app(app, data["replicas"], user=request.user)
+        messages.success(request, f"{app.name} scaled to {data['replicas']} replicas.")
+        return redirect("app-detail", pk=app.pk)
+
     form = ScaleForm(request.POST)
-    if not form.is_valid():
-        return _detail_page(request, app, scale_form=form, status=400)
-    replicas = form.cleaned_data["replicas"]
-    try:
-        services.scale_app(app, replicas, user=request.user)
-    except DeployError as exc:
-        form.add_error("replicas", exc.message)
-        return _detail_page(request, app, scale_form=form, status=400)
-    messages.success(request, f"{app.name} scaled to {replicas} replicas.")
-    return redirect("app-detail", pk=app.pk)
+    return _submit(request, app, form, scale, field="replicas", scale_form=form)
+
+
+def _submit(
+    request: HttpRequest,
+    app: App,
+    form: Form,
+    act: Callable[[dict[str, Any]], HttpResponse],
+    *,
+    field: str,
+    deploy_form: DeployForm | None = None,
+    scale_form: ScaleForm | None = None,
+) -> HttpResponse:
+    """``act`` on a valid form; else, or on a refusal (shown on ``field``), the app page, 400."""
+    if form.is_valid():
+        try:
+            return act(form.cleaned_data)
+        except DeployError as exc:
+            form.add_error(field, exc.message)
+    return _detail_page(request, app, deploy_form=deploy_form, scale_form=scale_form, status=400)
 
 
 @require_POST

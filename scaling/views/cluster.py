@@ -24,6 +24,7 @@ from scaling.permissions import (
     require,
 )
 from scaling.planner import app_baseline
+from scaling.views import delete_row
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +101,8 @@ def node_group_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Forget a node group (its machines stay); schedules lose their rows for it."""
     require(can_edit_node_groups(request.user), "delete node groups")
     group = get_object_or_404(NodeGroup, pk=pk)
-    name = group.name
-    group.delete()
-    messages.success(request, f"Node group {name} deleted; its machines were not touched.")
-    return redirect("scaling:cluster")
+    message = "Node group {name} deleted; its machines were not touched."
+    return delete_row(request, group, message, "scaling:cluster")
 
 
 @require_POST

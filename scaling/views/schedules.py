@@ -25,6 +25,7 @@ from scaling.permissions import (
 from scaling.planner import holding_now, schedule_problem, spec_of
 from scaling.preview import preview_or_problem, preview_schedule
 from scaling.schedule import InvalidSpec, known_zones, next_runs
+from scaling.views import delete_row
 
 
 def overview(request: HttpRequest) -> HttpResponse:
@@ -178,10 +179,7 @@ def schedule_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete a schedule (its runs stay, detached)."""
     require(can_edit_schedules(request.user), "delete schedules")
     schedule = get_object_or_404(Schedule, pk=pk)
-    name = schedule.name
-    schedule.delete()
-    messages.success(request, f"Schedule “{name}” deleted.")
-    return redirect("scaling:overview")
+    return delete_row(request, schedule, "Schedule “{name}” deleted.", "scaling:overview")
 
 
 @require_POST
