@@ -132,16 +132,10 @@ def labels_match(selector: LabelSelector, labels: Mapping[str, str] | None) -> b
     labels = labels or {}
     for key, op, values in selector:
         present = key in labels
-        if op == "=":
+        if op in ("=", "in"):
             if not present or labels[key] not in values:
                 return False
-        elif op == "!=":
-            if present and labels[key] in values:
-                return False
-        elif op == "in":
-            if not present or labels[key] not in values:
-                return False
-        elif op == "notin":
+        elif op in ("!=", "notin"):
             if present and labels[key] in values:
                 return False
         elif op == "exists":

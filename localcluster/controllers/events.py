@@ -53,59 +53,55 @@ class EventRecorder:
     ) -> None:
         """Record one event about ``obj`` (Normal or Warning) from ``component``; never raises."""
         try:
-            self._record(obj, event_type, reason, message, component, host, field_path)
+            involved = _ref(obj)
+            if field_path:
+                involved["fieldPath"] = field_path
+            namespace = involved.get("namespace") or CLUSTER_EVENT_NAMESPACE
+            key = (
+                namespace,
+                involved["uid"],
+                involved["kind"],
+                reason,
+                message,
+                component,
+                event_type,
+            )
+            now = now_rfc3339()
+            seen = self._seen.get(key)
+            if seen is not None:
+                existing = self.store.peek("events", namespace, seen[0])
+                if existing is not None:
+                    event = copy.deepcopy(existing)
+                    event["count"] = int(event.get("count") or 1) + 1
+                    event["lastTimestamp"] = now
+                    self.store.update_sync("events", namespace, seen[0], event)
+                    return
+            source: dict[str, str] = {"component": component}
+            if host:
+                source["host"] = host
+            name = f"{involved['name']}.{time.time_ns():x}{secrets.token_hex(1)}"
+            event = {
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message,
+                "source": source,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": event_type,
+                "eventTime": None,
+                "reportingComponent": component,
+                "reportingInstance": host or "",
+            }
+            self.store.create_sync("events", namespace, event)
+            self._seen[key] = (name, now)
+            if len(self._seen) > 20000:
+                # Old correlation keys only cost a new Event instead of a count bump.
+                self._seen.clear()
         except StatusError as exc:
             # An event about an object in a namespace being deleted is refused; that is fine.
             log.debug("event %s %s not recorded: %s", reason, message, exc)
-
-    def _record(
-        self,
-        obj: dict[str, Any],
-        event_type: str,
-        reason: str,
-        message: str,
-        component: str,
-        host: str | None,
-        field_path: str | None,
-    ) -> None:
-        involved = _ref(obj)
-        if field_path:
-            involved["fieldPath"] = field_path
-        namespace = involved.get("namespace") or CLUSTER_EVENT_NAMESPACE
-        key = (namespace, involved["uid"], involved["kind"], reason, message, component, event_type)
-        now = now_rfc3339()
-        seen = self._seen.get(key)
-        if seen is not None:
-            existing = self.store.peek("events", namespace, seen[0])
-            if existing is not None:
-                event = copy.deepcopy(existing)
-                event["count"] = int(event.get("count") or 1) + 1
-                event["lastTimestamp"] = now
-                self.store.update_sync("events", namespace, seen[0], event)
-                return
-        source: dict[str, str] = {"component": component}
-        if host:
-            source["host"] = host
-        name = f"{involved['name']}.{time.time_ns():x}{secrets.token_hex(1)}"
-        event = {
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message,
-            "source": source,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "type": event_type,
-            "eventTime": None,
-            "reportingComponent": component,
-            "reportingInstance": host or "",
-        }
-        self.store.create_sync("events", namespace, event)
-        self._seen[key] = (name, now)
-        if len(self._seen) > 20000:
-            # Old correlation keys only cost a new Event instead of a count bump.
-            self._seen.clear()
 
 
 # kube-apiserver's --event-ttl default.
