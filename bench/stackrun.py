@@ -241,11 +241,7 @@ class Stack:
 
     def _ours(self, pid: int) -> bool:
         """The process still runs with this stack's var dir (a pid is not reused by another)."""
-        marker = f"GREENLIGHT_VAR_DIR={self.var_dir}".encode()
-        try:
-            return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            return False
+        return _environ_has(pid, f"GREENLIGHT_VAR_DIR={self.var_dir}")
 
 
 # The REST API, the app page and the cluster ------------------------------------------------
@@ -417,8 +413,12 @@ class Cluster:
         return pids if any(self._in_this_cluster(pid) for pid in pids) else []
 
     def _in_this_cluster(self, pid: int) -> bool:
-        marker = f"KUBERNETES_SERVICE_PORT={self.cluster_port}".encode()
-        try:
-            return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            return False
+        return _environ_has(pid, f"KUBERNETES_SERVICE_PORT={self.cluster_port}")
+
+
+def _environ_has(pid: int, setting: str) -> bool:
+    """Whether the process runs with ``setting`` (NAME=value) in its environment; False once gone."""
+    try:
+        return setting.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
