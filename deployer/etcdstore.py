@@ -260,8 +260,7 @@ class EtcdStore:
 
     def put_applied(self, revision: int, **extra: Any) -> None:
         """Record that HAProxy now runs the configuration rendered at ``revision``."""
-        with _translated("put"):
-            self._client.put(self.applied_key, json.dumps({"revision": revision, **extra}))
+        self._put_revision(self.applied_key, revision, extra)
 
     # watches
     def wait_applied(
@@ -308,8 +307,11 @@ class EtcdStore:
 
     def put_drained(self, revision: int, **extra: Any) -> None:
         """Record that nothing older than ``revision`` runs in HAProxy (``extra``: figures)."""
+        self._put_revision(self.drained_key, revision, extra)
+
+    def _put_revision(self, key: str, revision: int, extra: dict[str, Any]) -> None:
         with _translated("put"):
-            self._client.put(self.drained_key, json.dumps({"revision": revision, **extra}))
+            self._client.put(key, json.dumps({"revision": revision, **extra}))
 
     def _wait_for(
         self,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,252})$")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
@@ -143,16 +145,22 @@ def clean(
     Keys are relative to the prefix: ``frontends/<hostname>``, ``backends/<name>``.
     """
     skipped: dict[str, str] = {}
-    good_backends: dict[str, BackendRecord] = {}
-    for name, value in sorted(backends.items()):
-        try:
-            good_backends[name] = parse_backend(name, value)
-        except RecordError as exc:
-            skipped[f"backends/{name}"] = str(exc)
-    good_frontends: dict[str, FrontendRecord] = {}
-    for hostname, value in sorted(frontends.items()):
-        try:
-            good_frontends[hostname] = parse_frontend(hostname, value)
-        except RecordError as exc:
-            skipped[f"frontends/{hostname}"] = str(exc)
+    good_backends = _parse_each("backends", backends, parse_backend, skipped)
+    good_frontends = _parse_each("frontends", frontends, parse_frontend, skipped)
     return good_frontends, good_backends, skipped
+
+
+def _parse_each(
+    folder: str,
+    records: Mapping[str, Any],
+    parse: Callable[[str, Any], R],
+    skipped: dict[str, str],
+) -> dict[str, R]:
+    """The records that parse, by name; each one that does not goes to ``skipped`` with why."""
+    good: dict[str, R] = {}
+    for name, value in sorted(records.items()):
+        try:
+            good[name] = parse(name, value)
+        except RecordError as exc:
+            skipped[f"{folder}/{name}"] = str(exc)
+    return good
