@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import Conflict, NotFound, StatusError
@@ -85,6 +85,29 @@ class Controller:
             if labels_match(selector, labels):
                 keys.append(obj_key(entry.obj))
         return keys
+
+    async def claim(
+        self,
+        resource: str,
+        owner: dict[str, Any],
+        adoptable: Callable[[dict[str, Any]], bool],
+        adopt: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """The objects of ``resource`` that ``owner`` controls, in store order (ClaimObjects).
+
+        An orphan that ``adoptable`` accepts is adopted in place; one controlled by another
+        owner is left alone.
+        """
+        uid = owner["metadata"]["uid"]
+        claimed = []
+        for entry in self.store.select(resource, owner["metadata"]["namespace"]):
+            ref = controller_of(entry.obj)
+            if ref is not None:
+                if ref.get("uid") == uid:
+                    claimed.append(entry.obj)
+            elif adoptable(entry.obj):
+                claimed.append(await adopt(entry.obj))
+        return claimed
 
     def on_event(self, event: Event) -> None:
         """Store listener entry point: enqueue the keys of one change."""

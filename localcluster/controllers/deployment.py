@@ -84,28 +84,22 @@ class DeploymentController(Controller):
             await self._rolling(d, new_rs, old_rss)
 
     async def _owned_replicasets(self, d: dict[str, Any], selector: Any) -> list[dict[str, Any]]:
-        uid = d["metadata"]["uid"]
         namespace = d["metadata"]["namespace"]
-        owned = []
-        for entry in self.store.select("replicasets.apps", namespace):
-            rs = entry.obj
-            ref = controller_of(rs)
-            if ref is not None:
-                if ref.get("uid") == uid:
-                    owned.append(rs)
-            elif not rs["metadata"].get("deletionTimestamp") and labels_match(
+
+        def adoptable(rs: dict[str, Any]) -> bool:
+            return not rs["metadata"].get("deletionTimestamp") and labels_match(
                 selector, rs["metadata"].get("labels") or {}
-            ):
+            )
 
-                def adopt(current: dict[str, Any]) -> None:
-                    current["metadata"].setdefault("ownerReferences", []).append(owner_ref(d))
+        def add_owner(current: dict[str, Any]) -> None:
+            current["metadata"].setdefault("ownerReferences", []).append(owner_ref(d))
 
-                owned.append(
-                    await self.store.mutate(
-                        "replicasets.apps", namespace, rs["metadata"]["name"], adopt
-                    )
-                )
-        return owned
+        async def adopt(rs: dict[str, Any]) -> dict[str, Any]:
+            return await self.store.mutate(
+                "replicasets.apps", namespace, rs["metadata"]["name"], add_owner
+            )
+
+        return await self.claim("replicasets.apps", d, adoptable, adopt)
 
     def _split(
         self, d: dict[str, Any], rss: list[dict[str, Any]]

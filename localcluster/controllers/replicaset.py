@@ -201,24 +201,20 @@ class ReplicaSetController(Controller):
         rs = self.store.peek("replicasets.apps", key[0], key[1])
         if rs is None:
             return
-        namespace = key[0]
-        uid = rs["metadata"]["uid"]
         selector = selector_from_label_selector(rs["spec"].get("selector")) or ()
-        pods = []
-        for entry in self.store.select("pods", namespace):
-            pod = entry.obj
-            ref = controller_of(pod)
-            if ref is not None:
-                if ref.get("uid") == uid:
-                    pods.append(pod)
-                continue
-            if (
+
+        def adoptable(pod: dict[str, Any]) -> bool:
+            return bool(
                 selector
                 and not rs["metadata"].get("deletionTimestamp")
                 and pod_active(pod)
                 and labels_match(selector, pod["metadata"].get("labels") or {})
-            ):
-                pods.append(await self._adopt(rs, pod))
+            )
+
+        async def adopt(pod: dict[str, Any]) -> dict[str, Any]:
+            return await self._adopt(rs, pod)
+
+        pods = await self.claim("pods", rs, adoptable, adopt)
         active = [p for p in pods if pod_active(p)]
         if not rs["metadata"].get("deletionTimestamp"):
             wanted = int(rs["spec"].get("replicas", 1))
