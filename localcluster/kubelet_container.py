@@ -394,6 +394,11 @@ class ContainerLifecycle(abc.ABC):
                 grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
             await proc.stop(float(grace))
 
+        def unhealthy(probe: str, result: ProbeResult) -> None:
+            self.event(
+                "Warning", "Unhealthy", f"{probe} probe failed: {result.message}", field_path
+            )
+
         async def on_startup(result: ProbeResult, healthy: bool, tripped: bool) -> bool:
             assert startup is not None
             if healthy:
@@ -402,9 +407,7 @@ class ContainerLifecycle(abc.ABC):
                 started.set()
                 self.mark_dirty()
                 return True  # a startup probe stops once it has passed
-            self.event(
-                "Warning", "Unhealthy", f"Startup probe failed: {result.message}", field_path
-            )
+            unhealthy("Startup", result)
             if tripped:
                 await kill("startup", startup)
                 return True
@@ -412,9 +415,7 @@ class ContainerLifecycle(abc.ABC):
 
         async def on_readiness(result: ProbeResult, healthy: bool, tripped: bool) -> bool:
             if not result.ok:
-                self.event(
-                    "Warning", "Unhealthy", f"Readiness probe failed: {result.message}", field_path
-                )
+                unhealthy("Readiness", result)
             if state.ready != healthy:
                 state.ready = healthy
                 self.mark_dirty()
@@ -423,9 +424,7 @@ class ContainerLifecycle(abc.ABC):
         async def on_liveness(result: ProbeResult, healthy: bool, tripped: bool) -> bool:
             assert liveness is not None
             if not result.ok:
-                self.event(
-                    "Warning", "Unhealthy", f"Liveness probe failed: {result.message}", field_path
-                )
+                unhealthy("Liveness", result)
             if tripped:
                 await kill("liveness", liveness)
                 return True
