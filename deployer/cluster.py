@@ -148,6 +148,16 @@ def build_disruption_budget(
     return client.V1PodDisruptionBudget.from_dict(body)
 
 
+def _create_or_replace(
+    create: Callable[..., Any], replace: Callable[..., Any], namespace: str, body: Any
+) -> None:
+    """Create ``body`` in ``namespace``, or replace the object of that name that exists."""
+    try:
+        k8s.call(create, namespace, body)
+    except Conflict:
+        k8s.call(replace, body.metadata.name, namespace, body)
+
+
 class KubeCluster:
     """Versioned objects of apps in a Kubernetes cluster, through deployer.k8s."""
 
@@ -192,24 +202,18 @@ class KubeCluster:
         service = build_service(descriptor, version)
         budget = build_disruption_budget(descriptor, version)
         # The budget first: no pod of the version ever runs unprotected.
-        try:
-            k8s.call(self.policy.create_namespaced_pod_disruption_budget, namespace, budget)
-        except Conflict:
-            k8s.call(
-                self.policy.replace_namespaced_pod_disruption_budget,
-                budget.metadata.name,
-                namespace,
-                budget,
-            )
-        try:
-            k8s.call(self.apps.create_namespaced_deployment, namespace, deployment)
-        except Conflict:
-            k8s.call(
-                self.apps.replace_namespaced_deployment,
-                deployment.metadata.name,
-                namespace,
-                deployment,
-            )
+        _create_or_replace(
+            self.policy.create_namespaced_pod_disruption_budget,
+            self.policy.replace_namespaced_pod_disruption_budget,
+            namespace,
+            budget,
+        )
+        _create_or_replace(
+            self.apps.create_namespaced_deployment,
+            self.apps.replace_namespaced_deployment,
+            namespace,
+            deployment,
+        )
         # An existing Service has the same selector and port: it is what we would create.
         with contextlib.suppress(Conflict):
             k8s.call(self.core.create_namespaced_service, namespace, service)

@@ -176,15 +176,21 @@ def take_out(
     remaining = max(0.0, timeout - (time.monotonic() - started))
     removal.drained = store.wait_drained(removal.revision, remaining, cancelled=cancelled)
     if removal.drained:
-        timed_out = _timed_out(store)
-        late = [name for name in removal.pods if any(name in item for item in timed_out)]
+        timed_out = set(_timed_out(store))
+        late = [
+            str(server["name"])
+            for backend, entries in sorted(removal.servers.items())
+            for server in entries
+            if f"{backend}/{server['name']}" in timed_out
+        ]
         if late:
             log("warning", f"{', '.join(late)} still had requests when the drain timed out")
-        log(
-            "info",
-            f"no requests left on {', '.join(removal.pods)} after "
-            f"{(time.monotonic() - left) * 1000:.0f} ms; removing",
-        )
+        if clean := [name for name in removal.pods if name not in late]:
+            log(
+                "info",
+                f"no requests left on {', '.join(clean)} after "
+                f"{(time.monotonic() - left) * 1000:.0f} ms; removing",
+            )
     else:
         log(
             "warning",

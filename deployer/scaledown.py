@@ -35,13 +35,12 @@ class ScalableCluster(Protocol):
 def choose_victims(pods: list[PodInfo], cordoned: set[str], count: int) -> list[PodInfo]:
     """The ``count`` pods a scale-down removes: not serving first, then emptied nodes, newest."""
 
-    def rank(pod: PodInfo) -> tuple[int, int, str]:
-        serving = pod.phase == "Running" and pod.ready
-        return (1 if serving else 0, 0 if pod.node in cordoned else 1, pod.created)
+    def rank(pod: PodInfo) -> tuple[bool, bool]:
+        return (pod.phase == "Running" and pod.ready, pod.node not in cordoned)
 
-    # Newest first within a rank: sort by creation descending, then stably by the rest.
+    # Newest first within a rank: sort by creation descending, then stably by rank.
     newest_first = sorted(pods, key=lambda p: p.created, reverse=True)
-    return sorted(newest_first, key=lambda p: rank(p)[:2])[:count]
+    return sorted(newest_first, key=rank)[:count]
 
 
 def scale_version(

@@ -13,6 +13,7 @@ deletion of a version are here too, as deploy and swap back both use them.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Workflow:
+class Workflow(abc.ABC):
     """Runs one deployment (already RUNNING) to a terminal status; see the module docstring."""
 
     # The steps of this kind, in order, with their titles (also the deployment page's list).
@@ -203,9 +204,9 @@ class Workflow:
                 self.cleanup(failure)
             self.finish(failure, self.clock.monotonic() - started)
 
+    @abc.abstractmethod
     def run(self) -> None:
         """The steps of this kind; raise StopDeployment to stop and roll back."""
-        raise NotImplementedError
 
     def finish(self, failure: StopDeployment | None, seconds: float) -> None:
         """Move the row to its terminal status and say so in the log."""

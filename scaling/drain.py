@@ -216,7 +216,7 @@ def _evict_in_turn(
         serving = serving_pod(state.pod)
         removal: Removal | None = None
         if rotation is not None and serving is not None:
-            grace = options.grace_seconds if options.grace_seconds is not None else None
+            grace = options.grace_seconds
             timeout = float(grace if grace is not None else state.pod.grace_seconds)
             try:
                 if count is None:
