@@ -42,12 +42,12 @@ system-test:
 
 # umask 077: everything the stack writes under the var dir is private (0600, folders 0700).
 run: system-run venv
-	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack prepare
+	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) -m launcher.stack prepare
 	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) manage.py migrate --noinput -v 0
 	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) manage.py collectstatic --noinput -v 0
 	@umask 077 && GREENLIGHT_DEBUG=1 $(PY) manage.py bootstrap
-	@GREENLIGHT_DEBUG=1 $(PY) -m dashboard.stack banner
-	@umask 077 && GREENLIGHT_DEBUG=1 exec $(PY) -m dashboard.supervisor Procfile
+	@GREENLIGHT_DEBUG=1 $(PY) -m launcher.stack banner
+	@umask 077 && GREENLIGHT_DEBUG=1 exec $(PY) -m launcher.supervisor Procfile
 
 test: system-test venv
 	$(VENV)/bin/ruff check .

@@ -9,8 +9,8 @@ runs every scenario with the defaults (about 3 minutes); all options, with their
                                          [--concurrency 40] [--rate 400] [--slow-share 0.25]
                                          [--rest 5] [--settle 2] [--step-timeout 240] [--keep]
 
-Starts the whole stack as ``make run`` does (``dashboard.stack prepare``, migrate,
-``manage.py bootstrap``, ``python -m dashboard.supervisor Procfile``; see
+Starts the whole stack as ``make run`` does (``launcher.stack prepare``, migrate,
+``manage.py bootstrap``, ``python -m launcher.supervisor Procfile``; see
 ``bench/stackrun.py``) on free loopback ports, with a 4-node localcluster and a throwaway
 var dir; takes an API token with ``manage.py drf_create_token admin``; creates and deploys
 through the REST API the app ``bench`` (demo/hello:1, 6 replicas, frontend bench.localhost,

@@ -1,7 +1,7 @@
 """The Greenlight stack for benches: started as ``make run`` starts it, and its clients.
 
-:class:`Stack` runs ``dashboard.stack prepare``, migrate, ``manage.py bootstrap`` and
-``python -m dashboard.supervisor Procfile`` on free loopback ports with a throwaway var dir
+:class:`Stack` runs ``launcher.stack prepare``, migrate, ``manage.py bootstrap`` and
+``python -m launcher.supervisor Procfile`` on free loopback ports with a throwaway var dir
 and a 4-node localcluster, and stops every process it started. :class:`Api` is the
 dashboard's REST API (a token) and its pages (a signed-in session); :class:`Cluster` is
 localcluster through the official Kubernetes client and HAProxy's stats page.
@@ -94,7 +94,7 @@ def stack_env(var_dir: Path, web_port: int, lb_port: int, password: str) -> dict
 
 
 class Stack:
-    """The whole stack under ``dashboard.supervisor``, started the way ``make run`` starts it."""
+    """The whole stack under ``launcher.supervisor``, started the way ``make run`` starts it."""
 
     def __init__(self, workdir: Path) -> None:
         self.var_dir = workdir / "var"
@@ -123,7 +123,7 @@ class Stack:
 
     def start(self, timeout: float) -> None:
         """Prepare, migrate, bootstrap, start the supervisor and wait for web, LB and cluster."""
-        self.manage("-m", "dashboard.stack", "prepare")
+        self.manage("-m", "launcher.stack", "prepare")
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("bootstrap")
         taken = [p for p in range(self.web_port, self.lb_port + 1) if not _port_free(p)]
@@ -131,7 +131,7 @@ class Stack:
             raise StepFailed(f"ports {taken} were taken by another process; run again")
         log = self.log_path.open("ab")
         self.supervisor = subprocess.Popen(
-            [sys.executable, "-m", "dashboard.supervisor", "Procfile"],
+            [sys.executable, "-m", "launcher.supervisor", "Procfile"],
             cwd=REPO,
             env=self.env,
             stdout=log,

@@ -17,7 +17,7 @@ from dashboard.env import (
     env_str,
     proxy_ssl_header,
 )
-from dashboard.stack import StackConfig, secret_key_from_var_dir
+from launcher.stack import StackConfig, secret_key_from_var_dir
 
 STACK = StackConfig.from_env()
 VAR_DIR: Path = STACK.var_dir

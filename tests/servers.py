@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from dashboard.stack import etcd_command, haproxy_command, redis_command
 from deployer.lbconfig import render_config
+from launcher.stack import etcd_command, haproxy_command, redis_command
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from dashboard import env
-from dashboard.stack import StackConfig, process_command
-from dashboard.supervisor import Entry, Supervisor, read_procfile
+from launcher.stack import StackConfig, process_command
+from launcher.supervisor import Entry, Supervisor, read_procfile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,7 +136,7 @@ def test_it_leaves_no_process_behind_after_sigint(tmp_path: Path) -> None:
     marker = tmp_path / "child.pid"
     procfile.write_text(f"child: sh -c 'echo $$ > {marker}; exec sleep 60'\n")
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.supervisor", str(procfile)],
+        [sys.executable, "-m", "launcher.supervisor", str(procfile)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -158,7 +158,7 @@ def test_it_leaves_no_process_behind_when_the_supervisor_is_killed(tmp_path: Pat
     marker = tmp_path / "child.pid"
     procfile.write_text(f"child: sh -c 'echo $$ > {marker}; exec sleep 60'\n")
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.supervisor", str(procfile)],
+        [sys.executable, "-m", "launcher.supervisor", str(procfile)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )

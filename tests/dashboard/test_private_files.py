@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.stack import StackConfig, prepare, process_command
+from launcher.stack import StackConfig, prepare, process_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-webhook-token-in-the-path"
@@ -134,7 +134,7 @@ def make_run_steps() -> list[str]:
 
 def supervisor_line() -> str:
     recipe = (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
-    line = next(line for line in recipe.splitlines() if "dashboard.supervisor" in line)
+    line = next(line for line in recipe.splitlines() if "launcher.supervisor" in line)
     return line.strip().lstrip("@").replace("$(PY)", sys.executable)
 
 

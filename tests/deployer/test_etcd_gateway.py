@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from dashboard.stack import etcd_command
 from deployer.etcdstore import EtcdStore
+from launcher.stack import etcd_command
 from tests.servers import Server
 
 REPO = Path(__file__).resolve().parents[2]

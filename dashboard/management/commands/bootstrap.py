@@ -8,8 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from dashboard.stack import admin_password
 from deployer.demo import ensure_demo_app
+from launcher.stack import admin_password
 from scaling.demo import ensure_demo_scaling
 
 

@@ -1,9 +1,9 @@
 """The embedded development stack: ports, paths and the command line of every process.
 
-``make run`` starts honcho on the Procfile; each Procfile line is
-``python -m dashboard.stack <process>``, which prepares that process's directory
+``make run`` starts :mod:`launcher.supervisor` on the Procfile; each Procfile line is
+``python -m launcher.stack <process>``, which prepares that process's directory
 and ``exec``s its real command, so signals reach it directly. Tests start the same
-servers through :func:`server_command` on free ports.
+servers on free ports through the command builders here (``redis_command``, ...).
 
 Everything under the var dir is private to its owner: folders 0700, files 0600. The
 files Greenlight writes itself are created with those modes, and every process of the
@@ -251,9 +251,9 @@ def banner(config: StackConfig) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dashboard.stack prepare|<process>``: prepare the var dir or exec a process."""
+    """``python -m launcher.stack prepare|<process>``: prepare the var dir or exec a process."""
     if len(argv) != 1:
-        raise SystemExit("usage: python -m dashboard.stack prepare|banner|<process>")
+        raise SystemExit("usage: python -m launcher.stack prepare|banner|<process>")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     # Inherited through exec: whatever the process creates under the var dir is private.
     os.umask(PRIVATE_UMASK)

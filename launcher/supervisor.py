@@ -195,7 +195,7 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dashboard.supervisor [Procfile]``."""
+    """``python -m launcher.supervisor [Procfile]``."""
     procfile = Path(argv[0]) if argv else Path("Procfile")
     raise SystemExit(Supervisor(read_procfile(procfile)).run())
 
