@@ -50,6 +50,29 @@ class Snapshot:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """An etcd lease: its id and the TTL etcd granted, in seconds."""
+
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """One live load balancer: its registration and the revisions it acknowledged.
+
+    ``record`` is what its proxysync registered under ``lbs/<id>`` (address, HAProxy
+    version, health, reload figures); ``applied`` and ``drained`` are its records under
+    ``applied/<id>`` and ``drained/<id>``, None until it wrote them.
+    """
+
+    id: str
+    record: dict[str, Any]
+    applied: dict[str, Any] | None
+    drained: dict[str, Any] | None
+
+
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
@@ -108,6 +131,33 @@ class EtcdStore:
     def backend_key(self, backend: str) -> str:
         """The key of the backend record ``backend``."""
         return f"{self.prefix}/backends/{backend}"
+
+    @property
+    def lbs_prefix(self) -> str:
+        """The prefix under which every live load balancer is registered."""
+        return f"{self.prefix}/lbs/"
+
+    def lb_key(self, lb_id: str) -> str:
+        """The registration key of load balancer ``lb_id`` (under its lease)."""
+        return f"{self.lbs_prefix}{lb_id}"
+
+    @property
+    def applied_prefix(self) -> str:
+        """The prefix of the per-load-balancer applied records."""
+        return f"{self.prefix}/applied/"
+
+    def applied_key_of(self, lb_id: str) -> str:
+        """The key load balancer ``lb_id``'s proxysync writes after applying a revision."""
+        return f"{self.applied_prefix}{lb_id}"
+
+    @property
+    def drained_prefix(self) -> str:
+        """The prefix of the per-load-balancer drained records."""
+        return f"{self.prefix}/drained/"
+
+    def drained_key_of(self, lb_id: str) -> str:
+        """The key load balancer ``lb_id``'s proxysync writes once no older worker runs."""
+        return f"{self.drained_prefix}{lb_id}"
 
     @property
     def applied_key(self) -> str:
@@ -174,6 +224,49 @@ class EtcdStore:
         """The backend record ``backend``, or None."""
         return self.get(self.backend_key(backend))[0]
 
+    def load_balancers(self) -> list[LoadBalancer]:
+        """Every live load balancer (registered under ``lbs/``), sorted by id, read atomically.
+
+        Applied and drained records of an id that is not registered are left out: they
+        belong to a load balancer whose lease is being revoked.
+        """
+        return self._load_balancers_at()[0]
+
+    def _load_balancers_at(self) -> tuple[list[LoadBalancer], int]:
+        """The live load balancers and the etcd revision they were read at."""
+        ops = self._client.transactions
+        prefixes = [self.lbs_prefix, self.applied_prefix, self.drained_prefix]
+        # One transaction: the three ranges are read at the same revision.
+        response = self._txn_response(
+            [ops.get(p, etcd3.utils.increment_last_byte(p.encode())) for p in prefixes]
+        )
+        revision = int(response.header.revision)
+        parts: list[dict[str, dict[str, Any]]] = []
+        for reply in response.responses:
+            records: dict[str, dict[str, Any]] = {}
+            for kv in reply.response_range.kvs:
+                key = kv.key.decode(errors="replace")
+                try:
+                    value = json.loads(kv.value)
+                except (ValueError, RecursionError):
+                    logger.warning("ignoring %s: not JSON", key)
+                    continue
+                if isinstance(value, dict):
+                    records[key.rpartition("/")[2]] = value
+            parts.append(records)
+        registered, applied, drained = parts
+        balancers = [
+            LoadBalancer(lb_id, registered[lb_id], applied.get(lb_id), drained.get(lb_id))
+            for lb_id in sorted(registered)
+        ]
+        return balancers, revision
+
+    def current_revision(self) -> int:
+        """etcd's current revision (the header revision of a read)."""
+        with _translated("get"):
+            response = self._client.get_response(self.lbs_prefix)
+        return int(response.header.revision)
+
     def applied_revision(self) -> int:
         """The etcd revision proxysync last applied to HAProxy (0 when never)."""
         value, _ = self.get(self.applied_key)
@@ -182,6 +275,11 @@ class EtcdStore:
     # writes
     def _txn(self, success: list[Any], compare: list[Any] | None = None) -> int:
         """Run a transaction; its revision, or 0 when ``compare`` failed and nothing was written."""
+        response = self._txn_response(success, compare)
+        return int(response.header.revision) if response.succeeded else 0
+
+    def _txn_response(self, success: list[Any], compare: list[Any] | None = None) -> Any:
+        """Run a transaction and return etcd's whole response."""
         # etcd3's transaction() drops the response header; the revision is what the
         # workflow waits for proxysync to apply, so the request is sent here directly.
         with _translated("transaction"):
@@ -196,7 +294,7 @@ class EtcdStore:
                 credentials=self._client.call_credentials,
                 metadata=self._client.metadata,
             )
-        return int(response.header.revision) if response.succeeded else 0
+        return response
 
     def put_route(
         self,
@@ -258,9 +356,40 @@ class EtcdStore:
         deletes += [ops.delete(self.backend_key(name)) for name in backends]
         return self._txn(deletes)
 
-    def put_applied(self, revision: int, **extra: Any) -> None:
-        """Record that HAProxy now runs the configuration rendered at ``revision``."""
-        self._put_revision(self.applied_key, revision, extra)
+    def put_applied(
+        self, revision: int, *, lb_id: str | None = None, lease: Lease | None = None, **extra: Any
+    ) -> None:
+        """Record that load balancer ``lb_id``'s HAProxy runs the configuration of ``revision``.
+
+        The record is attached to ``lease`` (the load balancer's registration), so it
+        vanishes with the load balancer. Without ``lb_id`` the single record of a store
+        without a fleet (``<prefix>/applied``) is written.
+        """
+        key = self.applied_key if lb_id is None else self.applied_key_of(lb_id)
+        self._put_revision(key, revision, extra, lease)
+
+    # leases: a load balancer's registration lives as long as its proxysync refreshes it
+    def grant_lease(self, ttl: int) -> Lease:
+        """A new etcd lease of ``ttl`` seconds."""
+        with _translated("lease grant"):
+            granted = self._client.lease(ttl)
+        return Lease(int(granted.id), int(granted.ttl))
+
+    def refresh_lease(self, lease: Lease) -> bool:
+        """Keep ``lease`` alive for another TTL; False when it already expired (or was revoked)."""
+        with _translated("lease refresh"):
+            responses = list(self._client.refresh_lease(lease.id))
+        return bool(responses) and int(responses[-1].TTL) > 0
+
+    def revoke_lease(self, lease: Lease) -> None:
+        """End ``lease`` now: every key attached to it is deleted."""
+        with _translated("lease revoke"):
+            self._client.revoke_lease(lease.id)
+
+    def register_lb(self, lb_id: str, record: dict[str, Any], lease: Lease) -> None:
+        """Write load balancer ``lb_id``'s registration under ``lease``."""
+        with _translated("put"):
+            self._client.put(self.lb_key(lb_id), json.dumps(record), lease=lease.id)
 
     # watches
     def wait_applied(
@@ -305,13 +434,22 @@ class EtcdStore:
         """The key proxysync writes once no HAProxy worker runs an older configuration."""
         return f"{self.prefix}/drained"
 
-    def put_drained(self, revision: int, **extra: Any) -> None:
-        """Record that nothing older than ``revision`` runs in HAProxy (``extra``: figures)."""
-        self._put_revision(self.drained_key, revision, extra)
+    def put_drained(
+        self, revision: int, *, lb_id: str | None = None, lease: Lease | None = None, **extra: Any
+    ) -> None:
+        """Record that nothing older than ``revision`` runs in ``lb_id``'s HAProxy (``extra``: figures)."""
+        key = self.drained_key if lb_id is None else self.drained_key_of(lb_id)
+        self._put_revision(key, revision, extra, lease)
 
-    def _put_revision(self, key: str, revision: int, extra: dict[str, Any]) -> None:
+    def _put_revision(
+        self, key: str, revision: int, extra: dict[str, Any], lease: Lease | None
+    ) -> None:
         with _translated("put"):
-            self._client.put(key, json.dumps({"revision": revision, **extra}))
+            self._client.put(
+                key,
+                json.dumps({"revision": revision, **extra}),
+                lease=None if lease is None else lease.id,
+            )
 
     def _wait_for(
         self,

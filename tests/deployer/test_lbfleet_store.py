@@ -1,0 +1,69 @@
+"""The load balancer fleet in etcd: registrations under leases, per-load-balancer records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from deployer.etcdstore import EtcdStore, LoadBalancer
+from tests.servers import Server
+
+
+def _store(etcd: Server) -> EtcdStore:
+    return EtcdStore(str(etcd.extra["endpoint"]), f"/fleet-{uuid.uuid4().hex[:8]}")
+
+
+def test_load_balancers_lists_the_registered_ones_with_their_records_sorted(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store:
+        assert store.load_balancers() == []
+        first, second = store.grant_lease(5), store.grant_lease(5)
+        store.register_lb("lb-1", {"id": "lb-1", "address": "http://127.0.0.1:2"}, second)
+        store.register_lb("lb-0", {"id": "lb-0", "address": "http://127.0.0.1:1"}, first)
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        store.put_applied(revision, lb_id="lb-0", lease=first, skipped={})
+        store.put_drained(revision, lb_id="lb-0", lease=first)
+        # A record of an id that is not registered is not a load balancer.
+        store.put_applied(revision, lb_id="lb-9")
+
+        assert store.load_balancers() == [
+            LoadBalancer(
+                "lb-0",
+                {"id": "lb-0", "address": "http://127.0.0.1:1"},
+                {"revision": revision, "skipped": {}},
+                {"revision": revision},
+            ),
+            LoadBalancer("lb-1", {"id": "lb-1", "address": "http://127.0.0.1:2"}, None, None),
+        ]
+        assert store.current_revision() > revision
+
+
+def test_a_load_balancer_whose_lease_ends_drops_out_with_its_records(etcd: Server) -> None:
+    with _store(etcd) as store:
+        kept, revoked, expiring = (store.grant_lease(ttl) for ttl in (5, 5, 1))
+        for lb_id, lease in (("lb-0", kept), ("lb-1", revoked), ("lb-2", expiring)):
+            store.register_lb(lb_id, {"id": lb_id}, lease)
+            store.put_applied(1, lb_id=lb_id, lease=lease)
+        assert [lb.id for lb in store.load_balancers()] == ["lb-0", "lb-1", "lb-2"]
+
+        store.revoke_lease(revoked)
+        assert [lb.id for lb in store.load_balancers()] == ["lb-0", "lb-2"]
+        assert store.get(store.applied_key_of("lb-1")) == (None, 0)
+
+        deadline = time.monotonic() + 10
+        while len(store.load_balancers()) > 1 and time.monotonic() < deadline:
+            assert store.refresh_lease(kept)
+            time.sleep(0.2)
+        assert [lb.id for lb in store.load_balancers()] == ["lb-0"]
+        assert not store.refresh_lease(expiring)
+        assert store.refresh_lease(kept)
+
+
+def test_current_revision_is_the_revision_of_the_latest_write(etcd: Server) -> None:
+    with _store(etcd) as store:
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        assert store.current_revision() == revision
+        assert store.current_revision() == revision
+        assert store.point_frontend("a.localhost", "default.a-v1") == revision + 1
+        assert store.current_revision() == revision + 1
