@@ -24,7 +24,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("deployments/<int:pk>/abort/", deployments.deployment_abort, name="deployment-abort"),
     path("load-balancer/", loadbalancer.load_balancer, name="load-balancer"),
     path("scaling/", include("scaling.urls")),
-    path("api/scaling/", include("scaling.api_urls")),
+    path("api/scaling/", include("dashboard.api.scaling_urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -28,11 +28,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from dashboard.api.permissions import writes
-from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
-from deployer.livelog import parse_after
-from deployer.models import App
-from scaling import permissions, services
-from scaling.api_serializers import (
+from dashboard.api.scaling_serializers import (
     NodeGroupSerializer,
     RunFilterSerializer,
     RunLogPageSerializer,
@@ -42,6 +38,10 @@ from scaling.api_serializers import (
     ScalingScaleRequest,
     ScheduleSerializer,
 )
+from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
+from deployer.livelog import parse_after
+from deployer.models import App
+from scaling import permissions, services
 from scaling.editor import ScheduleEdit
 from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
 from scaling.models import NodeGroup, ScalingRun, ScalingRunLog, Schedule

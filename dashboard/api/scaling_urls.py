@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
-from scaling import api
+from dashboard.api import scaling as api
 
 app_name = "scaling-api"
 
