@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -186,6 +187,21 @@ LB_PORT = STACK.lb_port
 HAPROXY_BIND = env_str("GREENLIGHT_HAPROXY_BIND", "127.0.0.1")
 LB_URL = env_str("GREENLIGHT_LB_URL", f"http://127.0.0.1:{STACK.lb_port}")
 HAPROXY_STATS_PORT = STACK.haproxy_stats_port
+# This load balancer of the fleet: its id under <prefix>/lbs/, where users' traffic enters
+# it, and how long its registration outlives a proxysync that stopped refreshing it.
+LB_ID = env_str("GREENLIGHT_LB_ID", "lb-0")
+if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", LB_ID):
+    raise ImproperlyConfigured(
+        f"GREENLIGHT_LB_ID must be 1 to 63 letters, digits, '.', '_' or '-' starting with "
+        f"a letter or digit, got {LB_ID!r}"
+    )
+LB_ADDRESS = env_str("GREENLIGHT_LB_ADDRESS", LB_URL).rstrip("/")
+_lb_address = urlparse(LB_ADDRESS)
+if _lb_address.scheme not in ("http", "https") or not _lb_address.hostname:
+    raise ImproperlyConfigured(
+        f"GREENLIGHT_LB_ADDRESS must be an http:// or https:// URL with a host, got {LB_ADDRESS!r}"
+    )
+LB_LEASE_SECONDS = env_int("GREENLIGHT_LB_LEASE_SECONDS", 5, minimum=2, maximum=300)
 
 WEB_URL = env_str("GREENLIGHT_WEB_URL", f"http://127.0.0.1:{STACK.web_port}")
 
