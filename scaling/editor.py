@@ -32,6 +32,12 @@ SCHEDULE_FIELDS = ("name", "enabled", *TIMING_FIELDS)
 APP_ROW_FIELDS = ("app", "mode", "value", "floor")
 KEPT, DELETED = -1, -2
 GROUP_ROW_FIELDS = ("node_group", "desired")
+# Each list of rows in an API body (also the schedule's related name): its formset's
+# prefix, the field naming its target, and its fields.
+ROW_LISTS = (
+    ("app_actions", APP_PREFIX, "app", APP_ROW_FIELDS),
+    ("node_group_actions", GROUP_PREFIX, "node_group", GROUP_ROW_FIELDS),
+)
 
 Errors = dict[str, Any]
 
@@ -63,21 +69,16 @@ class ScheduleEdit:
         data = {key: value for key, value in data.items() if value is not None}
         if not data.get("enabled", False):
             data.pop("enabled", None)  # an unticked checkbox is an absent one
-        app_rows = _rows(
-            data,
-            APP_PREFIX,
-            list(instance.app_actions.all()) if schedule else [],
-            body.get("app_actions"),
-            "app",
-            APP_ROW_FIELDS,
-        )
-        group_rows = _rows(
-            data,
-            GROUP_PREFIX,
-            list(instance.node_group_actions.all()) if schedule else [],
-            body.get("node_group_actions"),
-            "node_group",
-            GROUP_ROW_FIELDS,
+        app_rows, group_rows = (
+            _rows(
+                data,
+                prefix,
+                list(getattr(instance, name).all()) if schedule else [],
+                body.get(name),
+                target,
+                fields,
+            )
+            for name, prefix, target, fields in ROW_LISTS
         )
         return cls(
             ScheduleForm(data, instance=instance),
