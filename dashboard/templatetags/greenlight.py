@@ -13,6 +13,9 @@ from dashboard.images import repository
 
 register = template.Library()
 
+# The largest unit an age has at least one of names it: days, hours, minutes, else seconds.
+_AGO_UNITS = ((86400, "d"), (3600, "h"), (60, "min"))
+
 
 @register.filter
 def ago(value: datetime | None) -> str:
@@ -20,13 +23,10 @@ def ago(value: datetime | None) -> str:
     if value is None:
         return ""
     seconds = max(0, int((timezone.now() - value).total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} d ago"
+    for size, unit in _AGO_UNITS:
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
 
 
 @register.filter
