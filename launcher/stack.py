@@ -5,6 +5,12 @@
 and ``exec``s its real command, so signals reach it directly. Tests start the same
 servers on free ports through the command builders here (``redis_command``, ...).
 
+``GREENLIGHT_LB_COUNT`` load balancers run side by side: load balancer ``i`` (id ``lb-<i>``)
+is the processes ``haproxy-<i>`` and ``proxysync-<i>``, the Procfile's ``{lb}`` lines
+started once per load balancer. It serves users' traffic on ``GREENLIGHT_LB_PORT + i``,
+its stats page on the HAProxy stats port + ``i``, and keeps its configuration, master
+socket and pid file in a folder of its own.
+
 Everything under the var dir is private to its owner: folders 0700, files 0600. The
 files Greenlight writes itself are created with those modes, and every process of the
 stack starts with umask 077, so what redis, etcd, HAProxy, Celery and SQLite create
@@ -20,13 +26,58 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from dashboard.env import BASE_DIR, env_int, env_optional, env_path
 from deployer.lbconfig import render_config
+
+MAX_LOAD_BALANCERS = 16
+# Processes of which the stack runs one per load balancer ("haproxy-0", "proxysync-1", ...).
+PER_LOAD_BALANCER = ("haproxy", "proxysync")
+
+
+@dataclass(frozen=True)
+class LoadBalancerSlot:
+    """Load balancer ``index`` of the stack: its id, ports and HAProxy folder."""
+
+    index: int
+    port: int
+    stats_port: int
+    haproxy_dir: Path
+
+    @property
+    def id(self) -> str:
+        """The id its proxysync registers under (``GREENLIGHT_LB_ID``)."""
+        return f"lb-{self.index}"
+
+    @property
+    def address(self) -> str:
+        """Where users' traffic enters it (``GREENLIGHT_LB_ADDRESS``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config(self) -> Path:
+        """The haproxy.cfg its proxysync renders."""
+        return self.haproxy_dir / "haproxy.cfg"
+
+    @property
+    def master_socket(self) -> Path:
+        """HAProxy's master CLI socket."""
+        return self.haproxy_dir / "master.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        """HAProxy's pid file."""
+        return self.haproxy_dir / "haproxy.pid"
 
 
 @dataclass(frozen=True)
 class StackConfig:
-    """Every port and path of one stack; a second stack differs by web port and var dir."""
+    """Every port and path of one stack; a second stack differs by web port and var dir.
+
+    Building one whose ports collide (say, a load balancer's port on the web port + 1)
+    raises ImproperlyConfigured naming both uses of the port.
+    """
 
     var_dir: Path
     web_port: int
@@ -39,6 +90,25 @@ class StackConfig:
     haproxy_stats_port: int
     nodes: int
     db_path: Path
+    lb_count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lb_count <= MAX_LOAD_BALANCERS:
+            raise ImproperlyConfigured(
+                f"GREENLIGHT_LB_COUNT must be between 1 and {MAX_LOAD_BALANCERS}, "
+                f"got {self.lb_count}"
+            )
+        uses: dict[int, str] = {}
+        for use, port in self.ports().items():
+            if not 1 <= port <= 65535:
+                raise ImproperlyConfigured(f"{use} would be port {port}, outside 1..65535")
+            if port in uses:
+                raise ImproperlyConfigured(
+                    f"port {port} would serve both {uses[port]} and {use}; "
+                    "choose GREENLIGHT_WEB_PORT, GREENLIGHT_LB_PORT, GREENLIGHT_LB_COUNT "
+                    "(or the port of either) so that they differ"
+                )
+            uses[port] = use
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -61,12 +131,44 @@ class StackConfig:
             ),
             nodes=env_int("GREENLIGHT_CLUSTER_NODES", 3, minimum=1, maximum=50),
             db_path=env_path("GREENLIGHT_DB_PATH", var_dir / "greenlight.sqlite3"),
+            # Bounds are checked with the ports, in __post_init__.
+            lb_count=env_int("GREENLIGHT_LB_COUNT", 1),
         )
 
     @property
     def haproxy_dir(self) -> Path:
-        """Directory holding haproxy.cfg, the master socket and the pid file."""
+        """Directory holding haproxy.cfg, the master socket and the pid file of ``lb-0``."""
         return self.var_dir / "haproxy"
+
+    @property
+    def load_balancers(self) -> list[LoadBalancerSlot]:
+        """Every load balancer of the stack: ``lb-0`` in ``haproxy/``, ``lb-<i>`` in ``haproxy-<i>/``."""
+        return [
+            LoadBalancerSlot(
+                index=index,
+                port=self.lb_port + index,
+                stats_port=self.haproxy_stats_port + index,
+                haproxy_dir=self.haproxy_dir if index == 0 else self.var_dir / f"haproxy-{index}",
+            )
+            for index in range(self.lb_count)
+        ]
+
+    def ports(self) -> dict[str, int]:
+        """Every port the stack listens on, by what listens there."""
+        ports = {
+            "the dashboard (GREENLIGHT_WEB_PORT)": self.web_port,
+            "redis (GREENLIGHT_REDIS_PORT)": self.redis_port,
+            "etcd (GREENLIGHT_ETCD_PORT)": self.etcd_port,
+            "etcd's peers (GREENLIGHT_ETCD_PEER_PORT)": self.etcd_peer_port,
+            "etcd's metrics (GREENLIGHT_ETCD_METRICS_PORT)": self.etcd_metrics_port,
+            "localcluster (GREENLIGHT_CLUSTER_PORT)": self.cluster_port,
+        }
+        for slot in self.load_balancers:
+            ports[f"load balancer {slot.id} (GREENLIGHT_LB_PORT + {slot.index})"] = slot.port
+            ports[f"{slot.id}'s HAProxy stats (GREENLIGHT_HAPROXY_STATS_PORT + {slot.index})"] = (
+                slot.stats_port
+            )
+        return ports
 
     @property
     def kubeconfig(self) -> Path:
@@ -149,26 +251,77 @@ def _ensure_secret(path: Path) -> str:
 
 
 def prepare(config: StackConfig) -> None:
-    """Create the private var dir layout, the secret key, an initial haproxy.cfg and the database file."""
+    """Create the private var dir layout, the secret key, each HAProxy's initial config and the database file."""
     os.umask(PRIVATE_UMASK)
     config.var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if config.var_dir.stat().st_mode & 0o077:
         # A var dir from before Greenlight kept it private: closing it closes everything in it.
         config.var_dir.chmod(0o700)
-    for sub in ("redis", "etcd", "haproxy", "localcluster", "logs"):
+    for sub in ("redis", "etcd", "localcluster", "logs"):
         (config.var_dir / sub).mkdir(mode=0o700, exist_ok=True)
-    cfg = config.haproxy_dir / "haproxy.cfg"
-    create_private(cfg, initial_haproxy_config(config.lb_port, config.haproxy_stats_port))
+    for slot in config.load_balancers:
+        slot.haproxy_dir.mkdir(mode=0o700, exist_ok=True)
+        create_private(slot.config, initial_haproxy_config(slot.port, slot.stats_port))
     _ensure_secret(config.var_dir / "secret_key")
     # An empty file is an empty SQLite database; SQLite gives its -wal and -shm files its mode.
     config.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     create_private(config.db_path)
 
 
+def process_names(config: StackConfig) -> list[str]:
+    """Every process of the stack: one of each, and one haproxy and proxysync per load balancer."""
+    single = ["redis", "etcd", "web", "worker", "scheduler", "localcluster"]
+    per_lb = [
+        f"{name}-{slot.index}" for name in PER_LOAD_BALANCER for slot in config.load_balancers
+    ]
+    return single + per_lb
+
+
+def _load_balancer_of(name: str, config: StackConfig) -> tuple[str, LoadBalancerSlot] | None:
+    """``("haproxy", slot 1)`` for ``haproxy-1``; None for a process that is not per load balancer."""
+    base, _, index = name.rpartition("-")
+    if base not in PER_LOAD_BALANCER or not index.isdigit():
+        return None
+    if int(index) >= config.lb_count:
+        raise SystemExit(
+            f"{name} names load balancer {index}, but GREENLIGHT_LB_COUNT={config.lb_count} "
+            f"runs lb-0 to lb-{config.lb_count - 1}"
+        )
+    return base, config.load_balancers[int(index)]
+
+
+def process_env(name: str, config: StackConfig) -> dict[str, str]:
+    """Variables the process ``name`` needs on top of the stack's environment.
+
+    A proxysync learns its load balancer's id, address, ports and HAProxy files: its
+    settings then describe that one load balancer.
+    """
+    found = _load_balancer_of(name, config)
+    if found is None or found[0] != "proxysync":
+        return {}
+    slot = found[1]
+    return {
+        "GREENLIGHT_LB_ID": slot.id,
+        "GREENLIGHT_LB_ADDRESS": slot.address,
+        "GREENLIGHT_LB_URL": slot.address,
+        "GREENLIGHT_LB_PORT": str(slot.port),
+        "GREENLIGHT_LB_COUNT": "1",
+        "GREENLIGHT_HAPROXY_STATS_PORT": str(slot.stats_port),
+        "GREENLIGHT_HAPROXY_CONFIG": str(slot.config),
+        "GREENLIGHT_HAPROXY_MASTER_SOCKET": str(slot.master_socket),
+    }
+
+
 def process_command(name: str, config: StackConfig) -> list[str]:
-    """The command line of the stack process ``name`` (as named in the Procfile)."""
+    """The command line of the stack process ``name`` (as the Procfile names it, ``{lb}`` filled in)."""
     python = sys.executable
     manage = str(BASE_DIR / "manage.py")
+    found = _load_balancer_of(name, config)
+    if found is not None:
+        base, slot = found
+        if base == "haproxy":
+            return haproxy_command(slot.config, slot.master_socket, slot.pid_file)
+        return [python, manage, "proxysync"]
     web_bind = ["-b", "127.0.0.1", "-p", str(config.web_port)]
     commands: dict[str, list[str]] = {
         "redis": redis_command(config.redis_port, config.var_dir / "redis"),
@@ -177,11 +330,6 @@ def process_command(name: str, config: StackConfig) -> list[str]:
             config.etcd_peer_port,
             config.etcd_metrics_port,
             config.var_dir / "etcd" / "data",
-        ),
-        "haproxy": haproxy_command(
-            config.haproxy_dir / "haproxy.cfg",
-            config.haproxy_dir / "master.sock",
-            config.haproxy_dir / "haproxy.pid",
         ),
         # daphne, with webhook secrets redacted from its access log.
         "web": [python, "-m", "dashboard.webserver", *web_bind, "dashboard.asgi:application"],
@@ -211,7 +359,6 @@ def process_command(name: str, config: StackConfig) -> list[str]:
             "--schedule",
             str(config.var_dir / "celerybeat-schedule"),
         ],  # fmt: skip
-        "proxysync": [python, manage, "proxysync"],
         "localcluster": [
             python,
             "-m",
@@ -231,33 +378,39 @@ def process_command(name: str, config: StackConfig) -> list[str]:
     try:
         return commands[name]
     except KeyError:
-        raise SystemExit(f"unknown stack process {name!r}; known: {', '.join(commands)}") from None
+        known = ", ".join(process_names(config))
+        raise SystemExit(f"unknown stack process {name!r}; known: {known}") from None
 
 
 def banner(config: StackConfig) -> str:
     """The lines ``make run`` prints before the processes start."""
-    return "\n".join(
-        [
-            "",
-            "Greenlight is starting.",
-            f"  Dashboard:      http://127.0.0.1:{config.web_port}/",
-            f"  Load balancer:  http://127.0.0.1:{config.lb_port}/"
-            f"  (the demo app: http://hello.localhost:{config.lb_port}/)",
-            f"  State:          {config.var_dir}",
-            "Press Ctrl-C to stop every process.",
-            "",
-        ]
-    )
+    slots = config.load_balancers
+    title = "Load balancer:  " if len(slots) == 1 else "Load balancers: "
+    lines = [
+        "",
+        "Greenlight is starting.",
+        f"  Dashboard:      http://127.0.0.1:{config.web_port}/",
+    ]
+    for number, slot in enumerate(slots):
+        lead = f"  {title}" if number == 0 else " " * (2 + len(title))
+        lines.append(
+            f"{lead}{slot.address}/  ({slot.id}; the demo app: http://hello.localhost:{slot.port}/)"
+        )
+    lines += [f"  State:          {config.var_dir}", "Press Ctrl-C to stop every process.", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
-    """``python -m launcher.stack prepare|<process>``: prepare the var dir or exec a process."""
+    """``python -m launcher.stack prepare|banner|<process>``: prepare the var dir or exec a process."""
     if len(argv) != 1:
         raise SystemExit("usage: python -m launcher.stack prepare|banner|<process>")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     # Inherited through exec: whatever the process creates under the var dir is private.
     os.umask(PRIVATE_UMASK)
-    config = StackConfig.from_env()
+    try:
+        config = StackConfig.from_env()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"greenlight: {exc}") from None
     if argv[0] == "prepare":
         prepare(config)
         return
@@ -267,6 +420,7 @@ def main(argv: list[str]) -> None:
     command = process_command(argv[0], config)
     if shutil.which(command[0]) is None and not Path(command[0]).exists():
         raise SystemExit(f"{command[0]} is not installed; run `make run` to install it")
+    os.environ.update(process_env(argv[0], config))
     os.execvp(command[0], command)
 
 

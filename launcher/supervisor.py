@@ -5,6 +5,10 @@ SIGTERM or even SIGKILL of the supervisor leaves nothing behind. A process that 
 on its own is started again after a backoff (1 s, doubling up to 30 s; back to 1 s once
 it has run for a minute), with a line saying so: one crashing process never takes
 the rest of the stack down. Only Ctrl-C or SIGTERM stops the stack.
+
+A Procfile line whose name holds ``{lb}`` is started once per load balancer
+(``GREENLIGHT_LB_COUNT``), ``{lb}`` replaced by 0, 1, ... in its name and command: each
+copy is a process of its own, restarted on its own.
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
+from launcher.stack import StackConfig
+
 _PR_SET_PDEATHSIG = 1
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 # A process that ran this long before exiting starts again after the first backoff.
 STABLE_SECONDS = 60.0
 _COLOURS = ["32", "36", "33", "35", "34", "31", "92", "96", "93"]
+PER_LB = "{lb}"
 
 
 @dataclass
@@ -36,8 +45,12 @@ class Entry:
     command: str
 
 
-def read_procfile(path: Path) -> list[Entry]:
-    """Parse ``name: command`` lines, skipping blanks and comments."""
+def read_procfile(path: Path, load_balancers: int = 1) -> list[Entry]:
+    """Parse ``name: command`` lines, skipping blanks and comments.
+
+    A line named ``<name>-{lb}`` gives ``load_balancers`` entries, ``{lb}`` replaced by
+    each load balancer's index in the name and the command.
+    """
     entries: list[Entry] = []
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.strip()
@@ -46,7 +59,14 @@ def read_procfile(path: Path) -> list[Entry]:
         name, sep, command = line.partition(":")
         if not sep or not name.strip() or not command.strip():
             raise SystemExit(f"{path}:{number}: expected 'name: command', got {raw!r}")
-        entries.append(Entry(name.strip(), command.strip()))
+        name, command = name.strip(), command.strip()
+        if PER_LB not in name:
+            entries.append(Entry(name, command))
+            continue
+        for index in range(load_balancers):
+            entries.append(
+                Entry(name.replace(PER_LB, str(index)), command.replace(PER_LB, str(index)))
+            )
     return entries
 
 
@@ -197,7 +217,11 @@ class Supervisor:
 def main(argv: list[str]) -> None:
     """``python -m launcher.supervisor [Procfile]``."""
     procfile = Path(argv[0]) if argv else Path("Procfile")
-    raise SystemExit(Supervisor(read_procfile(procfile)).run())
+    try:
+        load_balancers = StackConfig.from_env().lb_count
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"greenlight: {exc}") from None
+    raise SystemExit(Supervisor(read_procfile(procfile, load_balancers)).run())
 
 
 if __name__ == "__main__":

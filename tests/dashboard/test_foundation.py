@@ -56,12 +56,12 @@ def test_it_derives_a_second_stack_from_another_web_port(monkeypatch: pytest.Mon
 
 def test_it_knows_the_command_of_every_procfile_process() -> None:
     config = StackConfig.from_env()
-    entries = read_procfile(ROOT / "Procfile")
+    entries = read_procfile(ROOT / "Procfile", config.lb_count)
     # Each Procfile line runs the stack process it is named after.
     assert [entry.command.split()[-1] for entry in entries] == [entry.name for entry in entries]
     commands = {entry.name: process_command(entry.name, config) for entry in entries}
     assert set(commands) == {
-        "redis", "etcd", "haproxy", "web", "worker", "scheduler", "proxysync", "localcluster",
+        "redis", "etcd", "haproxy-0", "web", "worker", "scheduler", "proxysync-0", "localcluster",
     }  # fmt: skip
     for name, command in commands.items():
         assert command[0] == sys.executable or shutil.which(command[0]), (name, command)
@@ -76,7 +76,8 @@ def test_it_knows_the_command_of_every_procfile_process() -> None:
     assert commands["web"][-3:] == ["-p", str(config.web_port), "dashboard.asgi:application"]
     assert commands["worker"][2:6] == ["celery", "-A", "dashboard", "worker"]
     assert commands["scheduler"][2:6] == ["celery", "-A", "dashboard", "beat"]
-    assert commands["proxysync"][1:] == [str(ROOT / "manage.py"), "proxysync"]
+    assert commands["proxysync-0"][1:] == [str(ROOT / "manage.py"), "proxysync"]
+    assert commands["haproxy-0"][-1] == str(config.haproxy_dir / "haproxy.cfg")
     cluster = commands["localcluster"]
     assert cluster[1:3] == ["-m", "localcluster"]
     assert cluster[cluster.index("--port") + 1] == str(config.cluster_port)
