@@ -7,8 +7,9 @@ field paths match kube-apiserver's so errors read the same as on a cluster.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import field_invalid, field_not_supported, field_required, invalid
@@ -142,43 +143,26 @@ def _default_template(spec: Obj) -> None:
         default_pod_spec(template["spec"])
 
 
-def _default_deployment(obj: Obj, store: Store, old: Obj | None) -> None:
-    spec = obj.get("spec")
-    if isinstance(spec, dict):
-        spec.setdefault("replicas", 1)
-        spec.setdefault("revisionHistoryLimit", 10)
-        spec.setdefault("progressDeadlineSeconds", 600)
-        _default_rolling_update(spec, "strategy", max_unavailable="25%", max_surge="25%")
-        _default_template(spec)
-    if old is None:
-        obj.setdefault("status", {})
+@dataclasses.dataclass(frozen=True)
+class _WorkloadDefaults:
+    """A workload's defaults: spec fields, its rolling-update strategy, a new object's status."""
 
+    spec: Mapping[str, Any]
+    # (field, maxUnavailable, maxSurge) of the strategy, for kinds that roll.
+    strategy: tuple[str, Any, Any] | None = None
+    status: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-def _default_replica_set(obj: Obj, store: Store, old: Obj | None) -> None:
-    spec = obj.get("spec")
-    if isinstance(spec, dict):
-        spec.setdefault("replicas", 1)
-        _default_template(spec)
-    if old is None:
-        obj.setdefault("status", {})
-
-
-def _default_daemon_set(obj: Obj, store: Store, old: Obj | None) -> None:
-    spec = obj.get("spec")
-    if isinstance(spec, dict):
-        spec.setdefault("revisionHistoryLimit", 10)
-        _default_rolling_update(spec, "updateStrategy", max_unavailable=1, max_surge=0)
-        _default_template(spec)
-    if old is None:
-        obj.setdefault(
-            "status",
-            {
-                "currentNumberScheduled": 0,
-                "desiredNumberScheduled": 0,
-                "numberMisscheduled": 0,
-                "numberReady": 0,
-            },
-        )
+    def __call__(self, obj: Obj, store: Store, old: Obj | None) -> None:
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            for key, value in self.spec.items():
+                spec.setdefault(key, value)
+            if self.strategy is not None:
+                name, max_unavailable, max_surge = self.strategy
+                _default_rolling_update(spec, name, max_unavailable, max_surge)
+            _default_template(spec)
+        if old is None:
+            obj.setdefault("status", dict(self.status))
 
 
 def _default_cluster_ip(spec: Obj, store: Store, old: Obj | None) -> None:
@@ -245,9 +229,21 @@ def _default_node(obj: Obj, store: Store, old: Obj | None) -> None:
 # Each defaulter fills in ``obj`` in place; ``old`` is the stored object on an update, else None.
 _DEFAULTERS: dict[str, Callable[[Obj, Store, Obj | None], None]] = {
     "Pod": _default_pod,
-    "Deployment": _default_deployment,
-    "ReplicaSet": _default_replica_set,
-    "DaemonSet": _default_daemon_set,
+    "Deployment": _WorkloadDefaults(
+        {"replicas": 1, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600},
+        strategy=("strategy", "25%", "25%"),
+    ),
+    "ReplicaSet": _WorkloadDefaults({"replicas": 1}),
+    "DaemonSet": _WorkloadDefaults(
+        {"revisionHistoryLimit": 10},
+        strategy=("updateStrategy", 1, 0),
+        status={
+            "currentNumberScheduled": 0,
+            "desiredNumberScheduled": 0,
+            "numberMisscheduled": 0,
+            "numberReady": 0,
+        },
+    ),
     "Service": _default_service,
     "Namespace": _default_namespace,
     "PodDisruptionBudget": _default_pod_disruption_budget,
