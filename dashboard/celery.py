@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 
+# How often celery beat sends deployer.recover_lost (lost workers, stalled per-app queues).
+RECOVERY_SECONDS = 5.0
+
 app = Celery("greenlight")
+
+
+@app.on_after_configure.connect
+def schedule_recovery(sender: Celery, **_kwargs: Any) -> None:
+    """Beat sends deployer.recover_lost every RECOVERY_SECONDS."""
+    sender.add_periodic_task(
+        RECOVERY_SECONDS, sender.signature("deployer.recover_lost"), name="deployer-recover-lost"
+    )
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    # A broker that stops answering fails a send in seconds instead of holding a web request
+    # (Celery's default retries and no socket timeout): the caller keeps the work as a QUEUED
+    # row and the periodic recovery sends it again once the broker is back.
+    broker_transport_options={"socket_timeout": 3.0, "socket_connect_timeout": 3.0},
+    task_publish_retry_policy={
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 0.5,
+    },
+)
 app.autodiscover_tasks()

@@ -262,6 +262,10 @@ class Deployment(Lifecycle, models.Model):
     previous_version = models.PositiveIntegerField(null=True, blank=True)
     # Set when etcd was switched to this version: failures after it swap back, not just clean up.
     switched_at = models.DateTimeField(null=True, blank=True)
+    # Refreshed every few seconds by the worker running it: a stale one means that worker is lost.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When its run task last reached the broker; None while no send has succeeded.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -271,9 +275,14 @@ class Deployment(Lifecycle, models.Model):
         return f"deployment #{self.pk} of {self.app_id}"
 
     def start(self, worker: str = "") -> None:
-        """QUEUED -> RUNNING, claimed with a conditional update."""
+        """QUEUED -> RUNNING, claimed with a conditional update; the first heartbeat is now."""
+        now = timezone.now()
         self._move(
-            {self.Status.QUEUED}, self.Status.RUNNING, started_at=timezone.now(), worker=worker
+            {self.Status.QUEUED},
+            self.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
         )
 
     def succeed(self) -> None:

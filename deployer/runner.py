@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 
 from deployer import logsink, taskqueue
 from deployer.cluster import KubeCluster
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
 from deployer.health import HttpHealthChecker
+from deployer.heartbeat import Heartbeat, take_over
 from deployer.kinds import WORKFLOWS
 from deployer.logsink import deployment_log, level_first
 from deployer.models import App, Deployment
@@ -95,7 +97,7 @@ def run(deployment_id: int, worker: str) -> None:
     if deployment is None:
         return
     try:
-        with workflow_for(deployment) as workflow:
+        with workflow_for(deployment) as workflow, Heartbeat(deployment.pk, worker):
             workflow.execute()
     except (BackendError, OSError) as exc:
         _fail_without_workflow(deployment, exc)
@@ -138,14 +140,11 @@ def retire(deployment_id: int, version: int) -> None:
 
 def recover(deployment_id: int, lost_worker: str, me: str) -> None:
     """Take over a RUNNING deployment of a lost worker and finish or roll it back."""
-    taken = Deployment.objects.filter(
-        pk=deployment_id, status=Deployment.Status.RUNNING, worker=lost_worker
-    ).update(worker=me)
-    if taken != 1:
-        return  # another worker recovered it, or it finished
+    if not take_over(deployment_id, lost_worker, me):
+        return  # another worker recovered it, it finished, or its worker still beats
     deployment = Deployment.objects.select_related("app").get(pk=deployment_id)
     try:
-        with workflow_for(deployment) as workflow:
+        with workflow_for(deployment) as workflow, Heartbeat(deployment.pk, me):
             workflow.recover(lost_worker)
     except (BackendError, OSError) as exc:
         _fail_without_workflow(deployment, exc)
@@ -165,12 +164,21 @@ def lost_deployments(me: str, alive: Callable[[str], bool]) -> list[tuple[int, s
     return lost
 
 
-def stalled_queues() -> list[int]:
-    """Apps with QUEUED deployments and none RUNNING (e.g. enqueued while the broker was down)."""
+def stalled_queues(sent_before: datetime | None = None) -> list[int]:
+    """Apps with QUEUED deployments and none RUNNING (e.g. enqueued while the broker was down).
+
+    With ``sent_before``, only apps whose oldest queued deployment never reached the broker
+    or was last sent before then (a broker restarted without its queue loses the message).
+    """
     running = Deployment.objects.filter(status=Deployment.Status.RUNNING).values("app_id")
-    return list(
-        Deployment.objects.filter(status=Deployment.Status.QUEUED)
-        .exclude(app_id__in=running)
-        .values_list("app_id", flat=True)
-        .distinct()
-    )
+    queued = Deployment.objects.filter(status=Deployment.Status.QUEUED).exclude(app_id__in=running)
+    if sent_before is not None:
+        oldest = (
+            Deployment.objects.filter(app_id=OuterRef("app_id"), status=Deployment.Status.QUEUED)
+            .order_by("created_at", "id")
+            .values("pk")[:1]
+        )
+        queued = queued.filter(pk=Subquery(oldest)).filter(
+            Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=sent_before)
+        )
+    return list(queued.values_list("app_id", flat=True).distinct())

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from deployer import logsink, taskqueue
 from deployer.cluster import KubeCluster
@@ -52,13 +53,26 @@ def _messages(exc: ValidationError) -> str:
 
 
 def enqueue(deployment_id: int) -> None:
-    """Send the run task for ``deployment_id``; a broker outage leaves it QUEUED for recovery."""
+    """Send the run task for ``deployment_id`` and note when; a broker outage leaves it QUEUED.
+
+    A deployment whose send failed is sent again by the periodic recovery
+    (deployer.recover_lost) once the broker answers, or by the next worker start.
+    """
     try:
         taskqueue.send(taskqueue.RUN_DEPLOYMENT, deployment_id)
-    except Exception:
-        logger.exception(
-            "could not enqueue deployment #%s; a worker start will pick it up", deployment_id
+    except Exception as exc:
+        logger.warning("could not enqueue deployment #%s: %s", deployment_id, exc)
+        logsink.append(
+            deployment_id,
+            f"The task queue did not answer ({type(exc).__name__}); this deployment stays "
+            "queued and starts once the queue is back.",
+            level="warning",
+            step="queue",
         )
+        return
+    Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.QUEUED).update(
+        enqueued_at=timezone.now()
+    )
 
 
 def _active_other(app: App, exclude: int | None = None) -> Deployment | None:

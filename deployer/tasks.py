@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.utils import timezone
 
-from deployer import runner
+from deployer import heartbeat, runner
 from deployer.services import enqueue_next
 
 logger = logging.getLogger(__name__)
+
+# A queued deployment whose task was sent this long ago and never ran lost its message (a
+# broker restarted without its queue): it is sent again. One that was never sent goes at once.
+REDRIVE_AFTER = timedelta(seconds=60)
 
 
 def _hostname(task: Any) -> str:
@@ -34,6 +40,16 @@ def retire_version(deployment_id: int, version: int) -> None:
 def recover_deployment(self: Any, deployment_id: int, lost_worker: str) -> None:
     """Finish or roll back a RUNNING deployment whose worker was lost."""
     runner.recover(deployment_id, lost_worker, me=_hostname(self))
+
+
+@shared_task(name="deployer.recover_lost", ignore_result=True)
+def recover_lost() -> None:
+    """Every few seconds (celery beat): recover runs whose worker stopped beating; re-drive queues."""
+    for deployment_id, worker in heartbeat.stale_deployments():
+        logger.warning("recovering deployment #%s of lost worker %s", deployment_id, worker)
+        recover_deployment.delay(deployment_id, worker)
+    for app_id in runner.stalled_queues(sent_before=timezone.now() - REDRIVE_AFTER):
+        enqueue_next(app_id)
 
 
 @worker_ready.connect

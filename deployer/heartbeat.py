@@ -1,0 +1,124 @@
+"""Liveness of running deployments: the worker running one refreshes its heartbeat.
+
+A worker killed mid-run (SIGKILL, OOM, a lost machine) stops beating; a periodic task
+(``deployer.recover_lost``, sent by celery beat) finds RUNNING deployments whose
+heartbeat is older than :data:`LOST_AFTER` and hands each to another worker, which
+takes it over with a conditional update (deployer.runner.recover), so that two workers
+never both run one deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from types import TracebackType
+
+from django.db import DatabaseError, connection
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from deployer.models import Deployment
+
+logger = logging.getLogger(__name__)
+
+# How often the running worker writes its heartbeat.
+BEAT_SECONDS = 2.0
+# A heartbeat this old means its worker is gone; many missed beats, so load is no reason.
+LOST_AFTER = timedelta(seconds=20)
+
+
+def stale_before(now: datetime | None = None) -> datetime:
+    """Heartbeats older than this belong to lost workers."""
+    return (now or timezone.now()) - LOST_AFTER
+
+
+def is_stale(now: datetime | None = None) -> Q:
+    """RUNNING rows whose heartbeat (or, never beaten, start) is older than LOST_AFTER."""
+    return Q(status=Deployment.Status.RUNNING, beat__lt=stale_before(now))
+
+
+def stale_deployments(now: datetime | None = None) -> list[tuple[int, str]]:
+    """(id, worker) of RUNNING deployments whose worker stopped beating, oldest first."""
+    return list(
+        Deployment.objects.annotate(beat=Coalesce("heartbeat_at", "started_at", "created_at"))
+        .filter(is_stale(now))
+        .order_by("pk")
+        .values_list("pk", "worker")
+    )
+
+
+def take_over(deployment_id: int, lost_worker: str, me: str) -> bool:
+    """Make ``me`` the worker of a RUNNING deployment of ``lost_worker``; False if it is not lost.
+
+    A worker that restarted under the same name (``lost_worker == me``) takes its own runs at
+    once; another worker's run only once its heartbeat is stale, so a slow worker keeps its own.
+    """
+    rows = Deployment.objects.annotate(
+        beat=Coalesce("heartbeat_at", "started_at", "created_at")
+    ).filter(pk=deployment_id, status=Deployment.Status.RUNNING, worker=lost_worker)
+    if lost_worker != me:
+        rows = rows.filter(is_stale())
+    return rows.update(worker=me, heartbeat_at=timezone.now()) == 1
+
+
+class Heartbeat:
+    """While the block runs, refresh the heartbeat of ``deployment_id`` as run by ``worker``.
+
+    Each beat is a conditional update on the worker, so a run taken over by another worker
+    stops beating for it (and says so in the worker's log).
+    """
+
+    def __init__(self, deployment_id: int, worker: str, every: float = BEAT_SECONDS) -> None:
+        self.deployment_id = deployment_id
+        self.worker = worker
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{deployment_id}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                if not self._beat_once():
+                    return
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def _beat_once(self) -> bool:
+        """One beat; False once the run finished or another worker took it over."""
+        try:
+            mine = Deployment.objects.filter(
+                pk=self.deployment_id, status=Deployment.Status.RUNNING, worker=self.worker
+            ).update(heartbeat_at=timezone.now())
+            if mine:
+                return True
+            running = Deployment.objects.filter(
+                pk=self.deployment_id, status=Deployment.Status.RUNNING
+            ).exists()
+        except DatabaseError:
+            # A locked or briefly unreachable database: the next beat tries again.
+            logger.warning("heartbeat of deployment #%s failed", self.deployment_id, exc_info=True)
+            return True
+        if running:
+            logger.error(
+                "deployment #%s was taken over by another worker; %s stops beating for it",
+                self.deployment_id,
+                self.worker,
+            )
+        return False
