@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
-TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl
+TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -49,10 +49,13 @@ run: system-run venv
 	@GREENLIGHT_DEBUG=1 $(PY) -m launcher.stack banner
 	@umask 077 && GREENLIGHT_DEBUG=1 exec $(PY) -m launcher.supervisor Procfile
 
+# Every test on PostgreSQL 15 (the tests start their own server), as production runs;
+# then the concurrency tests (marked both_databases) again on SQLite, `make run`'s default.
 test: system-test venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
+	GREENLIGHT_TEST_DATABASE=sqlite $(PY) -m pytest -q -m both_databases
 
 lint:
 	$(VENV)/bin/ruff check .

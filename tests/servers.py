@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import http.client
 import json
 import os
+import pwd
+import secrets
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlparse, urlunparse
 
 import yaml
+from django.db import connection
 
 from deployer.lbconfig import render_config
 from launcher.stack import etcd_command, haproxy_command, redis_command
@@ -144,6 +151,159 @@ def haproxy_server(workdir: Path) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+# PostgreSQL: Debian's postgresql-15, as production runs it. initdb refuses to run as root,
+# so under root the server runs as the package's `postgres` user (or `nobody`).
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+POSTGRES_SUPERUSER = "greenlight"
+
+
+def _server_user() -> tuple[int, int] | None:
+    """(uid, gid) the PostgreSQL server runs as when we are root; None to run as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+    raise RuntimeError("running as root, and neither a postgres nor a nobody user exists")
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn``: a fast shutdown (SIGINT) when the process that started us dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def database_url(server_url: str, database: str) -> str:
+    """``server_url`` (any database of a server) with its database replaced by ``database``."""
+    return urlunparse(urlparse(server_url)._replace(path="/" + quote(database)))
+
+
+def create_database(server_url: str, name: str) -> str:
+    """CREATE DATABASE ``name`` on the server of ``server_url``; the new database's URL."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return database_url(server_url, name)
+
+
+def _wait_for_postgres(server: Server, timeout: float) -> None:
+    """Until the server accepts a session (it listens before its startup has finished)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"postgres exited with {server.process.returncode}")
+        try:
+            psycopg.connect(str(server.extra["url"]), connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)  # the server is starting; there is nothing to watch
+
+
+def stop_postgres(server: Server, timeout: float = 30.0) -> None:
+    """Fast shutdown (SIGINT: sessions are ended, not waited for), then SIGKILL after ``timeout``."""
+    process = server.process
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def postgres_server(timeout: float = 60.0) -> Iterator[Server]:
+    """A throwaway PostgreSQL 15 on a free loopback port, its files in a temporary folder.
+
+    The superuser ``greenlight`` signs in with a random password (scram-sha-256) over TCP;
+    ``server.extra['url']`` is the URL of its ``postgres`` database. Durability is off
+    (fsync, full page writes, synchronous commit): the data lives as long as the server.
+    The server stops when the context exits, or when the process that started it dies.
+    """
+    for binary in ("initdb", "postgres"):
+        if not (POSTGRES_BIN / binary).exists():
+            raise RuntimeError(
+                f"{POSTGRES_BIN / binary} is missing; install Debian's postgresql-15 "
+                "(`make system-test` does)"
+            )
+    owner = _server_user()
+    workdir = Path(tempfile.mkdtemp(prefix="greenlight-postgres-"))
+    password = secrets.token_urlsafe(18)
+    try:
+        (workdir / "password").write_text(password + "\n")
+        if owner is not None:
+            for path in (workdir, workdir / "password"):
+                os.chown(path, *owner)
+        as_owner: dict[str, Any] = (
+            {} if owner is None else {"user": owner[0], "group": owner[1], "extra_groups": []}
+        )
+        initdb = subprocess.run(
+            [
+                str(POSTGRES_BIN / "initdb"),
+                "--pgdata", str(workdir / "data"),
+                "--username", POSTGRES_SUPERUSER,
+                "--pwfile", str(workdir / "password"),
+                "--auth", "scram-sha-256",
+                "--encoding", "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            cwd=workdir, capture_output=True, text=True, timeout=120, **as_owner,
+        )  # fmt: skip
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb exited with {initdb.returncode}:\n{initdb.stderr}")
+        port = free_port()
+        log = (workdir / "postgres.log").open("ab")
+        command = [
+            str(POSTGRES_BIN / "postgres"),
+            "-D", str(workdir / "data"),
+            "-p", str(port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={workdir}",
+            "-c", "max_connections=300",
+            "-c", "fsync=off",
+            "-c", "full_page_writes=off",
+            "-c", "synchronous_commit=off",
+            "-c", "log_min_messages=warning",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+            **as_owner,
+        )
+        log.close()
+        server = Server(name="postgres", process=process, port=port, workdir=workdir)
+        server.extra["url"] = (
+            f"postgresql://{POSTGRES_SUPERUSER}:{password}@127.0.0.1:{port}/postgres"
+        )
+        try:
+            _wait_for_postgres(server, timeout)
+        except Exception as exc:
+            stop_postgres(server)
+            log_text = (workdir / "postgres.log").read_text(errors="replace")
+            raise RuntimeError(f"postgres did not start ({exc}); its log:\n{log_text}") from None
+        try:
+            yield server
+        finally:
+            stop_postgres(server)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def python_command(*args: str) -> list[str]:
@@ -290,9 +450,22 @@ def pod_process_ids(pod_ip: str) -> list[int]:
     return sorted(pid for pid, session in sessions.items() if pid in marked or session in led)
 
 
+def shared_database_env() -> dict[str, str]:
+    """The environment that points a subprocess at this process's database (the test database).
+
+    SQLite: its file; PostgreSQL: a DATABASE_URL of the same server, user and database.
+    """
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return {"GREENLIGHT_DB_PATH": str(database["NAME"])}
+    netloc = f"{quote(database['USER'])}:{quote(database['PASSWORD'])}@{database['HOST']}"
+    url = f"postgresql://{netloc}:{database['PORT']}/{quote(database['NAME'])}"
+    return {"DATABASE_URL": url}
+
+
 def stack_env(
     *,
-    db_path: Path,
+    db_path: Path | None = None,
     redis_url: str,
     etcd_endpoint: str,
     etcd_prefix: str,
@@ -300,11 +473,12 @@ def stack_env(
     haproxy: Server,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of worker and proxysync subprocesses sharing the test database."""
-    env = dict(os.environ)
+    """The environment of worker and proxysync subprocesses: on the SQLite file ``db_path``,
+    or without one on the test database (PostgreSQL or SQLite)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GREENLIGHT_DB_PATH")}
+    env.update(shared_database_env() if db_path is None else {"GREENLIGHT_DB_PATH": str(db_path)})
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
-        GREENLIGHT_DB_PATH=str(db_path),
         GREENLIGHT_REDIS_URL=redis_url,
         GREENLIGHT_ETCD_ENDPOINT=etcd_endpoint,
         GREENLIGHT_ETCD_PREFIX=etcd_prefix,
@@ -372,8 +546,8 @@ def celery_worker_command(hostname: str, concurrency: int = 2) -> list[str]:
 class Stack:
     """The web side of a running stack: HAProxy, proxysync, a Celery worker and daphne if asked.
 
-    Every process shares one test database (a SQLite file), listens on free loopback ports
-    and runs in its own process group.
+    Every process shares one database with the tests, listens on free loopback ports and
+    runs in its own process group.
     """
 
     haproxy: Server
@@ -448,7 +622,7 @@ class Stack:
 def running_stack(
     workdir: Path,
     *,
-    db_path: Path,
+    db_path: Path | None = None,
     redis_url: str,
     etcd_endpoint: str,
     kubeconfig: Path,
@@ -456,6 +630,8 @@ def running_stack(
     label: str = "e2e",
 ) -> Iterator[Stack]:
     """HAProxy, proxysync, a worker and (with ``web``) daphne against the given servers.
+
+    They share the SQLite file ``db_path``, or without one the test database.
 
     ``label`` names the run's etcd prefix and worker, so that runs sharing an etcd or a
     broker never meet. Everything is stopped (SIGTERM, then SIGKILL) when the context exits.

@@ -1,4 +1,8 @@
-"""Settings for the test suite: the project's settings with a file-backed test database."""
+"""Settings for the test suite: the project's settings on the database tests.dbplugin chose.
+
+DATABASE_URL names the session's PostgreSQL server (pytest-django creates test_greenlight
+on it); without it the test database is a SQLite file.
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
 
 from deployer.models import App, Deployment
@@ -42,7 +41,6 @@ def stack(
     """The whole stack on free loopback ports, sharing the test database."""
     with running_stack(
         tmp_path_factory.mktemp("stack"),
-        db_path=Path(settings.DATABASES["default"]["NAME"]),
         redis_url=str(redis.extra["url"]),
         etcd_endpoint=str(etcd.extra["endpoint"]),
         kubeconfig=kubeconfig,

@@ -119,11 +119,8 @@ def deploy_stack(
     kubeconfig: Path,
 ) -> Iterator[Stack]:
     """HAProxy, proxysync and a Celery worker sharing the test database, for one module."""
-    from django.db import connection
-
     with running_stack(
         tmp_path_factory.mktemp("deploy-stack"),
-        db_path=Path(connection.settings_dict["NAME"]),
         redis_url=str(redis.extra["url"]),
         etcd_endpoint=str(etcd.extra["endpoint"]),
         kubeconfig=kubeconfig,

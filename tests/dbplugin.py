@@ -1,0 +1,68 @@
+"""The test database: a PostgreSQL 15 server started for the session, or SQLite.
+
+``GREENLIGHT_TEST_DATABASE`` chooses: ``postgresql`` (the default, as production runs)
+starts a throwaway server (``tests.servers.postgres_server``) and points ``DATABASE_URL`` at
+it; ``sqlite`` runs on a SQLite file, as ``make run`` does. pytest-django reads the settings
+before any conftest is imported, so this module is a plugin that pyproject's addopts loads
+with ``-p``; its hook runs before pytest-django's. The server stops when the session ends.
+
+While the tests run on PostgreSQL, ``GREENLIGHT_TEST_POSTGRES`` holds the URL of the
+server's ``postgres`` database: a stack started by a test gets its own database there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+
+import pytest
+
+DATABASES = ("postgresql", "sqlite")
+# The database Django's settings name; pytest-django creates and drops test_<name> beside it.
+DATABASE_NAME = "greenlight"
+SERVER_URL_ENV = "GREENLIGHT_TEST_POSTGRES"
+
+
+def chosen_database() -> str:
+    """The database the tests run on, from ``GREENLIGHT_TEST_DATABASE``."""
+    choice = os.environ.get("GREENLIGHT_TEST_DATABASE", "postgresql").strip().lower()
+    if choice not in DATABASES:
+        raise pytest.UsageError(
+            f"GREENLIGHT_TEST_DATABASE must be one of {', '.join(DATABASES)}, got {choice!r}"
+        )
+    return choice
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Point the settings at the chosen database before pytest-django loads them."""
+    # A DATABASE_URL of the shell (a production or development server) is never the tests'.
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop(SERVER_URL_ENV, None)
+    options = early_config.known_args_namespace
+    if chosen_database() != "postgresql" or options.help or options.version:
+        return
+    # tests.servers imports the dashboard package, whose Celery module sets a default
+    # DJANGO_SETTINGS_MODULE; pytest-django must still find the one pyproject names.
+    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    from tests.servers import database_url, postgres_server
+
+    if settings_module is None:
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    servers = contextlib.ExitStack()
+    server = servers.enter_context(postgres_server())
+    # Closing twice is harmless: the cleanup runs at the end of the session, and atexit
+    # covers a run that stops while it is still being configured.
+    early_config.add_cleanup(servers.close)
+    atexit.register(servers.close)
+    url = str(server.extra["url"])
+    os.environ[SERVER_URL_ENV] = url
+    os.environ["DATABASE_URL"] = database_url(url, DATABASE_NAME)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the database in pytest's header."""
+    if SERVER_URL_ENV in os.environ:
+        return "database: PostgreSQL 15, started for this session"
+    return "database: SQLite"
