@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen import tied_child  # noqa: E402
 from deployer.haproxycli import master_command  # noqa: E402
-from tests.servers import pod_process_ids  # noqa: E402
+from tests.servers import pod_process_ids, stack_database  # noqa: E402
 
 NAMESPACE = "default"
 POLL = 0.25
@@ -102,6 +102,9 @@ class Stack:
         self.stats_port = self.web_port + 6
         self.password = secrets.token_urlsafe(12)
         self.env = stack_env(self.var_dir, self.web_port, self.lb_port, self.password)
+        database = stack_database()
+        if database is not None:  # a test on PostgreSQL: the stack's own database there
+            self.env["DATABASE_URL"] = database
         self.kubeconfig = self.var_dir / "localcluster" / "kubeconfig"
         self.log_path = workdir / "stack.log"
         self.supervisor: subprocess.Popen[bytes] | None = None

@@ -222,6 +222,18 @@ def stop_postgres(server: Server, timeout: float = 30.0) -> None:
         process.wait(5)
 
 
+def stack_database() -> str | None:
+    """A new database for a whole stack, while the tests run on PostgreSQL; None on SQLite.
+
+    tests.dbplugin names the session's server in ``GREENLIGHT_TEST_POSTGRES``; the database
+    goes when the server does.
+    """
+    server_url = os.environ.get("GREENLIGHT_TEST_POSTGRES")
+    if not server_url:
+        return None
+    return create_database(server_url, f"stack_{uuid.uuid4().hex[:12]}")
+
+
 @contextlib.contextmanager
 def postgres_server(timeout: float = 60.0) -> Iterator[Server]:
     """A throwaway PostgreSQL 15 on a free loopback port, its files in a temporary folder.
