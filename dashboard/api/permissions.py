@@ -25,10 +25,17 @@ class ActionPermission(BasePermission):
         return bool(user.has_perm(needed))
 
 
-def writes(create: str, change: str = "", delete: str = "") -> dict[str, str]:
+def writes(create: str, change: str = "", delete: str = "", **actions: str) -> dict[str, str]:
     """The ``action_perms`` of a ModelViewSet's create, update (PUT and PATCH) and destroy.
 
     ``change`` and ``delete`` default to ``create``: one permission for every write.
+    ``actions`` name the permission of each extra action (``deploy=...``).
     """
     change, delete = change or create, delete or create
-    return {"create": create, "update": change, "partial_update": change, "destroy": delete}
+    return {
+        "create": create,
+        "update": change,
+        "partial_update": change,
+        "destroy": delete,
+        **actions,
+    }

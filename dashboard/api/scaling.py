@@ -97,6 +97,13 @@ def _field_errors(form: Any) -> BadRequest:
     )
 
 
+class ScalingModelViewSet(viewsets.ModelViewSet):
+    """A scaling resource that is created, edited and deleted: ``action_perms`` names each write's."""
+
+    permission_classes = [ScalingPermission]
+    schema = ApiSchema()
+
+
 @extend_schema_view(
     list=extend_schema(parameters=[RunFilterSerializer]),
 )
@@ -148,16 +155,11 @@ class ScalingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         )
 
 
-class ScheduleViewSet(viewsets.ModelViewSet):
+class ScheduleViewSet(ScalingModelViewSet):
     """Schedules with their next runs: create, edit and delete with the editor's rules; dry runs."""
 
     serializer_class = ScheduleSerializer
-    permission_classes = [ScalingPermission]
-    schema = ApiSchema()
-    action_perms = {
-        **writes(permissions.EDIT_SCHEDULES),
-        "dry_run": permissions.RUN,
-    }
+    action_perms = writes(permissions.EDIT_SCHEDULES, dry_run=permissions.RUN)
     queryset = Schedule.objects.prefetch_related(
         "app_actions__app", "node_group_actions__node_group"
     )
@@ -210,16 +212,11 @@ def _api_body(validated: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-class NodeGroupViewSet(viewsets.ModelViewSet):
+class NodeGroupViewSet(ScalingModelViewSet):
     """Node groups: create, edit and delete with the node group form's rules; ``capacity`` runs."""
 
     serializer_class = NodeGroupSerializer
-    permission_classes = [ScalingPermission]
-    schema = ApiSchema()
-    action_perms = {
-        **writes(permissions.EDIT_NODE_GROUPS),
-        "capacity": permissions.RUN,
-    }
+    action_perms = writes(permissions.EDIT_NODE_GROUPS, capacity=permissions.RUN)
     queryset = NodeGroup.objects.all()
 
     def perform_create(self, serializer: BaseSerializer[NodeGroup]) -> None:

@@ -73,13 +73,15 @@ class AppViewSet(viewsets.ModelViewSet):
     serializer_class = AppSerializer
     permission_classes = [ActionPermission]
     schema = ApiSchema()
-    action_perms = {
-        **writes(permissions.ADD, permissions.CHANGE, permissions.DELETE),
-        "deploy": permissions.DEPLOY,
-        "scale": permissions.DEPLOY,
-        "swap_back": permissions.DEPLOY,
-        "undeploy": permissions.DEPLOY,
-    }
+    action_perms = writes(
+        permissions.ADD,
+        permissions.CHANGE,
+        permissions.DELETE,
+        deploy=permissions.DEPLOY,
+        scale=permissions.DEPLOY,
+        swap_back=permissions.DEPLOY,
+        undeploy=permissions.DEPLOY,
+    )
 
     def get_queryset(self) -> QuerySet[App]:
         """Every app, with who created and changed it; ``?namespace=`` filters."""
