@@ -27,6 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from dashboard.api.logpage import log_page
 from dashboard.api.permissions import writes
 from dashboard.api.scaling_serializers import (
     NodeGroupSerializer,
@@ -143,16 +144,8 @@ class ScalingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             after = parse_after(request.query_params.get("after"))
         except ValueError:
             raise BadRequest({"after": ["A whole number."]}) from None
-        lines = list(ScalingRunLog.objects.filter(run=run, seq__gt=after)[: LOG_PAGE + 1])
-        page = [line.as_payload() for line in lines[:LOG_PAGE]]
-        return Response(
-            {
-                "results": page,
-                "last_seq": page[-1]["seq"] if page else after,
-                "has_more": len(lines) > LOG_PAGE,
-                "status": run.status,
-            }
-        )
+        lines = ScalingRunLog.objects.filter(run=run, seq__gt=after)[: LOG_PAGE + 1]
+        return log_page([line.as_payload() for line in lines], after, LOG_PAGE, run.status)
 
 
 class ScheduleViewSet(ScalingModelViewSet):

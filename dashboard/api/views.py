@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from dashboard import queries
+from dashboard.api.logpage import log_page
 from dashboard.api.permissions import ActionPermission, writes
 from dashboard.api.schema import CONFLICT, ApiSchema
 from dashboard.api.serializers import (
@@ -210,16 +211,7 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         query.is_valid(raise_exception=True)
         after, limit = query.validated_data["after"], query.validated_data["limit"]
         lines = queries.log_lines(deployment, after=after, limit=limit + 1)
-        has_more = len(lines) > limit
-        lines = lines[:limit]
-        return Response(
-            {
-                "results": lines,
-                "last_seq": lines[-1]["seq"] if lines else after,
-                "has_more": has_more,
-                "status": deployment.status,
-            }
-        )
+        return log_page(lines, after, limit, deployment.status)
 
     @extend_schema(request=None, responses={202: DeploymentSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
