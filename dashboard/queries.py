@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.templatetags.greenlight import ago, frontend_url
 from deployer.errors import KubeError
 from deployer.models import App, Deployment, DeploymentLog
-from deployer.status import AppStatus, app_status, warm_previous_version
+from deployer.status import AppStatus, app_readiness, app_status, warm_previous_version
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,66 @@ def apps_with_last_deployment(namespace: str | None = None) -> QuerySet[App]:
     if namespace:
         apps = apps.filter(namespace=namespace)
     return apps.order_by("namespace", "name")
+
+
+class AppRow(TypedDict):
+    """One line of the app list, with its links and texts worked out once.
+
+    A list of hundreds of apps renders in a fraction of the time when the template only
+    prints values (a dict: the template's first lookup finds them) instead of reversing
+    URLs and branching for every row.
+    """
+
+    pk: int
+    name: str
+    namespace: str
+    image: str
+    frontend: str
+    url: str
+    frontend_url: str
+    live_version: int | None
+    replicas: str  # ready / desired of the live version, "?" when the cluster did not say
+    replicas_class: str  # ok, warn or muted
+    error: str
+    last_url: str  # "" when the app was never deployed
+    last_status: str
+    last: str  # "v3 · 5 min ago"
+
+
+def app_rows(apps: list[App], states: dict[int, AppStatus]) -> list[AppRow]:
+    """The app list's rows for apps from ``apps_with_last_deployment`` and their live states."""
+    rows = []
+    for app in apps:
+        live = states[app.pk]
+        if not live["live_version"]:
+            replicas, css = f"– / {app.replicas}", "muted"
+        elif live["error"]:
+            replicas, css = f"? / {live['desired']}", "muted"
+        else:
+            replicas = f"{live['ready']} / {live['desired']}"
+            css = "warn" if live["ready"] < live["desired"] else "ok"
+        last_id = getattr(app, "last_id", None)
+        last_version = getattr(app, "last_version", None)
+        last = ago(getattr(app, "last_created", None))
+        rows.append(
+            AppRow(
+                pk=app.pk,
+                name=app.name,
+                namespace=app.namespace,
+                image=app.image,
+                frontend=app.frontend,
+                url=reverse("app-detail", args=[app.pk]),
+                frontend_url=frontend_url(app.frontend),
+                live_version=live["live_version"],
+                replicas=replicas,
+                replicas_class=css,
+                error=live["error"],
+                last_url=reverse("deployment-detail", args=[last_id]) if last_id else "",
+                last_status=getattr(app, "last_status", None) or "",
+                last=f"v{last_version} · {last}" if last_version else last,
+            )
+        )
+    return rows
 
 
 def namespaces() -> list[str]:
@@ -127,10 +188,13 @@ def log_lines(
     return [line.as_payload() for line in rows[:limit]]
 
 
-def live_states(apps: list[App]) -> dict[int, AppStatus]:
-    """app_status, or for each app an 'unknown' state when the cluster cannot be reached."""
+def live_states(apps: list[App], *, pods: bool = True) -> dict[int, AppStatus]:
+    """Each app's live state, with its pods unless ``pods`` is False (a list page's counts).
+
+    An app gets an 'unknown' state when the cluster cannot be reached.
+    """
     try:
-        return app_status(apps)
+        return app_status(apps) if pods else app_readiness(apps)
     except KubeError as exc:
         logger.warning("cluster state unavailable: %s", exc)
         return {

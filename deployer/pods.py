@@ -149,15 +149,20 @@ def _waiting(status: Any) -> tuple[str, str]:
     return reason, message
 
 
+def label_version(labels: dict[str, str]) -> int | None:
+    """The version a pod's ``version`` label names; None when it names none."""
+    try:
+        return int(labels.get("version", ""))
+    except ValueError:
+        return None
+
+
 def pod_info(pod: Any) -> PodInfo:
     """A PodInfo from a kubernetes-client V1Pod."""
     meta, spec, status = pod.metadata, pod.spec, pod.status
     labels = dict(meta.labels or {})
     annotations = dict(meta.annotations or {})
-    try:
-        version: int | None = int(labels.get("version", ""))
-    except ValueError:
-        version = None
+    version = label_version(labels)
     owner_kind = owner_name = ""
     for ref in meta.owner_references or []:
         if ref.controller:

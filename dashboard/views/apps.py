@@ -41,8 +41,7 @@ def app_list(request: HttpRequest) -> HttpResponse:
     _require(permissions.can_view_app(request.user), "see apps")
     namespace = request.GET.get("namespace") or None
     apps = list(queries.apps_with_last_deployment(namespace))
-    statuses = queries.live_states(apps)
-    rows = [(app, statuses[app.pk]) for app in apps]
+    rows = queries.app_rows(apps, queries.live_states(apps, pods=False))
     return render(
         request,
         "dashboard/app_list.html",
