@@ -1,12 +1,20 @@
-"""What the load balancer serves, as the Load balancer page shows it: routes, backends, problems."""
+"""What the load balancers serve, as the Load balancer page and its API show it.
+
+Every live load balancer (registered under ``<prefix>/lbs/<id>``) with what it
+acknowledged, the routes and backends in etcd, and the records left out. Records are
+read as they are: a field of the wrong type reads as unknown, never as an error.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, TypedDict
 
+from django.utils.dateparse import parse_datetime
+
 from deployer.errors import StoreError
-from deployer.etcdstore import EtcdStore
+from deployer.etcdstore import EtcdStore, LoadBalancer
 
 logger = logging.getLogger(__name__)
 
@@ -23,62 +31,176 @@ class BackendRow(TypedDict):
 
 
 class SkippedRow(TypedDict):
-    """A record the load balancer left out, with its full key and why."""
+    """A record a load balancer left out, with its full key and why."""
 
     key: str
     reason: str
 
 
+class LeftOutRow(TypedDict):
+    """A record left out by one or more load balancers: its full key, why, and by which ones."""
+
+    key: str
+    reason: str
+    balancers: list[str]
+
+
+class RejectedRow(TypedDict):
+    """The last configuration a load balancer refused: the etcd revision and HAProxy's error."""
+
+    revision: int
+    error: str
+
+
+class BalancerRow(TypedDict):
+    """One live load balancer: its registration, its last acknowledgement and how far behind it is.
+
+    ``lag`` is etcd's revision minus the applied one (0 when it applied the current one);
+    None, like every other unknown, until the load balancer has acknowledged a revision.
+    """
+
+    id: str
+    address: str
+    healthy: bool
+    error: str | None
+    haproxy_version: str | None
+    started_at: datetime | None
+    last_reload_at: datetime | None
+    reloads: int
+    applied_revision: int | None
+    applied_at: datetime | None
+    lag: int | None
+    reloaded: bool | None
+    seconds: float | None
+    rejected: RejectedRow | None
+    drained_revision: int | None
+    skipped: list[SkippedRow]
+
+
 class LoadBalancerStatus(TypedDict):
-    """The records in etcd and what proxysync last acknowledged; ``error`` when etcd is down."""
+    """The fleet and the records in etcd at ``revision``; ``error`` (and nothing else) when etcd is down."""
 
     error: str
     prefix: str
-    applied_revision: int
-    reloaded: bool | None
-    seconds: float | None
-    rejected: str
-    drained_revision: int
+    revision: int
+    balancers: list[BalancerRow]
     backends: list[BackendRow]
-    skipped: list[SkippedRow]
+    skipped: list[LeftOutRow]
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _count(value: Any) -> int | None:
+    # bool is an int to Python, never a count here.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        return None
+
+
+def _skipped(prefix: str, applied: dict[str, Any]) -> list[SkippedRow]:
+    skipped = applied.get("skipped")
+    if not isinstance(skipped, dict):
+        return []
+    return [
+        SkippedRow(key=f"{prefix}/{key}", reason=_text(reason))
+        for key, reason in sorted(skipped.items())
+    ]
+
+
+def _rejected(applied: dict[str, Any]) -> RejectedRow | None:
+    rejected = applied.get("rejected")
+    if not isinstance(rejected, dict):
+        return None
+    return RejectedRow(
+        revision=_count(rejected.get("revision")) or 0, error=_text(rejected.get("error"))
+    )
+
+
+def balancer_row(balancer: LoadBalancer, revision: int, prefix: str) -> BalancerRow:
+    """One load balancer as the page and the API show it, its lag measured against ``revision``."""
+    record = balancer.record
+    applied = balancer.applied or {}
+    applied_revision = _count(applied.get("revision"))
+    seconds = applied.get("reload_seconds", applied.get("runtime_seconds"))
+    reloaded = applied.get("reloaded")
+    return BalancerRow(
+        id=balancer.id,
+        address=_text(record.get("address")),
+        healthy=record.get("healthy") is True,
+        error=_optional_text(record.get("error")),
+        haproxy_version=_optional_text(record.get("haproxy_version")),
+        started_at=_time(record.get("started_at")),
+        last_reload_at=_time(record.get("last_reload_at")),
+        reloads=_count(record.get("reloads")) or 0,
+        applied_revision=applied_revision,
+        applied_at=_time(applied.get("at")),
+        lag=None if applied_revision is None else max(0, revision - applied_revision),
+        reloaded=reloaded if isinstance(reloaded, bool) else None,
+        seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        rejected=_rejected(applied),
+        drained_revision=_count((balancer.drained or {}).get("revision")),
+        skipped=_skipped(prefix, applied),
+    )
+
+
+def _left_out(balancers: list[BalancerRow]) -> list[LeftOutRow]:
+    """Every record some load balancer left out, once, naming each load balancer that did."""
+    rows: dict[str, LeftOutRow] = {}
+    for balancer in balancers:
+        for skipped in balancer["skipped"]:
+            row = rows.setdefault(
+                skipped["key"],
+                LeftOutRow(key=skipped["key"], reason=skipped["reason"], balancers=[]),
+            )
+            row["balancers"].append(balancer["id"])
+    return [rows[key] for key in sorted(rows)]
+
+
+def fleet(store: EtcdStore) -> tuple[int, list[BalancerRow]]:
+    """etcd's revision and every live load balancer, its lag measured against that revision.
+
+    StoreError when etcd cannot be read.
+    """
+    balancers = store.load_balancers()
+    revision = store.current_revision()
+    return revision, [balancer_row(balancer, revision, store.prefix) for balancer in balancers]
+
+
+def load_balancers() -> tuple[int, list[BalancerRow]]:
+    """:func:`fleet` of the configured etcd (what ``GET /api/load-balancers/`` lists)."""
+    with EtcdStore() as store:
+        return fleet(store)
+
+
 def load_balancer_status() -> LoadBalancerStatus:
-    """Read every record and the acknowledgements once; never raises for an unreachable etcd."""
+    """Read the fleet, every record and etcd's revision; never raises for an unreachable etcd."""
     status = LoadBalancerStatus(
-        error="",
-        prefix="",
-        applied_revision=0,
-        reloaded=None,
-        seconds=None,
-        rejected="",
-        drained_revision=0,
-        backends=[],
-        skipped=[],
+        error="", prefix="", revision=0, balancers=[], backends=[], skipped=[]
     )
     try:
         with EtcdStore() as store:
             status["prefix"] = store.prefix
             snapshot = store.snapshot()
-            drained, _ = store.get(store.drained_key)
+            status["revision"], status["balancers"] = fleet(store)
     except StoreError as exc:
         logger.warning("load balancer status: %s", exc)
         status["error"] = f"etcd could not be read: {exc}"
         return status
-    applied = snapshot.applied if isinstance(snapshot.applied, dict) else {}
-    status["applied_revision"] = int(applied.get("revision", 0) or 0)
-    status["reloaded"] = applied.get("reloaded") if "reloaded" in applied else None
-    seconds = applied.get("reload_seconds", applied.get("runtime_seconds"))
-    status["seconds"] = float(seconds) if isinstance(seconds, int | float) else None
-    rejected = applied.get("rejected")
-    if isinstance(rejected, dict):
-        status["rejected"] = f"revision {rejected.get('revision')}: {_text(rejected.get('error'))}"
-    status["drained_revision"] = int((drained or {}).get("revision", 0) or 0)
-    skipped = applied.get("skipped") if isinstance(applied.get("skipped"), dict) else {}
+    status["skipped"] = _left_out(status["balancers"])
+    problems = {row["key"]: row["reason"] for row in status["skipped"]}
     hosts: dict[str, list[str]] = {}
     for hostname, frontend in snapshot.frontends.items():
         if isinstance(frontend, dict):
@@ -97,11 +219,7 @@ def load_balancer_status() -> LoadBalancerStatus:
                 ],
                 leaving=[str(n) for n in record.get("leaving", []) if isinstance(n, str)],
                 hostnames=sorted(hosts.get(name, [])),
-                problem=_text(skipped.get(f"backends/{name}")),
+                problem=problems.get(store.backend_key(name), ""),
             )
         )
-    status["skipped"] = [
-        SkippedRow(key=f"{status['prefix']}/{key}", reason=_text(reason))
-        for key, reason in sorted(skipped.items())
-    ]
     return status

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
-from dashboard.api import hooks, views
+from dashboard.api import hooks, loadbalancers, views
 
 app_name = "api"
 
@@ -16,5 +16,10 @@ router.register("deployments", views.DeploymentViewSet, basename="deployment")
 urlpatterns: list[URLPattern | URLResolver] = [
     path("hooks/dockerhub/<str:secret>/", hooks.DockerHubHook.as_view(), name="hook-dockerhub"),
     path("hooks/generic/<int:app_id>/", hooks.GenericHook.as_view(), name="hook-generic"),
+    path(
+        "load-balancers/",
+        loadbalancers.LoadBalancerList.as_view(),
+        name="load-balancer-list",
+    ),
     *router.urls,
 ]

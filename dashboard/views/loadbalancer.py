@@ -1,4 +1,4 @@
-"""The Load balancer page: what HAProxy serves, what proxysync acknowledged, records left out."""
+"""The Load balancer page: every live load balancer, what it acknowledged, backends, records left out."""
 
 from __future__ import annotations
 
@@ -13,5 +13,5 @@ from deployer.lbstatus import load_balancer_status
 @require_GET
 @permission_required("deployer.view_app", raise_exception=True)
 def load_balancer(request: HttpRequest) -> HttpResponse:
-    """Routes, backends and their servers, the last acknowledgement, skipped records."""
+    """The fleet (address, health, applied revision and lag, reloads), backends, skipped records."""
     return render(request, "dashboard/load_balancer.html", {"lb": load_balancer_status()})

@@ -1,9 +1,8 @@
-"""The Load balancer page: backends, their hostnames and servers, and records left out."""
+"""The Load balancer page: every live load balancer, backends, their hostnames and servers, records left out."""
 
 from __future__ import annotations
 
-import json
-import uuid
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,45 +10,88 @@ import pytest
 from django.test import Client
 
 from deployer.etcdstore import EtcdStore
+from tests.dashboard.fleetkit import REFUSAL, VERSION, Fleet, own_prefix, register_fleet
 from tests.servers import Server
 
 
 @pytest.fixture
 def records(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
     """An etcd prefix of this test's own, configured for the page."""
-    settings.ETCD_ENDPOINT = str(etcd.extra["endpoint"])
-    settings.ETCD_PREFIX = f"/page-{uuid.uuid4().hex[:8]}"
-    with EtcdStore() as store:
+    with own_prefix(etcd, settings) as store:
         yield store
 
 
-@pytest.mark.django_db
-def test_it_shows_each_backend_with_its_hostnames_servers_and_the_records_left_out(
-    admin_client: Client, records: EtcdStore
-) -> None:
-    records.put_route(
-        "hello.localhost",
-        "default.hello-v1",
-        [{"name": "hello-v1-abc", "address": "127.1.0.5", "port": 8080}],
-        backend_options={"version": 1},
-    )
-    records._client.put(records.backend_key("default.junk-v1"), json.dumps({"servers": "x"}))
-    records.put_applied(
-        7,
-        reloaded=False,
-        runtime_seconds=0.002,
-        skipped={"backends/default.junk-v1": "servers must be a list, not str"},
-    )
+@pytest.fixture
+def fleet(records: EtcdStore) -> Fleet:
+    """lb-0 and lb-1 registered (see tests.dashboard.fleetkit)."""
+    return register_fleet(records)
 
+
+def row_of(page: str, lb_id: str) -> str:
+    """The table row of load balancer ``lb_id``, tags removed and blanks squeezed."""
+    match = re.search(rf'<tr id="lb-{lb_id}">(.*?)</tr>', page, re.S)
+    assert match is not None, f"no row for {lb_id}"
+    return " ".join(re.sub(r"<[^>]+>", " ", match.group(1)).split())
+
+
+@pytest.mark.django_db
+def test_it_lists_every_load_balancer_with_its_address_revision_lag_reloads_and_health(
+    admin_client: Client, fleet: Fleet
+) -> None:
     response = admin_client.get("/load-balancer/")
 
     assert response.status_code == 200
     page = response.content.decode()
+    assert f"at revision {fleet.revision}" in page and "2 load balancers live" in page
+    current = row_of(page, "lb-0")
+    assert current.startswith("lb-0 http://127.0.0.1:18080 healthy " + VERSION)
+    assert f"{fleet.applied['lb-0']} current runtime API in 2 ms" in current
+    assert "3 reloads since 2026-12-01 09:00:00 UTC" in current
+    behind = row_of(page, "lb-1")
+    lag = fleet.revision - fleet.applied["lb-1"]
+    assert lag > 0
+    assert behind.startswith("lb-1 http://127.0.0.1:18081 unhealthy revision 9 refused")
+    assert f"{fleet.applied['lb-1']} {lag} behind" in behind
+    assert f"refused revision {fleet.applied['lb-1']}" in behind
+    assert "none since start 0 reloads" in behind
+    assert page.index('id="lb-lb-0"') < page.index('id="lb-lb-1"')
+    assert REFUSAL[:40] in page
+
+
+@pytest.mark.django_db
+def test_it_shows_each_backend_with_its_hostnames_servers_and_the_records_left_out(
+    admin_client: Client, fleet: Fleet
+) -> None:
+    page = admin_client.get("/load-balancer/").content.decode()
+
     assert "default.hello-v1" in page and "hello.localhost" in page
     assert "hello-v1-abc 127.1.0.5:8080" in page
-    assert f"{records.prefix}/backends/default.junk-v1" in page
-    assert "servers must be a list, not str" in page
-    assert "runtime API, no reload" in page
+    left_out = re.search(r'id="skipped".*?</section>', page, re.S)
+    assert left_out is not None
+    text = " ".join(re.sub(r"<[^>]+>", " ", left_out.group(0)).split())
+    key = f"{fleet.store.prefix}/backends/default.junk-v1"
+    assert f"{key} servers must be a list, not str lb-0" in text
+    assert "lb-1" not in text
+    assert 'title="servers must be a list, not str">left out' in page
+
+
+@pytest.mark.django_db
+def test_a_load_balancer_whose_lease_ends_drops_off_the_page(
+    admin_client: Client, fleet: Fleet
+) -> None:
+    fleet.store.revoke_lease(fleet.leases["lb-1"])
+
+    page = admin_client.get("/load-balancer/").content.decode()
+
+    assert "1 load balancer live" in page
+    assert 'id="lb-lb-0"' in page and 'id="lb-lb-1"' not in page
+    assert "refused revision" not in page
+
+    fleet.store.revoke_lease(fleet.leases["lb-0"])
+    page = admin_client.get("/load-balancer/").content.decode()
+    assert "No load balancer is registered under" in page
+    assert f"<code>{fleet.store.prefix}/lbs/</code>" in page
+    assert "Records left out" not in page
 
 
 @pytest.mark.django_db

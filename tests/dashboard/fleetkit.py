@@ -1,0 +1,98 @@
+"""Two load balancers registered in a real etcd, as their proxysyncs register them, for page and API tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from deployer.etcdstore import EtcdStore, Lease
+from tests.servers import Server
+
+STARTED = "2026-12-01T09:00:00.000Z"
+RELOADED = "2026-12-01T09:30:00.000Z"
+VERSION = "3.0.11-1"
+REFUSAL = "[ALERT] config : parsing [haproxy.cfg:42] : unknown keyword 'bogus'"
+
+
+@dataclass
+class Fleet:
+    """The store of a prefix of the test's own, and what was registered in it."""
+
+    store: EtcdStore
+    leases: dict[str, Lease]
+    applied: dict[str, int]
+    revision: int
+
+
+@contextlib.contextmanager
+def own_prefix(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
+    """The store of an etcd prefix of the test's own, configured for the dashboard."""
+    settings.ETCD_ENDPOINT = str(etcd.extra["endpoint"])
+    settings.ETCD_PREFIX = f"/fleet-{uuid.uuid4().hex[:8]}"
+    with EtcdStore() as store:
+        yield store
+
+
+def register(store: EtcdStore, lb_id: str, port: int, **fields: Any) -> Lease:
+    """Register ``lb_id`` under a lease of its own, as its proxysync does."""
+    lease = store.grant_lease(30)
+    record = {
+        "id": lb_id,
+        "address": f"http://127.0.0.1:{port}",
+        "haproxy_version": VERSION,
+        "started_at": STARTED,
+        "last_reload_at": None,
+        "reloads": 0,
+        "healthy": True,
+        "error": None,
+        **fields,
+    }
+    store.register_lb(lb_id, record, lease)
+    return lease
+
+
+def register_fleet(store: EtcdStore) -> Fleet:
+    """lb-0 current (it applied the last write) and lb-1 behind, having refused a revision.
+
+    Both route hello.localhost; lb-0 left a broken record out. etcd's revision is global,
+    and nothing else writes to this etcd while a test runs, so the lags are exact.
+    """
+    store.put_route(
+        "hello.localhost",
+        "default.hello-v1",
+        [{"name": "hello-v1-abc", "address": "127.1.0.5", "port": 8080}],
+        backend_options={"version": 1},
+    )
+    leases = {
+        "lb-0": register(store, "lb-0", 18080, reloads=3, last_reload_at=RELOADED),
+        "lb-1": register(
+            store, "lb-1", 18081, healthy=False, error=f"revision 9 refused: {REFUSAL}"
+        ),
+    }
+    behind = store.current_revision()
+    store.put_applied(
+        behind,
+        lb_id="lb-1",
+        lease=leases["lb-1"],
+        at=STARTED,
+        rejected={"revision": behind, "error": REFUSAL},
+    )
+    store._client.put(store.backend_key("default.junk-v1"), json.dumps({"servers": "x"}))
+    store.put_drained(behind, lb_id="lb-0", lease=leases["lb-0"], servers={})
+    # The write of lb-0's acknowledgement is the last one: its revision is the current one.
+    current = store.current_revision() + 1
+    store.put_applied(
+        current,
+        lb_id="lb-0",
+        lease=leases["lb-0"],
+        at=RELOADED,
+        reloaded=False,
+        runtime_seconds=0.002,
+        skipped={"backends/default.junk-v1": "servers must be a list, not str"},
+    )
+    assert store.current_revision() == current
+    return Fleet(store, leases, {"lb-0": current, "lb-1": behind}, current)

@@ -1,0 +1,139 @@
+"""``GET /api/load-balancers/``: the fleet as JSON, for whoever may see the Load balancer page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from django.core.handlers.wsgi import WSGIHandler
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from deployer.etcdstore import EtcdStore
+from tests.dashboard.fleetkit import REFUSAL, VERSION, Fleet, own_prefix, register_fleet
+from tests.servers import Server
+
+URL = "/api/load-balancers/"
+
+
+@pytest.fixture
+def records(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
+    """An etcd prefix of this test's own, configured for the API."""
+    with own_prefix(etcd, settings) as store:
+        yield store
+
+
+@pytest.fixture
+def fleet(records: EtcdStore) -> Fleet:
+    """lb-0 and lb-1 registered (see tests.dashboard.fleetkit)."""
+    return register_fleet(records)
+
+
+def client_of(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_it_lists_each_live_load_balancer_with_its_revision_lag_reloads_and_health(
+    api: APIClient, fleet: Fleet
+) -> None:
+    response = api.get(URL)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["revision"] == fleet.revision and body["count"] == 2 and body["error"] is None
+    current, behind = body["results"]
+    assert current == {
+        "id": "lb-0",
+        "address": "http://127.0.0.1:18080",
+        "healthy": True,
+        "error": None,
+        "haproxy_version": VERSION,
+        "started_at": "2026-12-01T09:00:00Z",
+        "last_reload_at": "2026-12-01T09:30:00Z",
+        "reloads": 3,
+        "applied_revision": fleet.applied["lb-0"],
+        "applied_at": "2026-12-01T09:30:00Z",
+        "lag": 0,
+        "reloaded": False,
+        "seconds": 0.002,
+        "rejected": None,
+        "drained_revision": fleet.applied["lb-1"],
+        "skipped": [
+            {
+                "key": f"{fleet.store.prefix}/backends/default.junk-v1",
+                "reason": "servers must be a list, not str",
+            }
+        ],
+    }
+    assert behind["id"] == "lb-1" and behind["address"] == "http://127.0.0.1:18081"
+    assert behind["healthy"] is False and behind["error"] == f"revision 9 refused: {REFUSAL}"
+    assert behind["applied_revision"] == fleet.applied["lb-1"]
+    assert behind["lag"] == fleet.revision - fleet.applied["lb-1"] > 0
+    assert behind["rejected"] == {"revision": fleet.applied["lb-1"], "error": REFUSAL}
+    assert (behind["reloads"], behind["last_reload_at"], behind["reloaded"]) == (0, None, None)
+    assert behind["drained_revision"] is None and behind["skipped"] == []
+
+
+@pytest.mark.django_db
+def test_a_load_balancer_whose_lease_ends_drops_out_of_the_list(
+    api: APIClient, fleet: Fleet
+) -> None:
+    fleet.store.revoke_lease(fleet.leases["lb-0"])
+
+    body = api.get(URL).json()
+
+    assert [balancer["id"] for balancer in body["results"]] == ["lb-1"]
+    fleet.store.revoke_lease(fleet.leases["lb-1"])
+    assert api.get(URL).json()["results"] == []
+
+
+@pytest.mark.django_db
+def test_whoever_may_see_the_load_balancer_page_may_read_it_and_nobody_may_write(
+    fleet: Fleet, viewer: Any, stranger: Any
+) -> None:
+    assert client_of(viewer).get(URL).status_code == 200
+    refused = client_of(stranger).get(URL)
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "You do not have permission to do this."}
+    assert APIClient().get(URL).status_code == 403
+    for method in ("post", "put", "patch", "delete"):
+        assert getattr(client_of(viewer), method)(URL, {}).status_code == 405
+
+
+@pytest.mark.django_db
+def test_it_says_why_when_etcd_cannot_be_read(api: APIClient, settings: Any) -> None:
+    settings.ETCD_ENDPOINT = "127.0.0.1:1"
+
+    response = api.get(URL)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["error"].startswith("etcd could not be read: ")
+    assert (body["revision"], body["count"], body["results"]) == (None, 0, [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_its_answers_are_the_ones_the_openapi_schema_describes(
+    fleet: Fleet, admin: Any, settings: Any
+) -> None:
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", WSGIHandler())
+    operation = schema["/api/load-balancers/"]["GET"]
+    headers = {"Authorization": f"Token {Token.objects.create(user=admin).key}"}
+
+    answered = operation.Case().call(headers=headers)
+    assert answered.status_code == 200 and answered.json()["count"] == 2
+    operation.Case().validate_response(answered, headers=headers)
+
+    settings.ETCD_ENDPOINT = "127.0.0.1:1"
+    unread = operation.Case().call(headers=headers)
+    assert unread.status_code == 200 and unread.json()["error"]
+    operation.Case().validate_response(unread, headers=headers)
+
+    refused = operation.Case().call()
+    assert refused.status_code == 403
+    operation.Case().validate_response(refused)
