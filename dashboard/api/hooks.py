@@ -142,23 +142,36 @@ def _queue(app: App, image: str, detail: str) -> tuple[Deployment, bool]:
         raise ValidationError({"image": [exc.message]}) from None
 
 
-class DockerHubHook(APIView):
-    """``POST /api/hooks/dockerhub/<secret>/``: deploy the pushed tag of the app with that secret."""
+class Webhook(APIView):
+    """A webhook: anyone may call it; what proves the sender is the secret it knows."""
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
+
+def hook_answers(errors: dict[int, str]) -> dict[int, Any]:
+    """A webhook's answers: 202 (queued) and 200 (seen before), 413, and ``errors`` described."""
+    described = {**errors, 413: "A body over 64 KiB."}
+    return {
+        202: HookAnswer,
+        200: HookAnswer,
+        **{code: OpenApiResponse(description=described[code]) for code in sorted(described)},
+    }
+
+
+class DockerHubHook(Webhook):
+    """``POST /api/hooks/dockerhub/<secret>/``: deploy the pushed tag of the app with that secret."""
+
     @extend_schema(
         request=DockerHubPayload,
-        responses={
-            202: HookAnswer,
-            200: HookAnswer,
-            400: OpenApiResponse(description="Malformed payload or another repository."),
-            404: OpenApiResponse(description="No app has this secret."),
-            409: OpenApiResponse(description="The app is being undeployed."),
-            413: OpenApiResponse(description="A body over 64 KiB."),
-            415: OpenApiResponse(description="A body that is not JSON or a form."),
-        },
+        responses=hook_answers(
+            {
+                400: "Malformed payload or another repository.",
+                404: "No app has this secret.",
+                409: "The app is being undeployed.",
+                415: "A body that is not JSON or a form.",
+            }
+        ),
     )
     def post(self, request: Request, secret: str) -> Response:
         """Check the payload and the repository, then queue (or dedupe) the deploy."""
@@ -252,25 +265,19 @@ def remember_delivery(app: App, signed: str, now: Any) -> bool:
     return True
 
 
-class GenericHook(APIView):
+class GenericHook(Webhook):
     """``POST /api/hooks/generic/<app_id>/``, timestamped and signed: deploy a tag."""
-
-    authentication_classes: list[Any] = []
-    permission_classes = [AllowAny]
 
     @extend_schema(
         request=GenericPayload,
-        responses={
-            202: HookAnswer,
-            200: HookAnswer,
-            400: OpenApiResponse(description="Malformed body or another repository."),
-            403: OpenApiResponse(
-                description="Missing or wrong signature, or a timestamp over 5 minutes off."
-            ),
-            404: OpenApiResponse(description="No such app."),
-            409: OpenApiResponse(description="This delivery was received before (a replay)."),
-            413: OpenApiResponse(description="A body over 64 KiB."),
-        },
+        responses=hook_answers(
+            {
+                400: "Malformed body or another repository.",
+                403: "Missing or wrong signature, or a timestamp over 5 minutes off.",
+                404: "No such app.",
+                409: "This delivery was received before (a replay).",
+            }
+        ),
     )
     def post(self, request: Request, app_id: int) -> Response:
         """Verify the timestamped signature over the raw body, then queue (or dedupe) the deploy."""
