@@ -46,14 +46,16 @@ def test_it_lists_every_load_balancer_with_its_address_revision_lag_reloads_and_
     current = row_of(page, "lb-0")
     assert current.startswith("lb-0 http://127.0.0.1:18080 healthy " + VERSION)
     assert f"{fleet.applied['lb-0']} current runtime API in 2 ms" in current
-    assert "3 reloads since 2026-12-01 09:00:00 UTC" in current
+    assert "3 reloads since start" in current
+    assert 'title="proxysync started 2026-12-01 09:00:00 UTC">3 reloads' in page
     behind = row_of(page, "lb-1")
     lag = fleet.revision - fleet.applied["lb-1"]
     assert lag > 0
     assert behind.startswith("lb-1 http://127.0.0.1:18081 unhealthy revision 9 refused")
-    assert f"{fleet.applied['lb-1']} {lag} behind" in behind
+    assert f"{fleet.applied['lb-1']} {lag} " in behind
+    assert f'title="{lag} revisions behind etcd\'s {fleet.revision}">{lag}</span>' in page
     assert f"refused revision {fleet.applied['lb-1']}" in behind
-    assert "none since start 0 reloads" in behind
+    assert "none since start 0 reloads since start" in behind
     assert page.index('id="lb-lb-0"') < page.index('id="lb-lb-1"')
     assert REFUSAL[:40] in page
 
