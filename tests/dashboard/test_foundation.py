@@ -231,7 +231,8 @@ def test_it_ships_a_valid_compose_file() -> None:
     )
     assert result.returncode == 0, result.stderr
     services = set(result.stdout.split())
-    expected = {"postgres", "redis", "etcd", "haproxy", "web", "worker", "scheduler", "proxysync"}
+    expected = {"postgres", "redis", "etcd", "web", "worker", "scheduler"}
+    expected |= {"haproxy-0", "proxysync-0", "haproxy-1", "proxysync-1"}  # two load balancers
     assert expected <= services
 
 

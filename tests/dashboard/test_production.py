@@ -154,14 +154,27 @@ def compose_config() -> dict[str, Any]:
 
 def test_compose_haproxy_listens_where_its_published_port_and_proxysync_reach_it() -> None:
     services = compose_config()["services"]
-    proxysync_service, haproxy = services["proxysync"], services["haproxy"]
-    assert proxysync_service["environment"]["GREENLIGHT_HAPROXY_BIND"] == "0.0.0.0"
-    # One network namespace: the port published for proxysync is HAProxy's, and the
-    # revision check on the stats port reaches HAProxy on the same host.
-    assert haproxy["network_mode"] == "service:proxysync"
-    assert "ports" not in haproxy
-    published = proxysync_service["ports"]
-    assert any(str(port.get("target", port)).startswith("8080") for port in published), published
-    assert "GREENLIGHT_LB_PORT" not in proxysync_service["environment"]  # 8080, as published
+    published_ports = []
+    for index in (0, 1):
+        proxysync_service = services[f"proxysync-{index}"]
+        haproxy = services[f"haproxy-{index}"]
+        environment = proxysync_service["environment"]
+        assert environment["GREENLIGHT_HAPROXY_BIND"] == "0.0.0.0"
+        # One network namespace per load balancer: the port published for its proxysync is
+        # its HAProxy's, and the revision check on the stats port reaches HAProxy there.
+        assert haproxy["network_mode"] == f"service:proxysync-{index}"
+        assert "ports" not in haproxy
+        published = proxysync_service["ports"]
+        assert [str(port["target"]) for port in published] == ["8080"], published
+        published_ports.append(str(published[0]["published"]))
+        assert "GREENLIGHT_LB_PORT" not in environment  # 8080, as published
+        # Each its own id, the address the worker verifies through, and its own config.
+        assert environment["GREENLIGHT_LB_ID"] == f"lb-{index}"
+        assert environment["GREENLIGHT_LB_ADDRESS"] == f"http://proxysync-{index}:8080"
+        volumes = {volume.split(":")[0] for volume in haproxy["volumes"]}
+        assert volumes == {f"haproxy-{index}-config", f"haproxy-{index}-run"}
+        assert volumes < {volume.split(":")[0] for volume in proxysync_service["volumes"]}
+    assert published_ports == ["80", "8081"]
+    assert "haproxy" not in services and "proxysync" not in services
     # Only compose binds every address; make run keeps HAProxy on loopback.
     assert "GREENLIGHT_HAPROXY_BIND" not in (ROOT / "Procfile").read_text()
