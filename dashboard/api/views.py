@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import BaseSerializer
+from rest_framework.serializers import BaseSerializer, Serializer
 
 from dashboard import queries
 from dashboard.api.logpage import log_page
@@ -57,6 +57,13 @@ def deploy_error(exc: DeployError, field: str) -> APIException:
     if isinstance(exc, AppBusy | NothingToDo):
         return Conflict(exc.message)
     return ValidationError({field: [exc.message]})
+
+
+def validated(shape: type[Serializer[Any]], data: Any) -> dict[str, Any]:
+    """``data`` (a body or a query) as ``shape`` validates it; 400 with each bad field by name."""
+    checked = shape(data=data)
+    checked.is_valid(raise_exception=True)
+    return dict(checked.validated_data)
 
 
 @contextlib.contextmanager
@@ -118,15 +125,10 @@ class AppViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def deploy(self, request: Request, pk: Any = None) -> Response:
         """Queue a deploy (optionally of another ``image``); 202 with its id and URL."""
-        app = self.get_object()
-        body = DeployRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        image = validated(DeployRequestSerializer, request.data).get("image") or None
         with refusals_on("image"):
             deployment = services.request_deploy(
-                app,
-                user=request.user,
-                image=body.validated_data.get("image") or None,
-                trigger=Deployment.Trigger.API,
+                self.get_object(), user=request.user, image=image, trigger=Deployment.Trigger.API
             )
         return queued(request, deployment)
 
@@ -135,10 +137,9 @@ class AppViewSet(viewsets.ModelViewSet):
     def scale(self, request: Request, pk: Any = None) -> Response:
         """Set the app's replicas, and its live version's in the cluster."""
         app = self.get_object()
-        body = ScaleRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        replicas = validated(ScaleRequestSerializer, request.data)["replicas"]
         with refusals_on("replicas"):
-            services.scale_app(app, body.validated_data["replicas"], user=request.user)
+            services.scale_app(app, replicas, user=request.user)
         app.refresh_from_db()
         return Response(self.get_serializer(app).data)
 
@@ -184,12 +185,11 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         )
         if self.action != "list":
             return rows
-        query = DeploymentFilterSerializer(data=self.request.query_params)
-        query.is_valid(raise_exception=True)
-        if "app" in query.validated_data:
-            rows = rows.filter(app_id=query.validated_data["app"])
-        if "status" in query.validated_data:
-            rows = rows.filter(status=query.validated_data["status"])
+        query = validated(DeploymentFilterSerializer, self.request.query_params)
+        if "app" in query:
+            rows = rows.filter(app_id=query["app"])
+        if "status" in query:
+            rows = rows.filter(status=query["status"])
         return rows.defer("descriptor", "steps", "health_results")
 
     @extend_schema(
@@ -207,9 +207,8 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def logs(self, request: Request, pk: Any = None) -> Response:
         """Stored log lines with ``seq`` above ``after``, in order; page with ``after=last_seq``."""
         deployment = self.get_object()
-        query = LogQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        query = validated(LogQuerySerializer, request.query_params)
+        after, limit = query["after"], query["limit"]
         lines = queries.log_lines(deployment, after=after, limit=limit + 1)
         return log_page(lines, after, limit, deployment.status)
 
