@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 from .images import ImageNotFound
 from .kubelet_env import ConfigError, container_argv, container_env
 from .kubelet_logs import start_run
-from .kubelet_probes import ProbeResult, exec_command, http_get, probe_loop, run_probe
+from .kubelet_probes import (
+    ProbeResult,
+    ProbeTarget,
+    exec_command,
+    http_get,
+    probe_loop,
+    run_probe,
+)
 from .kubelet_process import ContainerProcess
 from .kubelet_status import ContainerState, container_id, now
 
@@ -87,9 +94,8 @@ class ContainerLifecycle(abc.ABC):
                     result = await exec_command(handler["exec"], env, cwd, timeout)
                     kind, what = "Exec", str((handler["exec"] or {}).get("command"))
                 elif "httpGet" in handler:
-                    result = await http_get(
-                        handler["httpGet"], self.ip or "", spec, timeout, self.host_ip
-                    )
+                    target = ProbeTarget(self.ip or "", spec, timeout, self.host_ip)
+                    result = await http_get(handler["httpGet"], target)
                     kind, what = "HTTP", str((handler["httpGet"] or {}).get("path", "/"))
                 else:
                     return "lifecycle handler has no exec, httpGet or sleep action"

@@ -45,18 +45,26 @@ def resolve_port(port: int | str, container: dict[str, Any]) -> int:
     raise ValueError(f"unable to find port {port!r} in container {container.get('name')!r}")
 
 
-async def http_get(
-    action: dict[str, Any],
-    pod_ip: str,
-    container: dict[str, Any],
-    timeout: float,
-    source: str | None = None,
-) -> ProbeResult:
+@dataclass(frozen=True)
+class ProbeTarget:
+    """Where a network probe (or hook) goes: the pod, its container, from the node, how long."""
+
+    pod_ip: str
+    container: dict[str, Any]  # its ports name the port a probe may give by name
+    timeout: float
+    source: str | None = None  # the node's address, which probes leave from
+
+    def address(self, action: dict[str, Any], default_port: int) -> tuple[str, int]:
+        """The action's host (the pod's by default) and port number; ValueError if unknown."""
+        port = resolve_port(action.get("port", default_port), self.container)
+        return action.get("host") or self.pod_ip, port
+
+
+async def http_get(action: dict[str, Any], target: ProbeTarget) -> ProbeResult:
     """GET the probe URL; success is a status in [200, 400) as in the kubelet."""
     scheme = str(action.get("scheme") or "HTTP").lower()
-    host = action.get("host") or pod_ip
     try:
-        port = resolve_port(action.get("port", 80), container)
+        host, port = target.address(action, 80)
     except ValueError as exc:
         return ProbeResult(False, str(exc))
     path = action.get("path") or "/"
@@ -70,7 +78,7 @@ async def http_get(
     request += "Connection: close\r\n\r\n"
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(target.timeout):
             context = None
             if scheme == "https":
                 # The kubelet does not verify probe certificates.
@@ -78,7 +86,7 @@ async def http_get(
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, local_addr=_local(source)
+                host, port, ssl=context, local_addr=_local(target.source)
             )
             writer.write(request.encode())
             await writer.drain()
@@ -108,22 +116,15 @@ async def http_get(
     return ProbeResult(False, f"HTTP probe failed with statuscode: {code}")
 
 
-async def tcp_socket(
-    action: dict[str, Any],
-    pod_ip: str,
-    container: dict[str, Any],
-    timeout: float,
-    source: str | None = None,
-) -> ProbeResult:
+async def tcp_socket(action: dict[str, Any], target: ProbeTarget) -> ProbeResult:
     """Open a TCP connection to the port; success is a completed handshake."""
-    host = action.get("host") or pod_ip
     try:
-        port = resolve_port(action.get("port", 0), container)
+        host, port = target.address(action, 0)
     except ValueError as exc:
         return ProbeResult(False, str(exc))
     try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port, local_addr=_local(source))
+        async with asyncio.timeout(target.timeout):
+            _, writer = await asyncio.open_connection(host, port, local_addr=_local(target.source))
         writer.close()
         return ProbeResult(True)
     except TimeoutError:
@@ -181,10 +182,11 @@ async def run_probe(
 ) -> ProbeResult:
     """Run one probe of any supported kind once; network probes come from ``source`` (the node)."""
     timeout = float(probe_setting(probe, "timeoutSeconds"))
+    target = ProbeTarget(pod_ip, container, timeout, source)
     if "httpGet" in probe:
-        return await http_get(probe["httpGet"], pod_ip, container, timeout, source)
+        return await http_get(probe["httpGet"], target)
     if "tcpSocket" in probe:
-        return await tcp_socket(probe["tcpSocket"], pod_ip, container, timeout, source)
+        return await tcp_socket(probe["tcpSocket"], target)
     if "exec" in probe:
         return await exec_command(probe["exec"], env, cwd, timeout)
     if "grpc" in probe:
