@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from typing import TypedDict
 
 from .errors import Forbidden, conflict
 from .records import Entry, Obj, now_rfc3339
@@ -70,6 +71,14 @@ def _pod_grace_period(pod: Obj, grace_period_seconds: int | None) -> int:
 
 def _namespace_needs_finalizing(namespace: Obj, finalizers: list[str]) -> bool:
     return "kubernetes" in (namespace.get("spec", {}).get("finalizers") or []) or bool(finalizers)
+
+
+class DeleteOptions(TypedDict, total=False):
+    """How a delete proceeds (the API's DeleteOptions): grace, propagation, preconditions."""
+
+    grace_period_seconds: int | None
+    propagation_policy: str | None
+    preconditions: Mapping[str, str] | None
 
 
 class DeletionMixin:

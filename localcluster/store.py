@@ -71,10 +71,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from . import validation
-from .deletion import DeletionMixin
+from .deletion import DeleteOptions, DeletionMixin
 from .errors import (
     BadRequest,
     Forbidden,
@@ -529,14 +529,10 @@ class Store(WatchMixin, DeletionMixin):
         resource: ResourceRef,
         namespace: str | None,
         name: str,
-        grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
-        preconditions: Mapping[str, str] | None = None,
+        **options: Unpack[DeleteOptions],
     ) -> Obj:
         """Delete (or mark for deletion, see the module docstring) and return the object's last state; NotFound."""
-        obj, _ = self.delete_sync(
-            resource, namespace, name, grace_period_seconds, propagation_policy, preconditions
-        )
+        obj, _ = self.delete_sync(resource, namespace, name, **options)
         return copy.deepcopy(obj)
 
     def create_sync(

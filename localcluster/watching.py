@@ -11,11 +11,20 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TypedDict, Unpack
 
 from .errors import BadRequest, Expired
 from .records import Entry, Event, HistoryRecord, Obj, Watcher
 from .resources import ResourceRef, lookup
 from .selectors import make_matcher
+
+
+class WatchQuery(TypedDict, total=False):
+    """Which objects a watch follows, and from which resourceVersion on."""
+
+    label_selector: str | Mapping[str, str] | None
+    field_selector: str | None
+    resource_version: str | None
 
 
 class WatchMixin:
@@ -77,19 +86,16 @@ class WatchMixin:
         self,
         resource: ResourceRef,
         namespace: str | None = None,
-        label_selector: str | Mapping[str, str] | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
+        *,
         timeout_seconds: float | None = None,
+        **query: Unpack[WatchQuery],
     ) -> AsyncIterator[tuple[str, Obj]]:
         """Yield (event_type, object copy) for ADDED/MODIFIED/DELETED; raises Expired for a too-old rv.
 
         The watch is registered at the first ``__anext__``; pass the resourceVersion of a
         previous ``list`` to miss nothing. Ends after ``timeout_seconds`` if given.
         """
-        watcher, backlog = self.open_watch(
-            resource, namespace, label_selector, field_selector, resource_version
-        )
+        watcher, backlog = self.open_watch(resource, namespace, **query)
         try:
             for etype, _obj, raw in backlog:
                 yield etype, json.loads(raw)
