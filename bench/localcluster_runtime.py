@@ -27,12 +27,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.localcluster.runtime_support import deployment, watch_until  # noqa: E402
 from tests.servers import localcluster_server  # noqa: E402
+
+# How long a benchmark step may take before it counts as stuck.
+STEP_TIMEOUT = 120.0
 
 
 @contextlib.contextmanager
@@ -56,57 +60,11 @@ def localcluster(nodes: int) -> Iterator[client.ApiClient]:
 def hello(
     name: str, replicas: int, image: str = "demo/hello:1", probe: bool = False, marker: str = ""
 ) -> dict[str, Any]:
-    """A demo Deployment manifest."""
-    container: dict[str, Any] = {
-        "name": "app",
-        "image": image,
-        "env": [{"name": "MESSAGE", "value": marker or name}],
-    }
-    if probe:
-        container["readinessProbe"] = {
-            "httpGet": {"path": "/health", "port": 8080},
-            "periodSeconds": 1,
-        }
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container]},
-            },
-        },
-    }
-
-
-def wait_for(
-    list_fn: Callable[..., Any],
-    done: Callable[[dict[str, Any]], bool],
-    timeout: float = 120,
-    **kwargs: Any,
-) -> None:
-    """Watch until ``done(objects by name)``; objects are wire-format dicts."""
-    to_wire = client.ApiClient().sanitize_for_serialization
-    listing = list_fn(**kwargs)
-    objects = {o.metadata.name: to_wire(o) for o in listing.items}
-    if done(objects):
-        return
-    rv = listing.metadata.resource_version
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in watch.Watch().stream(
-            list_fn, resource_version=rv, timeout_seconds=int(timeout), **kwargs
-        ):
-            obj = to_wire(event["object"])
-            rv = obj["metadata"]["resourceVersion"]
-            if event["type"] == "DELETED":
-                objects.pop(obj["metadata"]["name"], None)
-            else:
-                objects[obj["metadata"]["name"]] = obj
-            if done(objects):
-                return
-    raise TimeoutError("benchmark condition not reached")
+    """A demo Deployment manifest; its ``MESSAGE`` (``marker``, else the name) finds its processes."""
+    manifest = deployment(name, image, replicas, readiness=probe)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "MESSAGE", "value": marker or name}]
+    return manifest
 
 
 def available(name: str, replicas: int, generation: int = 1) -> Callable[[dict[str, Any]], bool]:
@@ -161,7 +119,7 @@ def main() -> int:
                 core.create_namespace({"metadata": {"name": ns}})
                 start = time.perf_counter()
                 apps.create_namespaced_deployment(ns, hello("hello", 3, probe=probe))
-                wait_for(deployments(ns), available("hello", 3))
+                watch_until(deployments(ns), available("hello", 3), STEP_TIMEOUT)
                 times.append(time.perf_counter() - start)
                 if probe and run == 0:
                     start = time.perf_counter()
@@ -173,7 +131,7 @@ def main() -> int:
                         }
                     }
                     apps.patch_namespaced_deployment("hello", ns, patch)
-                    wait_for(deployments(ns), available("hello", 3, generation=2))
+                    watch_until(deployments(ns), available("hello", 3, generation=2), STEP_TIMEOUT)
                     print(
                         f"rolling update 3 replicas demo/hello:1 -> :2 (readiness probe): {time.perf_counter() - start:.2f} s"
                     )
@@ -193,15 +151,16 @@ def main() -> int:
 
         start = time.perf_counter()
         apps.create_namespaced_deployment(ns, hello("bulk", args.pods, marker=marker))
-        wait_for(
+        watch_until(
             pods,
             lambda ps: (
                 sum(1 for p in ps.values() if (p.get("status") or {}).get("phase") == "Running")
                 >= args.pods
             ),
+            STEP_TIMEOUT,
         )
         running = time.perf_counter() - start
-        wait_for(deployments(ns), available("bulk", args.pods))
+        watch_until(deployments(ns), available("bulk", args.pods), STEP_TIMEOUT)
         ready = time.perf_counter() - start
         placed: dict[str, int] = {}
         for p in core.list_namespaced_pod(ns).items:
@@ -220,7 +179,7 @@ def main() -> int:
         lost = max(placed, key=lambda n: placed[n])
         start = time.perf_counter()
         core.delete_node(lost)
-        wait_for(
+        watch_until(
             pods,
             lambda ps: (
                 sum(
@@ -231,6 +190,7 @@ def main() -> int:
                 )
                 >= args.pods
             ),
+            STEP_TIMEOUT,
         )
         print(
             f"node {lost} deleted with {placed[lost]} pods: all {args.pods} Running elsewhere "
