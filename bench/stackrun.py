@@ -54,26 +54,32 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_ports() -> tuple[int, int]:
-    """A web port with the six after it free (the stack's auxiliary ports), and an LB port.
+def free_ports(lb_count: int = 1) -> tuple[int, int]:
+    """A web port with the stack's auxiliary ports after it free, and the first LB port.
 
-    Taken below the kernel's ephemeral range, where other tests' ``bind(0)`` ports and
-    outgoing connections cannot claim them between this check and the servers' bind.
+    The block is the web port, its five auxiliary ports, one HAProxy stats port per load
+    balancer, then one port per load balancer for users' traffic. Taken below the kernel's
+    ephemeral range, where other tests' ``bind(0)`` ports and outgoing connections cannot
+    claim them between this check and the servers' bind.
     """
     try:
         ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         ephemeral = 32768
-    top = max(ephemeral - 10, 12000)
+    size = 6 + 2 * lb_count
+    step = 10 * (1 + size // 10)
+    top = max(ephemeral - size - 2, 12000)
     for _ in range(200):
-        web = random.randrange(10000, top, 10)
-        if all(_port_free(port) for port in range(web, web + 8)):
-            return web, web + 7
-    raise StepFailed("no run of 8 free loopback ports found")
+        web = random.randrange(10000, top, step)
+        if all(_port_free(port) for port in range(web, web + size)):
+            return web, web + 6 + lb_count
+    raise StepFailed(f"no run of {size} free loopback ports found")
 
 
-def stack_env(var_dir: Path, web_port: int, lb_port: int, password: str) -> dict[str, str]:
-    """``make run``'s environment for a throwaway stack: its ports, state and 4 nodes."""
+def stack_env(
+    var_dir: Path, web_port: int, lb_port: int, password: str, lb_count: int = 1
+) -> dict[str, str]:
+    """``make run``'s environment for a throwaway stack: its ports, state, load balancers, 4 nodes."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -87,6 +93,7 @@ def stack_env(var_dir: Path, web_port: int, lb_port: int, password: str) -> dict
         GREENLIGHT_VAR_DIR=str(var_dir),
         GREENLIGHT_WEB_PORT=str(web_port),
         GREENLIGHT_LB_PORT=str(lb_port),
+        GREENLIGHT_LB_COUNT=str(lb_count),
         GREENLIGHT_CLUSTER_NODES="4",
         GREENLIGHT_ADMIN_PASSWORD=password,
     )
@@ -94,14 +101,22 @@ def stack_env(var_dir: Path, web_port: int, lb_port: int, password: str) -> dict
 
 
 class Stack:
-    """The whole stack under ``launcher.supervisor``, started the way ``make run`` starts it."""
+    """The whole stack under ``launcher.supervisor``, started the way ``make run`` starts it.
 
-    def __init__(self, workdir: Path) -> None:
+    ``lb_count`` load balancers (``GREENLIGHT_LB_COUNT``): load balancer ``i`` serves users'
+    traffic on ``lb_ports[i]`` and its stats page on ``stats_ports[i]``; ``lb_port`` and
+    ``stats_port`` are lb-0's.
+    """
+
+    def __init__(self, workdir: Path, lb_count: int = 1) -> None:
         self.var_dir = workdir / "var"
-        self.web_port, self.lb_port = free_ports()
-        self.stats_port = self.web_port + 6
+        self.lb_count = lb_count
+        self.web_port, self.lb_port = free_ports(lb_count)
+        self.lb_ports = [self.lb_port + index for index in range(lb_count)]
+        self.stats_ports = [self.web_port + 6 + index for index in range(lb_count)]
+        self.stats_port = self.stats_ports[0]
         self.password = secrets.token_urlsafe(12)
-        self.env = stack_env(self.var_dir, self.web_port, self.lb_port, self.password)
+        self.env = stack_env(self.var_dir, self.web_port, self.lb_port, self.password, lb_count)
         database = stack_database()
         if database is not None:  # a test on PostgreSQL: the stack's own database there
             self.env["DATABASE_URL"] = database
@@ -125,11 +140,11 @@ class Stack:
         return done.stdout
 
     def start(self, timeout: float) -> None:
-        """Prepare, migrate, bootstrap, start the supervisor and wait for web, LB and cluster."""
+        """Prepare, migrate, bootstrap, start the supervisor and wait for web, every LB and cluster."""
         self.manage("-m", "launcher.stack", "prepare")
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("bootstrap")
-        taken = [p for p in range(self.web_port, self.lb_port + 1) if not _port_free(p)]
+        taken = [p for p in range(self.web_port, self.lb_ports[-1] + 1) if not _port_free(p)]
         if taken:
             raise StepFailed(f"ports {taken} were taken by another process; run again")
         log = self.log_path.open("ab")
@@ -146,7 +161,7 @@ class Stack:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        for port in (self.web_port, self.lb_port, self.web_port + 5):
+        for port in (self.web_port, *self.lb_ports, self.web_port + 5):
             self._wait_port(port, deadline)
         while not self.kubeconfig.exists():
             self._check_deadline(deadline, "localcluster's kubeconfig")
@@ -187,13 +202,17 @@ class Stack:
             raise StepFailed(f"no token in drf_create_token's output: {output!r}")
         return match.group(1)
 
+    def haproxy_dir(self, index: int = 0) -> Path:
+        """Load balancer ``index``'s HAProxy folder (config, map, master socket, pid file)."""
+        return self.var_dir / ("haproxy" if index == 0 else f"haproxy-{index}")
+
     def haproxy_retries(self, app: str) -> tuple[int, int] | None:
-        """(worker pid, retries + redispatches so far) of HAProxy's backends of ``app``.
+        """(worker pid, retries + redispatches so far) of lb-0's HAProxy backends of ``app``.
 
         Counters belong to a worker and start at 0 in the one a reload forks: compare two
         readings only when their pids match. None when the master CLI does not answer.
         """
-        socket_path = self.var_dir / "haproxy" / "master.sock"
+        socket_path = self.haproxy_dir() / "master.sock"
         try:
             processes = master_command(socket_path, "show proc", timeout=2.0)
             stats = master_command(socket_path, "@1 show stat", timeout=2.0)

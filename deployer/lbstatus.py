@@ -78,11 +78,16 @@ class BalancerRow(TypedDict):
 
 
 class LoadBalancerStatus(TypedDict):
-    """The fleet and the records in etcd at ``revision``; ``error`` (and nothing else) when etcd is down."""
+    """The fleet and the records in etcd at ``revision``; ``error`` (and nothing else) when etcd is down.
+
+    ``newest_applied`` is the newest revision any live load balancer applied: one that
+    applied an older one is behind the rest of the fleet.
+    """
 
     error: str
     prefix: str
     revision: int
+    newest_applied: int
     balancers: list[BalancerRow]
     backends: list[BackendRow]
     skipped: list[LeftOutRow]
@@ -188,7 +193,7 @@ def load_balancers() -> tuple[int, list[BalancerRow]]:
 def load_balancer_status() -> LoadBalancerStatus:
     """Read the fleet, every record and etcd's revision; never raises for an unreachable etcd."""
     status = LoadBalancerStatus(
-        error="", prefix="", revision=0, balancers=[], backends=[], skipped=[]
+        error="", prefix="", revision=0, newest_applied=0, balancers=[], backends=[], skipped=[]
     )
     try:
         with EtcdStore() as store:
@@ -200,6 +205,8 @@ def load_balancer_status() -> LoadBalancerStatus:
         status["error"] = f"etcd could not be read: {exc}"
         return status
     status["skipped"] = _left_out(status["balancers"])
+    applied = [row["applied_revision"] or 0 for row in status["balancers"]]
+    status["newest_applied"] = max(applied, default=0)
     problems = {row["key"]: row["reason"] for row in status["skipped"]}
     hosts: dict[str, list[str]] = {}
     for hostname, frontend in snapshot.frontends.items():

@@ -52,8 +52,9 @@ def test_it_lists_every_load_balancer_with_its_address_revision_lag_reloads_and_
     lag = fleet.revision - fleet.applied["lb-1"]
     assert lag > 0
     assert behind.startswith("lb-1 http://127.0.0.1:18081 unhealthy revision 9 refused")
-    assert f"{fleet.applied['lb-1']} {lag} " in behind
-    assert f'title="{lag} revisions behind etcd\'s {fleet.revision}">{lag}</span>' in page
+    assert f"{fleet.applied['lb-1']} {lag} behind the fleet " in behind
+    assert "behind the fleet" not in current
+    assert f'title="etcd\'s revision {fleet.revision} minus the one it applied">{lag}<' in page
     assert f"refused revision {fleet.applied['lb-1']}" in behind
     assert "none since start 0 reloads since start" in behind
     assert page.index('id="lb-lb-0"') < page.index('id="lb-lb-1"')
