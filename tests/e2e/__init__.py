@@ -1,0 +1,1 @@
+"""End-to-end tests: the whole stack, started the way ``make run`` starts it."""
