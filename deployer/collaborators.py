@@ -52,9 +52,10 @@ class Cluster(Protocol):
 
 
 class LBStore(RotationStore, Protocol):
-    """The load balancer's records (deployer.etcdstore.EtcdStore in production).
+    """The load balancers' records (deployer.etcdstore.EtcdStore in production).
 
-    Waiting for proxysync (``wait_applied``, ``wait_drained``) comes with RotationStore.
+    Waiting for every live load balancer (``wait_applied``, ``wait_drained``) and the
+    list of them (``load_balancers``) come with RotationStore.
     """
 
     def get_frontend(self, hostname: str) -> dict[str, Any] | None: ...
@@ -77,10 +78,12 @@ class LBStore(RotationStore, Protocol):
 
 
 class HealthChecker(Protocol):
-    """HTTP checks of pods and through the load balancer (deployer.health)."""
+    """HTTP checks of pods and through a load balancer at its address (deployer.health)."""
 
     def check(self, pod: PodInfo, health: dict[str, Any]) -> HealthResult: ...
-    def through_lb(self, hostname: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]: ...
+    def through_lb(
+        self, address: str, hostname: str, path: str, timeout: float = 2.0
+    ) -> tuple[int, bytes]: ...
 
 
 class Clock(Protocol):

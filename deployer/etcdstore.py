@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -71,6 +72,84 @@ class LoadBalancer:
     record: dict[str, Any]
     applied: dict[str, Any] | None
     drained: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class FleetWait:
+    """What waiting for every live load balancer came to; true when all of them got there.
+
+    ``seconds``: load balancer id -> seconds from the write until it was seen to report
+    the revision. ``balancers``: the live ones when the wait ended. ``refused_by`` names
+    the load balancer that refused the configuration; ``problem`` says why the wait
+    failed.
+    """
+
+    reached: bool
+    revision: int
+    seconds: dict[str, float]
+    balancers: tuple[LoadBalancer, ...] = ()
+    refused_by: str | None = None
+    problem: str = ""
+
+    def __bool__(self) -> bool:
+        return self.reached
+
+    def summary(self) -> str:
+        """Each load balancer and how long it took, e.g. ``lb-0 in 14 ms, lb-1 in 18 ms``."""
+        return ", ".join(
+            f"{lb_id} in {seconds * 1000:.0f} ms" for lb_id, seconds in sorted(self.seconds.items())
+        )
+
+
+class _Changes:
+    """Watches of key prefixes from a revision on; :meth:`wait` returns at the first change.
+
+    The watches start at the first wait and carry on between waits, so nothing written
+    after the revision given then is missed; a failed watch is started again from the
+    revision the next wait gives.
+    """
+
+    def __init__(self, client: Any, prefixes: list[str]) -> None:
+        self._client = client
+        self._prefixes = prefixes
+        self._ids: list[Any] = []
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def wait(self, start_revision: int, timeout: float) -> None:
+        """Block until something changed under a prefix, or ``timeout`` seconds."""
+        if not self._ids:
+            try:
+                for prefix in self._prefixes:
+                    self._ids.append(
+                        self._client.add_watch_prefix_callback(
+                            prefix, self._events.put, start_revision=start_revision
+                        )
+                    )
+            except (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError):
+                logger.warning("watching %s failed; reading again", self._prefixes, exc_info=True)
+                self.close()
+                time.sleep(min(0.05, timeout))
+                return
+        try:
+            first = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        arrived = [first]
+        while True:
+            try:
+                arrived.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        if any(isinstance(item, Exception) for item in arrived):
+            logger.warning("a watch of %s ended; reading again", self._prefixes)
+            self.close()
+
+    def close(self) -> None:
+        """Cancel the watches."""
+        ids, self._ids = self._ids, []
+        for watch_id in ids:
+            with contextlib.suppress(Exception):
+                self._client.cancel_watch(watch_id)
 
 
 @contextlib.contextmanager
@@ -161,8 +240,13 @@ class EtcdStore:
 
     @property
     def applied_key(self) -> str:
-        """The key proxysync writes after a reload."""
+        """The single applied record of a store without a fleet (before ``applied/<id>``)."""
         return f"{self.prefix}/applied"
+
+    @property
+    def drained_key(self) -> str:
+        """The single drained record of a store without a fleet (before ``drained/<id>``)."""
+        return f"{self.prefix}/drained"
 
     def close(self) -> None:
         """Close the gRPC channel (watch threads end quietly)."""
@@ -267,9 +351,9 @@ class EtcdStore:
             response = self._client.get_response(self.lbs_prefix)
         return int(response.header.revision)
 
-    def applied_revision(self) -> int:
-        """The etcd revision proxysync last applied to HAProxy (0 when never)."""
-        value, _ = self.get(self.applied_key)
+    def applied_revision(self, lb_id: str) -> int:
+        """The etcd revision load balancer ``lb_id`` last applied to HAProxy (0 when never)."""
+        value, _ = self.get(self.applied_key_of(lb_id))
         return int(value.get("revision", 0)) if value else 0
 
     # writes
@@ -326,15 +410,42 @@ class EtcdStore:
         return self._txn([ops.put(self.backend_key(backend), json.dumps(record))])
 
     def put_backend_if_unchanged(
-        self, backend: str, record: dict[str, Any], mod_revision: int
+        self,
+        backend: str,
+        record: dict[str, Any],
+        mod_revision: int,
+        *,
+        holding: tuple[str, str] | None = None,
     ) -> int:
         """Replace a backend record only if nobody wrote it since ``mod_revision``.
 
-        Returns the revision of the write, or 0 when someone else wrote first.
+        With ``holding`` (key, holder), also only while ``holder`` holds that leader key
+        (see :meth:`claim_leader`). Returns the revision of the write, or 0 when someone
+        else wrote first (or the leadership is gone).
         """
         key = self.backend_key(backend)
         ops = self._client.transactions
-        return self._txn([ops.put(key, json.dumps(record))], [ops.mod(key) == mod_revision])
+        compare = [ops.mod(key) == mod_revision]
+        if holding is not None:
+            compare.append(ops.value(holding[0]) == holding[1])
+        return self._txn([ops.put(key, json.dumps(record))], compare)
+
+    def claim_leader(self, key: str, holder: str, lease: Lease) -> bool:
+        """Hold ``key`` as ``holder`` under ``lease`` if nobody holds it; whether ``holder`` does.
+
+        The key vanishes with the lease, so a leader that stops refreshing it makes room
+        for another within the lease's TTL.
+        """
+        ops = self._client.transactions
+        if self._txn([ops.put(key, holder, lease=lease.id)], [ops.create(key) == 0]):
+            return True
+        with _translated("get"):
+            value, _ = self._client.get(key)
+        return value is not None and value.decode(errors="replace") == holder
+
+    def leader_key(self, name: str) -> str:
+        """The key of the leader of the task ``name`` (e.g. ``endpointsync-leader``)."""
+        return f"{self.prefix}/{name}"
 
     def point_frontend(
         self, hostname: str, backend: str, options: dict[str, Any] | None = None
@@ -398,18 +509,17 @@ class EtcdStore:
         timeout: float,
         *,
         cancelled: Callable[[], bool] = lambda: False,
-    ) -> bool:
-        """Block until ``applied.revision >= revision`` (watching the key); False on timeout or refusal."""
+        since: float | None = None,
+    ) -> FleetWait:
+        """Block until every live load balancer applied ``revision`` (watching, not polling).
 
-        def reached(value: dict[str, Any] | None) -> bool | None:
-            if value and int(value.get("revision", 0)) >= revision:
-                return True
-            rejected = (value or {}).get("rejected") or {}
-            if int(rejected.get("revision", 0)) >= revision:
-                return False  # proxysync refused a configuration including our write
-            return None
-
-        return self._wait_for(self.applied_key, reached, timeout, cancelled)
+        Live: registered under ``lbs/`` now; one whose lease ends during the wait drops out,
+        one that registers joins. Falsy on timeout, cancellation, with no load balancer
+        registered at the deadline, or when one refused a configuration including the
+        write (``refused_by`` names it). ``since`` (``time.monotonic()`` when the revision
+        was written) is where each load balancer's time to apply is counted from.
+        """
+        return self._wait_fleet("applied", revision, timeout, cancelled, since)
 
     def wait_drained(
         self,
@@ -417,22 +527,15 @@ class EtcdStore:
         timeout: float,
         *,
         cancelled: Callable[[], bool] = lambda: False,
-    ) -> bool:
-        """Block until nothing older than ``revision`` runs in HAProxy; False on timeout.
+        since: float | None = None,
+    ) -> FleetWait:
+        """Block until nothing older than ``revision`` runs in any live load balancer.
 
         Nothing older: no old worker, no session on a server removed at ``revision`` or
-        before (proxysync's ``drained`` record; ``timed_out`` lists servers it gave up on).
+        before (each proxysync's ``drained/<id>`` record; ``timed_out`` lists servers it
+        gave up on). Falsy on timeout or with no load balancer registered.
         """
-
-        def reached(value: dict[str, Any] | None) -> bool | None:
-            return True if value and int(value.get("revision", 0)) >= revision else None
-
-        return self._wait_for(self.drained_key, reached, timeout, cancelled)
-
-    @property
-    def drained_key(self) -> str:
-        """The key proxysync writes once no HAProxy worker runs an older configuration."""
-        return f"{self.prefix}/drained"
+        return self._wait_fleet("drained", revision, timeout, cancelled, since)
 
     def put_drained(
         self, revision: int, *, lb_id: str | None = None, lease: Lease | None = None, **extra: Any
@@ -451,44 +554,75 @@ class EtcdStore:
                 lease=None if lease is None else lease.id,
             )
 
-    def _wait_for(
+    def _wait_fleet(
         self,
-        key: str,
-        reached: Callable[[dict[str, Any] | None], bool | None],
+        kind: str,
+        revision: int,
         timeout: float,
         cancelled: Callable[[], bool],
+        since: float | None,
         tick: float = 0.5,
-    ) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            read_at = 0
-            try:
-                with _translated("get"):
-                    response = self._client.get_response(key)
-                read_at = int(response.header.revision)
-                value = json.loads(response.kvs[0].value) if response.kvs else None
-                outcome = reached(value)
-                if outcome is not None:
-                    return outcome
-            except StoreError:
-                logger.warning("reading %s failed; retrying", key, exc_info=True)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or cancelled():
-                return False
-            if not read_at:
-                time.sleep(min(0.1, remaining))  # etcd unreachable: short backoff, then read
-                continue
-            # Watch from just after what we read, so no write in between is missed; the wait
-            # is cut into ticks to notice cancellation. A failed watch only means "read again".
-            try:
-                self._client.watch_once(
-                    key, timeout=min(tick, remaining), start_revision=read_at + 1
-                )
-            except etcd3.exceptions.WatchTimedOut:
-                pass  # a tick without a change
-            except (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError):
-                logger.warning("watching %s failed; reading again", key, exc_info=True)
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    ) -> FleetWait:
+        started = time.monotonic()
+        origin = started if since is None else since
+        deadline = started + timeout
+        seen: dict[str, float] = {}  # load balancer -> seconds from origin to reaching it
+        pending: list[str] = []
+        balancers: list[LoadBalancer] = []
+        watch = _Changes(self._client, [f"{self.prefix}/{kind}/", self.lbs_prefix])
+        try:
+            while True:
+                read_at = 0
+                try:
+                    balancers, read_at = self._load_balancers_at()
+                except StoreError:
+                    logger.warning("reading the load balancers failed; retrying", exc_info=True)
+                else:
+                    now = time.monotonic()
+                    pending = []
+                    for balancer in balancers:
+                        record = balancer.applied if kind == "applied" else balancer.drained
+                        if record and int(record.get("revision", 0)) >= revision:
+                            seen.setdefault(balancer.id, now - origin)
+                            continue
+                        rejected = (balancer.applied or {}).get("rejected") or {}
+                        if kind == "applied" and int(rejected.get("revision", 0)) >= revision:
+                            return FleetWait(
+                                False,
+                                revision,
+                                {},
+                                tuple(balancers),
+                                refused_by=balancer.id,
+                                problem=(
+                                    f"load balancer {balancer.id} refused the configuration "
+                                    f"of revision {rejected.get('revision')}: "
+                                    f"{rejected.get('error', 'no reason given')}"
+                                ),
+                            )
+                        pending.append(balancer.id)
+                    if balancers and not pending:
+                        times = {balancer.id: seen[balancer.id] for balancer in balancers}
+                        return FleetWait(True, revision, times, tuple(balancers))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or cancelled():
+                    if cancelled():
+                        problem = "the wait was cancelled"
+                    elif not read_at:
+                        problem = "etcd could not be read"
+                    elif not balancers:
+                        problem = "no load balancer is registered"
+                    else:
+                        problem = f"{', '.join(pending)} did not report it within {timeout:.0f}s"
+                    times = {b.id: seen[b.id] for b in balancers if b.id in seen}
+                    return FleetWait(False, revision, times, tuple(balancers), problem=problem)
+                if not read_at:
+                    time.sleep(min(0.1, remaining))  # etcd unreachable: short backoff, then read
+                    continue
+                # Watched from just after what was read, so no write in between is missed; the
+                # wait is cut into ticks to notice cancellation.
+                watch.wait(read_at + 1, min(tick, remaining))
+        finally:
+            watch.close()
 
     def watch_prefix(self, start_revision: int) -> tuple[Iterator[Any], Callable[[], None]]:
         """Watch responses (``header.revision``, ``events``) under the prefix, and a cancel function."""

@@ -60,12 +60,7 @@ def judge(status: int, body: bytes, health_type: str) -> tuple[bool, str, str]:
 
 
 class HttpHealthChecker:
-    """Checks pods over HTTP and the new version through the load balancer."""
-
-    def __init__(self, lb_url: str) -> None:
-        parts = urlsplit(lb_url)
-        self.lb_host = parts.hostname or "127.0.0.1"
-        self.lb_port = parts.port or 80
+    """Checks pods over HTTP and the new version through each load balancer."""
 
     def check(self, pod: PodInfo, health: dict[str, Any]) -> HealthResult:
         """GET ``http://<podIP>:<port><path>`` once."""
@@ -83,6 +78,18 @@ class HttpHealthChecker:
             pod.name, pod.ip, healthy, status, detail, time.monotonic() - started, version
         )
 
-    def through_lb(self, hostname: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-        """One GET through the load balancer with ``Host: hostname`` on a new connection."""
-        return _get(self.lb_host, self.lb_port, path, timeout, {"Host": hostname})
+    def through_lb(
+        self, address: str, hostname: str, path: str, timeout: float = 2.0
+    ) -> tuple[int, bytes]:
+        """One GET with ``Host: hostname`` on a new connection to the load balancer at ``address``.
+
+        ``address`` is ``http://host:port``; OSError when it is not, as when it cannot be
+        reached.
+        """
+        parts = urlsplit(address)
+        if parts.scheme != "http" or not parts.hostname:
+            raise OSError(f"load balancer address {address!r} is not an http://host:port URL")
+        try:
+            return _get(parts.hostname, parts.port or 80, path, timeout, {"Host": hostname})
+        except http.client.HTTPException as exc:
+            raise OSError(f"bad answer from {address}: {exc!r}") from exc

@@ -8,9 +8,11 @@ removed one) and the files are written for the next reload, without ``haproxy -c
 reload. If the runtime API refuses, and for any other change, the configuration is
 validated with ``haproxy -c``, written atomically and HAProxy reloaded.
 
-Once HAProxy's worker serves the render, ``<prefix>/applied`` is written::
+Each proxysync is one load balancer of the fleet (deployer.lbregistration): it registers
+under ``<prefix>/lbs/<id>`` on an etcd lease, and its acknowledgements live on that lease.
+Once HAProxy's worker serves the render, ``<prefix>/applied/<id>`` is written::
 
-    {"revision": R, "reloaded": bool, "runtime_seconds" | "reload_seconds": s,
+    {"revision": R, "at": ISO time, "reloaded": bool, "runtime_seconds" | "reload_seconds": s,
      "left_rotation": {"<backend record>": {"<server>": sessions when set to drain}}}
 
 (no seconds when nothing changed.) ``left_rotation`` names the servers that left
@@ -20,7 +22,14 @@ R); a session count is null when HAProxy did not say. The workflow waits for tha
 An invalid render is refused and logged (HAProxy keeps the last good configuration) and
 recorded under ``applied.rejected``.
 
-``<prefix>/drained`` at revision R is written once no HAProxy worker of an older
+Bursts of changes coalesce: the watch only marks that something changed, and each apply
+reads everything written up to then; a render that needs a reload waits until
+``min_reload_interval`` (100 ms) has passed since the last reload began, and then takes
+in everything that arrived meanwhile, so a load balancer reloads at most once per
+interval. Changes the running worker can take through the runtime API (switches,
+servers coming and going) never wait.
+
+``<prefix>/drained/<id>`` at revision R is written once no HAProxy worker of an older
 configuration is left (``show proc``), no request to a backend that lost its last route
 is running, and every server removed at R or before has no session (see
 deployer.serverdrain)::
@@ -61,6 +70,7 @@ from deployer.haproxycli import (
     sessions,
 )
 from deployer.lbconfig import ServerSpec
+from deployer.lbregistration import Identity, Registration
 from deployer.lbrender import (
     Render,
     ServerChanges,
@@ -98,11 +108,29 @@ class ProxySync:
     """Keeps one HAProxy's configuration equal to the records in etcd."""
 
     def __init__(
-        self, store: EtcdStore, target: HAProxyTarget, drain_timeout: float = 60.0
+        self,
+        store: EtcdStore,
+        target: HAProxyTarget,
+        drain_timeout: float = 60.0,
+        *,
+        identity: Identity | None = None,
+        min_reload_interval: float = 0.1,
     ) -> None:
         self.store = store
         self.target = target
         self.drain_timeout = drain_timeout
+        self.identity = identity or Identity("lb-0", f"http://{target.bind_host}:{target.lb_port}")
+        self.registration = Registration(
+            store, self.identity, target.master_socket, self.request_reapply
+        )
+        self.min_reload_interval = min_reload_interval
+        self._last_reload_started = -min_reload_interval
+        # The revision last acknowledged: a refusal is recorded beside it.
+        self._acknowledged = 0
+        # Set when anything under frontends/ or backends/ changed (or a reapply is due).
+        self._changed = threading.Event()
+        # Set when HAProxy must get the whole configuration through a reload.
+        self._reapply = threading.Event()
         # What the running HAProxy worker serves: the last render reloaded or mapped.
         self._applied: Render | None = None
         self._stop = threading.Event()
@@ -191,7 +219,7 @@ class ProxySync:
         record: dict[str, Any] = {"servers": report.servers}
         if report.timed_out:
             record["timed_out"] = report.timed_out
-        self.store.put_drained(target, **record)
+        self.registration.drained(target, record)
         self._drained = target
         return target
 
@@ -368,10 +396,12 @@ class ProxySync:
     def reload(self, revision: int) -> float:
         """Reload the master-worker HAProxy and wait until it serves ``revision``; return seconds."""
         started = time.monotonic()
+        self._last_reload_started = started
         try:
             master_command(self.target.master_socket, "reload")
         except OSError as exc:
             raise ReloadError(f"could not reach the HAProxy master socket: {exc}") from exc
+        self.registration.note_reload()
         # Servers leaving the replaced worker finish with it; none of their deletions may
         # reach the new one, which may have a server of the same name.
         self.leaving.hand_to_old_worker()
@@ -389,7 +419,15 @@ class ProxySync:
 
         Raises ReloadError when HAProxy could not be reloaded (not running yet, say).
         """
-        render = self.render(snapshot)
+        return self.apply_render(snapshot, self.render(snapshot))
+
+    def needs_reload(self, render: Render) -> bool:
+        """Whether ``render`` can only reach HAProxy through a reload (not the runtime API)."""
+        running = self._applied
+        return running is None or server_changes(running, render) is None
+
+    def apply_render(self, snapshot: Snapshot, render: Render) -> bool:
+        """Apply ``render``, made from ``snapshot``: see :meth:`apply`."""
         with self._mutations:
             running = self._applied
             changes = None if running is None else server_changes(running, render)
@@ -457,7 +495,9 @@ class ProxySync:
             record["left_rotation"] = left
         if render.skipped:
             record["skipped"] = render.skipped
-        self.store.put_applied(revision, **record)
+        self.registration.note_error(None)
+        self.registration.acknowledge(revision, record)
+        self._acknowledged = revision
 
     def apply_with_reload(self, snapshot: Snapshot, render: Render) -> bool:
         """Validate, write and reload ``render``, then acknowledge it; False when refused."""
@@ -482,10 +522,11 @@ class ProxySync:
             if self._applied is not None:
                 # The running worker keeps its map; the file must match it for the next reload.
                 self.write(self._applied.map_text, self.target.map_file)
-            previous = snapshot.applied or {}
-            self.store.put_applied(
-                int(previous.get("revision", 0)),
-                rejected={"revision": snapshot.revision, "error": str(exc)[:2000]},
+            self.registration.note_error(f"revision {snapshot.revision} refused: {exc}")
+            # Whoever waits for this revision hears of the refusal, and from which load balancer.
+            self.registration.acknowledge(
+                self._acknowledged,
+                {"rejected": {"revision": snapshot.revision, "error": str(exc)[:2000]}},
             )
             return False
         validated = time.monotonic()
@@ -512,59 +553,118 @@ class ProxySync:
     def stop(self) -> None:
         """Make :meth:`run` return (from a signal handler or another thread)."""
         self._stop.set()
+        self._changed.set()
         with self._drain:
             self._drain.notify_all()
         for cancel in list(self._cancel):
             with contextlib.suppress(Exception):
                 cancel()  # type: ignore[operator]
 
+    def request_reapply(self) -> None:
+        """Give HAProxy the whole configuration through a reload at the next chance.
+
+        Called when this load balancer must register (again): its HAProxy came back, or
+        its lease expired; the acknowledgement of that apply registers it.
+        """
+        self._reapply.set()
+        self._changed.set()
+
     def run(self) -> None:
-        """Apply the current state, then follow the watch until stopped; survive etcd outages."""
+        """Apply the current state, then follow the watch until stopped; survive etcd outages.
+
+        Beside it, the drain thread writes ``drained`` and the registration thread keeps
+        this load balancer's lease alive while HAProxy answers.
+        """
         drainer = threading.Thread(target=self._drain_loop, name="haproxy-drain", daemon=True)
         drainer.start()
+        registrar = threading.Thread(
+            target=self.registration.run, args=(self._stop,), name="lb-lease", daemon=True
+        )
+        registrar.start()
         backoff = 0.2
-        while not self._stop.is_set():
-            try:
-                self._follow()
-                backoff = 0.2
-            except StoreError as exc:
-                # HAProxy keeps serving the last good configuration meanwhile.
-                logger.warning("etcd unavailable (%s); retrying in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._follow()
+                    backoff = 0.2
+                except StoreError as exc:
+                    # HAProxy keeps serving the last good configuration meanwhile.
+                    logger.warning("etcd unavailable (%s); retrying in %.1fs", exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            registrar.join(10)  # it revokes the lease on its way out
 
     def apply_current(self) -> None:
-        """Apply the current state; retry while HAProxy cannot be reloaded (e.g. still starting)."""
+        """Apply the current state; retry while HAProxy cannot be reloaded (e.g. still starting).
+
+        A render that needs a reload within ``min_reload_interval`` of the last one waits
+        for the rest of the interval and is read again, so that one reload carries
+        everything written meanwhile.
+        """
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                self.apply(self.store.snapshot())
+                if self._reapply.is_set():
+                    self._reapply.clear()
+                    with self._mutations:
+                        self._applied = None
+                snapshot = self.store.snapshot()
+                render = self.render(snapshot)
+                wait = self._last_reload_started + self.min_reload_interval - time.monotonic()
+                if wait > 0 and self.needs_reload(render):
+                    self._stop.wait(wait)
+                    continue
+                self.apply_render(snapshot, render)
                 return
             except ReloadError as exc:
                 logger.warning("HAProxy not reloaded (%s); retrying in %.1fs", exc, backoff)
+                self.registration.note_error(str(exc))
+                with self._mutations:
+                    self._applied = None  # reloaded in full once HAProxy is back
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _is_configuration(self, key: str) -> bool:
+        """Whether a change of ``key`` can change the render (not an acknowledgement)."""
+        rest = key.removeprefix(f"{self.store.prefix}/")
+        return rest.startswith(("frontends/", "backends/"))
+
     def _follow(self) -> None:
-        snapshot = self.store.snapshot()
-        self.apply_current()
-        responses, cancel = self.store.watch_prefix(snapshot.revision + 1)
+        """Apply now, then again after every change the watch reports, coalescing bursts."""
+        start = self.store.current_revision() + 1
+        responses, cancel = self.store.watch_prefix(start)
         self._cancel.append(cancel)
+        ended: list[BaseException | None] = []
+
+        def pump() -> None:
+            try:
+                for response in responses:
+                    events = getattr(response, "events", [])
+                    if any(self._is_configuration(event_key(e)) for e in events):
+                        self._changed.set()
+                ended.append(None)
+            except Exception as exc:
+                ended.append(exc)
+            finally:
+                self._changed.set()
+
+        watcher = threading.Thread(target=pump, name="etcd-watch", daemon=True)
+        watcher.start()
+        self._changed.set()  # the state as of now, before any change
         try:
-            for response in responses:
+            while not self._stop.is_set():
+                self._changed.wait()
                 if self._stop.is_set():
                     return
-                events = getattr(response, "events", [])
-                own = {self.store.applied_key, self.store.drained_key}
-                if events and all(event_key(e) in own for e in events):
-                    continue  # our own acknowledgements
-                # A fresh snapshot includes every write up to now: bursts collapse into one reload.
+                if ended:
+                    raise StoreError(f"watch ended: {ended[0] or 'closed by etcd'}")
+                # Everything that changes from here on sets it again: nothing is lost, and
+                # the changes a slow apply lets pile up are applied together.
+                self._changed.clear()
                 self.apply_current()
-        except Exception as exc:
-            if self._stop.is_set():
-                return
-            raise StoreError(f"watch ended: {exc}") from exc
         finally:
             self._cancel.remove(cancel)
             with contextlib.suppress(Exception):
                 cancel()
+            watcher.join(5)

@@ -6,10 +6,10 @@ undeploy, drains and scale-ins) it calls :func:`take_out`:
 1. the pod's server is removed from its backend record and its name added to the
    record's ``leaving`` list (a compare-and-swap write, so that the endpoint sync, which
    never lists a leaving pod, cannot put it back);
-2. proxysync sets the server to drain through the runtime API and acknowledges the
-   revision (``applied``, with the sessions each server still had);
-3. once no HAProxy worker has a session on it, proxysync writes ``drained``;
-4. only then is the pod removed. The wait is bounded by the pod's grace period: a
+2. every load balancer's proxysync sets the server to drain through the runtime API and
+   acknowledges the revision (``applied/<id>``, with the sessions each server still had);
+3. once no HAProxy worker has a session on it, each proxysync writes ``drained/<id>``;
+4. only when every live load balancer drained it is the pod removed. The wait is bounded by the pod's grace period: a
    request still running after it gets the pod's own preStop delay and SIGTERM handling.
 
 :func:`put_back` undoes step 1 for pods that stayed after all (a ReplicaSet that chose
@@ -22,10 +22,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from deployer.cluster import backend_name
 from deployer.errors import StoreError
+
+if TYPE_CHECKING:
+    from deployer.etcdstore import FleetWait, LoadBalancer
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +46,22 @@ class RotationStore(Protocol):
         self, backend: str, record: dict[str, Any], mod_revision: int
     ) -> int: ...
     def wait_applied(
-        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
-    ) -> bool: ...
+        self,
+        revision: int,
+        timeout: float,
+        *,
+        cancelled: Callable[[], bool] = ...,
+        since: float | None = ...,
+    ) -> FleetWait: ...
     def wait_drained(
-        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = ...
-    ) -> bool: ...
-    @property
-    def applied_key(self) -> str: ...
-    @property
-    def drained_key(self) -> str: ...
+        self,
+        revision: int,
+        timeout: float,
+        *,
+        cancelled: Callable[[], bool] = ...,
+        since: float | None = ...,
+    ) -> FleetWait: ...
+    def load_balancers(self) -> list[LoadBalancer]: ...
 
 
 @dataclass(frozen=True)
@@ -152,17 +162,18 @@ def take_out(
     if not removal.servers or not removal.revision:
         return removal
     started = time.monotonic()
-    if not store.wait_applied(removal.revision, timeout, cancelled=cancelled):
+    applied = store.wait_applied(removal.revision, timeout, cancelled=cancelled)
+    if not applied:
         log(
             "warning",
-            f"the load balancer did not apply revision {removal.revision} within "
-            f"{timeout:.0f}s; {', '.join(removal.pods)} may still get requests until their "
-            "preStop delay ends",
+            f"the load balancers did not apply revision {removal.revision} within "
+            f"{timeout:.0f}s ({applied.problem}); {', '.join(removal.pods)} may still get "
+            "requests until their preStop delay ends",
         )
         removal.drained = False
         return removal
     left = time.monotonic()
-    sessions = _left_rotation(store)
+    sessions = _left_rotation(applied.balancers)
     for backend, entries in sorted(removal.servers.items()):
         for server in entries:
             count = sessions.get(backend, {}).get(str(server["name"]))
@@ -171,12 +182,13 @@ def take_out(
                 "info",
                 f"pod {server['name']} left rotation of {backend} at revision "
                 f"{removal.revision} after {(left - started) * 1000:.0f} ms "
-                f"({carried} requests in flight)",
+                f"({carried} requests in flight; {applied.summary()})",
             )
     remaining = max(0.0, timeout - (time.monotonic() - started))
-    removal.drained = store.wait_drained(removal.revision, remaining, cancelled=cancelled)
+    drained = store.wait_drained(removal.revision, remaining, cancelled=cancelled)
+    removal.drained = bool(drained)
     if removal.drained:
-        timed_out = set(_timed_out(store))
+        timed_out = set(_timed_out(drained.balancers))
         late = [
             str(server["name"])
             for backend, entries in sorted(removal.servers.items())
@@ -194,8 +206,9 @@ def take_out(
     else:
         log(
             "warning",
-            f"{', '.join(removal.pods)} still had requests after {timeout:.0f}s; removing "
-            "anyway (each pod finishes its requests after SIGTERM)",
+            f"{', '.join(removal.pods)} still had requests after {timeout:.0f}s "
+            f"({drained.problem}); removing anyway (each pod finishes its requests after "
+            "SIGTERM)",
         )
     return removal
 
@@ -229,22 +242,36 @@ def put_back(store: RotationStore, removal: Removal, names: Iterable[str], log: 
             log("info", f"{', '.join(sorted(back))} stayed; back in rotation of {backend}")
 
 
-def _left_rotation(store: RotationStore) -> dict[str, dict[str, int]]:
-    try:
-        applied, _ = store.get(store.applied_key)
-    except StoreError:
-        return {}
-    raw = (applied or {}).get("left_rotation") or {}
-    return raw if isinstance(raw, dict) else {}
+def _left_rotation(balancers: Iterable[LoadBalancer]) -> dict[str, dict[str, int | None]]:
+    """Backend -> server -> sessions it had when it left, summed over the load balancers.
+
+    None when a load balancer did not say.
+    """
+    merged: dict[str, dict[str, int | None]] = {}
+    for balancer in balancers:
+        raw = (balancer.applied or {}).get("left_rotation") or {}
+        if not isinstance(raw, dict):
+            continue
+        for backend, servers in raw.items():
+            if not isinstance(servers, dict):
+                continue
+            into = merged.setdefault(str(backend), {})
+            for name, count in servers.items():
+                known = into.get(str(name), 0)
+                into[str(name)] = (
+                    None if known is None or not isinstance(count, int) else known + count
+                )
+    return merged
 
 
-def _timed_out(store: RotationStore) -> list[str]:
-    try:
-        drained, _ = store.get(store.drained_key)
-    except StoreError:
-        return []
-    raw = (drained or {}).get("timed_out") or []
-    return [str(item) for item in raw] if isinstance(raw, list) else []
+def _timed_out(balancers: Iterable[LoadBalancer]) -> list[str]:
+    """The servers some load balancer gave up waiting on (``drained/<id>.timed_out``)."""
+    late: set[str] = set()
+    for balancer in balancers:
+        raw = (balancer.drained or {}).get("timed_out") or []
+        if isinstance(raw, list):
+            late.update(str(item) for item in raw)
+    return sorted(late)
 
 
 class PodRotation:

@@ -31,11 +31,17 @@ logger = logging.getLogger(__name__)
 def claim(deployment_id: int, worker: str) -> Deployment | None:
     """QUEUED -> RUNNING when no earlier deployment of the same app is active; else None."""
     with transaction.atomic():
-        deployment = Deployment.objects.select_related("app").filter(pk=deployment_id).first()
+        rows = Deployment.objects.filter(pk=deployment_id)
+        app_id = rows.values_list("app_id", flat=True).first()
+        if app_id is None:
+            return None
+        # The app's row serializes claims per app, and the deployment's row an abort against
+        # this claim, so its status is read only once no one else can change it (SQLite
+        # serializes every write transaction anyway).
+        App.objects.select_for_update().filter(pk=app_id).first()
+        deployment = rows.select_for_update(of=("self",)).select_related("app").first()
         if deployment is None or deployment.status != Deployment.Status.QUEUED:
             return None
-        # Serializes claims per app (SQLite serializes every write transaction anyway).
-        App.objects.select_for_update().filter(pk=deployment.app_id).first()
         earlier = Q(status=Deployment.Status.RUNNING) | Q(created_at__lt=deployment.created_at)
         earlier |= Q(created_at=deployment.created_at, pk__lt=deployment.pk)
         blocker = (
@@ -72,7 +78,7 @@ def workflow_for(deployment: Deployment) -> Iterator[Workflow]:
             deployment=deployment,
             cluster=KubeCluster(),
             lb=store,
-            health=HttpHealthChecker(settings.LB_URL),
+            health=HttpHealthChecker(),
             clock=SystemClock(),
             sink=deployment_log(deployment),
             schedule_retire=schedule_retire,

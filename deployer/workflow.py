@@ -16,9 +16,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -42,6 +43,9 @@ from deployer.logsink import Level, level_first
 from deployer.models import App, Deployment
 from deployer.pods import PodInfo
 from deployer.rotation import ServingPod, take_out
+
+if TYPE_CHECKING:
+    from deployer.etcdstore import FleetWait, LoadBalancer
 
 __all__ = [
     "Clock",
@@ -88,6 +92,9 @@ class Workflow(abc.ABC):
     pods: list[PodInfo] = field(default_factory=list, init=False)
     healthy_at: float | None = field(default=None, init=False)
     switch_revision: int = field(default=0, init=False)
+    switch_written_at: float | None = field(default=None, init=False)
+    # The load balancers that applied the switch: the verify step asks each of them.
+    balancers: list[LoadBalancer] = field(default_factory=list, init=False)
 
     @property
     def descriptor(self) -> dict[str, Any]:
@@ -320,15 +327,19 @@ class Workflow(abc.ABC):
             revision = self.lb.put_route(
                 self.hostname, backend, self.servers(), backend_options=self.backend_options()
             )
+        # Each load balancer's time to apply the switch counts from here.
+        self.switch_written_at = time.monotonic()
         self.switch_revision = revision
         self.deployment.switched_at = timezone.now()
 
     def refuse_if_skipped(self, backend: str) -> None:
-        """StopDeployment when the load balancer left ``backend`` out (a record it refused)."""
-        applied, _ = self.lb.get(self.lb.applied_key)
-        reason = ((applied or {}).get("skipped") or {}).get(f"backends/{backend}")
-        if reason:
-            raise StopDeployment(f"the load balancer refused backend {backend}: {reason}")
+        """StopDeployment when a load balancer left ``backend`` out (a record it refused)."""
+        for balancer in self.lb.load_balancers():
+            skipped = (balancer.applied or {}).get("skipped") or {}
+            if reason := skipped.get(f"backends/{backend}"):
+                raise StopDeployment(
+                    f"the load balancer refused backend {backend} on {balancer.id}: {reason}"
+                )
 
     def switch(self) -> None:
         """Record the route written by write_route, then wait for proxysync's acknowledgement."""
@@ -338,56 +349,95 @@ class Workflow(abc.ABC):
             self.save("switched_at")
             self.log(
                 f"Frontend {self.hostname} -> backend {backend} ({len(self.servers())} servers) "
-                f"written at etcd revision {revision}; waiting for the load balancer.",
+                f"written at etcd revision {revision}; waiting for every load balancer.",
                 step="switch",
             )
-        self.wait_applied(revision)
+        waited = self.wait_applied(revision, since=self.switch_written_at)
+        self.balancers = list(waited.balancers)
         with transaction.atomic():
             App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
-            self.log(f"The load balancer applied revision {revision}.", step="switch")
-
-    def wait_applied(self, revision: int) -> None:
-        """Wait until proxysync applied ``revision``; StopDeployment on timeout or abort."""
-        if not self.lb.wait_applied(
-            revision, self.timing.apply_timeout, cancelled=self.abort_requested
-        ):
-            self.check_abort()
-            raise StopDeployment(
-                f"the load balancer did not apply revision {revision} within "
-                f"{self.timing.apply_timeout:.0f}s; is proxysync running?"
+            self.log(
+                f"Load balancers applied revision {revision}: {waited.summary()}.", step="switch"
             )
+
+    def wait_applied(self, revision: int, since: float | None = None) -> FleetWait:
+        """Wait until every live load balancer applied ``revision``; StopDeployment otherwise.
+
+        Otherwise: a load balancer refused it (named), the deadline passed (also when no
+        load balancer is registered), or the user aborted.
+        """
+        waited = self.lb.wait_applied(
+            revision, self.timing.apply_timeout, cancelled=self.abort_requested, since=since
+        )
+        if not waited:
+            self.check_abort()
+            if waited.refused_by:
+                raise StopDeployment(f"revision {revision} was not applied: {waited.problem}")
+            raise StopDeployment(
+                f"the load balancers did not apply revision {revision} within "
+                f"{self.timing.apply_timeout:.0f}s ({waited.problem}); is proxysync running?"
+            )
+        return waited
 
     def wait_drained(self, revision: int, step: str = "retire") -> None:
         """Wait until no HAProxy worker older than ``revision`` carries requests (bounded)."""
         if not revision:
             return
         started = self.clock.monotonic()
-        if self.lb.wait_drained(revision, self.timing.drain_timeout):
+        waited = self.lb.wait_drained(revision, self.timing.drain_timeout)
+        if waited:
             self.log(
                 f"Old load balancer workers drained in "
-                f"{(self.clock.monotonic() - started) * 1000:.0f} ms.",
+                f"{(self.clock.monotonic() - started) * 1000:.0f} ms ({waited.summary()}).",
                 step=step,
             )
         else:
             self.log(
                 f"Old load balancer workers still hold connections after "
-                f"{self.timing.drain_timeout:.0f}s; going on.",
+                f"{self.timing.drain_timeout:.0f}s ({waited.problem}); going on.",
                 level="warning",
                 step=step,
             )
 
     def verify(self) -> None:
-        """Ask the load balancer until the new version answers on every server in a row."""
+        """Ask every live load balancer until the new version answers on every server in a row.
+
+        The load balancers are those that applied the switch (or, after a lost worker,
+        those live now).
+        """
+        balancers = self.balancers or self.lb.load_balancers()
+        if not balancers:
+            raise StopDeployment("no load balancer is registered to verify the new version through")
+        deadline = self.clock.monotonic() + self.timing.verify_timeout
+        for balancer in balancers:
+            address = str(balancer.record.get("address", ""))
+            last = self.verify_through(balancer.id, address, deadline)
+            if self.healthy_at is not None:
+                latency = self.clock.monotonic() - self.healthy_at
+                self.log(
+                    f"v{self.deployment.version} answers through load balancer {balancer.id} "
+                    f"at {address} ({last}); {latency * 1000:.0f} ms after the last pod "
+                    "became healthy.",
+                    step="verify",
+                )
+            else:
+                self.log(
+                    f"v{self.deployment.version} answers through load balancer {balancer.id} "
+                    f"at {address} ({last}).",
+                    step="verify",
+                )
+
+    def verify_through(self, lb_id: str, address: str, deadline: float) -> str:
+        """Ask one load balancer until every server answered in a row; its last answer."""
         version = str(self.deployment.version)
         health = self.descriptor["health"]
         path = str(health["path"]) if health.get("enabled", True) else "/"
         needed = max(1, len(self.servers()))
-        deadline = self.clock.monotonic() + self.timing.verify_timeout
         in_a_row, last = 0, ""
         while in_a_row < needed:
             self.check_abort()
             try:
-                status, body = self.health.through_lb(self.hostname, path)
+                status, body = self.health.through_lb(address, self.hostname, path)
                 healthy, detail, answered = judge(status, body, str(health.get("type", "")))
                 ok = (healthy or not health.get("enabled", True)) and answered in ("", version)
                 last = f"{detail}, version {answered or '?'}"
@@ -398,18 +448,12 @@ class Workflow(abc.ABC):
                 break
             if self.clock.monotonic() >= deadline:
                 raise StopDeployment(
-                    f"v{version} did not answer through the load balancer within "
-                    f"{self.timing.verify_timeout:.0f}s (last answer: {last})"
+                    f"v{version} did not answer through the load balancer {lb_id} at {address} "
+                    f"within {self.timing.verify_timeout:.0f}s (last answer: {last})"
                 )
             if not ok:
                 self.clock.sleep(0.05)
-        if self.healthy_at is not None:
-            latency = self.clock.monotonic() - self.healthy_at
-            self.log(
-                f"v{version} answers through the load balancer ({last}); "
-                f"{latency * 1000:.0f} ms after the last pod became healthy.",
-                step="verify",
-            )
+        return last
 
     def delete_version(self, version: int, step: str = "retire") -> None:
         """Take the version's pods out of rotation, then delete its objects and backend record."""
@@ -468,10 +512,16 @@ class Workflow(abc.ABC):
             )
         App.objects.filter(pk=self.deployment.app_id).update(live_version=restored)
         self.switch_revision = revision
-        if not self.lb.wait_applied(revision, self.timing.apply_timeout):
+        waited = self.lb.wait_applied(revision, self.timing.apply_timeout)
+        if waited:
             self.log(
-                f"The load balancer has not yet applied revision {revision}; it will when "
-                "proxysync runs.",
+                f"Load balancers applied revision {revision}: {waited.summary()}.",
+                step="rollback",
+            )
+        else:
+            self.log(
+                f"The load balancers have not yet applied revision {revision} "
+                f"({waited.problem}); each will when its proxysync runs.",
                 level="error",
                 step="rollback",
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 from deployer.cluster import PodFailed
 from deployer.errors import Transient
+from deployer.etcdstore import FleetWait, LoadBalancer
 from deployer.health import HealthResult
 from deployer.logsink import Level
 from deployer.pods import PodInfo
@@ -123,6 +124,8 @@ class FakeLB:
     drained: list[int] = field(default_factory=list)
     history: list[str] = field(default_factory=list)  # writes and drain waits, in order
     skipped: dict[str, str] = field(default_factory=dict)  # records proxysync left out
+    # The live load balancers: id -> address.
+    fleet: dict[str, str] = field(default_factory=lambda: {"lb-0": "http://127.0.0.1:8080"})
 
     def _bump(self, what: str) -> int:
         self.revision += 1
@@ -169,31 +172,51 @@ class FakeLB:
             self.backends.pop(name, None)
         return self._bump(f"delete route {hostname}")
 
+    def load_balancers(self) -> list[LoadBalancer]:
+        applied = {"revision": self.applied, "skipped": dict(self.skipped)}
+        drained = {"revision": max(self.drained, default=0)}
+        return [
+            LoadBalancer(lb_id, {"id": lb_id, "address": address}, dict(applied), dict(drained))
+            for lb_id, address in sorted(self.fleet.items())
+        ]
+
+    def _waited(self, revision: int, reached: bool, problem: str = "") -> FleetWait:
+        balancers = tuple(self.load_balancers())
+        seconds = {lb.id: 0.001 * (n + 1) for n, lb in enumerate(balancers)} if reached else {}
+        return FleetWait(reached, revision, seconds, balancers, problem=problem)
+
     def wait_applied(
-        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = lambda: False
-    ) -> bool:
+        self,
+        revision: int,
+        timeout: float,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        since: float | None = None,
+    ) -> FleetWait:
+        if not self.fleet:
+            return self._waited(revision, False, "no load balancer is registered")
         if self.applies:
             self.applied = max(self.applied, revision)
-            return True
-        return False
+            return self._waited(revision, True)
+        return self._waited(revision, False, f"lb-0 did not report it within {timeout:.0f}s")
 
     def wait_drained(
-        self, revision: int, timeout: float, *, cancelled: Callable[[], bool] = lambda: False
-    ) -> bool:
+        self,
+        revision: int,
+        timeout: float,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        since: float | None = None,
+    ) -> FleetWait:
         self.drained.append(revision)
         self.history.append(f"drained {revision}")
-        return True
+        return self._waited(revision, True)
 
     # What deployer.rotation uses.
-    applied_key = "applied"
-    drained_key = "drained"
-
     def backend_key(self, backend: str) -> str:
         return f"backends/{backend}"
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
-        if key == self.applied_key:
-            return {"revision": self.applied, "skipped": dict(self.skipped)}, self.applied
         if key.startswith("backends/"):
             record = self.backends.get(key.removeprefix("backends/"))
             return (dict(record), self.revision) if record is not None else (None, 0)
@@ -219,6 +242,7 @@ class FakeHealth:
     lb: FakeLB
     unhealthy: Callable[[PodInfo, int], bool] = lambda pod, attempt: False
     lb_answers: bool = True
+    asked: list[str] = field(default_factory=list)  # load balancer addresses, in order
     attempts: dict[str, int] = field(default_factory=dict)
 
     def check(self, pod: PodInfo, health: dict[str, Any]) -> HealthResult:
@@ -228,7 +252,10 @@ class FakeHealth:
             return HealthResult(pod.name, pod.ip, False, 200, "HTTP 200, healthy: false", 0.001)
         return HealthResult(pod.name, pod.ip, True, 200, "HTTP 200", 0.001, str(pod.version))
 
-    def through_lb(self, hostname: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    def through_lb(
+        self, address: str, hostname: str, path: str, timeout: float = 2.0
+    ) -> tuple[int, bytes]:
+        self.asked.append(address)
         if not self.lb_answers:
             raise ConnectionRefusedError("connection refused")
         version = self.lb.live_version(hostname)

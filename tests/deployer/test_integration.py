@@ -109,6 +109,7 @@ def test_it_fails_at_once_on_an_image_that_cannot_be_pulled(live: DeployStack) -
         assert store.get_frontend(app.frontend) is None
 
 
+@pytest.mark.both_databases
 def test_it_aborts_a_running_deploy_and_rolls_back(live: DeployStack) -> None:
     app = make_app(
         name="slowpoke",
@@ -123,12 +124,13 @@ def test_it_aborts_a_running_deploy_and_rolls_back(live: DeployStack) -> None:
     services.request_abort(deployment)
 
     deployment = finished(live, deployment, 30)
-    assert deployment.status == Deployment.Status.ABORTED
+    assert deployment.status == Deployment.Status.ABORTED, deployment.failure_reason
     assert KubeCluster().versions("default", "slowpoke") == []
     with EtcdStore() as store:
         assert store.get_frontend(app.frontend) is None
 
 
+@pytest.mark.both_databases
 def test_it_recovers_a_deploy_whose_worker_was_killed(live: DeployStack) -> None:
     app = make_app(name="phoenix", frontend="phoenix.localhost")
     first = finished(live, services.request_deploy(app))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -67,3 +68,89 @@ def test_current_revision_is_the_revision_of_the_latest_write(etcd: Server) -> N
         assert store.current_revision() == revision
         assert store.point_frontend("a.localhost", "default.a-v1") == revision + 1
         assert store.current_revision() == revision + 1
+
+
+def test_waiting_with_no_load_balancer_registered_fails_at_the_deadline_and_says_so(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store:
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        started = time.monotonic()
+
+        waited = store.wait_applied(revision, 1.0)
+
+        assert not waited
+        assert time.monotonic() - started >= 1.0
+        assert waited.problem == "no load balancer is registered"
+        assert not store.wait_drained(revision, 0.2)
+
+
+def test_the_wait_ends_when_every_live_load_balancer_applied_and_times_each(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store:
+        first, second = store.grant_lease(5), store.grant_lease(5)
+        for lb_id, lease in (("lb-0", first), ("lb-1", second)):
+            store.put_applied(0, lb_id=lb_id, lease=lease)
+            store.register_lb(lb_id, {"id": lb_id}, lease)
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        written = time.monotonic()
+
+        def acknowledge() -> None:
+            time.sleep(0.2)
+            store.put_applied(revision, lb_id="lb-0", lease=first)
+            time.sleep(0.3)
+            store.put_applied(revision + 5, lb_id="lb-1", lease=second)
+
+        thread = threading.Thread(target=acknowledge)
+        thread.start()
+        waited = store.wait_applied(revision, 10, since=written)
+        thread.join()
+
+        assert waited
+        assert set(waited.seconds) == {"lb-0", "lb-1"}
+        assert 0.2 <= waited.seconds["lb-0"] < waited.seconds["lb-1"] < 5
+        assert waited.summary().startswith("lb-0 in ")
+        assert [lb.id for lb in waited.balancers] == ["lb-0", "lb-1"]
+
+
+def test_a_load_balancer_whose_lease_expires_during_the_wait_drops_out_of_it(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store:
+        kept, expiring = store.grant_lease(5), store.grant_lease(2)
+        store.register_lb("lb-0", {"id": "lb-0"}, kept)
+        store.register_lb("lb-1", {"id": "lb-1"}, expiring)
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        store.put_applied(revision, lb_id="lb-0", lease=kept)
+        store.put_drained(revision, lb_id="lb-0", lease=kept)
+
+        started = time.monotonic()
+        waited = store.wait_applied(revision, 10)
+
+        assert waited
+        assert list(waited.seconds) == ["lb-0"]
+        assert time.monotonic() - started < 5  # the lease's end, not the deadline
+        assert store.wait_drained(revision, 1)
+
+
+def test_a_refusal_by_one_load_balancer_fails_the_wait_and_names_it(etcd: Server) -> None:
+    with _store(etcd) as store:
+        first, second = store.grant_lease(5), store.grant_lease(5)
+        store.register_lb("lb-0", {"id": "lb-0"}, first)
+        store.register_lb("lb-1", {"id": "lb-1"}, second)
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        store.put_applied(revision, lb_id="lb-0", lease=first)
+        store.put_applied(
+            revision - 1,
+            lb_id="lb-1",
+            lease=second,
+            rejected={"revision": revision, "error": "haproxy -c refused the configuration"},
+        )
+
+        waited = store.wait_applied(revision, 10)
+
+        assert not waited
+        assert waited.refused_by == "lb-1"
+        assert "lb-1 refused" in waited.problem
+        assert "haproxy -c refused the configuration" in waited.problem

@@ -116,7 +116,7 @@ def test_it_renders_the_current_state_when_it_starts(
     sync = ProxySync(store, target(haproxy))
     sync.apply(store.snapshot())
 
-    assert store.applied_revision() >= revision
+    assert store.applied_revision("lb-0") >= revision
     assert _get(haproxy.port, "early.localhost")[0] == 200
 
 
@@ -133,7 +133,7 @@ def test_it_skips_a_record_of_the_wrong_shape_and_keeps_serving_the_last_good_ba
     )
 
     assert store.wait_applied(bad, 20)
-    applied = store.get(store.applied_key)[0] or {}
+    applied = store.get(store.applied_key_of("lb-0"))[0] or {}
     assert (
         "port must be a number from 1 to 65535" in applied["skipped"]["backends/default.hello-v2"]
     )
@@ -153,7 +153,7 @@ def test_a_record_that_is_not_even_an_object_never_stops_proxysync(
 
     assert store.wait_applied(revision, 20)
     assert _get(haproxy.port, "hello.localhost")[0] == 200
-    skipped = (store.get(store.applied_key)[0] or {})["skipped"]
+    skipped = (store.get(store.applied_key_of("lb-0"))[0] or {})["skipped"]
     assert skipped["backends/default.junk-v1"] == "the value is not JSON"
     assert skipped["backends/default.list-v1"] == "servers must be a list, not str"
     assert "must be an object" in skipped["frontends/junk.localhost"]
@@ -173,7 +173,7 @@ def test_it_leaves_out_only_the_backend_haproxy_refuses_and_shows_its_message(
     other = store.put_route("other.localhost", "default.other-v1", _servers(app_server))
 
     assert store.wait_applied(other, 20)
-    skipped = (store.get(store.applied_key)[0] or {})["skipped"]
+    skipped = (store.get(store.applied_key_of("lb-0"))[0] or {})["skipped"]
     assert "haproxy -c refused it" in skipped["backends/default.broken-v1"]
     assert "no-such-host.invalid" in skipped["backends/default.broken-v1"]
     assert broken < other
@@ -219,7 +219,7 @@ def test_it_does_not_acknowledge_a_revision_haproxy_did_not_load(
     with pytest.raises(ReloadError, match="master socket"):
         ProxySync(store, gone).apply(store.snapshot())
 
-    assert store.applied_revision() < revision
+    assert store.applied_revision("lb-0") < revision
 
 
 def _two_backends(
@@ -248,7 +248,7 @@ def test_it_switches_a_frontend_to_an_existing_backend_without_a_reload(
 
     assert store.wait_applied(revision, 20)
     assert master_state(haproxy) == before  # same worker, no reload
-    assert (store.get(store.applied_key)[0] or {})["reloaded"] is False
+    assert (store.get(store.applied_key_of("lb-0"))[0] or {})["reloaded"] is False
     status, body = _get(haproxy.port, "hello.localhost")
     assert status == 200 and json.loads(body)["version"] == "2"
     config: Path = haproxy.extra["config"]  # type: ignore[assignment]
@@ -286,7 +286,7 @@ def test_it_reloads_when_the_runtime_api_refuses_the_map_change(
         assert store.wait_applied(revision, 20)
 
     assert master_state(haproxy)[0] == reloads + 1
-    assert (store.get(store.applied_key)[0] or {})["reloaded"] is True
+    assert (store.get(store.applied_key_of("lb-0"))[0] or {})["reloaded"] is True
     assert json.loads(_get(haproxy.port, "hello.localhost")[1])["version"] == "2"
     assert "runtime update failed, reloading instead" in caplog.text
     assert "Unknown map identifier" in caplog.text

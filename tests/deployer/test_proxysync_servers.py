@@ -80,11 +80,11 @@ def _route(store: EtcdStore, *pods: Pod) -> None:
 
 
 def _applied(store: EtcdStore) -> dict[str, Any]:
-    return store.get(store.applied_key)[0] or {}
+    return store.get(store.applied_key_of("lb-0"))[0] or {}
 
 
 def _drained(store: EtcdStore) -> dict[str, Any]:
-    return store.get(store.drained_key)[0] or {}
+    return store.get(store.drained_key_of("lb-0"))[0] or {}
 
 
 class _Slow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
@@ -11,11 +12,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from deployer.endpointsync import EndpointSync
 from deployer.etcdstore import EtcdStore
+from deployer.lbregistration import Identity
 from deployer.proxysync import HAProxyTarget, ProxySync, ReloadError
 
 
 class Command(BaseCommand):
     """Watch the etcd prefix; on change, update HAProxy's map at runtime or reload it hitlessly.
+
+    The pair of this proxysync and its HAProxy is load balancer ``GREENLIGHT_LB_ID`` of the
+    fleet, reached at ``GREENLIGHT_LB_ADDRESS`` (deployer.lbregistration).
 
     Unless ``--no-endpoints``, a second thread keeps live backends' servers equal to
     their pods (deployer.endpointsync).
@@ -43,7 +48,8 @@ class Command(BaseCommand):
             bind_host=settings.HAPROXY_BIND,
         )
         store = EtcdStore()
-        sync = ProxySync(store, target)
+        identity = Identity(settings.LB_ID, settings.LB_ADDRESS, settings.LB_LEASE_SECONDS)
+        sync = ProxySync(store, target, identity=identity)
         try:
             if options["once"]:
                 try:
@@ -51,7 +57,12 @@ class Command(BaseCommand):
                 except ReloadError as exc:
                     raise CommandError(str(exc)) from exc
                 return
-            endpoints = None if options["no_endpoints"] else EndpointSync(store)
+            endpoints = None
+            if not options["no_endpoints"]:
+                # One proxysync of the fleet at a time keeps the servers in sync: the leader.
+                endpoints = EndpointSync(
+                    store, settings.LB_LEASE_SECONDS, holder=f"{identity.id}:{os.getpid()}"
+                )
             if endpoints is not None:
                 threading.Thread(target=endpoints.run, name="endpoint-sync", daemon=True).start()
 
@@ -63,7 +74,8 @@ class Command(BaseCommand):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, stop)
             self.stdout.write(
-                f"proxysync: {settings.ETCD_ENDPOINT}{settings.ETCD_PREFIX} -> {target.config}"
+                f"proxysync {identity.id} ({identity.address}): "
+                f"{settings.ETCD_ENDPOINT}{settings.ETCD_PREFIX} -> {target.config}"
             )
             sync.run()
         finally:

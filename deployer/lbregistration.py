@@ -1,0 +1,212 @@
+"""A load balancer of the fleet: its registration under ``<prefix>/lbs/<id>``, on an etcd lease.
+
+Each proxysync+HAProxy pair is one load balancer. Its proxysync registers it once its
+HAProxy serves an applied configuration::
+
+    {"id", "address", "haproxy_version", "started_at", "last_reload_at", "reloads",
+     "healthy", "error"}
+
+(times in ISO 8601 UTC; ``reloads`` counts since proxysync started; ``error`` is the last
+refusal or failed reload, null once a configuration applied again). Its ``applied/<id>``
+and ``drained/<id>`` records are attached to the same lease, so the three vanish
+together. The lease is refreshed about every third of its TTL, and only while HAProxy's
+master socket answers: when HAProxy is gone the lease is revoked and the load balancer
+drops out of the fleet, so no switch waits for it; when HAProxy answers again,
+proxysync applies the current configuration with a reload and registers again, on a
+new lease. A lease that expired anyway (etcd unreachable for longer than the TTL) is
+replaced the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deployer.errors import StoreError
+from deployer.etcdstore import EtcdStore, Lease
+from deployer.haproxycli import master_command
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def haproxy_version(master_socket: Path) -> str | None:
+    """The version the running HAProxy reports (``show info``), or None when it does not answer.
+
+    An answer of any kind means the master socket answers; the version is "" when the
+    worker did not say (between a reload's two workers).
+    """
+    try:
+        answer = master_command(master_socket, "@1 show info", timeout=2.0, retry_for=1.0)
+    except OSError:
+        return None
+    for line in answer.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "Version":
+            return value.strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this load balancer is: its id, where users' traffic enters it, its lease's TTL."""
+
+    id: str
+    address: str
+    lease_seconds: int = 5
+
+
+class Registration:
+    """Keeps this load balancer registered while its HAProxy answers; writes its acknowledgements.
+
+    ``reapply`` is called when the load balancer must register (again): proxysync then
+    applies the current configuration with a reload, and its acknowledgement registers.
+    """
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        identity: Identity,
+        master_socket: Path,
+        reapply: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.master_socket = master_socket
+        self.reapply = reapply
+        self._lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._registered = False
+        self._record: dict[str, Any] = {
+            "id": identity.id,
+            "address": identity.address,
+            "haproxy_version": None,
+            "started_at": _now(),
+            "last_reload_at": None,
+            "reloads": 0,
+            "healthy": False,
+            "error": None,
+        }
+        self._written: dict[str, Any] = {}
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The registration record as it is now (a copy)."""
+        with self._lock:
+            return dict(self._record)
+
+    @property
+    def registered(self) -> bool:
+        """Whether this load balancer is in the fleet now (as far as this process knows)."""
+        with self._lock:
+            return self._registered
+
+    def note_reload(self) -> None:
+        """Count a reload of HAProxy; the record says so with the next acknowledgement."""
+        with self._lock:
+            self._record["reloads"] += 1
+            self._record["last_reload_at"] = _now()
+
+    def note_error(self, error: str | None) -> None:
+        """Remember the last refusal or failed reload (None: the last apply succeeded)."""
+        with self._lock:
+            self._record["error"] = None if error is None else error[:2000]
+
+    def _lease_for_write(self) -> Lease:
+        with self._lock:
+            lease = self._lease
+        if lease is None:
+            lease = self.store.grant_lease(self.identity.lease_seconds)
+            with self._lock:
+                self._lease = lease
+        return lease
+
+    def acknowledge(self, revision: int, record: dict[str, Any]) -> None:
+        """Write ``applied/<id>`` for ``revision``, then the registration (HAProxy serves it).
+
+        The applied record goes first: a load balancer is never in the fleet without one.
+        """
+        lease = self._lease_for_write()
+        self.store.put_applied(revision, lb_id=self.identity.id, lease=lease, at=_now(), **record)
+        self._register(lease)
+
+    def drained(self, revision: int, record: dict[str, Any]) -> None:
+        """Write ``drained/<id>`` for ``revision`` under the lease."""
+        lease = self._lease_for_write()
+        self.store.put_drained(revision, lb_id=self.identity.id, lease=lease, **record)
+
+    def _register(self, lease: Lease) -> None:
+        """Write the registration when it is new or changed (not on every acknowledgement)."""
+        if not self.registered:
+            version = haproxy_version(self.master_socket)
+            with self._lock:
+                self._record["haproxy_version"] = version or self._record["haproxy_version"]
+        with self._lock:
+            self._record["healthy"] = True
+            record = dict(self._record)
+            if self._registered and self._lease == lease and record == self._written:
+                return
+            first = not self._registered
+        self.store.register_lb(self.identity.id, record, lease)
+        with self._lock:
+            self._registered = self._lease == lease
+            self._written = record
+        if first:
+            logger.info(
+                "load balancer %s registered at %s (lease %x, %ss)",
+                self.identity.id,
+                self.identity.address,
+                lease.id,
+                lease.ttl,
+            )
+
+    def _drop(self, why: str, *, revoke: bool) -> None:
+        with self._lock:
+            lease, self._lease, self._registered = self._lease, None, False
+            self._record["healthy"] = False
+        if lease is None:
+            return
+        logger.warning("load balancer %s leaves the fleet: %s", self.identity.id, why)
+        if revoke:
+            try:
+                self.store.revoke_lease(lease)
+            except StoreError:
+                logger.warning("could not revoke lease %x; it expires in %ss", lease.id, lease.ttl)
+
+    def check_once(self) -> None:
+        """One round: refresh the lease while HAProxy answers, revoke it when it does not."""
+        version = haproxy_version(self.master_socket)
+        if version is None:
+            self._drop(f"HAProxy's master socket {self.master_socket} does not answer", revoke=True)
+            return
+        with self._lock:
+            lease, registered = self._lease, self._registered
+            changed = bool(version) and version != self._record["haproxy_version"]
+            if changed:
+                self._record["haproxy_version"] = version
+        if lease is not None and registered:
+            if self.store.refresh_lease(lease):
+                if changed:
+                    self._register(lease)
+                return
+            self._drop(f"lease {lease.id:x} expired", revoke=False)
+        # HAProxy answers and this load balancer is not in the fleet: apply, then register.
+        self.reapply()
+
+    def run(self, stop: threading.Event) -> None:
+        """Check every third of the lease's TTL until ``stop`` is set; then revoke the lease."""
+        interval = max(0.2, self.identity.lease_seconds / 3)
+        while not stop.wait(interval):
+            try:
+                self.check_once()
+            except StoreError as exc:
+                logger.warning("load balancer %s: etcd unavailable (%s)", self.identity.id, exc)
+        self._drop("proxysync stops", revoke=True)
