@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Any
+from typing import Any, ClassVar
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -59,10 +59,24 @@ class ClockField(serializers.Field):
         return value.strftime("%H:%M:%S" if value.second else "%H:%M")
 
 
-class ScalingRunSerializer(serializers.ModelSerializer):
+class LinkedSerializer(serializers.ModelSerializer):
+    """A model serializer whose ``url`` is the object's URL in the API (``detail_view``).
+
+    Subclasses declare ``url``, with the words the schema shows for it.
+    """
+
+    detail_view: ClassVar[str]
+
+    def get_url(self, instance: Any) -> str:
+        """The object's API URL."""
+        return reverse(self.detail_view, args=[instance.pk], request=self.context.get("request"))
+
+
+class ScalingRunSerializer(LinkedSerializer):
     """A run: what was planned, what happened, where its log is."""
 
-    url = serializers.SerializerMethodField()
+    detail_view = "scaling-api:run-detail"
+    url = serializers.SerializerMethodField(help_text="The run's API URL.")
     logs_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -72,10 +86,6 @@ class ScalingRunSerializer(serializers.ModelSerializer):
             "params", "plan", "result", "created_at", "started_at", "finished_at",
             "failure_reason",
         ]  # fmt: skip
-
-    def get_url(self, run: ScalingRun) -> str:
-        """The run's API URL."""
-        return reverse("scaling-api:run-detail", args=[run.pk], request=self.context.get("request"))
 
     def get_logs_url(self, run: ScalingRun) -> str:
         """The run's log lines."""
@@ -172,7 +182,7 @@ class NextRunSerializer(serializers.Serializer):
     note = serializers.CharField(help_text="A daylight-saving note, or empty.")
 
 
-class ScheduleSerializer(serializers.ModelSerializer):
+class ScheduleSerializer(LinkedSerializer):
     """A schedule, its actions and its next runs; the body of create (POST) and edit (PUT, PATCH).
 
     The editor's rules apply: a cron expression whose next 5 runs exist, or weekdays
@@ -180,7 +190,8 @@ class ScheduleSerializer(serializers.ModelSerializer):
     once. Lists of actions replace the stored ones.
     """
 
-    url = serializers.SerializerMethodField()
+    detail_view = "scaling-api:schedule-detail"
+    url = serializers.SerializerMethodField(help_text="The schedule's API URL.")
     enabled = serializers.BooleanField(default=True)
     kind = serializers.ChoiceField(choices=Schedule.Kind.choices, default=Schedule.Kind.CRON)
     cron = serializers.CharField(
@@ -212,11 +223,6 @@ class ScheduleSerializer(serializers.ModelSerializer):
         # Uniqueness is the form's to check, with its message.
         extra_kwargs = {"name": {"validators": []}}
 
-    def get_url(self, schedule: Schedule) -> str:
-        """The schedule's API URL."""
-        request = self.context.get("request")
-        return reverse("scaling-api:schedule-detail", args=[schedule.pk], request=request)
-
     @extend_schema_field(NextRunSerializer(many=True))
     def get_next_runs(self, schedule: Schedule) -> list[dict[str, str]]:
         """The next 5 runs (local and UTC, with DST notes); none when it cannot run."""
@@ -236,10 +242,11 @@ class ScheduleSerializer(serializers.ModelSerializer):
         return data
 
 
-class NodeGroupSerializer(serializers.ModelSerializer):
+class NodeGroupSerializer(LinkedSerializer):
     """A node group and its limits; the body of create (POST) and edit (PUT, PATCH)."""
 
-    url = serializers.SerializerMethodField()
+    detail_view = "scaling-api:node-group-detail"
+    url = serializers.SerializerMethodField(help_text="The node group's API URL.")
     provider = serializers.ChoiceField(
         choices=NodeGroup.Provider.choices, default=NodeGroup.Provider.LOCAL
     )
@@ -261,11 +268,6 @@ class NodeGroupSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
         read_only_fields = ["baseline_desired"]
         extra_kwargs = {"name": {"validators": []}}
-
-    def get_url(self, group: NodeGroup) -> str:
-        """The node group's API URL."""
-        request = self.context.get("request")
-        return reverse("scaling-api:node-group-detail", args=[group.pk], request=request)
 
 
 class ScalingCapacityRequest(serializers.Serializer):
