@@ -13,9 +13,10 @@ import logging
 import threading
 from datetime import datetime, timedelta
 from types import TracebackType
+from typing import Any
 
 from django.db import DatabaseError, connection
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -63,23 +64,21 @@ def take_over(deployment_id: int, lost_worker: str, me: str) -> bool:
     return rows.update(worker=me, heartbeat_at=timezone.now()) == 1
 
 
-class Heartbeat:
-    """While the block runs, refresh the heartbeat of ``deployment_id`` as run by ``worker``.
+class RowHeartbeat:
+    """While the block runs, set ``field`` to now on ``rows`` every ``every`` seconds.
 
-    Each beat is a conditional update on the worker, so a run taken over by another worker
-    stops beating for it (and says so in the worker's log).
+    ``rows`` names the one row being worked on and the conditions under which this process
+    still owns it; the beat stops once none match (the run finished or was handed over).
     """
 
-    def __init__(self, deployment_id: int, worker: str, every: float = BEAT_SECONDS) -> None:
-        self.deployment_id = deployment_id
-        self.worker = worker
+    def __init__(self, rows: QuerySet[Any], field: str, every: float = BEAT_SECONDS) -> None:
+        self.rows = rows
+        self.field = field
         self.every = every
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"heartbeat-{deployment_id}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> RowHeartbeat:
         self._thread.start()
         return self
 
@@ -95,30 +94,53 @@ class Heartbeat:
     def _beat(self) -> None:
         try:
             while not self._stop.wait(self.every):
-                if not self._beat_once():
+                try:
+                    mine = self.rows.update(**{self.field: timezone.now()})
+                except DatabaseError:
+                    # A locked or briefly unreachable database: the next beat tries again.
+                    logger.warning(
+                        "heartbeat of %s failed", self.rows.model.__name__, exc_info=True
+                    )
+                    continue
+                if not mine:
+                    self.lost()
                     return
         finally:
             connection.close()  # this thread's own database connection
 
-    def _beat_once(self) -> bool:
-        """One beat; False once the run finished or another worker took it over."""
+    def lost(self) -> None:
+        """Called once no row matches any more."""
+
+
+class Heartbeat(RowHeartbeat):
+    """While the block runs, refresh the heartbeat of ``deployment_id`` as run by ``worker``.
+
+    Each beat is a conditional update on the worker, so a run taken over by another worker
+    stops beating for it (and says so in the worker's log).
+    """
+
+    def __init__(self, deployment_id: int, worker: str, every: float = BEAT_SECONDS) -> None:
+        super().__init__(
+            Deployment.objects.filter(
+                pk=deployment_id, status=Deployment.Status.RUNNING, worker=worker
+            ),
+            "heartbeat_at",
+            every,
+        )
+        self.deployment_id = deployment_id
+        self.worker = worker
+
+    def lost(self) -> None:
+        """Say so when another worker took the run over (a finished run just stops beating)."""
         try:
-            mine = Deployment.objects.filter(
-                pk=self.deployment_id, status=Deployment.Status.RUNNING, worker=self.worker
-            ).update(heartbeat_at=timezone.now())
-            if mine:
-                return True
-            running = Deployment.objects.filter(
+            taken = Deployment.objects.filter(
                 pk=self.deployment_id, status=Deployment.Status.RUNNING
             ).exists()
         except DatabaseError:
-            # A locked or briefly unreachable database: the next beat tries again.
-            logger.warning("heartbeat of deployment #%s failed", self.deployment_id, exc_info=True)
-            return True
-        if running:
+            return
+        if taken:
             logger.error(
                 "deployment #%s was taken over by another worker; %s stops beating for it",
                 self.deployment_id,
                 self.worker,
             )
-        return False

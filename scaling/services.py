@@ -6,7 +6,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
@@ -22,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 # A queued or waiting run unchanged for this long lost its task message; the tick resends it.
 STALE_AFTER = timedelta(minutes=2)
-# A running run silent for the drain deadline plus this margin lost its worker.
-LOST_MARGIN = timedelta(minutes=2)
+# A running run's worker refreshes its updated_at every few seconds (scaling.tasks); one
+# unchanged this long, with no log line either, lost its worker.
+LOST_AFTER = timedelta(seconds=90)
 
 
 class InvalidNode(ValueError):
@@ -92,7 +92,7 @@ def requeue_stale(now: datetime) -> None:
     ScalingRun.objects.filter(pk__in=stale_ids).update(updated_at=now)
     for run_id in stale_ids:
         enqueue(run_id)
-    lost_before = now - timedelta(seconds=settings.SCALING_DRAIN_DEADLINE_SECONDS) - LOST_MARGIN
+    lost_before = now - LOST_AFTER
     for run in ScalingRun.objects.filter(
         status=ScalingRun.Status.RUNNING, updated_at__lt=lost_before
     ):
