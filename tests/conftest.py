@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from hypothesis import settings
 
 from deployer.models import App
+from tests.dbplugin import end_other_sessions
 from tests.servers import (
     LocalCluster,
     Server,
@@ -28,6 +30,15 @@ from tests.servers import (
 settings.register_profile("fixed", derandomize=True)
 settings.register_profile("hunt", derandomize=False)
 settings.load_profile("hunt" if os.environ.get("GREENLIGHT_FUZZ_EXAMPLES") else "fixed")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database; the sessions threads left on it end before it is dropped."""
+    yield
+    with django_db_blocker.unblock():
+        connection.close()
+        end_other_sessions()
 
 
 @pytest.fixture(scope="session")

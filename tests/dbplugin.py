@@ -16,7 +16,9 @@ import atexit
 import contextlib
 import os
 
+import psycopg
 import pytest
+from django.db import connection
 
 DATABASES = ("postgresql", "sqlite")
 # The database Django's settings name; pytest-django creates and drops test_<name> beside it.
@@ -59,6 +61,23 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     url = str(server.extra["url"])
     os.environ[SERVER_URL_ENV] = url
     os.environ["DATABASE_URL"] = database_url(url, DATABASE_NAME)
+
+
+def end_other_sessions() -> None:
+    """End every session on the test database but this thread's, which Django closes itself.
+
+    Threads of the tests (consumers' database_sync_to_async, servers run in a thread) leave
+    their connections open; PostgreSQL refuses to drop a database that has sessions.
+    """
+    server_url = os.environ.get(SERVER_URL_ENV)
+    if not server_url:
+        return
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [connection.settings_dict["NAME"]],
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> str:

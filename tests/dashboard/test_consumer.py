@@ -15,7 +15,7 @@ from dashboard.asgi import application
 from deployer import logsink
 from deployer.models import Deployment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.both_databases, pytest.mark.django_db(transaction=True)]
 
 
 @database_sync_to_async

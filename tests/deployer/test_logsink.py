@@ -13,6 +13,8 @@ from deployer import logsink
 from deployer.models import App, Deployment
 from tests.servers import Server
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def redis_layer(redis: Server, settings: Any) -> None:

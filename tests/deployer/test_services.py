@@ -13,6 +13,8 @@ from deployer.errors import AppBusy, InvalidRequest, NothingToDo
 from deployer.models import App, Deployment, DeploymentLog
 from deployer.status import app_status
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -244,6 +244,7 @@ def test_it_rolls_back_when_the_cluster_api_fails(
     assert lb.writes == []
 
 
+@pytest.mark.both_databases
 def test_it_aborts_at_the_next_step_and_rolls_back(
     app: App,
     run_workflow: Run,
@@ -313,6 +314,7 @@ def test_it_undeploys_every_version_the_frontend_and_the_backends(
     assert app.live_version is None
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("verified", [False, True])
 def test_recovery_rolls_back_or_finishes_a_deploy_whose_worker_died(
     verified: bool,

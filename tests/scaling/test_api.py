@@ -77,6 +77,7 @@ def test_bad_input_is_refused_by_field(api: APIClient) -> None:
     assert not ScalingRun.objects.exists()
 
 
+@pytest.mark.both_databases
 def test_run_logs_page_by_sequence_number(api: APIClient) -> None:
     run = ScalingRun.objects.create(kind=ScalingRun.Kind.CORDON, params={"node": "n1"})
     ScalingRunLog.objects.bulk_create(

@@ -16,7 +16,7 @@ from scaling import logsink
 from scaling.models import ScalingRun, ScalingRunLog
 from scaling.routing import websocket_urlpatterns
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.both_databases, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)

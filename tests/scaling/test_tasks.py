@@ -31,6 +31,7 @@ def test_beat_sends_the_tick_every_thirty_seconds() -> None:
     assert entry.schedule.is_due(now - timedelta(seconds=31)).is_due
 
 
+@pytest.mark.both_databases
 @pytest.mark.django_db
 def test_a_waiting_run_is_sent_again_after_a_pause(
     make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch

@@ -105,6 +105,7 @@ def test_a_percentage_rounds_up_and_respects_the_floor(
     assert (small.replicas, tiny.replicas) == (2, 1)
 
 
+@pytest.mark.both_databases
 def test_it_waits_for_a_running_deploy_and_then_scales(
     make_app: Callable[..., App],
     make_schedule: Callable[..., Schedule],
@@ -129,6 +130,7 @@ def test_it_waits_for_a_running_deploy_and_then_scales(
     assert scaler.calls == [("hello", 2)]
 
 
+@pytest.mark.both_databases
 @pytest.mark.django_db(transaction=True)
 def test_a_deploy_requested_while_the_scaler_checks_gets_the_new_replica_count(
     make_app: Callable[..., App],
@@ -167,6 +169,7 @@ def test_a_deploy_requested_while_the_scaler_checks_gets_the_new_replica_count(
     assert deployment.descriptor["replicas"] == 2
 
 
+@pytest.mark.both_databases
 def test_a_second_tick_for_the_same_due_time_records_nothing(
     make_app: Callable[..., App], make_schedule: Callable[..., Schedule]
 ) -> None:
@@ -206,6 +209,7 @@ def test_a_dry_run_logs_the_changes_and_makes_none(
     assert app.replicas == 4 and app.baseline_replicas is None
 
 
+@pytest.mark.both_databases
 def test_a_run_waits_for_an_older_run_that_changes_the_same_target(
     make_app: Callable[..., App], make_services: Callable, scaler: Callable
 ) -> None:
@@ -223,6 +227,7 @@ def test_a_run_waits_for_an_older_run_that_changes_the_same_target(
     assert scaler.calls == [("hello", 1)]
 
 
+@pytest.mark.both_databases
 def test_a_run_whose_worker_was_lost_is_resumed_by_the_tick(
     make_app: Callable[..., App], make_services: Callable, scaler: Callable
 ) -> None:
@@ -243,6 +248,7 @@ def test_a_run_whose_worker_was_lost_is_resumed_by_the_tick(
     )
 
 
+@pytest.mark.both_databases
 def test_a_recently_active_run_is_left_alone(make_app: Callable[..., App]) -> None:
     run = services.request_app_scale(make_app(), 2)
     now = at(2026, 6, 1, 12)
@@ -254,6 +260,7 @@ def test_a_recently_active_run_is_left_alone(make_app: Callable[..., App]) -> No
     assert run.status == ScalingRun.Status.RUNNING
 
 
+@pytest.mark.both_databases
 def test_a_queued_run_whose_message_was_lost_is_resent_once_per_interval(
     make_app: Callable[..., App],
     django_capture_on_commit_callbacks: Callable,

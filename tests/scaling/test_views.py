@@ -171,6 +171,7 @@ def test_a_capacity_outside_the_bounds_starts_nothing(client: Client) -> None:
     assert response.status_code == 302 and not ScalingRun.objects.exists()
 
 
+@pytest.mark.both_databases
 def test_run_logs_are_served_after_a_sequence_number(client: Client) -> None:
     run = ScalingRun.objects.create(kind=ScalingRun.Kind.CORDON, params={"node": "n"})
     for seq in (1, 2, 3):
