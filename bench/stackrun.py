@@ -237,6 +237,14 @@ class Stack:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def pid(self, name: str) -> int | None:
+        """The pid the supervisor last started the process ``name`` with (``haproxy-1``, ...)."""
+        if not self.log_path.exists():
+            return None
+        text = self.log_path.read_text(errors="replace")
+        pids = re.findall(rf"\| {re.escape(name)} started \(pid (\d+)\)", text)
+        return int(pids[-1]) if pids else None
+
     def child_pids(self) -> list[int]:
         """Process ids the supervisor reported starting (each leads its own process group)."""
         if not self.log_path.exists():

@@ -10,7 +10,6 @@ again while the other keeps serving.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -60,13 +59,6 @@ def live_fleet(api: Api) -> list[dict[str, Any]]:
     return balancers if ready else []
 
 
-def supervisor_pid(stack: Stack, name: str) -> int:
-    """The pid the supervisor last started ``name`` with."""
-    pids = re.findall(rf"\| {re.escape(name)} started \(pid (\d+)\)", stack.log_tail(100000))
-    assert pids, f"the supervisor never started {name}"
-    return int(pids[-1])
-
-
 def test_two_load_balancers_serve_the_demo_app_and_come_back_one_at_a_time(
     tmp_path: Path,
 ) -> None:
@@ -103,7 +95,8 @@ def test_two_load_balancers_serve_the_demo_app_and_come_back_one_at_a_time(
 
         # One load balancer's HAProxy dies: the supervisor starts it again on its own
         # config, and the other load balancer serves every request meanwhile.
-        killed, other = supervisor_pid(stack, "haproxy-1"), supervisor_pid(stack, "haproxy-0")
+        killed, other = stack.pid("haproxy-1"), stack.pid("haproxy-0")
+        assert killed is not None and other is not None
         os.kill(killed, signal.SIGKILL)
         answers_of_lb_0: list[tuple[int, str]] = []
 
@@ -112,8 +105,8 @@ def test_two_load_balancers_serve_the_demo_app_and_come_back_one_at_a_time(
             return served(stack.lb_ports[1]) == (200, version)
 
         wait_for("lb-1's HAProxy to serve again", back, 60)
-        assert supervisor_pid(stack, "haproxy-1") != killed
-        assert supervisor_pid(stack, "haproxy-0") == other
+        assert stack.pid("haproxy-1") != killed
+        assert stack.pid("haproxy-0") == other
         assert any("haproxy-1 exited with code -9" in line for line in stack.exits())
         assert not any("haproxy-0 exited" in line for line in stack.exits())
         assert answers_of_lb_0 and set(answers_of_lb_0) == {(200, version)}
