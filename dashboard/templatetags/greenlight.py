@@ -1,8 +1,9 @@
-"""Template filters: compact ages and durations, and the load balancer URL of a frontend."""
+"""Template filters and tags: compact ages and durations, the load balancer URL of a frontend, form fields."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django import template
@@ -57,3 +58,9 @@ def frontend_url(hostname: str) -> str:
 def repository_filter(image: str) -> str:
     """The image's repository without tag or digest."""
     return repository(image)
+
+
+@register.inclusion_tag("dashboard/_fields.html")
+def fields(form: Any, names: str) -> dict[str, Any]:
+    """Render each field ``names`` lists (spaces between; a trailing ``+`` makes it full width)."""
+    return {"fields": [(form[name.rstrip("+")], name.endswith("+")) for name in names.split()]}
