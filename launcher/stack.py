@@ -34,6 +34,8 @@ from deployer.lbconfig import render_config
 MAX_LOAD_BALANCERS = 16
 # Processes of which the stack runs one per load balancer ("haproxy-0", "proxysync-1", ...).
 PER_LOAD_BALANCER = ("haproxy", "proxysync")
+# Deploys one worker runs at once (each a thread); more wait in the queue.
+WORKER_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -342,8 +344,12 @@ def process_command(name: str, config: StackConfig) -> list[str]:
             "worker",
             "--loglevel",
             "INFO",
+            # A workflow mostly waits (pods, health checks, load balancers): threads let
+            # dozens of deploys run at once in one process instead of queueing behind 4.
+            "--pool",
+            "threads",
             "--concurrency",
-            "4",
+            str(WORKER_THREADS),
             "--hostname",
             f"worker-{config.web_port}@%h",
         ],  # fmt: skip
