@@ -1,4 +1,4 @@
-"""The one module that talks to etcd: the load balancer's frontend, backend and applied records."""
+"""The one module that talks to etcd: frontend and backend records, the load balancer fleet."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ import grpc  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from deployer.errors import StoreError  # noqa: E402
+from deployer.lbfleet import FleetWait, Lease, LoadBalancer  # noqa: E402
+
+__all__ = ["EtcdStore", "FleetWait", "Lease", "LoadBalancer", "Snapshot", "event_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,61 +47,10 @@ class Snapshot:
     revision: int
     frontends: dict[str, dict[str, Any]] = field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
-    applied: dict[str, Any] | None = None
     # Backend name -> mod revision, for compare-and-swap writes (see put_backend_if_unchanged).
     backend_revisions: dict[str, int] = field(default_factory=dict)
     # Records that are not JSON: key relative to the prefix -> why they were left out.
     unreadable: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Lease:
-    """An etcd lease: its id and the TTL etcd granted, in seconds."""
-
-    id: int
-    ttl: int
-
-
-@dataclass(frozen=True)
-class LoadBalancer:
-    """One live load balancer: its registration and the revisions it acknowledged.
-
-    ``record`` is what its proxysync registered under ``lbs/<id>`` (address, HAProxy
-    version, health, reload figures); ``applied`` and ``drained`` are its records under
-    ``applied/<id>`` and ``drained/<id>``, None until it wrote them.
-    """
-
-    id: str
-    record: dict[str, Any]
-    applied: dict[str, Any] | None
-    drained: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class FleetWait:
-    """What waiting for every live load balancer came to; true when all of them got there.
-
-    ``seconds``: load balancer id -> seconds from the write until it was seen to report
-    the revision. ``balancers``: the live ones when the wait ended. ``refused_by`` names
-    the load balancer that refused the configuration; ``problem`` says why the wait
-    failed.
-    """
-
-    reached: bool
-    revision: int
-    seconds: dict[str, float]
-    balancers: tuple[LoadBalancer, ...] = ()
-    refused_by: str | None = None
-    problem: str = ""
-
-    def __bool__(self) -> bool:
-        return self.reached
-
-    def summary(self) -> str:
-        """Each load balancer and how long it took, e.g. ``lb-0 in 14 ms, lb-1 in 18 ms``."""
-        return ", ".join(
-            f"{lb_id} in {seconds * 1000:.0f} ms" for lb_id, seconds in sorted(self.seconds.items())
-        )
 
 
 class _Changes:
@@ -238,16 +190,6 @@ class EtcdStore:
         """The key load balancer ``lb_id``'s proxysync writes once no older worker runs."""
         return f"{self.drained_prefix}{lb_id}"
 
-    @property
-    def applied_key(self) -> str:
-        """The single applied record of a store without a fleet (before ``applied/<id>``)."""
-        return f"{self.prefix}/applied"
-
-    @property
-    def drained_key(self) -> str:
-        """The single drained record of a store without a fleet (before ``drained/<id>``)."""
-        return f"{self.prefix}/drained"
-
     def close(self) -> None:
         """Close the gRPC channel (watch threads end quietly)."""
         self._closed = True
@@ -268,7 +210,6 @@ class EtcdStore:
             response = self._client.get_prefix_response(prefix)
         frontends: dict[str, dict[str, Any]] = {}
         backends: dict[str, dict[str, Any]] = {}
-        applied: dict[str, Any] | None = None
         revisions: dict[str, int] = {}
         unreadable: dict[str, str] = {}
         for kv in response.kvs:
@@ -286,11 +227,7 @@ class EtcdStore:
             elif rest.startswith("backends/"):
                 backends[rest.removeprefix("backends/")] = value
                 revisions[rest.removeprefix("backends/")] = int(kv.mod_revision)
-            elif rest == "applied":
-                applied = value
-        return Snapshot(
-            int(response.header.revision), frontends, backends, applied, revisions, unreadable
-        )
+        return Snapshot(int(response.header.revision), frontends, backends, revisions, unreadable)
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
         """The JSON value at ``key`` (None when absent) and its mod revision (0 when absent)."""
@@ -468,16 +405,14 @@ class EtcdStore:
         return self._txn(deletes)
 
     def put_applied(
-        self, revision: int, *, lb_id: str | None = None, lease: Lease | None = None, **extra: Any
+        self, revision: int, *, lb_id: str, lease: Lease | None = None, **extra: Any
     ) -> None:
         """Record that load balancer ``lb_id``'s HAProxy runs the configuration of ``revision``.
 
         The record is attached to ``lease`` (the load balancer's registration), so it
-        vanishes with the load balancer. Without ``lb_id`` the single record of a store
-        without a fleet (``<prefix>/applied``) is written.
+        vanishes with the load balancer.
         """
-        key = self.applied_key if lb_id is None else self.applied_key_of(lb_id)
-        self._put_revision(key, revision, extra, lease)
+        self._put_revision(self.applied_key_of(lb_id), revision, extra, lease)
 
     # leases: a load balancer's registration lives as long as its proxysync refreshes it
     def grant_lease(self, ttl: int) -> Lease:
@@ -538,11 +473,10 @@ class EtcdStore:
         return self._wait_fleet("drained", revision, timeout, cancelled, since)
 
     def put_drained(
-        self, revision: int, *, lb_id: str | None = None, lease: Lease | None = None, **extra: Any
+        self, revision: int, *, lb_id: str, lease: Lease | None = None, **extra: Any
     ) -> None:
         """Record that nothing older than ``revision`` runs in ``lb_id``'s HAProxy (``extra``: figures)."""
-        key = self.drained_key if lb_id is None else self.drained_key_of(lb_id)
-        self._put_revision(key, revision, extra, lease)
+        self._put_revision(self.drained_key_of(lb_id), revision, extra, lease)
 
     def _put_revision(
         self, key: str, revision: int, extra: dict[str, Any], lease: Lease | None

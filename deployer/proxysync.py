@@ -29,18 +29,8 @@ in everything that arrived meanwhile, so a load balancer reloads at most once pe
 interval. Changes the running worker can take through the runtime API (switches,
 servers coming and going) never wait.
 
-``<prefix>/drained/<id>`` at revision R is written once no HAProxy worker of an older
-configuration is left (``show proc``), no request to a backend that lost its last route
-is running, and every server removed at R or before has no session (see
-deployer.serverdrain)::
-
-    {"revision": R, "servers": {"<backend record>/<server>": {"sessions": n, "seconds": s}},
-     "timed_out": ["<backend record>/<server>", ...]}
-
-``servers`` names those whose sessions ended (``seconds`` after they left rotation) in
-this round or in the last minute; ``timed_out``, only present when there are some, those
-of them that still had sessions when the drain timeout passed. Only then may their pods
-go without cutting off requests.
+``<prefix>/drained/<id>`` says from which revision nothing older carries requests in
+this load balancer (deployer.drainreport).
 """
 
 from __future__ import annotations
@@ -57,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deployer.drainreport import DrainReport
 from deployer.errors import StoreError
 from deployer.etcdstore import EtcdStore, Snapshot, event_key
 from deployer.haproxycli import (
@@ -64,7 +55,6 @@ from deployer.haproxycli import (
     RuntimeAPIError,
     Sessions,
     master_command,
-    old_workers,
     run_commands,
     served_revision,
     sessions,
@@ -135,115 +125,16 @@ class ProxySync:
         self._applied: Render | None = None
         self._stop = threading.Event()
         self._cancel: list[object] = []
-        self._drain = threading.Condition()
-        self._drain_target = 0
-        self._drained = 0
-        # HAProxy backend -> revision of the runtime map update that took its last route:
-        # the worker may still carry requests to it, which "drained" must wait for too.
-        self._unrouted: dict[str, int] = {}
         # Held while the running worker is changed (apply, reload, a server's deletion).
         self._mutations = threading.Lock()
         self.leaving = ServerDrains(target.master_socket, self._mutations)
+        self.drains = DrainReport(
+            target.master_socket, self.leaving, self.registration.drained, self._stop, drain_timeout
+        )
         # Backends ``haproxy -c`` refused: name -> (the record as JSON, HAProxy's words).
         # Left out while the record stays as it is, so one app never blocks the others.
         self._refused: dict[str, tuple[str, str]] = {}
         self._reported: dict[str, str] = {}
-
-    def _note_applied(
-        self, revision: int, running: Render | None = None, render: Render | None = None
-    ) -> None:
-        with self._drain:
-            if render is None:
-                pass  # nothing changed in the running worker
-            elif running is None:
-                self._unrouted = {}  # a reload: the old workers carry what the old map routed
-            else:
-                routed = set(render.routes.values())
-                for backend in set(running.routes.values()) - routed:
-                    self._unrouted[backend] = revision
-                for backend in routed:
-                    self._unrouted.pop(backend, None)
-            self._drain_target = max(self._drain_target, revision)
-            self._drain.notify_all()
-
-    def _poll_drains(self) -> tuple[int | None, int | None]:
-        """Update leaving servers; return old workers left and requests to unrouted backends.
-
-        None when HAProxy did not say.
-        """
-        read_at = time.monotonic()
-        left = old_workers(self.target.master_socket)
-        counts = sessions(self.target.master_socket)
-        self.leaving.poll(counts, left, read_at)
-        with self._drain:
-            unrouted = set(self._unrouted)
-        if counts is None:
-            return left, None if unrouted else 0
-        return left, sum(counts.get((backend, "BACKEND"), 0) for backend in unrouted)
-
-    def drain_once(self) -> int | None:
-        """Wait until nothing older is running, then write ``drained``; return the revision written.
-
-        Nothing older: no old worker, no request to a backend that lost its route, no
-        session on a server removed at the target revision or before.
-        """
-        with self._drain:
-            target = self._drain_target
-        if target <= self._drained:
-            return None
-        deadline = time.monotonic() + self.drain_timeout
-        delay = 0.005
-        gave_up = False
-        # HAProxy offers nothing to watch: ask the master with a short backoff.
-        while not self._stop.is_set():
-            left, unrouted = self._poll_drains()
-            if left == 0 and unrouted == 0 and not self.leaving.pending(target):
-                break
-            if time.monotonic() >= deadline:
-                logger.warning(
-                    "%s old HAProxy workers and %s requests to unrouted backends left after "
-                    "%.0fs; reporting drained anyway",
-                    left,
-                    unrouted,
-                    self.drain_timeout,
-                )
-                gave_up = True
-                break
-            self._stop.wait(delay)
-            delay = min(delay * 2, 0.1)
-        if self._stop.is_set():
-            return None
-        with self._drain:
-            self._unrouted = {b: r for b, r in self._unrouted.items() if r > target}
-        report = self.leaving.report(target, give_up=gave_up)
-        record: dict[str, Any] = {"servers": report.servers}
-        if report.timed_out:
-            record["timed_out"] = report.timed_out
-        self.registration.drained(target, record)
-        self._drained = target
-        return target
-
-    def _drain_loop(self) -> None:
-        delay = 0.005
-        while not self._stop.is_set():
-            # Deletions to retry are polled for; a new revision to report wakes at once.
-            idle = 1.0 if not self.leaving.busy() else delay
-            with self._drain:
-                self._drain.wait_for(
-                    lambda: self._stop.is_set() or self._drain_target > self._drained,
-                    timeout=idle,
-                )
-            if self._stop.is_set():
-                return
-            try:
-                if self.drain_once() is None and self.leaving.busy():
-                    self._poll_drains()
-                    delay = min(delay * 2, 0.1)
-                else:
-                    delay = 0.005
-            except StoreError:
-                logger.warning("could not write drained; retrying", exc_info=True)
-                self._stop.wait(0.5)
 
     def render(self, snapshot: Snapshot) -> Render:
         """The complete configuration and map for ``snapshot``, without refused records."""
@@ -435,7 +326,7 @@ class ProxySync:
                 return self.apply_with_reload(snapshot, render)
             if not changes and render.routes == running.routes:
                 self._acknowledge(snapshot.revision, render, [], reloaded=False)
-                self._note_applied(snapshot.revision)
+                self.drains.note_applied(snapshot.revision)
                 return True
             try:
                 seconds, leaving = self.update_running(running, render, changes, snapshot.revision)
@@ -447,7 +338,7 @@ class ProxySync:
                 )
                 return self.apply_with_reload(snapshot, render)
             self._acknowledge(snapshot.revision, render, leaving, reloaded=False, seconds=seconds)
-            self._note_applied(snapshot.revision, running, render)
+            self.drains.note_applied(snapshot.revision, running, render)
             logger.info(
                 "applied revision %s (%d routes, %d servers added, %d leaving) through the "
                 "runtime API in %.1f ms",
@@ -540,7 +431,7 @@ class ProxySync:
         for server in leaving:
             server.removed = server.in_old_worker = True
         self._acknowledge(snapshot.revision, render, leaving, reloaded=True, seconds=seconds)
-        self._note_applied(snapshot.revision, None, render)
+        self.drains.note_applied(snapshot.revision, None, render)
         logger.info(
             "applied revision %s (%d routes): validated in %.0f ms, reloaded in %.0f ms",
             snapshot.revision,
@@ -554,8 +445,7 @@ class ProxySync:
         """Make :meth:`run` return (from a signal handler or another thread)."""
         self._stop.set()
         self._changed.set()
-        with self._drain:
-            self._drain.notify_all()
+        self.drains.wake()
         for cancel in list(self._cancel):
             with contextlib.suppress(Exception):
                 cancel()  # type: ignore[operator]
@@ -575,7 +465,7 @@ class ProxySync:
         Beside it, the drain thread writes ``drained`` and the registration thread keeps
         this load balancer's lease alive while HAProxy answers.
         """
-        drainer = threading.Thread(target=self._drain_loop, name="haproxy-drain", daemon=True)
+        drainer = threading.Thread(target=self.drains.run, name="haproxy-drain", daemon=True)
         drainer.start()
         registrar = threading.Thread(
             target=self.registration.run, args=(self._stop,), name="lb-lease", daemon=True
@@ -609,6 +499,7 @@ class ProxySync:
                     self._reapply.clear()
                     with self._mutations:
                         self._applied = None
+                    self.drains.report_again()  # a new lease carries no drained record yet
                 snapshot = self.store.snapshot()
                 render = self.render(snapshot)
                 wait = self._last_reload_started + self.min_reload_interval - time.monotonic()

@@ -22,13 +22,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from deployer.cluster import backend_name
 from deployer.errors import StoreError
-
-if TYPE_CHECKING:
-    from deployer.etcdstore import FleetWait, LoadBalancer
+from deployer.lbfleet import FleetWait, LoadBalancer
 
 logger = logging.getLogger(__name__)
 

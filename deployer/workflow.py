@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -39,13 +39,11 @@ from deployer.collaborators import (
 )
 from deployer.errors import BackendError
 from deployer.health import judge
+from deployer.lbfleet import FleetWait, LoadBalancer
 from deployer.logsink import Level, level_first
 from deployer.models import App, Deployment
 from deployer.pods import PodInfo
 from deployer.rotation import ServingPod, take_out
-
-if TYPE_CHECKING:
-    from deployer.etcdstore import FleetWait, LoadBalancer
 
 __all__ = [
     "Clock",

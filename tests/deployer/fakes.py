@@ -9,8 +9,8 @@ from typing import Any
 
 from deployer.cluster import PodFailed
 from deployer.errors import Transient
-from deployer.etcdstore import FleetWait, LoadBalancer
 from deployer.health import HealthResult
+from deployer.lbfleet import FleetWait, LoadBalancer
 from deployer.logsink import Level
 from deployer.pods import PodInfo
 
