@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from django.db.models import Max
@@ -29,8 +30,12 @@ class UndeployWorkflow(Workflow):
         backends += [backend_name(self.namespace, self.name, v) for v in versions]
         with self.step("route"):
             revision = self.lb.delete_route(self.hostname, sorted(set(backends)))
+            written = time.monotonic()
             self.log(f"Removed frontend {self.hostname} at revision {revision}.", step="route")
-            self.wait_applied(revision)
+            waited = self.wait_applied(revision, since=written)
+            self.log(
+                f"Load balancers applied revision {revision}: {waited.summary()}.", step="route"
+            )
             App.objects.filter(pk=self.deployment.app_id).update(live_version=None)
         with self.step("objects"):
             # Requests already on their way to the app finish before its pods stop.

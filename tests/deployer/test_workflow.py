@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -427,6 +428,50 @@ def test_it_stops_before_the_switch_when_the_load_balancer_left_the_new_backend_
 
     assert deployment.status == Deployment.Status.FAILED
     assert "the load balancer refused backend" in deployment.failure_reason
+    assert " on lb-0: " in deployment.failure_reason
     assert "haproxy -c refused it: x" in deployment.failure_reason
     assert lb.live_version(app.frontend) == 1
     assert cluster.versions_.keys() == {1}
+
+
+def test_the_switch_names_every_load_balancer_and_verify_asks_each_of_them(
+    app: App, run_workflow: Run, lb: FakeLB, health: FakeHealth, sink: ListSink
+) -> None:
+    lb.fleet = {"lb-0": "http://127.0.0.1:8080", "lb-1": "http://127.0.0.1:8081"}
+
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert re.search(
+        r"^Load balancers applied revision \d+: lb-0 in 1 ms, lb-1 in 2 ms\.$",
+        sink.text(),
+        re.M,
+    ), sink.text()
+    assert set(health.asked) == {"http://127.0.0.1:8080", "http://127.0.0.1:8081"}
+    assert "answers through load balancer lb-1 at http://127.0.0.1:8081" in sink.text()
+
+
+def test_it_stops_before_the_switch_when_no_load_balancer_is_registered(
+    app: App, run_workflow: Run, lb: FakeLB, cluster: FakeCluster
+) -> None:
+    lb.fleet = {}
+
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert "no load balancer is registered" in deployment.failure_reason
+    assert deployment.switched_at is None
+    assert lb.frontends == {}
+    assert cluster.versions_ == {}
+
+
+def test_an_undeploy_names_the_load_balancers_that_applied_it(
+    app: App, run_workflow: Run, lb: FakeLB, sink: ListSink
+) -> None:
+    run_workflow(app)
+    lb.fleet = {"lb-0": "http://127.0.0.1:8080", "lb-1": "http://127.0.0.1:8081"}
+
+    deployment = run_workflow(app, kind=Deployment.Kind.UNDEPLOY)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert re.search(r"applied revision \d+: lb-0 in 1 ms, lb-1 in 2 ms\.$", sink.text(), re.M)
