@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .kubelet_process import child_setup
+from .kubelet_process import spawn_tied
 
 # Defaults from the core/v1 Probe reference.
 DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3}
@@ -141,16 +140,14 @@ async def exec_command(
     if not command:
         return ProbeResult(False, "exec probe has no command")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            env=env,
-            cwd=cwd,
+        # Like containers, probe commands die with localcluster.
+        proc = await spawn_tied(
+            command,
+            env,
+            cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            # Like containers, probe commands die with localcluster.
-            preexec_fn=child_setup(os.getpid()),
         )
     except OSError as exc:
         return ProbeResult(False, f"exec: {exc.strerror or exc}")
