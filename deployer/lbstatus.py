@@ -14,7 +14,8 @@ from typing import Any, TypedDict
 from django.utils.dateparse import parse_datetime
 
 from deployer.errors import StoreError
-from deployer.etcdstore import EtcdStore, LoadBalancer
+from deployer.etcdstore import EtcdStore
+from deployer.lbfleet import LoadBalancer
 
 logger = logging.getLogger(__name__)
 
