@@ -305,7 +305,6 @@ def process_env(name: str, config: StackConfig) -> dict[str, str]:
     return {
         "GREENLIGHT_LB_ID": slot.id,
         "GREENLIGHT_LB_ADDRESS": slot.address,
-        "GREENLIGHT_LB_URL": slot.address,
         "GREENLIGHT_LB_PORT": str(slot.port),
         "GREENLIGHT_LB_COUNT": "1",
         "GREENLIGHT_HAPROXY_STATS_PORT": str(slot.stats_port),

@@ -62,7 +62,6 @@ def test_it_runs_one_haproxy_and_one_proxysync_per_load_balancer_on_ports_of_the
         assert process_env(f"proxysync-{i}", config) == {
             "GREENLIGHT_LB_ID": f"lb-{i}",
             "GREENLIGHT_LB_ADDRESS": f"http://127.0.0.1:{8080 + i}",
-            "GREENLIGHT_LB_URL": f"http://127.0.0.1:{8080 + i}",
             "GREENLIGHT_LB_PORT": str(8080 + i),
             "GREENLIGHT_LB_COUNT": "1",
             "GREENLIGHT_HAPROXY_STATS_PORT": str(8006 + i),
