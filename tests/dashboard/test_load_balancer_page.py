@@ -36,13 +36,14 @@ def row_of(page: str, lb_id: str) -> str:
 
 @pytest.mark.django_db
 def test_it_lists_every_load_balancer_with_its_address_revision_lag_reloads_and_health(
-    admin_client: Client, fleet: Fleet
+    admin_client: Client, fleet: Fleet, settings: Any
 ) -> None:
     response = admin_client.get("/load-balancer/")
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert f"at revision {fleet.revision}" in page and "2 load balancers live" in page
+    assert f"at revision {fleet.revision} · 2 load balancers live" in page
+    assert f">{settings.LB_URL}</a> · records under" in page  # where users' traffic enters
     current = row_of(page, "lb-0")
     assert current.startswith("lb-0 http://127.0.0.1:18080 healthy " + VERSION)
     assert f"{fleet.applied['lb-0']} current runtime API in 2 ms" in current
