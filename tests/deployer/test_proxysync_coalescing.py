@@ -83,3 +83,39 @@ def test_a_switch_is_a_runtime_update_even_right_after_a_reload(
     finally:
         blue.stop()
         green.stop()
+
+
+def test_changes_within_the_reload_interval_wait_for_it_and_share_one_reload(
+    store: EtcdStore, haproxy: Server
+) -> None:
+    pod = Pod("pod-0")
+    try:
+        sync = ProxySync(store, target(haproxy), min_reload_interval=2.0)
+        with running(sync):
+            assert store.wait_applied(store.current_revision(), 20)
+            # A new backend reloads (after the interval since the start's reload).
+            warm = store.put_backend("default.warm-v1", {"servers": [pod.server_entry()]})
+            assert store.wait_applied(warm, 20)
+            before = _reloads(store)
+            reloaded_at = sync._last_reload_started
+
+            revisions = []
+            for number in range(5):
+                revisions.append(
+                    store.put_backend(f"default.app{number}-v1", {"servers": [pod.server_entry()]})
+                )
+                time.sleep(0.1)
+            first = store.wait_applied(revisions[0], 20)
+            applied_at = time.monotonic()
+
+            assert first
+            # Not before the interval since the last reload had passed ...
+            assert applied_at >= reloaded_at + 2.0
+            # ... and then everything written meanwhile went in with it, in one reload.
+            assert (
+                int((store.get(store.applied_key_of("lb-0"))[0] or {})["revision"])
+                >= (revisions[-1])
+            )
+            assert _reloads(store) == before + 1
+    finally:
+        pod.stop()
