@@ -129,8 +129,6 @@ class LogStream(Generic[Owner]):
     kind: str
     group_prefix: str
     line_model: type[LogLine]
-    # The line model's foreign key to the owner.
-    owner_field: str
     # The status message's fields besides its type.
     status_fields: Callable[[Owner], dict[str, Any]]
 
@@ -144,13 +142,14 @@ class LogStream(Generic[Owner]):
         """Store one line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
         owner_id = owner if isinstance(owner, int) else owner.pk
         message = cut_text(message, LOG_LINE_CHARS)
-        lines = self.line_model.objects.filter(**{f"{self.owner_field}_id": owner_id})  # type: ignore[attr-defined]
+        owner_key = f"{self.line_model.owner_field}_id"
+        lines = self.line_model.objects.filter(**{owner_key: owner_id})  # type: ignore[attr-defined]
         for _attempt in range(10):
             try:
                 with transaction.atomic():
                     last = lines.aggregate(last=Max("seq"))["last"]
                     line = self.line_model.objects.create(  # type: ignore[attr-defined]
-                        **{f"{self.owner_field}_id": owner_id},
+                        **{owner_key: owner_id},
                         seq=(last or 0) + 1,
                         level=level,
                         step=step,
@@ -233,7 +232,6 @@ DEPLOYMENTS: LogStream[Deployment] = LogStream(
     kind="deployment",
     group_prefix="deployment",
     line_model=DeploymentLog,
-    owner_field="deployment",
     status_fields=_deployment_status,
 )
 append = DEPLOYMENTS.append

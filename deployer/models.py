@@ -311,6 +311,9 @@ class Deployment(Lifecycle, models.Model):
 class LogLine(models.Model):
     """One line of a live log (deployments, scaling runs), in order of ``seq`` per owner."""
 
+    # The name of the concrete model's foreign key to the log's owner.
+    owner_field: ClassVar[str]
+
     class Level(models.TextChoices):
         DEBUG = "debug", "Debug"
         INFO = "info", "Info"
@@ -326,6 +329,10 @@ class LogLine(models.Model):
     class Meta:
         abstract = True
 
+    def __str__(self) -> str:
+        owner_id = getattr(self, f"{self.owner_field}_id")
+        return f"#{owner_id}:{self.seq} {self.message[:40]}"
+
     def as_payload(self) -> dict[str, Any]:
         """The JSON shape sent to browsers and returned by the API."""
         return {
@@ -340,6 +347,7 @@ class LogLine(models.Model):
 class DeploymentLog(LogLine):
     """One line of a deployment's log, in order of ``seq``."""
 
+    owner_field = "deployment"
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="logs")
 
     class Meta:
@@ -347,6 +355,3 @@ class DeploymentLog(LogLine):
         constraints = [
             models.UniqueConstraint(fields=["deployment", "seq"], name="deploymentlog_unique_seq"),
         ]
-
-    def __str__(self) -> str:
-        return f"#{self.deployment_id}:{self.seq} {self.message[:40]}"

@@ -34,7 +34,6 @@ RUNS: LogStream[ScalingRun] = LogStream(
     kind="scaling",
     group_prefix="scaling-run",
     line_model=ScalingRunLog,
-    owner_field="run",
     status_fields=_run_status,
 )
 append = RUNS.append

@@ -254,6 +254,7 @@ class ScalingRun(Lifecycle, models.Model):
 class ScalingRunLog(LogLine):
     """One line of a scaling run's log, in order of ``seq``."""
 
+    owner_field = "run"
     run = models.ForeignKey(ScalingRun, on_delete=models.CASCADE, related_name="logs")
 
     class Meta:
@@ -261,6 +262,3 @@ class ScalingRunLog(LogLine):
         constraints = [
             models.UniqueConstraint(fields=["run", "seq"], name="scalingrunlog_unique_seq"),
         ]
-
-    def __str__(self) -> str:
-        return f"#{self.run_id}:{self.seq} {self.message[:40]}"
