@@ -181,6 +181,10 @@ class Registration:
             except StoreError:
                 logger.warning("could not revoke lease %x; it expires in %ss", lease.id, lease.ttl)
 
+    def leave(self, why: str) -> None:
+        """Take this load balancer out of the fleet now: revoke its lease (and its records)."""
+        self._drop(why, revoke=True)
+
     def check_once(self) -> None:
         """One round: refresh the lease while HAProxy answers, revoke it when it does not."""
         version = haproxy_version(self.master_socket)
@@ -209,4 +213,4 @@ class Registration:
                 self.check_once()
             except StoreError as exc:
                 logger.warning("load balancer %s: etcd unavailable (%s)", self.identity.id, exc)
-        self._drop("proxysync stops", revoke=True)
+        self.leave("proxysync stops")

@@ -124,9 +124,14 @@ def test_proxysync_binds_haproxy_where_the_settings_say(
         def close(self) -> None:
             pass
 
+    class Registration:
+        def leave(self, why: str) -> None:
+            pass
+
     class Sync:
-        def __init__(self, store: Any, target: Any) -> None:
+        def __init__(self, store: Any, target: Any, **options: Any) -> None:
             targets.append(target)
+            self.registration = Registration()
 
         def apply(self, snapshot: str) -> None:
             pass

@@ -56,6 +56,9 @@ class Command(BaseCommand):
                     sync.apply(store.snapshot())
                 except ReloadError as exc:
                     raise CommandError(str(exc)) from exc
+                finally:
+                    # Nothing keeps HAProxy in step once this returns: no switch may wait for it.
+                    sync.registration.leave("proxysync --once is done")
                 return
             endpoints = None
             if not options["no_endpoints"]:
