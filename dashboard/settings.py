@@ -1,4 +1,4 @@
-"""Django settings for Greenlight; every value comes from the environment through dashboard.env."""
+"""Django settings for Greenlight; every value comes from the environment through launcher.env."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import (
+from launcher.env import (
     BASE_DIR,
     env_bool,
     env_int,

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import BASE_DIR, env_int, env_optional, env_path
 from deployer.lbconfig import render_config
+from launcher.env import BASE_DIR, env_int, env_optional, env_path
 
 MAX_LOAD_BALANCERS = 16
 # Processes of which the stack runs one per load balancer ("haproxy-0", "proxysync-1", ...).

@@ -15,7 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
-from dashboard import env
+from launcher import env
 from launcher.stack import StackConfig, process_command
 from launcher.supervisor import Entry, Supervisor, read_procfile
 

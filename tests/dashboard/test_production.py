@@ -16,8 +16,8 @@ import yaml
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from dashboard.env import proxy_ssl_header
 from deployer.management.commands import proxysync
+from launcher.env import proxy_ssl_header
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = [
