@@ -29,6 +29,8 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # Defaults for descriptor snapshots taken before the settings existed.
 DEFAULT_STOP_DELAY = 5
 DEFAULT_MAX_UNAVAILABLE = 1
+# Pause before watching pods again after a watch failed (the deadline still bounds the wait).
+WATCH_RETRY_SECONDS = 0.5
 
 
 class PodFailed(Exception):
@@ -430,25 +432,39 @@ class KubeCluster:
         for pod in listed.items:
             update(pod_info(pod))
         resource_version = listed.metadata.resource_version
+        failure: Transient | None = None
         while True:
             live = [p for p in pods.values() if p.started and not p.deleting]
             if len(live) >= replicas:
                 return sorted(live, key=lambda p: p.name)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if failure is not None:
+                    raise failure
                 raise TimeoutError(f"{len(live)} of {replicas} pods running after {timeout:.0f}s")
             if cancelled():
                 return sorted(live, key=lambda p: p.name)
             # Short watch windows let an abort be noticed within a second.
             relay()
-            for event in self._watch(namespace, selector, resource_version, min(1.0, remaining)):
-                obj = event["object"]
-                resource_version = obj.metadata.resource_version or resource_version
-                relay()
-                update(pod_info(obj), deleted=event["type"] == "DELETED")
-                live = [p for p in pods.values() if p.started and not p.deleting]
-                if len(live) >= replicas or cancelled():
-                    break
+            try:
+                for event in self._watch(
+                    namespace, selector, resource_version, min(1.0, remaining)
+                ):
+                    obj = event["object"]
+                    resource_version = obj.metadata.resource_version or resource_version
+                    relay()
+                    update(pod_info(obj), deleted=event["type"] == "DELETED")
+                    live = [p for p in pods.values() if p.started and not p.deleting]
+                    if len(live) >= replicas or cancelled():
+                        break
+                failure = None
+            except Transient as exc:
+                # A watch window that timed out or lost its connection (a busy API server)
+                # says nothing about the pods: watch again until the deadline, which then
+                # names this error if the API never answered again.
+                logger.warning("watch of %s pods failed, watching again: %s", selector, exc)
+                failure = exc
+                time.sleep(min(WATCH_RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def _watch(
         self, namespace: str, selector: str, resource_version: str | None, seconds: float

@@ -30,6 +30,9 @@ from deployer.errors import (
 
 T = TypeVar("T")
 
+# Connections kept open to the API server; see new_api_client.
+CONNECTION_POOL_SIZE = 64
+
 _lock = threading.Lock()
 _client: client.ApiClient | None = None
 _client_key: tuple[Any, ...] | None = None
@@ -55,6 +58,9 @@ def new_api_client() -> client.ApiClient:
                 context=settings.KUBE_CONTEXT,
                 client_configuration=configuration,
             )
+    # One connection per thread that may call at once (the worker runs deploys in threads):
+    # a smaller pool opens and discards a TLS connection for most calls under load.
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     return client.ApiClient(configuration)
 
 
