@@ -1,12 +1,15 @@
-"""Greenlight at scale: the dashboard at 500 apps, proxysync at 500 backends.
+"""Greenlight at scale: the dashboard at 500 apps, proxysync at 500 backends, 50 deploys at once.
 
-    .venv/bin/python bench/scale.py [--sections dashboard,render]
+    .venv/bin/python bench/scale.py [--sections dashboard,render,deploys]
 
 runs every section with the defaults; all options, with their defaults:
 
-    .venv/bin/python bench/scale.py [--sections dashboard,render]
+    .venv/bin/python bench/scale.py [--sections dashboard,render,deploys]
                                     [--apps 500] [--deployments-per-app 20] [--runs 30]
-                                    [--backends 50,200,500] [--pods 20] [--keep]
+                                    [--backends 50,200,500] [--pods 20]
+                                    [--deploy-apps 50] [--replicas 2] [--lbs 2]
+                                    [--concurrency 100] [--rate 200] [--step-timeout 600]
+                                    [--keep]
 
 Sections, each printing its figures with their target and PASS or FAIL:
 
@@ -32,6 +35,38 @@ Sections, each printing its figures with their target and PASS or FAIL:
                that run in this process (snapshot, render) are judged by its CPU time,
                printed beside their wall time, which on a busy machine mostly measures
                the wait for a core; ``haproxy -c``, the reload and the total by wall time.
+    deploys    The whole stack as ``make run`` starts it (bench/stackrun.py) on free
+               loopback ports with ``--lbs`` load balancers, and ``--deploy-apps`` apps
+               of demo/hello with ``--replicas`` replicas created through the REST API,
+               plus ``solo`` (deployed alone) and ``warmup`` (deployed once before
+               anything is measured: a worker's first deploy also imports and connects
+               its clients). Four rounds, each under its own load process that sends
+               ``--concurrency`` connections (half keep-alive, half a new connection
+               per request), at most ``--rate`` requests/s in all, spread over every
+               app's hostname and every load balancer: ``solo`` deployed alone, every
+               app deployed at once, ``solo`` redeployed alone, every app redeployed at
+               once. Figures per round, from the API's deployment rows (queued, started,
+               finished, and each step's recorded start and seconds), their logs, and
+               the load's records:
+                 deploys succeeded   (target: all)
+                 failed requests     requests without a 2xx answer among those sent to
+                                     an app once it was live (after the verify step of
+                                     its first deploy; before, it has no route by
+                                     design) (target: 0)
+                 wall time           first deploy queued -> last one finished, and the
+                                     ratio to the same kind of deploy alone (target:
+                                     within 3x)
+                 HAProxy reloads     the masters' reload counters, summed
+                 switch p95          every pod healthy -> the new version answered
+                                     through every load balancer: the verify step's log
+                                     line "... ms after the last pod became healthy",
+                                     the last load balancer's (target: < 50 ms alone,
+                                     < 150 ms at once)
+                 overhead p95        the run's start -> the verify step's end, less the
+                                     pods and health steps (the wait for the pods to run
+                                     and answer) (target: < 0.2 s)
+               and, for reading them, the queue wait (queued -> a worker started it) and
+               the pods + health steps' p95.
 
 Missed targets never change the exit code; it is 1 only when a step of the bench itself
 could not be carried out (the step is named and everything started is stopped), 130 on
@@ -43,9 +78,14 @@ records) is kept and its path printed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import os
+import random
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,9 +93,10 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +104,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import percentile, tied_child  # noqa: E402
-from bench.stackrun import StepFailed  # noqa: E402
+from bench.stackrun import Api, Cluster, Stack, StepFailed  # noqa: E402
+from deployer.haproxycli import master_command  # noqa: E402
 
-SECTIONS = ("dashboard", "render")
+SECTIONS = ("dashboard", "render", "deploys")
 APP_LIST_P95_MS = 200.0
 LINEAR_SLACK = 1.5
+NODES = 4  # bench/stackrun.py's cluster
 RENDER_RUNS = 5
 
 
@@ -418,6 +461,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30, help="requests per page")
     parser.add_argument("--backends", default="50,200,500", help="sizes of the render section")
     parser.add_argument("--pods", type=int, default=20, help="shared listeners of the records")
+    parser.add_argument("--deploy-apps", type=int, default=50)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--lbs", type=int, default=2, help="load balancers of the stack")
+    parser.add_argument("--concurrency", type=int, default=100, help="load connections")
+    parser.add_argument("--rate", type=float, default=200.0, help="load requests/s in all")
+    parser.add_argument("--step-timeout", type=float, default=600.0, help="deadline of each wait")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     args = parser.parse_args()
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -430,7 +479,7 @@ def main() -> int:
     """Run the chosen sections in order; 1 when a step of the bench failed."""
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="greenlight-scale-"))
-    runners = {"dashboard": run_dashboard, "render": run_render}
+    runners = {"dashboard": run_dashboard, "render": run_render, "deploys": run_deploys}
     try:
         for section in SECTIONS:
             if section in args.sections.split(","):
@@ -453,5 +502,438 @@ def main() -> int:
     return 0
 
 
+# deploys ----------------------------------------------------------------------------------
+
+SOLO = "solo"
+WARMUP = "warmup"
+SWITCH_LINE = re.compile(
+    r"answers through (?:the )?load balancer.*; (\d+) ms after the last pod became healthy"
+)
+
+# The load process: ``python bench/scale.py load SPEC OUT READY`` (SPEC is JSON).
+LOAD_TIMEOUT = 5.0
+
+
+async def _load(spec: dict[str, Any], out: Path, ready: Path) -> None:
+    """Connections spread over every hostname and load balancer until SIGTERM or the end."""
+    import aiohttp
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.call_later(float(spec["max_seconds"]), stop.set)
+    hosts, ports = spec["hosts"], spec["ports"]
+    interval = spec["concurrency"] / spec["rate"]
+    records: list[str] = []
+
+    async def client(index: int, session: aiohttp.ClientSession) -> None:
+        host = hosts[index % len(hosts)]
+        port = ports[(index // len(hosts)) % len(ports)]
+        url = f"http://127.0.0.1:{port}/health"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), random.uniform(0, interval))
+        while not stop.is_set():
+            started, status, error = time.time(), 0, "-"
+            try:
+                async with session.get(url, headers={"Host": host}) as response:
+                    await response.read()
+                    status = response.status
+            except TimeoutError:
+                error = "Timeout"
+            except aiohttp.ClientError as exc:
+                error = type(exc).__name__
+            records.append(f"{started:.6f} {time.time():.6f} {status} {error} {host} {port}\n")
+            pause = max(0.0, interval - (time.time() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+
+    timeout = aiohttp.ClientTimeout(total=LOAD_TIMEOUT)
+    half = spec["concurrency"] // 2
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max(1, half)), timeout=timeout
+        ) as reuse,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True), timeout=timeout
+        ) as fresh,
+    ):
+        ready.write_text("ready")
+        await asyncio.gather(
+            *(client(i, reuse if i % 2 else fresh) for i in range(spec["concurrency"]))
+        )
+    out.write_text("".join(records))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the load: wall-clock start and end, answer, hostname, LB port."""
+
+    start: float
+    end: float
+    status: int
+    error: str
+    host: str
+    port: int
+
+    @property
+    def ok(self) -> bool:
+        """Answered 2xx."""
+        return 200 <= self.status < 300
+
+
+class SpreadLoad:
+    """The load process, from its start to its records."""
+
+    def __init__(self, spec: dict[str, Any], workdir: Path, name: str) -> None:
+        self.out = workdir / f"load-{name}.txt"
+        self.ready = workdir / f"load-{name}.ready"
+        log = (workdir / f"load-{name}.log").open("ab")
+        command = [
+            sys.executable,
+            __file__,
+            "load",
+            json.dumps(spec),
+            str(self.out),
+            str(self.ready),
+        ]
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=tied_child,  # noqa: PLW1509 - setsid + prctl must run in the child
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while not self.ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise StepFailed(f"the load process did not start; see {workdir}/load-{name}.log")
+            time.sleep(0.05)  # a child starting up; nothing to watch
+
+    def stop(self) -> list[Request]:
+        """SIGTERM, let requests in flight finish, read the records."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(LOAD_TIMEOUT + 20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise StepFailed("the load process did not stop within 25 s of SIGTERM") from None
+        if not self.out.exists():
+            raise StepFailed(f"the load process wrote no records (exit {self.process.returncode})")
+        records = []
+        for line in self.out.read_text().splitlines():
+            start, end, status, error, host, port = line.split(" ")
+            records.append(
+                Request(
+                    float(start),
+                    float(end),
+                    int(status),
+                    "" if error == "-" else error,
+                    host,
+                    int(port),
+                )
+            )
+        return records
+
+
+@dataclass
+class Outcome:
+    """One finished deployment as the API and its log tell it."""
+
+    app: str
+    status: str
+    reason: str
+    created: float  # wall-clock seconds
+    started: float
+    finished: float
+    steps: dict[str, dict[str, Any]]
+    switch_ms: float | None  # the log's "ms after the last pod became healthy", last LB
+
+    def step_end(self, name: str) -> float | None:
+        """Wall-clock end of step ``name`` (its recorded start plus its seconds)."""
+        step = self.steps.get(name) or {}
+        if "started" not in step or "seconds" not in step:
+            return None
+        return parse_time(step["started"]) + float(step["seconds"])
+
+    @property
+    def live_at(self) -> float | None:
+        """When the new version answered through every load balancer (the verify step's end)."""
+        return self.step_end("verify")
+
+    @property
+    def overhead(self) -> float | None:
+        """Seconds to serving beyond the wait for the pods: start -> verify end - pods - health."""
+        live = self.live_at
+        if live is None:
+            return None
+        waiting = sum(
+            float((self.steps.get(n) or {}).get("seconds", 0)) for n in ("pods", "health")
+        )
+        return live - self.started - waiting
+
+
+def parse_time(text: str) -> float:
+    """Wall-clock seconds of an ISO 8601 time (the API's and the step records')."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class Fleet:
+    """The stack for the deploys section: its API, apps and load balancers."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.stack = Stack(workdir, lb_count=args.lbs)
+        self.api: Api | None = None
+        self.apps: dict[str, int] = {}
+
+    def say(self, text: str) -> None:
+        """A progress line."""
+        print(f"  {time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def start(self) -> None:
+        """Start the stack, take a token, wait for the nodes, create the apps."""
+        self.say(f"starting the stack ({self.args.lbs} load balancers)")
+        self.stack.start(timeout=180)
+        self.api = Api(self.stack.web_port, self.stack.token())
+        cluster = Cluster(self.stack.kubeconfig, self.stack.stats_port, self.stack.web_port + 5)
+        deadline = time.monotonic() + self.args.step_timeout
+        while len([node for node in cluster.nodes() if node[1]]) < NODES:
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{NODES} nodes not registered in time: {cluster.nodes()}")
+            time.sleep(0.25)  # localcluster registers its nodes on its own
+        names = [WARMUP, SOLO] + [f"scale{i}" for i in range(self.args.deploy_apps)]
+        for name in names:
+            body = {
+                "name": name,
+                "image": "demo/hello:1",
+                "replicas": self.args.replicas,
+                "frontend": f"{name}.localhost",
+                "health_deadline": int(self.args.step_timeout),
+            }
+            self.apps[name] = int(self.call("POST", "/api/apps/", body)["id"])
+        self.say(f"created {len(names)} apps of {self.args.replicas} replicas")
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API call."""
+        assert self.api is not None
+        return self.api.call(method, path, body)
+
+    def reloads(self) -> int:
+        """HAProxy reloads so far, summed over the load balancers (each master's counter)."""
+        total = 0
+        for index in range(self.args.lbs):
+            socket_path = self.stack.haproxy_dir(index) / "master.sock"
+            answer = master_command(socket_path, "show proc", timeout=5.0)
+            for line in answer.splitlines():
+                fields = line.split()
+                if len(fields) > 2 and fields[1] == "master":
+                    total += int(fields[2])
+        return total
+
+    def deploy(self, names: list[str]) -> list[Outcome]:
+        """Queue a deploy of each app at once, wait for all of them, read their records."""
+        queued = {}
+        for name in names:
+            queued[name] = int(
+                self.call("POST", f"/api/apps/{self.apps[name]}/deploy/", {"image": ""})["id"]
+            )
+        deadline = time.monotonic() + self.args.step_timeout
+        pending = dict(queued)
+        rows: dict[str, dict[str, Any]] = {}
+        while pending:
+            if time.monotonic() > deadline:
+                raise StepFailed(
+                    f"{len(pending)} deploys not finished in {self.args.step_timeout:.0f}s"
+                )
+            for name, pk in list(pending.items()):
+                row = self.call("GET", f"/api/deployments/{pk}/")
+                if row["status"] in ("succeeded", "failed", "aborted"):
+                    rows[name] = row
+                    del pending[name]
+            if pending:
+                time.sleep(0.5)  # the API has no watch for a row's status
+        return [self.outcome(name, rows[name]) for name in names]
+
+    def outcome(self, name: str, row: dict[str, Any]) -> Outcome:
+        """The deployment's times, steps and switch latency (from its log)."""
+        latencies = []
+        after = 0
+        while True:
+            page = self.call("GET", f"/api/deployments/{row['id']}/logs/?after={after}&limit=500")
+            for line in page["results"]:
+                match = SWITCH_LINE.search(line.get("message", ""))
+                if match:
+                    latencies.append(float(match.group(1)))
+            after = page["last_seq"]
+            if not page["has_more"]:
+                break
+        return Outcome(
+            app=name,
+            status=row["status"],
+            reason=row.get("failure_reason") or "",
+            created=parse_time(row["created_at"]),
+            started=parse_time(row["started_at"]) if row["started_at"] else float("nan"),
+            finished=parse_time(row["finished_at"]) if row["finished_at"] else float("nan"),
+            steps=row.get("steps") or {},
+            switch_ms=max(latencies) if latencies else None,
+        )
+
+    def load(self, name: str, hosts: list[str]) -> SpreadLoad:
+        """A load process over ``hosts`` and every load balancer."""
+        spec = {
+            "hosts": hosts,
+            "ports": self.stack.lb_ports,
+            "concurrency": max(self.args.concurrency, len(hosts)),
+            "rate": self.args.rate,
+            "max_seconds": self.args.step_timeout + 60,
+        }
+        return SpreadLoad(spec, self.workdir, name)
+
+
+@dataclass
+class Round:
+    """One measured round: deploys at once under load."""
+
+    label: str
+    outcomes: list[Outcome]
+    requests: list[Request]
+    reloads: int
+    live_before: dict[str, float]  # hostname -> since when it was live (wall clock)
+
+    @property
+    def wall(self) -> float:
+        """First deploy queued -> last deploy finished."""
+        return max(o.finished for o in self.outcomes) - min(o.created for o in self.outcomes)
+
+    def counted(self) -> list[Request]:
+        """Requests to an app that was live when they started (the others had no route yet)."""
+        live = dict(self.live_before)
+        for outcome in self.outcomes:
+            host = f"{outcome.app}.localhost"
+            if host not in live and outcome.live_at is not None:
+                live[host] = outcome.live_at
+        return [r for r in self.requests if r.host in live and r.start >= live[r.host]]
+
+
+def p95(values: list[float]) -> float:
+    """95th percentile by nearest rank; NaN for none."""
+    return percentile(values, 0.95)
+
+
+def report_round(fleet: Fleet, current: Round, alone: Round | None) -> None:
+    """Print one round's figures with their targets."""
+    outcomes = current.outcomes
+    ok = [o for o in outcomes if o.status == "succeeded"]
+    counted = current.counted()
+    failed = [r for r in counted if not r.ok]
+    switch = [o.switch_ms for o in ok if o.switch_ms is not None]
+    overhead = [o.overhead for o in ok if o.overhead is not None]
+    queue = [o.started - o.created for o in outcomes]
+    pods = [
+        float(o.steps.get("pods", {}).get("seconds", 0))
+        + float(o.steps.get("health", {}).get("seconds", 0))
+        for o in ok
+    ]
+    many = len(outcomes) > 1
+    print(f"\n{current.label}: {len(outcomes)} deploy{'s' if many else ''} at once")
+    print(
+        f"  deploys succeeded      {len(ok)}/{len(outcomes)} (target: all) {verdict(len(ok) == len(outcomes))}"
+    )
+    for outcome in outcomes:
+        if outcome.status != "succeeded":
+            print(f"    {outcome.app}: {outcome.status}: {outcome.reason[:300]}")
+    kinds = Counter(f"{r.status or r.error}@{r.port}" for r in failed)
+    print(
+        f"  failed requests        {len(failed)} of {len(counted)} to live apps "
+        f"(target: 0) {verdict(not failed)}"
+        + (f"  [{' '.join(f'{k}x{v}' for k, v in kinds.most_common())}]" if failed else "")
+    )
+    print(f"  wall time              {current.wall:.2f} s (first queued -> last finished)")
+    if alone is not None:
+        ratio = current.wall / alone.wall
+        print(
+            f"  against one alone      {ratio:.2f}x ({alone.wall:.2f} s) (target: within 3x) "
+            f"{verdict(ratio <= 3)}"
+        )
+    print(f"  HAProxy reloads        {current.reloads} (all load balancers)")
+    target = 150 if many else 50
+    print(
+        f"  switch p95             {p95(switch):.0f} ms, max {max(switch, default=float('nan')):.0f} ms "
+        f"(all pods healthy -> answers through every LB; target < {target} ms) "
+        f"{verdict(bool(switch) and p95(switch) < target and len(switch) == len(ok))}"
+    )
+    print(
+        f"  overhead p95           {p95(overhead):.3f} s, max {max(overhead, default=float('nan')):.3f} s "
+        f"(run start -> serving, less pods + health; target < 0.2 s) "
+        f"{verdict(bool(overhead) and p95(overhead) < 0.2)}"
+    )
+    print(f"  queue wait p95         {p95(queue):.2f} s (queued -> a worker started it)")
+    print(f"  pods + health p95      {p95(pods):.2f} s (pods started and healthy)")
+
+
+def run_deploys(args: argparse.Namespace, workdir: Path) -> None:
+    """One deploy alone, then every app deployed at once, alone and at once again, under load."""
+    print(
+        f"\n== deploys: {args.deploy_apps} apps of {args.replicas} replicas, "
+        f"{args.lbs} load balancers, a load of {args.concurrency} connections at most "
+        f"{args.rate:.0f} requests/s over every app ({machine()})"
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    fleet = Fleet(args, workdir)
+    try:
+        fleet.start()
+        scale = [name for name in fleet.apps if name not in (SOLO, WARMUP)]
+        # The worker's first deploy also imports and connects its clients: a deploy before
+        # the measured ones keeps that out of the figures of one deploy alone.
+        fleet.say("warm-up deploy (not measured)")
+        warmup = fleet.deploy([WARMUP])
+        if warmup[0].status != "succeeded":
+            raise StepFailed(f"the warm-up deploy {warmup[0].status}: {warmup[0].reason}")
+        live: dict[str, float] = {}
+        rounds: list[tuple[Round, Round | None]] = []
+        alone: Round | None = None
+        for label, names in [
+            ("first deploy alone", [SOLO]),
+            ("first deploys", scale),
+            ("redeploy alone", [SOLO]),
+            ("redeploys", scale),
+        ]:
+            fleet.say(f"{label}: {len(names)} app(s)")
+            hosts = [f"{name}.localhost" for name in fleet.apps if name != WARMUP]
+            load = fleet.load(label.replace(" ", "-"), hosts)
+            before = fleet.reloads()
+            outcomes = fleet.deploy(names)
+            time.sleep(1.0)  # requests in flight at the end still count
+            requests = load.stop()
+            current = Round(label, outcomes, requests, fleet.reloads() - before, dict(live))
+            for outcome in outcomes:
+                if outcome.live_at is not None:
+                    live.setdefault(f"{outcome.app}.localhost", outcome.live_at)
+            rounds.append((current, None if len(names) == 1 else alone))
+            if len(names) == 1:
+                alone = current
+        for current, baseline in rounds:
+            report_round(fleet, current, baseline)
+        exits = fleet.stack.exits()
+        if exits:
+            print("\nprocesses that exited (restarted by the supervisor):")
+            for line in exits:
+                print(f"  {line}")
+    finally:
+        fleet.stack.stop()
+
+
+def load_main(argv: list[str]) -> None:
+    """``load SPEC OUT READY``: the load process."""
+    spec, out, ready = argv
+    asyncio.run(_load(json.loads(spec), Path(out), Path(ready)))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["load"]:
+        load_main(sys.argv[2:])
+    else:
+        sys.exit(main())
