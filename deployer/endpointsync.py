@@ -112,17 +112,22 @@ class EndpointSync:
             self._leading.set()
         return leading
 
+    def release(self) -> None:
+        """Give the leadership up now (revoke the lease), so the next leader need not wait."""
+        lease, self._lease = self._lease, None
+        self._leading.clear()
+        if lease is not None:
+            try:
+                self.store.revoke_lease(lease)
+            except StoreError:
+                logger.warning("endpoint sync: could not revoke the leader lease")
+
     def _keep_leading(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
         while not self._stop.is_set():
             self.lead_once()
             self._stop.wait(interval)
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            try:
-                self.store.revoke_lease(lease)  # the next leader need not wait for the TTL
-            except StoreError:
-                logger.warning("endpoint sync: could not revoke the leader lease")
+        self.release()
 
     def run(self) -> None:
         """While leader: list, then watch; relist after any error (HAProxy keeps serving)."""

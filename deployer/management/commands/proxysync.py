@@ -81,5 +81,7 @@ class Command(BaseCommand):
                 f"{settings.ETCD_ENDPOINT}{settings.ETCD_PREFIX} -> {target.config}"
             )
             sync.run()
+            if endpoints is not None:
+                endpoints.release()  # another proxysync's endpoint sync takes over at once
         finally:
             store.close()
