@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,6 @@ from celery import Celery
 
 from bench.stackrun import REPO, Api, Stack
 from bench.stackrun import Cluster as StackCluster
-from tests.dbplugin import SERVER_URL_ENV
-from tests.servers import create_database
 
 POLL = 0.2
 TERMINAL = ("succeeded", "failed", "aborted")
@@ -53,7 +50,7 @@ class FaultStack:
 
     @property
     def lb_port(self) -> int:
-        """Where users' traffic enters."""
+        """Where users' traffic enters lb-0."""
         return self.stack.lb_port
 
     @property
@@ -153,7 +150,7 @@ class FaultStack:
         def reached() -> bool:
             found = self.deployment(deployment_id)
             assert found["status"] not in TERMINAL, (found, self.log(deployment_id))
-            return step in found["steps"]
+            return found["steps"].get(step, {}).get("state") in ("running", "done")
 
         wait_for(f"deployment #{deployment_id} to reach {step}", reached, timeout=timeout)
 
@@ -161,25 +158,27 @@ class FaultStack:
         """The app's live version as the API shows it."""
         return self.api.call("GET", f"/api/apps/{app_id}/")["live_version"]
 
-    def served_version(self, host: str) -> str:
-        """The version the load balancer answers ``host`` with."""
+    def served_version(self, host: str, lb: int = 0) -> str:
+        """The version load balancer ``lb`` answers ``host`` with."""
         response = requests.get(
-            f"http://127.0.0.1:{self.lb_port}/health", headers={"Host": host}, timeout=5
+            f"http://127.0.0.1:{self.stack.lb_ports[lb]}/health", headers={"Host": host}, timeout=5
         )
         assert response.status_code == 200, response.text
         return str(response.json()["version"])
 
+    def healthy_lbs(self) -> int:
+        """How many load balancers the API lists as registered and healthy."""
+        listed = self.api.call("GET", "/api/load-balancers/")["results"]
+        return len([balancer for balancer in listed if balancer["healthy"]])
+
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    """The whole stack under launcher.supervisor (on the session's database server when the tests
-    run on PostgreSQL), with an API token and a signed-in session."""
+    """The whole stack under launcher.supervisor with two load balancers (on its own database
+    of the session's server when the tests run on PostgreSQL), an API token and a session."""
     workdir = tmp_path_factory.mktemp("stack")
-    stack = Stack(workdir)
-    server = os.environ.get(SERVER_URL_ENV)
-    if server:
-        # On PostgreSQL, the stack gets a database of its own on the session's server.
-        stack.env["DATABASE_URL"] = create_database(server, f"faults_{uuid.uuid4().hex[:8]}")
+    # Two load balancers, as a team with real traffic runs; the load goes through lb-0.
+    stack = Stack(workdir, lb_count=2)
     try:
         stack.start(timeout=180)
         api = Api(stack.web_port, stack.token())
@@ -187,6 +186,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
         cluster = StackCluster(stack.kubeconfig, stack.stats_port, stack.web_port + 5)
         wait_for("4 schedulable nodes", lambda: len(cluster.nodes()) >= 4, timeout=60)
         running = FaultStack(stack, api, cluster, workdir)
+        wait_for("both load balancers to register", lambda: running.healthy_lbs() == 2, 60)
         try:
             yield running
         finally:

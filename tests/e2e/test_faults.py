@@ -1,10 +1,11 @@
 """Processes that come back: faults on the real stack lose no deployment and fail no request.
 
-One stack, started the way ``make run`` starts it (launcher.supervisor on the Procfile),
-serves one app for the whole module. Each test deploys its next version while a load runs
-through HAProxy (keep-alive and new connections), does something bad to one process in
-the middle of the deploy, and checks that the deploy finished or rolled back cleanly,
-that its log says what happened, and that no request through the load balancer failed.
+One stack with two load balancers, started the way ``make run`` starts it
+(launcher.supervisor on the Procfile), serves one app for the whole module. Each test
+deploys its next version while a load runs through lb-0's HAProxy (keep-alive and new
+connections), does something bad to one process in the middle of the deploy, and checks
+that the deploy finished or rolled back cleanly, that its log says what happened, and
+that no request through the surviving load balancer failed.
 """
 
 from __future__ import annotations
@@ -108,7 +109,14 @@ def test_a_worker_killed_mid_deploy_is_recovered_by_the_worker_that_keeps_runnin
 def test_a_proxysync_killed_mid_deploy_comes_back_and_the_deploy_completes(
     faults: FaultStack, app_id: int, load: Load
 ) -> None:
-    deployment_id = faults.deploy(app_id, "demo/slow:proxysync")
+    # Pods that take 20 s to start: proxysync is back (its start takes seconds under load)
+    # before the switch, which is what this test is about. A proxysync that is down at the
+    # switch is the next test's.
+    faults.api.call("PATCH", f"/api/apps/{app_id}/", {"env": {"STARTUP_SECONDS": "20"}})
+    try:
+        deployment_id = faults.deploy(app_id, "demo/slow:proxysync")
+    finally:
+        faults.api.call("PATCH", f"/api/apps/{app_id}/", {"env": {}})
     faults.running_step(deployment_id, "pods")
     killed = faults.pid("proxysync-0")
 
@@ -117,11 +125,11 @@ def test_a_proxysync_killed_mid_deploy_comes_back_and_the_deploy_completes(
     deployment = faults.finished(deployment_id, timeout=150)
 
     assert deployment["status"] == "succeeded", (deployment, faults.log(deployment_id))
+    load.wait_requests(20)
+    assert load.failures == [], load.failures[:5]
     assert faults.live_version(app_id) == deployment["version"]
     assert faults.served_version(HOST) == str(deployment["version"])
     assert any("proxysync-0 exited with code -9" in line for line in faults.stack.exits())
-    load.wait_requests(20)
-    assert load.failures == [], load.failures[:5]
 
 
 def test_etcd_stopped_mid_deploy_fails_no_request_and_the_deploy_ends_cleanly(
@@ -198,3 +206,60 @@ def test_redis_stopped_keeps_pages_up_queues_a_deploy_and_runs_it_once_back(
     assert requests.get(f"{faults.api.base}/login/", timeout=5).status_code == 200
     load.wait_requests(20)
     assert load.failures == [], load.failures[:5]
+
+
+def test_one_haproxy_killed_mid_deploy_leaves_the_deploy_to_the_other_load_balancer(
+    faults: FaultStack, app_id: int, load: Load
+) -> None:
+    deployment_id = faults.deploy(app_id, "demo/slow:haproxy")
+    faults.running_step(deployment_id, "pods")
+    killed = faults.pid("haproxy-1")
+
+    # The whole HAProxy of lb-1, master and workers, at once.
+    os.killpg(killed, signal.SIGKILL)
+    deployment = faults.finished(deployment_id, timeout=150)
+
+    log = faults.log(deployment_id)
+    assert deployment["status"] == "succeeded", (deployment, log)
+    assert faults.live_version(app_id) == deployment["version"]
+    assert faults.served_version(HOST, lb=0) == str(deployment["version"])
+    assert any("lb-0" in line for line in log), log
+    assert any("haproxy-1 exited with code -9" in line for line in faults.stack.exits())
+    load.wait_requests(20)
+    assert load.failures == [], load.failures[:5]
+    # The supervisor starts lb-1's HAProxy again; it rejoins and serves the new version.
+    faults.restarted("haproxy-1", after=killed)
+    wait_for("lb-1 to register again", lambda: faults.healthy_lbs() == 2, timeout=60)
+    wait_for(
+        "lb-1 to serve the new version",
+        lambda: faults.served_version(HOST, lb=1) == str(deployment["version"]),
+        timeout=60,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a load balancer whose proxysync is down longer than its lease drops out of the "
+    "fleet although its HAProxy still serves users; the deploy switches and retires the old "
+    "version without it, and its requests fail",
+)
+def test_a_load_balancer_whose_proxysync_is_down_at_the_switch_keeps_serving(
+    faults: FaultStack, app_id: int, load: Load
+) -> None:
+    deployment_id = faults.deploy(app_id, "demo/slow:hung")
+    faults.running_step(deployment_id, "pods")
+    proxysync = faults.pid("proxysync-0")
+
+    # A proxysync that hangs (or restarts slowly) past its lease, across the switch.
+    os.kill(proxysync, signal.SIGSTOP)
+    try:
+        faults.running_step(deployment_id, "switch")
+        time.sleep(OUTAGE_SECONDS)  # the outage itself: past the switch and the lease
+    finally:
+        os.kill(proxysync, signal.SIGCONT)
+    deployment = faults.finished(deployment_id, timeout=150)
+
+    assert deployment["status"] == "succeeded", (deployment, faults.log(deployment_id))
+    load.wait_requests(20)
+    assert load.failures == [], (len(load.failures), load.failures[:5])
+    assert faults.served_version(HOST) == str(deployment["version"])
