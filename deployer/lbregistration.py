@@ -134,14 +134,37 @@ class Registration:
 
         The applied record goes first: a load balancer is never in the fleet without one.
         """
-        lease = self._lease_for_write()
-        self.store.put_applied(revision, lb_id=self.identity.id, lease=lease, at=_now(), **record)
+        lease = self._write_under_lease(
+            lambda lease: self.store.put_applied(
+                revision, lb_id=self.identity.id, lease=lease, at=_now(), **record
+            )
+        )
         self._register(lease)
 
     def drained(self, revision: int, record: dict[str, Any]) -> None:
         """Write ``drained/<id>`` for ``revision`` under the lease."""
+        self._write_under_lease(
+            lambda lease: self.store.put_drained(
+                revision, lb_id=self.identity.id, lease=lease, **record
+            )
+        )
+
+    def _write_under_lease(self, write: Callable[[Lease], None]) -> Lease:
+        """Run ``write`` with the lease; once more with a new one if etcd no longer knows it.
+
+        A lease ends without this process noticing when etcd was out of reach for longer
+        than its TTL; the load balancer then registers again on a new one.
+        """
         lease = self._lease_for_write()
-        self.store.put_drained(revision, lb_id=self.identity.id, lease=lease, **record)
+        try:
+            write(lease)
+        except StoreError as exc:
+            if "lease not found" not in str(exc):
+                raise
+            self._drop(f"lease {lease.id:x} ended", revoke=False)
+            lease = self._lease_for_write()
+            write(lease)
+        return lease
 
     def _register(self, lease: Lease) -> None:
         """Write the registration when it is new or changed (not on every acknowledgement)."""

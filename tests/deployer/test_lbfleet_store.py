@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from deployer.etcdstore import EtcdStore, LoadBalancer
+from deployer.lbregistration import Identity, Registration
 from tests.servers import Server
 
 
@@ -154,3 +156,27 @@ def test_a_refusal_by_one_load_balancer_fails_the_wait_and_names_it(etcd: Server
         assert waited.refused_by == "lb-1"
         assert "lb-1 refused" in waited.problem
         assert "haproxy -c refused the configuration" in waited.problem
+
+
+def test_a_load_balancer_whose_lease_ended_unnoticed_registers_again_on_a_new_one(
+    etcd: Server, tmp_path: Path
+) -> None:
+    with _store(etcd) as store:
+        identity = Identity("lb-0", "http://127.0.0.1:18080", lease_seconds=5)
+        registration = Registration(store, identity, tmp_path / "no-haproxy.sock")
+        registration.acknowledge(1, {"reloaded": True})
+        [first] = store.load_balancers()
+        assert (first.id, first.applied["revision"]) == ("lb-0", 1)  # type: ignore[index]
+        assert first.record["address"] == "http://127.0.0.1:18080"
+
+        # etcd forgot the lease (it expired while etcd was out of reach, say).
+        store.revoke_lease(registration._lease)  # type: ignore[arg-type]
+        assert store.load_balancers() == []
+
+        registration.acknowledge(2, {"reloaded": False})
+        registration.drained(2, {"servers": {}})
+
+        [again] = store.load_balancers()
+        assert again.applied["revision"] == 2  # type: ignore[index]
+        assert again.drained == {"revision": 2, "servers": {}}
+        assert registration.registered
