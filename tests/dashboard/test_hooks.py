@@ -265,6 +265,7 @@ def test_it_answers_404_for_an_unknown_app(db: Any) -> None:
     assert APIClient().post("/api/hooks/generic/999/", {}, format="json").status_code == 404
 
 
+@pytest.mark.both_databases
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_replays_of_one_signed_delivery_deploy_once(make_app: Any) -> None:
     app = make_app()
@@ -296,6 +297,7 @@ def test_concurrent_replays_of_one_signed_delivery_deploy_once(make_app: Any) ->
     assert Deployment.objects.filter(app=app).count() == 1
 
 
+@pytest.mark.both_databases
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_deliveries_of_one_push_deploy_once(make_app: Any) -> None:
     app = make_app()
