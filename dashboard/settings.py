@@ -108,14 +108,29 @@ def _database(url: str | None) -> dict[str, object]:
         raise ImproperlyConfigured(
             f"DATABASE_URL must start with postgres:// or postgresql://, got {parsed.scheme}://"
         )
+    name = unquote(parsed.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured(
+            "DATABASE_URL must name the database, e.g. postgres://user:pass@host:5432/greenlight"
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        address = parsed.netloc.rpartition("@")[2]  # never the password
+        raise ImproperlyConfigured(
+            f"DATABASE_URL's port must be a number from 1 to 65535, got {address}"
+        ) from None
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parsed.path.lstrip("/")),
+        "NAME": name,
         "USER": unquote(parsed.username or ""),
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
-        "PORT": str(parsed.port or ""),
+        "PORT": str(port or ""),
         "CONN_MAX_AGE": 60,
+        # A kept connection the server closed meanwhile (a restart, a failover) is
+        # replaced before a request uses it, instead of failing that request.
+        "CONN_HEALTH_CHECKS": True,
     }
 
 
