@@ -96,8 +96,9 @@ class RowHeartbeat:
             while not self._stop.wait(self.every):
                 try:
                     mine = self.rows.update(**{self.field: timezone.now()})
-                except DatabaseError:
-                    # A locked or briefly unreachable database: the next beat tries again.
+                except Exception:
+                    # A locked or briefly unreachable database: the next beat tries again (a
+                    # beat thread that died would let another worker take a live run).
                     logger.warning(
                         "heartbeat of %s failed", self.rows.model.__name__, exc_info=True
                     )

@@ -106,6 +106,30 @@ def test_a_worker_killed_mid_deploy_is_recovered_by_the_worker_that_keeps_runnin
     assert load.failures == [], load.failures[:5]
 
 
+def test_the_only_worker_killed_mid_deploy_is_restarted_and_recovers_its_own_run(
+    faults: FaultStack, app_id: int, load: Load
+) -> None:
+    name = f"worker-{faults.stack.web_port}@{socket.gethostname()}"
+    before = faults.live_version(app_id)
+    deployment_id = faults.deploy(app_id, "demo/slow:restarted")
+    assert started_on(faults, deployment_id) == name
+    faults.running_step(deployment_id, "pods")
+    killed = faults.pid("worker")
+
+    os.killpg(killed, signal.SIGKILL)
+    faults.restarted("worker", after=killed)
+    deployment = faults.finished(deployment_id, timeout=150)
+
+    log = faults.log(deployment_id)
+    assert deployment["status"] == "failed", (deployment, log)
+    assert f"The worker running this deployment ({name}) was lost; recovering." in log
+    assert any("worker exited with code -9" in line for line in faults.stack.exits())
+    assert_clean_rollback(faults, app_id, deployment, before)
+    assert faults.served_version(HOST) == str(before)
+    load.wait_requests(20)
+    assert load.failures == [], load.failures[:5]
+
+
 def test_a_proxysync_killed_mid_deploy_comes_back_and_the_deploy_completes(
     faults: FaultStack, app_id: int, load: Load
 ) -> None:
