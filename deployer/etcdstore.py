@@ -405,14 +405,27 @@ class EtcdStore:
         return self._txn(deletes)
 
     def put_applied(
-        self, revision: int, *, lb_id: str, lease: Lease | None = None, **extra: Any
+        self,
+        revision: int,
+        *,
+        lb_id: str,
+        lease: Lease | None = None,
+        registration: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> None:
         """Record that load balancer ``lb_id``'s HAProxy runs the configuration of ``revision``.
 
         The record is attached to ``lease`` (the load balancer's registration), so it
-        vanishes with the load balancer.
+        vanishes with the load balancer. ``registration``, when given, is written to
+        ``lbs/<id>`` in the same transaction: nobody sees one without the other.
         """
-        self._put_revision(self.applied_key_of(lb_id), revision, extra, lease)
+        ops = self._client.transactions
+        lease_id = None if lease is None else lease.id
+        record = json.dumps({"revision": revision, **extra})
+        puts = [ops.put(self.applied_key_of(lb_id), record, lease=lease_id)]
+        if registration is not None:
+            puts.append(ops.put(self.lb_key(lb_id), json.dumps(registration), lease=lease_id))
+        self._txn(puts)
 
     # leases: a load balancer's registration lives as long as its proxysync refreshes it
     def grant_lease(self, ttl: int) -> Lease:

@@ -83,6 +83,7 @@ class Registration:
         self.master_socket = master_socket
         self.reapply = reapply
         self._lock = threading.Lock()
+        self._granting = threading.Lock()
         self._lease: Lease | None = None
         self._registered = False
         self._record: dict[str, Any] = {
@@ -121,25 +122,38 @@ class Registration:
             self._record["error"] = None if error is None else error[:2000]
 
     def _lease_for_write(self) -> Lease:
-        with self._lock:
-            lease = self._lease
-        if lease is None:
-            lease = self.store.grant_lease(self.identity.lease_seconds)
+        # One grant at a time: two leases would leave records on one that nobody refreshes.
+        with self._granting:
             with self._lock:
-                self._lease = lease
+                lease = self._lease
+            if lease is None:
+                lease = self.store.grant_lease(self.identity.lease_seconds)
+                with self._lock:
+                    self._lease = lease
         return lease
 
     def acknowledge(self, revision: int, record: dict[str, Any]) -> None:
-        """Write ``applied/<id>`` for ``revision``, then the registration (HAProxy serves it).
+        """Write ``applied/<id>`` for ``revision`` (HAProxy serves it), and the registration.
 
-        The applied record goes first: a load balancer is never in the fleet without one.
+        Both go in one transaction when the registration is new or changed (a reload
+        counted, an error): a load balancer is never in the fleet without an applied
+        record, and its figures are never behind its acknowledgement.
         """
-        lease = self._write_under_lease(
-            lambda lease: self.store.put_applied(
-                revision, lb_id=self.identity.id, lease=lease, at=_now(), **record
+
+        def write(lease: Lease) -> None:
+            registration = self._registration_for(lease)
+            self.store.put_applied(
+                revision,
+                lb_id=self.identity.id,
+                lease=lease,
+                registration=registration,
+                at=_now(),
+                **record,
             )
-        )
-        self._register(lease)
+            if registration is not None:
+                self._registered_with(lease, registration)
+
+        self._write_under_lease(write)
 
     def drained(self, revision: int, record: dict[str, Any]) -> None:
         """Write ``drained/<id>`` for ``revision`` under the lease."""
@@ -166,8 +180,8 @@ class Registration:
             write(lease)
         return lease
 
-    def _register(self, lease: Lease) -> None:
-        """Write the registration when it is new or changed (not on every acknowledgement)."""
+    def _registration_for(self, lease: Lease) -> dict[str, Any] | None:
+        """The registration to write with an acknowledgement: None when etcd has it already."""
         if not self.registered:
             version = haproxy_version(self.master_socket)
             with self._lock:
@@ -176,10 +190,12 @@ class Registration:
             self._record["healthy"] = True
             record = dict(self._record)
             if self._registered and self._lease == lease and record == self._written:
-                return
-            first = not self._registered
-        self.store.register_lb(self.identity.id, record, lease)
+                return None
+            return record
+
+    def _registered_with(self, lease: Lease, record: dict[str, Any]) -> None:
         with self._lock:
+            first = not self._registered
             self._registered = self._lease == lease
             self._written = record
         if first:
@@ -190,6 +206,13 @@ class Registration:
                 lease.id,
                 lease.ttl,
             )
+
+    def _register(self, lease: Lease) -> None:
+        """Write the registration alone (its HAProxy version changed)."""
+        record = self._registration_for(lease)
+        if record is not None:
+            self.store.register_lb(self.identity.id, record, lease)
+            self._registered_with(lease, record)
 
     def _drop(self, why: str, *, revoke: bool) -> None:
         with self._lock:

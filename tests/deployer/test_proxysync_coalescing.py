@@ -90,7 +90,7 @@ def test_changes_within_the_reload_interval_wait_for_it_and_share_one_reload(
 ) -> None:
     pod = Pod("pod-0")
     try:
-        sync = ProxySync(store, target(haproxy), min_reload_interval=2.0)
+        sync = ProxySync(store, target(haproxy), min_reload_interval=3.0)
         with running(sync):
             assert store.wait_applied(store.current_revision(), 20)
             # A new backend reloads (after the interval since the start's reload).
@@ -104,13 +104,15 @@ def test_changes_within_the_reload_interval_wait_for_it_and_share_one_reload(
                 revisions.append(
                     store.put_backend(f"default.app{number}-v1", {"servers": [pod.server_entry()]})
                 )
-                time.sleep(0.1)
+                time.sleep(0.05)
+            written = time.monotonic()
             first = store.wait_applied(revisions[0], 20)
             applied_at = time.monotonic()
 
+            assert written < reloaded_at + 3.0, "the writes took longer than the interval"
             assert first
             # Not before the interval since the last reload had passed ...
-            assert applied_at >= reloaded_at + 2.0
+            assert applied_at >= reloaded_at + 3.0
             # ... and then everything written meanwhile went in with it, in one reload.
             assert (
                 int((store.get(store.applied_key_of("lb-0"))[0] or {})["revision"])
