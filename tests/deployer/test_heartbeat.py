@@ -15,7 +15,7 @@ from deployer import runner, services, tasks
 from deployer.heartbeat import Heartbeat, stale_deployments, take_over
 from deployer.models import App, Deployment, DeploymentLog
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from scaling import runner, services, tasks
 from scaling.models import ScalingRun
 from scaling.schedule import FrozenClock
 
+pytestmark = pytest.mark.both_databases
+
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
