@@ -7,8 +7,9 @@ checks for an abort first, and fails by raising :class:`StopDeployment`.
 :meth:`Workflow.execute` catches that in one place and calls :meth:`Workflow.cleanup`:
 before the switch it deletes the new version's objects and its never-routed backend
 record, leaving the frontend untouched; after it, it points the frontend back at the
-previous backend. The switch, its verification through the load balancer and the
-deletion of a version are here too, as deploy and swap back both use them.
+previous backend. The switch (waiting for every live load balancer), its verification
+through each of them and the deletion of a version are here too, as deploy and swap
+back both use them.
 """
 
 from __future__ import annotations
@@ -310,7 +311,7 @@ class Workflow(abc.ABC):
         return options
 
     def write_route(self) -> None:
-        """Point the frontend at the new version's backend, once the load balancer has it."""
+        """Point the frontend at the new version's backend, once every load balancer has it."""
         backend = self.new_backend()
         if self.backend_revision:
             # Usually applied while the pods were health-checked; a refusal or timeout
