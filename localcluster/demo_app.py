@@ -27,6 +27,8 @@ from urllib.parse import parse_qs
 DRAIN_SECONDS = 30.0
 # The longest /sleep answers take, so a test cannot hold a pod forever.
 MAX_SLEEP_SECONDS = 30.0
+# Paths that answer the app's health (kubelet probes, load balancer checks).
+HEALTH_PATHS = ("/health", "/healthz", "/ready", "/readyz", "/livez")
 
 
 class InFlight:
@@ -92,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         if path == "/sleep":
             self._sleep(query)
-        elif path in ("/health", "/healthz", "/ready", "/readyz", "/livez"):
+        elif path in HEALTH_PATHS:
             healthy = bool(self.app["healthy"])
             body = {
                 "version": self.app["version"],
@@ -139,6 +141,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log the request, unless it is a health check that passed.
+
+        Probes and load balancers ask every second or more; their answers would bury the
+        log a user reads (and cost the kubelet a line each). A failing one is logged.
+        """
+        status = int(code) if str(code).isdigit() else 0
+        if self.path.partition("?")[0] in HEALTH_PATHS and 200 <= status < 300:
+            return
+        super().log_request(code, size)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         """Write an access line to stdout, which the kubelet captures as the container log."""
