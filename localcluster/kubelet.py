@@ -294,8 +294,9 @@ class PodWorker(ContainerLifecycle):
         self.kubelet.forget(self)
         if self.shutting_down:
             return  # localcluster or the node is stopping: the pod and its logs stay
-        shutil.rmtree(self.ctx.root / "pods" / self.uid, ignore_errors=True)
-        shutil.rmtree(self._log_dir(), ignore_errors=True)
+        # Off the event loop (a pod's files take milliseconds to remove, many pods seconds),
+        # but before the pod's removal: its name, and so its log folder, stays taken until then.
+        await asyncio.to_thread(self._remove_files)
         if self.gone:
             return
         with contextlib.suppress(NotFound):
@@ -310,6 +311,10 @@ class PodWorker(ContainerLifecycle):
                 grace_period_seconds=0,
                 preconditions={"uid": self.uid},
             )
+
+    def _remove_files(self) -> None:
+        shutil.rmtree(self.ctx.root / "pods" / self.uid, ignore_errors=True)
+        shutil.rmtree(self._log_dir(), ignore_errors=True)
 
     def _log_dir(self) -> Path:
         return self.ctx.store.log_path(self.namespace, self.name, "-").parent
