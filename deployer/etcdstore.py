@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every record under the prefix at one etcd revision."""
+    """Every frontend and backend record under the prefix at one etcd revision."""
 
     revision: int
     frontends: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -204,27 +204,30 @@ class EtcdStore:
 
     # reads
     def snapshot(self) -> Snapshot:
-        """Every record under the prefix and the revision they were read at, atomically."""
+        """Every frontend and backend record and the revision they were read at, atomically."""
         prefix = f"{self.prefix}/"
-        with _translated("range"):
-            response = self._client.get_prefix_response(prefix)
+        ops = self._client.transactions
+        ranges = [f"{prefix}frontends/", f"{prefix}backends/"]
+        # One transaction: both ranges at one revision, without the fleet's own records.
+        response = self._txn_response(
+            [ops.get(r, etcd3.utils.increment_last_byte(r.encode())) for r in ranges]
+        )
         frontends: dict[str, dict[str, Any]] = {}
         backends: dict[str, dict[str, Any]] = {}
         revisions: dict[str, int] = {}
         unreadable: dict[str, str] = {}
-        for kv in response.kvs:
+        for kv in (kv for reply in response.responses for kv in reply.response_range.kvs):
             key = kv.key.decode(errors="replace")
             rest = key[len(prefix) :]
             try:
                 value = json.loads(kv.value)
             except (ValueError, RecursionError):
                 logger.warning("ignoring %s: not JSON", key)
-                if rest.startswith(("frontends/", "backends/")):
-                    unreadable[rest] = "the value is not JSON"
+                unreadable[rest] = "the value is not JSON"
                 continue
             if rest.startswith("frontends/"):
                 frontends[rest.removeprefix("frontends/")] = value
-            elif rest.startswith("backends/"):
+            else:
                 backends[rest.removeprefix("backends/")] = value
                 revisions[rest.removeprefix("backends/")] = int(kv.mod_revision)
         return Snapshot(int(response.header.revision), frontends, backends, revisions, unreadable)
