@@ -293,10 +293,6 @@ def app(make_app: Callable[..., App], pod_port: int) -> App:
 Run = Callable[..., Deployment]
 
 
-def _log(deployment: Deployment) -> list[str]:
-    return list(deployment.logs.values_list("message", flat=True))
-
-
 def _switch_lines(sink: Any) -> list[str]:
     return [m for _, step, m in sink.lines if step == "switch" and SWITCH_LINE.match(m)]
 
