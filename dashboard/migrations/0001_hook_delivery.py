@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('deployer', '0001_initial'),
+        ('deployer', '0001_squashed_0004_heartbeat'),
     ]
 
     operations = [
