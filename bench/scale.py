@@ -889,9 +889,10 @@ def run_deploys(args: argparse.Namespace, workdir: Path) -> None:
         # The worker's first deploy also imports and connects its clients: a deploy before
         # the measured ones keeps that out of the figures of one deploy alone.
         fleet.say("warm-up deploy (not measured)")
-        warmup = fleet.deploy([WARMUP])
-        if warmup[0].status != "succeeded":
-            raise StepFailed(f"the warm-up deploy {warmup[0].status}: {warmup[0].reason}")
+        warmup = fleet.deploy([WARMUP])[0]
+        if warmup.status != "succeeded":
+            # It warmed the worker all the same; the rounds say whether deploys succeed.
+            fleet.say(f"the warm-up deploy {warmup.status}: {warmup.reason[:300]}")
         live: dict[str, float] = {}
         rounds: list[tuple[Round, Round | None]] = []
         alone: Round | None = None
