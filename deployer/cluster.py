@@ -383,29 +383,6 @@ class KubeCluster:
         feed = PodEventFeed(self.core, namespace, f"{object_name(app, version)}-")
         if on_event is not None:
             feed.start()
-        try:
-            return self._wait_started(
-                namespace, app, version, replicas, timeout, on_change, cancelled, feed, on_event
-            )
-        finally:
-            feed.stop()
-            for kind, text in feed.drain():
-                if on_event is not None:
-                    on_event(kind, text)
-
-    def _wait_started(
-        self,
-        namespace: str,
-        app: str,
-        version: int,
-        replicas: int,
-        timeout: float,
-        on_change: Callable[[PodInfo], None],
-        cancelled: Callable[[], bool],
-        feed: PodEventFeed,
-        on_event: Callable[[str, str], None] | None,
-    ) -> list[PodInfo]:
-        deadline = time.monotonic() + timeout
 
         def relay() -> None:
             for kind, text in feed.drain():
@@ -413,6 +390,26 @@ class KubeCluster:
                     on_event(kind, text)
 
         selector = f"app={app},version={version},{MANAGED_BY}={MANAGER}"
+        try:
+            return self._wait_started(
+                namespace, selector, replicas, timeout, on_change, cancelled, relay
+            )
+        finally:
+            feed.stop()
+            relay()
+
+    def _wait_started(
+        self,
+        namespace: str,
+        selector: str,
+        replicas: int,
+        timeout: float,
+        on_change: Callable[[PodInfo], None],
+        cancelled: Callable[[], bool],
+        relay: Callable[[], None],
+    ) -> list[PodInfo]:
+        """Watch the pods of ``selector`` until ``replicas`` run; ``relay()`` passes events on."""
+        deadline = time.monotonic() + timeout
         listed = k8s.call(self.core.list_namespaced_pod, namespace, label_selector=selector)
         pods: dict[str, PodInfo] = {}
         seen: dict[str, str] = {}
