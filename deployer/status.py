@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import TypedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypedDict, TypeVar
 
 from deployer.cluster import KubeCluster
 from deployer.errors import KubeError
 from deployer.models import App, Deployment
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class PodStatus(TypedDict):
@@ -63,18 +65,28 @@ def _by_namespace(apps: list[App]) -> dict[str, dict[str, App]]:
     return grouped
 
 
-def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
-    """Live state of several apps, with their pods, from one pod list per namespace."""
-    apps = list(apps)
-    result = _unknown(apps)
-    cluster = KubeCluster()
+def _read_namespaces(
+    apps: list[App], result: dict[int, AppStatus], read: Callable[[str], T]
+) -> Iterator[tuple[dict[str, App], T]]:
+    """(app name -> app, ``read(namespace)``) for each namespace of ``apps`` the cluster answered.
+
+    The apps of a namespace it did not answer for get the error in ``result``.
+    """
     for namespace, names in _by_namespace(apps).items():
         try:
-            pods = cluster.managed_pods(namespace)
+            data = read(namespace)
         except KubeError as exc:
             for app in names.values():
                 result[app.pk]["error"] = f"cluster unreachable: {exc}"
             continue
+        yield names, data
+
+
+def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
+    """Live state of several apps, with their pods, from one pod list per namespace."""
+    apps = list(apps)
+    result = _unknown(apps)
+    for names, pods in _read_namespaces(apps, result, KubeCluster().managed_pods):
         for pod in pods:
             app = names.get(pod.app)
             if app is None:
@@ -106,14 +118,7 @@ def app_readiness(apps: Iterable[App]) -> dict[int, AppStatus]:
     """
     apps = list(apps)
     result = _unknown(apps)
-    cluster = KubeCluster()
-    for namespace, names in _by_namespace(apps).items():
-        try:
-            ready = cluster.ready_pod_counts(namespace)
-        except KubeError as exc:
-            for app in names.values():
-                result[app.pk]["error"] = f"cluster unreachable: {exc}"
-            continue
+    for names, ready in _read_namespaces(apps, result, KubeCluster().ready_pod_counts):
         for app in names.values():
             result[app.pk]["ready"] = ready[app.name, app.live_version]
     return result
