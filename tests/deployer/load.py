@@ -6,7 +6,6 @@ import http.client
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 
 
 @dataclass
@@ -36,12 +35,7 @@ class Load:
             self._threads.append(thread)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self) -> None:
