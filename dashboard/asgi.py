@@ -15,6 +15,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboard.middleware import AsgiBodySizeLimit  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.startup import freeze_startup_heap  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -24,3 +25,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+freeze_startup_heap()
