@@ -16,6 +16,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 
+from dashboard.api.serializers import LogLineSerializer, LogPageSerializer
 from deployer.livelog import MAX_DB_INT
 from scaling.models import (
     AppAction,
@@ -99,20 +100,17 @@ class RunFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ScalingRun.Status.choices, required=False)
 
 
-class RunLogLineSerializer(serializers.ModelSerializer):
+class RunLogLineSerializer(LogLineSerializer):
     """One stored line of a run's log."""
 
-    class Meta:
+    class Meta(LogLineSerializer.Meta):
         model = ScalingRunLog
-        fields = ["seq", "time", "level", "step", "message"]
 
 
-class RunLogPageSerializer(serializers.Serializer):
+class RunLogPageSerializer(LogPageSerializer):
     """Stored lines after ``after``; ask again with ``after=last_seq`` while ``has_more``."""
 
     results = RunLogLineSerializer(many=True)
-    last_seq = serializers.IntegerField()
-    has_more = serializers.BooleanField()
     status = serializers.ChoiceField(choices=ScalingRun.Status.choices)
 
 
