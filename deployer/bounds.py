@@ -2,7 +2,8 @@
 
 A pod can print megabytes on one line and an event can carry any message; what
 Greenlight stores in a log row and sends to browsers is cut to these sizes, with a
-marker that says so.
+marker that says so. A NUL character, which PostgreSQL cannot store in text, becomes
+U+FFFD, as undecodable bytes do.
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ EVENT_MESSAGE_CHARS = 1024
 # One stored log line of a deployment or a scaling run.
 LOG_LINE_CHARS = 16 * 1024
 
+REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
+
 
 def cut_text(text: str, limit: int) -> str:
-    """``text``, or its first ``limit`` characters and a marker when it is longer."""
+    """``text`` (NULs replaced), or its first ``limit`` characters and a marker when longer."""
+    text = text.replace("\0", REPLACEMENT)
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… (cut: {len(text) - limit} more characters)"
 
 
 def cut_bytes(data: bytes, limit: int) -> str:
-    """``data`` decoded as UTF-8 (bad bytes replaced), cut after ``limit`` bytes with a marker.
+    """``data`` as UTF-8 (bad bytes and NULs replaced), cut after ``limit`` bytes with a marker.
 
     ``data`` may hold one byte more than ``limit``: the reader asks for that many to learn
     whether there was more.
     """
-    text = data[:limit].decode("utf-8", errors="replace")
+    text = data[:limit].decode("utf-8", errors="replace").replace("\0", REPLACEMENT)
     if len(data) > limit:
         return f"{text}… (cut at {limit} bytes)"
     return text

@@ -35,6 +35,27 @@ def test_bytes_are_cut_at_the_limit_even_inside_a_character() -> None:
     assert cut_bytes("aé!".encode() + b"more", 2) == "a\ufffd… (cut at 2 bytes)"
 
 
+def test_nul_characters_become_replacement_characters() -> None:
+    # PostgreSQL refuses a NUL in text; a crashing pod's output may well hold one.
+    assert cut_text("core\0dumped", 20) == "core\ufffddumped"
+    assert cut_bytes(b"core\0dumped", 20) == "core\ufffddumped"
+
+
+@pytest.mark.django_db
+def test_a_log_line_with_a_nul_from_a_pod_is_stored(make_app: Any) -> None:
+    from deployer.models import Deployment
+
+    app = make_app()
+    deployment = Deployment.objects.create(app=app, image=app.image, descriptor=app.snapshot())
+    logsink.append(deployment, "last output: segfault\0\0 at 0x0")
+    run = ScalingRun.objects.create(kind=ScalingRun.Kind.DRY_RUN)
+    scaling_logsink.append(run.pk, "node said \0")
+
+    stored = deployment.logs.get(message__startswith="last output")
+    assert stored.message == "last output: segfault\ufffd\ufffd at 0x0"
+    assert run.logs.get().message == "node said \ufffd"
+
+
 @pytest.fixture
 def chatty_pod(kubeconfig: Path, settings: Any) -> Iterator[str]:
     """A pod on the session's localcluster whose last line is 100,000 characters long."""
