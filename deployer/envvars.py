@@ -65,6 +65,9 @@ def value_problem(name: str, value: Any) -> str | None:
     if isinstance(value, str):
         if len(value) > MAX_VALUE_LENGTH:
             return f"The value of '{name}' is longer than {MAX_VALUE_LENGTH} characters."
+        if "\0" in value:
+            # A process environment is NUL-terminated strings; no program could read it.
+            return f"The value of '{name}' contains a NUL character; remove it."
         return None
     if not isinstance(value, dict) or set(value) != {SECRET_KEY_REF}:
         return (

@@ -375,10 +375,34 @@ def pod_spec_schema_errors(fields: dict[str, Any]) -> list[str]:
     return messages
 
 
+def nul_path(value: Any, path: str) -> str | None:
+    """Where in ``value`` (JSON: dicts, lists, text) a NUL character is, or None.
+
+    PostgreSQL refuses NUL in JSON text and Kubernetes in names and values, so a NUL is
+    refused where the user typed it.
+    """
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str) and "\0" in item:
+            return where
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\0" in str(key):
+                    return f"a key of {where}"
+                pending.append((child, f"{where}.{key}"))
+        elif isinstance(item, list):
+            pending += [(child, f"{where}[{index}]") for index, child in enumerate(item)]
+    return None
+
+
 def validate_extra_pod_spec(value: Any) -> None:
     """Allowed pod-spec fields (scheduling and security), valid by the PodSpec schema and safe."""
     if not isinstance(value, dict):
         raise ValidationError({"extra_pod_spec": "Enter pod spec fields as a JSON object."})
+    nul = nul_path(value, "extra_pod_spec")
+    if nul is not None:
+        raise ValidationError({"extra_pod_spec": f"{nul} contains a NUL character; remove it."})
     problems = pod_spec_problems(value)
     messages = [problem.message for problem in problems]
     unknown = sorted(set(value) - ALLOWED_POD_SPEC_KEYS - {problem.field for problem in problems})

@@ -35,6 +35,31 @@ def test_a_huge_cpu_request_is_a_400_on_its_field_through_the_api(api: APIClient
     assert not App.objects.exists()
 
 
+def test_a_nul_in_an_env_value_is_a_400_on_its_field(api: APIClient) -> None:
+    # PostgreSQL cannot store it in JSON, and no process could read it from its environment.
+    response = api.post("/api/apps/", {**NEW_APP, "env": {"TOKEN": "a\0b"}}, format="json")
+    assert response.status_code == 400
+    assert response.json()["env"] == ["The value of 'TOKEN' contains a NUL character; remove it."]
+    assert not App.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "where"),
+    [
+        ({"nodeSelector": {"zone": "a\0"}}, "extra_pod_spec.nodeSelector.zone"),
+        ({"nodeSelector": {"zo\0ne": "a"}}, "a key of extra_pod_spec.nodeSelector"),
+        ({"tolerations": [{"key": "k", "value": "\0"}]}, "extra_pod_spec.tolerations[0].value"),
+    ],
+)
+def test_a_nul_anywhere_in_the_pod_spec_is_a_400_that_says_where(
+    api: APIClient, spec: dict[str, Any], where: str
+) -> None:
+    response = api.post("/api/apps/", {**NEW_APP, "extra_pod_spec": spec}, format="json")
+    assert response.status_code == 400
+    assert response.json()["extra_pod_spec"] == [f"{where} contains a NUL character; remove it."]
+    assert not App.objects.exists()
+
+
 def test_a_huge_cpu_request_is_a_400_on_its_field_through_the_form(admin_client: Client) -> None:
     response = admin_client.post("/apps/new/", {**FORM, "cpu_request": "1e9999999"})
     assert response.status_code == 400

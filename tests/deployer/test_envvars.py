@@ -59,6 +59,7 @@ def test_it_accepts_text_and_well_formed_secret_keys(value: Any) -> None:
         3,
         ["a"],
         "x" * 40_000,
+        "one\0two",
         {"secretKeyRef": "creds/key"},
         {"secretKeyRef": {"name": "-creds", "key": "k"}},
         {"secretKeyRef": {"name": "creds.", "key": "k"}},
