@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/fleet_deploys.py [--deploys 6] [--lbs 2] [--concurrency 16]
                                             [--rate 150] [--kill haproxy-1|proxysync-1]
+                                            [--hang proxysync-1 [--hang-seconds 12]]
 
 Starts the whole stack the way ``make run`` does with ``GREENLIGHT_LB_COUNT=--lbs``
 (bench.stackrun), deploys a 3-replica demo/hello app, then runs one load process per
 load balancer (bench.loadgen: half keep-alive, half new connections, a quarter of them
 0.2 s requests) while ``--deploys`` deploys run one after the other. With ``--kill``,
 that process is SIGKILLed a second after the second deploy is queued (the supervisor
-starts it again).
+starts it again). With ``--hang``, that process is SIGSTOPped a second after the second
+deploy is queued and SIGCONTed ``--hang-seconds`` later (longer than its lease: a hung
+proxysync whose HAProxy goes on serving across the switch).
 
 Printed, per load balancer: requests in flight during the deploys by connection mode,
 failed ones by kind, latency p50/p99; then each deploy's switch line (every load
@@ -24,6 +27,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +39,8 @@ from bench.stackrun import Api, Stack  # noqa: E402
 
 HOST = "fleet.localhost"
 FLEET_LINES = ("Load balancers applied", "answers through load balancer")
+# What a deploy says about a load balancer whose proxysync is down.
+DOWN_LINES = ("is not registered", "Held up by", "deferred", "drained in")
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,25 +51,53 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=float, default=150.0)
     parser.add_argument("--kill", choices=["haproxy-1", "proxysync-1"], default=None)
+    parser.add_argument("--hang", choices=["proxysync-1"], default=None)
+    parser.add_argument("--hang-seconds", type=float, default=12.0)
     return parser.parse_args()
 
 
-def deploy(api: Api, app_id: int, image: str, stack: Stack, kill: str | None) -> list[str]:
-    """One deploy to its end (killing ``kill`` on the way); its fleet log lines."""
+def deploy(
+    api: Api,
+    app_id: int,
+    image: str,
+    stack: Stack,
+    kill: str | None,
+    hang: str | None = None,
+    hang_seconds: float = 0.0,
+) -> list[str]:
+    """One deploy to its end (killing or hanging a process on the way); its fleet log lines."""
     queued = api.call("POST", f"/api/apps/{app_id}/deploy/", {"image": image})
-    if kill:
+    resume: threading.Timer | None = None
+    if kill or hang:
         time.sleep(1.0)
-        pid = stack.pid(kill)
-        if pid is not None:
+        name = kill or hang
+        assert name is not None
+        pid = stack.pid(name)
+        if pid is not None and kill:
             os.killpg(pid, signal.SIGKILL)
             print(f"SIGKILLed {kill} (pid {pid}) during deployment #{queued['id']}", flush=True)
-    api.wait_terminal(f"/api/deployments/{queued['id']}/", f"deployment #{queued['id']}", 180)
+        elif pid is not None:
+            os.killpg(pid, signal.SIGSTOP)
+            print(
+                f"SIGSTOPped {hang} (pid {pid}) for {hang_seconds:.0f}s during deployment "
+                f"#{queued['id']}",
+                flush=True,
+            )
+            resume = threading.Timer(hang_seconds, os.killpg, (pid, signal.SIGCONT))
+            resume.start()
+    try:
+        api.wait_terminal(f"/api/deployments/{queued['id']}/", f"deployment #{queued['id']}", 180)
+    finally:
+        if resume is not None:
+            resume.join()
     logs = api.call("GET", f"/api/deployments/{queued['id']}/logs/")
     entries = logs.get("results", []) if isinstance(logs, dict) else logs
     messages = [str(entry.get("message", "")) for entry in entries]
-    return [f"#{queued['id']}: {m}" for m in messages if m.startswith(FLEET_LINES[0])] + [
-        f"#{queued['id']}: {m}" for m in messages if FLEET_LINES[1] in m
-    ]
+    return (
+        [f"#{queued['id']}: {m}" for m in messages if m.startswith(FLEET_LINES[0])]
+        + [f"#{queued['id']}: {m}" for m in messages if FLEET_LINES[1] in m]
+        + [f"#{queued['id']}: {m}" for m in messages if any(d in m for d in DOWN_LINES)]
+    )
 
 
 def main() -> int:
@@ -98,7 +132,9 @@ def main() -> int:
         lines: list[str] = []
         for number in range(args.deploys):
             kill = args.kill if number == 1 else None
-            lines += deploy(api, app["id"], f"demo/hello:{2 + number % 2}", stack, kill)
+            hang = args.hang if number == 1 else None
+            image = f"demo/hello:{2 + number % 2}"
+            lines += deploy(api, app["id"], image, stack, kill, hang, args.hang_seconds)
         time.sleep(2.0)  # the last old workers finish
         end = time.monotonic()
         failed = 0

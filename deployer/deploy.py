@@ -124,7 +124,12 @@ class DeployWorkflow(Workflow):
         )
 
     def retire(self) -> None:
-        """Delete old versions; keep the previous one warm for ``keep_old_seconds`` if set."""
+        """Delete old versions; keep the previous one warm for ``keep_old_seconds`` if set.
+
+        When a load balancer whose proxysync is down may still route to the old version
+        (its HAProxy answers), the old version stays and its retirement is deferred: tried
+        again later, when the deploy's last line has long been written.
+        """
         version = self.deployment.version
         keep = int(self.descriptor.get("keep_old_seconds", 0))
         old = [v for v in self.cluster.versions(self.namespace, self.name) if v != version]
@@ -133,7 +138,9 @@ class DeployWorkflow(Workflow):
         if not old:
             self.log("No old version to retire.", step="retire")
             return
-        self.wait_drained(self.switch_revision)
+        if not self.wait_drained(self.switch_revision):
+            self.defer_retire(old)
+            return
         for item in sorted(old):
             if item == self.previous_version and keep > 0:
                 self.schedule_retire(self.deployment.pk, item, float(keep))

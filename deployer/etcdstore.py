@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # etcd3 0.12 ships protobuf code generated for protoc < 3.19; the C++ protobuf runtime
@@ -33,9 +34,17 @@ import grpc  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from deployer.errors import StoreError  # noqa: E402
-from deployer.lbfleet import FleetWait, Lease, LoadBalancer  # noqa: E402
+from deployer.lbfleet import FleetWait, Lease, LoadBalancer, Member, haproxy_accepts  # noqa: E402
 
-__all__ = ["EtcdStore", "FleetWait", "Lease", "LoadBalancer", "Snapshot", "event_key"]
+__all__ = [
+    "EtcdStore",
+    "FleetWait",
+    "Lease",
+    "LoadBalancer",
+    "Member",
+    "Snapshot",
+    "event_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,9 @@ class Snapshot:
     backend_revisions: dict[str, int] = field(default_factory=dict)
     # Records that are not JSON: key relative to the prefix -> why they were left out.
     unreadable: dict[str, str] = field(default_factory=dict)
+    # How many writes changed a frontend or backend record so far (the ``changed`` key's
+    # version): a load balancer that applied this snapshot is that many changes along.
+    changes: int = 0
 
 
 class _Changes:
@@ -190,6 +202,24 @@ class EtcdStore:
         """The key load balancer ``lb_id``'s proxysync writes once no older worker runs."""
         return f"{self.drained_prefix}{lb_id}"
 
+    @property
+    def members_prefix(self) -> str:
+        """The prefix of the persistent membership records (no lease)."""
+        return f"{self.prefix}/members/"
+
+    def member_key_of(self, lb_id: str) -> str:
+        """The membership record of load balancer ``lb_id``: written at each registration."""
+        return f"{self.members_prefix}{lb_id}"
+
+    @property
+    def changed_key(self) -> str:
+        """Written with every change of a frontend or backend record, in the same transaction.
+
+        Its mod revision is the last routing change; its version counts the changes, so
+        that a load balancer's lag is the number of changes it has not applied yet.
+        """
+        return f"{self.prefix}/changed"
+
     def close(self) -> None:
         """Close the gRPC channel (watch threads end quietly)."""
         self._closed = True
@@ -208,15 +238,19 @@ class EtcdStore:
         prefix = f"{self.prefix}/"
         ops = self._client.transactions
         ranges = [f"{prefix}frontends/", f"{prefix}backends/"]
-        # One transaction: both ranges at one revision, without the fleet's own records.
+        # One transaction: both ranges and the change count at one revision, without the
+        # fleet's own records.
         response = self._txn_response(
             [ops.get(r, etcd3.utils.increment_last_byte(r.encode())) for r in ranges]
+            + [ops.get(self.changed_key)]
         )
+        changed_reply = response.responses[2].response_range.kvs
+        changes = int(changed_reply[0].version) if changed_reply else 0
         frontends: dict[str, dict[str, Any]] = {}
         backends: dict[str, dict[str, Any]] = {}
         revisions: dict[str, int] = {}
         unreadable: dict[str, str] = {}
-        for kv in (kv for reply in response.responses for kv in reply.response_range.kvs):
+        for kv in (kv for reply in response.responses[:2] for kv in reply.response_range.kvs):
             key = kv.key.decode(errors="replace")
             rest = key[len(prefix) :]
             try:
@@ -230,7 +264,9 @@ class EtcdStore:
             else:
                 backends[rest.removeprefix("backends/")] = value
                 revisions[rest.removeprefix("backends/")] = int(kv.mod_revision)
-        return Snapshot(int(response.header.revision), frontends, backends, revisions, unreadable)
+        return Snapshot(
+            int(response.header.revision), frontends, backends, revisions, unreadable, changes
+        )
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
         """The JSON value at ``key`` (None when absent) and its mod revision (0 when absent)."""
@@ -256,11 +292,32 @@ class EtcdStore:
         """
         return self._load_balancers_at()[0]
 
+    def fleet(self) -> tuple[list[LoadBalancer], list[Member], int]:
+        """The live load balancers, every member, and the revision they were read at (atomically)."""
+        return self._fleet_at()
+
+    def members(self) -> list[Member]:
+        """Every member of the fleet, sorted by id, and whether it has a live lease now."""
+        return self._fleet_at()[1]
+
+    def changes(self) -> tuple[int, int]:
+        """How many routing changes were written so far, and the revision of the last one."""
+        with _translated("get"):
+            value, meta = self._client.get(self.changed_key)
+        if value is None:
+            return 0, 0
+        return int(meta.version), int(meta.mod_revision)
+
     def _load_balancers_at(self) -> tuple[list[LoadBalancer], int]:
         """The live load balancers and the etcd revision they were read at."""
+        balancers, _, revision = self._fleet_at()
+        return balancers, revision
+
+    def _fleet_at(self) -> tuple[list[LoadBalancer], list[Member], int]:
+        """The live load balancers, every member, and the etcd revision they were read at."""
         ops = self._client.transactions
-        prefixes = [self.lbs_prefix, self.applied_prefix, self.drained_prefix]
-        # One transaction: the three ranges are read at the same revision.
+        prefixes = [self.lbs_prefix, self.applied_prefix, self.drained_prefix, self.members_prefix]
+        # One transaction: the four ranges are read at the same revision.
         response = self._txn_response(
             [ops.get(p, etcd3.utils.increment_last_byte(p.encode())) for p in prefixes]
         )
@@ -278,12 +335,23 @@ class EtcdStore:
                 if isinstance(value, dict):
                     records[key.rpartition("/")[2]] = value
             parts.append(records)
-        registered, applied, drained = parts
+        registered, applied, drained, members = parts
         balancers = [
             LoadBalancer(lb_id, registered[lb_id], applied.get(lb_id), drained.get(lb_id))
             for lb_id in sorted(registered)
         ]
-        return balancers, revision
+        # A live load balancer registered before membership records existed is one too.
+        known = {**registered, **members}
+        fleet = [
+            Member(
+                lb_id,
+                str(known[lb_id].get("address", "")),
+                known[lb_id].get("registered_at"),
+                lb_id in registered,
+            )
+            for lb_id in sorted(known)
+        ]
+        return balancers, fleet, revision
 
     def current_revision(self) -> int:
         """etcd's current revision (the header revision of a read)."""
@@ -341,13 +409,18 @@ class EtcdStore:
             [
                 ops.put(self.backend_key(backend), json.dumps(backend_record)),
                 ops.put(self.frontend_key(hostname), json.dumps(frontend_record)),
+                self._changed(),
             ]
         )
 
     def put_backend(self, backend: str, record: dict[str, Any]) -> int:
         """Replace one backend record; return the revision."""
         ops = self._client.transactions
-        return self._txn([ops.put(self.backend_key(backend), json.dumps(record))])
+        return self._txn([ops.put(self.backend_key(backend), json.dumps(record)), self._changed()])
+
+    def _changed(self) -> Any:
+        """The put of the ``changed`` key that goes with every routing write."""
+        return self._client.transactions.put(self.changed_key, "{}")
 
     def put_backend_if_unchanged(
         self,
@@ -368,7 +441,7 @@ class EtcdStore:
         compare = [ops.mod(key) == mod_revision]
         if holding is not None:
             compare.append(ops.value(holding[0]) == holding[1])
-        return self._txn([ops.put(key, json.dumps(record))], compare)
+        return self._txn([ops.put(key, json.dumps(record)), self._changed()], compare)
 
     def claim_leader(self, key: str, holder: str, lease: Lease) -> bool:
         """Hold ``key`` as ``holder`` under ``lease`` if nobody holds it; whether ``holder`` does.
@@ -393,19 +466,21 @@ class EtcdStore:
         """Point ``hostname`` at an existing backend record; return the revision."""
         ops = self._client.transactions
         record = {"hostname": hostname, "backend": backend, "options": options or {}}
-        return self._txn([ops.put(self.frontend_key(hostname), json.dumps(record))])
+        return self._txn(
+            [ops.put(self.frontend_key(hostname), json.dumps(record)), self._changed()]
+        )
 
     def delete_backend(self, backend: str) -> int:
         """Delete one backend record; return the revision."""
         ops = self._client.transactions
-        return self._txn([ops.delete(self.backend_key(backend))])
+        return self._txn([ops.delete(self.backend_key(backend)), self._changed()])
 
     def delete_route(self, hostname: str, backends: list[str]) -> int:
         """Delete the frontend and the given backends in one transaction; return the revision."""
         ops = self._client.transactions
         deletes = [ops.delete(self.frontend_key(hostname))]
         deletes += [ops.delete(self.backend_key(name)) for name in backends]
-        return self._txn(deletes)
+        return self._txn([*deletes, self._changed()])
 
     def put_applied(
         self,
@@ -428,7 +503,17 @@ class EtcdStore:
         puts = [ops.put(self.applied_key_of(lb_id), record, lease=lease_id)]
         if registration is not None:
             puts.append(ops.put(self.lb_key(lb_id), json.dumps(registration), lease=lease_id))
+            puts.append(self._member_put(lb_id, registration))
         self._txn(puts)
+
+    def _member_put(self, lb_id: str, registration: dict[str, Any]) -> Any:
+        """The put of ``members/<id>`` (no lease) that goes with every registration."""
+        member = {
+            "id": lb_id,
+            "address": registration.get("address", ""),
+            "registered_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        return self._client.transactions.put(self.member_key_of(lb_id), json.dumps(member))
 
     # leases: a load balancer's registration lives as long as its proxysync refreshes it
     def grant_lease(self, ttl: int) -> Lease:
@@ -449,9 +534,41 @@ class EtcdStore:
             self._client.revoke_lease(lease.id)
 
     def register_lb(self, lb_id: str, record: dict[str, Any], lease: Lease) -> None:
-        """Write load balancer ``lb_id``'s registration under ``lease``."""
-        with _translated("put"):
-            self._client.put(self.lb_key(lb_id), json.dumps(record), lease=lease.id)
+        """Write load balancer ``lb_id``'s registration under ``lease``, and its membership."""
+        ops = self._client.transactions
+        self._txn(
+            [
+                ops.put(self.lb_key(lb_id), json.dumps(record), lease=lease.id),
+                self._member_put(lb_id, record),
+            ]
+        )
+
+    def leave_fleet(self, lb_id: str, lease: Lease | None) -> None:
+        """Load balancer ``lb_id`` stops for good: end its lease and delete its membership.
+
+        Only for a clean stop, when its HAProxy stops with its proxysync: a member whose
+        proxysync merely died keeps its record, so that nothing it may still route to stops.
+        """
+        if lease is not None:
+            with contextlib.suppress(StoreError):
+                self.revoke_lease(lease)
+        with _translated("delete"):
+            self._client.delete(self.member_key_of(lb_id))
+
+    def forget_member(self, lb_id: str) -> bool:
+        """Delete the membership record of a load balancer that is gone for good.
+
+        False when there was none. Refused (StoreError) while ``lb_id`` is registered:
+        its proxysync runs and would only register it again.
+        """
+        ops = self._client.transactions
+        key = self.member_key_of(lb_id)
+        response = self._txn_response([ops.delete(key)], [ops.version(self.lb_key(lb_id)) == 0])
+        if not response.succeeded:
+            raise StoreError(
+                f"load balancer {lb_id} is registered (its proxysync runs); stop it first"
+            )
+        return bool(response.responses[0].response_delete_range.deleted)
 
     # watches
     def wait_applied(
@@ -469,6 +586,10 @@ class EtcdStore:
         registered at the deadline, or when one refused a configuration including the
         write (``refused_by`` names it). ``since`` (``time.monotonic()`` when the revision
         was written) is where each load balancer's time to apply is counted from.
+
+        A member without a live lease (its proxysync is down) is left out and named in
+        ``absent``: it keeps its previous routes, which is safe for a switch, and
+        :meth:`wait_drained`, which comes before anything stops, waits for it.
         """
         return self._wait_fleet("applied", revision, timeout, cancelled, since)
 
@@ -480,13 +601,18 @@ class EtcdStore:
         cancelled: Callable[[], bool] = lambda: False,
         since: float | None = None,
     ) -> FleetWait:
-        """Block until nothing older than ``revision`` runs in any live load balancer.
+        """Block until nothing older than ``revision`` runs in any load balancer that serves.
 
         Nothing older: no old worker, no session on a server removed at ``revision`` or
         before (each proxysync's ``drained/<id>`` record; ``timed_out`` lists servers it
         gave up on). Falsy on timeout or with no load balancer registered.
+
+        This wait comes before pods stop, so it includes every member whose HAProxy still
+        accepts connections although its proxysync is down (a TCP connect to its address,
+        at each look): until it is registered again and drained the revision, or its
+        HAProxy stops answering. On the deadline, ``held_by`` names those it waited for.
         """
-        return self._wait_fleet("drained", revision, timeout, cancelled, since)
+        return self._wait_fleet("drained", revision, timeout, cancelled, since, serving=True)
 
     def put_drained(
         self, revision: int, *, lb_id: str, lease: Lease | None = None, **extra: Any
@@ -512,6 +638,8 @@ class EtcdStore:
         cancelled: Callable[[], bool],
         since: float | None,
         tick: float = 0.5,
+        *,
+        serving: bool = False,
     ) -> FleetWait:
         started = time.monotonic()
         origin = started if since is None else since
@@ -519,17 +647,23 @@ class EtcdStore:
         seen: dict[str, float] = {}  # load balancer -> seconds from origin to reaching it
         pending: list[str] = []
         balancers: list[LoadBalancer] = []
-        watch = _Changes(self._client, [f"{self.prefix}/{kind}/", self.lbs_prefix])
+        absent: list[Member] = []  # members without a live lease
+        held: list[Member] = []  # ... whose HAProxy still accepts connections
+        watch = _Changes(
+            self._client, [f"{self.prefix}/{kind}/", self.lbs_prefix, self.members_prefix]
+        )
         try:
             while True:
                 read_at = 0
                 try:
-                    balancers, read_at = self._load_balancers_at()
+                    balancers, members, read_at = self._fleet_at()
                 except StoreError:
                     logger.warning("reading the load balancers failed; retrying", exc_info=True)
                 else:
+                    absent = [m for m in members if not m.registered]
+                    held = [m for m in absent if serving and haproxy_accepts(m.address)]
                     now = time.monotonic()
-                    pending = []
+                    pending = [m.id for m in held]
                     for balancer in balancers:
                         record = balancer.applied if kind == "applied" else balancer.drained
                         if record and int(record.get("revision", 0)) >= revision:
@@ -543,6 +677,7 @@ class EtcdStore:
                                 {},
                                 tuple(balancers),
                                 refused_by=balancer.id,
+                                absent=tuple(m.id for m in absent),
                                 problem=(
                                     f"load balancer {balancer.id} refused the configuration "
                                     f"of revision {rejected.get('revision')}: "
@@ -552,19 +687,42 @@ class EtcdStore:
                         pending.append(balancer.id)
                     if balancers and not pending:
                         times = {balancer.id: seen[balancer.id] for balancer in balancers}
-                        return FleetWait(True, revision, times, tuple(balancers))
+                        return FleetWait(
+                            True,
+                            revision,
+                            times,
+                            tuple(balancers),
+                            absent=tuple(m.id for m in absent),
+                        )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or cancelled():
                     if cancelled():
                         problem = "the wait was cancelled"
                     elif not read_at:
                         problem = "etcd could not be read"
+                    elif held:
+                        problem = "; ".join(
+                            f"{m.id} is not registered (its proxysync does not answer) but its "
+                            f"HAProxy at {m.address} still accepts connections"
+                            for m in held
+                        )
+                        if late := [i for i in pending if i not in {m.id for m in held}]:
+                            problem += f"; {', '.join(late)} did not report it"
+                        problem += f" (waited {timeout:.0f}s)"
                     elif not balancers:
                         problem = "no load balancer is registered"
                     else:
                         problem = f"{', '.join(pending)} did not report it within {timeout:.0f}s"
                     times = {b.id: seen[b.id] for b in balancers if b.id in seen}
-                    return FleetWait(False, revision, times, tuple(balancers), problem=problem)
+                    return FleetWait(
+                        False,
+                        revision,
+                        times,
+                        tuple(balancers),
+                        problem=problem,
+                        absent=tuple(m.id for m in absent),
+                        held_by=tuple(m.id for m in held),
+                    )
                 if not read_at:
                     time.sleep(min(0.1, remaining))  # etcd unreachable: short backoff, then read
                     continue

@@ -1,13 +1,63 @@
-"""The load balancer fleet as etcd describes it: leases, live load balancers, and waits for all.
+"""The load balancer fleet as etcd describes it: leases, live load balancers, members, waits.
 
 Plain data, without etcd: deployer.etcdstore reads and writes them, the workflow and
 rotation read them.
+
+Two views of the fleet:
+
+* the *live* load balancers, registered under ``lbs/<id>`` on a lease that their proxysync
+  refreshes while their HAProxy answers;
+* the *members*, one persistent record ``members/<id>`` (no lease) per load balancer that
+  ever registered and did not stop cleanly. A member without a live lease is a load
+  balancer whose proxysync is down (killed, hung, restarting) while its HAProxy may still
+  serve users with the routes it had: a switch can go on without it (it keeps routing to
+  the previous version, which still runs), but nothing it may still route to is stopped
+  while its HAProxy accepts connections (:func:`haproxy_accepts`).
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+# How long a waiter gives a member's HAProxy to accept a TCP connection.
+PROBE_SECONDS = 0.5
+
+
+def haproxy_accepts(address: str, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether something accepts TCP connections at ``address`` (``http://host:port``).
+
+    A refusal, a timeout or an address that cannot be parsed all mean no: that HAProxy
+    serves nobody, so no wait needs to hold for it.
+    """
+    try:
+        parts = urlsplit(address if "//" in address else f"http://{address}")
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Member:
+    """A load balancer of the fleet by its persistent record ``members/<id>``.
+
+    ``registered``: whether it has a live lease now (``lbs/<id>``); a member that has not
+    is one whose proxysync is down.
+    """
+
+    id: str
+    address: str
+    registered_at: str | None
+    registered: bool
 
 
 @dataclass(frozen=True)
@@ -40,7 +90,10 @@ class FleetWait:
     ``seconds``: load balancer id -> seconds from the write until it was seen to report
     the revision. ``balancers``: the live ones when the wait ended. ``refused_by`` names
     the load balancer that refused the configuration; ``problem`` says why the wait
-    failed.
+    failed. ``absent``: members without a live lease that the wait went on without
+    (their proxysync does not answer). ``held_by``: members without a live lease whose
+    HAProxy still accepted connections when the wait ended unreached: they may still route
+    to what was about to stop, so it must not stop.
     """
 
     reached: bool
@@ -49,6 +102,8 @@ class FleetWait:
     balancers: tuple[LoadBalancer, ...] = ()
     refused_by: str | None = None
     problem: str = ""
+    absent: tuple[str, ...] = ()
+    held_by: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.reached

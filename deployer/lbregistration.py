@@ -9,7 +9,12 @@ HAProxy serves an applied configuration::
 (times in ISO 8601 UTC; ``reloads`` counts since proxysync started; ``error`` is the last
 refusal or failed reload, null once a configuration applied again). Its ``applied/<id>``
 and ``drained/<id>`` records are attached to the same lease, so the three vanish
-together. The lease is refreshed about every third of its TTL, and only while HAProxy's
+together. Every registration also writes ``<prefix>/members/<id>`` (``{"id", "address",
+"registered_at"}``, no lease), which stays when the lease ends: a proxysync that dies or
+hangs leaves a HAProxy that still serves its last routes, and the fleet's waits before
+pods stop hold for such a member while its HAProxy accepts connections
+(deployer.lbfleet). The membership is deleted only when proxysync stops cleanly
+(SIGTERM, SIGINT, ``--once``), as its HAProxy stops with it. The lease is refreshed about every third of its TTL, and only while HAProxy's
 master socket answers: when HAProxy is gone the lease is revoked and the load balancer
 drops out of the fleet, so no switch waits for it; when HAProxy answers again,
 proxysync applies the current configuration with a reload and registers again, on a
@@ -214,10 +219,21 @@ class Registration:
             self.store.register_lb(self.identity.id, record, lease)
             self._registered_with(lease, record)
 
-    def _drop(self, why: str, *, revoke: bool) -> None:
+    def _drop(self, why: str, *, revoke: bool, forget: bool = False) -> None:
         with self._lock:
             lease, self._lease, self._registered = self._lease, None, False
             self._record["healthy"] = False
+        if forget:
+            logger.info("load balancer %s leaves the fleet for good: %s", self.identity.id, why)
+            try:
+                self.store.leave_fleet(self.identity.id, lease)
+            except StoreError:
+                logger.warning(
+                    "could not delete the membership of %s; `manage.py proxysync --forget %s` does",
+                    self.identity.id,
+                    self.identity.id,
+                )
+            return
         if lease is None:
             return
         logger.warning("load balancer %s leaves the fleet: %s", self.identity.id, why)
@@ -228,8 +244,11 @@ class Registration:
                 logger.warning("could not revoke lease %x; it expires in %ss", lease.id, lease.ttl)
 
     def leave(self, why: str) -> None:
-        """Take this load balancer out of the fleet now: revoke its lease (and its records)."""
-        self._drop(why, revoke=True)
+        """Take this load balancer out of the fleet for good: its lease, records, membership.
+
+        For a clean stop only: its HAProxy stops too, so nothing waits for it any more.
+        """
+        self._drop(why, revoke=True, forget=True)
 
     def check_once(self) -> None:
         """One round: refresh the lease while HAProxy answers, revoke it when it does not."""

@@ -1,7 +1,9 @@
 """What the load balancers serve, as the Load balancer page and its API show it.
 
 Every live load balancer (registered under ``<prefix>/lbs/<id>``) with what it
-acknowledged, the routes and backends in etcd, and the records left out. Records are
+acknowledged, every member whose proxysync is down (``<prefix>/members/<id>`` without a
+live lease: its HAProxy may still serve its last routes), the routes and backends in
+etcd, and the records left out. Records are
 read as they are: a field of the wrong type reads as unknown, never as an error.
 """
 
@@ -15,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 
 from deployer.errors import StoreError
 from deployer.etcdstore import EtcdStore
-from deployer.lbfleet import LoadBalancer
+from deployer.lbfleet import LoadBalancer, Member, haproxy_accepts
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,17 @@ class RejectedRow(TypedDict):
 class BalancerRow(TypedDict):
     """One live load balancer: its registration, its last acknowledgement and how far behind it is.
 
-    ``lag`` is etcd's revision minus the applied one (0 when it applied the current one);
-    None, like every other unknown, until the load balancer has acknowledged a revision.
+    ``lag`` is how many changes of frontend or backend records it has not applied yet (0
+    when it is up to date; the fleet's own acknowledgements and registrations do not
+    count); None, like every other unknown, until the load balancer has acknowledged a
+    revision. ``state`` is "live" (registered on its lease) or "proxysync down" (a member
+    without a live lease); ``haproxy_answers`` says, for the latter, whether its HAProxy
+    still accepts connections (None for a live one).
     """
 
     id: str
+    state: str
+    haproxy_answers: bool | None
     address: str
     healthy: bool
     error: str | None
@@ -82,13 +90,16 @@ class LoadBalancerStatus(TypedDict):
     """The fleet and the records in etcd at ``revision``; ``error`` (and nothing else) when etcd is down.
 
     ``newest_applied`` is the newest revision any live load balancer applied: one that
-    applied an older one is behind the rest of the fleet.
+    applied an older one is behind the rest of the fleet. ``live`` and ``down`` count the
+    live load balancers and the members whose proxysync is down.
     """
 
     error: str
     prefix: str
     revision: int
     newest_applied: int
+    live: int
+    down: int
     balancers: list[BalancerRow]
     backends: list[BackendRow]
     skipped: list[LeftOutRow]
@@ -135,8 +146,24 @@ def _rejected(applied: dict[str, Any]) -> RejectedRow | None:
     )
 
 
-def balancer_row(balancer: LoadBalancer, revision: int, prefix: str) -> BalancerRow:
-    """One load balancer as the page and the API show it, its lag measured against ``revision``."""
+def lag(applied: dict[str, Any], changes: tuple[int, int]) -> int | None:
+    """How many routing changes (of ``changes``: count, revision of the last) are not applied.
+
+    An acknowledgement says how many changes it includes; one that does not (a refusal)
+    is counted by revision: behind by at least one when the last change is newer.
+    """
+    applied_revision = _count(applied.get("revision"))
+    if applied_revision is None:
+        return None
+    count, last_revision = changes
+    included = _count(applied.get("changes"))
+    if included is not None:
+        return max(0, count - included)
+    return 0 if applied_revision >= last_revision else 1
+
+
+def balancer_row(balancer: LoadBalancer, changes: tuple[int, int], prefix: str) -> BalancerRow:
+    """One live load balancer as the page and the API show it; ``changes`` as :func:`lag`."""
     record = balancer.record
     applied = balancer.applied or {}
     applied_revision = _count(applied.get("revision"))
@@ -144,6 +171,8 @@ def balancer_row(balancer: LoadBalancer, revision: int, prefix: str) -> Balancer
     reloaded = applied.get("reloaded")
     return BalancerRow(
         id=balancer.id,
+        state="live",
+        haproxy_answers=None,
         address=_text(record.get("address")),
         healthy=record.get("healthy") is True,
         error=_optional_text(record.get("error")),
@@ -153,7 +182,7 @@ def balancer_row(balancer: LoadBalancer, revision: int, prefix: str) -> Balancer
         reloads=_count(record.get("reloads")) or 0,
         applied_revision=applied_revision,
         applied_at=_time(applied.get("at")),
-        lag=None if applied_revision is None else max(0, revision - applied_revision),
+        lag=lag(applied, changes),
         reloaded=reloaded if isinstance(reloaded, bool) else None,
         seconds=float(seconds) if isinstance(seconds, int | float) else None,
         rejected=_rejected(applied),
@@ -175,14 +204,40 @@ def _left_out(balancers: list[BalancerRow]) -> list[LeftOutRow]:
     return [rows[key] for key in sorted(rows)]
 
 
+def member_row(member: Member) -> BalancerRow:
+    """A member whose proxysync is down: what its record says, and whether its HAProxy answers."""
+    return BalancerRow(
+        id=member.id,
+        state="proxysync down",
+        haproxy_answers=haproxy_accepts(member.address),
+        address=member.address,
+        healthy=False,
+        error=None,
+        haproxy_version=None,
+        started_at=_time(member.registered_at),
+        last_reload_at=None,
+        reloads=0,
+        applied_revision=None,
+        applied_at=None,
+        lag=None,
+        reloaded=None,
+        seconds=None,
+        rejected=None,
+        drained_revision=None,
+        skipped=[],
+    )
+
+
 def fleet(store: EtcdStore) -> tuple[int, list[BalancerRow]]:
-    """etcd's revision and every live load balancer, its lag measured against that revision.
+    """etcd's revision and every member of the fleet by id: live ones with their lag.
 
     StoreError when etcd cannot be read.
     """
-    balancers = store.load_balancers()
-    revision = store.current_revision()
-    return revision, [balancer_row(balancer, revision, store.prefix) for balancer in balancers]
+    changes = store.changes()  # first: a change written meanwhile is not counted as applied
+    balancers, members, revision = store.fleet()
+    rows = {balancer.id: balancer_row(balancer, changes, store.prefix) for balancer in balancers}
+    rows.update({m.id: member_row(m) for m in members if not m.registered})
+    return revision, [rows[lb_id] for lb_id in sorted(rows)]
 
 
 def load_balancers() -> tuple[int, list[BalancerRow]]:
@@ -194,7 +249,15 @@ def load_balancers() -> tuple[int, list[BalancerRow]]:
 def load_balancer_status() -> LoadBalancerStatus:
     """Read the fleet, every record and etcd's revision; never raises for an unreachable etcd."""
     status = LoadBalancerStatus(
-        error="", prefix="", revision=0, newest_applied=0, balancers=[], backends=[], skipped=[]
+        error="",
+        prefix="",
+        revision=0,
+        newest_applied=0,
+        live=0,
+        down=0,
+        balancers=[],
+        backends=[],
+        skipped=[],
     )
     try:
         with EtcdStore() as store:
@@ -208,6 +271,8 @@ def load_balancer_status() -> LoadBalancerStatus:
     status["skipped"] = _left_out(status["balancers"])
     applied = [row["applied_revision"] or 0 for row in status["balancers"]]
     status["newest_applied"] = max(applied, default=0)
+    status["live"] = sum(row["state"] == "live" for row in status["balancers"])
+    status["down"] = len(status["balancers"]) - status["live"]
     problems = {row["key"]: row["reason"] for row in status["skipped"]}
     hosts: dict[str, list[str]] = {}
     for hostname, frontend in snapshot.frontends.items():

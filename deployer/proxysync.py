@@ -123,6 +123,10 @@ class ProxySync:
         self._reapply = threading.Event()
         # What the running HAProxy worker serves: the last render reloaded or mapped.
         self._applied: Render | None = None
+        # The routing change count of the snapshot being applied, and of the last one
+        # acknowledged: a load balancer's lag is counted from the latter.
+        self._changes = 0
+        self._changes_acknowledged = 0
         self._stop = threading.Event()
         self._cancel: list[object] = []
         # Held while the running worker is changed (apply, reload, a server's deletion).
@@ -320,6 +324,7 @@ class ProxySync:
     def apply_render(self, snapshot: Snapshot, render: Render) -> bool:
         """Apply ``render``, made from ``snapshot``: see :meth:`apply`."""
         with self._mutations:
+            self._changes = snapshot.changes
             running = self._applied
             changes = None if running is None else server_changes(running, render)
             if running is None or changes is None:
@@ -379,7 +384,9 @@ class ProxySync:
         self._applied = render
         # Known before "applied" is: whoever waits for it may wait for "drained" next.
         self.leaving.add(leaving)
-        record: dict[str, Any] = {"reloaded": reloaded}
+        # How many routing changes the applied state includes: the lag is counted from it.
+        self._changes_acknowledged = self._changes
+        record: dict[str, Any] = {"reloaded": reloaded, "changes": self._changes}
         if seconds is not None:
             record["reload_seconds" if reloaded else "runtime_seconds"] = round(seconds, 4)
         if left := self.leaving.left_rotation():
@@ -417,7 +424,10 @@ class ProxySync:
             # Whoever waits for this revision hears of the refusal, and from which load balancer.
             self.registration.acknowledge(
                 self._acknowledged,
-                {"rejected": {"revision": snapshot.revision, "error": str(exc)[:2000]}},
+                {
+                    "changes": self._changes_acknowledged,
+                    "rejected": {"revision": snapshot.revision, "error": str(exc)[:2000]},
+                },
             )
             return False
         validated = time.monotonic()
@@ -519,7 +529,9 @@ class ProxySync:
     def _is_configuration(self, key: str) -> bool:
         """Whether a change of ``key`` can change the render (not an acknowledgement)."""
         rest = key.removeprefix(f"{self.store.prefix}/")
-        return rest.startswith(("frontends/", "backends/"))
+        # ``changed`` too: a delete of a record that was already gone changes nothing else,
+        # and its acknowledgement is what brings this load balancer's lag back to 0.
+        return rest == "changed" or rest.startswith(("frontends/", "backends/"))
 
     def _follow(self) -> None:
         """Apply now, then again after every change the watch reports, coalescing bursts."""

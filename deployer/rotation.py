@@ -9,8 +9,15 @@ undeploy, drains and scale-ins) it calls :func:`take_out`:
 2. every load balancer's proxysync sets the server to drain through the runtime API and
    acknowledges the revision (``applied/<id>``, with the sessions each server still had);
 3. once no HAProxy worker has a session on it, each proxysync writes ``drained/<id>``;
-4. only when every live load balancer drained it is the pod removed. The wait is bounded by the pod's grace period: a
-   request still running after it gets the pod's own preStop delay and SIGTERM handling.
+4. only when every live load balancer drained it is the pod removed. The wait is bounded
+   by the pod's grace period: a request still running after it gets the pod's own preStop
+   delay and SIGTERM handling.
+
+Step 4 also waits for every member of the fleet whose proxysync is down while its
+HAProxy still accepts connections (deployer.lbfleet): that HAProxy still routes to the
+pod. If one still does at the deadline, the pods go back into rotation and
+:class:`StillRouted` is raised, naming it: nothing is deleted under a load balancer that
+may still send it requests.
 
 :func:`put_back` undoes step 1 for pods that stayed after all (a ReplicaSet that chose
 another pod, an eviction that was refused).
@@ -29,6 +36,11 @@ from deployer.errors import StoreError
 from deployer.lbfleet import FleetWait, LoadBalancer
 
 logger = logging.getLogger(__name__)
+
+
+class StillRouted(StoreError):
+    """Pods stay: a load balancer whose proxysync is down may still route to them."""
+
 
 LogFn = Callable[[str, str], None]  # (level, message), as scaling.drain logs
 LEAVING = "leaving"
@@ -133,7 +145,11 @@ def take_out(
     log: LogFn,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Removal:
-    """Take ``pods`` out of every load balancer and wait (up to ``timeout``) until drained."""
+    """Take ``pods`` out of every load balancer and wait (up to ``timeout``) until drained.
+
+    Raises :class:`StillRouted`, with the pods back in rotation, when a load balancer whose
+    proxysync is down still accepted connections at the deadline.
+    """
     removal = Removal()
     for backend, names in sorted(_by_backend(pods).items()):
 
@@ -162,6 +178,9 @@ def take_out(
     started = time.monotonic()
     applied = store.wait_applied(removal.revision, timeout, cancelled=cancelled)
     if not applied:
+        # One look (no wait): does a member whose proxysync is down still route to them?
+        if (held := store.wait_drained(removal.revision, 0.0, cancelled=cancelled)).held_by:
+            _still_routed(store, removal, held, log)
         log(
             "warning",
             f"the load balancers did not apply revision {removal.revision} within "
@@ -184,6 +203,8 @@ def take_out(
             )
     remaining = max(0.0, timeout - (time.monotonic() - started))
     drained = store.wait_drained(removal.revision, remaining, cancelled=cancelled)
+    if not drained and drained.held_by:
+        _still_routed(store, removal, drained, log)
     removal.drained = bool(drained)
     if removal.drained:
         timed_out = set(_timed_out(drained.balancers))
@@ -209,6 +230,21 @@ def take_out(
             "SIGTERM)",
         )
     return removal
+
+
+def _still_routed(store: RotationStore, removal: Removal, waited: FleetWait, log: LogFn) -> None:
+    """Put the pods back into rotation and raise StillRouted naming who may still route."""
+    held = ", ".join(waited.held_by)
+    log(
+        "warning",
+        f"{', '.join(removal.pods)} stay: {waited.problem}; back in rotation until {held} is "
+        "registered again or its HAProxy stops",
+    )
+    put_back(store, removal, removal.pods, log)
+    raise StillRouted(
+        f"{held} (proxysync down, HAProxy still answering) may still route to "
+        f"{', '.join(removal.pods)}; they stay"
+    )
 
 
 def put_back(store: RotationStore, removal: Removal, names: Iterable[str], log: LogFn) -> None:

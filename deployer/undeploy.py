@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from django.db.models import Max
 
-from deployer.collaborators import backend_name
+from deployer.collaborators import StopDeployment, backend_name
 from deployer.models import App, Deployment
 from deployer.workflow import Workflow
 
@@ -38,8 +38,13 @@ class UndeployWorkflow(Workflow):
             )
             App.objects.filter(pk=self.deployment.app_id).update(live_version=None)
         with self.step("objects"):
-            # Requests already on their way to the app finish before its pods stop.
-            self.wait_drained(revision, step="objects")
+            # Requests already on their way to the app finish before its pods stop; a load
+            # balancer whose proxysync is down may still route to them: then they stay.
+            if not self.wait_drained(revision, step="objects"):
+                raise StopDeployment(
+                    "the app's pods keep running: a load balancer whose proxysync is down may "
+                    "still route to them (see above); undeploy again once it is back"
+                )
             for version in sorted(versions):
                 self.cluster.delete_version(self.namespace, self.name, version)
                 self.log(f"Deleted {self.name}-v{version}.", step="objects")

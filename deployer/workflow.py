@@ -10,6 +10,12 @@ record, leaving the frontend untouched; after it, it points the frontend back at
 previous backend. The switch (waiting for every live load balancer), its verification
 through each of them and the deletion of a version are here too, as deploy and swap
 back both use them.
+
+A load balancer whose proxysync is down (a member of the fleet without a live lease,
+deployer.lbfleet) does not hold the switch up: its HAProxy keeps the previous routes,
+whose pods still run. It does hold up everything that stops pods (retiring a version,
+deleting the new one after a rollback) while its HAProxy accepts connections; when it
+still does at the deadline, those pods stay and the log names it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from deployer.lbfleet import FleetWait, LoadBalancer
 from deployer.logsink import Level, level_first
 from deployer.models import App, Deployment
 from deployer.pods import PodInfo
-from deployer.rotation import ServingPod, take_out
+from deployer.rotation import ServingPod, StillRouted, take_out
 
 __all__ = [
     "Clock",
@@ -61,6 +67,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The least delay before a deferred retirement is tried again.
+RETIRE_RETRY_SECONDS = 30.0
 
 
 @dataclass
@@ -358,6 +367,17 @@ class Workflow(abc.ABC):
             self.log(
                 f"Load balancers applied revision {revision}: {waited.summary()}.", step="switch"
             )
+            self.log_absent(waited, step="switch")
+
+    def log_absent(self, waited: FleetWait, step: str) -> None:
+        """Name each member the wait went on without: its proxysync does not answer."""
+        for lb_id in waited.absent:
+            self.log(
+                f"{lb_id} is not registered (its proxysync does not answer) and keeps the "
+                "previous routes until it is back.",
+                level="warning",
+                step=step,
+            )
 
     def wait_applied(self, revision: int, since: float | None = None) -> FleetWait:
         """Wait until every live load balancer applied ``revision``; StopDeployment otherwise.
@@ -378,12 +398,26 @@ class Workflow(abc.ABC):
             )
         return waited
 
-    def wait_drained(self, revision: int, step: str = "retire") -> None:
-        """Wait until no HAProxy worker older than ``revision`` carries requests (bounded)."""
+    def wait_drained(self, revision: int, step: str = "retire") -> bool:
+        """Wait until no HAProxy worker older than ``revision`` carries requests (bounded).
+
+        False when pods must not stop yet: a load balancer whose proxysync is down still
+        accepted connections at the deadline (it may still route to them; the log says
+        which). True otherwise, also when live load balancers' old workers still held
+        connections at the deadline (each pod finishes its requests after SIGTERM).
+        """
         if not revision:
-            return
+            return True
         started = self.clock.monotonic()
         waited = self.lb.wait_drained(revision, self.timing.drain_timeout)
+        if not waited and waited.held_by:
+            self.log(
+                f"Held up by {', '.join(waited.held_by)} for {self.timing.drain_timeout:.0f}s: "
+                f"{waited.problem}. It may still route to the old pods, so they keep running.",
+                level="warning",
+                step=step,
+            )
+            return False
         if waited:
             self.log(
                 f"Old load balancer workers drained in "
@@ -397,6 +431,7 @@ class Workflow(abc.ABC):
                 level="warning",
                 step=step,
             )
+        return True
 
     def verify(self) -> None:
         """Ask every live load balancer until the new version answers on every server in a row.
@@ -455,17 +490,38 @@ class Workflow(abc.ABC):
         return last
 
     def delete_version(self, version: int, step: str = "retire") -> None:
-        """Take the version's pods out of rotation, then delete its objects and backend record."""
+        """Take the version's pods out of rotation, then delete its objects and backend record.
+
+        When a load balancer whose proxysync is down may still route to them, the version
+        stays (back in rotation) and its retirement is deferred.
+        """
         pods = self.cluster.pods(self.namespace, self.name, version)
-        take_out(
-            self.lb,
-            [ServingPod(self.namespace, p.name, p.app, p.version) for p in pods],
-            timeout=float(self.timing.drain_timeout),
-            log=level_first(self, step),
-        )
+        try:
+            take_out(
+                self.lb,
+                [ServingPod(self.namespace, p.name, p.app, p.version) for p in pods],
+                timeout=float(self.timing.drain_timeout),
+                log=level_first(self, step),
+            )
+        except StillRouted as exc:
+            self.defer_retire([version], str(exc))
+            return
         self.cluster.delete_version(self.namespace, self.name, version)
         self.lb.delete_backend(backend_name(self.namespace, self.name, version))
         self.log(f"Deleted v{version} (Deployment, Service, backend record).", step="retire")
+
+    def defer_retire(self, versions: list[int], why: str = "") -> None:
+        """Leave ``versions`` running and retire them later (each load balancer back by then)."""
+        delay = max(RETIRE_RETRY_SECONDS, 3 * float(self.timing.drain_timeout))
+        for item in sorted(versions):
+            self.schedule_retire(self.deployment.pk, item, delay)
+            self.log(
+                f"Retiring v{item} deferred by {delay:.0f}s: a load balancer whose proxysync "
+                f"is down may still route to it{f' ({why})' if why else ''}; it keeps running "
+                "until then.",
+                level="warning",
+                step="retire",
+            )
 
     # Rollback
     def cleanup(self, failure: StopDeployment) -> None:
@@ -476,9 +532,15 @@ class Workflow(abc.ABC):
         if self.created:
             version = self.deployment.version
             assert version is not None
-            if self.switch_started:
-                # The new version served traffic: let the old workers finish with it.
-                self._try(lambda: self.wait_drained(self.switch_revision), "wait for draining")
+            if self.switch_started and not self.wait_drained(self.switch_revision, "rollback"):
+                # A load balancer whose proxysync is down may have applied the switch.
+                self.log(
+                    f"Kept {self.name}-v{version}: a load balancer that may route to it has "
+                    "not come back; delete it (undeploy or a later deploy) once it has.",
+                    level="error",
+                    step="rollback",
+                )
+                return
             self._try(
                 lambda: self.cluster.delete_version(self.namespace, self.name, version),
                 f"delete {self.name}-v{version}",

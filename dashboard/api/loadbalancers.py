@@ -1,4 +1,4 @@
-"""``GET /api/load-balancers/``: every live load balancer, as the Load balancer page lists it."""
+"""``GET /api/load-balancers/``: every load balancer of the fleet, as the Load balancer page lists it."""
 
 from __future__ import annotations
 
@@ -34,9 +34,23 @@ class SkippedRecordSerializer(serializers.Serializer):
 
 
 class LoadBalancerSerializer(serializers.Serializer):
-    """One live load balancer: its registration, its last acknowledgement and its lag."""
+    """One load balancer: its registration, its last acknowledgement and its lag.
+
+    A member whose proxysync is down (no live lease) is listed with ``state`` "proxysync
+    down", whether its HAProxy still accepts connections, and null acknowledgements.
+    """
 
     id = serializers.CharField(help_text="The id it registered under `<prefix>/lbs/<id>`.")
+    state = serializers.ChoiceField(
+        choices=["live", "proxysync down"],
+        help_text="live: registered on its lease; proxysync down: a member without a live "
+        "lease, whose HAProxy may still serve its last routes.",
+    )
+    haproxy_answers = serializers.BooleanField(
+        allow_null=True,
+        help_text="For a member whose proxysync is down: whether its HAProxy accepts "
+        "connections (deploys wait for it before stopping pods while it does); null when live.",
+    )
     address = serializers.CharField(help_text="Where users' traffic enters it.")
     healthy = serializers.BooleanField(help_text="Whether its HAProxy's master socket answers.")
     error = serializers.CharField(
@@ -54,7 +68,8 @@ class LoadBalancerSerializer(serializers.Serializer):
     applied_at = serializers.DateTimeField(allow_null=True, help_text="When it applied it.")
     lag = serializers.IntegerField(
         allow_null=True,
-        help_text="etcd's revision minus the applied one; 0 when it applied the current one.",
+        help_text="How many changes of frontend or backend records it has not applied yet; "
+        "0 when it is up to date.",
     )
     reloaded = serializers.BooleanField(
         allow_null=True,
@@ -70,7 +85,7 @@ class LoadBalancerSerializer(serializers.Serializer):
 
 
 class LoadBalancerFleetSerializer(serializers.Serializer):
-    """Every live load balancer, sorted by id, and the etcd revision their lag is measured at.
+    """Every load balancer of the fleet, sorted by id, and the etcd revision they were read at.
 
     When etcd cannot be read, ``error`` says why, ``revision`` is null and the list is empty
     (every HAProxy keeps serving its last configuration meanwhile), as the page says it.
@@ -97,12 +112,12 @@ class LoadBalancerList(APIView):
         responses={
             200: OpenApiResponse(
                 LoadBalancerFleetSerializer,
-                description="Every live load balancer by id, or why etcd could not be read.",
+                description="Every load balancer by id, or why etcd could not be read.",
             ),
         },
     )
     def get(self, request: Request) -> Response:
-        """Each live load balancer: id, address, health, HAProxy version, applied revision, lag."""
+        """Each load balancer: id, state, address, health, HAProxy version, applied revision, lag."""
         fleet: dict[str, Any]
         try:
             revision, balancers = load_balancers()

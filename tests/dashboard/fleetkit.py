@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ class Fleet:
     leases: dict[str, Lease]
     applied: dict[str, int]
     revision: int
+    # The revision of the routing change lb-1 refused (it is one change behind).
+    refused: int
 
 
 @contextlib.contextmanager
@@ -56,10 +57,11 @@ def register(store: EtcdStore, lb_id: str, port: int, **fields: Any) -> Lease:
 
 
 def register_fleet(store: EtcdStore) -> Fleet:
-    """lb-0 current (it applied the last write) and lb-1 behind, having refused a revision.
+    """lb-0 current (it applied both routing changes) and lb-1 one change behind (it refused it).
 
-    Both route hello.localhost; lb-0 left a broken record out. etcd's revision is global,
-    and nothing else writes to this etcd while a test runs, so the lags are exact.
+    Both route hello.localhost; lb-0 left a broken record out. Each acknowledgement says
+    how many routing changes it includes, as proxysync writes it, so the lags are exact:
+    0 and 1.
     """
     store.put_route(
         "hello.localhost",
@@ -74,14 +76,16 @@ def register_fleet(store: EtcdStore) -> Fleet:
         ),
     }
     behind = store.current_revision()
+    store.put_applied(behind, lb_id="lb-1", lease=leases["lb-1"], at=STARTED, changes=1)
+    refused = store.put_backend("default.junk-v1", {"servers": "x"})
     store.put_applied(
         behind,
         lb_id="lb-1",
         lease=leases["lb-1"],
         at=STARTED,
-        rejected={"revision": behind, "error": REFUSAL},
+        changes=1,
+        rejected={"revision": refused, "error": REFUSAL},
     )
-    store._client.put(store.backend_key("default.junk-v1"), json.dumps({"servers": "x"}))
     store.put_drained(behind, lb_id="lb-0", lease=leases["lb-0"], servers={})
     # The write of lb-0's acknowledgement is the last one: its revision is the current one.
     current = store.current_revision() + 1
@@ -91,8 +95,9 @@ def register_fleet(store: EtcdStore) -> Fleet:
         lease=leases["lb-0"],
         at=RELOADED,
         reloaded=False,
+        changes=2,
         runtime_seconds=0.002,
         skipped={"backends/default.junk-v1": "servers must be a list, not str"},
     )
     assert store.current_revision() == current
-    return Fleet(store, leases, {"lb-0": current, "lb-1": behind}, current)
+    return Fleet(store, leases, {"lb-0": current, "lb-1": behind}, current, refused)

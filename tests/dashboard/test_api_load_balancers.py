@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from deployer.etcdstore import EtcdStore
-from tests.dashboard.fleetkit import REFUSAL, VERSION, Fleet, own_prefix, register_fleet
+from tests.dashboard.fleetkit import (
+    REFUSAL,
+    VERSION,
+    Fleet,
+    own_prefix,
+    register,
+    register_fleet,
+)
 from tests.servers import Server
 
 URL = "/api/load-balancers/"
@@ -49,6 +60,8 @@ def test_it_lists_each_live_load_balancer_with_its_revision_lag_reloads_and_heal
     current, behind = body["results"]
     assert current == {
         "id": "lb-0",
+        "state": "live",
+        "haproxy_answers": None,
         "address": "http://127.0.0.1:18080",
         "healthy": True,
         "error": None,
@@ -73,23 +86,72 @@ def test_it_lists_each_live_load_balancer_with_its_revision_lag_reloads_and_heal
     assert behind["id"] == "lb-1" and behind["address"] == "http://127.0.0.1:18081"
     assert behind["healthy"] is False and behind["error"] == f"revision 9 refused: {REFUSAL}"
     assert behind["applied_revision"] == fleet.applied["lb-1"]
-    assert behind["lag"] == fleet.revision - fleet.applied["lb-1"] > 0
-    assert behind["rejected"] == {"revision": fleet.applied["lb-1"], "error": REFUSAL}
+    assert behind["lag"] == 1  # the one routing change it refused
+    assert behind["rejected"] == {"revision": fleet.refused, "error": REFUSAL}
     assert (behind["reloads"], behind["last_reload_at"], behind["reloaded"]) == (0, None, None)
     assert behind["drained_revision"] is None and behind["skipped"] == []
 
 
 @pytest.mark.django_db
-def test_a_load_balancer_whose_lease_ends_drops_out_of_the_list(
+def test_at_rest_every_lag_is_zero_although_the_fleet_keeps_writing_to_etcd(
+    api: APIClient, fleet: Fleet
+) -> None:
+    store, leases = fleet.store, fleet.leases
+    store.put_applied(fleet.revision, lb_id="lb-1", lease=leases["lb-1"], changes=2)
+    for _ in range(3):  # acknowledgements and registrations are etcd revisions too
+        store.put_drained(fleet.revision, lb_id="lb-1", lease=leases["lb-1"], servers={})
+        store.put_applied(fleet.revision, lb_id="lb-0", lease=leases["lb-0"], changes=2)
+
+    body = api.get(URL).json()
+
+    assert body["revision"] > fleet.revision
+    assert [(b["id"], b["lag"]) for b in body["results"]] == [("lb-0", 0), ("lb-1", 0)]
+    # A deletion is a change too: both are one behind until they apply it.
+    store.delete_backend("default.junk-v1")
+    assert [b["lag"] for b in api.get(URL).json()["results"]] == [1, 1]
+
+
+@pytest.mark.django_db
+def test_a_load_balancer_whose_lease_ends_is_listed_as_proxysync_down_until_forgotten(
     api: APIClient, fleet: Fleet
 ) -> None:
     fleet.store.revoke_lease(fleet.leases["lb-0"])
 
     body = api.get(URL).json()
 
-    assert [balancer["id"] for balancer in body["results"]] == ["lb-1"]
-    fleet.store.revoke_lease(fleet.leases["lb-1"])
-    assert api.get(URL).json()["results"] == []
+    assert [(b["id"], b["state"]) for b in body["results"]] == [
+        ("lb-0", "proxysync down"),
+        ("lb-1", "live"),
+    ]
+    down = body["results"][0]
+    assert down["address"] == "http://127.0.0.1:18080" and down["haproxy_answers"] is False
+    assert (down["healthy"], down["applied_revision"], down["lag"]) == (False, None, None)
+    with pytest.raises(CommandError, match="lb-1 is registered"):
+        call_command("proxysync", forget="lb-1")
+    out = io.StringIO()
+    call_command("proxysync", forget="lb-0", stdout=out)
+    assert "forgot load balancer lb-0" in out.getvalue()
+    assert [b["id"] for b in api.get(URL).json()["results"]] == ["lb-1"]
+    with pytest.raises(CommandError, match="no load balancer lb-0 is a member"):
+        call_command("proxysync", forget="lb-0")
+
+
+@pytest.mark.django_db
+def test_a_member_whose_haproxy_still_accepts_connections_says_so(
+    api: APIClient, records: EtcdStore
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as haproxy:
+        port = haproxy.getsockname()[1]
+        records.revoke_lease(register(records, "lb-2", port))
+
+        (down,) = api.get(URL).json()["results"]
+
+        assert (down["id"], down["state"], down["haproxy_answers"]) == (
+            "lb-2",
+            "proxysync down",
+            True,
+        )
+    assert api.get(URL).json()["results"][0]["haproxy_answers"] is False
 
 
 @pytest.mark.django_db

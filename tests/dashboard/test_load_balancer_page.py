@@ -50,13 +50,12 @@ def test_it_lists_every_load_balancer_with_its_address_revision_lag_reloads_and_
     assert "3 reloads since start" in current
     assert 'title="proxysync started 2026-12-01 09:00:00 UTC">3 reloads' in page
     behind = row_of(page, "lb-1")
-    lag = fleet.revision - fleet.applied["lb-1"]
-    assert lag > 0
+    lag = 1  # the one routing change it refused
     assert behind.startswith("lb-1 http://127.0.0.1:18081 unhealthy revision 9 refused")
     assert f"{fleet.applied['lb-1']} {lag} behind the fleet " in behind
     assert "behind the fleet" not in current
-    assert f'title="etcd\'s revision {fleet.revision} minus the one it applied">{lag}<' in page
-    assert f"refused revision {fleet.applied['lb-1']}" in behind
+    assert f'title="changes of frontend or backend records it has not applied yet">{lag}<' in page
+    assert f"refused revision {fleet.refused}" in behind
     assert "none since start 0 reloads since start" in behind
     assert page.index('id="lb-lb-0"') < page.index('id="lb-lb-1"')
     assert REFUSAL[:40] in page
@@ -80,18 +79,35 @@ def test_it_shows_each_backend_with_its_hostnames_servers_and_the_records_left_o
 
 
 @pytest.mark.django_db
-def test_a_load_balancer_whose_lease_ends_drops_off_the_page(
+def test_at_rest_a_load_balancer_that_applied_every_change_is_current(
+    admin_client: Client, fleet: Fleet
+) -> None:
+    store, leases = fleet.store, fleet.leases
+    store.put_applied(fleet.revision, lb_id="lb-1", lease=leases["lb-1"], changes=2)
+    store.put_drained(fleet.revision, lb_id="lb-1", lease=leases["lb-1"], servers={})
+
+    page = admin_client.get("/load-balancer/").content.decode()
+
+    for lb_id in ("lb-0", "lb-1"):
+        assert f"{fleet.revision} current" in row_of(page, lb_id)
+
+
+@pytest.mark.django_db
+def test_a_load_balancer_whose_lease_ends_shows_as_proxysync_down_until_forgotten(
     admin_client: Client, fleet: Fleet
 ) -> None:
     fleet.store.revoke_lease(fleet.leases["lb-1"])
 
     page = admin_client.get("/load-balancer/").content.decode()
 
-    assert "1 load balancer live" in page
-    assert 'id="lb-lb-0"' in page and 'id="lb-lb-1"' not in page
+    assert "1 load balancer live · 1 with proxysync down" in page
+    down = row_of(page, "lb-1")
+    assert down.startswith("lb-1 http://127.0.0.1:18081 proxysync down its HAProxy does not answer")
     assert "refused revision" not in page
 
+    assert fleet.store.forget_member("lb-1")
     fleet.store.revoke_lease(fleet.leases["lb-0"])
+    assert fleet.store.forget_member("lb-0")
     page = admin_client.get("/load-balancer/").content.decode()
     assert "No load balancer is registered under" in page
     assert f"<code>{fleet.store.prefix}/lbs/</code>" in page

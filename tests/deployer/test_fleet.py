@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import threading
@@ -326,7 +327,13 @@ def test_the_switch_waits_for_every_load_balancer_and_verifies_through_each(
 
 
 def test_a_killed_proxysync_drops_out_after_its_lease_and_the_switch_goes_on(
-    fleet: Fleet, app: App, run_workflow: Run, health: ThroughEachLB, sink: Any
+    fleet: Fleet,
+    app: App,
+    run_workflow: Run,
+    health: ThroughEachLB,
+    sink: Any,
+    cluster: Any,
+    retired: list[tuple[int, int, float]],
 ) -> None:
     assert run_workflow(app).status == Deployment.Status.SUCCEEDED
     sink.lines.clear()
@@ -342,12 +349,126 @@ def test_a_killed_proxysync_drops_out_after_its_lease_and_the_switch_goes_on(
     deployment = run_workflow(app, image="demo/hello:2")
 
     assert deployment.status == Deployment.Status.SUCCEEDED, sink.text()
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 40
     [line] = _switch_lines(sink)
     assert re.fullmatch(r"Load balancers applied revision \d+: lb-0 in \d+ ms\.", line), line
+    assert (
+        "lb-1 is not registered (its proxysync does not answer) and keeps the previous routes"
+        in (sink.text())
+    )
     assert fleet.ids() == ["lb-0"]
     status, body = get(fleet.pairs[0].haproxy.port, "hello.localhost", "/health")
     assert (status, json.loads(body)["version"]) == (200, "2")
+    # lb-1's HAProxy still serves v1 with the routes it had: v1 is not retired under it.
+    status, body = get(victim.haproxy.port, "hello.localhost", "/health")
+    assert (status, json.loads(body)["version"]) == (200, "1")
+    assert "Held up by lb-1" in sink.text() and "still accepts connections" in sink.text()
+    assert "Retiring v1 deferred by 30s" in sink.text()
+    assert 1 not in cluster.deleted
+    assert fleet.store.get_backend("default.hello-v1") is not None
+    assert retired == [(deployment.pk, 1, 30.0)]
+
+
+def test_a_hung_proxysync_across_the_switch_holds_the_old_version_until_it_is_back_and_applied(
+    fleet: Fleet, app: App, run_workflow: Run, health: ThroughEachLB, sink: Any, cluster: Any
+) -> None:
+    assert run_workflow(app).status == Deployment.Status.SUCCEEDED
+    sink.lines.clear()
+    victim = fleet.pairs[1]
+    assert victim.proxysync is not None
+    pid = victim.proxysync.pid
+    failures: list[str] = []
+    done = threading.Event()
+
+    def users() -> None:  # keep-alive-less GETs through lb-1's HAProxy the whole time
+        while not done.is_set():
+            try:
+                status, _ = get(victim.haproxy.port, "hello.localhost", "/health")
+            except OSError as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if status != 200:
+                failures.append(f"HTTP {status}")
+            time.sleep(0.01)
+
+    resumed: list[float] = []
+
+    def resume() -> None:
+        os.kill(pid, signal.SIGCONT)
+        resumed.append(time.monotonic())
+
+    # Hung past its lease and across the switch, back before the drain deadline (10 s).
+    timer = threading.Timer(LEASE_SECONDS * 2 + 1, resume)
+
+    def hang_once() -> None:
+        if not timer.is_alive() and not resumed:
+            os.kill(pid, signal.SIGSTOP)
+            timer.start()
+
+    deletions: list[tuple[float, dict[str, int]]] = []
+    delete_version = cluster.delete_version
+
+    def delete_and_note(namespace: str, name: str, version: int) -> None:
+        seen = {
+            b.id: int((b.drained or {}).get("revision", 0)) for b in fleet.store.load_balancers()
+        }
+        deletions.append((time.monotonic(), seen))
+        delete_version(namespace, name, version)
+
+    cluster.delete_version = delete_and_note
+    health.on_check = hang_once
+    load = threading.Thread(target=users, daemon=True)
+    load.start()
+    try:
+        deployment = run_workflow(app, image="demo/hello:2")
+    finally:
+        done.set()
+        timer.cancel()
+        os.kill(pid, signal.SIGCONT)
+        load.join(10)
+
+    text = sink.text()
+    assert deployment.status == Deployment.Status.SUCCEEDED, text
+    [line] = _switch_lines(sink)
+    assert ": lb-0 in " in line and "lb-1" not in line  # the switch went on without it
+    assert "lb-1 is not registered (its proxysync does not answer)" in text
+    switch_revision = int(re.search(r"written at etcd revision (\d+)", text).group(1))  # type: ignore[union-attr]
+    # v1 was deleted only once lb-1 was back, registered and drained past the switch.
+    [(deleted_at, drained)] = deletions
+    assert resumed and deleted_at > resumed[0]
+    assert drained.get("lb-1", 0) >= switch_revision, (drained, switch_revision)
+    assert cluster.deleted == [1]
+    assert "Retiring v1 deferred" not in text
+    assert failures == [], failures[:5]
+    fleet.wait_for(["lb-0", "lb-1"])
+    assert fleet.served("hello.localhost") == {"2"}
+
+
+def test_a_member_whose_haproxy_is_gone_drops_out_of_the_drained_wait_at_once(
+    fleet: Fleet, app: App, run_workflow: Run, sink: Any, cluster: Any
+) -> None:
+    assert run_workflow(app).status == Deployment.Status.SUCCEEDED
+    victim = fleet.pairs[1]
+    assert victim.proxysync is not None
+    kill_process(victim.proxysync)  # its membership stays: it did not stop cleanly
+    victim.proxysync = None
+    victim.kill_haproxy()
+    fleet.wait_for(["lb-0"], timeout=LEASE_SECONDS * 3 + 5)
+    assert [(m.id, m.registered) for m in fleet.store.members()] == [
+        ("lb-0", True),
+        ("lb-1", False),
+    ]
+
+    started = time.monotonic()
+    waited = fleet.store.wait_drained(fleet.configuration_revision(), 10.0)
+    assert waited and waited.held_by == () and time.monotonic() - started < 2
+    sink.lines.clear()
+    started = time.monotonic()
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.SUCCEEDED, sink.text()
+    assert time.monotonic() - started < 10  # the drain deadline was never reached
+    assert "Held up" not in sink.text() and cluster.deleted == [1]
 
 
 def test_a_killed_haproxy_takes_its_load_balancer_out_until_it_is_back(
@@ -385,6 +506,7 @@ def test_a_load_balancer_the_new_version_does_not_answer_through_fails_the_switc
     assert victim.proxysync is not None
     stop_process(victim.proxysync)  # SIGTERM: it revokes its lease on the way out
     assert fleet.ids() == ["lb-0"]
+    assert [m.id for m in fleet.store.members()] == ["lb-0"]  # and leaves for good
     nowhere = f"http://127.0.0.1:{free_port()}"
     victim.start_proxysync(GREENLIGHT_LB_ADDRESS=nowhere)
     fleet.wait_for(["lb-0", "lb-1"])

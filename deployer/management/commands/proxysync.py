@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from deployer.endpointsync import EndpointSync
+from deployer.errors import StoreError
 from deployer.etcdstore import EtcdStore
 from deployer.lbregistration import Identity
 from deployer.proxysync import HAProxyTarget, ProxySync, ReloadError
@@ -29,8 +30,14 @@ class Command(BaseCommand):
     help = "Watch etcd and keep HAProxy's configuration in sync (hitless reloads)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        """``--once`` applies the current state and exits."""
+        """``--once`` applies the current state and exits; ``--forget ID`` forgets a member."""
         parser.add_argument("--once", action="store_true", help="apply once and exit")
+        parser.add_argument(
+            "--forget",
+            metavar="ID",
+            help="delete the membership of load balancer ID, gone for good (its proxysync "
+            "must not run), so that the Load balancer page no longer lists it, and exit",
+        )
         parser.add_argument(
             "--no-endpoints",
             action="store_true",
@@ -38,7 +45,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Run until SIGTERM or SIGINT."""
+        """Run until SIGTERM or SIGINT (or forget a member and exit)."""
+        if options.get("forget") is not None:
+            self.forget(str(options["forget"]))
+            return
         target = HAProxyTarget(
             config=settings.HAPROXY_CONFIG,
             master_socket=settings.HAPROXY_MASTER_SOCKET,
@@ -85,3 +95,16 @@ class Command(BaseCommand):
                 endpoints.release()  # another proxysync's endpoint sync takes over at once
         finally:
             store.close()
+
+    def forget(self, lb_id: str) -> None:
+        """Delete ``members/<lb_id>``: refused while it is registered, an error if unknown."""
+        if not lb_id.strip():
+            raise CommandError("--forget needs the id of a load balancer, e.g. lb-1")
+        with EtcdStore() as store:
+            try:
+                forgotten = store.forget_member(lb_id)
+            except StoreError as exc:
+                raise CommandError(f"cannot forget {lb_id}: {exc}") from exc
+        if not forgotten:
+            raise CommandError(f"no load balancer {lb_id} is a member of the fleet")
+        self.stdout.write(f"forgot load balancer {lb_id}; nothing waits for it any more")
