@@ -9,7 +9,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from deployer.bounds import cut_text
 from deployer.pods import PodInfo
+
+# The version a pod's health answer names, as stored and logged: the pod chooses it.
+VERSION_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def judge(status: int, body: bytes, health_type: str) -> tuple[bool, str, str]:
     except ValueError:
         data = None
     if isinstance(data, dict):
-        version = str(data.get("version", ""))
+        version = cut_text(str(data.get("version", "")), VERSION_CHARS)
         if health_type == "http-json" and "healthy" in data and data["healthy"] is not True:
             return False, f"HTTP {status}, healthy: {json.dumps(data['healthy'])}", version
     elif health_type == "http-json" and body.strip().startswith(b"{"):

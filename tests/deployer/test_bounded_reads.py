@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from deployer.bounds import (
     cut_text,
 )
 from deployer.cluster import KubeCluster
+from deployer.health import VERSION_CHARS, HealthResult, judge
 from deployer.podevents import MAX_SEEN_EVENTS, PodEventFeed
 from scaling import logsink as scaling_logsink
 from scaling.models import ScalingRun
@@ -54,6 +56,25 @@ def test_a_log_line_with_a_nul_from_a_pod_is_stored(make_app: Any) -> None:
     stored = deployment.logs.get(message__startswith="last output")
     assert stored.message == "last output: segfault\ufffd\ufffd at 0x0"
     assert run.logs.get().message == "node said \ufffd"
+
+
+@pytest.mark.django_db
+def test_the_version_a_pod_names_in_its_health_answer_is_bounded_and_storable(
+    make_app: Any,
+) -> None:
+    from deployer.models import Deployment
+
+    body = json.dumps({"healthy": True, "version": "2\0" + "v" * 10_000}).encode()
+    healthy, _, version = judge(200, body, "http-json")
+    assert healthy and version.startswith("2\ufffdv") and version.endswith("more characters)")
+    assert len(version) < VERSION_CHARS + 40
+
+    app = make_app()
+    deployment = Deployment.objects.create(app=app, image=app.image, descriptor=app.snapshot())
+    result = HealthResult("pod-1", "127.0.0.2", healthy, 200, "HTTP 200", 0.1, version)
+    Deployment.objects.filter(pk=deployment.pk).update(health_results=[result.as_json()])
+    deployment.refresh_from_db()
+    assert deployment.health_results[0]["version"] == version
 
 
 @pytest.fixture
