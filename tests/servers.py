@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse, urlunparse
 
+import psycopg
 import yaml
 from django.db import connection
+from psycopg import sql
 
 from deployer.lbconfig import render_config
 from launcher.stack import etcd_command, haproxy_command, redis_command
@@ -182,9 +184,6 @@ def database_url(server_url: str, database: str) -> str:
 
 def create_database(server_url: str, name: str) -> str:
     """CREATE DATABASE ``name`` on the server of ``server_url``; the new database's URL."""
-    import psycopg
-    from psycopg import sql
-
     with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return database_url(server_url, name)
@@ -192,8 +191,6 @@ def create_database(server_url: str, name: str) -> str:
 
 def _wait_for_postgres(server: Server, timeout: float) -> None:
     """Until the server accepts a session (it listens before its startup has finished)."""
-    import psycopg
-
     deadline = time.monotonic() + timeout
     while True:
         if server.process.poll() is not None:
