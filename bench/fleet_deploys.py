@@ -9,9 +9,10 @@ Starts the whole stack the way ``make run`` does with ``GREENLIGHT_LB_COUNT=--lb
 load balancer (bench.loadgen: half keep-alive, half new connections, a quarter of them
 0.2 s requests) while ``--deploys`` deploys run one after the other. With ``--kill``,
 that process is SIGKILLed a second after the second deploy is queued (the supervisor
-starts it again). With ``--hang``, that process is SIGSTOPped a second after the second
+starts it again). With ``--hang``, that process is SIGSTOPped as soon as the second
 deploy is queued and SIGCONTed ``--hang-seconds`` later (longer than its lease: a hung
-proxysync whose HAProxy goes on serving across the switch).
+proxysync whose HAProxy goes on serving across the switch); the time printed for the
+deploys includes the rest of the hang.
 
 Printed, per load balancer: requests in flight during the deploys by connection mode,
 failed ones by kind, latency p50/p99; then each deploy's switch line (every load
@@ -69,7 +70,7 @@ def deploy(
     queued = api.call("POST", f"/api/apps/{app_id}/deploy/", {"image": image})
     resume: threading.Timer | None = None
     if kill or hang:
-        time.sleep(1.0)
+        time.sleep(1.0 if kill else 0.0)
         name = kill or hang
         assert name is not None
         pid = stack.pid(name)
