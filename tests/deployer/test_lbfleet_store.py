@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
 from pathlib import Path
 
+import pytest
+
+from deployer.errors import StoreError
 from deployer.etcdstore import EtcdStore, LoadBalancer
 from deployer.lbregistration import Identity, Registration
 from tests.servers import Server
@@ -180,3 +184,73 @@ def test_a_load_balancer_whose_lease_ended_unnoticed_registers_again_on_a_new_on
         assert again.applied["revision"] == 2  # type: ignore[index]
         assert again.drained == {"revision": 2, "servers": {}}
         assert registration.registered
+
+
+def test_a_member_outlives_its_lease_and_holds_the_drained_wait_while_its_haproxy_answers(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store, socket.create_server(("127.0.0.1", 0)) as haproxy:
+        live, hung = store.grant_lease(5), store.grant_lease(5)
+        address = f"http://127.0.0.1:{haproxy.getsockname()[1]}"
+        store.register_lb("lb-0", {"id": "lb-0", "address": "http://127.0.0.1:1"}, live)
+        store.register_lb("lb-1", {"id": "lb-1", "address": address}, hung)
+        revision = store.put_backend("default.a-v1", {"servers": []})
+        for lb_id, lease in (("lb-0", live), ("lb-1", hung)):
+            store.put_applied(revision, lb_id=lb_id, lease=lease)
+        store.put_drained(revision, lb_id="lb-0", lease=live)
+        store.revoke_lease(hung)  # its proxysync stopped refreshing it
+
+        assert [(m.id, m.address, m.registered) for m in store.members()] == [
+            ("lb-0", "http://127.0.0.1:1", True),
+            ("lb-1", address, False),
+        ]
+        applied = store.wait_applied(revision, 5)
+        assert applied and applied.absent == ("lb-1",)  # a switch goes on without it
+        started = time.monotonic()
+        drained = store.wait_drained(revision, 1.5)
+        assert not drained and drained.held_by == ("lb-1",)
+        assert time.monotonic() - started >= 1.4
+        assert "lb-1 is not registered (its proxysync does not answer) but its HAProxy at " in (
+            drained.problem
+        )
+    # Its HAProxy is gone: it drops out of the wait at once.
+    started = time.monotonic()
+    with EtcdStore(str(etcd.extra["endpoint"]), store.prefix) as again:
+        assert again.wait_drained(revision, 5)
+    assert time.monotonic() - started < 2
+
+
+def test_only_a_clean_stop_or_forget_removes_a_member_and_forget_refuses_a_live_one(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store:
+        lease = store.grant_lease(5)
+        store.register_lb("lb-0", {"id": "lb-0", "address": "http://127.0.0.1:1"}, lease)
+        with pytest.raises(StoreError, match="lb-0 is registered"):
+            store.forget_member("lb-0")
+        store.revoke_lease(lease)
+        assert [m.id for m in store.members()] == ["lb-0"]
+        assert store.forget_member("lb-0") is True
+        assert store.members() == [] and store.forget_member("lb-0") is False
+
+        lease = store.grant_lease(5)
+        store.register_lb("lb-1", {"id": "lb-1", "address": "http://127.0.0.1:2"}, lease)
+        store.leave_fleet("lb-1", lease)
+        assert store.members() == [] and store.load_balancers() == []
+
+
+def test_every_routing_write_counts_as_a_change_and_nothing_else_does(etcd: Server) -> None:
+    with _store(etcd) as store:
+        assert store.changes() == (0, 0)
+        store.put_route("a.localhost", "default.a-v1", [])
+        store.put_backend("default.a-v2", {"servers": []})
+        store.point_frontend("a.localhost", "default.a-v2")
+        store.delete_backend("default.a-v1")
+        last = store.delete_route("a.localhost", ["default.a-v2"])
+        lease = store.grant_lease(5)
+        store.register_lb("lb-0", {"id": "lb-0"}, lease)
+        store.put_applied(last, lb_id="lb-0", lease=lease, changes=5)
+        store.put_drained(last, lb_id="lb-0", lease=lease)
+
+        assert store.changes() == (5, last)
+        assert store.snapshot().changes == 5
