@@ -36,6 +36,7 @@ class UndeployWorkflow(Workflow):
             self.log(
                 f"Load balancers applied revision {revision}: {waited.summary()}.", step="route"
             )
+            self.log_absent(waited, step="route")
             App.objects.filter(pk=self.deployment.app_id).update(live_version=None)
         with self.step("objects"):
             # Requests already on their way to the app finish before its pods stop; a load

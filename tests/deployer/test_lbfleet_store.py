@@ -13,6 +13,7 @@ import pytest
 from deployer.errors import StoreError
 from deployer.etcdstore import EtcdStore, LoadBalancer
 from deployer.lbregistration import Identity, Registration
+from deployer.rotation import ServingPod, StillRouted, take_out
 from tests.servers import Server
 
 
@@ -254,3 +255,30 @@ def test_every_routing_write_counts_as_a_change_and_nothing_else_does(etcd: Serv
 
         assert store.changes() == (5, last)
         assert store.snapshot().changes == 5
+
+
+def test_pods_a_member_with_proxysync_down_may_route_to_go_back_into_rotation(
+    etcd: Server,
+) -> None:
+    with _store(etcd) as store, socket.create_server(("127.0.0.1", 0)) as haproxy:
+        lease = store.grant_lease(5)
+        address = f"http://127.0.0.1:{haproxy.getsockname()[1]}"
+        store.register_lb("lb-1", {"id": "lb-1", "address": address}, lease)
+        store.revoke_lease(lease)
+        servers = [{"name": "a-v1-x", "address": "127.1.0.1", "port": 8080}]
+        store.put_backend("default.a-v1", {"servers": servers, "port": 8080})
+        lines: list[tuple[str, str]] = []
+
+        with pytest.raises(StillRouted, match="lb-1 .* may still route to a-v1-x; they stay"):
+            take_out(
+                store,
+                [ServingPod("default", "a-v1-x", "a", 1)],
+                timeout=1.0,
+                log=lambda level, message: lines.append((level, message)),
+            )
+
+        record = store.get_backend("default.a-v1")
+        assert record is not None
+        assert (record["servers"], record["leaving"]) == (servers, [])
+        assert any("a-v1-x stay: lb-1 is not registered" in m for _, m in lines), lines
+        assert ("info", "a-v1-x stayed; back in rotation of default.a-v1") in lines
