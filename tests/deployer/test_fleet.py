@@ -28,6 +28,7 @@ import pytest
 from deployer.collaborators import SystemClock
 from deployer.etcdstore import EtcdStore
 from deployer.health import HealthResult, HttpHealthChecker
+from deployer.lbstatus import fleet as lb_rows
 from deployer.models import App, Deployment
 from deployer.pods import PodInfo
 from launcher.stack import haproxy_command
@@ -324,6 +325,17 @@ def test_the_switch_waits_for_every_load_balancer_and_verifies_through_each(
         assert balancer.record["haproxy_version"]
         assert int((balancer.drained or {}).get("revision", 0)) > 0
         assert int((balancer.applied or {})["revision"]) >= revision
+    # At rest (once the old backend's deletion is applied too), both applied every routing
+    # change: no lag, whatever etcd's revision is now.
+    deadline = time.monotonic() + 10
+    while True:
+        etcd_revision, rows = lb_rows(fleet.store)
+        lags = [(row["id"], row["state"], row["lag"]) for row in rows]
+        if lags == [("lb-0", "live", 0), ("lb-1", "live", 0)] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert lags == [("lb-0", "live", 0), ("lb-1", "live", 0)]
+    assert etcd_revision > revision
 
 
 def test_a_killed_proxysync_drops_out_after_its_lease_and_the_switch_goes_on(
