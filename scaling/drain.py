@@ -25,7 +25,7 @@ from typing import Protocol
 from deployer.cluster import MANAGED_BY, MANAGER
 from deployer.errors import KubeError, NotFound, StoreError, TooManyRequests, Transient
 from deployer.pods import PodInfo
-from deployer.rotation import LogFn, Removal, ServingPod
+from deployer.rotation import LogFn, Removal, ServingPod, StillRouted
 from scaling.kube import NodeOps
 
 
@@ -224,6 +224,13 @@ def _evict_in_turn(
                 else:
                     _wait_serving(rotation, serving, count, deadline, stop)
                 removal = rotation.take_out(serving, timeout, log)
+            except StillRouted as exc:
+                # A load balancer that cannot be told still routes to this pod: evicting it
+                # would fail that load balancer's requests. This pod and the rest of its
+                # version stay, and the drain fails with the reason.
+                state.error = f"kept in service: {exc}"
+                log("error", f"{state.pod.key} was not evicted: {exc}")
+                return
             except StoreError as exc:
                 log(
                     "warning",

@@ -39,8 +39,9 @@ class Cluster:
         grace: int = 1,
         name: str | None = None,
         cpu: str = "5m",
+        labels: dict[str, str] | None = None,
     ) -> str:
-        """Create a Deployment; returns its name (also its ``app`` label)."""
+        """Create a Deployment; returns its name (also its ``app`` label); ``labels`` go on its pods."""
         name = name or self.name("web")
         body = {
             "apiVersion": "apps/v1",
@@ -50,7 +51,7 @@ class Cluster:
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
-                    "metadata": {"labels": {"app": name}},
+                    "metadata": {"labels": {"app": name, **(labels or {})}},
                     "spec": {
                         "terminationGracePeriodSeconds": grace,
                         "containers": [

@@ -6,6 +6,8 @@ from collections import Counter
 
 import pytest
 
+from deployer.cluster import MANAGED_BY, MANAGER
+from deployer.rotation import LogFn, Removal, ServingPod, StillRouted
 from scaling.drain import DrainFailed, DrainOptions, drain_node
 from scaling.kube import KubeNodes
 from tests.scaling.kubehelp import Cluster, running
@@ -96,3 +98,40 @@ def test_it_waits_for_each_pods_grace_period_in_parallel(cluster: Cluster) -> No
     assert sorted(report.evicted) == sorted(f"default/{name}" for name in on_node)
     assert report.seconds >= 2.0  # returned only once the pods had really stopped
     assert not on_node & {p.metadata.name for p in cluster.pods_of(app)}
+
+
+class HeldRotation:
+    """A fleet in which a load balancer whose proxysync is down still routes to every pod."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def serving(self, pod: ServingPod) -> int | None:
+        return 2
+
+    def take_out(self, pod: ServingPod, timeout: float, log: LogFn) -> Removal:
+        self.asked.append(pod.name)
+        raise StillRouted(f"lb-1 still routes to {pod.name}: its proxysync does not answer")
+
+    def put_back(self, removal: Removal, log: LogFn) -> None:
+        raise AssertionError("nothing was taken out")
+
+
+def test_it_evicts_no_pod_a_load_balancer_still_routes_to(cluster: Cluster) -> None:
+    labels = {MANAGED_BY: MANAGER, "version": "1"}
+    app = cluster.deployment(replicas=2, labels=labels)
+    pods = cluster.wait_pods(app, lambda ps: len(running(ps)) == 2)
+    node = busiest_node(pods)
+    on_node = {p.metadata.name for p in pods if p.spec.node_name == node}
+    rotation = HeldRotation()
+    log = Lines()
+
+    with pytest.raises(DrainFailed, match="kept in service: lb-1 still routes to") as failure:
+        drain_node(KubeNodes(), node, DrainOptions(deadline_seconds=10), log, rotation)
+
+    assert failure.value.report.evicted == []
+    assert rotation.asked == sorted(on_node)[:1]  # the rest of the version waits behind it
+    assert not cluster.unschedulable(node)
+    assert {p.metadata.name for p in running(cluster.pods_of(app))} == {
+        p.metadata.name for p in pods
+    }
