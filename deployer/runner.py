@@ -21,9 +21,9 @@ from deployer.heartbeat import Heartbeat, take_over
 from deployer.kinds import WORKFLOWS
 from deployer.logsink import deployment_log, level_first
 from deployer.models import App, Deployment
-from deployer.rotation import ServingPod, take_out
+from deployer.rotation import ServingPod, StillRouted, take_out
 from deployer.services import enqueue_next
-from deployer.workflow import SystemClock, Timing, Workflow, backend_name
+from deployer.workflow import RETIRE_RETRY_SECONDS, SystemClock, Timing, Workflow, backend_name
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +127,30 @@ def retire(deployment_id: int, version: int) -> None:
         if frontend.get("backend") == backend_name(namespace, name, version):
             return  # swapped back to it meanwhile
         cluster = KubeCluster()
-        take_out(
-            store,
-            [
-                ServingPod(namespace, p.name, p.app, p.version)
-                for p in cluster.pods(namespace, name, version)
-            ],
-            timeout=float(Timing().drain_timeout),
-            log=level_first(deployment_log(deployment), "retire"),
-        )
+        timeout = float(Timing().drain_timeout)
+        try:
+            take_out(
+                store,
+                [
+                    ServingPod(namespace, p.name, p.app, p.version)
+                    for p in cluster.pods(namespace, name, version)
+                ],
+                timeout=timeout,
+                log=level_first(deployment_log(deployment), "retire"),
+            )
+        except StillRouted as exc:
+            # Tried again until that load balancer is back, forgotten or its HAProxy gone.
+            delay = max(RETIRE_RETRY_SECONDS, 3 * timeout)
+            schedule_retire(deployment_id, version, delay)
+            logsink.append(
+                deployment,
+                f"Retiring v{version} deferred again by {delay:.0f}s: {exc}; it keeps running "
+                "until then.",
+                level="warning",
+                step="retire",
+            )
+            logsink.flush()
+            return
         cluster.delete_version(namespace, name, version)
         store.delete_backend(backend_name(namespace, name, version))
     finally:

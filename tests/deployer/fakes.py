@@ -133,6 +133,9 @@ class FakeLB:
         self.history.append(what)
         return self.revision
 
+    def close(self) -> None:
+        """Nothing to close: the records are dicts."""
+
     def get_frontend(self, hostname: str) -> dict[str, Any] | None:
         return self.frontends.get(hostname)
 
