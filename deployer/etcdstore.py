@@ -48,6 +48,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# The fleet's records, a key per load balancer in each folder: ``lbs`` its registration
+# (under its proxysync's lease), ``applied`` and ``drained`` the revisions it reached,
+# ``members`` its membership (no lease: it outlives a proxysync that died).
+FLEET_FOLDERS = ("lbs", "applied", "drained", "members")
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -175,41 +180,23 @@ class EtcdStore:
         """The key of the backend record ``backend``."""
         return f"{self.prefix}/backends/{backend}"
 
-    @property
-    def lbs_prefix(self) -> str:
-        """The prefix under which every live load balancer is registered."""
-        return f"{self.prefix}/lbs/"
+    def fleet_prefix(self, folder: str) -> str:
+        """The prefix of one folder of the fleet's records (one of ``FLEET_FOLDERS``)."""
+        if folder not in FLEET_FOLDERS:
+            raise ValueError(f"no fleet folder {folder!r}; one of {', '.join(FLEET_FOLDERS)}")
+        return f"{self.prefix}/{folder}/"
 
-    def lb_key(self, lb_id: str) -> str:
-        """The registration key of load balancer ``lb_id`` (under its lease)."""
-        return f"{self.lbs_prefix}{lb_id}"
-
-    @property
-    def applied_prefix(self) -> str:
-        """The prefix of the per-load-balancer applied records."""
-        return f"{self.prefix}/applied/"
+    def fleet_key(self, folder: str, lb_id: str) -> str:
+        """Load balancer ``lb_id``'s record in the fleet folder ``folder``."""
+        return f"{self.fleet_prefix(folder)}{lb_id}"
 
     def applied_key_of(self, lb_id: str) -> str:
         """The key load balancer ``lb_id``'s proxysync writes after applying a revision."""
-        return f"{self.applied_prefix}{lb_id}"
-
-    @property
-    def drained_prefix(self) -> str:
-        """The prefix of the per-load-balancer drained records."""
-        return f"{self.prefix}/drained/"
+        return self.fleet_key("applied", lb_id)
 
     def drained_key_of(self, lb_id: str) -> str:
         """The key load balancer ``lb_id``'s proxysync writes once no older worker runs."""
-        return f"{self.drained_prefix}{lb_id}"
-
-    @property
-    def members_prefix(self) -> str:
-        """The prefix of the persistent membership records (no lease)."""
-        return f"{self.prefix}/members/"
-
-    def member_key_of(self, lb_id: str) -> str:
-        """The membership record of load balancer ``lb_id``: written at each registration."""
-        return f"{self.members_prefix}{lb_id}"
+        return self.fleet_key("drained", lb_id)
 
     @property
     def changed_key(self) -> str:
@@ -316,8 +303,8 @@ class EtcdStore:
     def _fleet_at(self) -> tuple[list[LoadBalancer], list[Member], int]:
         """The live load balancers, every member, and the etcd revision they were read at."""
         ops = self._client.transactions
-        prefixes = [self.lbs_prefix, self.applied_prefix, self.drained_prefix, self.members_prefix]
-        # One transaction: the four ranges are read at the same revision.
+        prefixes = [self.fleet_prefix(folder) for folder in FLEET_FOLDERS]
+        # One transaction: the four folders are read at the same revision.
         response = self._txn_response(
             [ops.get(p, etcd3.utils.increment_last_byte(p.encode())) for p in prefixes]
         )
@@ -356,7 +343,7 @@ class EtcdStore:
     def current_revision(self) -> int:
         """etcd's current revision (the header revision of a read)."""
         with _translated("get"):
-            response = self._client.get_response(self.lbs_prefix)
+            response = self._client.get_response(self.fleet_prefix("lbs"))
         return int(response.header.revision)
 
     def applied_revision(self, lb_id: str) -> int:
@@ -502,7 +489,9 @@ class EtcdStore:
         record = json.dumps({"revision": revision, **extra})
         puts = [ops.put(self.applied_key_of(lb_id), record, lease=lease_id)]
         if registration is not None:
-            puts.append(ops.put(self.lb_key(lb_id), json.dumps(registration), lease=lease_id))
+            puts.append(
+                ops.put(self.fleet_key("lbs", lb_id), json.dumps(registration), lease=lease_id)
+            )
             puts.append(self._member_put(lb_id, registration))
         self._txn(puts)
 
@@ -513,7 +502,7 @@ class EtcdStore:
             "address": registration.get("address", ""),
             "registered_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
-        return self._client.transactions.put(self.member_key_of(lb_id), json.dumps(member))
+        return self._client.transactions.put(self.fleet_key("members", lb_id), json.dumps(member))
 
     # leases: a load balancer's registration lives as long as its proxysync refreshes it
     def grant_lease(self, ttl: int) -> Lease:
@@ -538,7 +527,7 @@ class EtcdStore:
         ops = self._client.transactions
         self._txn(
             [
-                ops.put(self.lb_key(lb_id), json.dumps(record), lease=lease.id),
+                ops.put(self.fleet_key("lbs", lb_id), json.dumps(record), lease=lease.id),
                 self._member_put(lb_id, record),
             ]
         )
@@ -553,7 +542,7 @@ class EtcdStore:
             with contextlib.suppress(StoreError):
                 self.revoke_lease(lease)
         with _translated("delete"):
-            self._client.delete(self.member_key_of(lb_id))
+            self._client.delete(self.fleet_key("members", lb_id))
 
     def forget_member(self, lb_id: str) -> bool:
         """Delete the membership record of a load balancer that is gone for good.
@@ -562,8 +551,10 @@ class EtcdStore:
         its proxysync runs and would only register it again.
         """
         ops = self._client.transactions
-        key = self.member_key_of(lb_id)
-        response = self._txn_response([ops.delete(key)], [ops.version(self.lb_key(lb_id)) == 0])
+        key = self.fleet_key("members", lb_id)
+        response = self._txn_response(
+            [ops.delete(key)], [ops.version(self.fleet_key("lbs", lb_id)) == 0]
+        )
         if not response.succeeded:
             raise StoreError(
                 f"load balancer {lb_id} is registered (its proxysync runs); stop it first"
@@ -650,7 +641,8 @@ class EtcdStore:
         absent: list[Member] = []  # members without a live lease
         held: list[Member] = []  # ... whose HAProxy still accepts connections
         watch = _Changes(
-            self._client, [f"{self.prefix}/{kind}/", self.lbs_prefix, self.members_prefix]
+            self._client,
+            [self.fleet_prefix(kind), self.fleet_prefix("lbs"), self.fleet_prefix("members")],
         )
         try:
             while True:
