@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
 # etcd3 0.12 ships protobuf code generated for protoc < 3.19; the C++ protobuf runtime
 # refuses it, the pure-Python one accepts it. This must happen before protobuf is first
@@ -34,7 +34,15 @@ import grpc  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from deployer.errors import StoreError  # noqa: E402
-from deployer.lbfleet import FleetWait, Lease, LoadBalancer, Member, haproxy_accepts  # noqa: E402
+from deployer.lbfleet import (  # noqa: E402
+    FleetWait,
+    Lease,
+    LoadBalancer,
+    Member,
+    WaitOptions,
+    haproxy_accepts,
+    refuse_unknown,
+)
 
 __all__ = [
     "EtcdStore",
@@ -563,34 +571,23 @@ class EtcdStore:
 
     # watches
     def wait_applied(
-        self,
-        revision: int,
-        timeout: float,
-        *,
-        cancelled: Callable[[], bool] = lambda: False,
-        since: float | None = None,
+        self, revision: int, timeout: float, **options: Unpack[WaitOptions]
     ) -> FleetWait:
         """Block until every live load balancer applied ``revision`` (watching, not polling).
 
         Live: registered under ``lbs/`` now; one whose lease ends during the wait drops out,
         one that registers joins. Falsy on timeout, cancellation, with no load balancer
         registered at the deadline, or when one refused a configuration including the
-        write (``refused_by`` names it). ``since`` (``time.monotonic()`` when the revision
-        was written) is where each load balancer's time to apply is counted from.
+        write (``refused_by`` names it). ``options``: see WaitOptions.
 
         A member without a live lease (its proxysync is down) is left out and named in
         ``absent``: it keeps its previous routes, which is safe for a switch, and
         :meth:`wait_drained`, which comes before anything stops, waits for it.
         """
-        return self._wait_fleet("applied", revision, timeout, cancelled, since)
+        return self._wait_fleet("applied", revision, timeout, options)
 
     def wait_drained(
-        self,
-        revision: int,
-        timeout: float,
-        *,
-        cancelled: Callable[[], bool] = lambda: False,
-        since: float | None = None,
+        self, revision: int, timeout: float, **options: Unpack[WaitOptions]
     ) -> FleetWait:
         """Block until nothing older than ``revision`` runs in any load balancer that serves.
 
@@ -603,7 +600,7 @@ class EtcdStore:
         at each look): until it is registered again and drained the revision, or its
         HAProxy stops answering. On the deadline, ``held_by`` names those it waited for.
         """
-        return self._wait_fleet("drained", revision, timeout, cancelled, since, serving=True)
+        return self._wait_fleet("drained", revision, timeout, options, serving=True)
 
     def put_drained(
         self, revision: int, *, lb_id: str, lease: Lease | None = None, **extra: Any
@@ -626,12 +623,14 @@ class EtcdStore:
         kind: str,
         revision: int,
         timeout: float,
-        cancelled: Callable[[], bool],
-        since: float | None,
+        options: WaitOptions,
         tick: float = 0.5,
         *,
         serving: bool = False,
     ) -> FleetWait:
+        refuse_unknown(options, WaitOptions)
+        cancelled = options.get("cancelled", lambda: False)
+        since = options.get("since")
         started = time.monotonic()
         origin = started if since is None else since
         deadline = started + timeout

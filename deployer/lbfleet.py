@@ -1,7 +1,8 @@
 """The load balancer fleet as etcd describes it: leases, live load balancers, members, waits.
 
 Plain data, without etcd: deployer.etcdstore reads and writes them, the workflow and
-rotation read them.
+rotation read them. The options of the store's fleet waits are typed here too, so that
+the store, the Protocol rotation declares, and test fakes share one definition.
 
 Two views of the fleet:
 
@@ -18,8 +19,9 @@ Two views of the fleet:
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 # How long a waiter gives a member's HAProxy to accept a TCP connection.
@@ -81,6 +83,31 @@ class LoadBalancer:
     record: dict[str, Any]
     applied: dict[str, Any] | None
     drained: dict[str, Any] | None
+
+
+class WaitOptions(TypedDict, total=False):
+    """How a wait for the fleet (``wait_applied``, ``wait_drained``) may be cut short and timed.
+
+    ``cancelled()`` true ends a wait that is not reached yet, unreached (default: never);
+    ``since`` is the ``time.monotonic()`` the revision was written at, where each load
+    balancer's time to report it is counted from (default: the start of the wait).
+    """
+
+    cancelled: Callable[[], bool]
+    since: float | None
+
+
+def refuse_unknown(options: dict[str, Any], typed: Any) -> None:
+    """Raise TypeError naming each key of ``options`` the TypedDict ``typed`` does not define.
+
+    Options arrive as keyword arguments: a misspelt one must fail, not be ignored.
+    """
+    known = typed.__required_keys__ | typed.__optional_keys__
+    if unknown := sorted(set(options) - known):
+        raise TypeError(
+            f"unexpected option {', '.join(unknown)}; {typed.__name__} takes "
+            f"{', '.join(sorted(known))}"
+        )
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from deployer.cluster import backend_name
 from deployer.errors import StoreError
-from deployer.lbfleet import FleetWait, LoadBalancer
+from deployer.lbfleet import FleetWait, LoadBalancer, WaitOptions
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +56,10 @@ class RotationStore(Protocol):
         self, backend: str, record: dict[str, Any], mod_revision: int
     ) -> int: ...
     def wait_applied(
-        self,
-        revision: int,
-        timeout: float,
-        *,
-        cancelled: Callable[[], bool] = ...,
-        since: float | None = ...,
+        self, revision: int, timeout: float, **options: Unpack[WaitOptions]
     ) -> FleetWait: ...
     def wait_drained(
-        self,
-        revision: int,
-        timeout: float,
-        *,
-        cancelled: Callable[[], bool] = ...,
-        since: float | None = ...,
+        self, revision: int, timeout: float, **options: Unpack[WaitOptions]
     ) -> FleetWait: ...
     def load_balancers(self) -> list[LoadBalancer]: ...
 

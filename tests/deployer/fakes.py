@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from deployer.cluster import PodFailed
 from deployer.errors import Transient
 from deployer.health import HealthResult
-from deployer.lbfleet import FleetWait, LoadBalancer
+from deployer.lbfleet import FleetWait, LoadBalancer, WaitOptions
 from deployer.logsink import Level
 from deployer.pods import PodInfo
 
@@ -189,12 +189,7 @@ class FakeLB:
         return FleetWait(reached, revision, seconds, balancers, problem=problem)
 
     def wait_applied(
-        self,
-        revision: int,
-        timeout: float,
-        *,
-        cancelled: Callable[[], bool] = lambda: False,
-        since: float | None = None,
+        self, revision: int, timeout: float, **options: Unpack[WaitOptions]
     ) -> FleetWait:
         if not self.fleet:
             return self._waited(revision, False, "no load balancer is registered")
@@ -204,12 +199,7 @@ class FakeLB:
         return self._waited(revision, False, f"lb-0 did not report it within {timeout:.0f}s")
 
     def wait_drained(
-        self,
-        revision: int,
-        timeout: float,
-        *,
-        cancelled: Callable[[], bool] = lambda: False,
-        since: float | None = None,
+        self, revision: int, timeout: float, **options: Unpack[WaitOptions]
     ) -> FleetWait:
         self.drained.append(revision)
         self.history.append(f"drained {revision}")
