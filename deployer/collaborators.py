@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from deployer.cluster import backend_name as backend_name  # where the workflow's callers look
 from deployer.health import HealthResult
+from deployer.lbfleet import RouteOptions, ServerEntry
 from deployer.logsink import LogSink as LogSink  # where the workflow's callers look
 from deployer.pods import PodInfo
 from deployer.rotation import RotationStore
@@ -61,13 +62,7 @@ class LBStore(RotationStore, Protocol):
     def get_frontend(self, hostname: str) -> dict[str, Any] | None: ...
     def get_backend(self, backend: str) -> dict[str, Any] | None: ...
     def put_route(
-        self,
-        hostname: str,
-        backend: str,
-        servers: list[dict[str, Any]],
-        *,
-        backend_options: dict[str, Any] | None = None,
-        frontend_options: dict[str, Any] | None = None,
+        self, hostname: str, backend: str, servers: list[ServerEntry], **route: Unpack[RouteOptions]
     ) -> int: ...
     def put_backend(self, backend: str, record: dict[str, Any]) -> int: ...
     def point_frontend(

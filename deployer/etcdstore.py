@@ -39,6 +39,8 @@ from deployer.lbfleet import (  # noqa: E402
     Lease,
     LoadBalancer,
     Member,
+    RouteOptions,
+    ServerEntry,
     WaitOptions,
     haproxy_accepts,
     refuse_unknown,
@@ -384,21 +386,16 @@ class EtcdStore:
         return response
 
     def put_route(
-        self,
-        hostname: str,
-        backend: str,
-        servers: list[dict[str, Any]],
-        *,
-        backend_options: dict[str, Any] | None = None,
-        frontend_options: dict[str, Any] | None = None,
+        self, hostname: str, backend: str, servers: list[ServerEntry], **route: Unpack[RouteOptions]
     ) -> int:
         """Write the backend and point the frontend at it in one transaction; return the revision."""
+        refuse_unknown(route, RouteOptions)
         ops = self._client.transactions
-        backend_record = {"servers": servers, **(backend_options or {})}
+        backend_record = {"servers": servers, **(route.get("backend_options") or {})}
         frontend_record = {
             "hostname": hostname,
             "backend": backend,
-            "options": frontend_options or {},
+            "options": route.get("frontend_options") or {},
         }
         return self._txn(
             [

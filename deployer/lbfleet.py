@@ -1,8 +1,9 @@
 """The load balancer fleet as etcd describes it: leases, live load balancers, members, waits.
 
 Plain data, without etcd: deployer.etcdstore reads and writes them, the workflow and
-rotation read them. The options of the store's fleet waits are typed here too, so that
-the store, the Protocol rotation declares, and test fakes share one definition.
+rotation read them. The options of the store's route writes and fleet waits are typed
+here too, so that the store, the Protocols the workflow and rotation declare, and test
+fakes share one definition.
 
 Two views of the fleet:
 
@@ -83,6 +84,20 @@ class LoadBalancer:
     record: dict[str, Any]
     applied: dict[str, Any] | None
     drained: dict[str, Any] | None
+
+
+ServerEntry = dict[str, Any]  # one server of a backend record: name, address, port
+
+
+class RouteOptions(TypedDict, total=False):
+    """What a route write (``put_route``) puts in its records besides the servers.
+
+    ``backend_options``: the backend record's other fields (version, options);
+    ``frontend_options``: the frontend record's ``options``. Both default to none.
+    """
+
+    backend_options: dict[str, Any] | None
+    frontend_options: dict[str, Any] | None
 
 
 class WaitOptions(TypedDict, total=False):

@@ -10,7 +10,7 @@ from typing import Any, Unpack
 from deployer.cluster import PodFailed
 from deployer.errors import Transient
 from deployer.health import HealthResult
-from deployer.lbfleet import FleetWait, LoadBalancer, WaitOptions
+from deployer.lbfleet import FleetWait, LoadBalancer, RouteOptions, ServerEntry, WaitOptions
 from deployer.logsink import Level
 from deployer.pods import PodInfo
 
@@ -143,15 +143,9 @@ class FakeLB:
         return self.backends.get(backend)
 
     def put_route(
-        self,
-        hostname: str,
-        backend: str,
-        servers: list[dict[str, Any]],
-        *,
-        backend_options: dict[str, Any] | None = None,
-        frontend_options: dict[str, Any] | None = None,
+        self, hostname: str, backend: str, servers: list[ServerEntry], **route: Unpack[RouteOptions]
     ) -> int:
-        self.backends[backend] = {"servers": servers, **(backend_options or {})}
+        self.backends[backend] = {"servers": servers, **(route.get("backend_options") or {})}
         self.frontends[hostname] = {"hostname": hostname, "backend": backend, "options": {}}
         return self._bump(f"route {hostname}->{backend}")
 
