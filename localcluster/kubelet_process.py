@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,11 @@ def tied_command(argv: list[str], env: dict[str, str], cwd: str) -> list[str]:
 async def spawn_tied(argv: list[str], env: dict[str, str], cwd: str, **options: Any) -> Any:
     """``asyncio.create_subprocess_exec`` in a new session, tied to this process's life."""
     if SETPRIV is not None:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *tied_command(argv, env, cwd), env=env, cwd=cwd, start_new_session=True, **options
         )
+        await _tied(proc.pid)
+        return proc
     return await asyncio.create_subprocess_exec(
         *argv,
         env=env,
@@ -67,6 +70,24 @@ async def spawn_tied(argv: list[str], env: dict[str, str], cwd: str, **options: 
         preexec_fn=child_setup(os.getpid()),
         **options,
     )
+
+
+async def _tied(pid: int, limit: float = 2.0) -> None:
+    """Wait until setpriv has set the parent-death signal, which it does before its exec.
+
+    Until then the child would outlive a parent that dies, so the tie holds only once the
+    child runs its own program (or has already ended). Checked every millisecond, off the
+    event loop's time; the Reaper covers a parent that dies within this window.
+    """
+    setpriv = os.path.realpath(str(SETPRIV))
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") != setpriv:
+                return
+        except OSError:
+            return  # already ended (or a zombie): nothing left to tie
+        await asyncio.sleep(0.001)
 
 
 def child_setup(parent_pid: int) -> Callable[[], None]:
