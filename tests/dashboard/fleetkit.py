@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,19 @@ STARTED = "2026-12-01T09:00:00.000Z"
 RELOADED = "2026-12-01T09:30:00.000Z"
 VERSION = "3.0.11-1"
 REFUSAL = "[ALERT] config : parsing [haproxy.cfg:42] : unknown keyword 'bogus'"
+
+
+def _unanswered_port() -> tuple[socket.socket, int]:
+    """A loopback port held bound and never listened on: a connection to it is refused."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    return held, held.getsockname()[1]
+
+
+# The registered load balancers' addresses: no HAProxy (nor anything else) answers there.
+_HELD = [_unanswered_port(), _unanswered_port()]
+LB0 = f"http://127.0.0.1:{_HELD[0][1]}"
+LB1 = f"http://127.0.0.1:{_HELD[1][1]}"
 
 
 @dataclass
@@ -38,12 +52,12 @@ def own_prefix(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
         yield store
 
 
-def register(store: EtcdStore, lb_id: str, port: int, **fields: Any) -> Lease:
+def register(store: EtcdStore, lb_id: str, address: str, **fields: Any) -> Lease:
     """Register ``lb_id`` under a lease of its own, as its proxysync does."""
     lease = store.grant_lease(30)
     record = {
         "id": lb_id,
-        "address": f"http://127.0.0.1:{port}",
+        "address": address,
         "haproxy_version": VERSION,
         "started_at": STARTED,
         "last_reload_at": None,
@@ -70,10 +84,8 @@ def register_fleet(store: EtcdStore) -> Fleet:
         backend_options={"version": 1},
     )
     leases = {
-        "lb-0": register(store, "lb-0", 18080, reloads=3, last_reload_at=RELOADED),
-        "lb-1": register(
-            store, "lb-1", 18081, healthy=False, error=f"revision 9 refused: {REFUSAL}"
-        ),
+        "lb-0": register(store, "lb-0", LB0, reloads=3, last_reload_at=RELOADED),
+        "lb-1": register(store, "lb-1", LB1, healthy=False, error=f"revision 9 refused: {REFUSAL}"),
     }
     behind = store.current_revision()
     store.put_applied(behind, lb_id="lb-1", lease=leases["lb-1"], at=STARTED, changes=1)

@@ -17,6 +17,8 @@ from rest_framework.test import APIClient
 
 from deployer.etcdstore import EtcdStore
 from tests.dashboard.fleetkit import (
+    LB0,
+    LB1,
     REFUSAL,
     VERSION,
     Fleet,
@@ -62,7 +64,7 @@ def test_it_lists_each_live_load_balancer_with_its_revision_lag_reloads_and_heal
         "id": "lb-0",
         "state": "live",
         "haproxy_answers": None,
-        "address": "http://127.0.0.1:18080",
+        "address": LB0,
         "healthy": True,
         "error": None,
         "haproxy_version": VERSION,
@@ -83,7 +85,7 @@ def test_it_lists_each_live_load_balancer_with_its_revision_lag_reloads_and_heal
             }
         ],
     }
-    assert behind["id"] == "lb-1" and behind["address"] == "http://127.0.0.1:18081"
+    assert behind["id"] == "lb-1" and behind["address"] == LB1
     assert behind["healthy"] is False and behind["error"] == f"revision 9 refused: {REFUSAL}"
     assert behind["applied_revision"] == fleet.applied["lb-1"]
     assert behind["lag"] == 1  # the one routing change it refused
@@ -124,7 +126,7 @@ def test_a_load_balancer_whose_lease_ends_is_listed_as_proxysync_down_until_forg
         ("lb-1", "live"),
     ]
     down = body["results"][0]
-    assert down["address"] == "http://127.0.0.1:18080" and down["haproxy_answers"] is False
+    assert down["address"] == LB0 and down["haproxy_answers"] is False
     assert (down["healthy"], down["applied_revision"], down["lag"]) == (False, None, None)
     with pytest.raises(CommandError, match="lb-1 is registered"):
         call_command("proxysync", forget="lb-1")
@@ -142,7 +144,7 @@ def test_a_member_whose_haproxy_still_accepts_connections_says_so(
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as haproxy:
         port = haproxy.getsockname()[1]
-        records.revoke_lease(register(records, "lb-2", port))
+        records.revoke_lease(register(records, "lb-2", f"http://127.0.0.1:{port}"))
 
         (down,) = api.get(URL).json()["results"]
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from deployer.etcdstore import EtcdStore
-from tests.dashboard.fleetkit import REFUSAL, VERSION, Fleet, own_prefix, register_fleet
+from tests.dashboard.fleetkit import LB0, LB1, REFUSAL, VERSION, Fleet, own_prefix, register_fleet
 from tests.servers import Server
 
 
@@ -45,13 +45,13 @@ def test_it_lists_every_load_balancer_with_its_address_revision_lag_reloads_and_
     assert f"at revision {fleet.revision} · 2 load balancers live" in page
     assert f">{settings.LB_URL}</a> · records under" in page  # where users' traffic enters
     current = row_of(page, "lb-0")
-    assert current.startswith("lb-0 http://127.0.0.1:18080 healthy " + VERSION)
+    assert current.startswith(f"lb-0 {LB0} healthy " + VERSION)
     assert f"{fleet.applied['lb-0']} current runtime API in 2 ms" in current
     assert "3 reloads since start" in current
     assert 'title="proxysync started 2026-12-01 09:00:00 UTC">3 reloads' in page
     behind = row_of(page, "lb-1")
     lag = 1  # the one routing change it refused
-    assert behind.startswith("lb-1 http://127.0.0.1:18081 unhealthy revision 9 refused")
+    assert behind.startswith(f"lb-1 {LB1} unhealthy revision 9 refused")
     assert f"{fleet.applied['lb-1']} {lag} behind the fleet " in behind
     assert "behind the fleet" not in current
     assert f'title="changes of frontend or backend records it has not applied yet">{lag}<' in page
@@ -102,7 +102,7 @@ def test_a_load_balancer_whose_lease_ends_shows_as_proxysync_down_until_forgotte
 
     assert "1 load balancer live · 1 with proxysync down" in page
     down = row_of(page, "lb-1")
-    assert down.startswith("lb-1 http://127.0.0.1:18081 proxysync down its HAProxy does not answer")
+    assert down.startswith(f"lb-1 {LB1} proxysync down its HAProxy does not answer")
     assert "refused revision" not in page
 
     assert fleet.store.forget_member("lb-1")
