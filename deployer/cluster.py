@@ -17,7 +17,7 @@ from deployer.bounds import LOG_TAIL_BYTES, cut_bytes
 from deployer.envvars import container_env
 from deployer.errors import Conflict, NotFound, Transient
 from deployer.podevents import PodEventFeed
-from deployer.pods import PodInfo, label_version, pod_info
+from deployer.pods import PodInfo, PodStartWait, label_version, pod_info
 from deployer.validation import termination_grace_seconds
 
 logger = logging.getLogger(__name__)
@@ -364,51 +364,30 @@ class KubeCluster:
             response.release_conn()
         return cut_bytes(data, limit)
 
-    def wait_pods_started(
-        self,
-        namespace: str,
-        app: str,
-        version: int,
-        replicas: int,
-        timeout: float,
-        *,
-        on_change: Callable[[PodInfo], None],
-        cancelled: Callable[[], bool],
-        on_event: Callable[[str, str], None] | None = None,
-    ) -> list[PodInfo]:
-        """Watch the version's pods until ``replicas`` of them run; raise PodFailed or TimeoutError.
-
-        ``on_event(type, text)`` receives the Kubernetes Events of those pods as they come.
-        """
-        feed = PodEventFeed(self.core, namespace, f"{object_name(app, version)}-")
-        if on_event is not None:
+    def wait_pods_started(self, wait: PodStartWait) -> list[PodInfo]:
+        """Watch the version's pods until ``wait.replicas`` of them run; raise PodFailed or TimeoutError."""
+        feed = PodEventFeed(self.core, wait.namespace, f"{object_name(wait.app, wait.version)}-")
+        if wait.on_event is not None:
             feed.start()
 
         def relay() -> None:
             for kind, text in feed.drain():
-                if on_event is not None:
-                    on_event(kind, text)
+                if wait.on_event is not None:
+                    wait.on_event(kind, text)
 
-        selector = f"app={app},version={version},{MANAGED_BY}={MANAGER}"
+        selector = f"app={wait.app},version={wait.version},{MANAGED_BY}={MANAGER}"
         try:
-            return self._wait_started(
-                namespace, selector, replicas, timeout, on_change, cancelled, relay
-            )
+            return self._wait_started(wait, selector, relay)
         finally:
             feed.stop()
             relay()
 
     def _wait_started(
-        self,
-        namespace: str,
-        selector: str,
-        replicas: int,
-        timeout: float,
-        on_change: Callable[[PodInfo], None],
-        cancelled: Callable[[], bool],
-        relay: Callable[[], None],
+        self, wait: PodStartWait, selector: str, relay: Callable[[], None]
     ) -> list[PodInfo]:
-        """Watch the pods of ``selector`` until ``replicas`` run; ``relay()`` passes events on."""
+        """Watch the pods of ``selector`` until ``wait.replicas`` run; ``relay()`` passes events on."""
+        namespace, replicas, timeout = wait.namespace, wait.replicas, wait.timeout
+        on_change, cancelled = wait.on_change, wait.cancelled
         deadline = time.monotonic() + timeout
         listed = k8s.call(self.core.list_namespaced_pod, namespace, label_selector=selector)
         pods: dict[str, PodInfo] = {}

@@ -8,7 +8,6 @@ deployer.health.HttpHealthChecker, SystemClock and deployer.logsink.deployment_l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, Unpack
 
@@ -16,7 +15,7 @@ from deployer.cluster import backend_name as backend_name  # where the workflow'
 from deployer.health import HealthResult
 from deployer.lbfleet import RouteOptions, ServerEntry
 from deployer.logsink import LogSink as LogSink  # where the workflow's callers look
-from deployer.pods import PodInfo
+from deployer.pods import PodInfo, PodStartWait
 from deployer.rotation import RotationStore
 
 
@@ -38,18 +37,7 @@ class Cluster(Protocol):
     def delete_version(self, namespace: str, app: str, version: int) -> None: ...
     def pods(self, namespace: str, app: str, version: int) -> list[PodInfo]: ...
     def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str: ...
-    def wait_pods_started(
-        self,
-        namespace: str,
-        app: str,
-        version: int,
-        replicas: int,
-        timeout: float,
-        *,
-        on_change: Callable[[PodInfo], None],
-        cancelled: Callable[[], bool],
-        on_event: Callable[[str, str], None] | None = None,
-    ) -> list[PodInfo]: ...
+    def wait_pods_started(self, wait: PodStartWait) -> list[PodInfo]: ...
 
 
 class LBStore(RotationStore, Protocol):

@@ -17,7 +17,7 @@ from deployer.collaborators import StopDeployment
 from deployer.healthsteps import check_health, log_pod_output
 from deployer.logsink import Level
 from deployer.models import App, Deployment
-from deployer.pods import STARTING_REASONS, PodInfo
+from deployer.pods import STARTING_REASONS, PodInfo, PodStartWait
 from deployer.workflow import Workflow
 
 
@@ -92,16 +92,20 @@ class DeployWorkflow(Workflow):
 
         try:
             self.pods = self.cluster.wait_pods_started(
-                self.namespace,
-                self.name,
-                version,
-                int(self.descriptor["replicas"]),
-                max(0.0, deadline - self.clock.monotonic()),
-                on_change=on_change,
-                cancelled=self.abort_requested,
-                on_event=lambda kind, text: self.log(
-                    f"Event: {text}", level="warning" if kind == "Warning" else "info", step="pods"
-                ),
+                PodStartWait(
+                    self.namespace,
+                    self.name,
+                    version,
+                    int(self.descriptor["replicas"]),
+                    max(0.0, deadline - self.clock.monotonic()),
+                    on_change=on_change,
+                    cancelled=self.abort_requested,
+                    on_event=lambda kind, text: self.log(
+                        f"Event: {text}",
+                        level="warning" if kind == "Warning" else "info",
+                        step="pods",
+                    ),
+                )
             )
         except PodFailed as exc:
             log_pod_output(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -197,3 +198,21 @@ def pod_info(pod: Any) -> PodInfo:
         annotations=annotations,
         requests=_requests(spec),
     )
+
+
+@dataclass(frozen=True)
+class PodStartWait:
+    """Waiting for a version's pods to start: which pods, how many, how long, and who hears.
+
+    ``on_change`` gets each pod whenever its state changes, ``on_event(type, text)`` the
+    Kubernetes Events of those pods as they come; ``cancelled`` ends the wait early.
+    """
+
+    namespace: str
+    app: str
+    version: int
+    replicas: int
+    timeout: float
+    on_change: Callable[[PodInfo], None]
+    cancelled: Callable[[], bool]
+    on_event: Callable[[str, str], None] | None = None

@@ -12,7 +12,7 @@ from deployer.errors import Transient
 from deployer.health import HealthResult
 from deployer.lbfleet import FleetWait, LoadBalancer, RouteOptions, ServerEntry, WaitOptions
 from deployer.logsink import Level
-from deployer.pods import PodInfo
+from deployer.pods import PodInfo, PodStartWait
 
 
 @dataclass
@@ -84,30 +84,21 @@ class FakeCluster:
     def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str:
         return "panic: the end"
 
-    def wait_pods_started(
-        self,
-        namespace: str,
-        app: str,
-        version: int,
-        replicas: int,
-        timeout: float,
-        *,
-        on_change: Callable[[PodInfo], None],
-        cancelled: Callable[[], bool],
-        on_event: Callable[[str, str], None] | None = None,
-    ) -> list[PodInfo]:
-        if on_event is not None:
-            on_event("Normal", f"Scheduled on {app}-v{version}-0: assigned to node-1")
-        outcome = self.pod_outcome(self.versions_[version]["image"])
-        pods = self.pods(namespace, app, version)
+    def wait_pods_started(self, wait: PodStartWait) -> list[PodInfo]:
+        if wait.on_event is not None:
+            wait.on_event(
+                "Normal", f"Scheduled on {wait.app}-v{wait.version}-0: assigned to node-1"
+            )
+        outcome = self.pod_outcome(self.versions_[wait.version]["image"])
+        pods = self.pods(wait.namespace, wait.app, wait.version)
         for pod in pods:
-            on_change(pod)
+            wait.on_change(pod)
         if outcome == "pull":
             raise PodFailed(f"pod {pods[0].name}: the image could not be pulled (ErrImagePull)")
         if outcome == "crash":
             raise PodFailed(f"pod {pods[0].name}: the container keeps crashing (CrashLoopBackOff)")
         if outcome == "timeout":
-            raise TimeoutError(f"0 of {replicas} pods running after {timeout:.0f}s")
+            raise TimeoutError(f"0 of {wait.replicas} pods running after {wait.timeout:.0f}s")
         return pods
 
 

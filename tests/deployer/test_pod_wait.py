@@ -12,6 +12,7 @@ import pytest
 from deployer import k8s
 from deployer.cluster import KubeCluster, version_labels
 from deployer.errors import Transient
+from deployer.pods import PodStartWait
 
 BUSY = Transient("Kubernetes API unreachable: Read timed out.")
 
@@ -72,7 +73,9 @@ def test_a_failed_watch_is_watched_again_until_the_pods_run(
     calls = failing_first(monkeypatch, 2, first=lambda: start_pod(namespace, "shop"))
 
     pods = KubeCluster().wait_pods_started(
-        namespace, "shop", 1, 1, 60, on_change=lambda pod: None, cancelled=lambda: False
+        PodStartWait(
+            namespace, "shop", 1, 1, 60, on_change=lambda pod: None, cancelled=lambda: False
+        )
     )
 
     assert [pod.name for pod in pods] == ["shop-v1-0"]
@@ -86,5 +89,7 @@ def test_the_deadline_names_the_error_when_the_api_never_answers_again(
 
     with pytest.raises(Transient, match="Read timed out"):
         KubeCluster().wait_pods_started(
-            namespace, "none", 1, 1, 2, on_change=lambda pod: None, cancelled=lambda: False
+            PodStartWait(
+                namespace, "none", 1, 1, 2, on_change=lambda pod: None, cancelled=lambda: False
+            )
         )
