@@ -13,7 +13,13 @@ from django.utils import timezone
 from dashboard.templatetags.greenlight import ago, frontend_url
 from deployer.errors import KubeError
 from deployer.models import App, Deployment, DeploymentLog
-from deployer.status import AppStatus, app_readiness, app_status, warm_previous_version
+from deployer.status import (
+    AppStatus,
+    app_readiness,
+    app_status,
+    unknown_states,
+    warm_previous_version,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,16 +203,7 @@ def live_states(apps: list[App], *, pods: bool = True) -> dict[int, AppStatus]:
         return app_status(apps) if pods else app_readiness(apps)
     except KubeError as exc:
         logger.warning("cluster state unavailable: %s", exc)
-        return {
-            app.pk: {
-                "live_version": app.live_version,
-                "desired": app.replicas if app.live_version is not None else 0,
-                "ready": 0,
-                "pods": [],
-                "error": f"cluster unreachable: {exc}",
-            }
-            for app in apps
-        }
+        return unknown_states(apps, f"cluster unreachable: {exc}")
 
 
 def warm_version(app: App) -> tuple[int, str] | None:

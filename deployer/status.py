@@ -43,15 +43,15 @@ class AppStatus(TypedDict):
     error: str
 
 
-def _unknown(apps: list[App]) -> dict[int, AppStatus]:
-    """Each app's state before the cluster is read: no pods, none ready."""
+def unknown_states(apps: list[App], error: str = "") -> dict[int, AppStatus]:
+    """Each app's state before the cluster is read (or when it cannot be): no pods, none ready."""
     return {
         app.pk: {
             "live_version": app.live_version,
             "desired": app.replicas if app.live_version is not None else 0,
             "ready": 0,
             "pods": [],
-            "error": "",
+            "error": error,
         }
         for app in apps
     }
@@ -85,7 +85,7 @@ def _read_namespaces(
 def app_status(apps: Iterable[App]) -> dict[int, AppStatus]:
     """Live state of several apps, with their pods, from one pod list per namespace."""
     apps = list(apps)
-    result = _unknown(apps)
+    result = unknown_states(apps)
     for names, pods in _read_namespaces(apps, result, KubeCluster().managed_pods):
         for pod in pods:
             app = names.get(pod.app)
@@ -117,7 +117,7 @@ def app_readiness(apps: Iterable[App]) -> dict[int, AppStatus]:
     hundreds of apps pays milliseconds, not a second, for the cluster's state.
     """
     apps = list(apps)
-    result = _unknown(apps)
+    result = unknown_states(apps)
     for names, ready in _read_namespaces(apps, result, KubeCluster().ready_pod_counts):
         for app in names.values():
             result[app.pk]["ready"] = ready[app.name, app.live_version]
