@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,37 +48,15 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from django.utils import timezone
 
-    from deployer.models import App, Deployment
+    from deployer.models import Deployment
+    from tests.history import add_apps, numbered
 
     settings.ALLOWED_HOSTS = ["*"]
     call_command("migrate", verbosity=0)
     admin = get_user_model().objects.create_superuser("bench", password="bench")
-    apps = [App.objects.create(name="hello", image="demo/hello:1", frontend="hello.localhost")]
-    apps += [
-        App.objects.create(name=f"app{i}", image="demo/hello:1", frontend=f"app{i}.localhost")
-        for i in range(19)
-    ]
-    now = timezone.now()
-    rows = []
-    for app, count in [(apps[0], args.deployments)] + [(a, 50) for a in apps[1:]]:
-        for v in range(1, count + 1):
-            at = now - timedelta(minutes=count - v)
-            rows.append(
-                Deployment(
-                    app=app,
-                    version=v,
-                    image=f"demo/hello:{v}",
-                    status="failed" if v % 7 == 0 else "succeeded",
-                    triggered_by=admin,
-                    created_at=at,
-                    started_at=at,
-                    finished_at=at + timedelta(seconds=8),
-                    steps={"create": {"state": "done", "seconds": 1.0}},
-                )
-            )
-    Deployment.objects.bulk_create(rows, batch_size=2000)
+    apps = add_apps(admin, ["hello"], args.deployments, replicas=1)
+    apps += add_apps(admin, numbered(0, 19), 50, replicas=1)
     total = Deployment.objects.count()
 
     client = Client()

@@ -98,7 +98,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -191,44 +191,6 @@ def measure_page(client: Any, label: str, url: str, runs: int) -> PageFigures:
     return PageFigures(label, times, len(captured.captured_queries))
 
 
-def seed_apps(admin: Any, first: int, count: int, per_app: int) -> list[Any]:
-    """Apps ``first``..``first+count-1`` (live at version ``per_app``) with their history."""
-    from django.utils import timezone
-
-    from deployer.models import App, Deployment
-
-    apps = App.objects.bulk_create(
-        App(
-            name=f"app{i}",
-            image="demo/hello:1",
-            frontend=f"app{i}.localhost",
-            replicas=2,
-            live_version=per_app,
-        )
-        for i in range(first, first + count)
-    )
-    now = timezone.now()
-    Deployment.objects.bulk_create(
-        (
-            Deployment(
-                app=app,
-                version=version,
-                image=f"demo/hello:{version}",
-                status="failed" if version % 7 == 0 else "succeeded",
-                triggered_by=admin,
-                created_at=now - timedelta(minutes=per_app - version),
-                started_at=now - timedelta(minutes=per_app - version),
-                finished_at=now - timedelta(minutes=per_app - version, seconds=-8),
-                steps={"create": {"state": "done", "seconds": 1.0}},
-            )
-            for app in apps
-            for version in range(1, per_app + 1)
-        ),
-        batch_size=2000,
-    )
-    return apps
-
-
 def seed_pods(kubeconfig: Path, apps: list[Any], replicas: int) -> None:
     """``replicas`` Greenlight-managed pods of each app's live version in the cluster's API."""
     from kubernetes import client, config
@@ -261,6 +223,7 @@ def run_dashboard(args: argparse.Namespace, workdir: Path) -> None:
         from django.test import Client
 
         from dashboard.startup import freeze_startup_heap
+        from tests.history import add_apps, numbered
 
         freeze_startup_heap()  # as the web process does before it serves (dashboard.asgi)
 
@@ -270,7 +233,9 @@ def run_dashboard(args: argparse.Namespace, workdir: Path) -> None:
         queries_at: dict[int, int] = {}
         seeded: list[Any] = []
         for size in sorted({min(5, args.apps), min(50, args.apps), args.apps}):
-            apps = seed_apps(admin, len(seeded), size - len(seeded), args.deployments_per_app)
+            apps = add_apps(
+                admin, numbered(len(seeded), size - len(seeded)), args.deployments_per_app
+            )
             seed_pods(cluster.kubeconfig, apps, 2)
             seeded += apps
             queries_at[size] = measure_page(client, "/", "/", 1).queries

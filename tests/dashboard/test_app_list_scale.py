@@ -6,7 +6,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +13,11 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from deployer import k8s
-from deployer.models import App, Deployment
+from deployer.models import Deployment
 from deployer.status import app_readiness, app_status
-
-
-def add_apps(admin: Any, first: int, count: int, history: int) -> list[App]:
-    """Apps app<first>.. live at version ``history``, each with ``history`` deployments."""
-    apps = App.objects.bulk_create(
-        App(
-            name=f"app{i}",
-            image="demo/hello:1",
-            frontend=f"app{i}.localhost",
-            live_version=history,
-        )
-        for i in range(first, first + count)
-    )
-    now = timezone.now()
-    Deployment.objects.bulk_create(
-        Deployment(
-            app=app,
-            version=version,
-            image="demo/hello:1",
-            status=Deployment.Status.SUCCEEDED,
-            triggered_by=admin,
-            created_at=now - timedelta(minutes=history - version),
-        )
-        for app in apps
-        for version in range(1, history + 1)
-    )
-    return apps
+from tests.history import add_apps, numbered
 
 
 def app_list_queries(client: Client) -> tuple[int, int]:
@@ -59,9 +31,9 @@ def app_list_queries(client: Client) -> tuple[int, int]:
 def test_the_app_list_costs_the_same_queries_at_one_app_and_at_500(
     admin_client: Client, admin: Any
 ) -> None:
-    add_apps(admin, 0, 1, 3)
+    add_apps(admin, numbered(0, 1), 3)
     at_one = app_list_queries(admin_client)
-    add_apps(admin, 1, 499, 3)
+    add_apps(admin, numbered(1, 499), 3)
     at_500 = app_list_queries(admin_client)
 
     assert at_one[1] == 1
@@ -72,7 +44,7 @@ def test_the_app_list_costs_the_same_queries_at_one_app_and_at_500(
 def test_each_row_links_the_app_its_last_deployment_and_its_frontend(
     admin_client: Client, admin: Any
 ) -> None:
-    (app,) = add_apps(admin, 0, 1, 4)
+    (app,) = add_apps(admin, numbered(0, 1), 4)
     last = Deployment.objects.filter(app=app, version=4).get()
 
     html = admin_client.get("/").content.decode()
