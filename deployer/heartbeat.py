@@ -5,11 +5,18 @@ A worker killed mid-run (SIGKILL, OOM, a lost machine) stops beating; a periodic
 heartbeat is older than :data:`LOST_AFTER` and hands each to another worker, which
 takes it over with a conditional update (deployer.runner.recover), so that two workers
 never both run one deployment.
+
+A deployment records the incarnation of the worker running it (:func:`worker_id`): the
+Celery hostname plus a token made when the process started. One worker process runs many
+deployments on its threads under one hostname, so a recovery that lands on the process
+running the deployment never takes it; a worker restarted under the same hostname is a new
+incarnation and takes its predecessor's runs at once.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,8 +32,27 @@ logger = logging.getLogger(__name__)
 
 # How often the running worker writes its heartbeat.
 BEAT_SECONDS = 2.0
-# A heartbeat this old means its worker is gone; many missed beats, so load is no reason.
-LOST_AFTER = timedelta(seconds=20)
+# A heartbeat this old means its worker is gone. On SQLite one beat may wait up to the busy
+# timeout (20 s, dashboard.settings) for the write lock and then fail, and the next one is
+# a beat interval later: a live worker under load can be silent for 2 x (20 + 2) s, so only
+# longer silence counts as lost. The run stops on its own anyway once it sees it was taken
+# over (deployer.workflow), but rolling back a live run is what this bound prevents.
+LOST_AFTER = timedelta(seconds=60)
+
+# This process's incarnation: made once at start, so a restarted worker differs from the one
+# it replaces even under the same Celery hostname.
+INCARNATION = secrets.token_hex(4)
+_SEPARATOR = "#"
+
+
+def worker_id(hostname: str) -> str:
+    """What a deployment run by this process records as its worker: hostname#incarnation."""
+    return f"{hostname}{_SEPARATOR}{INCARNATION}"
+
+
+def hostname_of(worker: str) -> str:
+    """The Celery hostname of a recorded worker (what answers a ping, and what logs show)."""
+    return worker.partition(_SEPARATOR)[0]
 
 
 def stale_before(now: datetime | None = None) -> datetime:
@@ -52,13 +78,17 @@ def stale_deployments(now: datetime | None = None) -> list[tuple[int, str]]:
 def take_over(deployment_id: int, lost_worker: str, me: str) -> bool:
     """Make ``me`` the worker of a RUNNING deployment of ``lost_worker``; False if it is not lost.
 
-    A worker that restarted under the same name (``lost_worker == me``) takes its own runs at
-    once; another worker's run only once its heartbeat is stale, so a slow worker keeps its own.
+    ``me`` never takes a run of its own incarnation: another thread of this process runs it,
+    however late its heartbeat. A new incarnation of the same hostname (the worker restarted)
+    takes its predecessor's runs at once; any other worker only once the heartbeat is stale,
+    so a slow worker keeps its own.
     """
+    if lost_worker == me:
+        return False
     rows = Deployment.objects.annotate(
         beat=Coalesce("heartbeat_at", "started_at", "created_at")
     ).filter(pk=deployment_id, status=Deployment.Status.RUNNING, worker=lost_worker)
-    if lost_worker != me:
+    if hostname_of(lost_worker) != hostname_of(me):
         rows = rows.filter(is_stale())
     return rows.update(worker=me, heartbeat_at=timezone.now()) == 1
 

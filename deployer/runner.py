@@ -17,7 +17,7 @@ from deployer.cluster import KubeCluster
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
 from deployer.health import HttpHealthChecker
-from deployer.heartbeat import Heartbeat, take_over
+from deployer.heartbeat import Heartbeat, hostname_of, take_over
 from deployer.kinds import WORKFLOWS
 from deployer.logsink import deployment_log, level_first
 from deployer.models import App, Deployment
@@ -53,7 +53,7 @@ def claim(deployment_id: int, worker: str) -> Deployment | None:
         if blocker is not None:
             return None  # it runs when the blocker finishes (see enqueue_next)
         deployment.start(worker=worker)
-        logsink.append(deployment, f"Started on worker {worker}.", step="queue")
+        logsink.append(deployment, f"Started on worker {hostname_of(worker)}.", step="queue")
         logsink.status_changed(deployment)
     return deployment
 
@@ -160,13 +160,16 @@ def retire(deployment_id: int, version: int) -> None:
 
 
 def recover(deployment_id: int, lost_worker: str, me: str) -> None:
-    """Take over a RUNNING deployment of a lost worker and finish or roll it back."""
+    """Take over a RUNNING deployment of a lost worker and finish or roll it back.
+
+    ``lost_worker`` and ``me`` are worker incarnations (deployer.heartbeat.worker_id).
+    """
     if not take_over(deployment_id, lost_worker, me):
         return  # another worker recovered it, it finished, or its worker still beats
     deployment = Deployment.objects.select_related("app").get(pk=deployment_id)
     try:
         with workflow_for(deployment) as workflow, Heartbeat(deployment.pk, me):
-            workflow.recover(lost_worker)
+            workflow.recover(hostname_of(lost_worker))
     except (BackendError, OSError) as exc:
         _fail_without_workflow(deployment, exc)
     finally:
@@ -175,12 +178,17 @@ def recover(deployment_id: int, lost_worker: str, me: str) -> None:
 
 
 def lost_deployments(me: str, alive: Callable[[str], bool]) -> list[tuple[int, str]]:
-    """(id, worker) of RUNNING deployments whose worker is this (restarted) one or does not answer."""
+    """(id, worker) of RUNNING deployments of an earlier incarnation of ``me`` or of a worker
+    whose hostname does not answer ``alive``; never those of ``me`` itself."""
     lost = []
+    mine = hostname_of(me)
     for pk, worker in Deployment.objects.filter(status=Deployment.Status.RUNNING).values_list(
         "pk", "worker"
     ):
-        if worker == me or not worker or not alive(worker):
+        if worker == me:
+            continue
+        hostname = hostname_of(worker)
+        if not worker or hostname == mine or not alive(hostname):
             lost.append((pk, worker))
     return lost
 

@@ -20,14 +20,15 @@ logger = logging.getLogger(__name__)
 REDRIVE_AFTER = timedelta(seconds=60)
 
 
-def _hostname(task: Any) -> str:
-    return str(getattr(task.request, "hostname", "") or "")
+def _worker(task: Any) -> str:
+    """This process's incarnation of the worker running ``task``."""
+    return heartbeat.worker_id(str(getattr(task.request, "hostname", "") or ""))
 
 
 @shared_task(bind=True, name="deployer.run_deployment", ignore_result=True)
 def run_deployment(self: Any, deployment_id: int) -> None:
     """Claim and run deployment ``deployment_id``; quietly nothing if it is gone or taken."""
-    runner.run(deployment_id, worker=_hostname(self))
+    runner.run(deployment_id, worker=_worker(self))
 
 
 @shared_task(name="deployer.retire_version", ignore_result=True)
@@ -39,7 +40,7 @@ def retire_version(deployment_id: int, version: int) -> None:
 @shared_task(bind=True, name="deployer.recover_deployment", ignore_result=True)
 def recover_deployment(self: Any, deployment_id: int, lost_worker: str) -> None:
     """Finish or roll back a RUNNING deployment whose worker was lost."""
-    runner.recover(deployment_id, lost_worker, me=_hostname(self))
+    runner.recover(deployment_id, lost_worker, me=_worker(self))
 
 
 @shared_task(name="deployer.recover_lost", ignore_result=True)
@@ -54,8 +55,11 @@ def recover_lost() -> None:
 
 @worker_ready.connect
 def recover_on_worker_start(sender: Any = None, **_kwargs: Any) -> None:
-    """When a worker starts, recover RUNNING deployments whose worker is gone; restart queues."""
-    me = str(getattr(sender, "hostname", "") or "")
+    """When a worker starts, recover RUNNING deployments whose worker is gone; restart queues.
+
+    Those of an earlier incarnation of this hostname are gone: this process replaced it.
+    """
+    me = heartbeat.worker_id(str(getattr(sender, "hostname", "") or ""))
     app = getattr(sender, "app", None)
 
     def alive(worker: str) -> bool:

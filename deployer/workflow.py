@@ -16,6 +16,10 @@ deployer.lbfleet) does not hold the switch up: its HAProxy keeps the previous ro
 whose pods still run. It does hold up everything that stops pods (retiring a version,
 deleting the new one after a rollback) while its HAProxy accepts connections; when it
 still does at the deadline, those pods stay and the log names it.
+
+A run that was handed to another worker (its row names another worker, see
+deployer.heartbeat) stops at the next step boundary, and before it deletes a version or
+writes a route, without rolling back: the worker that took it over does that.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ __all__ = [
     "LogSink",
     "StopDeployment",
     "SystemClock",
+    "TakenOver",
     "Timing",
     "Workflow",
     "backend_name",
@@ -70,6 +75,14 @@ logger = logging.getLogger(__name__)
 
 # The least delay before a deferred retirement is tried again.
 RETIRE_RETRY_SECONDS = 30.0
+
+
+class TakenOver(Exception):
+    """This run's deployment now belongs to ``worker``: stop acting on it, and undo nothing."""
+
+    def __init__(self, worker: str) -> None:
+        super().__init__(f"taken over by {worker or 'another worker'}")
+        self.worker = worker
 
 
 @dataclass
@@ -161,6 +174,45 @@ class Workflow(abc.ABC):
         if self.abort_requested():
             raise StopDeployment("aborted by user", aborted=True)
 
+    def check_owner(self) -> None:
+        """Raise TakenOver when the row names another worker than the one running this run."""
+        worker = (
+            Deployment.objects.filter(pk=self.deployment.pk)
+            .values_list("worker", flat=True)
+            .first()
+        )
+        if worker is not None and worker != self.deployment.worker:
+            raise TakenOver(worker)
+
+    def check_step(self) -> None:
+        """At a step boundary, with one query: TakenOver first, then StopDeployment on abort."""
+        row = (
+            Deployment.objects.filter(pk=self.deployment.pk)
+            .values_list("worker", "abort_requested")
+            .first()
+        )
+        if row is None:
+            return
+        worker, aborted = row
+        if worker != self.deployment.worker:
+            raise TakenOver(worker)
+        if aborted:
+            raise StopDeployment("aborted by user", aborted=True)
+
+    def stop_taken_over(self, taken: TakenOver) -> None:
+        """Say in both logs that this run stops here, leaving everything to its new worker."""
+        logger.warning(
+            "deployment #%s was taken over by %s; %s stops running it",
+            self.deployment.pk,
+            taken.worker,
+            self.deployment.worker,
+        )
+        self.log(
+            f"This run was taken over by {taken.worker}; stopping here.",
+            level="warning",
+            step="recover",
+        )
+
     @contextlib.contextmanager
     def step(self, name: str, *, first: Callable[[], None] | None = None) -> Iterator[None]:
         """Mark ``name`` running, log its start and end with its duration, mark done or failed.
@@ -168,7 +220,7 @@ class Workflow(abc.ABC):
         ``first`` runs before the step's own bookkeeping is written: the switch's etcd
         write uses it, so that traffic moves without waiting for two database commits.
         """
-        self.check_abort()
+        self.check_step()
         title = dict(self.steps).get(name, name)
         started = self.clock.monotonic()
         try:
@@ -179,6 +231,8 @@ class Workflow(abc.ABC):
                 self._set_step(name, state="running", started=timezone.now().isoformat())
                 self.log(f"{title}…", step=name)
             yield
+        except TakenOver:
+            raise  # the row is the new worker's: write nothing to it
         except BaseException as exc:
             seconds = round(self.clock.monotonic() - started, 3)
             detail = exc.reason if isinstance(exc, StopDeployment) else str(exc)
@@ -202,8 +256,11 @@ class Workflow(abc.ABC):
         self.sink.status()
         started = self.clock.monotonic()
         failure: StopDeployment | None = None
+        taken: TakenOver | None = None
         try:
             self.run()
+        except TakenOver as exc:
+            taken = exc
         except StopDeployment as stop:
             failure = stop
         except PodFailed as exc:
@@ -215,16 +272,23 @@ class Workflow(abc.ABC):
             logger.exception("deployment #%s: unexpected error", self.deployment.pk)
             failure = StopDeployment(f"internal error ({type(exc).__name__}: {exc})")
         finally:
-            if failure is not None:
-                self.cleanup(failure)
-            self.finish(failure, self.clock.monotonic() - started)
+            if taken is None:
+                try:
+                    if failure is not None:
+                        self.cleanup(failure)
+                    self.finish(failure, self.clock.monotonic() - started)
+                except TakenOver as exc:
+                    taken = exc
+            if taken is not None:
+                self.stop_taken_over(taken)
 
     @abc.abstractmethod
     def run(self) -> None:
         """The steps of this kind; raise StopDeployment to stop and roll back."""
 
     def finish(self, failure: StopDeployment | None, seconds: float) -> None:
-        """Move the row to its terminal status and say so in the log."""
+        """Move the row to its terminal status and say so in the log; TakenOver if not ours."""
+        self.check_owner()
         self.deployment.refresh_from_db(fields=["status", "abort_requested"])
         if self.deployment.is_terminal:
             return
@@ -257,8 +321,11 @@ class Workflow(abc.ABC):
         self.switch_started = bool(
             self.deployment.version and frontend and frontend.get("backend") == self.new_backend()
         )
-        failure = self.resume()
-        self.finish(failure, self.clock.monotonic() - started)
+        try:
+            failure = self.resume()
+            self.finish(failure, self.clock.monotonic() - started)
+        except TakenOver as taken:
+            self.stop_taken_over(taken)
 
     def log_lost_worker(self, lost_worker: str) -> None:
         """Say in the log that the worker running this deployment was lost."""
@@ -321,6 +388,7 @@ class Workflow(abc.ABC):
 
     def write_route(self) -> None:
         """Point the frontend at the new version's backend, once every load balancer has it."""
+        self.check_owner()
         backend = self.new_backend()
         if self.backend_revision:
             # Usually applied while the pods were health-checked; a refusal or timeout
@@ -495,6 +563,7 @@ class Workflow(abc.ABC):
         When a load balancer whose proxysync is down may still route to them, the version
         stays (back in rotation) and its retirement is deferred.
         """
+        self.check_owner()
         pods = self.cluster.pods(self.namespace, self.name, version)
         try:
             take_out(
@@ -525,7 +594,11 @@ class Workflow(abc.ABC):
 
     # Rollback
     def cleanup(self, failure: StopDeployment) -> None:
-        """Undo what this run did: swap back after the switch, delete new objects before it."""
+        """Undo what this run did: swap back after the switch, delete new objects before it.
+
+        TakenOver (undoing nothing more) once the run belongs to another worker.
+        """
+        self.check_owner()
         self.log(f"Rolling back: {failure.reason}", level="warning", step="rollback")
         if self.switch_started:
             self._try(self.swap_back_route, "restore the previous route")
@@ -541,6 +614,7 @@ class Workflow(abc.ABC):
                     step="rollback",
                 )
                 return
+            self.check_owner()
             self._try(
                 lambda: self.cluster.delete_version(self.namespace, self.name, version),
                 f"delete {self.name}-v{version}",
@@ -554,6 +628,7 @@ class Workflow(abc.ABC):
 
     def swap_back_route(self) -> None:
         """Point the frontend back at the previous backend, or remove it if there was none."""
+        self.check_owner()
         if self.previous_backend and self.lb.get_backend(self.previous_backend) is not None:
             revision = self.lb.point_frontend(self.hostname, self.previous_backend)
             restored: int | None = self.previous_version
@@ -590,6 +665,8 @@ class Workflow(abc.ABC):
     def _try(self, action: Callable[[], None], what: str) -> None:
         try:
             action()
+        except TakenOver:
+            raise
         except Exception as exc:
             logger.exception("deployment #%s: could not %s", self.deployment.pk, what)
             self.log(f"Could not {what}: {exc}", level="error", step="rollback")

@@ -11,8 +11,18 @@ import pytest
 from celery.beat import Scheduler
 from django.utils import timezone
 
+from dashboard.settings import _database
 from deployer import runner, services, tasks
-from deployer.heartbeat import Heartbeat, stale_deployments, take_over
+from deployer.heartbeat import (
+    BEAT_SECONDS,
+    INCARNATION,
+    LOST_AFTER,
+    Heartbeat,
+    hostname_of,
+    stale_deployments,
+    take_over,
+    worker_id,
+)
 from deployer.models import App, Deployment, DeploymentLog
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
@@ -77,10 +87,66 @@ def test_another_worker_takes_over_only_a_stale_run(make_app: Callable[..., App]
     assert stale.heartbeat_at > timezone.now() - timedelta(seconds=5)
 
 
-def test_a_restarted_worker_takes_back_its_own_run_at_once(make_app: Callable[..., App]) -> None:
-    mine = running(make_app(), "worker-a@host", beat_age=1)
+def test_a_restarted_worker_takes_back_its_predecessors_run_at_once(
+    make_app: Callable[..., App],
+) -> None:
+    mine = running(make_app(), "worker-a@host#0000aaaa", beat_age=1)
 
-    assert take_over(mine.pk, "worker-a@host", "worker-a@host")
+    assert take_over(mine.pk, "worker-a@host#0000aaaa", "worker-a@host#1111bbbb")
+    mine.refresh_from_db()
+    assert mine.worker == "worker-a@host#1111bbbb"
+
+
+@pytest.mark.parametrize("beat_age", [1, 600])
+def test_a_worker_never_takes_over_a_run_of_its_own_incarnation(
+    make_app: Callable[..., App], beat_age: float
+) -> None:
+    # Another thread of the same process runs it, however late its heartbeat.
+    live = running(make_app(), "worker-a@host#0000aaaa", beat_age=beat_age)
+
+    assert not take_over(live.pk, "worker-a@host#0000aaaa", "worker-a@host#0000aaaa")
+    live.refresh_from_db()
+    assert live.worker == "worker-a@host#0000aaaa"
+
+
+def test_a_process_records_its_hostname_and_incarnation() -> None:
+    me = worker_id("worker-a@host")
+
+    assert me == f"worker-a@host#{INCARNATION}"
+    assert hostname_of(me) == "worker-a@host"
+    assert hostname_of("worker-a@host") == "worker-a@host"
+    assert len(INCARNATION) >= 8
+
+
+def test_a_worker_start_recovers_an_earlier_incarnation_but_not_its_own_or_a_live_one(
+    make_app: Callable[..., App],
+) -> None:
+    earlier = running(make_app(), "worker-a@host#0000aaaa", beat_age=1)
+    running(make_app(), "worker-a@host#1111bbbb", beat_age=1)
+    running(make_app(), "worker-b@host#2222cccc", beat_age=1)
+    gone = running(make_app(), "worker-c@host#3333dddd", beat_age=1)
+    pinged: list[str] = []
+
+    def alive(hostname: str) -> bool:
+        pinged.append(hostname)
+        return hostname == "worker-b@host"
+
+    lost = runner.lost_deployments("worker-a@host#1111bbbb", alive)
+
+    assert sorted(lost) == [
+        (earlier.pk, "worker-a@host#0000aaaa"),
+        (gone.pk, "worker-c@host#3333dddd"),
+    ]
+    assert sorted(pinged) == ["worker-b@host", "worker-c@host"]
+
+
+def test_a_heartbeat_delayed_by_the_sqlite_busy_timeout_does_not_look_lost() -> None:
+    # The busy timeout of the SQLite file the processes of the stack share.
+    options = _database(None)["OPTIONS"]
+    assert isinstance(options, dict)
+    busy = timedelta(seconds=float(options["timeout"]))
+
+    assert 2 * (busy + timedelta(seconds=BEAT_SECONDS)) < LOST_AFTER
 
 
 def test_a_finished_run_is_never_taken_over(make_app: Callable[..., App]) -> None:
