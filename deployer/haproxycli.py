@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from deployer.lbconfig import REVISION_PATH
 _SUCCESS = {"New server registered.", "Server deleted."}
 # Commands per master connection: each line stays well under HAProxy's buffer size.
 _BATCH = 50
+# Last in every batch: it always answers (the version), after the commands before it ran.
+_PROOF = "show version"
+_VERSION = re.compile(r"^\d+\.\d+")
 
 # (backend, server) -> current sessions; servers are keyed by their own name, a backend's
 # total by "BACKEND".
@@ -83,25 +87,98 @@ def master_command(
     return b"".join(chunks).decode(errors="replace")
 
 
-def run_commands(socket_path: Path, commands: Sequence[str]) -> None:
+def run_commands(socket_path: Path, commands: Sequence[str], retry_for: float = 2.0) -> None:
     """Send runtime API ``commands`` to the current worker, in order, in batches.
 
-    Raises RuntimeAPIError when one was refused or the master could not be reached; the
-    batch's other commands have run then (the caller reloads to a known state).
+    Each batch ends with ``show version``: most commands answer nothing when they succeed,
+    and a master still starting after a reload closes connections without forwarding them,
+    so only the worker's version at the end proves that the batch ran. A batch nothing
+    answered at all is sent again for ``retry_for`` seconds. Raises RuntimeAPIError when a
+    command was refused, the master could not be reached, or the answer stopped before the
+    version (the batch's other commands may have run then: the caller reloads to a known
+    state).
     """
     for first in range(0, len(commands), _BATCH):
-        line = "; ".join(f"@1 {command}" for command in commands[first : first + _BATCH])
-        try:
-            answer = master_command(socket_path, line, retry_for=2.0)
-        except OSError as exc:
-            raise RuntimeAPIError(f"could not reach the HAProxy master socket: {exc}") from exc
-        errors = [
-            text.strip()
-            for text in answer.splitlines()
-            if text.strip() and text.strip() not in _SUCCESS
-        ]
+        batch = [*commands[first : first + _BATCH], _PROOF]
+        line = "; ".join(f"@1 {command}" for command in batch)
+        answer = _answered(socket_path, line, retry_for)
+        texts = [text.strip() for text in answer.splitlines() if text.strip()]
+        if not texts or not _VERSION.match(texts[-1]):
+            raise RuntimeAPIError(
+                f"the HAProxy worker did not confirm {line!r} (answer: {answer[:300]!r})"
+            )
+        errors = [text for text in texts[:-1] if text not in _SUCCESS]
         if errors:
             raise RuntimeAPIError(f"the runtime API refused {line!r}: {' '.join(errors)[:500]}")
+
+
+def _answered(socket_path: Path, line: str, retry_for: float) -> str:
+    """The master's answer to ``line``; sent again while it answers nothing (still starting)."""
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            answer = master_command(
+                socket_path, line, retry_for=max(0.0, deadline - time.monotonic())
+            )
+        except OSError as exc:
+            raise RuntimeAPIError(f"could not reach the HAProxy master socket: {exc}") from exc
+        if answer.strip() or time.monotonic() >= deadline:
+            return answer
+        time.sleep(0.005)
+
+
+def show_map(socket_path: Path, map_file: Path, retry_for: float = 2.0) -> dict[str, str]:
+    """The current worker's entries of ``map_file`` (key -> value).
+
+    Raises RuntimeAPIError when the worker did not answer or refused.
+    """
+    line = f"@1 show map {map_file}; @1 {_PROOF}"
+    answer = _answered(socket_path, line, retry_for)
+    texts = [text.strip() for text in answer.splitlines() if text.strip()]
+    if not texts or not _VERSION.match(texts[-1]):
+        raise RuntimeAPIError(
+            f"the HAProxy worker did not show {map_file} (answer: {answer[:300]!r})"
+        )
+    entries: dict[str, str] = {}
+    for text in texts[:-1]:
+        fields = text.split()
+        if len(fields) != 3 or not fields[0].startswith("0x"):
+            raise RuntimeAPIError(f"the runtime API refused to show {map_file}: {text[:300]}")
+        if fields[1] in entries:
+            raise RuntimeAPIError(f"{map_file} holds {fields[1]} twice in the current worker")
+        entries[fields[1]] = fields[2]
+    return entries
+
+
+def accepting_old_workers(socket_path: Path) -> list[str] | None:
+    """Pids of workers of older configurations not yet stopping (None if HAProxy did not say).
+
+    A worker stops accepting connections when it starts stopping; until then it serves
+    new connections with its own configuration and map.
+    """
+    try:
+        answer = master_command(socket_path, "show proc", timeout=2.0)
+    except OSError:
+        return None
+    if not answer.strip():
+        return None  # a master still starting after a reload
+    pids, in_old = [], False
+    for line in answer.splitlines():
+        if line.startswith("#"):
+            in_old = line.strip() == "# old workers"
+        elif in_old and line.split():
+            pids.append(line.split()[0])
+    accepting = []
+    for pid in pids:
+        try:
+            info = master_command(socket_path, f"@!{pid} show info", timeout=2.0)
+        except OSError:
+            return None
+        if not info.strip():
+            return None
+        if "Stopping: 1" not in info.splitlines() and f"Pid: {pid}" in info.splitlines():
+            accepting.append(pid)
+    return accepting
 
 
 def served_revision(host: str, port: int, timeout: float = 1.0) -> int | None:

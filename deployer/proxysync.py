@@ -6,7 +6,12 @@ is changed through the master CLI (``@1 add/set/del map``; ``add server`` then `
 health`` and ``enable server`` for a new server; ``set server ... state drain`` for a
 removed one) and the files are written for the next reload, without ``haproxy -c`` or a
 reload. If the runtime API refuses, and for any other change, the configuration is
-validated with ``haproxy -c``, written atomically and HAProxy reloaded.
+validated with ``haproxy -c``, written atomically and HAProxy reloaded. A reload counts
+as applied once the new worker serves the revision, every old worker has stopped
+accepting connections (each serves its own map until then), and the new worker's map
+(``show map``) equals the render; a difference is corrected through the runtime API and
+logged. Runtime commands are confirmed by the worker (haproxycli.run_commands): a master
+still starting after a reload drops what it is sent unanswered.
 
 Each proxysync is one load balancer of the fleet (deployer.lbregistration): it registers
 under ``<prefix>/lbs/<id>`` on an etcd lease, and its acknowledgements live on that lease.
@@ -54,10 +59,12 @@ from deployer.haproxycli import (
     HAProxyTarget,
     RuntimeAPIError,
     Sessions,
+    accepting_old_workers,
     master_command,
     run_commands,
     served_revision,
     sessions,
+    show_map,
 )
 from deployer.lbconfig import ServerSpec
 from deployer.lbregistration import Identity, Registration
@@ -305,9 +312,38 @@ class ProxySync:
         # (a reload takes ~100 ms; a longer backoff would add to every switch).
         while time.monotonic() < deadline:
             if served_revision(self.target.bind_host, self.target.stats_port) == revision:
+                break
+            time.sleep(0.005)
+        else:
+            raise ReloadError(f"HAProxy did not serve revision {revision} within the timeout")
+        # The old worker accepts connections, with its own map, until the master tells it
+        # to stop (once the new one is ready); only then does one map serve every request.
+        while time.monotonic() < deadline:
+            if accepting_old_workers(self.target.master_socket) == []:
                 return time.monotonic() - started
             time.sleep(0.005)
-        raise ReloadError(f"HAProxy did not serve revision {revision} within the timeout")
+        raise ReloadError("HAProxy's old worker still accepted connections after the timeout")
+
+    def reconcile_map(self, render: Render, revision: int) -> None:
+        """Make the current worker's map ``render``'s; log what had to be corrected.
+
+        Raises ReloadError when the worker's map could not be read or corrected.
+        """
+        map_file = self.target.map_file
+        try:
+            served = show_map(self.target.master_socket, map_file)
+            if served == render.routes:
+                return
+            commands = map_commands(served, render.routes, render.checked, map_file)
+            logger.warning(
+                "revision %s: the new worker's map differed from the render in %d entries; "
+                "correcting it",
+                revision,
+                len(commands),
+            )
+            run_commands(self.target.master_socket, commands)
+        except RuntimeAPIError as exc:
+            raise ReloadError(f"the new worker's map could not be checked: {exc}") from exc
 
     def apply(self, snapshot: Snapshot) -> bool:
         """Apply ``snapshot`` (through the runtime API when it can); False when refused.
@@ -437,6 +473,7 @@ class ProxySync:
         counts = sessions(self.target.master_socket) if removed else {}
         self.write(render.config)
         seconds = self.reload(snapshot.revision)  # ReloadError: the caller retries
+        self.reconcile_map(render, snapshot.revision)
         leaving = self._leaving(removed, render, snapshot.revision, counts)
         for server in leaving:
             server.removed = server.in_old_worker = True
