@@ -18,7 +18,7 @@ from launcher.env import (
     env_str,
     proxy_ssl_header,
 )
-from launcher.stack import StackConfig, secret_key_from_var_dir
+from launcher.stack import WORKER_THREADS, StackConfig, secret_key_from_var_dir
 
 STACK = StackConfig.from_env()
 VAR_DIR: Path = STACK.var_dir
@@ -177,6 +177,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Every worker runs workflows in threads of one process, however it is started (make run,
+# compose, a cluster): a run's worker identity is per process (deployer.heartbeat), and a
+# workflow mostly waits, so dozens run side by side.
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = WORKER_THREADS
 CELERY_TASK_ALWAYS_EAGER = env_bool("GREENLIGHT_CELERY_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
