@@ -206,17 +206,7 @@ def _wait_for_postgres(server: Server, timeout: float) -> None:
 
 def stop_postgres(server: Server, timeout: float = 30.0) -> None:
     """Fast shutdown (SIGINT: sessions are ended, not waited for), then SIGKILL after ``timeout``."""
-    process = server.process
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+    stop_process(server.process, timeout, first=signal.SIGINT)
 
 
 def stack_database() -> str | None:
@@ -519,12 +509,16 @@ def start_process(
     )
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL after ``timeout``."""
+def stop_process(
+    process: subprocess.Popen[bytes],
+    timeout: float = 15.0,
+    first: signal.Signals = signal.SIGTERM,
+) -> None:
+    """Send ``first`` (SIGTERM) to the process group, then SIGKILL after ``timeout``."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, first)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
