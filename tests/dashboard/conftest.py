@@ -13,7 +13,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deployer import k8s
+from deployer.etcdstore import EtcdStore
 from deployer.models import App, Deployment, DeploymentLog
+from tests.dashboard.fleetkit import Fleet, own_prefix, register_fleet
+from tests.servers import Server
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +117,16 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def records(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
+    """An etcd prefix of this test's own, configured for the dashboard's load balancer views."""
+    with own_prefix(etcd, settings) as store:
+        yield store
+
+
+@pytest.fixture
+def fleet(records: EtcdStore) -> Fleet:
+    """lb-0 and lb-1 registered (see tests.dashboard.fleetkit)."""
+    return register_fleet(records)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,26 +21,10 @@ from tests.dashboard.fleetkit import (
     REFUSAL,
     VERSION,
     Fleet,
-    own_prefix,
     register,
-    register_fleet,
 )
-from tests.servers import Server
 
 URL = "/api/load-balancers/"
-
-
-@pytest.fixture
-def records(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
-    """An etcd prefix of this test's own, configured for the API."""
-    with own_prefix(etcd, settings) as store:
-        yield store
-
-
-@pytest.fixture
-def fleet(records: EtcdStore) -> Fleet:
-    """lb-0 and lb-1 registered (see tests.dashboard.fleetkit)."""
-    return register_fleet(records)
 
 
 def client_of(user: Any) -> APIClient:

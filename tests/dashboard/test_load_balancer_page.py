@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from deployer.etcdstore import EtcdStore
-from tests.dashboard.fleetkit import LB0, LB1, REFUSAL, VERSION, Fleet, own_prefix, register_fleet
-from tests.servers import Server
-
-
-@pytest.fixture
-def records(etcd: Server, settings: Any) -> Iterator[EtcdStore]:
-    """An etcd prefix of this test's own, configured for the page."""
-    with own_prefix(etcd, settings) as store:
-        yield store
-
-
-@pytest.fixture
-def fleet(records: EtcdStore) -> Fleet:
-    """lb-0 and lb-1 registered (see tests.dashboard.fleetkit)."""
-    return register_fleet(records)
+from tests.dashboard.fleetkit import LB0, LB1, REFUSAL, VERSION, Fleet
 
 
 def row_of(page: str, lb_id: str) -> str:
