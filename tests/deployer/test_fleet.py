@@ -412,8 +412,10 @@ def test_a_hung_proxysync_across_the_switch_holds_the_old_version_until_it_is_ba
     # Hung past its lease and across the switch, back before the drain deadline (10 s).
     timer = threading.Timer(LEASE_SECONDS * 2 + 1, resume)
 
+    hung = threading.Lock()  # pods are health-checked in parallel: only the first check hangs it
+
     def hang_once() -> None:
-        if not timer.is_alive() and not resumed:
+        if hung.acquire(blocking=False):
             os.kill(pid, signal.SIGSTOP)
             timer.start()
 
