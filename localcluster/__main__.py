@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import auth, private_files, tls
+from . import auth, private_files, rbac, tls
 from .gc import GarbageCollector
 from .server import build_app
 from .store import Store
@@ -50,6 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--token-auth-file",
         default=None,
         help="more bearer tokens, in kube-apiserver's static token CSV: token,user,uid[,groups]",
+    )
+    p.add_argument(
+        "--authorization-mode",
+        default="AlwaysAllow",
+        choices=rbac.MODES,
+        help="AlwaysAllow (every caller with a token may do anything) or RBAC (Roles, "
+        "ClusterRoles and their bindings decide; system:masters may do anything)",
     )
     p.add_argument(
         "--no-runtime",
@@ -113,7 +120,7 @@ async def serve(args: argparse.Namespace) -> None:
         # Started before the API listens, so a ready server already has its nodes.
         runtime = await module.start(store, args)
     address = f"{args.host}:{args.port}"
-    app = build_app(store, address, guard)
+    app = build_app(store, address, guard, args.authorization_mode)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context, reuse_address=True)

@@ -120,6 +120,25 @@ SCHEMA: dict[str, dict[int, tuple[str, str]]] = {
         5: ("hostIP", "str"),
     },
     "EnvVar": {1: ("name", "str"), 2: ("value", "str")},
+    # kubectl auth can-i (k8s.io/api/authorization/v1/generated.proto).
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("spec", "SelfSubjectAccessReviewSpec"),
+    },
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes"),
+        2: ("nonResourceAttributes", "NonResourceAttributes"),
+    },
+    "ResourceAttributes": {
+        1: ("namespace", "str"),
+        2: ("verb", "str"),
+        3: ("group", "str"),
+        4: ("version", "str"),
+        5: ("resource", "str"),
+        6: ("subresource", "str"),
+        7: ("name", "str"),
+    },
+    "NonResourceAttributes": {1: ("path", "str"), 2: ("verb", "str")},
 }
 
 

@@ -179,7 +179,23 @@ RESOURCES: tuple[Resource, ...] = (
         ("status",),
         has_generation=True,
     ),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    # Asked, answered and never stored (pkg/registry/authorization/selfsubjectaccessreview).
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        verbs=("create",),
+    ),
 )
+
+# Kinds a POST asks a question of rather than stores (create-only reviews).
+REVIEWS = frozenset({"selfsubjectaccessreviews.authorization.k8s.io"})
 
 BY_KEY: dict[str, Resource] = {r.key: r for r in RESOURCES}
 BY_PATH: dict[tuple[str, str, str], Resource] = {

@@ -22,6 +22,7 @@ from . import (
     openapi,
     podapi,
     protobuf,
+    rbac,
     scaleapi,
     schema,
     tables,
@@ -40,7 +41,7 @@ from .errors import (
 )
 from .patch import APPLY, PATCH_TYPES, apply_patch, unsupported_media_type
 from .query import as_bool, as_int
-from .resources import BY_PATH, GROUPS, Resource, lookup
+from .resources import BY_PATH, GROUPS, REVIEWS, Resource, lookup
 from .store import Entry, Store, dumps
 
 log = logging.getLogger("localcluster.server")
@@ -82,17 +83,23 @@ def success_status(res: Resource, meta: Mapping[str, Any]) -> dict[str, Any]:
 class Api:
     """The aiohttp request handler for every API path."""
 
-    def __init__(self, store: Store, address: str, guard: auth.Guard) -> None:
+    def __init__(
+        self, store: Store, address: str, guard: auth.Guard, authorization: rbac.Authorization
+    ) -> None:
         self.store = store
         self.address = address
         self.guard = guard
+        self.authorization = authorization
 
     # ---------------------------------------------------------------- entry
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Dispatch one request; every failure becomes a Status body."""
         try:
-            self.guard.check(request)
+            user = self.guard.check(request)
+            if user is not None:  # the anonymous user only reaches the public paths
+                self.authorization.check(user, request.method, request.path, request.query)
+                request["user"] = user
             return await self.dispatch(request)
         except StatusError as err:
             return status_response(err)
@@ -206,6 +213,10 @@ class Api:
         """Verbs on a collection: list, create, deletecollection."""
         if request.method == "GET":
             return self.list(request, res, namespace)
+        if request.method == "POST" and res.key in REVIEWS:
+            # Asked of the authorizer for the caller, and never stored.
+            review, _ = self.object_body(res, await self.body(request, res), False)
+            return self.json(self.authorization.review(request["user"], review), 201)
         if request.method == "POST" and not (res.namespaced and namespace is None):
             return await self.create(request, res, namespace)
         if request.method == "DELETE":
@@ -526,10 +537,12 @@ def _raise_not_found(res: Resource, name: str) -> Any:
     raise not_found(res.plural, res.group, name)
 
 
-def build_app(store: Store, address: str, guard: auth.Guard) -> web.Application:
-    """Create the aiohttp application serving the API for ``store`` to callers ``guard`` admits."""
+def build_app(
+    store: Store, address: str, guard: auth.Guard, authorization_mode: str = "AlwaysAllow"
+) -> web.Application:
+    """The aiohttp application serving ``store`` to callers ``guard`` admits and ``authorization_mode`` allows."""
     schema.warm()
-    api = Api(store, address, guard)
+    api = Api(store, address, guard, rbac.Authorization(authorization_mode, store))
     # Our own 413 check reads the body; aiohttp's limit only guards against abuse.
     app = web.Application(client_max_size=MAX_BODY * 4)
     app.router.add_route("*", "/{tail:.*}", api.handle)
