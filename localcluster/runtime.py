@@ -40,6 +40,7 @@ from .controllers.replicaset import ReplicaSetController
 from .images import Catalog
 from .kubelet import KubeletContext
 from .kubelet_process import Reaper
+from .kubeproxy import KubeProxy
 from .nodes import NodeManager, PodBlock
 from .scheduler import Scheduler
 from .store import Event, Store
@@ -100,6 +101,7 @@ class Runtime:
             EndpointsController(self.store, self.recorder),
             EndpointSliceController(self.store, self.recorder),
             DisruptionController(self.store, self.recorder),
+            KubeProxy(self.store, self.recorder, self.block.block),
         ]
         self._forget_deleted_pods()
         self.store.listeners.append(self._dispatch)

@@ -78,6 +78,7 @@ from .deletion import DeleteOptions, DeletionMixin
 from .errors import (
     BadRequest,
     Forbidden,
+    InternalError,
     already_exists,
     conflict,
     not_found,
@@ -125,7 +126,9 @@ class Store(WatchMixin, DeletionMixin):
         self.files = StateFiles(self.state_dir) if self.state_dir else None
         self._ip_counter = 0
         self._dry_run = False
-        self.cluster_ip_base = "10.96"
+        # Service cluster IPs: <base>.1-254, a /24 under 127.0.0.0/8 that no pod or node uses.
+        # The runtime's kube-proxy sets it to its pod block's 127.<block>.0 (see kubeproxy).
+        self.cluster_ip_base = "127.127.0"
 
     # ----------------------------------------------------------------- persistence
 
@@ -262,13 +265,20 @@ class Store(WatchMixin, DeletionMixin):
             )
 
     def allocate_cluster_ip(self) -> str:
-        """Return an unused 10.96.x.y address for a Service."""
+        """Return an unused ``<cluster_ip_base>.<1-254>`` address for a Service.
+
+        InternalError (as kube-apiserver answers) when every address of the range is taken.
+        """
         used = {e.obj.get("spec", {}).get("clusterIP") for e in self.objects["services"].values()}
-        while True:
-            self._ip_counter += 1
-            ip = f"{self.cluster_ip_base}.{(self._ip_counter >> 8) & 255}.{self._ip_counter & 255}"
-            if ip not in used and not ip.endswith(".0"):
+        for _ in range(254):
+            self._ip_counter = self._ip_counter % 254 + 1
+            ip = f"{self.cluster_ip_base}.{self._ip_counter}"
+            if ip not in used:
                 return ip
+        raise InternalError(
+            "Internal error occurred: failed to allocate a serviceIP: range is full "
+            f"({self.cluster_ip_base}.0/24)"
+        )
 
     # ----------------------------------------------------------------- sync core
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,9 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Services answer on loopback (localcluster.kubeproxy); node ports as kube-apiserver's default.
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+NODE_PORTS = range(30000, 32768)
 
 SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
@@ -173,10 +178,60 @@ def _default_cluster_ip(spec: Obj, store: Store, old: Obj | None) -> None:
             spec["clusterIPs"] = old["spec"]["clusterIPs"]
     if not spec.get("clusterIP"):
         spec["clusterIP"] = store.allocate_cluster_ip()
+    elif old is None and not _loopback_or_none(spec["clusterIP"]):
+        # The kube-proxy answers on loopback only: any other address would never answer.
+        raise invalid(
+            "Service",
+            "",
+            "",
+            [
+                field_invalid(
+                    "spec.clusterIP",
+                    spec["clusterIP"],
+                    f"provided IP is not in the valid range. The range of valid IPs is "
+                    f"{store.cluster_ip_base}.0/24 (any 127.0.0.0/8 address is accepted)",
+                )
+            ],
+        )
     spec.setdefault("clusterIPs", [spec["clusterIP"]])
     spec.setdefault("ipFamilies", ["IPv4"])
     spec.setdefault("ipFamilyPolicy", "SingleStack")
     spec.setdefault("internalTrafficPolicy", "Cluster")
+
+
+def _loopback_or_none(value: Any) -> bool:
+    if value == "None":
+        return True
+    try:
+        return ipaddress.ip_address(str(value)) in LOOPBACK
+    except ValueError:
+        return False
+
+
+def _default_node_ports(spec: Obj, store: Store, old: Obj | None) -> None:
+    """Keep the node ports an update leaves out; allocate a free one in 30000-32767."""
+    previous = {
+        (p.get("name", ""), p.get("port")): p.get("nodePort")
+        for p in ((old or {}).get("spec") or {}).get("ports") or []
+        if isinstance(p, dict)
+    }
+    used = {
+        p.get("nodePort")
+        for entry in store.objects["services"].values()
+        if entry.obj is not old
+        for p in (entry.obj.get("spec") or {}).get("ports") or []
+    }
+    for p in spec.get("ports") or []:
+        if not isinstance(p, dict) or p.get("nodePort"):
+            continue
+        kept = previous.get((p.get("name", ""), p.get("port")))
+        if kept:
+            p["nodePort"] = kept
+            continue
+        free = [n for n in NODE_PORTS if n not in used]
+        if free:
+            p["nodePort"] = secrets.choice(free)
+            used.add(p["nodePort"])
 
 
 def _default_service(obj: Obj, store: Store, old: Obj | None) -> None:
@@ -186,6 +241,8 @@ def _default_service(obj: Obj, store: Store, old: Obj | None) -> None:
         spec.setdefault("sessionAffinity", "None")
         if spec["type"] != "ExternalName":
             _default_cluster_ip(spec, store, old)
+        if spec["type"] in ("NodePort", "LoadBalancer"):
+            _default_node_ports(spec, store, old)
         for p in spec.get("ports") or []:
             if isinstance(p, dict):
                 p.setdefault("protocol", "TCP")
