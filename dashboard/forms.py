@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 from deployer import envvars
 from deployer.models import App, Deployment
-from deployer.validation import validate_env
+from deployer.validation import TRAFFIC_CHOICES, validate_env
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -44,6 +44,7 @@ class AppForm(forms.ModelForm):
             "keep_old_seconds": "Keep old version warm (s)",
             "stop_delay_seconds": "Stop delay before SIGTERM (s)",
             "max_unavailable": "Pods down at once in a drain",
+            "traffic": "Traffic switch",
         }
         help_texts = {
             "name": "Lowercase letters, digits and '-', starting with a letter (DNS-1035 label).",
@@ -61,6 +62,14 @@ class AppForm(forms.ModelForm):
             "balancers take it out of rotation, then gets SIGTERM.",
             "max_unavailable": "The PodDisruptionBudget of each live version: how many of its "
             "pods a node drain may evict at once.",
+            "traffic": "haproxy: the load balancer routes to the new version's pods. service: "
+            "the switch moves the selector of the Service named after the app (its ClusterIP "
+            "is what the load balancer, an Ingress or a cloud load balancer routes to).",
+        }
+        error_messages = {
+            "traffic": {
+                "invalid_choice": f"Unknown traffic mode %(value)s: choose {TRAFFIC_CHOICES}."
+            }
         }
         widgets = {
             # Filled by the view from the env rows, so model validation reports on "env".
@@ -81,6 +90,7 @@ class AppForm(forms.ModelForm):
         self.fields["replicas"].widget.attrs.update(min=1, max=settings.MAX_REPLICAS)
         self.fields["container_port"].widget.attrs.update(min=1, max=65535)
         self.fields["health_port"].widget.attrs.update(min=1, max=65535)
+        self.fields["traffic"].required = False
         self.fields["name"].widget.attrs.update(
             pattern=r"^[a-z]([a-z0-9\-]*[a-z0-9])?$", maxlength=53, autocomplete="off"
         )
@@ -89,6 +99,10 @@ class AppForm(forms.ModelForm):
             for name in ("name", "namespace"):
                 self.fields[name].disabled = True
                 self.fields[name].help_text = "Fixed once the app exists."
+
+    def clean_traffic(self) -> str:
+        """A form that leaves the mode out keeps the app's (haproxy for a new app)."""
+        return str(self.cleaned_data.get("traffic") or self.instance.traffic)
 
     def validate_unique(self) -> None:
         """The name per namespace, on the name field; App.clean() already checks the frontend."""

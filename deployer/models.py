@@ -90,11 +90,16 @@ class App(models.Model):
         "keep_old_seconds",
         "stop_delay_seconds",
         "max_unavailable",
+        "traffic",
     )
 
     class HealthType(models.TextChoices):
         HTTP_JSON = "http-json", "HTTP, JSON body with healthy: true"
         HTTP_STATUS = "http-status", "HTTP status 2xx"
+
+    class Traffic(models.TextChoices):
+        HAPROXY = "haproxy", "HAProxy routes to the version's pods"
+        SERVICE = "service", "A stable Service's selector moves to the version"
 
     name = models.CharField(max_length=53)
     namespace = models.CharField(max_length=63, default="default")
@@ -123,6 +128,9 @@ class App(models.Model):
     stop_delay_seconds = models.PositiveIntegerField(default=5)
     # The PodDisruptionBudget of each live version: pods a drain may take down at once.
     max_unavailable = models.PositiveIntegerField(default=1)
+    # How the switch moves traffic (deployer.traffic): the load balancer's backend, or the
+    # selector of the app's stable Service, which the load balancer then routes to.
+    traffic = models.CharField(max_length=16, choices=Traffic.choices, default=Traffic.HAPROXY)
 
     # The version receiving traffic, set by the workflow at the switch; None when undeployed.
     live_version = models.PositiveIntegerField(null=True, blank=True)
@@ -206,6 +214,7 @@ class App(models.Model):
             "keep_old_seconds": self.keep_old_seconds,
             "stop_delay_seconds": self.stop_delay_seconds,
             "max_unavailable": self.max_unavailable,
+            "traffic": self.traffic,
         }
 
 

@@ -483,6 +483,21 @@ def validate_rollout(app: App) -> None:
         raise ValidationError(errors)
 
 
+TRAFFIC_MODES = {
+    "haproxy": "HAProxy routes to the pods",
+    "service": "the stable Service's selector moves",
+}
+TRAFFIC_CHOICES = "; ".join(f"{mode} ({what})" for mode, what in TRAFFIC_MODES.items())
+
+
+def validate_traffic(value: str) -> None:
+    """One of the traffic modes (deployer.traffic)."""
+    if value not in TRAFFIC_MODES:
+        raise ValidationError(
+            {"traffic": f"Unknown traffic mode {str(value)[:40]!r}: choose {TRAFFIC_CHOICES}."}
+        )
+
+
 def _check_limit(request: str, limit: str) -> bool:
     """Whether the limit is at least the request (True when either is empty or malformed)."""
     if not request or not limit:
@@ -528,5 +543,6 @@ def validate_app(app: App) -> None:
     collect(validate_extra_pod_spec, app.extra_pod_spec)
     if "extra_pod_spec" not in errors:
         collect(validate_rollout, app)
+    collect(validate_traffic, app.traffic)
     if errors:
         raise ValidationError(errors)

@@ -14,6 +14,7 @@ from dashboard.forms import duplicate_name_message
 from deployer import envvars, permissions
 from deployer.livelog import MAX_DB_INT
 from deployer.models import App, Deployment, DeploymentLog
+from deployer.validation import TRAFFIC_CHOICES
 
 FIXED_AFTER_CREATE = ("name", "namespace")
 
@@ -91,7 +92,14 @@ class AppSerializer(serializers.ModelSerializer):
         read_only_fields = ["live_version", "webhook_secret", "created_at", "updated_at"]
         # Uniqueness is checked by App.full_clean below, with messages on the right field.
         validators: list[Any] = []
-        extra_kwargs = {"frontend": {"validators": []}}
+        extra_kwargs = {
+            "frontend": {"validators": []},
+            "traffic": {
+                "error_messages": {
+                    "invalid_choice": f'Unknown traffic mode "{{input}}": choose {TRAFFIC_CHOICES}.'
+                }
+            },
+        }
 
     def to_representation(self, instance: App) -> dict[str, Any]:
         """The app; env values and the webhook secret only for users who may change apps."""
