@@ -15,7 +15,7 @@ from kubernetes import client
 from deployer import k8s
 from deployer.bounds import LOG_TAIL_BYTES, cut_bytes
 from deployer.envvars import container_env
-from deployer.errors import Conflict, NotFound, Transient
+from deployer.errors import Conflict, Forbidden, NotFound, Transient
 from deployer.podevents import PodEventFeed
 from deployer.pods import PodInfo, PodStartWait, label_version, pod_info
 from deployer.validation import termination_grace_seconds
@@ -353,6 +353,9 @@ class KubeCluster:
                 _preload_content=False,
                 _request_timeout=5,
             )
+        except Forbidden as exc:  # a missing permission is said, not just an empty tail
+            logger.warning("cannot read the log of pod %s/%s: %s", namespace, pod, exc)
+            return ""
         except k8s.KubeError:
             return ""
         try:

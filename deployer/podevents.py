@@ -12,6 +12,7 @@ from kubernetes import client
 
 from deployer import k8s
 from deployer.bounds import EVENT_MESSAGE_CHARS, cut_text
+from deployer.errors import Forbidden
 
 logger = logging.getLogger(__name__)
 
@@ -100,5 +101,7 @@ class PodEventFeed:
                         self._take(obj)
                     if self._stop.is_set():
                         return
+        except Forbidden as exc:  # a missing permission is said, not only at debug level
+            logger.warning("cannot read the events of pods %s*: %s", self.prefix, exc)
         except Exception:
             logger.debug("pod event feed for %s* ended", self.prefix, exc_info=True)
