@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from django.db.models import Max
 
+from deployer import traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import StopDeployment
 from deployer.healthsteps import check_health, log_pod_output
@@ -73,6 +74,7 @@ class DeployWorkflow(Workflow):
         assert version is not None
         self.created = True  # before the call: a half-done create is cleaned up too
         self.cluster.create_version(self.descriptor, version)
+        traffic.prepare(self)  # service mode: the app's stable Service
         self.log(
             f"Created Deployment and Service {self.name}-v{version}: image {self.descriptor['image']}, "
             f"{self.descriptor['replicas']} replicas.",

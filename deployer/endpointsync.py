@@ -201,6 +201,8 @@ class EndpointSync:
             record = snapshot.backends.get(name)
             if not record or not str(record.get("version", "")).isdigit():
                 continue
+            if record.get("traffic") == "service":
+                continue  # its one server is the app's stable Service (deployer.traffic)
             key = (
                 str(record.get("namespace", "")),
                 str(record.get("app", "")),

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from django.db.models import Max
 
+from deployer import traffic
 from deployer.collaborators import StopDeployment, backend_name
 from deployer.models import App, Deployment
 from deployer.workflow import Workflow
@@ -49,6 +50,7 @@ class UndeployWorkflow(Workflow):
             for version in sorted(versions):
                 self.cluster.delete_version(self.namespace, self.name, version)
                 self.log(f"Deleted {self.name}-v{version}.", step="objects")
+            traffic.forget(self)  # the stable Service of traffic mode service
 
     def success_line(self, seconds: float) -> str:
         """The last log line of a successful undeploy."""

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from django.db import transaction
 from django.utils import timezone
 
+from deployer import traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import (
     Clock,
@@ -55,6 +56,7 @@ from deployer.logsink import Level, level_first
 from deployer.models import App, Deployment
 from deployer.pods import PodInfo
 from deployer.rotation import ServingPod, StillRouted, take_out
+from deployer.traffic import ServiceTraffic
 
 __all__ = [
     "Clock",
@@ -116,6 +118,8 @@ class Workflow(abc.ABC):
     switch_written_at: float | None = field(default=None, init=False)
     # The load balancers that applied the switch: the verify step asks each of them.
     balancers: list[LoadBalancer] = field(default_factory=list, init=False)
+    # The app's stable Service in traffic mode service (deployer.traffic), once used.
+    service_traffic: ServiceTraffic | None = field(default=None, init=False)
 
     @property
     def descriptor(self) -> dict[str, Any]:
@@ -365,6 +369,8 @@ class Workflow(abc.ABC):
 
     def servers(self) -> list[dict[str, Any]]:
         """Backend servers: every running pod of the version on the container port."""
+        if (service := traffic.of(self)) is not None:
+            return service.servers()  # the stable Service's ClusterIP
         return [
             {"name": pod.name, "address": pod.ip, "port": int(self.descriptor["container_port"])}
             for pod in sorted(self.pods, key=lambda p: p.name)
@@ -384,11 +390,12 @@ class Workflow(abc.ABC):
         }
         if health.get("enabled", True):
             options.update(check_path=health["path"], check_port=int(health["port"]))
-        return options
+        return {**options, **traffic.backend_options(self)}
 
     def write_route(self) -> None:
         """Point the frontend at the new version's backend, once every load balancer has it."""
         self.check_owner()
+        traffic.switch(self)  # service mode: the stable Service first, until it took effect
         backend = self.new_backend()
         if self.backend_revision:
             # Usually applied while the pods were health-checked; a refusal or timeout
@@ -600,6 +607,7 @@ class Workflow(abc.ABC):
         """
         self.check_owner()
         self.log(f"Rolling back: {failure.reason}", level="warning", step="rollback")
+        self._try(lambda: traffic.restore(self), "point the stable Service back")
         if self.switch_started:
             self._try(self.swap_back_route, "restore the previous route")
         if self.created:
