@@ -1,8 +1,10 @@
 """The blue-green deploy, top to bottom: pick a version, create it, check it, switch, retire.
 
-The new version's backend record is written as soon as its pods are known, while they
-are health-checked: it gets no traffic until the frontend points at it, and by then
-HAProxy already has it, so the switch is a map change without a reload. Steps, logging
+The new version's backend record is written, without servers, as the version is
+created, so that the reload that adds it to HAProxy happens while the pods start; its
+servers are written once the pods run (a runtime change), while they are
+health-checked. It gets no traffic until the frontend points at it, and by then HAProxy
+has it with its servers, so the switch is a map change without a reload. Steps, logging
 and the rollback path are deployer.workflow.Workflow's.
 """
 
@@ -69,15 +71,21 @@ class DeployWorkflow(Workflow):
         self.log(f"New version v{version} of {self.name}; {live} is live now.", step="prepare")
 
     def create(self) -> None:
-        """Create the version's Deployment and Service."""
+        """Write the version's backend record without servers; create its Deployment and Service."""
         version = self.deployment.version
         assert version is not None
         self.created = True  # before the call: a half-done create is cleaned up too
+        backend = self.new_backend()
+        self.backend_written = True  # before the write: its outcome is unknown if it raises
+        self.backend_revision = self.lb.put_backend(
+            backend, {"servers": [], **self.backend_options()}
+        )
         self.cluster.create_version(self.descriptor, version)
         traffic.prepare(self)  # service mode: the app's stable Service
         self.log(
             f"Created Deployment and Service {self.name}-v{version}: image {self.descriptor['image']}, "
-            f"{self.descriptor['replicas']} replicas.",
+            f"{self.descriptor['replicas']} replicas; backend {backend} written without servers "
+            f"at etcd revision {self.backend_revision}.",
             step="create",
         )
 

@@ -43,6 +43,7 @@ from deployer.lbfleet import (  # noqa: E402
     ServerEntry,
     WaitOptions,
     haproxy_accepts,
+    reaches,
     refuse_unknown,
 )
 
@@ -654,7 +655,7 @@ class EtcdStore:
                     pending = [m.id for m in held]
                     for balancer in balancers:
                         record = balancer.applied if kind == "applied" else balancer.drained
-                        if record and int(record.get("revision", 0)) >= revision:
+                        if reaches(record, revision, options.get("records")):
                             seen.setdefault(balancer.id, now - origin)
                             continue
                         rejected = (balancer.applied or {}).get("rejected") or {}

@@ -30,9 +30,6 @@ from deployer.errors import (
 
 T = TypeVar("T")
 
-# Connections kept open to the API server; see new_api_client.
-CONNECTION_POOL_SIZE = 64
-
 _lock = threading.Lock()
 _client: client.ApiClient | None = None
 _client_key: tuple[Any, ...] | None = None
@@ -44,6 +41,15 @@ def _settings_key() -> tuple[Any, ...]:
         str(settings.KUBECONFIG),
         settings.KUBE_CONTEXT,
     )
+
+
+def connection_pool_size() -> int:
+    """Connections kept open to the API server: one per worker thread (a few at least).
+
+    The floor covers the threads beside the workflows (heartbeat, pod watches) in a
+    process configured with very few worker threads.
+    """
+    return max(4, int(settings.CELERY_WORKER_CONCURRENCY))
 
 
 def new_api_client() -> client.ApiClient:
@@ -60,7 +66,7 @@ def new_api_client() -> client.ApiClient:
             )
     # One connection per thread that may call at once (the worker runs deploys in threads):
     # a smaller pool opens and discards a TLS connection for most calls under load.
-    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    configuration.connection_pool_maxsize = connection_pool_size()
     return client.ApiClient(configuration)
 
 

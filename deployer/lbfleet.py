@@ -106,10 +106,33 @@ class WaitOptions(TypedDict, total=False):
     ``cancelled()`` true ends a wait that is not reached yet, unreached (default: never);
     ``since`` is the ``time.monotonic()`` the revision was written at, where each load
     balancer's time to report it is counted from (default: the start of the wait).
+    ``records``: the wait is for these records only (``frontends/<hostname>``,
+    ``backends/<name>``), so a load balancer that serves them as at the revision counts
+    while other records of it wait for a reload (see :func:`reaches`); default: all.
     """
 
     cancelled: Callable[[], bool]
     since: float | None
+    records: tuple[str, ...] | list[str] | None
+
+
+def reaches(applied: dict[str, Any] | None, revision: int, records: Any = None) -> bool:
+    """Whether a load balancer's ``applied`` record shows ``revision`` served.
+
+    Served: the whole configuration at ``revision`` or later (``revision``), or, for a
+    wait on given ``records`` only, a runtime update at ``revision`` or later
+    (``runtime.revision``) that left none of them pending (``runtime.pending``: the
+    records it could not apply without a reload, such as a route to a new backend).
+    """
+    if not applied:
+        return False
+    if int(applied.get("revision", 0)) >= revision:
+        return True
+    runtime = applied.get("runtime")
+    if not records or not isinstance(runtime, dict):
+        return False
+    pending = set(runtime.get("pending") or ())
+    return int(runtime.get("revision", 0)) >= revision and not pending.intersection(records)
 
 
 def refuse_unknown(options: dict[str, Any], typed: Any) -> None:

@@ -25,7 +25,7 @@ from deployer.lbconfig import (
     render_map,
     safe_name,
 )
-from deployer.lbrecords import clean
+from deployer.lbrecords import RecordError, clean, parse_backend
 
 
 @dataclass(frozen=True)
@@ -192,3 +192,77 @@ def removed_servers(running: Render, render: Render) -> list[tuple[str, ServerSp
         for name, spec in servers.items()
         if name not in render.servers[backend]
     ]
+
+
+def _rendered_part(name: str, record: object) -> dict[str, object] | None:
+    """What the renderer reads of a backend record besides its servers; None if it does not parse."""
+    try:
+        rendered = parse_backend(name, record).as_json()
+    except RecordError:
+        return None
+    rendered.pop("servers", None)
+    return rendered
+
+
+def runtime_part(applied: Snapshot, snapshot: Snapshot, running: Render) -> Snapshot:
+    """The records of ``snapshot`` that the worker running ``running`` can take without a reload.
+
+    ``applied`` is the snapshot ``running`` was rendered from. Every backend the worker
+    has stays, with the servers ``snapshot`` adds (a server it removes stays until the
+    reload, which drains it); a backend whose other settings changed keeps its applied
+    record. A frontend keeps ``snapshot``'s record when its backend is in the worker,
+    else its applied one; a deleted frontend goes. New backends wait for the reload.
+    """
+    backends: dict[str, dict[str, object]] = {}
+    for name in running.names.values():
+        old = applied.backends.get(name)
+        if not isinstance(old, dict):
+            continue
+        new = snapshot.backends.get(name)
+        settings = _rendered_part(name, new)
+        if not isinstance(new, dict) or settings is None or settings != _rendered_part(name, old):
+            backends[name] = old
+            continue
+        servers = [s for s in new.get("servers", []) if isinstance(s, dict)]
+        listed = {server.get("name") for server in servers}
+        staying = [s for s in old.get("servers", []) if isinstance(s, dict)]
+        backends[name] = {
+            **new,
+            "servers": servers + [s for s in staying if s.get("name") not in listed],
+        }
+    frontends: dict[str, dict[str, object]] = {}
+    for hostname, record in snapshot.frontends.items():
+        if isinstance(record, dict) and str(record.get("backend")) in backends:
+            frontends[hostname] = record
+        elif hostname in applied.frontends:
+            frontends[hostname] = applied.frontends[hostname]
+    return Snapshot(
+        snapshot.revision,
+        frontends,
+        backends,
+        {},
+        dict(snapshot.unreadable),
+        snapshot.changes,
+    )
+
+
+def pending_records(part: Snapshot, snapshot: Snapshot) -> list[str]:
+    """The records (``frontends/<host>``, ``backends/<name>``) ``part`` does not serve as ``snapshot`` says.
+
+    A frontend whose backend is pending is pending too: its route is not what
+    ``snapshot`` means until its backend is.
+    """
+    backends = {
+        name
+        for name in set(part.backends) | set(snapshot.backends)
+        if part.backends.get(name) != snapshot.backends.get(name)
+    }
+    frontends = set()
+    for hostname in set(part.frontends) | set(snapshot.frontends):
+        record = snapshot.frontends.get(hostname)
+        target = str(record.get("backend")) if isinstance(record, dict) else None
+        if part.frontends.get(hostname) != record or target in backends:
+            frontends.add(hostname)
+    return sorted(
+        [f"backends/{name}" for name in backends] + [f"frontends/{host}" for host in frontends]
+    )

@@ -34,6 +34,17 @@ in everything that arrived meanwhile, so a load balancer reloads at most once pe
 interval. Changes the running worker can take through the runtime API (switches,
 servers coming and going) never wait.
 
+Nor do they wait for another record's reload: when a render needs one (a new backend,
+a deleted one), the part of it the running worker can take is applied first through the
+runtime API (lbrender.runtime_part: routes to backends it has, servers added to them;
+removed servers wait for the reload, which drains them), and acknowledged as such::
+
+    "runtime": {"revision": S, "pending": ["backends/<new>", "frontends/<host>", ...]}
+
+beside the last full acknowledgement: every record of revision S but those listed is
+served as at S. A wait on given records (a switch waits on its frontend) counts that
+(lbfleet.reaches); the reload follows, and its acknowledgement covers everything.
+
 ``<prefix>/drained/<id>`` says from which revision nothing older carries requests in
 this load balancer (deployer.drainreport).
 """
@@ -73,8 +84,10 @@ from deployer.lbrender import (
     ServerChanges,
     backend_at_line,
     map_commands,
+    pending_records,
     removed_servers,
     render,
+    runtime_part,
     server_changes,
 )
 from deployer.serverdrain import LeavingServer, ServerDrains
@@ -128,8 +141,17 @@ class ProxySync:
         self._changed = threading.Event()
         # Set when HAProxy must get the whole configuration through a reload.
         self._reapply = threading.Event()
-        # What the running HAProxy worker serves: the last render reloaded or mapped.
+        # What the running HAProxy worker serves: the last render reloaded or mapped, and
+        # the snapshot it was rendered from.
         self._applied: Render | None = None
+        self._applied_snapshot: Snapshot | None = None
+        # The render the drain report last heard of: the routes it counts unrouted from.
+        self._noted: Render | None = None
+        # The last full acknowledgement's record, repeated beside a runtime one.
+        self._ack_record: dict[str, Any] = {}
+        # The revision of the last runtime acknowledgement (of part of a render).
+        self._runtime_revision = 0
+        self._runtime_ack: dict[str, Any] | None = None
         # The routing change count of the snapshot being applied, and of the last one
         # acknowledged: a load balancer's lag is counted from the latter.
         self._changes = 0
@@ -367,7 +389,8 @@ class ProxySync:
                 return self.apply_with_reload(snapshot, render)
             if not changes and render.routes == running.routes:
                 self._acknowledge(snapshot.revision, render, [], reloaded=False)
-                self.drains.note_applied(snapshot.revision)
+                self._applied_snapshot = snapshot
+                self._note_drains(snapshot.revision, running, render)
                 return True
             try:
                 seconds, leaving = self.update_running(running, render, changes, snapshot.revision)
@@ -379,7 +402,8 @@ class ProxySync:
                 )
                 return self.apply_with_reload(snapshot, render)
             self._acknowledge(snapshot.revision, render, leaving, reloaded=False, seconds=seconds)
-            self.drains.note_applied(snapshot.revision, running, render)
+            self._applied_snapshot = snapshot
+            self._note_drains(snapshot.revision, running, render)
             logger.info(
                 "applied revision %s (%d routes, %d servers added, %d leaving) through the "
                 "runtime API in %.1f ms",
@@ -430,8 +454,76 @@ class ProxySync:
         if render.skipped:
             record["skipped"] = render.skipped
         self.registration.note_error(None)
+        self._ack_record = record
+        if self._runtime_revision > revision and self._runtime_ack is not None:
+            record = {**record, "runtime": self._runtime_ack}
         self.registration.acknowledge(revision, record)
         self._acknowledged = revision
+
+    def _note_drains(self, revision: int, running: Render, render: Render) -> None:
+        """Tell the drain report ``render`` is applied at ``revision`` through the runtime API.
+
+        Backends are unrouted from the routes it last heard of, which a runtime part
+        applied since may have changed already.
+        """
+        self.drains.note_applied(revision, self._noted or running, render)
+        self._noted = render
+
+    def apply_runtime_part(self, snapshot: Snapshot) -> bool:
+        """Before ``snapshot``'s reload, apply what the running worker can take of it now.
+
+        Routes to backends the worker has and servers added to them go through the
+        runtime API and are acknowledged under ``runtime`` (see the module docstring),
+        so that a switch never waits for another record's reload. False when nothing
+        was applied (no running worker, nothing new, or the runtime API refused: the
+        reload then takes everything).
+        """
+        with self._mutations:
+            running, applied = self._applied, self._applied_snapshot
+            if running is None or applied is None:
+                return False
+            if snapshot.revision <= max(self._acknowledged, self._runtime_revision):
+                return False
+            self._runtime_revision = snapshot.revision
+            part_snapshot = runtime_part(applied, snapshot, running)
+            refused = {
+                name: message
+                for name, (record, message) in self._refused.items()
+                if _as_key(part_snapshot.backends.get(name)) == record
+            }
+            part = render(part_snapshot, self.target, refused, running.routes)
+            changes = server_changes(running, part)
+            if changes is None or changes.removed:
+                return False
+            try:
+                seconds, _ = self.update_running(running, part, changes, snapshot.revision)
+            except ReloadError as exc:
+                logger.warning(
+                    "revision %s: runtime part not applied, the reload takes it: %s",
+                    snapshot.revision,
+                    exc,
+                )
+                return False
+            self._applied, self._applied_snapshot = part, part_snapshot
+            pending = pending_records(part_snapshot, snapshot)
+            self._runtime_ack = {
+                "revision": snapshot.revision,
+                "pending": pending,
+                "seconds": round(seconds, 4),
+            }
+            record = dict(self._ack_record)
+            if left := self.leaving.left_rotation():
+                record["left_rotation"] = left
+            record["runtime"] = self._runtime_ack
+            self.registration.acknowledge(self._acknowledged, record)
+            logger.info(
+                "applied revision %s through the runtime API in %.1f ms but for %d records "
+                "that wait for a reload",
+                snapshot.revision,
+                seconds * 1000,
+                len(pending),
+            )
+            return True
 
     def apply_with_reload(self, snapshot: Snapshot, render: Render) -> bool:
         """Validate, write and reload ``render``, then acknowledge it; False when refused."""
@@ -458,13 +550,13 @@ class ProxySync:
                 self.write(self._applied.map_text, self.target.map_file)
             self.registration.note_error(f"revision {snapshot.revision} refused: {exc}")
             # Whoever waits for this revision hears of the refusal, and from which load balancer.
-            self.registration.acknowledge(
-                self._acknowledged,
-                {
-                    "changes": self._changes_acknowledged,
-                    "rejected": {"revision": snapshot.revision, "error": str(exc)[:2000]},
-                },
-            )
+            record: dict[str, Any] = {
+                "changes": self._changes_acknowledged,
+                "rejected": {"revision": snapshot.revision, "error": str(exc)[:2000]},
+            }
+            if self._runtime_revision > self._acknowledged and self._runtime_ack is not None:
+                record["runtime"] = self._runtime_ack
+            self.registration.acknowledge(self._acknowledged, record)
             return False
         validated = time.monotonic()
         running = self._applied
@@ -478,7 +570,9 @@ class ProxySync:
         for server in leaving:
             server.removed = server.in_old_worker = True
         self._acknowledge(snapshot.revision, render, leaving, reloaded=True, seconds=seconds)
+        self._applied_snapshot = snapshot
         self.drains.note_applied(snapshot.revision, None, render)
+        self._noted = render
         logger.info(
             "applied revision %s (%d routes): validated in %.0f ms, reloaded in %.0f ms",
             snapshot.revision,
@@ -537,7 +631,8 @@ class ProxySync:
 
         A render that needs a reload within ``min_reload_interval`` of the last one waits
         for the rest of the interval and is read again, so that one reload carries
-        everything written meanwhile.
+        everything written meanwhile; a change written during that wait is read at once,
+        so that its runtime part (apply_runtime_part) does not wait.
         """
         backoff = 0.1
         while not self._stop.is_set():
@@ -545,21 +640,26 @@ class ProxySync:
                 if self._reapply.is_set():
                     self._reapply.clear()
                     with self._mutations:
-                        self._applied = None
+                        self._applied = self._applied_snapshot = None
                     self.drains.report_again()  # a new lease carries no drained record yet
                 snapshot = self.store.snapshot()
                 render = self.render(snapshot)
-                wait = self._last_reload_started + self.min_reload_interval - time.monotonic()
-                if wait > 0 and self.needs_reload(render):
-                    self._stop.wait(wait)
-                    continue
+                if self.needs_reload(render):
+                    # What needs no reload is served now, not after the interval and reload.
+                    self.apply_runtime_part(snapshot)
+                    wait = self._last_reload_started + self.min_reload_interval - time.monotonic()
+                    if wait > 0:
+                        # A change meanwhile is read at once: its runtime part goes in now.
+                        if self._changed.wait(wait):
+                            self._changed.clear()
+                        continue
                 self.apply_render(snapshot, render)
                 return
             except ReloadError as exc:
                 logger.warning("HAProxy not reloaded (%s); retrying in %.1fs", exc, backoff)
                 self.registration.note_error(str(exc))
                 with self._mutations:
-                    self._applied = None  # reloaded in full once HAProxy is back
+                    self._applied = self._applied_snapshot = None  # reloaded in full once back
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -603,6 +703,9 @@ class ProxySync:
                 # the changes a slow apply lets pile up are applied together.
                 self._changed.clear()
                 self.apply_current()
+                if ended:
+                    # Its last wake-up may have been taken by apply_current's interval wait.
+                    raise StoreError(f"watch ended: {ended[0] or 'closed by etcd'}")
         finally:
             self._cancel.remove(cancel)
             with contextlib.suppress(Exception):

@@ -400,7 +400,7 @@ class Workflow(abc.ABC):
         if self.backend_revision:
             # Usually applied while the pods were health-checked; a refusal or timeout
             # stops the deploy before any traffic moved.
-            self.wait_applied(self.backend_revision)
+            self.wait_applied(self.backend_revision, records=(f"backends/{backend}",))
             self.refuse_if_skipped(backend)
             self.switch_started = True  # before the write: its outcome is unknown if it raises
             revision = self.lb.point_frontend(self.hostname, backend)
@@ -435,7 +435,13 @@ class Workflow(abc.ABC):
                 f"written at etcd revision {revision}; waiting for every load balancer.",
                 step="switch",
             )
-        waited = self.wait_applied(revision, since=self.switch_written_at)
+        # Only this route and its backend: another app's new backend, which needs a
+        # reload, does not hold the switch up (see deployer.proxysync).
+        waited = self.wait_applied(
+            revision,
+            since=self.switch_written_at,
+            records=(f"frontends/{self.hostname}", f"backends/{backend}"),
+        )
         self.balancers = list(waited.balancers)
         with transaction.atomic():
             App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
@@ -454,14 +460,24 @@ class Workflow(abc.ABC):
                 step=step,
             )
 
-    def wait_applied(self, revision: int, since: float | None = None) -> FleetWait:
+    def wait_applied(
+        self,
+        revision: int,
+        since: float | None = None,
+        records: tuple[str, ...] | None = None,
+    ) -> FleetWait:
         """Wait until every live load balancer applied ``revision``; StopDeployment otherwise.
 
-        Otherwise: a load balancer refused it (named), the deadline passed (also when no
-        load balancer is registered), or the user aborted.
+        With ``records``, only those records of it (WaitOptions). Otherwise: a load
+        balancer refused it (named), the deadline passed (also when no load balancer is
+        registered), or the user aborted.
         """
         waited = self.lb.wait_applied(
-            revision, self.timing.apply_timeout, cancelled=self.abort_requested, since=since
+            revision,
+            self.timing.apply_timeout,
+            cancelled=self.abort_requested,
+            since=since,
+            records=records,
         )
         if not waited:
             self.check_abort()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -105,9 +107,40 @@ def test_it_rolls_back_when_the_image_cannot_be_pulled(
     assert deployment.status == Deployment.Status.FAILED
     assert "could not be pulled" in deployment.failure_reason
     assert cluster.versions_.keys() == {1}
-    assert lb.writes == writes  # etcd untouched
+    # The frontend was never touched; v2's backend, written without servers as v2 was
+    # created, is gone again.
+    v2 = backend_name("default", app.name, 2)
+    assert lb.writes == [*writes, f"backend {v2}", f"delete backend {v2}"]
     assert lb.live_version(app.frontend) == 1
     assert "panic: the end" in sink.text()  # the pod's last output is in the log
+
+
+def test_it_writes_the_new_backend_without_servers_before_it_creates_the_version(
+    app: App,
+    run_workflow: Run,
+    cluster: FakeCluster,
+    lb: FakeLB,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # So that the reload adding the backend happens while the pods start, not at the switch.
+    at_create: list[dict[str, Any]] = []
+    create_version = cluster.create_version
+
+    def recording(descriptor: dict[str, Any], version: int) -> None:
+        at_create.append(copy.deepcopy(lb.backends))
+        create_version(descriptor, version)
+
+    monkeypatch.setattr(cluster, "create_version", recording)
+
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    v1 = backend_name("default", app.name, 1)
+    assert at_create == [{v1: {**at_create[0][v1], "servers": []}}]
+    assert at_create[0][v1]["version"] == 1
+    # Its servers come once the pods run, then the frontend points at it.
+    assert lb.writes == [f"backend {v1}", f"backend {v1}", f"point {app.frontend}->{v1}"]
+    assert len(lb.backends[v1]["servers"]) == 2
 
 
 def test_it_rolls_back_when_the_container_keeps_crashing(
@@ -131,7 +164,9 @@ def test_it_rolls_back_when_pods_never_start(
     assert deployment.status == Deployment.Status.FAILED
     assert "did not start in time" in deployment.failure_reason
     assert cluster.versions_ == {}
-    assert lb.writes == []
+    v1 = backend_name("default", app.name, 1)
+    assert lb.writes == [f"backend {v1}", f"delete backend {v1}"]  # never routed
+    assert lb.backends == {}
 
 
 def test_it_rolls_back_when_a_pod_never_becomes_healthy(
@@ -147,10 +182,10 @@ def test_it_rolls_back_when_a_pod_never_becomes_healthy(
     assert "health checks did not pass within 30s" in deployment.failure_reason
     assert f"{app.name}-v2-1" in deployment.failure_reason
     assert cluster.versions_.keys() == {1}
-    # The frontend was never touched; v2's backend, written before the health checks and
-    # never routed to, is gone again.
+    # The frontend was never touched; v2's backend, written as v2 was created, given its
+    # servers before the health checks and never routed to, is gone again.
     v2 = backend_name("default", app.name, 2)
-    assert lb.writes == [*writes, f"backend {v2}", f"delete backend {v2}"]
+    assert lb.writes == [*writes, f"backend {v2}", f"backend {v2}", f"delete backend {v2}"]
     assert lb.live_version(app.frontend) == 1
     results = {r["pod"]: r["healthy"] for r in deployment.health_results}
     assert results == {f"{app.name}-v2-0": True, f"{app.name}-v2-1": False}
@@ -179,7 +214,8 @@ def test_it_stops_before_the_switch_when_the_load_balancer_never_applies_the_new
     assert "is proxysync running?" in deployment.failure_reason
     assert deployment.switched_at is None
     v2 = backend_name("default", app.name, 2)
-    assert lb.writes == [*writes, f"backend {v2}", f"delete backend {v2}"]  # frontend untouched
+    # Frontend untouched: v2's backend (written at the create and given its servers) is gone.
+    assert lb.writes == [*writes, f"backend {v2}", f"backend {v2}", f"delete backend {v2}"]
     assert lb.frontends[app.frontend]["backend"] == backend_name("default", app.name, 1)
     assert backend_name("default", app.name, 2) not in lb.backends
     assert cluster.versions_.keys() == {1}
@@ -242,7 +278,9 @@ def test_it_rolls_back_when_the_cluster_api_fails(
     assert deployment.status == Deployment.Status.FAILED
     assert "Kubernetes API unreachable" in deployment.failure_reason
     assert cluster.deleted == [1]
-    assert lb.writes == []
+    v1 = backend_name("default", app.name, 1)
+    assert lb.writes == [f"backend {v1}", f"delete backend {v1}"]  # never routed
+    assert lb.backends == {}
 
 
 @pytest.mark.both_databases
@@ -266,7 +304,7 @@ def test_it_aborts_at_the_next_step_and_rolls_back(
     assert deployment.steps["switch"]["state"] == "pending"
     assert cluster.versions_ == {}
     v1 = backend_name("default", app.name, 1)
-    assert lb.writes == [f"backend {v1}", f"delete backend {v1}"]  # never routed
+    assert lb.writes == [f"backend {v1}", f"backend {v1}", f"delete backend {v1}"]  # never routed
     assert lb.frontends == {} and lb.backends == {}
 
 
