@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -112,7 +112,11 @@ class LoadBalancerList(APIView):
         responses={
             200: OpenApiResponse(
                 LoadBalancerFleetSerializer,
-                description="Every load balancer by id, or why etcd could not be read.",
+                description="Every load balancer by id.",
+            ),
+            503: OpenApiResponse(
+                LoadBalancerFleetSerializer,
+                description="etcd could not be read: `error` says why, and the list is empty.",
             ),
         },
     )
@@ -122,9 +126,12 @@ class LoadBalancerList(APIView):
         try:
             revision, balancers = load_balancers()
         except StoreError as exc:
+            # A monitoring client that reads only the status sees the fleet is unknown.
             logger.warning("load balancer list: %s", exc)
             fleet = {"revision": None, "error": f"etcd could not be read: {exc}", "results": []}
+            answer = status.HTTP_503_SERVICE_UNAVAILABLE
         else:
             fleet = {"revision": revision, "error": None, "results": balancers}
+            answer = status.HTTP_200_OK
         fleet["count"] = len(fleet["results"])
-        return Response(LoadBalancerFleetSerializer(fleet).data)
+        return Response(LoadBalancerFleetSerializer(fleet).data, status=answer)

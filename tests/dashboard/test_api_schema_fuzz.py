@@ -91,8 +91,9 @@ class World:
 
 
 @pytest.fixture
-def world(admin: Any, make_app: Callable[..., App], make_deployment: Any) -> World:
-    """Apps with deployments and logs, schedules sizing apps and node groups, runs with logs."""
+def world(admin: Any, make_app: Callable[..., App], make_deployment: Any, fleet: Any) -> World:
+    """Apps with deployments and logs, schedules sizing apps and node groups, runs with logs,
+    and two load balancers registered in an etcd of the test's own (``fleet``)."""
     apps = [make_app(), make_app(replicas=1), make_app(keep_old_seconds=60)]
     deployments = [
         make_deployment(apps[0], version=1, lines=3),
