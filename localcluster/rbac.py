@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .auth import User
-from .errors import Forbidden, field_invalid, invalid
+from .errors import Forbidden, field_invalid, field_not_supported, field_required, invalid
+from .resources import Resource
 from .store import Store
 
 MODES = ("AlwaysAllow", "RBAC")
@@ -151,6 +152,114 @@ def request_attributes(user: User, method: str, path: str, query: Mapping[str, s
     return Attributes(
         user, verb, True, path, namespace, group, version, resource, subresource, name
     )
+
+
+# ------------------------------------------------------------------ validation
+
+Causes = list[dict[str, str]]
+
+
+class _GoValue:
+    """A value printed as Go's %#v prints it (unquoted), in a FieldValueInvalid cause."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _rule_causes(rule: Mapping[str, Any], namespaced: bool, path: str) -> Causes:
+    causes: Causes = []
+    if not rule.get("verbs"):
+        causes.append(field_required(f"{path}.verbs", "verbs must contain at least one value"))
+    urls = rule.get("nonResourceURLs")
+    if urls:
+        shown = _GoValue("[]string{" + ", ".join(f'"{u}"' for u in urls) + "}")
+        if namespaced:
+            causes.append(
+                field_invalid(
+                    f"{path}.nonResourceURLs",
+                    shown,
+                    "namespaced rules cannot apply to non-resource URLs",
+                )
+            )
+        if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+            causes.append(
+                field_invalid(
+                    f"{path}.nonResourceURLs",
+                    shown,
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                )
+            )
+        return causes
+    if not rule.get("apiGroups"):
+        causes.append(
+            field_required(f"{path}.apiGroups", "resource rules must supply at least one api group")
+        )
+    if not rule.get("resources"):
+        causes.append(
+            field_required(f"{path}.resources", "resource rules must supply at least one resource")
+        )
+    return causes
+
+
+def _subject_causes(subject: dict[str, Any], namespaced: bool, path: str) -> Causes:
+    causes: Causes = []
+    kind = subject.get("kind", "")
+    if kind in ("User", "Group") and not subject.get("apiGroup"):
+        subject["apiGroup"] = RBAC_GROUP  # SetDefaults_Subject
+    if not subject.get("name"):
+        causes.append(field_required(f"{path}.name"))
+    if kind == "ServiceAccount":
+        if subject.get("apiGroup"):
+            causes.append(field_not_supported(f"{path}.apiGroup", subject["apiGroup"], [""]))
+        if not namespaced and not subject.get("namespace"):
+            causes.append(field_required(f"{path}.namespace"))
+    elif kind in ("User", "Group"):
+        if subject["apiGroup"] != RBAC_GROUP:
+            causes.append(
+                field_not_supported(f"{path}.apiGroup", subject["apiGroup"], [RBAC_GROUP])
+            )
+    else:
+        causes.append(
+            field_not_supported(f"{path}.kind", kind, ["ServiceAccount", "User", "Group"])
+        )
+    return causes
+
+
+def validate(res: Resource, obj: dict[str, Any], old: Mapping[str, Any] | None) -> None:
+    """Default and check a Role, ClusterRole or binding as pkg/apis/rbac/validation does; 422 if bad.
+
+    ``old`` is the stored object an update replaces (a binding's roleRef cannot change).
+    """
+    causes: Causes = []
+    if res.kind in ("Role", "ClusterRole"):
+        for index, rule in enumerate(obj.get("rules") or []):
+            causes += _rule_causes(rule, res.kind == "Role", f"rules[{index}]")
+    elif res.kind in ("RoleBinding", "ClusterRoleBinding"):
+        ref = obj.setdefault("roleRef", {})
+        if not ref.get("apiGroup"):
+            ref["apiGroup"] = RBAC_GROUP  # SetDefaults_RoleBinding
+        if ref["apiGroup"] != RBAC_GROUP:
+            causes.append(field_not_supported("roleRef.apiGroup", ref["apiGroup"], [RBAC_GROUP]))
+        kinds = ["Role", "ClusterRole"] if res.kind == "RoleBinding" else ["ClusterRole"]
+        if ref.get("kind") not in kinds:
+            causes.append(field_not_supported("roleRef.kind", ref.get("kind", ""), kinds))
+        if not ref.get("name"):
+            causes.append(field_required("roleRef.name"))
+        for index, subject in enumerate(obj.get("subjects") or []):
+            causes += _subject_causes(subject, res.namespaced, f"subjects[{index}]")
+        if old is not None and not causes and old.get("roleRef") != ref:
+            shown = _GoValue(
+                f'rbac.RoleRef{{APIGroup:"{ref.get("apiGroup", "")}", '
+                f'Kind:"{ref.get("kind", "")}", Name:"{ref.get("name", "")}"}}'
+            )
+            causes.append(field_invalid("roleRef", shown, "cannot change roleRef"))
+    else:
+        return
+    if causes:
+        raise invalid(res.kind, res.group, (obj.get("metadata") or {}).get("name") or "", causes)
 
 
 # ------------------------------------------------------------------ rule matching

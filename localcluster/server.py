@@ -369,6 +369,8 @@ class Api:
         if res.has_status and res.kind != "Node":
             # PrepareForCreate resets status (nodes alone may be created with one).
             obj.pop("status", None)
+        if res.group == rbac.RBAC_GROUP:
+            rbac.validate(res, obj, None)
         entry = self.store.create_sync(res, namespace, obj, dry_run=_dry_run(request))
         return self.raw(entry.raw, 201, self.warnings(unknown))
 
@@ -417,6 +419,8 @@ class Api:
         self, res: Resource, namespace: str | None, name: str, obj: dict[str, Any], sub: str | None
     ) -> None:
         """Clients may change only a few pod spec fields (binding goes through pods/binding)."""
+        if res.group == rbac.RBAC_GROUP:  # and RBAC objects are checked, a roleRef kept
+            rbac.validate(res, obj, self.store.peek(res, namespace, name))
         if res.key != "pods" or sub is not None:
             return
         current = self.store.peek(res, namespace, name)

@@ -622,3 +622,55 @@ def test_kubectl_auth_can_i_and_a_forbidden_get(
         'Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "b"'
         in denied.stderr
     )
+
+
+def invalid_message(call: Callable[[], Any]) -> str:
+    """The message of the 422 ``call`` must raise."""
+    with pytest.raises(ApiException) as info:
+        call()
+    assert info.value.status == 422, info.value.body
+    body = yaml.safe_load(info.value.body)
+    validate(body)
+    return str(body["message"])
+
+
+def test_roles_and_bindings_are_checked_defaulted_and_a_role_ref_kept(
+    admin: client.ApiClient, grant: Callable[..., None]
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(admin)
+    assert invalid_message(
+        lambda: rbac.create_namespaced_role(
+            "a",
+            role("bad", [{"verbs": ["get"], "nonResourceURLs": ["/x"]}, {"verbs": ["get"]}], "a"),
+        )
+    ) == (
+        'Role.rbac.authorization.k8s.io "bad" is invalid: ['
+        'rules[0].nonResourceURLs: Invalid value: []string{"/x"}: namespaced rules cannot apply to non-resource URLs, '
+        "rules[1].apiGroups: Required value: resource rules must supply at least one api group, "
+        "rules[1].resources: Required value: resource rules must supply at least one resource]"
+    )
+    subjects = [
+        {"kind": "ServiceAccount", "name": "robot"},
+        {"kind": "Robot", "name": "r2"},
+    ]
+    assert invalid_message(
+        lambda: rbac.create_cluster_role_binding(binding("bad", "Role", "x", subjects))
+    ) == (
+        'ClusterRoleBinding.rbac.authorization.k8s.io "bad" is invalid: ['
+        'roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole", '
+        "subjects[0].namespace: Required value, "
+        'subjects[1].kind: Unsupported value: "Robot": supported values: "ServiceAccount", "User", "Group"]'
+    )
+    assert rbac.list_cluster_role_binding().items == []  # nothing stored
+    grant(
+        "RoleBinding", binding("kept", "Role", "reader", [{"kind": "User", "name": "alice"}], "a")
+    )
+    stored = rbac.read_namespaced_role_binding("kept", "a")
+    assert stored.subjects[0].api_group == RBAC  # defaulted, as SetDefaults_Subject does
+    assert invalid_message(
+        lambda: rbac.patch_namespaced_role_binding("kept", "a", {"roleRef": {"name": "other"}})
+    ) == (
+        'RoleBinding.rbac.authorization.k8s.io "kept" is invalid: roleRef: Invalid value: '
+        'rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"other"}: cannot change roleRef'
+    )
+    rbac.patch_namespaced_role_binding("kept", "a", {"subjects": [user("bob")]})
