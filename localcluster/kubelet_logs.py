@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
+from typing import Any
 
 # Lines longer than this are split into partial (P) records, as containerd does.
 MAX_RECORD = 16 * 1024
@@ -11,9 +13,17 @@ MAX_RECORD = 16 * 1024
 MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _now() -> str:
-    now = dt.datetime.now(dt.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond * 1000:09d}Z"
+    # A busy pod writes many records a second: the date part is formatted once per second.
+    stamp = time.time_ns()
+    second, nanos = divmod(stamp, 1_000_000_000)
+    if _second[0] != second:
+        _second[0] = second
+        _second[1] = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{_second[1]}{nanos:09d}Z"
 
 
 class ContainerLog:

@@ -65,9 +65,16 @@ class HistoryRecord:
 class Watcher:
     """A registered watch: matching events are pushed to its queue as they happen."""
 
-    def __init__(self, resource: Resource, match: Callable[[Mapping[str, Any]], bool]) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        match: Callable[[Mapping[str, Any]], bool],
+        pair: tuple[str, str] | None = None,
+    ) -> None:
         self.resource = resource
         self.match = match
+        # A label every object this watch matches carries (for the store's watcher index).
+        self.pair = pair
         self.queue: asyncio.Queue[tuple[str, Obj, bytes] | None] = asyncio.Queue()
         self.closed = False
 

@@ -16,6 +16,8 @@ UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 # Unschedulable pods are retried on every node or pod change, and at least this often.
 RETRY_SECONDS = 5.0
+# Pods whose parsed requests are kept; past it the cache starts over.
+REQUEST_CACHE_SIZE = 10000
 
 _UNITS = {
     "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -144,6 +146,7 @@ class Scheduler(Controller):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unschedulable: set[Key] = set()
+        self._request_cache: dict[str, dict[str, float]] = {}
 
     @staticmethod
     def _wants(pod: dict[str, Any]) -> bool:
@@ -154,6 +157,16 @@ class Scheduler(Controller):
             and spec.get("schedulerName", COMPONENT) == COMPONENT
             and pod_active(pod)
         )
+
+    def _requests(self, pod: dict[str, Any]) -> dict[str, float]:
+        # A pod's requests are fixed once it exists: parse them once per pod.
+        uid = pod["metadata"]["uid"]
+        found = self._request_cache.get(uid)
+        if found is None:
+            if len(self._request_cache) >= REQUEST_CACHE_SIZE:
+                self._request_cache.clear()
+            found = self._request_cache[uid] = pod_requests(pod)
+        return found
 
     def initial_keys(self) -> Iterable[Key]:
         """Every pending pod."""
@@ -181,12 +194,14 @@ class Scheduler(Controller):
             return
         nodes = [e.obj for e in self.store.select("nodes")]
         usage: dict[str, Counter[str]] = {n["metadata"]["name"]: Counter() for n in nodes}
-        for entry in self.store.select("pods"):
-            other = entry.obj
-            node_name = (other.get("spec") or {}).get("nodeName")
-            if node_name in usage and pod_active(other):
-                usage[node_name].update(pod_requests(other))
-                usage[node_name]["pods"] += 1
+        for node_name, used in usage.items():
+            bound = self.store.select(
+                "pods", None, None, f"spec.nodeName={node_name}", ordered=False
+            )
+            for entry in bound:
+                if pod_active(entry.obj):
+                    used.update(self._requests(entry.obj))
+                    used["pods"] += 1
         wanted = pod_requests(pod)
         tolerations = pod["spec"].get("tolerations") or []
         reasons: Counter[str] = Counter()

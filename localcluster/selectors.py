@@ -6,8 +6,10 @@ and set-based); field selectors follow pkg/fields/selector.go (=, ==, !=).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
@@ -59,10 +61,12 @@ def _check_value(value: str) -> None:
         )
 
 
-def parse_label_selector(text: str | Mapping[str, str] | None) -> LabelSelector:
-    """Parse a label selector string (or a matchLabels dict); BadRequest when malformed."""
+def parse_label_selector(text: str | Mapping[str, str] | LabelSelector | None) -> LabelSelector:
+    """Parse a label selector string (or a matchLabels dict, or parsed requirements); BadRequest when malformed."""
     if text is None:
         return ()
+    if isinstance(text, tuple):
+        return text
     if isinstance(text, Mapping):
         return tuple((k, "=", frozenset([v])) for k, v in text.items())
     text = text.strip()
@@ -172,8 +176,9 @@ def _field_value(obj: Mapping[str, Any], path: str) -> str:
         src = obj.get("source") or {}
         return str(src.get("component", "") if isinstance(src, dict) else "")
     cur: Any = obj
-    for part in path.split("."):
-        if not isinstance(cur, Mapping):
+    for part in _field_path(path):
+        # Stored objects are plain JSON dicts; a dict check is cheaper than an ABC's.
+        if not isinstance(cur, dict):
             return ""
         cur = cur.get(part)
     if cur is None:
@@ -192,22 +197,61 @@ def fields_match(selector: FieldSelector, obj: Mapping[str, Any]) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)
+def _field_path(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def required_pairs(selector: LabelSelector) -> list[frozenset[tuple[str, str]]]:
+    """For each requirement that needs a label with one of a few values, the (key, value) pairs.
+
+    An object matching the selector carries one pair of every set: what an index of objects by
+    label can look up instead of scanning.
+    """
+    return [
+        frozenset((key, value) for value in values)
+        for key, op, values in selector
+        if op in ("=", "in") and values
+    ]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed list or watch query: namespace (None: all), label and field requirements."""
+
+    namespace: str | None
+    labels: LabelSelector
+    fields: FieldSelector
+
+    def match(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` is in the namespace and satisfies both selectors."""
+        meta = obj.get("metadata") or {}
+        if self.namespace and meta.get("namespace") != self.namespace:
+            return False
+        if self.labels and not labels_match(self.labels, meta.get("labels")):
+            return False
+        return not self.fields or fields_match(self.fields, obj)
+
+
+def compile_query(
+    resource: Resource,
+    namespace: str | None,
+    label_selector: str | Mapping[str, str] | LabelSelector | None,
+    field_selector: str | None,
+) -> Query:
+    """Parse both selectors for ``resource``; BadRequest when either is malformed."""
+    return Query(
+        namespace or None,
+        parse_label_selector(label_selector),
+        parse_field_selector(field_selector, resource),
+    )
+
+
 def make_matcher(
     resource: Resource,
     namespace: str | None,
-    label_selector: str | Mapping[str, str] | None,
+    label_selector: str | Mapping[str, str] | LabelSelector | None,
     field_selector: str | None,
 ) -> Callable[[Mapping[str, Any]], bool]:
     """Build a predicate for objects in ``namespace`` (None: all) matching both selectors."""
-    labels = parse_label_selector(label_selector)
-    fields = parse_field_selector(field_selector, resource)
-
-    def match(obj: Mapping[str, Any]) -> bool:
-        meta = obj.get("metadata") or {}
-        if namespace and meta.get("namespace") != namespace:
-            return False
-        if labels and not labels_match(labels, meta.get("labels")):
-            return False
-        return not fields or fields_match(fields, obj)
-
-    return match
+    return compile_query(resource, namespace, label_selector, field_selector).match

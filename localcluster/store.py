@@ -83,6 +83,7 @@ from .errors import (
     conflict,
     not_found,
 )
+from .indexes import ResourceIndex
 from .patch import apply_patch
 from .persistence import StateFiles
 from .records import (
@@ -98,8 +99,8 @@ from .records import (
     now_rfc3339,
 )
 from .resources import RESOURCES, Resource, ResourceRef, lookup
-from .selectors import make_matcher
-from .watching import WatchMixin
+from .selectors import LabelSelector, Query, compile_query
+from .watching import WatcherSet, WatchMixin
 
 log = logging.getLogger("localcluster.store")
 __all__ = ["Entry", "Event", "Store", "Watcher", "dumps", "now_rfc3339", "BOOKMARK_INTERVAL"]
@@ -120,7 +121,8 @@ class Store(WatchMixin, DeletionMixin):
         self.history: deque[HistoryRecord] = deque(maxlen=history_size)
         # Events at or before this rv are not in the history (restart or compaction).
         self.history_floor = 0
-        self.watchers: dict[str, set[Watcher]] = {r.key: set() for r in RESOURCES}
+        self.watchers: dict[str, WatcherSet] = {r.key: WatcherSet() for r in RESOURCES}
+        self.indexes: dict[str, ResourceIndex] = {r.key: ResourceIndex(r.key) for r in RESOURCES}
         self.listeners: list[Callable[[Event], None]] = []
         self.owners: dict[str, set[tuple[str, str, str]]] = {}
         self.files = StateFiles(self.state_dir) if self.state_dir else None
@@ -163,15 +165,18 @@ class Store(WatchMixin, DeletionMixin):
         old = self.objects[key].get(okey)
         if old is not None:
             self._index_owners(key, old.obj, remove=True)
+            self.indexes[key].remove(okey, old.obj)
         entry = Entry(obj, dumps(obj))
         self.objects[key][okey] = entry
         self._index_owners(key, obj)
+        self.indexes[key].add(okey, obj)
         return entry
 
     def _drop_entry(self, key: str, okey: ObjKey) -> None:
         old = self.objects[key].pop(okey, None)
         if old is not None:
             self._index_owners(key, old.obj, remove=True)
+            self.indexes[key].remove(okey, old.obj)
 
     def _index_owners(self, key: str, obj: Obj, remove: bool = False) -> None:
         meta = obj["metadata"]
@@ -224,8 +229,10 @@ class Store(WatchMixin, DeletionMixin):
             self.history_floor = self.history[0].rv - 1
         if self.files is not None and self.files.append(ev, okey):
             self.files.snapshot(self.rv, self.objects)
-        for w in self.watchers[res.key]:
-            w.offer(ev)
+        watchers = self.watchers[res.key]
+        if watchers:
+            for w in watchers.candidates(obj, old):
+                w.offer(ev)
         for listener in self.listeners:
             try:
                 listener(ev)
@@ -330,8 +337,11 @@ class Store(WatchMixin, DeletionMixin):
         name: str,
         obj: Obj,
         subresource: str | None = None,
+        owned: bool = False,
     ) -> Entry:
-        obj = copy.deepcopy(obj)
+        # ``owned``: ``obj`` is already a private copy (mutate, patch), no need for another.
+        if not owned:
+            obj = copy.deepcopy(obj)
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             obj["metadata"] = meta = {}
@@ -359,13 +369,14 @@ class Store(WatchMixin, DeletionMixin):
         if rv not in (None, "") and str(rv) != old["metadata"]["resourceVersion"]:
             raise conflict(res.plural, res.group, name)
         if subresource == "status":
-            new = copy.deepcopy(old)
+            # Decoding the stored bytes is a faster deep copy than copy.deepcopy.
+            new = json.loads(existing.raw)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
         elif subresource == "finalize":
-            new = copy.deepcopy(old)
+            new = json.loads(existing.raw)
             new["spec"] = obj.get("spec") or {}
         else:
             new = obj
@@ -438,19 +449,70 @@ class Store(WatchMixin, DeletionMixin):
         self,
         resource: ResourceRef,
         namespace: str | None = None,
-        label_selector: str | Mapping[str, str] | None = None,
+        label_selector: str | Mapping[str, str] | LabelSelector | None = None,
         field_selector: str | None = None,
+        *,
+        ordered: bool = True,
     ) -> list[Entry]:
-        """Return matching entries sorted by (namespace, name), as etcd orders keys; no copies."""
+        """Return matching entries sorted by (namespace, name), as etcd orders keys; no copies.
+
+        ``label_selector`` may also be parsed requirements (``selectors.LabelSelector``);
+        ``ordered=False`` skips the sort when the caller does not need the order.
+        """
         res = lookup(resource)
-        match = make_matcher(
+        query = compile_query(
             res, namespace if res.namespaced else None, label_selector, field_selector
         )
+        return self.select_query(res, query, ordered=ordered)
+
+    def select_query(self, res: Resource, query: Query, *, ordered: bool = True) -> list[Entry]:
+        """``select`` with a compiled query: the indexes narrow the candidates, the query decides."""
         entries = self.objects[res.key]
-        keys = sorted(entries)
-        if namespace and res.namespaced:
-            keys = [k for k in keys if k[0] == namespace]
-        return [entries[k] for k in keys if match(entries[k].obj)]
+        keys = self.indexes[res.key].candidates(query)
+        candidates: Any = entries if keys is None else keys
+        if ordered:
+            candidates = sorted(candidates)
+        match = query.match
+        if keys is None and not ordered:
+            return [e for e in entries.values() if match(e.obj)]
+        return [entries[k] for k in candidates if match(entries[k].obj)]
+
+    def controlled_by(self, resource: ResourceRef, owner_uid: str) -> list[Entry]:
+        """Objects of ``resource`` whose controller ownerReference names ``owner_uid``, in key order."""
+        res = lookup(resource)
+        entries = self.objects[res.key]
+        found = []
+        for key, namespace, name in sorted(self.owners.get(owner_uid, ())):
+            if key != res.key:
+                continue
+            entry = entries.get((namespace, name))
+            if entry is None:
+                continue
+            for ref in entry.obj["metadata"].get("ownerReferences") or []:
+                if ref.get("controller") and ref.get("uid") == owner_uid:
+                    found.append(entry)
+                    break
+        return found
+
+    def orphans(self, resource: ResourceRef, namespace: str | None) -> list[Entry]:
+        """Objects of ``resource`` in ``namespace`` without a controller, in key order."""
+        res = lookup(resource)
+        entries = self.objects[res.key]
+        keys = self.indexes[res.key].orphans
+        return [entries[k] for k in sorted(keys) if namespace is None or k[0] == (namespace or "")]
+
+    def selecting(
+        self, resource: ResourceRef, namespace: str | None, labels: Mapping[str, str]
+    ) -> list[Entry]:
+        """Candidates among ``resource`` in ``namespace`` whose own selector may match ``labels``.
+
+        Every object that does match is among them, in key order; the caller matches exactly.
+        """
+        res = lookup(resource)
+        entries = self.objects[res.key]
+        keys = self.indexes[res.key].selecting(labels)
+        ns = namespace or ""
+        return [entries[k] for k in sorted(keys) if k[0] == ns]
 
     async def list(
         self,
@@ -517,7 +579,8 @@ class Store(WatchMixin, DeletionMixin):
         current = json.loads(self._entry(res, namespace, name).raw)
         result = fn(current)
         new = current if result is None else result
-        return json.loads(self._update_sync(res, namespace, name, new, subresource).raw)
+        owned = result is None
+        return json.loads(self._update_sync(res, namespace, name, new, subresource, owned).raw)
 
     async def patch(
         self,

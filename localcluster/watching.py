@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TypedDict, Unpack
 
 from .errors import BadRequest, Expired
 from .records import Entry, Event, HistoryRecord, Obj, Watcher
-from .resources import ResourceRef, lookup
-from .selectors import make_matcher
+from .resources import Resource, ResourceRef, lookup
+from .selectors import Query, compile_query
+
+Pair = tuple[str, str]
 
 
 class WatchQuery(TypedDict, total=False):
@@ -27,13 +29,87 @@ class WatchQuery(TypedDict, total=False):
     resource_version: str | None
 
 
+class WatcherSet:
+    """The watches of one resource, indexed by a label each one requires.
+
+    A watch whose label selector requires one value of a key (``app=web``) is filed under
+    that pair; a change is offered only to the watches filed under one of its object's labels
+    (before or after the change) and to the unfiled ones, so a change costs the watches that
+    may want it rather than every watch of the resource.
+    """
+
+    def __init__(self) -> None:
+        self._all: set[Watcher] = set()
+        self._unfiled: set[Watcher] = set()
+        self._by_pair: dict[Pair, set[Watcher]] = {}
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[Watcher]:
+        return iter(list(self._all))
+
+    def add(self, watcher: Watcher) -> None:
+        """Register a watch."""
+        self._all.add(watcher)
+        if watcher.pair is None:
+            self._unfiled.add(watcher)
+        else:
+            self._by_pair.setdefault(watcher.pair, set()).add(watcher)
+
+    def discard(self, watcher: Watcher) -> None:
+        """Unregister a watch (absent is fine)."""
+        if watcher not in self._all:
+            return
+        self._all.discard(watcher)
+        if watcher.pair is None:
+            self._unfiled.discard(watcher)
+            return
+        filed = self._by_pair.get(watcher.pair)
+        if filed is not None:
+            filed.discard(watcher)
+            if not filed:
+                del self._by_pair[watcher.pair]
+
+    def candidates(self, obj: Obj, old: Obj | None) -> list[Watcher]:
+        """The watches that may want a change of ``obj`` (previously ``old``)."""
+        if not self._by_pair:
+            return list(self._unfiled)
+        found = list(self._unfiled)
+        seen: set[Pair] = set()
+        for version in (obj, old):
+            if version is None:
+                continue
+            for pair in (version["metadata"].get("labels") or {}).items():
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                filed = self._by_pair.get(pair)
+                if filed:
+                    found.extend(filed)
+        return found
+
+
+def _filing_pair(query: Query) -> Pair | None:
+    # Only a single required value is a key every matching object carries.
+    for key, op, values in query.labels:
+        if op in ("=", "in") and len(values) == 1:
+            return (key, next(iter(values)))
+    return None
+
+
+def new_watcher(res: Resource, query: Query) -> Watcher:
+    """A watcher for ``query``, filed under a label its selector requires when there is one."""
+    return Watcher(res, query.match, _filing_pair(query))
+
+
 class WatchMixin:
     """The watch half of the Store (it supplies ``select``, the history and the watcher sets)."""
 
     history: deque[HistoryRecord]
     history_floor: int
-    watchers: dict[str, set[Watcher]]
-    select: Callable[..., list[Entry]]
+    watchers: dict[str, WatcherSet]
+    select_query: Callable[..., list[Entry]]
 
     def open_watch(
         self,
@@ -49,12 +125,12 @@ class WatchMixin:
         N: every change after N from the history.
         """
         res = lookup(resource)
-        match = make_matcher(
+        query = compile_query(
             res, namespace if res.namespaced else None, label_selector, field_selector
         )
         backlog: list[tuple[str, Obj, bytes]] = []
         if resource_version in (None, "", "0"):
-            for e in self.select(res, namespace, label_selector, field_selector):
+            for e in self.select_query(res, query):
                 backlog.append(("ADDED", e.obj, e.raw))
         else:
             try:
@@ -63,18 +139,24 @@ class WatchMixin:
                 raise BadRequest(f'invalid resource version "{resource_version}"') from None
             if since < self.history_floor:
                 raise Expired(f"too old resource version: {since} ({self.history_floor + 1})")
-            probe = Watcher(res, match)
-            for rec in self.history:
-                if rec.rv > since and rec.resource == res.key:
-                    old = json.loads(rec.old_raw) if rec.old_raw is not None else None
-                    probe.offer(
-                        Event(rec.rv, rec.type, rec.resource, json.loads(rec.raw), rec.raw, old)
-                    )
+            # The history is in rv order: walk back from the newest to ``since`` only.
+            missed: list[HistoryRecord] = []
+            for rec in reversed(self.history):
+                if rec.rv <= since:
+                    break
+                if rec.resource == res.key:
+                    missed.append(rec)
+            probe = new_watcher(res, query)
+            for rec in reversed(missed):
+                old = json.loads(rec.old_raw) if rec.old_raw is not None else None
+                probe.offer(
+                    Event(rec.rv, rec.type, rec.resource, json.loads(rec.raw), rec.raw, old)
+                )
             while not probe.queue.empty():
                 item = probe.queue.get_nowait()
                 assert item is not None
                 backlog.append(item)
-        watcher = Watcher(res, match)
+        watcher = new_watcher(res, query)
         self.watchers[res.key].add(watcher)
         return watcher, backlog
 

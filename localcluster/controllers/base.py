@@ -78,7 +78,7 @@ class Controller:
         (``empty_matches_all``) but none for a workload, which would otherwise adopt them all.
         """
         keys = []
-        for entry in self.store.select(self.owns, namespace):
+        for entry in self.store.selecting(self.owns, namespace, labels):
             selector = selector_from_label_selector((entry.obj.get("spec") or {}).get("selector"))
             if selector is None or (not selector and not empty_matches_all):
                 continue
@@ -99,14 +99,22 @@ class Controller:
         owner is left alone.
         """
         uid = owner["metadata"]["uid"]
+        namespace = owner["metadata"]["namespace"]
+        owned = [
+            (obj_key(e.obj), e.obj)
+            for e in self.store.controlled_by(resource, uid)
+            if e.obj["metadata"].get("namespace") == namespace
+        ]
+        orphans = [
+            (obj_key(e.obj), e.obj)
+            for e in self.store.orphans(resource, namespace)
+            if adoptable(e.obj)
+        ]
         claimed = []
-        for entry in self.store.select(resource, owner["metadata"]["namespace"]):
-            ref = controller_of(entry.obj)
-            if ref is not None:
-                if ref.get("uid") == uid:
-                    claimed.append(entry.obj)
-            elif adoptable(entry.obj):
-                claimed.append(await adopt(entry.obj))
+        for _, obj in sorted(owned + orphans, key=lambda item: item[0]):
+            if controller_of(obj) is None:
+                obj = await adopt(obj)
+            claimed.append(obj)
         return claimed
 
     def on_event(self, event: Event) -> None:

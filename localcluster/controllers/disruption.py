@@ -7,9 +7,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ..selectors import labels_match, selector_from_label_selector
+from ..selectors import selector_from_label_selector
 from ..store import Event
-from .base import Controller, Key, controller_of, obj_key
+from .base import Controller, Key, controller_of
 from .replicaset import pod_ready
 
 COMPONENT = "controllermanager"
@@ -40,14 +40,39 @@ class DisruptionController(Controller):
     owns = "poddisruptionbudgets.policy"
 
     def related_keys(self, event: Event) -> Iterable[Key]:
-        """The budgets in the namespace of a changed workload, or that select a changed pod."""
+        """The budgets that select a changed pod, or the pods of a workload whose replicas changed."""
         if event.resource not in ("pods", "replicasets.apps", "deployments.apps"):
             return []
         namespace = event.obj["metadata"].get("namespace", "")
-        if event.resource != "pods":
-            return [obj_key(e.obj) for e in self.store.select(self.owns, namespace)]
-        labels = event.obj["metadata"].get("labels") or {}
-        return self.selecting(namespace, labels, empty_matches_all=True)
+        if event.resource == "pods":
+            labels = event.obj["metadata"].get("labels") or {}
+            return self.selecting(namespace, labels, empty_matches_all=True)
+        # Only a workload's replicas enter a budget (its expected scale).
+        replicas = (event.obj.get("spec") or {}).get("replicas")
+        old_spec = (event.old or {}).get("spec") or {}
+        if (
+            event.type == "MODIFIED"
+            and event.old is not None
+            and old_spec.get("replicas") == replicas
+        ):
+            return []
+        # The budgets of the pods this workload controls, directly or through its ReplicaSets.
+        keys: dict[Key, None] = {}
+        for pod in self._controlled_pods(event.resource, event.obj):
+            labels = pod["metadata"].get("labels") or {}
+            for key in self.selecting(namespace, labels, empty_matches_all=True):
+                keys[key] = None
+        return list(keys)
+
+    def _controlled_pods(self, resource: str, workload: dict[str, Any]) -> list[dict[str, Any]]:
+        uid = workload["metadata"]["uid"]
+        if resource == "deployments.apps":
+            return [
+                pod.obj
+                for rs in self.store.controlled_by("replicasets.apps", uid)
+                for pod in self.store.controlled_by("pods", rs.obj["metadata"]["uid"])
+            ]
+        return [e.obj for e in self.store.controlled_by("pods", uid)]
 
     def _expected_scale(self, pods: list[dict[str, Any]]) -> int | None:
         """Sum of the replicas of the pods' top-level controllers (getExpectedScale)."""
@@ -85,11 +110,7 @@ class DisruptionController(Controller):
         selector = selector_from_label_selector(spec.get("selector"))
         pods = []
         if selector:
-            pods = [
-                e.obj
-                for e in self.store.select("pods", key[0])
-                if labels_match(selector, e.obj["metadata"].get("labels") or {})
-            ]
+            pods = [e.obj for e in self.store.select("pods", key[0], selector)]
         old_status = pdb.get("status") or {}
         now = _now()
         disrupted: dict[str, str] = {}

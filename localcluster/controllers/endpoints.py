@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import NotFound
-from ..selectors import labels_match
 from ..store import Event
 from .base import Controller, Key, obj_key
 from .replicaset import pod_ready
@@ -60,29 +59,29 @@ class _ServiceController(Controller):
         label_sets = [event.obj["metadata"].get("labels") or {}]
         if event.old is not None:
             label_sets.append(event.old["metadata"].get("labels") or {})
-        keys = []
-        for entry in self.store.select("services", namespace):
-            selector = (entry.obj.get("spec") or {}).get("selector")
-            if selector and any(
-                all(ls.get(k) == v for k, v in selector.items()) for ls in label_sets
-            ):
-                keys.append(obj_key(entry.obj))
-        return keys
+        keys: dict[Key, None] = {}
+        for labels in label_sets:
+            for entry in self.store.selecting("services", namespace, labels):
+                selector = (entry.obj.get("spec") or {}).get("selector")
+                if selector and any(
+                    all(ls.get(k) == v for k, v in selector.items()) for ls in label_sets
+                ):
+                    keys[obj_key(entry.obj)] = None
+        return sorted(keys)
 
     def selected_pods(self, svc: dict[str, Any]) -> list[dict[str, Any]]:
         """Pods with an IP that the Service selects, in name order."""
         selector = (svc.get("spec") or {}).get("selector")
         if not selector:
             return []
-        parsed = tuple((k, "=", frozenset([v])) for k, v in selector.items())
+        parsed = tuple((k, "=", frozenset([str(v)])) for k, v in selector.items())
         pods = []
-        for entry in self.store.select("pods", svc["metadata"]["namespace"]):
+        for entry in self.store.select("pods", svc["metadata"]["namespace"], parsed):
             pod = entry.obj
             status = pod.get("status") or {}
             if not status.get("podIP") or status.get("phase") in ("Succeeded", "Failed"):
                 continue
-            if labels_match(parsed, pod["metadata"].get("labels") or {}):
-                pods.append(pod)
+            pods.append(pod)
         return pods
 
 

@@ -235,16 +235,15 @@ class ReplicaSetController(Controller):
             return []
         namespace = rs["metadata"]["namespace"]
         related: dict[str, dict[str, Any]] = {}
-        for entry in self.store.select("replicasets.apps", namespace):
-            if (controller_of(entry.obj) or {}).get("uid") != owner.get("uid"):
+        for entry in self.store.controlled_by("replicasets.apps", str(owner.get("uid"))):
+            if entry.obj["metadata"].get("namespace") != namespace:
                 continue
             selector = selector_from_label_selector(entry.obj["spec"].get("selector"))
             if selector is None:
                 continue
-            for pod_entry in self.store.select("pods", namespace):
+            for pod_entry in self.store.select("pods", namespace, selector):
                 pod = pod_entry.obj
-                if labels_match(selector, pod["metadata"].get("labels") or {}):
-                    related.setdefault(pod["metadata"]["uid"], pod)
+                related.setdefault(pod["metadata"]["uid"], pod)
         return list(related.values())
 
     async def _adopt(self, rs: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
@@ -309,8 +308,8 @@ class ReplicaSetController(Controller):
         ) or {}
         pods = [
             e.obj
-            for e in self.store.select("pods", key[0])
-            if (controller_of(e.obj) or {}).get("uid") == uid and pod_active(e.obj)
+            for e in self.store.controlled_by("pods", uid)
+            if e.obj["metadata"].get("namespace") == key[0] and pod_active(e.obj)
         ]
         ready = [p for p in pods if pod_ready(p)]
         available = [p for p in ready if pod_available(p, min_ready, now)]
