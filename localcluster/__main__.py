@@ -8,7 +8,10 @@ before the server and the store are closed. The kubeconfig is written once the A
 listens, so its presence means the cluster is ready. The API is served over
 https (``tls``); the kubeconfig carries the CA to trust and the state dir's
 bearer token (``auth.state_token``), which every request but /livez, /readyz and
-/version needs; ``--token-auth-file`` adds identities.
+/version needs; ``--token-auth-file`` adds identities. ``--authorization-mode=RBAC``
+then decides what each may do from the stored Roles, ClusterRoles and bindings
+(``rbac``); the kubeconfig's identity is in ``system:masters``. The default,
+AlwaysAllow, lets every identity do anything.
 """
 
 from __future__ import annotations

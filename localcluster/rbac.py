@@ -5,7 +5,7 @@ caller do anything. ``--authorization-mode=RBAC`` decides each request the way
 kube-apiserver's authorizer chain does with ``--authorization-mode=RBAC``:
 
 - members of ``system:masters`` may do anything
-  (plugin/pkg/auth/authorizer/... ``NewPrivilegedGroups``);
+  (staging/src/k8s.io/apiserver/pkg/authorization/authorizerfactory, ``NewPrivilegedGroups``);
 - anyone else may do what a rule of a Role or ClusterRole bound to them allows
   (plugin/pkg/auth/authorizer/rbac/rbac.go and
   pkg/apis/rbac/v1/evaluation_helpers.go): ClusterRoleBindings grant their
@@ -414,6 +414,8 @@ def forbidden(attrs: Attributes, reason: str = "") -> Forbidden:
             f'in the namespace "{attrs.namespace}"' if attrs.namespace else "at the cluster scope"
         )
         text = f'User "{user}" cannot {attrs.verb} resource "{resource}" in API group "{attrs.group}" {where}'
+    # Nothing in the message may read as HTML (responsewriters' sanitizer).
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     if reason:
         text = f"{text}: {reason}"
     if not attrs.resource_request or not attrs.resource:
