@@ -5,7 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
-TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15
+# kubectl (the install and localcluster tests): Debian's kubernetes-client when no kubectl is
+# on PATH; one already there (a newer release, say) is kept.
+KUBECTL_PACKAGE := $(if $(shell command -v kubectl),,kubernetes-client)
+TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15 $(KUBECTL_PACKAGE)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
