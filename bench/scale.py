@@ -9,7 +9,7 @@ runs every section with the defaults; all options, with their defaults:
                                     [--backends 50,200,500] [--pods 20]
                                     [--deploy-apps 50] [--replicas 2] [--lbs 2]
                                     [--concurrency 100] [--rate 200] [--step-timeout 600]
-                                    [--keep]
+                                    [--database sqlite] [--keep]
 
 Sections, each printing its figures with their target and PASS or FAIL:
 
@@ -40,6 +40,9 @@ Sections, each printing its figures with their target and PASS or FAIL:
     deploys    The whole stack as ``make run`` starts it (bench/stackrun.py) on free
                loopback ports with ``--lbs`` load balancers, and ``--deploy-apps`` apps
                of demo/hello with ``--replicas`` replicas created through the REST API,
+               on ``--database``: ``sqlite`` (the embedded default of ``make run``) or
+               ``postgres`` (production's: a throwaway PostgreSQL 15 started as the
+               tests start it, tests.servers.postgres_server),
                plus ``solo`` (deployed alone) and ``warmup`` (deployed once before
                anything is measured: a worker's first deploy also imports and connects
                its clients). Four rounds, each under its own load process that sends
@@ -108,6 +111,7 @@ sys.path.insert(0, str(REPO))
 from bench.loadgen import percentile, tied_child  # noqa: E402
 from bench.stackrun import Api, Cluster, Stack, StepFailed  # noqa: E402
 from deployer.haproxycli import master_command  # noqa: E402
+from tests.servers import create_database, postgres_server  # noqa: E402
 
 SECTIONS = ("dashboard", "render", "deploys")
 APP_LIST_P95_MS = 200.0
@@ -438,6 +442,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=100, help="load connections")
     parser.add_argument("--rate", type=float, default=200.0, help="load requests/s in all")
     parser.add_argument("--step-timeout", type=float, default=600.0, help="deadline of each wait")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the deploys section's database",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     args = parser.parse_args()
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -653,10 +663,12 @@ def parse_time(text: str) -> float:
 class Fleet:
     """The stack for the deploys section: its API, apps and load balancers."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, workdir: Path, database: str | None = None
+    ) -> None:
         self.args = args
         self.workdir = workdir
-        self.stack = Stack(workdir, lb_count=args.lbs)
+        self.stack = Stack(workdir, lb_count=args.lbs, database=database)
         self.api: Api | None = None
         self.apps: dict[str, int] = {}
 
@@ -846,14 +858,28 @@ def report_round(fleet: Fleet, current: Round, alone: Round | None) -> None:
 
 
 def run_deploys(args: argparse.Namespace, workdir: Path) -> None:
-    """One deploy alone, then every app deployed at once, alone and at once again, under load."""
+    """The deploys section on ``--database``: see :func:`deploy_rounds`."""
     print(
         f"\n== deploys: {args.deploy_apps} apps of {args.replicas} replicas, "
         f"{args.lbs} load balancers, a load of {args.concurrency} connections at most "
-        f"{args.rate:.0f} requests/s over every app ({machine()})"
+        f"{args.rate:.0f} requests/s over every app, on {args.database} ({machine()})"
     )
     workdir.mkdir(parents=True, exist_ok=True)
-    fleet = Fleet(args, workdir)
+    if args.database == "sqlite":
+        deploy_rounds(args, workdir, None)
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(postgres_server())
+        except RuntimeError as exc:
+            raise StepFailed(f"starting PostgreSQL: {exc}") from exc
+        url = create_database(str(server.extra["url"]), "greenlight_scale")
+        deploy_rounds(args, workdir, url)
+
+
+def deploy_rounds(args: argparse.Namespace, workdir: Path, database: str | None) -> None:
+    """One deploy alone, then every app deployed at once, alone and at once again, under load."""
+    fleet = Fleet(args, workdir, database)
     try:
         fleet.start()
         scale = [name for name in fleet.apps if name not in (SOLO, WARMUP)]

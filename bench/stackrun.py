@@ -105,10 +105,11 @@ class Stack:
 
     ``lb_count`` load balancers (``GREENLIGHT_LB_COUNT``): load balancer ``i`` serves users'
     traffic on ``lb_ports[i]`` and its stats page on ``stats_ports[i]``; ``lb_port`` and
-    ``stats_port`` are lb-0's.
+    ``stats_port`` are lb-0's. ``database``: the stack's ``DATABASE_URL`` (default: the
+    test session's PostgreSQL when tests run on it, else the embedded SQLite).
     """
 
-    def __init__(self, workdir: Path, lb_count: int = 1) -> None:
+    def __init__(self, workdir: Path, lb_count: int = 1, database: str | None = None) -> None:
         self.var_dir = workdir / "var"
         self.lb_count = lb_count
         self.web_port, self.lb_port = free_ports(lb_count)
@@ -117,7 +118,7 @@ class Stack:
         self.stats_port = self.stats_ports[0]
         self.password = secrets.token_urlsafe(12)
         self.env = stack_env(self.var_dir, self.web_port, self.lb_port, self.password, lb_count)
-        database = stack_database()
+        database = database or stack_database()
         if database is not None:  # a test on PostgreSQL: the stack's own database there
             self.env["DATABASE_URL"] = database
         self.kubeconfig = self.var_dir / "localcluster" / "kubeconfig"

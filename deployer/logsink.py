@@ -137,17 +137,30 @@ class LogStream(Generic[Owner]):
         return f"{self.group_prefix}-{owner_id}"
 
     def append(
-        self, owner: Owner | int, message: str, *, level: Level = "info", step: str = ""
+        self,
+        owner: Owner | int,
+        message: str,
+        *,
+        level: Level = "info",
+        step: str = "",
+        after: int | None = None,
     ) -> LogLine:
-        """Store one line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit."""
+        """Store one line (cut to LOG_LINE_CHARS) with the next ``seq``; publish it after commit.
+
+        ``after``: the ``seq`` this writer stored last, if it knows it: ``after + 1`` is
+        tried first without reading the highest one (a writer mostly writes alone).
+        """
         owner_id = owner if isinstance(owner, int) else owner.pk
         message = cut_text(message, LOG_LINE_CHARS)
         owner_key = f"{self.line_model.owner_field}_id"
         lines = self.line_model.objects.filter(**{owner_key: owner_id})  # type: ignore[attr-defined]
-        for _attempt in range(10):
+        for attempt in range(10):
             try:
                 with transaction.atomic():
-                    last = lines.aggregate(last=Max("seq"))["last"]
+                    if attempt == 0 and after is not None:
+                        last = after
+                    else:
+                        last = lines.aggregate(last=Max("seq"))["last"]
                     line = self.line_model.objects.create(  # type: ignore[attr-defined]
                         **{owner_key: owner_id},
                         seq=(last or 0) + 1,
@@ -184,6 +197,8 @@ class OwnerLog(Generic[Owner]):
     def __init__(self, stream: LogStream[Owner], owner: Owner) -> None:
         self.stream = stream
         self.owner = owner
+        # The seq of the last line this log stored: the next one usually follows it.
+        self._last_seq: int | None = None
 
     def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
         """Store and publish one line; also sent to the worker's own log."""
@@ -195,7 +210,8 @@ class OwnerLog(Generic[Owner]):
             step,
             message,
         )
-        self.stream.append(self.owner, message, level=level, step=step)
+        line = self.stream.append(self.owner, message, level=level, step=step, after=self._last_seq)
+        self._last_seq = line.seq
 
     def status(self) -> None:
         """Publish the owner's current status."""

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from deployer import logsink
 from deployer.models import App, Deployment
@@ -63,3 +64,34 @@ def test_it_publishes_stored_lines_and_status_to_the_deployment_group_after_comm
     ]
     status = next(m for m in messages if m["type"] == "deployment.status")
     assert status["status"] == "queued" and status["deployment"] == deployment.pk
+
+
+def test_a_run_log_stores_each_line_without_reading_the_highest_seq_first(
+    db: None, app: App
+) -> None:
+    deployment = Deployment.objects.create(app=app, image=app.image)
+    log = logsink.deployment_log(deployment)
+    log.log("first")  # reads the highest seq once
+
+    with CaptureQueriesContext(connection) as queries:
+        log.log("second")
+
+    statements = [query["sql"].upper() for query in queries.captured_queries]
+    assert [sql for sql in statements if "INSERT" in sql], statements
+    assert not [sql for sql in statements if "MAX(" in sql], statements
+    assert list(deployment.logs.values_list("seq", "message")) == [(1, "first"), (2, "second")]
+
+
+def test_a_run_log_goes_on_after_a_line_another_writer_stored(db: None, app: App) -> None:
+    deployment = Deployment.objects.create(app=app, image=app.image)
+    log = logsink.deployment_log(deployment)
+    log.log("first")
+    logsink.append(deployment, "from elsewhere")  # e.g. the web process, on an abort
+
+    log.log("third")
+
+    assert list(deployment.logs.values_list("seq", "message")) == [
+        (1, "first"),
+        (2, "from elsewhere"),
+        (3, "third"),
+    ]
