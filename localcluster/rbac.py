@@ -28,12 +28,19 @@ from the same decision and never stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .auth import User
-from .errors import Forbidden, field_invalid, field_not_supported, field_required, invalid
+from .errors import (
+    BadRequest,
+    Forbidden,
+    field_invalid,
+    field_not_supported,
+    field_required,
+    invalid,
+)
 from .resources import Resource
 from .store import Store
 
@@ -41,6 +48,7 @@ MODES = ("AlwaysAllow", "RBAC")
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 _METHOD_VERBS = {
     "POST": "create",
@@ -430,6 +438,22 @@ def forbidden(attrs: Attributes, reason: str = "") -> Forbidden:
     )
 
 
+def _impersonation(
+    user: User, group: str, resource: str, name: str, namespace: str = "", sub: str = ""
+) -> Attributes:
+    return Attributes(user, "impersonate", True, "", namespace, group, "", resource, sub, name)
+
+
+class Headers(Protocol):
+    """Request headers, as aiohttp's CIMultiDictProxy offers them."""
+
+    def get(self, key: str, default: None = None) -> str | None: ...
+
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 class Authorization:
     """The server's authorization step and its SelfSubjectAccessReview endpoint."""
 
@@ -439,12 +463,64 @@ class Authorization:
         self.mode = mode
         self.authorizer: RBAC | AlwaysAllow = RBAC(store) if mode == "RBAC" else AlwaysAllow()
 
-    def check(self, user: User, method: str, path: str, query: Mapping[str, str]) -> None:
-        """Raise the 403 unless ``user`` may make this request."""
-        attrs = request_attributes(user, method, path, query)
+    def admit(
+        self, user: User, method: str, path: str, query: Mapping[str, str], headers: Headers
+    ) -> User:
+        """The identity the request acts as (``user``, or whom it may impersonate); 403 unless
+        that identity may make this request."""
+        acting = self.impersonate(user, headers)
+        if self.mode == "AlwaysAllow":
+            return acting
+        attrs = request_attributes(acting, method, path, query)
         allowed, reason = self.authorizer.decide(attrs)
         if not allowed:
             raise forbidden(attrs, reason)
+        return acting
+
+    def impersonate(self, user: User, headers: Headers) -> User:
+        """``user``, or the identity of the Impersonate-* headers if ``user`` may impersonate it.
+
+        As staging/src/k8s.io/apiserver/pkg/endpoints/filters/impersonation.go: each name
+        needs the ``impersonate`` verb on ``users`` (``serviceaccounts`` in their
+        namespace for a service account's name), ``groups``, ``uids`` or ``userextras``;
+        a service account without groups asked for gets its own; everyone is in
+        system:authenticated.
+        """
+        name = headers.get("Impersonate-User")
+        groups = list(headers.getall("Impersonate-Group", []))
+        uid = headers.get("Impersonate-Uid")
+        extras = [(k, v) for k, v in headers.items() if k.lower().startswith("impersonate-extra-")]
+        if name is None:
+            if groups or uid or extras:
+                raise BadRequest(
+                    "impersonating groups, a uid or extra fields requires impersonating a user "
+                    "(Impersonate-User)"
+                )
+            return user
+        asked: list[Attributes] = []
+        sa_namespace, _, sa_name = name.removeprefix(SERVICE_ACCOUNT_PREFIX).partition(":")
+        is_sa = name.startswith(SERVICE_ACCOUNT_PREFIX) and bool(sa_namespace and sa_name)
+        if is_sa:
+            asked.append(_impersonation(user, "", "serviceaccounts", sa_name, sa_namespace))
+        else:
+            asked.append(_impersonation(user, "", "users", name))
+        asked += [_impersonation(user, "", "groups", g) for g in groups]
+        if uid is not None:
+            asked.append(_impersonation(user, "authentication.k8s.io", "uids", uid))
+        for key, value in extras:
+            extra = key[len("impersonate-extra-") :].lower()
+            asked.append(
+                _impersonation(user, "authentication.k8s.io", "userextras", value, sub=extra)
+            )
+        for attrs in asked:
+            allowed, reason = self.authorizer.decide(attrs)
+            if not allowed:
+                raise forbidden(attrs, reason)
+        if is_sa and not groups:
+            groups = ["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}"]
+        if AUTHENTICATED not in groups:
+            groups.append(AUTHENTICATED)
+        return User(name, uid or "", tuple(groups))
 
     def review(self, user: User, review: dict[str, Any]) -> dict[str, Any]:
         """Answer a SelfSubjectAccessReview for ``user``: the review with its status."""

@@ -98,8 +98,9 @@ class Api:
         try:
             user = self.guard.check(request)
             if user is not None:  # the anonymous user only reaches the public paths
-                self.authorization.check(user, request.method, request.path, request.query)
-                request["user"] = user
+                request["user"] = self.authorization.admit(
+                    user, request.method, request.path, request.query, request.headers
+                )
             return await self.dispatch(request)
         except StatusError as err:
             return status_response(err)

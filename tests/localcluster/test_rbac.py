@@ -674,3 +674,107 @@ def test_roles_and_bindings_are_checked_defaulted_and_a_role_ref_kept(
         'rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"other"}: cannot change roleRef'
     )
     rbac.patch_namespaced_role_binding("kept", "a", {"subjects": [user("bob")]})
+
+
+def test_impersonation_needs_the_impersonate_verb_and_acts_as_that_identity(
+    admin: client.ApiClient, enforcing: LocalCluster, grant: Callable[..., None], tmp_path: Path
+) -> None:
+    grant("Role", role("reader", POD_RULES, "a"))
+    grant("RoleBinding", binding("alice-reads", "Role", "reader", [user("alice")], "a"))
+    grant(
+        "RoleBinding",
+        binding(
+            "robot-reads",
+            "Role",
+            "reader",
+            [{"kind": "ServiceAccount", "name": "robot", "namespace": "team"}],
+            "a",
+        ),
+    )
+
+    def kubectl(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        command = [KUBECTL, "--kubeconfig", str(enforcing.kubeconfig), "--cache-dir", str(tmp_path)]
+        if token:
+            command += ["--token", token]
+        env = {**os.environ, "HOME": str(tmp_path)}
+        return subprocess.run(
+            command + list(args), capture_output=True, text=True, timeout=60, env=env
+        )
+
+    # The admin (system:masters) may impersonate anyone: can-i then answers for them.
+    for who, answer in [
+        ("alice", "yes"),
+        ("bob", "no"),
+        ("system:serviceaccount:team:robot", "yes"),
+        ("system:serviceaccount:team:other", "no"),
+    ]:
+        done = kubectl("auth", "can-i", "list", "pods", "-n", "a", "--as", who)
+        assert done.stdout.strip() == answer, (who, done.stderr)
+    assert (
+        kubectl(
+            "auth",
+            "can-i",
+            "list",
+            "pods",
+            "-n",
+            "a",
+            "--as",
+            "bob",
+            "--as-group",
+            "system:masters",
+        ).stdout.strip()
+        == "yes"
+    )
+    as_alice = kubectl("get", "pods", "-n", "b", "--as", "alice")
+    assert 'User "alice" cannot list resource "pods"' in as_alice.stderr
+
+    # Anyone else needs the impersonate verb on the users, groups or service accounts named.
+    denied = kubectl("get", "pods", "-n", "a", "--as", "root", token="alice-token")
+    assert (
+        'users "root" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope'
+        in denied.stderr
+    )
+    grant(
+        "ClusterRole",
+        role(
+            "impersonator",
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": ["users"],
+                    "verbs": ["impersonate"],
+                    "resourceNames": ["bob"],
+                }
+            ],
+        ),
+    )
+    grant(
+        "ClusterRoleBinding",
+        binding("alice-impersonates", "ClusterRole", "impersonator", [user("alice")]),
+    )
+    as_bob = kubectl("get", "pods", "-n", "a", "--as", "bob", token="alice-token")
+    assert 'User "bob" cannot list resource "pods"' in as_bob.stderr
+    group = kubectl(
+        "get", "pods", "-n", "a", "--as", "bob", "--as-group", "system:masters", token="alice-token"
+    )
+    assert (
+        'groups "system:masters" is forbidden: User "alice" cannot impersonate resource "groups"'
+        in group.stderr
+    )
+    sa = kubectl(
+        "get", "pods", "-n", "a", "--as", "system:serviceaccount:team:robot", token="alice-token"
+    )
+    assert (
+        'serviceaccounts "robot" is forbidden: User "alice" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "team"'
+        in sa.stderr
+    )
+
+    pool = urllib3.PoolManager(ssl_context=tls_context(enforcing.kubeconfig))
+    alone = pool.request(
+        "GET",
+        f"https://127.0.0.1:{enforcing.port}/api/v1/namespaces/a/pods",
+        headers={"Authorization": "Bearer root-token", "Impersonate-Group": "devs"},
+        retries=False,
+    )
+    assert alone.status == 400
+    assert "requires impersonating a user" in alone.json()["message"]
