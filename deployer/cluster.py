@@ -31,6 +31,9 @@ DEFAULT_STOP_DELAY = 5
 DEFAULT_MAX_UNAVAILABLE = 1
 # Pause before watching pods again after a watch failed (the deadline still bounds the wait).
 WATCH_RETRY_SECONDS = 0.5
+# The longest window of a watch of a new version's pods: each window is one request to the
+# API server, and an abort is noticed at the next pod event or the window's end.
+POD_WATCH_WINDOW_SECONDS = 5.0
 
 
 class PodFailed(Exception):
@@ -423,11 +426,10 @@ class KubeCluster:
                 raise TimeoutError(f"{len(live)} of {replicas} pods running after {timeout:.0f}s")
             if cancelled():
                 return sorted(live, key=lambda p: p.name)
-            # Short watch windows let an abort be noticed within a second.
             relay()
             try:
                 for event in self._watch(
-                    namespace, selector, resource_version, min(1.0, remaining)
+                    namespace, selector, resource_version, min(POD_WATCH_WINDOW_SECONDS, remaining)
                 ):
                     obj = event["object"]
                     resource_version = obj.metadata.resource_version or resource_version
