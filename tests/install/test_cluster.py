@@ -8,6 +8,7 @@ checked as kube-apiserver does.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -29,9 +30,34 @@ GREENLIGHT_DEPLOYMENTS = {
 }
 
 
+# kubectl reads the schemas for apply (and for its own validation before 1.25) from
+# /openapi/v2 until 1.29, where client-side apply takes them from /openapi/v3; localcluster
+# serves v3 only.
+OLDEST_KUBECTL = (1, 29)
+
+
+def _kubectl_version() -> tuple[int, int]:
+    done = subprocess.run(
+        [KUBECTL, "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    version = json.loads(done.stdout)["clientVersion"]
+    return int(version["major"]), int(version["minor"].rstrip("+"))
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A fresh localcluster serving the API."""
+    """A fresh localcluster serving the API; a kubectl too old for it fails, naming itself."""
+    version = _kubectl_version()
+    if version < OLDEST_KUBECTL:
+        pytest.fail(
+            f"{KUBECTL} is {version[0]}.{version[1]}: localcluster needs kubectl "
+            f"{OLDEST_KUBECTL[0]}.{OLDEST_KUBECTL[1]} or later (set KUBECTL to one), since "
+            "it serves no /openapi/v2"
+        )
     with localcluster_server(tmp_path / "cluster", nodes=1, runtime=False) as started:
         yield started
 
