@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 
 from deployer import k8s
-from deployer.cluster import MANAGED_BY, MANAGER
+from deployer.cluster import MANAGED_BY, MANAGER, object_name
 from deployer.collaborators import StopDeployment
 from deployer.errors import Conflict, NotFound, Transient
 from deployer.health import judge
@@ -199,14 +199,19 @@ class ServiceTraffic:
         return [{"name": self.name, "address": self.cluster_ip, "port": self.port}]
 
     def wait_endpoints(
-        self, done: Callable[[set[str]], bool], timeout: float, cancelled: Callable[[], bool]
+        self,
+        done: Callable[[set[str]], bool],
+        timeout: float,
+        cancelled: Callable[[], bool],
+        service: str = "",
     ) -> set[str]:
-        """Watch the Service's EndpointSlices until ``done(ready addresses)``; that set.
+        """Watch the EndpointSlices of ``service`` (default: the stable one) until
+        ``done(ready addresses)``; that set.
 
         TimeoutError, with the last set in its message, at the deadline or on ``cancelled()``.
         """
         deadline = time.monotonic() + timeout
-        selector = f"{SERVICE_NAME_LABEL}={self.name}"
+        selector = f"{SERVICE_NAME_LABEL}={service or self.name}"
         slices: dict[str, client.V1EndpointSlice] = {}
         ready: set[str] = set()
         version = ""
@@ -306,6 +311,22 @@ def switch(workflow: Workflow) -> None:
     traffic.ensure(workflow.previous_version)
     before = traffic.selected_version()
     pods = {p.ip for p in workflow.pods if p.ip}
+    # Healthy for Greenlight is not yet Ready for Kubernetes (the readiness probe's next
+    # period): selected before that, the Service would have no endpoints for a moment.
+    try:
+        traffic.wait_endpoints(
+            lambda ready: pods <= ready,
+            workflow.timing.apply_timeout,
+            workflow.abort_requested,
+            service=object_name(traffic.name, version),
+        )
+    except TimeoutError as exc:
+        workflow.check_abort()
+        raise StopDeployment(
+            f"v{version}'s pods did not all become Ready endpoints of Service "
+            f"{object_name(traffic.name, version)} within {workflow.timing.apply_timeout:.0f}s "
+            f"({exc})"
+        ) from exc
     traffic.flipped = (before, version)  # before the patch: its outcome is unknown if it raises
     started = time.monotonic()
     traffic.point(version)
