@@ -235,3 +235,20 @@ def test_the_kustomizations_use_only_what_kubectl_1_20_reads() -> None:
         ):
             assert generator["namespace"] == "greenlight"
             assert all(re.fullmatch(r"[A-Z_]+=.*", item) for item in generator["literals"])
+
+
+@pytest.mark.parametrize("layout", ["base", "example"])
+def test_rbac_binds_the_service_account_in_every_namespace_apps_may_use(
+    layout: str, request: pytest.FixtureRequest
+) -> None:
+    objects = request.getfixturevalue(layout)
+    account = named(objects, "ServiceAccount", "greenlight")["metadata"]
+    bindings = [obj for obj in objects if obj["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+        ], binding["metadata"]["name"]
+    settings = named(objects, "ConfigMap", "greenlight-settings")["data"]
+    bound = {b["metadata"]["namespace"] for b in bindings if b["kind"] == "RoleBinding"}
+    assert set(settings["GREENLIGHT_NAMESPACES"].split(",")) <= bound
+    assert settings["GREENLIGHT_NAMESPACE"] in bound
