@@ -44,12 +44,18 @@ class Lifecycle:
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
+    def _fence(self) -> dict[str, Any]:
+        """Fields whose stored values must still be the ones this object holds for a move."""
+        return {}
+
     def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
         """Move to ``to`` from one of ``allowed_from``, setting ``fields``; refuse illegal or raced moves."""
         if self.status not in allowed_from:
             raise IllegalTransition(f"{self.noun} #{self.pk}: cannot go from {self.status} to {to}")
         manager = type(self)._default_manager  # type: ignore[attr-defined]
-        updated = manager.filter(pk=self.pk, status=self.status).update(status=to, **fields)
+        updated = manager.filter(pk=self.pk, status=self.status, **self._fence()).update(
+            status=to, **fields
+        )
         if updated != 1:
             self.refresh_from_db()  # type: ignore[attr-defined]
             raise IllegalTransition(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from deployer.logsink import LogStream, OwnerLog
+from deployer.logsink import Level, LogStream, OwnerLog
 from scaling.models import ScalingRun, ScalingRunLog
 
 
@@ -47,3 +47,27 @@ RunLog = OwnerLog[ScalingRun]
 def run_log(run: ScalingRun) -> RunLog:
     """A run's log: each line stored, published and copied to the worker's own log."""
     return OwnerLog(RUNS, run)
+
+
+class RunTakenOver(Exception):
+    """Another worker resumed the run: this one stops where it is and undoes nothing."""
+
+
+class ClaimedRunLog(OwnerLog[ScalingRun]):
+    """A running run's log, written only while the row still holds the run's claim.
+
+    Every change a run makes is logged, so a worker that lost its run (resumed elsewhere
+    after its heartbeat stopped) raises RunTakenOver at its next line instead of acting
+    beside the worker that resumed it.
+    """
+
+    def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
+        """Store and publish one line; RunTakenOver once another worker holds the run."""
+        if not self.owner.still_claimed():
+            raise RunTakenOver(f"scaling run #{self.owner.pk} was resumed by another worker")
+        super().log(message, level=level, step=step)
+
+
+def claimed_log(run: ScalingRun) -> ClaimedRunLog:
+    """The log of a run this worker just started (see ClaimedRunLog)."""
+    return ClaimedRunLog(RUNS, run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -196,6 +197,9 @@ class ScalingRun(Lifecycle, models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Set at every status change: a run WAITING or RUNNING without change for long was lost.
     updated_at = models.DateTimeField(default=timezone.now)
+    # Made anew by each start: a worker acts on the run only while the row holds its claim,
+    # so a run resumed elsewhere (scaling.services.requeue_stale) stops where it was.
+    claim = models.CharField(max_length=32, blank=True, default="")
     failure_reason = models.TextField(blank=True, default="")
 
     class Meta:
@@ -222,16 +226,28 @@ class ScalingRun(Lifecycle, models.Model):
         label = str(self.Kind(self.kind).label)
         return f"{label} {target}" if target else label
 
+    def _fence(self) -> dict[str, Any]:
+        # A move out of RUNNING is this worker's only while its claim holds.
+        return {"claim": self.claim} if self.status == self.Status.RUNNING else {}
+
     def _move(self, allowed_from: set[str], to: str, **fields: Any) -> None:
         fields.setdefault("updated_at", timezone.now())
         super()._move(allowed_from, to, **fields)
 
     def start(self, now: datetime | None = None) -> None:
-        """QUEUED or WAITING -> RUNNING, claimed with a conditional update."""
-        fields: dict[str, Any] = {}
+        """QUEUED or WAITING -> RUNNING under a new claim, with a conditional update."""
+        fields: dict[str, Any] = {"claim": secrets.token_hex(8)}
         if self.started_at is None:
             fields["started_at"] = now or timezone.now()
         self._move({self.Status.QUEUED, self.Status.WAITING}, self.Status.RUNNING, **fields)
+
+    def still_claimed(self) -> bool:
+        """Whether the row is still RUNNING under this object's claim (one query)."""
+        return (
+            type(self)
+            .objects.filter(pk=self.pk, status=self.Status.RUNNING, claim=self.claim)
+            .exists()
+        )
 
     def wait(self) -> None:
         """RUNNING -> WAITING: the run yields until something it depends on finishes."""

@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
+from deployer.heartbeat import RowHeartbeat
 from deployer.logsink import level_first
 from deployer.models import App, Deployment, IllegalTransition
 from deployer.rotation import LogFn
@@ -28,7 +29,7 @@ from scaling import logsink
 from scaling.drain import DrainFailed, DrainOptions, Rotation, drain_node, evictable_count
 from scaling.fit import pin_reason, pinned_by, scale_in_problems
 from scaling.kube import KubeNodes, NodeInfo, NodeOps
-from scaling.logsink import RunLog, run_log
+from scaling.logsink import RunLog, RunTakenOver, claimed_log, run_log
 from scaling.models import NodeGroup, ScalingRun
 from scaling.planner import Change, plural
 from scaling.providers import GroupState, Provider, ProviderError, provider_for
@@ -101,27 +102,43 @@ def execute(run_id: int, context: RunContext | None = None) -> Outcome:
     logsink.status_changed(run)
     log = run_log(run)
     started = time.monotonic()
+    # The run's updated_at is its heartbeat while this worker holds its claim:
+    # scaling.services.requeue_stale resumes a run whose worker stopped beating.
+    mine = ScalingRun.objects.filter(pk=run.pk, status=ScalingRun.Status.RUNNING, claim=run.claim)
     try:
-        outcome = HANDLERS[run.kind](run, context, log)
-    except (StopRun, DrainFailed, ProviderError, KubeError, DeployError) as exc:
-        log.log(str(exc), level="error")
-        run.fail(str(exc), now=context.clock.now())
-        logsink.status_changed(run)
-        return Outcome.DONE
-    except Exception as exc:
-        logger.exception("scaling run #%s failed unexpectedly", run.pk)
+        try:
+            with RowHeartbeat(mine, "updated_at"):
+                outcome = HANDLERS[run.kind](run, context, claimed_log(run))
+        except RunTakenOver:
+            raise
+        except (StopRun, DrainFailed, ProviderError, KubeError, DeployError) as exc:
+            log.log(str(exc), level="error")
+            run.fail(str(exc), now=context.clock.now())
+            logsink.status_changed(run)
+            return Outcome.DONE
+        except Exception as exc:
+            logger.exception("scaling run #%s failed unexpectedly", run.pk)
+            log.log(
+                f"internal error: {type(exc).__name__}: {exc} (details in the worker log)",
+                level="error",
+            )
+            run.fail(f"internal error: {exc}", now=context.clock.now())
+            logsink.status_changed(run)
+            return Outcome.DONE
+        if outcome == Outcome.WAIT:
+            run.wait()
+            logsink.status_changed(run)
+            return Outcome.WAIT
+        run.succeed(now=context.clock.now())
+    except (RunTakenOver, IllegalTransition):
+        # Resumed by another worker while this one was silent: it goes on from the last
+        # recorded change; this worker stops here and undoes nothing.
+        logger.warning("scaling run #%s was resumed by another worker; stopping here", run.pk)
         log.log(
-            f"internal error: {type(exc).__name__}: {exc} (details in the worker log)",
-            level="error",
+            "This worker lost the run (another worker resumed it); it stops here.",
+            level="warning",
         )
-        run.fail(f"internal error: {exc}", now=context.clock.now())
-        logsink.status_changed(run)
-        return Outcome.DONE
-    if outcome == Outcome.WAIT:
-        run.wait()
-        logsink.status_changed(run)
-        return Outcome.WAIT
-    run.succeed(now=context.clock.now())
+        return Outcome.SKIPPED
     log.log(f"finished in {time.monotonic() - started:.1f}s")
     logsink.status_changed(run)
     return Outcome.DONE
@@ -201,6 +218,8 @@ def run_plan(run: ScalingRun, context: RunContext, log: RunLog) -> Outcome:
     for change in changes:
         if change.key in done:
             continue
+        if not dry and not run.still_claimed():
+            raise RunTakenOver(f"scaling run #{run.pk} was resumed by another worker")
         later = _superseded_by(run, change)
         if later is not None:
             log.log(f"{change.name}: superseded by the newer scaling run #{later}; skipped")
