@@ -29,6 +29,7 @@ from deployer.errors import KubeError, NotFound
 from deployer.models import App, Deployment
 from deployer.podevents import PodEventFeed
 from deployer.pods import PodInfo
+from deployer.traffic import ServiceTraffic
 from scaling.kube import LOCAL_GROUP_LABEL, KubeNodes
 from tests.deployer.test_integration import finished, make_app
 from tests.servers import Stack as DeployStack
@@ -116,6 +117,19 @@ def _evict_absent(env: Env) -> None:
         KubeNodes().evict(PodInfo(name=ABSENT, namespace=NS), None)
 
 
+def _stable(env: Env) -> ServiceTraffic:
+    return ServiceTraffic({**env.descriptor, "traffic": "service"})
+
+
+def _endpoints_listed(env: Env) -> None:
+    _stable(env).wait_endpoints(lambda ready: True, 1.0, lambda: False)
+
+
+def _endpoints_watched(env: Env) -> None:
+    with contextlib.suppress(TimeoutError):  # allowed: nothing changes within the second
+        _stable(env).wait_endpoints(lambda ready: False, 1.0, lambda: False)
+
+
 # (apiGroup, resource, verb) -> the Greenlight call that needs it.
 PROBES: dict[tuple[str, str, str], Probe] = {
     # deployer/cluster.py, in each app namespace
@@ -131,6 +145,15 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ),
     ("", "services", "create"): Probe(_existing, _fresh, _fresh),
     ("", "services", "delete"): Probe(_fresh, _existing, _fresh),
+    # deployer/traffic.py (traffic mode service), in each app namespace
+    ("", "services", "get"): Probe(lambda env: _stable(env).read()),
+    ("", "services", "patch"): Probe(
+        lambda env: _stable(env).point(None),
+        lambda env: _stable(env).ensure(None),
+        lambda env: _stable(env).delete(),
+    ),
+    ("discovery.k8s.io", "endpointslices", "list"): Probe(_endpoints_listed),
+    ("discovery.k8s.io", "endpointslices", "watch"): Probe(_endpoints_watched),
     ("policy", "poddisruptionbudgets", "create"): Probe(_existing, _fresh, _fresh),
     ("policy", "poddisruptionbudgets", "update"): Probe(_existing, _existing, _fresh),
     ("policy", "poddisruptionbudgets", "delete"): Probe(_fresh, _existing, _fresh),
