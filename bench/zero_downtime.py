@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/zero_downtime.py [--healthy 20] [--failing 5] [--concurrency 50]
                                             [--rate 400] [--modes keepalive,close]
+                                            [--traffic haproxy|service]
 
 Starts redis, etcd, HAProxy, proxysync and a 3-node localcluster on free loopback ports
 and a throwaway SQLite database, then, for each connection mode, runs a load process
@@ -15,7 +16,13 @@ Printed: failed and non-2xx requests; per deploy, responses from an old version 
 the deploy finished; switch latency (all pods healthy -> first response of the new
 version through the load balancer; target p95 < 250 ms); the deployer's own overhead
 (deploy wall time minus the slowest pod's time to healthy; target < 1.5 s).
-Everything binds 127.0.0.1 and every process is stopped at the end.
+With ``--traffic service`` the app switches through its stable Service (deployer.traffic)
+and the load goes to that Service's ClusterIP on localcluster's kube-proxy (no Host header,
+no HAProxy on the way); the switch latency is then healthy -> first answer of the new
+version through the ClusterIP.
+
+Everything binds 127.0.0.1 (or 127.x for the ClusterIP) and every process is stopped at
+the end.
 """
 
 from __future__ import annotations
@@ -45,7 +52,9 @@ STEP_SECONDS: dict[str, list[float]] = {}
 # The load process ------------------------------------------------------------------
 
 
-async def _load(port: int, concurrency: int, rate: float, keepalive: bool, out: Path) -> None:
+async def _load(
+    address: str, port: int, concurrency: int, rate: float, keepalive: bool, out: Path
+) -> None:
     import aiohttp
 
     stop = asyncio.Event()
@@ -55,7 +64,7 @@ async def _load(port: int, concurrency: int, rate: float, keepalive: bool, out: 
     interval = concurrency / rate  # each connection's pause keeps the total under ``rate``
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=not keepalive)
     timeout = aiohttp.ClientTimeout(total=5)
-    url = f"http://127.0.0.1:{port}/health"
+    url = f"http://{address}:{port}/health"
 
     async def client(session: aiohttp.ClientSession) -> None:
         while not stop.is_set():
@@ -81,9 +90,11 @@ async def _load(port: int, concurrency: int, rate: float, keepalive: bool, out: 
 
 
 def load_main(argv: list[str]) -> None:
-    """``--load PORT CONCURRENCY RATE keepalive|close OUT``: run until SIGTERM, then write records."""
-    port, concurrency, rate, mode, out = argv
-    asyncio.run(_load(int(port), int(concurrency), float(rate), mode == "keepalive", Path(out)))
+    """``--load ADDRESS PORT CONCURRENCY RATE keepalive|close OUT``: run until SIGTERM, then write records."""
+    address, port, concurrency, rate, mode, out = argv
+    asyncio.run(
+        _load(address, int(port), int(concurrency), float(rate), mode == "keepalive", Path(out))
+    )
 
 
 # The bench -------------------------------------------------------------------------
@@ -218,7 +229,7 @@ def analyse(
 
 
 def run_mode(
-    mode: str, args: argparse.Namespace, lb_port: int, workdir: Path, app: Any
+    mode: str, args: argparse.Namespace, target: tuple[str, int], workdir: Path, app: Any
 ) -> dict[str, Any]:
     """One load run with its deploys."""
     out = workdir / f"load-{mode}.txt"
@@ -227,7 +238,8 @@ def run_mode(
             sys.executable,
             __file__,
             "--load",
-            str(lb_port),
+            target[0],
+            str(target[1]),
             str(args.concurrency),
             str(args.rate),
             mode,
@@ -259,14 +271,16 @@ def run_mode(
     for line in out.read_text().splitlines():
         a, b, s, v = line.split(" ", 3)
         records.append((float(a), float(b), int(s), v))
-    return analyse(mode, records, deploys)
+    result = analyse(mode, records, deploys)
+    result["target"] = f"{target[0]}:{target[1]}"
+    return result
 
 
 def report(result: dict[str, Any]) -> None:
     """Print one run's figures."""
     deploys = result["deploys"]
     ok = sum(1 for d in deploys if d.status == "succeeded")
-    print(f"\n== {result['mode']} ==")
+    print(f"\n== {result['mode']} ({result['target']}) ==")
     print(
         f"deploys: {ok} succeeded, {len(deploys) - ok} failed (expected failures: failing images)"
     )
@@ -303,6 +317,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rate", type=float, default=400.0)
     parser.add_argument("--modes", default="keepalive,close")
+    parser.add_argument(
+        "--traffic",
+        choices=["haproxy", "service"],
+        default="haproxy",
+        help="the app's traffic mode; service: the load goes through the stable Service's "
+        "ClusterIP",
+    )
     parser.add_argument(
         "--sqlite-wal",
         action="store_true",
@@ -375,13 +396,21 @@ def main() -> None:
                 replicas=3,
                 frontend=HOST,
                 health_deadline=5,
+                traffic=args.traffic,
             )
             print(f"stack up in {workdir}; first deploy (v1) before the load starts", flush=True)
             first = run_deploy(app, "demo/hello:1")
             assert first.status == "succeeded", first.reason
+            target = ("127.0.0.1", haproxy.port)
+            if args.traffic == "service":
+                from deployer import k8s
+
+                stable = k8s.core_v1().read_namespaced_service("bench", "default")
+                target = (str(stable.spec.cluster_ip), int(stable.spec.ports[0].port))
+            print(f"traffic mode {args.traffic}: load goes to {target[0]}:{target[1]}", flush=True)
             results = []
             for mode in args.modes.split(","):
-                results.append(run_mode(mode, args, haproxy.port, workdir, app))
+                results.append(run_mode(mode, args, target, workdir, app))
             for result in results:
                 report(result)
             print(
