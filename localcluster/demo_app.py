@@ -7,7 +7,9 @@ Environment: ``PORT`` (default 8080), ``MESSAGE``, ``HEALTHY=false``, ``APP_VERS
 (the address to bind; the kubelet sets it to the pod's own loopback IP).
 
 On SIGTERM (or SIGINT) the app closes its listening socket at once, so new connections are
-refused, answers the requests already in flight (for up to DRAIN_SECONDS), then exits 0.
+refused, answers the requests already in flight (for up to DRAIN_SECONDS), gives kept-alive
+connections up to KEEPALIVE_DRAIN_SECONDS to send one more request (answered with
+Connection: close), then exits 0.
 
 Only modules built into the interpreter are imported (``_socket``, ``_signal``, ``_thread``,
 ``select``): http.server, socket, threading and json would take several times the CPU of
@@ -27,6 +29,10 @@ import time
 
 # How long a stopping app waits for requests in flight: the kubelet's default grace period.
 DRAIN_SECONDS = 30.0
+# How long a stopping app then lets kept-alive connections send one more request, answered
+# with Connection: close, before it exits: closing one while idle races the client's next
+# request (which the client must then retry), through a kube-proxy or not.
+KEEPALIVE_DRAIN_SECONDS = 0.5
 # The longest /sleep answers take, so a test cannot hold a pod forever.
 MAX_SLEEP_SECONDS = 30.0
 # Paths that answer the app's health (kubelet probes, load balancer checks).
@@ -56,6 +62,9 @@ class InFlight:
         self._lock = _thread.allocate_lock()
         # Held while any request is in flight: waiting for it to be free is waiting for idle.
         self._busy = _thread.allocate_lock()
+        self._connections = 0
+        # Held while any connection is open, as _busy is for requests.
+        self._connected = _thread.allocate_lock()
         self.stopping = False
 
     def enter(self) -> None:
@@ -71,6 +80,26 @@ class InFlight:
             self._count -= 1
             if self._count == 0:
                 self._busy.release()
+
+    def opened(self) -> None:
+        """A connection was accepted."""
+        with self._lock:
+            self._connections += 1
+            if self._connections == 1:
+                self._connected.acquire()
+
+    def closed(self) -> None:
+        """A connection was closed."""
+        with self._lock:
+            self._connections -= 1
+            if self._connections == 0:
+                self._connected.release()
+
+    def wait_closed(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every connection to close; return how many are open."""
+        if self._connected.acquire(timeout=timeout):
+            self._connected.release()
+        return self._connections
 
     @property
     def count(self) -> int:
@@ -150,6 +179,7 @@ class Connection:
 
     def serve(self) -> None:
         """Answer requests until the connection ends; never raises."""
+        self.in_flight.opened()
         try:
             while self._one():
                 pass
@@ -157,6 +187,7 @@ class Connection:
             pass  # the client went away
         finally:
             self.sock.close()
+            self.in_flight.closed()
 
     def _line(self, too_long: int) -> bytes | None:
         """The next line, None at the end of the stream; BadRequest(``too_long``) past MAX_LINE."""
@@ -374,6 +405,8 @@ def _serve(app: dict[str, object], startup_seconds: float) -> int:
     left = in_flight.wait_idle(DRAIN_SECONDS)
     if left:
         print(f"{left} requests still in flight after {DRAIN_SECONDS:g}s, exiting", flush=True)
+    else:
+        in_flight.wait_closed(KEEPALIVE_DRAIN_SECONDS)
     return 0
 
 
