@@ -273,6 +273,7 @@ def run_mode(
         records.append((float(a), float(b), int(s), v))
     result = analyse(mode, records, deploys)
     result["target"] = f"{target[0]}:{target[1]}"
+    result["traffic"] = args.traffic
     return result
 
 
@@ -291,9 +292,12 @@ def report(result: dict[str, Any]) -> None:
     if result["latencies"]:
         ms = [x * 1000 for x in result["latencies"]]
         print(
-            f"switch latency (healthy -> first new response via LB): p50 {pct(ms, 0.5):.0f} ms, "
+            f"switch latency (healthy -> first new response at {result['target']}): "
+            f"p50 {pct(ms, 0.5):.0f} ms, "
             f"p95 {pct(ms, 0.95):.0f} ms, max {max(ms):.0f} ms"
         )
+    # In service mode the selector moves first; the frontend's etcd write comes after it.
+    if result["latencies"] and result["traffic"] != "service":
         etcd_ms = [x * 1000 for x in result["to_etcd"]]
         lb_ms = [x * 1000 for x in result["to_lb"]]
         print(
