@@ -86,7 +86,8 @@ while [ "$1" != -- ]; do
 done
 shift
 cd "$WORKDIR"
-exec setpriv --reuid "$UID_GID" --regid "$UID_GID" --clear-groups --no-new-privs "$@"
+exec setpriv --reuid "$UID_GID" --regid "$UID_GID" --clear-groups --no-new-privs \
+  env -u WORKDIR -u UID_GID -u HIDDEN -u INTERPRETER "$@"
 """
 
 
@@ -191,6 +192,8 @@ class Node:
         for container in containers(spec):
             env = {
                 "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                # A pod's host name is its name; here it is the machine's (Celery's worker
+                # name, which the worker's probe asks for, comes from it).
                 "HOSTNAME": socket.gethostname(),
                 "HOME": "/var/lib/greenlight",
                 **{k: self.image.here(v) for k, v in self.image.env.items()},
