@@ -392,13 +392,21 @@ def verify_cluster_ip(workflow: Workflow, traffic: ServiceTraffic, needed: int) 
 def restore(workflow: Workflow) -> None:
     """Rollback: point the stable Service back where it was before this run's switch.
 
-    Waits (bounded) until its endpoints no longer list the run's pods, so that deleting
-    them takes nothing away from the Service.
+    After a lost worker (nothing noted in this process) the Service is read: when it
+    selects the run's version, it goes back to the deployment's previous one. Waits
+    (bounded) until its endpoints no longer list the run's pods, so that deleting them
+    takes nothing away from the Service.
     """
-    traffic = workflow.service_traffic
-    if traffic is None or traffic.flipped is None:
+    traffic = of(workflow)
+    if traffic is None:
         return
-    before, version = traffic.flipped
+    if traffic.flipped is not None:
+        before, version = traffic.flipped
+    else:
+        run_version = workflow.deployment.version
+        if run_version is None or traffic.selected_version() != run_version:
+            return  # the selector never moved to this run's version
+        before, version = workflow.previous_version, run_version
     traffic.point(before)
     traffic.flipped = None
     workflow.log(
@@ -408,7 +416,8 @@ def restore(workflow: Workflow) -> None:
     )
     if before is None:
         return  # no earlier version: the run's pods stay selected until they are deleted
-    leaving = {p.ip for p in workflow.pods if p.ip}
+    pods = workflow.pods or workflow.cluster.pods(traffic.namespace, traffic.name, version)
+    leaving = {p.ip for p in pods if p.ip}
     try:
         ready = traffic.wait_endpoints(
             lambda ready: bool(ready) and not ready & leaving,

@@ -173,6 +173,10 @@ def test_it_moves_the_stable_services_selector_and_loses_no_request(live: Deploy
     switch_lines = list(second.logs.filter(step="switch").values_list("message", flat=True))
     assert any("answers through Service stable" in line for line in switch_lines), switch_lines
     assert stable("stable").spec.cluster_ip == service.spec.cluster_ip
+    # The endpoint sync, which saw v2's pods become ready, left the ClusterIP as the server.
+    with EtcdStore() as store:
+        record = store.get_backend(backend_name("default", "stable", 2))
+    assert [s["address"] for s in record["servers"]] == [service.spec.cluster_ip]
 
 
 def test_a_broken_version_never_gets_the_selector(live: DeployStack) -> None:
