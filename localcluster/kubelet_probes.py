@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +15,8 @@ from .kubelet_process import spawn_tied
 
 # Defaults from the core/v1 Probe reference.
 DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3}
+# How much of a response a probe reads looking for its status line.
+MAX_STATUS_LINE = 65536
 
 
 @dataclass
@@ -78,18 +82,21 @@ async def http_get(action: dict[str, Any], target: ProbeTarget) -> ProbeResult:
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(target.timeout):
-            context = None
-            if scheme == "https":
-                # The kubelet does not verify probe certificates.
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, local_addr=_local(target.source)
-            )
-            writer.write(request.encode())
-            await writer.drain()
-            status_line = await reader.readline()
+            if scheme == "http" and _is_ip(host):
+                status_line = await _status_line(host, port, request.encode(), target.source)
+            else:
+                context = None
+                if scheme == "https":
+                    # The kubelet does not verify probe certificates.
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=context, local_addr=_local(target.source)
+                )
+                writer.write(request.encode())
+                await writer.drain()
+                status_line = await reader.readline()
             parts = status_line.split()
             if len(parts) < 2 or not parts[1].isdigit():
                 return ProbeResult(False, f'Get "{url}": malformed HTTP response {status_line!r}')
@@ -113,6 +120,40 @@ async def http_get(action: dict[str, Any], target: ProbeTarget) -> ProbeResult:
     if 200 <= code < 400:
         return ProbeResult(True)
     return ProbeResult(False, f"HTTP probe failed with statuscode: {code}")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _status_line(host: str, port: int, request: bytes, source: str | None) -> bytes:
+    """Send ``request`` over a plain socket and return the response's first line.
+
+    The loop's socket calls, not a stream transport: a pod probed every second costs
+    the event loop a connection each time, and the probes of hundreds of pods add up.
+    """
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source:
+            sock.bind((source, 0))
+        await loop.sock_connect(sock, (host, port))
+        await loop.sock_sendall(sock, request)
+        data = b""
+        while b"\n" not in data and len(data) < MAX_STATUS_LINE:
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.partition(b"\n")[0]
+    finally:
+        sock.close()
 
 
 async def tcp_socket(action: dict[str, Any], target: ProbeTarget) -> ProbeResult:
