@@ -1,7 +1,7 @@
 """The blue-green deploy, top to bottom: pick a version, create it, check it, switch, retire.
 
-The new version's backend record is written, without servers, as the version is
-created, so that the reload that adds it to HAProxy happens while the pods start; its
+The new version's backend record is written, without servers, as soon as the version is
+picked, so that the reload that adds it to HAProxy happens while the pods start; its
 servers are written once the pods run (a runtime change), while they are
 health-checked. It gets no traffic until the frontend points at it, and by then HAProxy
 has it with its servers, so the switch is a map change without a reload. Steps, logging
@@ -63,29 +63,38 @@ class DeployWorkflow(Workflow):
             top=Max("version")
         )["top"]
         version = max([0, in_db or 0, *known]) + 1
-        self.take_previous_backend()
         self.deployment.version = version
+        self.write_empty_backend()
+        self.take_previous_backend()
         self.deployment.previous_version = self.previous_version
         self.save("version", "previous_version")
         live = f"v{self.previous_version}" if self.previous_version else "nothing"
-        self.log(f"New version v{version} of {self.name}; {live} is live now.", step="prepare")
+        self.log(
+            f"New version v{version} of {self.name}; {live} is live now. Backend "
+            f"{self.new_backend()} written without servers at etcd revision "
+            f"{self.backend_revision}.",
+            step="prepare",
+        )
+
+    def write_empty_backend(self) -> None:
+        """Write the new version's backend record without servers: HAProxy gets it meanwhile."""
+        # Before the write, whose outcome is unknown if it raises: a rollback deletes the
+        # record, and the version's objects (absent is fine).
+        self.created = self.backend_written = True
+        self.backend_revision = self.lb.put_backend(
+            self.new_backend(), {"servers": [], **self.backend_options()}
+        )
 
     def create(self) -> None:
-        """Write the version's backend record without servers; create its Deployment and Service."""
+        """Create the version's Deployment and Service."""
         version = self.deployment.version
         assert version is not None
         self.created = True  # before the call: a half-done create is cleaned up too
-        backend = self.new_backend()
-        self.backend_written = True  # before the write: its outcome is unknown if it raises
-        self.backend_revision = self.lb.put_backend(
-            backend, {"servers": [], **self.backend_options()}
-        )
         self.cluster.create_version(self.descriptor, version)
         traffic.prepare(self)  # service mode: the app's stable Service
         self.log(
             f"Created Deployment and Service {self.name}-v{version}: image {self.descriptor['image']}, "
-            f"{self.descriptor['replicas']} replicas; backend {backend} written without servers "
-            f"at etcd revision {self.backend_revision}.",
+            f"{self.descriptor['replicas']} replicas.",
             step="create",
         )
 

@@ -51,6 +51,10 @@ def check_health(run: Workflow, deadline: float) -> None:
             checked = list(pool.map(lambda pod: run.health.check(pod, health), pending))
             if all(result.healthy for result in checked):
                 run.healthy_at = run.clock.monotonic()  # the last pod just passed
+                # Traffic moves next: the round is stored with the switch step's start.
+                with run.deferred():
+                    pending = _record_round(run, pending, checked, results)
+                break
             with transaction.atomic():
                 pending = _record_round(run, pending, checked, results)
             if not pending:

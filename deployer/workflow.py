@@ -20,6 +20,13 @@ still does at the deadline, those pods stay and the log names it.
 A run that was handed to another worker (its row names another worker, see
 deployer.heartbeat) stops at the next step boundary, and before it deletes a version or
 writes a route, without rolling back: the worker that took it over does that.
+
+Database writes are what a run waits for most when many run at once (each commit takes
+the database's write lock, SQLite's for the whole database), so on the way from healthy
+pods to a verified switch the run's bookkeeping is *deferred* (:meth:`Workflow.deferred`):
+the end of those steps (DEFERRED_ENDS), the last health round, the switch's
+acknowledgement and the verify step's lines are stored, in order, in the same transaction
+as the next write, which is at most one step away.
 """
 
 from __future__ import annotations
@@ -77,6 +84,9 @@ logger = logging.getLogger(__name__)
 
 # The least delay before a deferred retirement is tried again.
 RETIRE_RETRY_SECONDS = 30.0
+# Steps between healthy pods and a verified switch: each one's end is stored with the
+# next step's start (see Workflow.deferred).
+DEFERRED_ENDS = frozenset({"health", "switch", "verify"})
 
 
 class TakenOver(Exception):
@@ -120,6 +130,9 @@ class Workflow(abc.ABC):
     balancers: list[LoadBalancer] = field(default_factory=list, init=False)
     # The app's stable Service in traffic mode service (deployer.traffic), once used.
     service_traffic: ServiceTraffic | None = field(default=None, init=False)
+    # Writes queued by deferred(), in order, and how many deferred() blocks are open.
+    _deferred: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
+    _deferring: int = field(default=0, init=False, repr=False)
 
     @property
     def descriptor(self) -> dict[str, Any]:
@@ -153,21 +166,55 @@ class Workflow(abc.ABC):
 
     # Bookkeeping
     def log(self, message: str, *, level: Level = "info", step: str = "") -> None:
-        """Store and publish one line of this deployment's log."""
-        self.sink.log(message, level=level, step=step)
+        """Store and publish one line of this deployment's log (see :meth:`write`)."""
+        self.write(lambda: self.sink.log(message, level=level, step=step))
 
     def save(self, *fields: str) -> None:
-        """Write ``fields`` of the deployment row as they are on the instance."""
-        Deployment.objects.filter(pk=self.deployment.pk).update(
-            **{name: getattr(self.deployment, name) for name in fields}
-        )
+        """Write ``fields`` of the deployment row as they are on the instance now."""
+        values = {name: getattr(self.deployment, name) for name in fields}
+        self.write(lambda: Deployment.objects.filter(pk=self.deployment.pk).update(**values))
+
+    def write(self, action: Callable[[], None]) -> None:
+        """Run the database write ``action``: queued inside :meth:`deferred`, else now.
+
+        A write made now first stores what is queued, in the same transaction.
+        """
+        if self._deferring:
+            self._deferred.append(action)
+        elif self._deferred:
+            with transaction.atomic():
+                self.flush()
+                action()
+        else:
+            action()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Queue this block's writes (log lines, row fields) until the next write or flush.
+
+        For bookkeeping on the way to serving traffic: nothing in the run waits for it to
+        be stored, and it is stored, in order, with the write that follows.
+        """
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+
+    def flush(self) -> None:
+        """Store the queued writes, in order, in one transaction."""
+        actions, self._deferred = self._deferred, []
+        if actions:
+            with transaction.atomic():
+                for action in actions:
+                    action()
 
     def _set_step(self, name: str, **values: Any) -> None:
         steps = dict(self.deployment.steps)
         steps[name] = {**steps.get(name, {}), **values}
         self.deployment.steps = steps
         self.save("steps")
-        self.sink.status()
+        self.write(self.sink.status)
 
     def abort_requested(self) -> bool:
         """True once a user asked to abort (read from the database)."""
@@ -205,6 +252,7 @@ class Workflow(abc.ABC):
 
     def stop_taken_over(self, taken: TakenOver) -> None:
         """Say in both logs that this run stops here, leaving everything to its new worker."""
+        self._deferred.clear()  # the row is the new worker's
         logger.warning(
             "deployment #%s was taken over by %s; %s stops running it",
             self.deployment.pk,
@@ -218,22 +266,30 @@ class Workflow(abc.ABC):
         )
 
     @contextlib.contextmanager
-    def step(self, name: str, *, first: Callable[[], None] | None = None) -> Iterator[None]:
+    def step(
+        self, name: str, *, first: Callable[[], Callable[[], None] | None] | None = None
+    ) -> Iterator[None]:
         """Mark ``name`` running, log its start and end with its duration, mark done or failed.
 
         ``first`` runs before the step's own bookkeeping is written: the switch's etcd
-        write uses it, so that traffic moves without waiting for two database commits.
+        write uses it, so that traffic moves without waiting for database commits; what
+        it returns, if anything, runs in the transaction that marks the step running.
+        The end of a step in DEFERRED_ENDS is stored with the next write (the next step's
+        start).
         """
         self.check_step()
         title = dict(self.steps).get(name, name)
         started = self.clock.monotonic()
+        started_at = timezone.now().isoformat()
         try:
-            if first is not None:
-                first()
+            opening = first() if first is not None else None
             # One commit for the step's state and its line: commits dominate a step's cost.
             with transaction.atomic():
-                self._set_step(name, state="running", started=timezone.now().isoformat())
+                self.flush()
+                self._set_step(name, state="running", started=started_at)
                 self.log(f"{title}…", step=name)
+                if opening is not None:
+                    opening()
             yield
         except TakenOver:
             raise  # the row is the new worker's: write nothing to it
@@ -245,7 +301,7 @@ class Workflow(abc.ABC):
                 self.log(f"{title} failed after {seconds:.2f}s: {detail}", level="error", step=name)
             raise
         seconds = round(self.clock.monotonic() - started, 3)
-        with transaction.atomic():
+        with self.deferred() if name in DEFERRED_ENDS else transaction.atomic():
             self._set_step(name, state="done", seconds=seconds)
             self.log(f"{title}: done in {seconds:.2f}s", step=name)
 
@@ -293,6 +349,7 @@ class Workflow(abc.ABC):
     def finish(self, failure: StopDeployment | None, seconds: float) -> None:
         """Move the row to its terminal status and say so in the log; TakenOver if not ours."""
         self.check_owner()
+        self.flush()  # every step's record before the terminal status
         self.deployment.refresh_from_db(fields=["status", "abort_requested"])
         if self.deployment.is_terminal:
             return
@@ -392,8 +449,12 @@ class Workflow(abc.ABC):
             options.update(check_path=health["path"], check_port=int(health["port"]))
         return {**options, **traffic.backend_options(self)}
 
-    def write_route(self) -> None:
-        """Point the frontend at the new version's backend, once every load balancer has it."""
+    def write_route(self) -> Callable[[], None]:
+        """Point the frontend at the new version's backend, once every load balancer has it.
+
+        Returns what records the write (:meth:`record_route`), for the switch step's opening
+        transaction.
+        """
         self.check_owner()
         traffic.switch(self)  # service mode: the stable Service first, until it took effect
         backend = self.new_backend()
@@ -414,6 +475,17 @@ class Workflow(abc.ABC):
         self.switch_written_at = time.monotonic()
         self.switch_revision = revision
         self.deployment.switched_at = timezone.now()
+        return self.record_route
+
+    def record_route(self) -> None:
+        """Store the switch's time and say what was written (the switch step's first line)."""
+        self.save("switched_at")
+        self.log(
+            f"Frontend {self.hostname} -> backend {self.new_backend()} ({len(self.servers())} "
+            f"servers) written at etcd revision {self.switch_revision}; waiting for every load "
+            "balancer.",
+            step="switch",
+        )
 
     def refuse_if_skipped(self, backend: str) -> None:
         """StopDeployment when a load balancer left ``backend`` out (a record it refused)."""
@@ -425,16 +497,9 @@ class Workflow(abc.ABC):
                 )
 
     def switch(self) -> None:
-        """Record the route written by write_route, then wait for proxysync's acknowledgement."""
+        """Wait for every load balancer to acknowledge the route write_route wrote."""
         version, revision = self.deployment.version, self.switch_revision
         backend = self.new_backend()
-        with transaction.atomic():
-            self.save("switched_at")
-            self.log(
-                f"Frontend {self.hostname} -> backend {backend} ({len(self.servers())} servers) "
-                f"written at etcd revision {revision}; waiting for every load balancer.",
-                step="switch",
-            )
         # Only this route and its backend: another app's new backend, which needs a
         # reload, does not hold the switch up (see deployer.proxysync).
         waited = self.wait_applied(
@@ -443,8 +508,10 @@ class Workflow(abc.ABC):
             records=(f"frontends/{self.hostname}", f"backends/{backend}"),
         )
         self.balancers = list(waited.balancers)
-        with transaction.atomic():
-            App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
+        with self.deferred():
+            self.write(
+                lambda: App.objects.filter(pk=self.deployment.app_id).update(live_version=version)
+            )
             self.log(
                 f"Load balancers applied revision {revision}: {waited.summary()}.", step="switch"
             )
@@ -537,6 +604,11 @@ class Workflow(abc.ABC):
         for balancer in balancers:
             address = str(balancer.record.get("address", ""))
             last = self.verify_through(balancer.id, address, deadline)
+            self.log_verified(balancer, address, last)
+
+    def log_verified(self, balancer: LoadBalancer, address: str, last: str) -> None:
+        """Say (deferred: the next load balancer is asked at once) that ``balancer`` serves it."""
+        with self.deferred():
             if self.healthy_at is not None:
                 latency = self.clock.monotonic() - self.healthy_at
                 self.log(

@@ -60,7 +60,7 @@ def test_a_run_handed_over_before_the_switch_stops_at_the_next_step_without_clea
     assert cluster.versions_.keys() == {1, 2}
     assert cluster.deleted == []
     assert lb.live_version(app.frontend) == 1
-    assert backend_name("default", app.name, 2) not in lb.backends
+    assert lb.backends[backend_name("default", app.name, 2)]["servers"] == []  # never routed
     assert deployment.steps["create"]["state"] == "done"
     assert deployment.steps["pods"]["state"] == "pending"
 

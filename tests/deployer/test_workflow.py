@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from deployer.kinds import WORKFLOWS
 from deployer.models import App, Deployment
@@ -513,3 +514,57 @@ def test_an_undeploy_names_the_load_balancers_that_applied_it(
 
     assert deployment.status == Deployment.Status.SUCCEEDED
     assert re.search(r"applied revision \d+: lb-0 in 1 ms, lb-1 in 2 ms\.$", sink.text(), re.M)
+
+
+@pytest.mark.both_databases
+def test_from_the_last_health_check_to_the_last_load_balancers_answer_it_commits_twice(
+    transactional_db: None,
+    app: App,
+    run_workflow: Run,
+    lb: FakeLB,
+    health: FakeHealth,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every commit waits for the database's write lock, which 50 deploys at once share:
+    # between healthy pods and the verified switch, only the starts of switch and verify.
+    lb.fleet = {"lb-0": "http://127.0.0.1:8080", "lb-1": "http://127.0.0.1:8081"}
+    commits: list[str] = []
+    marks: dict[str, int] = {}
+    connection_commit = connection.commit
+
+    def counted_commit() -> None:
+        commits.append("commit")
+        connection_commit()
+
+    def autocommitted(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not connection.in_atomic_block and sql.lstrip().upper().startswith(
+            ("INSERT", "UPDATE", "DELETE")
+        ):
+            commits.append(sql)
+        return execute(sql, params, many, context)
+
+    check, through_lb = health.check, health.through_lb
+
+    def checked(pod: Any, settings: dict[str, Any]) -> Any:
+        marks["healthy"] = len(commits)
+        return check(pod, settings)
+
+    def answered(address: str, hostname: str, path: str, timeout: float = 2.0) -> Any:
+        marks["answered"] = len(commits)
+        return through_lb(address, hostname, path, timeout)
+
+    monkeypatch.setattr(connection, "commit", counted_commit)
+    monkeypatch.setattr(health, "check", checked)
+    monkeypatch.setattr(health, "through_lb", answered)
+    with connection.execute_wrapper(autocommitted):
+        deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.SUCCEEDED
+    assert health.asked == ["http://127.0.0.1:8080"] * 2 + ["http://127.0.0.1:8081"] * 2
+    assert marks["answered"] - marks["healthy"] == 2, commits[marks["healthy"] :]
+    # Everything deferred was stored all the same, in order.
+    deployment.refresh_from_db()
+    assert {step["state"] for step in deployment.steps.values()} == {"done"}
+    assert deployment.switched_at is not None
+    app.refresh_from_db()
+    assert app.live_version == 1
