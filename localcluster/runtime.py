@@ -15,6 +15,8 @@ Conventions a user of the cluster sees:
 * Pods: each gets ``127.<block>.<node>.<n>`` (the node's podCIDR); ``<block>`` is claimed per
   running cluster so clusters side by side never collide. A container must bind its pod's
   address, which the kubelet passes as ``LOCALCLUSTER_POD_IP`` (the demo images do).
+* Services: a ClusterIP in ``127.<block>.0.0/24`` and NodePorts on every node's address, both
+  forwarded to the ready endpoints by the kube-proxy (``localcluster.kubeproxy``).
 * Images: ``images.Catalog`` (built-in ``demo/*`` and the ``--images`` file); a container's
   ``command``/``args`` override the catalog's entrypoint/arguments as in a real runtime.
 * Processes: one session per container; they die with localcluster (PR_SET_PDEATHSIG and the
