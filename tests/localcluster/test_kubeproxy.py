@@ -17,6 +17,8 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
+from localcluster.kubeproxy import endpoints_of
+
 from .conftest import api_only
 from .runtime_support import deployment, running_and_ready, watch_until
 
@@ -217,3 +219,45 @@ def test_a_deleted_service_stops_answering(
         return False
 
     until(refused)
+
+
+def _slice(*endpoints: tuple[str, bool, bool, bool], port: int = 8080) -> dict:
+    """An EndpointSlice of (address, ready, serving, terminating) endpoints on port ``http``."""
+    return {
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [
+            {
+                "addresses": [address],
+                "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+            }
+            for address, ready, serving, terminating in endpoints
+        ],
+    }
+
+
+def test_it_forwards_to_the_ready_endpoints_only_while_there_are_some() -> None:
+    slices = [
+        _slice(
+            ("127.130.1.2", True, True, False),
+            ("127.130.1.3", False, True, True),
+            ("127.130.1.4", False, False, False),
+        )
+    ]
+
+    assert endpoints_of(slices, "http") == (("127.130.1.2", 8080),)
+    assert endpoints_of(slices, "metrics") == ()
+
+
+def test_it_falls_back_to_serving_terminating_endpoints_when_none_is_ready() -> None:
+    slices = [
+        _slice(("127.130.1.3", False, True, True), ("127.130.1.4", False, False, True)),
+    ]
+
+    assert endpoints_of(slices, "http") == (("127.130.1.3", 8080),)
+
+
+def test_it_never_forwards_outside_loopback() -> None:
+    slices = [_slice(("10.0.0.5", True, True, False), ("127.130.1.2", True, True, False))]
+
+    assert endpoints_of(slices, "http") == (("127.130.1.2", 8080),)
