@@ -4,8 +4,10 @@ The new version's backend record is written, without servers, as soon as the ver
 picked, so that the reload that adds it to HAProxy happens while the pods start; its
 servers are written once the pods run (a runtime change), while they are
 health-checked. It gets no traffic until the frontend points at it, and by then HAProxy
-has it with its servers, so the switch is a map change without a reload. Steps, logging
-and the rollback path are deployer.workflow.Workflow's.
+has it with its servers, so the switch is a map change without a reload. A deploy that
+succeeded also writes the next version's record, without servers (a *standby*), with its
+retirement's reload: the next deploy finds its backend in HAProxy already, however fast
+its pods start. Steps, logging and the rollback path are deployer.workflow.Workflow's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from django.db.models import Max
 
 from deployer import traffic
 from deployer.cluster import PodFailed
-from deployer.collaborators import StopDeployment
+from deployer.collaborators import StopDeployment, backend_name
+from deployer.errors import BackendError
 from deployer.healthsteps import check_health, log_pod_output
 from deployer.logsink import Level
 from deployer.models import App, Deployment
@@ -85,6 +88,20 @@ class DeployWorkflow(Workflow):
             self.new_backend(), {"servers": [], **self.backend_options()}
         )
 
+    def write_standby(self, version: int) -> None:
+        """Write ``version``'s backend record without servers, for the deploy that picks it.
+
+        Unrouted and empty, it serves nothing; the deploy writes the same record again
+        (no change, so no reload), and undeploy deletes it with the others.
+        """
+        standby = backend_name(self.namespace, self.name, version)
+        try:
+            if self.lb.get_backend(standby) is None:
+                self.lb.put_backend(standby, {"servers": [], **self.backend_options(version)})
+        except BackendError as exc:
+            # Only the next deploy's switch would wait for a reload: this one stays done.
+            self.log(f"Could not write the standby backend {standby}: {exc}", level="warning")
+
     def create(self) -> None:
         """Create the version's Deployment and Service."""
         version = self.deployment.version
@@ -109,6 +126,13 @@ class DeployWorkflow(Workflow):
             )
             self.log(f"Pod {pod.name}: {pod.describe()}", level=level, step="pods")
 
+        def on_event(kind: str, text: str) -> None:
+            # Events come in bursts before a pod's change: stored with it, in one commit.
+            with self.deferred():
+                self.log(
+                    f"Event: {text}", level="warning" if kind == "Warning" else "info", step="pods"
+                )
+
         try:
             self.pods = self.cluster.wait_pods_started(
                 PodStartWait(
@@ -119,11 +143,7 @@ class DeployWorkflow(Workflow):
                     max(0.0, deadline - self.clock.monotonic()),
                     on_change=on_change,
                     cancelled=self.abort_requested,
-                    on_event=lambda kind, text: self.log(
-                        f"Event: {text}",
-                        level="warning" if kind == "Warning" else "info",
-                        step="pods",
-                    ),
+                    on_event=on_event,
                 )
             )
         except PodFailed as exc:
@@ -154,6 +174,8 @@ class DeployWorkflow(Workflow):
         again later, when the deploy's last line has long been written.
         """
         version = self.deployment.version
+        assert version is not None
+        self.write_standby(version + 1)
         keep = int(self.descriptor.get("keep_old_seconds", 0))
         old = [v for v in self.cluster.versions(self.namespace, self.name) if v != version]
         if self.previous_version and self.previous_version not in old:

@@ -608,8 +608,11 @@ class ProxySync:
         """
         drainer = threading.Thread(target=self.drains.run, name="haproxy-drain", daemon=True)
         drainer.start()
+        # The lease is revoked once the apply loop has ended, so that no acknowledgement of
+        # an apply still under way (a reload) registers this load balancer again after it.
+        applying_ended = threading.Event()
         registrar = threading.Thread(
-            target=self.registration.run, args=(self._stop,), name="lb-lease", daemon=True
+            target=self.registration.run, args=(applying_ended,), name="lb-lease", daemon=True
         )
         registrar.start()
         backoff = 0.2
@@ -624,6 +627,7 @@ class ProxySync:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
+            applying_ended.set()
             registrar.join(10)  # it revokes the lease on its way out
 
     def apply_current(self) -> None:

@@ -27,7 +27,8 @@ class UndeployWorkflow(Workflow):
         top = Deployment.objects.filter(app_id=self.deployment.app_id).aggregate(
             top=Max("version")
         )["top"]
-        backends = [backend_name(self.namespace, self.name, v) for v in range(1, (top or 0) + 1)]
+        # Up to the next version's: a deploy that succeeded wrote it as a standby.
+        backends = [backend_name(self.namespace, self.name, v) for v in range(1, (top or 0) + 2)]
         backends += [backend_name(self.namespace, self.name, v) for v in versions]
         with self.step("route"):
             revision = self.lb.delete_route(self.hostname, sorted(set(backends)))

@@ -434,9 +434,9 @@ class Workflow(abc.ABC):
             if pod.ip
         ]
 
-    def backend_options(self) -> dict[str, Any]:
-        """The new version's backend record without its servers."""
-        version = self.deployment.version
+    def backend_options(self, version: int | None = None) -> dict[str, Any]:
+        """The new version's (or ``version``'s) backend record without its servers."""
+        version = version or self.deployment.version
         assert version is not None
         health = self.descriptor["health"]
         options: dict[str, Any] = {

@@ -116,7 +116,7 @@ def test_it_rolls_back_when_the_image_cannot_be_pulled(
     assert "panic: the end" in sink.text()  # the pod's last output is in the log
 
 
-def test_it_writes_the_new_backend_without_servers_before_it_creates_the_version(
+def test_it_writes_the_new_backend_without_servers_before_it_creates_the_version_and_a_standby(
     app: App,
     run_workflow: Run,
     cluster: FakeCluster,
@@ -139,9 +139,25 @@ def test_it_writes_the_new_backend_without_servers_before_it_creates_the_version
     v1 = backend_name("default", app.name, 1)
     assert at_create == [{v1: {**at_create[0][v1], "servers": []}}]
     assert at_create[0][v1]["version"] == 1
-    # Its servers come once the pods run, then the frontend points at it.
-    assert lb.writes == [f"backend {v1}", f"backend {v1}", f"point {app.frontend}->{v1}"]
+    # Its servers come once the pods run, then the frontend points at it; then the next
+    # version's standby is written, without servers, for the next deploy.
+    v2 = backend_name("default", app.name, 2)
+    assert lb.writes == [
+        f"backend {v1}",
+        f"backend {v1}",
+        f"point {app.frontend}->{v1}",
+        f"backend {v2}",
+    ]
     assert len(lb.backends[v1]["servers"]) == 2
+    assert lb.backends[v2] == {**at_create[0][v1], "version": 2}
+
+    again = run_workflow(app, image="demo/hello:2")
+
+    # The next deploy finds it: the same record, then its servers.
+    assert again.version == 2 and again.status == Deployment.Status.SUCCEEDED
+    assert lb.writes[4:6] == [f"backend {v2}", f"backend {v2}"]
+    assert lb.frontends[app.frontend]["backend"] == v2
+    assert lb.backends[backend_name("default", app.name, 3)]["servers"] == []
 
 
 def test_it_rolls_back_when_the_container_keeps_crashing(
