@@ -214,8 +214,9 @@ class PodWorker(ContainerLifecycle):
             current["status"] = self.render_status(current)
 
         try:
+            # The stored object itself: a worker only reads its pod, as it does the events'.
             pod = await self.ctx.store.mutate(
-                "pods", self.namespace, self.name, apply, subresource="status"
+                "pods", self.namespace, self.name, apply, subresource="status", copy_result=False
             )
         except NotFound:
             self.gone = True

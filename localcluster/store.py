@@ -571,17 +571,22 @@ class Store(WatchMixin, DeletionMixin):
         name: str,
         fn: Callable[[Obj], Obj | None],
         subresource: str | None = None,
+        *,
+        copy_result: bool = True,
     ) -> Obj:
         """Apply ``fn`` to a fresh copy (it may mutate in place or return a new dict) and store it; NotFound if gone.
 
-        Never conflicts: the read and the write happen without yielding to the loop.
+        Never conflicts: the read and the write happen without yielding to the loop. What
+        ``fn`` puts into the object becomes the store's: it must not change it afterwards.
+        ``copy_result=False`` returns the stored object itself, read-only, as ``peek`` does.
         """
         res = lookup(resource)
         current = json.loads(self._entry(res, namespace, name).raw)
         result = fn(current)
         new = current if result is None else result
         owned = result is None
-        return json.loads(self._update_sync(res, namespace, name, new, subresource, owned).raw)
+        entry = self._update_sync(res, namespace, name, new, subresource, owned)
+        return json.loads(entry.raw) if copy_result else entry.obj
 
     async def patch(
         self,

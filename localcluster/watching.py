@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TypedDict, Unpack
 
 from .errors import BadRequest, Expired
-from .records import Entry, Event, HistoryRecord, Obj, Watcher
+from .records import Entry, Event, HistoryRecord, Obj, Watcher, dumps
 from .resources import Resource, ResourceRef, lookup
 from .selectors import Query, compile_query
 
@@ -98,6 +98,26 @@ def _filing_pair(query: Query) -> Pair | None:
     return None
 
 
+def _needles(query: Query) -> list[bytes]:
+    """Byte strings that the serialized form of every object ``query`` matches contains.
+
+    Stored objects are serialized by ``records.dumps``: a label the selector requires is
+    ``"key":"value"`` in the bytes, and the namespace ``"namespace":"ns"``. A version
+    without them cannot match, so the history replay skips it without decoding it.
+    """
+    needles = []
+    pair = _filing_pair(query)
+    if pair is not None:
+        needles.append(dumps({pair[0]: pair[1]})[1:-1])
+    if query.namespace:
+        needles.append(dumps({"namespace": query.namespace})[1:-1])
+    return needles
+
+
+def _holds(raw: bytes, needles: list[bytes]) -> bool:
+    return all(needle in raw for needle in needles)
+
+
 def new_watcher(res: Resource, query: Query) -> Watcher:
     """A watcher for ``query``, filed under a label its selector requires when there is one."""
     return Watcher(res, query.match, _filing_pair(query))
@@ -139,12 +159,17 @@ class WatchMixin:
                 raise BadRequest(f'invalid resource version "{resource_version}"') from None
             if since < self.history_floor:
                 raise Expired(f"too old resource version: {since} ({self.history_floor + 1})")
-            # The history is in rv order: walk back from the newest to ``since`` only.
+            # The history is in rv order: walk back from the newest to ``since`` only, and
+            # decode only the records whose bytes may match (see ``_needles``).
+            needles = _needles(query)
             missed: list[HistoryRecord] = []
             for rec in reversed(self.history):
                 if rec.rv <= since:
                     break
-                if rec.resource == res.key:
+                if rec.resource == res.key and (
+                    _holds(rec.raw, needles)
+                    or (rec.old_raw is not None and _holds(rec.old_raw, needles))
+                ):
                     missed.append(rec)
             probe = new_watcher(res, query)
             for rec in reversed(missed):

@@ -487,7 +487,7 @@ class DeploymentController(Controller):
                 current["status"] = wire
 
             await self.store.mutate(
-                "deployments.apps", namespace, name, apply, subresource="status"
+                "deployments.apps", namespace, name, apply, subresource="status", copy_result=False
             )
         return status
 

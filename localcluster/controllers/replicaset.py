@@ -342,4 +342,6 @@ class ReplicaSetController(Controller):
         def apply(current: dict[str, Any]) -> None:
             current["status"] = status
 
-        await self.store.mutate("replicasets.apps", key[0], key[1], apply, subresource="status")
+        await self.store.mutate(
+            "replicasets.apps", key[0], key[1], apply, subresource="status", copy_result=False
+        )

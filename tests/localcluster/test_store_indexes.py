@@ -178,10 +178,18 @@ async def test_a_watch_filed_by_label_sees_objects_move_in_and_out_of_its_select
 
 
 async def test_a_watch_from_a_resource_version_replays_only_what_came_after(store: Store) -> None:
+    await store.create("namespaces", None, {"metadata": {"name": "other"}})
+    await store.create("configmaps", "default", cm("leaving", app="web"))
     first = await store.create("configmaps", "default", cm("a", app="web"))
     for i in range(50):
         await store.create("configmaps", "default", cm(f"n{i}", app="other"))
+        await store.create("configmaps", "other", cm(f"o{i}", "other", app="web"))
     await store.create("configmaps", "default", cm("b", app="web"))
+
+    def leave(obj: dict[str, Any]) -> None:
+        obj["metadata"]["labels"] = {"app": "gone"}
+
+    await store.mutate("configmaps", "default", "leaving", leave)
 
     stream = store.watch(
         "configmaps",
@@ -190,4 +198,7 @@ async def test_a_watch_from_a_resource_version_replays_only_what_came_after(stor
         resource_version=first["metadata"]["resourceVersion"],
         timeout_seconds=0.2,
     )
-    assert [(t, o["metadata"]["name"]) async for t, o in stream] == [("ADDED", "b")]
+    assert [(t, o["metadata"]["name"]) async for t, o in stream] == [
+        ("ADDED", "b"),
+        ("DELETED", "leaving"),
+    ]
