@@ -66,13 +66,14 @@ class DisruptionController(Controller):
 
     def _controlled_pods(self, resource: str, workload: dict[str, Any]) -> list[dict[str, Any]]:
         uid = workload["metadata"]["uid"]
+        pods = [e.obj for e in self.store.controlled_by("pods", uid)]
         if resource == "deployments.apps":
-            return [
+            pods += [
                 pod.obj
                 for rs in self.store.controlled_by("replicasets.apps", uid)
                 for pod in self.store.controlled_by("pods", rs.obj["metadata"]["uid"])
             ]
-        return [e.obj for e in self.store.controlled_by("pods", uid)]
+        return pods
 
     def _expected_scale(self, pods: list[dict[str, Any]]) -> int | None:
         """Sum of the replicas of the pods' top-level controllers (getExpectedScale)."""
