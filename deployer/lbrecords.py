@@ -10,6 +10,7 @@ configuration of every other app.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -125,6 +126,27 @@ def parse_backend(name: str, value: Any) -> BackendRecord:
     return BackendRecord(name, parsed, check_path, check_port, timeout)
 
 
+# Backend records parsed before, by name and JSON: proxysync renders every record at
+# every change, and most records have not changed since the last render.
+_PARSED: dict[tuple[str, str], BackendRecord] = {}
+PARSED_MAX = 8192
+
+
+def parse_backend_once(name: str, value: Any) -> BackendRecord:
+    """parse_backend, remembered by the record's name and JSON (a record parses the same)."""
+    try:
+        key = (name, json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        return parse_backend(name, value)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = parse_backend(name, value)  # RecordError: not remembered
+        if len(_PARSED) >= PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
+
+
 def parse_frontend(hostname: str, value: Any) -> FrontendRecord:
     """The frontend record of ``hostname``, or RecordError."""
     if not isinstance(value, dict):
@@ -145,7 +167,7 @@ def clean(
     Keys are relative to the prefix: ``frontends/<hostname>``, ``backends/<name>``.
     """
     skipped: dict[str, str] = {}
-    good_backends = _parse_each("backends", backends, parse_backend, skipped)
+    good_backends = _parse_each("backends", backends, parse_backend_once, skipped)
     good_frontends = _parse_each("frontends", frontends, parse_frontend, skipped)
     return good_frontends, good_backends, skipped
 

@@ -8,6 +8,7 @@ both have, the running worker can be changed through the runtime API (``map_comm
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from deployer.lbconfig import (
     render_map,
     safe_name,
 )
-from deployer.lbrecords import RecordError, clean, parse_backend
+from deployer.lbrecords import BackendRecord, RecordError, clean, parse_backend
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,12 @@ class Render:
     # Records left out, ``frontends/<host>`` or ``backends/<name>`` -> why.
     skipped: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def stable(self) -> str:
         """The configuration without its revision line: equal ones need no reload."""
         return "\n".join(line for line in self.config.splitlines() if REVISION_PATH not in line)
 
-    @property
+    @functools.cached_property
     def skeleton(self) -> str:
         """The configuration without its revision and server lines.
 
@@ -84,11 +85,8 @@ def render(
     frontends, parsed, skipped = clean(snapshot.frontends, snapshot.backends)
     skipped.update({f"backends/{name}": reason for name, reason in (refused or {}).items()})
     skipped.update(snapshot.unreadable)
-    backends = {
-        name: record.as_json()
-        for name, record in parsed.items()
-        if f"backends/{name}" not in skipped
-    }
+    typed = {name: record for name, record in parsed.items() if f"backends/{name}" not in skipped}
+    backends = {name: record.as_json() for name, record in typed.items()}
     config = render_config(
         lb_port=target.lb_port,
         stats_port=target.stats_port,
@@ -106,13 +104,22 @@ def render(
         if f"backends/{frontend.backend}" in skipped and kept in rendered:
             routes[frontend.hostname] = kept
     routes = dict(sorted(routes.items()))
-    checked = {safe_name(name): checked_servers(name, record) for name, record in backends.items()}
-    servers = {
-        safe_name(name): {spec.name: spec for spec in backend_servers(record)}
-        for name, record in backends.items()
-    }
+    checked = {safe_name(name): list(_checked(record)) for name, record in typed.items()}
+    servers = {safe_name(name): dict(_servers(record)) for name, record in typed.items()}
     names = {safe_name(name): name for name in backends}
     return Render(config, routes, checked, servers, names, skipped)
+
+
+# A backend's servers and checked servers follow from its typed record alone; most
+# records are the same from one render to the next.
+@functools.lru_cache(maxsize=8192)
+def _servers(record: BackendRecord) -> dict[str, ServerSpec]:
+    return {spec.name: spec for spec in backend_servers(record.as_json())}
+
+
+@functools.lru_cache(maxsize=8192)
+def _checked(record: BackendRecord) -> tuple[str, ...]:
+    return tuple(checked_servers(record.name, record.as_json()))
 
 
 def backend_at_line(config: str, line_number: int) -> str | None:
