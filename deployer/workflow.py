@@ -35,7 +35,7 @@ import abc
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -461,8 +461,8 @@ class Workflow(abc.ABC):
         if self.backend_revision:
             # Usually applied while the pods were health-checked; a refusal or timeout
             # stops the deploy before any traffic moved.
-            self.wait_applied(self.backend_revision, records=(f"backends/{backend}",))
-            self.refuse_if_skipped(backend)
+            waited = self.wait_applied(self.backend_revision, records=(f"backends/{backend}",))
+            self.refuse_if_skipped(backend, waited.balancers)
             self.switch_started = True  # before the write: its outcome is unknown if it raises
             revision = self.lb.point_frontend(self.hostname, backend)
         else:
@@ -487,9 +487,14 @@ class Workflow(abc.ABC):
             step="switch",
         )
 
-    def refuse_if_skipped(self, backend: str) -> None:
-        """StopDeployment when a load balancer left ``backend`` out (a record it refused)."""
-        for balancer in self.lb.load_balancers():
+    def refuse_if_skipped(
+        self, backend: str, balancers: Iterable[LoadBalancer] | None = None
+    ) -> None:
+        """StopDeployment when a load balancer left ``backend`` out (a record it refused).
+
+        ``balancers``: as a wait just read them (default: read them now).
+        """
+        for balancer in self.lb.load_balancers() if balancers is None else balancers:
             skipped = (balancer.applied or {}).get("skipped") or {}
             if reason := skipped.get(f"backends/{backend}"):
                 raise StopDeployment(
