@@ -28,7 +28,8 @@ The async API (each call runs without yielding, so it is atomic on the loop):
   ``(event_type, obj)``; raises ``Expired`` for a resourceVersion older than the history
 * ``listeners``: callables run synchronously with every committed ``Event``
   (rv, type, resource, obj, raw, old); ``peek``/``select`` read without copying
-  (treat the dicts as read-only).
+  (treat the dicts as read-only), as do the indexed lookups of ``lookups.py``
+  (``controlled_by``, ``orphans``, ``selecting``).
 
 Errors are ``errors.StatusError`` subclasses carrying the Status the HTTP layer
 sends: ``NotFound``, ``AlreadyExists``, ``Conflict``, ``Invalid``, ``Forbidden``,
@@ -84,6 +85,7 @@ from .errors import (
     not_found,
 )
 from .indexes import ResourceIndex
+from .lookups import LookupMixin
 from .patch import apply_patch
 from .persistence import StateFiles
 from .records import (
@@ -99,7 +101,6 @@ from .records import (
     now_rfc3339,
 )
 from .resources import RESOURCES, Resource, ResourceRef, lookup
-from .selectors import LabelSelector, Query, compile_query
 from .watching import WatcherSet, WatchMixin
 
 log = logging.getLogger("localcluster.store")
@@ -109,7 +110,7 @@ HISTORY_SIZE = 20000
 BOOKMARK_INTERVAL = 15.0
 
 
-class Store(WatchMixin, DeletionMixin):
+class Store(LookupMixin, WatchMixin, DeletionMixin):
     """All objects of the cluster with a single resourceVersion sequence."""
 
     def __init__(
@@ -445,75 +446,6 @@ class Store(WatchMixin, DeletionMixin):
         res = lookup(resource)
         entry = self.objects[res.key].get((namespace or "", name) if res.namespaced else ("", name))
         return entry.obj if entry else None
-
-    def select(
-        self,
-        resource: ResourceRef,
-        namespace: str | None = None,
-        label_selector: str | Mapping[str, str] | LabelSelector | None = None,
-        field_selector: str | None = None,
-        *,
-        ordered: bool = True,
-    ) -> list[Entry]:
-        """Return matching entries sorted by (namespace, name), as etcd orders keys; no copies.
-
-        ``label_selector`` may also be parsed requirements (``selectors.LabelSelector``);
-        ``ordered=False`` skips the sort when the caller does not need the order.
-        """
-        res = lookup(resource)
-        query = compile_query(
-            res, namespace if res.namespaced else None, label_selector, field_selector
-        )
-        return self.select_query(res, query, ordered=ordered)
-
-    def select_query(self, res: Resource, query: Query, *, ordered: bool = True) -> list[Entry]:
-        """``select`` with a compiled query: the indexes narrow the candidates, the query decides."""
-        entries = self.objects[res.key]
-        keys = self.indexes[res.key].candidates(query)
-        candidates: Any = entries if keys is None else keys
-        if ordered:
-            candidates = sorted(candidates)
-        match = query.match
-        if keys is None and not ordered:
-            return [e for e in entries.values() if match(e.obj)]
-        return [entries[k] for k in candidates if match(entries[k].obj)]
-
-    def controlled_by(self, resource: ResourceRef, owner_uid: str) -> list[Entry]:
-        """Objects of ``resource`` whose controller ownerReference names ``owner_uid``, in key order."""
-        res = lookup(resource)
-        entries = self.objects[res.key]
-        found = []
-        for key, namespace, name in sorted(self.owners.get(owner_uid, ())):
-            if key != res.key:
-                continue
-            entry = entries.get((namespace, name))
-            if entry is None:
-                continue
-            for ref in entry.obj["metadata"].get("ownerReferences") or []:
-                if ref.get("controller") and ref.get("uid") == owner_uid:
-                    found.append(entry)
-                    break
-        return found
-
-    def orphans(self, resource: ResourceRef, namespace: str | None) -> list[Entry]:
-        """Objects of ``resource`` in ``namespace`` without a controller, in key order."""
-        res = lookup(resource)
-        entries = self.objects[res.key]
-        keys = self.indexes[res.key].orphans
-        return [entries[k] for k in sorted(keys) if namespace is None or k[0] == (namespace or "")]
-
-    def selecting(
-        self, resource: ResourceRef, namespace: str | None, labels: Mapping[str, str]
-    ) -> list[Entry]:
-        """Candidates among ``resource`` in ``namespace`` whose own selector may match ``labels``.
-
-        Every object that does match is among them, in key order; the caller matches exactly.
-        """
-        res = lookup(resource)
-        entries = self.objects[res.key]
-        keys = self.indexes[res.key].selecting(labels)
-        ns = namespace or ""
-        return [entries[k] for k in sorted(keys) if k[0] == ns]
 
     async def list(
         self,
