@@ -95,6 +95,8 @@ class PodWorker(ContainerLifecycle):
         self._tasks: list[asyncio.Task[Any]] = []
         self.task: asyncio.Task[None] | None = None
         self.start_time: str = (pod.get("status") or {}).get("startTime") or now()
+        # When this worker began: the probes tick in phase with it (see ``probe_loop``).
+        self.probe_origin = time.monotonic()
         self._restore_states()
 
     # ------------------------------------------------------------------ bookkeeping

@@ -67,6 +67,7 @@ class ContainerLifecycle(abc.ABC):
     terminating: asyncio.Event
     # (env, working directory) of each running container, for its lifecycle hooks.
     hook_context: dict[str, tuple[dict[str, str], str]]
+    probe_origin: float
     # Set per container when its spec (image) changes under it.
     respec: dict[str, asyncio.Event]
     _background: set[asyncio.Task[None]]
@@ -438,13 +439,15 @@ class ContainerLifecycle(abc.ABC):
 
         async def after_start(probe: dict[str, Any], report: Any, initial: bool) -> None:
             await started.wait()
-            await probe_loop(probe, runner(probe), report, initial)
+            await probe_loop(probe, runner(probe), report, initial, self.probe_origin)
 
         tasks: list[asyncio.Task[None]] = []
         if startup is not None:
             # A startup probe reports a failure only once failureThreshold is reached.
             tasks.append(
-                asyncio.create_task(probe_loop(startup, runner(startup), on_startup, False))
+                asyncio.create_task(
+                    probe_loop(startup, runner(startup), on_startup, False, self.probe_origin)
+                )
             )
         if readiness is not None:
             tasks.append(asyncio.create_task(after_start(readiness, on_readiness, False)))

@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -242,12 +243,21 @@ async def probe_loop(
     run: Callable[[], Awaitable[ProbeResult]],
     report: Reporter,
     initial: bool,
+    origin: float | None = None,
 ) -> None:
-    """Probe every periodSeconds after initialDelaySeconds; report each run until told to stop."""
+    """Probe every periodSeconds after initialDelaySeconds; report each run until told to stop.
+
+    ``origin`` (``time.monotonic()``) is when the pod's worker began: a kubelet's probe
+    worker ticks every period from then and skips the ticks before the container runs, so
+    the first probe comes on the first tick after the container started, not at its exec
+    (when a server has yet to listen, and the probe would fail for nothing).
+    """
     period = max(probe_setting(probe, "periodSeconds"), 1)
     success_threshold = max(probe_setting(probe, "successThreshold"), 1)
     failure_threshold = max(probe_setting(probe, "failureThreshold"), 1)
     await asyncio.sleep(probe_setting(probe, "initialDelaySeconds"))
+    if origin is not None:
+        await asyncio.sleep(period - (time.monotonic() - origin) % period)
     healthy = initial
     successes = failures = 0
     while True:
