@@ -58,9 +58,13 @@ pytestmark = [
 # privileges. When the interpreter sits under a folder the image's user cannot enter
 # ($HIDDEN, say /root of a pyenv install), that folder is replaced by an empty one holding
 # only the interpreter ($INTERPRETER), as the image's /usr/local is open to every user.
+# The code ($WORKDIR, the image's /app) stays visible, read-only, even when it lies under a
+# volume's target (a checkout under /tmp, which the /tmp emptyDir hides).
 CONTAINER = r"""
 set -e
 mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir /run/.workdir
+mount --bind "$WORKDIR" /run/.workdir
 if [ -n "$HIDDEN" ]; then
   mkdir /run/.interpreter
   mount --bind "$INTERPRETER" /run/.interpreter
@@ -85,6 +89,11 @@ while [ "$1" != -- ]; do
   shift
 done
 shift
+if [ ! -e "$WORKDIR/pyproject.toml" ]; then
+  mkdir -p "$WORKDIR"
+  mount --bind /run/.workdir "$WORKDIR"
+  mount -o remount,bind,ro "$WORKDIR"
+fi
 cd "$WORKDIR"
 exec setpriv --reuid "$UID_GID" --regid "$UID_GID" --clear-groups --no-new-privs \
   env -u WORKDIR -u UID_GID -u HIDDEN -u INTERPRETER "$@"
