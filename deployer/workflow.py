@@ -202,10 +202,21 @@ class Workflow(abc.ABC):
             self._deferring -= 1
 
     def flush(self) -> None:
-        """Store the queued writes, in order, in one transaction."""
+        """Store the queued writes, in order, in one transaction.
+
+        The deployment row is locked first, as every other writer of the run's rows does
+        (an abort request locks the row, then appends its line): queued log lines inserted
+        before the row's lock would wait on an abort that waits on them (a deadlock on
+        PostgreSQL; SQLite's one write lock orders them anyway).
+        """
         actions, self._deferred = self._deferred, []
         if actions:
             with transaction.atomic():
+                list(
+                    Deployment.objects.select_for_update()
+                    .filter(pk=self.deployment.pk)
+                    .values_list("pk", flat=True)
+                )
                 for action in actions:
                     action()
 
