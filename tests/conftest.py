@@ -97,3 +97,13 @@ def make_app(db: None, app_defaults: dict[str, Any]) -> Callable[..., App]:
         return App.objects.create(**values)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _umask_restored() -> Iterator[None]:
+    """Each test ends with the umask it started with: launcher.stack.prepare sets 077 for the
+    process, which would leak into later tests' files and children."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield
+    os.umask(previous)

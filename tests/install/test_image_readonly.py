@@ -62,6 +62,7 @@ pytestmark = [
 # volume's target (a checkout under /tmp, which the /tmp emptyDir hides).
 CONTAINER = r"""
 set -e
+umask 022
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir /run/.workdir
 mount --bind "$WORKDIR" /run/.workdir
