@@ -31,6 +31,9 @@ class BackendRow(TypedDict):
     leaving: list[str]
     hostnames: list[str]
     problem: str
+    # Unrouted and without servers: a version's record written ahead of its pods, such as
+    # the standby a succeeded deploy leaves for the next one (deployer.deploy).
+    standby: bool
 
 
 class SkippedRow(TypedDict):
@@ -293,6 +296,7 @@ def load_balancer_status() -> LoadBalancerStatus:
                 leaving=[str(n) for n in record.get("leaving", []) if isinstance(n, str)],
                 hostnames=sorted(hosts.get(name, [])),
                 problem=problems.get(store.backend_key(name), ""),
+                standby=not servers and not hosts.get(name) and not record.get("leaving"),
             )
         )
     return status

@@ -106,3 +106,25 @@ def test_it_says_when_etcd_cannot_be_read(admin_client: Client, settings: Any) -
 
     assert response.status_code == 200
     assert "etcd could not be read" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_empty_unrouted_backend_is_shown_as_the_next_deploys_standby(
+    admin_client: Client, fleet: Fleet
+) -> None:
+    fleet.store.put_backend("default.hello-v2", {"servers": [], "version": 2})
+    fleet.store.put_backend(
+        "default.other-v1",
+        {"servers": [{"name": "other-v1-x", "address": "127.1.0.9", "port": 8080}], "version": 1},
+    )
+
+    page = admin_client.get("/load-balancer/").content.decode()
+
+    def cells(backend: str) -> str:
+        row = re.search(rf"<code>{re.escape(backend)}</code>.*?</tr>", page, re.S)
+        assert row is not None, backend
+        return " ".join(re.sub(r"<[^>]+>", " ", row.group(0)).split())
+
+    assert cells("default.hello-v2") == "default.hello-v2 v2 standby for the next deploy none"
+    assert cells("default.other-v1") == "default.other-v1 v1 unrouted other-v1-x 127.1.0.9:8080"
+    assert "standby" not in cells("default.hello-v1")
