@@ -328,6 +328,7 @@ class Workflow(abc.ABC):
         started = self.clock.monotonic()
         failure: StopDeployment | None = None
         taken: TakenOver | None = None
+        interrupted = False
         try:
             self.run()
         except TakenOver as exc:
@@ -342,8 +343,14 @@ class Workflow(abc.ABC):
         except Exception as exc:
             logger.exception("deployment #%s: unexpected error", self.deployment.pk)
             failure = StopDeployment(f"internal error ({type(exc).__name__}: {exc})")
+        except BaseException:
+            # The process is going away (SystemExit, a worker's hard shutdown): nothing is
+            # finished or undone here; the run stays RUNNING and its heartbeat stops, so a
+            # live worker recovers it (deployer.runner.recover).
+            interrupted = True
+            raise
         finally:
-            if taken is None:
+            if taken is None and not interrupted:
                 try:
                     if failure is not None:
                         self.cleanup(failure)

@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from kubernetes import client
 
 from deployer import k8s, runner, services
@@ -225,6 +227,54 @@ def test_a_failure_after_the_switch_points_the_selector_back(
     lines = list(claimed.logs.filter(step="rollback").values_list("message", flat=True))
     assert any("selects v1 again" in line for line in lines), lines
     assert any("endpoints are v1's 2 pods again" in line for line in lines), lines
+
+
+class WorkerDied(BaseException):
+    """Stands for the worker process going away mid-run (what SystemExit does to it)."""
+
+
+@pytest.mark.both_databases
+def test_a_worker_lost_after_the_selector_moved_is_recovered_by_another_which_points_it_back(
+    live: DeployStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(name="lostsvc", frontend="lostsvc.localhost", traffic="service")
+    deployed(live, app, "demo/hello:1")
+    service = stable("lostsvc")
+    assert service is not None
+    monkeypatch.setattr(services, "enqueue", lambda deployment_id: None)
+    deployment = services.request_deploy(app, image="demo/hello:2")
+    claimed = runner.claim(deployment.pk, "gone-host#1")
+    assert claimed is not None
+
+    with load_through(service) as loads:
+        with runner.workflow_for(claimed) as workflow:
+
+            def die() -> None:
+                assert stable("lostsvc").spec.selector["version"] == "2"
+                raise WorkerDied
+
+            workflow.verify = die  # type: ignore[method-assign]
+            with pytest.raises(WorkerDied):
+                workflow.execute()
+
+        # Nothing finished or undone: the run waits, RUNNING, for a live worker.
+        claimed.refresh_from_db()
+        assert claimed.status == Deployment.Status.RUNNING
+        assert stable("lostsvc").spec.selector["version"] == "2"
+        Deployment.objects.filter(pk=claimed.pk).update(
+            heartbeat_at=timezone.now() - timedelta(minutes=5)
+        )
+        runner.recover(claimed.pk, "gone-host#1", "rescuer#1")
+
+    claimed.refresh_from_db()
+    assert claimed.status == Deployment.Status.FAILED, claimed.failure_reason
+    assert "was lost" in claimed.failure_reason
+    assert_nothing_lost(loads)
+    assert stable("lostsvc").spec.selector["version"] == "1"
+    assert cluster_ip_versions(service) == {"1"}
+    assert served_versions(live, app.frontend) == {"1"}
+    lines = list(claimed.logs.values_list("message", flat=True))
+    assert any("selects v1 again" in line for line in lines), lines
 
 
 @pytest.mark.both_databases
