@@ -196,18 +196,27 @@ def test_a_broken_version_never_gets_the_selector(live: DeployStack) -> None:
     assert stable("unbroken").spec.selector["version"] == "1"
 
 
+def v2_claimed_over_v1(
+    live: DeployStack, monkeypatch: pytest.MonkeyPatch, name: str, worker: str
+) -> tuple[App, client.V1Service, Deployment]:
+    """A service-mode app ``name`` with v1 live, and a deploy of v2 claimed by ``worker`` for
+    the test to run in-process (never sent to the stack's worker)."""
+    app = make_app(name=name, frontend=f"{name}.localhost", traffic="service")
+    deployed(live, app, "demo/hello:1")
+    service = stable(name)
+    assert service is not None
+    monkeypatch.setattr(services, "enqueue", lambda deployment_id: None)
+    deployment = services.request_deploy(app, image="demo/hello:2")
+    claimed = runner.claim(deployment.pk, worker)
+    assert claimed is not None
+    return app, service, claimed
+
+
 @pytest.mark.both_databases
 def test_a_failure_after_the_switch_points_the_selector_back(
     live: DeployStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app(name="flipback", frontend="flipback.localhost", traffic="service")
-    deployed(live, app, "demo/hello:1")
-    service = stable("flipback")
-    assert service is not None
-    monkeypatch.setattr(services, "enqueue", lambda deployment_id: None)
-    deployment = services.request_deploy(app, image="demo/hello:2")
-    claimed = runner.claim(deployment.pk, "test")
-    assert claimed is not None
+    app, service, claimed = v2_claimed_over_v1(live, monkeypatch, "flipback", "test")
 
     with load_through(service) as loads, runner.workflow_for(claimed) as workflow:
 
@@ -237,14 +246,7 @@ class WorkerDied(BaseException):
 def test_a_worker_lost_after_the_selector_moved_is_recovered_by_another_which_points_it_back(
     live: DeployStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app(name="lostsvc", frontend="lostsvc.localhost", traffic="service")
-    deployed(live, app, "demo/hello:1")
-    service = stable("lostsvc")
-    assert service is not None
-    monkeypatch.setattr(services, "enqueue", lambda deployment_id: None)
-    deployment = services.request_deploy(app, image="demo/hello:2")
-    claimed = runner.claim(deployment.pk, "gone-host#1")
-    assert claimed is not None
+    app, service, claimed = v2_claimed_over_v1(live, monkeypatch, "lostsvc", "gone-host#1")
 
     with load_through(service) as loads:
         with runner.workflow_for(claimed) as workflow:
