@@ -25,6 +25,16 @@ MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T|k|e[0-9]+)?$"
 class AppForm(forms.ModelForm):
     """Create or edit an app descriptor; name and namespace are fixed once the app exists."""
 
+    # Settings a form may leave out: they keep the app's value (the default for a new app).
+    KEPT_WHEN_LEFT_OUT = (
+        "traffic",
+        "promotion",
+        "promotion_timeout_seconds",
+        "guard_bake_seconds",
+        "guard_max_error_percent",
+        "guard_min_requests",
+    )
+
     class Meta:
         model = App
         # Extra pod-spec fields are JSON for API clients; the form does not edit them.
@@ -90,7 +100,8 @@ class AppForm(forms.ModelForm):
         self.fields["replicas"].widget.attrs.update(min=1, max=settings.MAX_REPLICAS)
         self.fields["container_port"].widget.attrs.update(min=1, max=65535)
         self.fields["health_port"].widget.attrs.update(min=1, max=65535)
-        self.fields["traffic"].required = False
+        for name in self.KEPT_WHEN_LEFT_OUT:
+            self.fields[name].required = False
         self.fields["name"].widget.attrs.update(
             pattern=r"^[a-z]([a-z0-9\-]*[a-z0-9])?$", maxlength=53, autocomplete="off"
         )
@@ -100,9 +111,13 @@ class AppForm(forms.ModelForm):
                 self.fields[name].disabled = True
                 self.fields[name].help_text = "Fixed once the app exists."
 
-    def clean_traffic(self) -> str:
-        """A form that leaves the mode out keeps the app's (haproxy for a new app)."""
-        return str(self.cleaned_data.get("traffic") or self.instance.traffic)
+    def clean(self) -> dict[str, Any]:
+        """A setting of KEPT_WHEN_LEFT_OUT that the form leaves empty keeps the app's value."""
+        cleaned = super().clean() or {}
+        for name in self.KEPT_WHEN_LEFT_OUT:
+            if name in cleaned and cleaned[name] in (None, ""):
+                cleaned[name] = getattr(self.instance, name)
+        return cleaned
 
     def validate_unique(self) -> None:
         """The name per namespace, on the name field; App.clean() already checks the frontend."""

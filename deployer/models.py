@@ -97,6 +97,13 @@ class App(models.Model):
         "stop_delay_seconds",
         "max_unavailable",
         "traffic",
+        "promotion",
+        "promotion_timeout_seconds",
+        "guard_bake_seconds",
+        "guard_max_error_percent",
+        "guard_min_requests",
+        "guard_max_response_ms",
+        "guard_promql",
     )
 
     class HealthType(models.TextChoices):
@@ -106,6 +113,10 @@ class App(models.Model):
     class Traffic(models.TextChoices):
         HAPROXY = "haproxy", "HAProxy routes to the version's pods"
         SERVICE = "service", "A stable Service's selector moves to the version"
+
+    class Promotion(models.TextChoices):
+        AUTOMATIC = "automatic", "Switch as soon as every pod is healthy"
+        MANUAL = "manual", "Wait for Promote or Reject after the health checks"
 
     name = models.CharField(max_length=53)
     namespace = models.CharField(max_length=63, default="default")
@@ -137,6 +148,20 @@ class App(models.Model):
     # How the switch moves traffic (deployer.traffic): the load balancer's backend, or the
     # selector of the app's stable Service, which the load balancer then routes to.
     traffic = models.CharField(max_length=16, choices=Traffic.choices, default=Traffic.HAPROXY)
+    # Manual promotion: a deploy waits after its health checks for Promote or Reject, at
+    # most this long (then it is rejected).
+    promotion = models.CharField(
+        max_length=16, choices=Promotion.choices, default=Promotion.AUTOMATIC
+    )
+    promotion_timeout_seconds = models.PositiveIntegerField(default=3600)
+    # The guard after the switch (deployer.guard): for the bake time the new version's
+    # 5xx ratio and response time are compared with these thresholds; a breach swaps back.
+    guard_bake_seconds = models.PositiveIntegerField(default=60)
+    guard_max_error_percent = models.FloatField(default=5.0)
+    guard_min_requests = models.PositiveIntegerField(default=20)
+    guard_max_response_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Optional PromQL, evaluated against settings.GREENLIGHT_PROMETHEUS_URL during the bake.
+    guard_promql = models.TextField(blank=True, default="")
 
     # The version receiving traffic, set by the workflow at the switch; None when undeployed.
     live_version = models.PositiveIntegerField(null=True, blank=True)
@@ -221,6 +246,14 @@ class App(models.Model):
             "stop_delay_seconds": self.stop_delay_seconds,
             "max_unavailable": self.max_unavailable,
             "traffic": self.traffic,
+            "promotion": {"mode": self.promotion, "timeout": self.promotion_timeout_seconds},
+            "guard": {
+                "bake_seconds": self.guard_bake_seconds,
+                "max_error_percent": self.guard_max_error_percent,
+                "min_requests": self.guard_min_requests,
+                "max_response_ms": self.guard_max_response_ms,
+                "promql": self.guard_promql,
+            },
         }
 
 
@@ -230,6 +263,7 @@ class Deployment(Lifecycle, models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        AWAITING_PROMOTION = "awaiting_promotion", "Awaiting promotion"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         ABORTED = "aborted", "Aborted"
@@ -238,7 +272,11 @@ class Deployment(Lifecycle, models.Model):
         {Status.SUCCEEDED, Status.FAILED, Status.ABORTED}
     )
     # Waiting or running: at most one of an app runs at a time, the others wait for it.
-    ACTIVE: ClassVar[tuple[str, ...]] = (Status.QUEUED, Status.RUNNING)
+    ACTIVE: ClassVar[tuple[str, ...]] = (
+        Status.QUEUED,
+        Status.RUNNING,
+        Status.AWAITING_PROMOTION,
+    )
     noun: ClassVar[str] = "deployment"
 
     class Trigger(models.TextChoices):
@@ -258,7 +296,7 @@ class Deployment(Lifecycle, models.Model):
     image = models.CharField(max_length=255)
     descriptor = models.JSONField(default=dict)
     status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+        max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.UI)
     triggered_by = models.ForeignKey(
@@ -281,6 +319,15 @@ class Deployment(Lifecycle, models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # When its run task last reached the broker; None while no send has succeeded.
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Manual promotion: when the run started waiting, and the decision asked for
+    # ("promote" or "reject"), by whom.
+    awaiting_since = models.DateTimeField(null=True, blank=True)
+    promotion_decision = models.CharField(max_length=8, blank=True, default="")
+    promotion_decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The guard's last reading of both versions (deployer.guard), shown on the page.
+    guard = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
