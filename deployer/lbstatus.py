@@ -283,7 +283,9 @@ def load_balancer_status() -> LoadBalancerStatus:
             hosts.setdefault(_text(frontend.get("backend")), []).append(hostname)
     for name, record in sorted(snapshot.backends.items()):
         record = record if isinstance(record, dict) else {}
-        servers = record.get("servers") if isinstance(record.get("servers"), list) else []
+        listed = isinstance(record.get("servers"), list)
+        servers = record["servers"] if listed else []
+        problem = problems.get(store.backend_key(name), "")
         status["backends"].append(
             BackendRow(
                 name=name,
@@ -295,8 +297,13 @@ def load_balancer_status() -> LoadBalancerStatus:
                 ],
                 leaving=[str(n) for n in record.get("leaving", []) if isinstance(n, str)],
                 hostnames=sorted(hosts.get(name, [])),
-                problem=problems.get(store.backend_key(name), ""),
-                standby=not servers and not hosts.get(name) and not record.get("leaving"),
+                problem=problem,
+                # A record that lists no servers because it is broken is no standby.
+                standby=listed
+                and not servers
+                and not problem
+                and not hosts.get(name)
+                and not record.get("leaving"),
             )
         )
     return status

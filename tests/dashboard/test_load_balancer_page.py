@@ -128,3 +128,16 @@ def test_an_empty_unrouted_backend_is_shown_as_the_next_deploys_standby(
     assert cells("default.hello-v2") == "default.hello-v2 v2 standby for the next deploy none"
     assert cells("default.other-v1") == "default.other-v1 v1 unrouted other-v1-x 127.1.0.9:8080"
     assert "standby" not in cells("default.hello-v1")
+
+
+@pytest.mark.django_db
+def test_a_broken_record_without_a_server_list_is_no_standby(
+    admin_client: Client, fleet: Fleet
+) -> None:
+    fleet.store.put_backend("default.broken-v1", {"servers": "none", "version": 1})
+
+    page = admin_client.get("/load-balancer/").content.decode()
+
+    row = re.search(r"<code>default\.broken-v1</code>.*?</tr>", page, re.S)
+    assert row is not None
+    assert "standby" not in row.group(0)
