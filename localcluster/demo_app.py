@@ -1,7 +1,9 @@
 """Demo container images for localcluster: a tiny HTTP app run as a pod's process.
 
 Run as a script (never imported by the runtime) so that an idle pod costs only a bare
-interpreter: ``python -I -S demo_app.py hello|broken|crash|slow [--tag TAG]``.
+interpreter: ``python -I -S demo_app.py hello|broken|crash|slow|bad-release [--tag TAG]``.
+demo/bad-release passes every health check (``/health`` answers 200) and answers 500 on
+every other path: a release that only its users' traffic shows to be bad.
 Environment: ``PORT`` (default 8080), ``MESSAGE``, ``HEALTHY=false``, ``APP_VERSION``
 (default: the image tag), ``STARTUP_SECONDS`` (demo/slow), ``LOCALCLUSTER_POD_IP``
 (the address to bind; the kubelet sets it to the pod's own loopback IP).
@@ -46,6 +48,7 @@ REASONS = {
     400: "Bad Request",
     404: "Not Found",
     414: "Request-URI Too Long",
+    500: "Internal Server Error",
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
     503: "Service Unavailable",
@@ -279,6 +282,8 @@ class Connection:
     def _route(self, path_and_query: str) -> tuple[int, dict[str, object]]:
         app = self.app
         path, _, query = path_and_query.partition("?")
+        if app["fails_requests"] and path not in HEALTH_PATHS:
+            return 500, {"version": app["version"], "error": "this release fails every request"}
         if path == "/sleep":
             return self._sleep(query)
         if path in HEALTH_PATHS:
@@ -424,7 +429,12 @@ def main(argv: list[str]) -> int:
     if kind == "broken":
         healthy = False
     startup = float(os.environ.get("STARTUP_SECONDS") or (10 if kind == "slow" else 0))
-    app: dict[str, object] = {"version": version, "message": message, "healthy": healthy}
+    app: dict[str, object] = {
+        "version": version,
+        "message": message,
+        "healthy": healthy,
+        "fails_requests": kind == "bad-release",
+    }
     return _serve(app, startup)
 
 

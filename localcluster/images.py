@@ -18,6 +18,7 @@ BUILTIN_DEMOS = {
     "demo/broken": "broken",
     "demo/crash": "crash",
     "demo/slow": "slow",
+    "demo/bad-release": "bad-release",
 }
 
 

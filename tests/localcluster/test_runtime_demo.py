@@ -97,6 +97,18 @@ def test_broken_is_never_healthy() -> None:
         assert http_json(ip, port, "/health")[1]["healthy"] is False
 
 
+def test_bad_release_is_healthy_and_fails_every_other_request() -> None:
+    with demo("demo/bad-release:7") as (_, ip, port):
+        wait_listening(ip, port)
+        assert http_json(ip, port, "/health") == (
+            200,
+            {"version": "7", "message": "Hello from demo/bad-release", "healthy": True},
+        )
+        for path in ("/", "/orders", "/sleep?seconds=0"):
+            status, body = http_json(ip, port, path)
+            assert (status, body["version"]) == (500, "7")
+
+
 def test_crash_exits_at_start() -> None:
     with demo("demo/crash:1") as (proc, _, _):
         assert proc.wait(10) == 1
