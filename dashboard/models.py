@@ -16,3 +16,14 @@ class HookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery to app {self.app_id} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+# Registered with the dashboard app: its models module is where Django looks for them.
+from dashboard.notifications.models import (  # noqa: E402
+    Delivery,
+    DeliveryAttempt,
+    SeenRefusal,
+    Subscription,
+)
+
+__all__ = ["Delivery", "DeliveryAttempt", "HookDelivery", "SeenRefusal", "Subscription"]

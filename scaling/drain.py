@@ -24,6 +24,7 @@ from typing import Protocol
 
 from deployer.cluster import MANAGED_BY, MANAGER
 from deployer.errors import KubeError, NotFound, StoreError, TooManyRequests, Transient
+from deployer.events import emit
 from deployer.pods import PodInfo
 from deployer.rotation import LogFn, Removal, ServingPod, StillRouted
 from scaling.kube import NodeOps
@@ -377,6 +378,16 @@ def _drain(
             if pod.uid in remaining:
                 reasons.setdefault("still terminating", []).append(pod.key)
         causes = "; ".join(f"{reason} ({', '.join(keys)})" for reason, keys in reasons.items())
+        emit(
+            "drain_stuck",
+            f"{node} was not drained within {options.deadline_seconds:.0f}s and was uncordoned: "
+            f"{causes}",
+            details={
+                "node": node,
+                "reason": causes,
+                "left": sorted(p.key for p in remaining.values()),
+            },
+        )
         raise DrainFailed(
             f"{node} was not drained within {options.deadline_seconds:.0f}s: {causes}", report
         )

@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
 from deployer.errors import DeployError, KubeError
+from deployer.events import emit
 from deployer.heartbeat import RowHeartbeat
 from deployer.logsink import level_first
 from deployer.models import App, Deployment, IllegalTransition
@@ -115,6 +116,7 @@ def execute(run_id: int, context: RunContext | None = None) -> Outcome:
             log.log(str(exc), level="error")
             run.fail(str(exc), now=context.clock.now())
             logsink.status_changed(run)
+            announce_failed(run, str(exc))
             return Outcome.DONE
         except Exception as exc:
             logger.exception("scaling run #%s failed unexpectedly", run.pk)
@@ -124,6 +126,7 @@ def execute(run_id: int, context: RunContext | None = None) -> Outcome:
             )
             run.fail(f"internal error: {exc}", now=context.clock.now())
             logsink.status_changed(run)
+            announce_failed(run, f"internal error: {exc}")
             return Outcome.DONE
         if outcome == Outcome.WAIT:
             run.wait()
@@ -142,6 +145,16 @@ def execute(run_id: int, context: RunContext | None = None) -> Outcome:
     log.log(f"finished in {time.monotonic() - started:.1f}s")
     logsink.status_changed(run)
     return Outcome.DONE
+
+
+def announce_failed(run: ScalingRun, reason: str) -> None:
+    """Emit ``scaling_run_failed`` (deployer.events) for ``run``."""
+    emit(
+        "scaling_run_failed",
+        f"Scaling run #{run.pk} ({run.title()}) failed: {reason}",
+        scaling_run=run,
+        details={"reason": reason},
+    )
 
 
 def _record(run: ScalingRun, change: Change, outcome: str) -> None:
