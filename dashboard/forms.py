@@ -13,7 +13,13 @@ from django.db.models import QuerySet
 
 from deployer import envvars
 from deployer.models import App, Deployment
-from deployer.validation import TRAFFIC_CHOICES, validate_env
+from deployer.validation import (
+    PROMOTION_CHOICES,
+    PROMOTION_TIMEOUT_MAX,
+    PROMOTION_TIMEOUT_MIN,
+    TRAFFIC_CHOICES,
+    validate_env,
+)
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -55,6 +61,13 @@ class AppForm(forms.ModelForm):
             "stop_delay_seconds": "Stop delay before SIGTERM (s)",
             "max_unavailable": "Pods down at once in a drain",
             "traffic": "Traffic switch",
+            "promotion": "Promotion",
+            "promotion_timeout_seconds": "Promotion timeout (s)",
+            "guard_bake_seconds": "Guard bake time (s)",
+            "guard_max_error_percent": "Most 5xx answers (%)",
+            "guard_min_requests": "Fewest requests to judge",
+            "guard_max_response_ms": "Slowest average response (ms)",
+            "guard_promql": "PromQL guard query",
         }
         help_texts = {
             "name": "Lowercase letters, digits and '-', starting with a letter (DNS-1035 label).",
@@ -75,11 +88,30 @@ class AppForm(forms.ModelForm):
             "traffic": "haproxy: the load balancer routes to the new version's pods. service: "
             "the switch moves the selector of the Service named after the app (its ClusterIP "
             "is what the load balancer, an Ingress or a cloud load balancer routes to).",
+            "promotion": "automatic: traffic switches as soon as every pod is healthy. manual: "
+            "the deploy waits after the health checks, the old version still serving, until "
+            "someone clicks Promote (switch) or Reject (roll back).",
+            "promotion_timeout_seconds": f"A deploy awaiting promotion is rejected after this "
+            f"long: {PROMOTION_TIMEOUT_MIN} s to {PROMOTION_TIMEOUT_MAX} s (7 days).",
+            "guard_bake_seconds": "After the switch the new version bakes this long under users' "
+            "traffic while the old one stays warm; a breach swaps back at once. 0: no guard.",
+            "guard_max_error_percent": "The new version breaches when more than this share of "
+            "its requests answers 5xx (HAProxy's counters of every load balancer).",
+            "guard_min_requests": "Fewer requests during the bake are too few to judge: the "
+            "bake then passes.",
+            "guard_max_response_ms": "Optional: the new version breaches when its average "
+            "response time (HAProxy's rtime) is above this.",
+            "guard_promql": "Optional: a query asked of Prometheus during the bake; any sample "
+            "with a non-zero value breaches (e.g. a ratio above a limit, written as a "
+            "comparison). An unreachable Prometheus never swaps back.",
         }
         error_messages = {
             "traffic": {
                 "invalid_choice": f"Unknown traffic mode %(value)s: choose {TRAFFIC_CHOICES}."
-            }
+            },
+            "promotion": {
+                "invalid_choice": f"Unknown promotion mode %(value)s: choose {PROMOTION_CHOICES}."
+            },
         }
         widgets = {
             # Filled by the view from the env rows, so model validation reports on "env".
@@ -100,6 +132,9 @@ class AppForm(forms.ModelForm):
         self.fields["replicas"].widget.attrs.update(min=1, max=settings.MAX_REPLICAS)
         self.fields["container_port"].widget.attrs.update(min=1, max=65535)
         self.fields["health_port"].widget.attrs.update(min=1, max=65535)
+        self.fields["promotion_timeout_seconds"].widget.attrs.update(
+            min=PROMOTION_TIMEOUT_MIN, max=PROMOTION_TIMEOUT_MAX
+        )
         for name in self.KEPT_WHEN_LEFT_OUT:
             self.fields[name].required = False
         self.fields["name"].widget.attrs.update(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.kinds import STEPS
+from deployer.kinds import planned_steps
 from deployer.models import Deployment
 
 
@@ -23,7 +23,7 @@ class StepRow:
 def step_rows(deployment: Deployment) -> list[StepRow]:
     """The workflow's steps for this kind in order (pending until recorded), then any others."""
     recorded: dict[str, Any] = deployment.steps or {}
-    known = STEPS.get(deployment.kind, [])
+    known = planned_steps(deployment)
     titles = dict(known)
     names = [name for name, _ in known]
     # Steps the workflow recorded beyond its plan, in the order they started.

@@ -7,6 +7,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboard.metrics.views import metrics
+from dashboard.notifications import views as notifications
 from dashboard.views import apps, deployments, loadbalancer
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -22,7 +24,20 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("deployments/", deployments.deployment_list, name="deployment-list"),
     path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/abort/", deployments.deployment_abort, name="deployment-abort"),
+    path(
+        "deployments/<int:pk>/promote/", deployments.deployment_promote, name="deployment-promote"
+    ),
+    path("deployments/<int:pk>/reject/", deployments.deployment_reject, name="deployment-reject"),
     path("load-balancer/", loadbalancer.load_balancer, name="load-balancer"),
+    path("notifications/", notifications.notification_list, name="notifications"),
+    path("notifications/new/", notifications.subscription_create, name="subscription-create"),
+    path("notifications/<int:pk>/edit/", notifications.subscription_edit, name="subscription-edit"),
+    path(
+        "notifications/<int:pk>/delete/",
+        notifications.subscription_delete,
+        name="subscription-delete",
+    ),
+    path("metrics", metrics, name="metrics"),
     path("scaling/", include("scaling.urls")),
     path("api/scaling/", include("dashboard.api.scaling_urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),

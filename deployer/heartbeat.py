@@ -1,7 +1,8 @@
 """Liveness of running deployments: the worker running one refreshes its heartbeat.
 
 A worker killed mid-run (SIGKILL, OOM, a lost machine) stops beating; a periodic task
-(``deployer.recover_lost``, sent by celery beat) finds RUNNING deployments whose
+(``deployer.recover_lost``, sent by celery beat) finds deployments in progress (RUNNING,
+or AWAITING_PROMOTION: a run waiting for Promote keeps beating) whose
 heartbeat is older than :data:`LOST_AFTER` and hands each to another worker, which
 takes it over with a conditional update (deployer.runner.recover), so that two workers
 never both run one deployment.
@@ -61,12 +62,13 @@ def stale_before(now: datetime | None = None) -> datetime:
 
 
 def is_stale(now: datetime | None = None) -> Q:
-    """RUNNING rows whose heartbeat (or, never beaten, start) is older than LOST_AFTER."""
-    return Q(status=Deployment.Status.RUNNING, beat__lt=stale_before(now))
+    """Rows in progress (RUNNING or AWAITING_PROMOTION) whose heartbeat (or, never beaten,
+    start) is older than LOST_AFTER."""
+    return Q(status__in=Deployment.IN_PROGRESS, beat__lt=stale_before(now))
 
 
 def stale_deployments(now: datetime | None = None) -> list[tuple[int, str]]:
-    """(id, worker) of RUNNING deployments whose worker stopped beating, oldest first."""
+    """(id, worker) of deployments in progress whose worker stopped beating, oldest first."""
     return list(
         Deployment.objects.annotate(beat=Coalesce("heartbeat_at", "started_at", "created_at"))
         .filter(is_stale(now))
@@ -76,7 +78,7 @@ def stale_deployments(now: datetime | None = None) -> list[tuple[int, str]]:
 
 
 def take_over(deployment_id: int, lost_worker: str, me: str) -> bool:
-    """Make ``me`` the worker of a RUNNING deployment of ``lost_worker``; False if it is not lost.
+    """Make ``me`` the worker of a deployment in progress of ``lost_worker``; False if not lost.
 
     ``me`` never takes a run of its own incarnation: another thread of this process runs it,
     however late its heartbeat. A new incarnation of the same hostname (the worker restarted)
@@ -87,7 +89,7 @@ def take_over(deployment_id: int, lost_worker: str, me: str) -> bool:
         return False
     rows = Deployment.objects.annotate(
         beat=Coalesce("heartbeat_at", "started_at", "created_at")
-    ).filter(pk=deployment_id, status=Deployment.Status.RUNNING, worker=lost_worker)
+    ).filter(pk=deployment_id, status__in=Deployment.IN_PROGRESS, worker=lost_worker)
     if hostname_of(lost_worker) != hostname_of(me):
         rows = rows.filter(is_stale())
     return rows.update(worker=me, heartbeat_at=timezone.now()) == 1
@@ -147,7 +149,7 @@ class Heartbeat(RowHeartbeat):
     def __init__(self, deployment_id: int, worker: str, every: float = BEAT_SECONDS) -> None:
         super().__init__(
             Deployment.objects.filter(
-                pk=deployment_id, status=Deployment.Status.RUNNING, worker=worker
+                pk=deployment_id, status__in=Deployment.IN_PROGRESS, worker=worker
             ),
             "heartbeat_at",
             every,
@@ -159,7 +161,7 @@ class Heartbeat(RowHeartbeat):
         """Say so when another worker took the run over (a finished run just stops beating)."""
         try:
             taken = Deployment.objects.filter(
-                pk=self.deployment_id, status=Deployment.Status.RUNNING
+                pk=self.deployment_id, status__in=Deployment.IN_PROGRESS
             ).exists()
         except DatabaseError:
             return

@@ -15,3 +15,9 @@ WORKFLOWS: dict[str, type[Workflow]] = {
 }
 
 STEPS: dict[str, list[tuple[str, str]]] = {kind: cls.steps for kind, cls in WORKFLOWS.items()}
+
+
+def planned_steps(deployment: Deployment) -> list[tuple[str, str]]:
+    """The steps a run of ``deployment`` takes (its kind's, less the optional ones it skips)."""
+    workflow = WORKFLOWS.get(deployment.kind)
+    return workflow.planned_steps(deployment.descriptor) if workflow else []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -277,7 +277,14 @@ class Deployment(Lifecycle, models.Model):
         Status.RUNNING,
         Status.AWAITING_PROMOTION,
     )
+    # Claimed by a worker that runs it (and beats for it): RUNNING, or waiting, still run by
+    # that worker, for Promote or Reject (deployer.promotion).
+    IN_PROGRESS: ClassVar[tuple[str, ...]] = (Status.RUNNING, Status.AWAITING_PROMOTION)
     noun: ClassVar[str] = "deployment"
+
+    class Decision(models.TextChoices):
+        PROMOTE = "promote", "Promote"
+        REJECT = "reject", "Reject"
 
     class Trigger(models.TextChoices):
         UI = "ui", "Dashboard"
@@ -352,22 +359,54 @@ class Deployment(Lifecycle, models.Model):
         self._move({self.Status.RUNNING}, self.Status.SUCCEEDED, finished_at=timezone.now())
 
     def fail(self, reason: str) -> None:
-        """QUEUED or RUNNING -> FAILED with the reason."""
+        """QUEUED, RUNNING or AWAITING_PROMOTION -> FAILED with the reason."""
         self._move(
-            {self.Status.QUEUED, self.Status.RUNNING},
+            {self.Status.QUEUED, *self.IN_PROGRESS},
             self.Status.FAILED,
             finished_at=timezone.now(),
             failure_reason=reason,
         )
 
     def abort(self, reason: str = "aborted by user") -> None:
-        """QUEUED or RUNNING -> ABORTED with the reason."""
+        """QUEUED, RUNNING or AWAITING_PROMOTION -> ABORTED with the reason."""
         self._move(
-            {self.Status.QUEUED, self.Status.RUNNING},
+            {self.Status.QUEUED, *self.IN_PROGRESS},
             self.Status.ABORTED,
             finished_at=timezone.now(),
             failure_reason=reason,
         )
+
+    def await_promotion(self) -> None:
+        """RUNNING -> AWAITING_PROMOTION: the run waits for Promote or Reject from now."""
+        self._move(
+            {self.Status.RUNNING},
+            self.Status.AWAITING_PROMOTION,
+            awaiting_since=timezone.now(),
+            promotion_decision="",
+            promotion_decided_by=None,
+        )
+
+    def stop_awaiting(self, decision: str = "", user: Any = None) -> None:
+        """AWAITING_PROMOTION -> RUNNING with ``decision`` (a Decision, or "" for an abort).
+
+        ``user``: who decided; None when the timeout rejected it.
+        """
+        self._move(
+            {self.Status.AWAITING_PROMOTION},
+            self.Status.RUNNING,
+            promotion_decision=decision,
+            promotion_decided_by=user if getattr(user, "pk", None) else None,
+        )
+
+    @property
+    def promotion_deadline(self) -> datetime | None:
+        """When a deployment awaiting promotion is rejected unless someone decides first."""
+        if self.status != self.Status.AWAITING_PROMOTION or self.awaiting_since is None:
+            return None
+        timeout = (self.descriptor.get("promotion") or {}).get("timeout")
+        if not isinstance(timeout, int | float):
+            return None
+        return self.awaiting_since + timedelta(seconds=float(timeout))
 
 
 class LogLine(models.Model):

@@ -32,3 +32,8 @@ def can_deploy(user: Any, app: App | None = None) -> bool:
 def can_abort(user: Any, deployment: Deployment | None = None) -> bool:
     """True when ``user`` may abort a deployment."""
     return can_view_app(user) and user.has_perm(ABORT)
+
+
+def can_promote(user: Any, deployment: Deployment | None = None) -> bool:
+    """True when ``user`` may promote or reject a deployment awaiting promotion (as abort)."""
+    return can_abort(user, deployment)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 
-from deployer import logsink, taskqueue
+from deployer import events, logsink, taskqueue
 from deployer.cluster import KubeCluster
 from deployer.errors import BackendError
 from deployer.etcdstore import EtcdStore
@@ -42,7 +42,7 @@ def claim(deployment_id: int, worker: str) -> Deployment | None:
         deployment = rows.select_for_update(of=("self",)).select_related("app").first()
         if deployment is None or deployment.status != Deployment.Status.QUEUED:
             return None
-        earlier = Q(status=Deployment.Status.RUNNING) | Q(created_at__lt=deployment.created_at)
+        earlier = Q(status__in=Deployment.IN_PROGRESS) | Q(created_at__lt=deployment.created_at)
         earlier |= Q(created_at=deployment.created_at, pk__lt=deployment.pk)
         blocker = (
             Deployment.objects.filter(app_id=deployment.app_id, status__in=Deployment.ACTIVE)
@@ -95,6 +95,13 @@ def _fail_without_workflow(deployment: Deployment, exc: Exception) -> None:
     if not deployment.is_terminal:
         deployment.fail(f"could not reach the cluster or etcd: {exc}")
         logsink.status_changed(deployment)
+        events.emit(
+            "failed",
+            f"{deployment.get_kind_display()} #{deployment.pk} of {deployment.app} failed: "
+            f"{deployment.failure_reason}",
+            deployment=deployment,
+            details={"reason": deployment.failure_reason},
+        )
 
 
 def run(deployment_id: int, worker: str) -> None:
@@ -160,7 +167,7 @@ def retire(deployment_id: int, version: int) -> None:
 
 
 def recover(deployment_id: int, lost_worker: str, me: str) -> None:
-    """Take over a RUNNING deployment of a lost worker and finish or roll it back.
+    """Take over a deployment in progress of a lost worker and finish or roll it back.
 
     ``lost_worker`` and ``me`` are worker incarnations (deployer.heartbeat.worker_id).
     """
@@ -178,11 +185,12 @@ def recover(deployment_id: int, lost_worker: str, me: str) -> None:
 
 
 def lost_deployments(me: str, alive: Callable[[str], bool]) -> list[tuple[int, str]]:
-    """(id, worker) of RUNNING deployments of an earlier incarnation of ``me`` or of a worker
-    whose hostname does not answer ``alive``; never those of ``me`` itself."""
+    """(id, worker) of deployments in progress (RUNNING or AWAITING_PROMOTION) of an earlier
+    incarnation of ``me`` or of a worker whose hostname does not answer ``alive``; never
+    those of ``me`` itself."""
     lost = []
     mine = hostname_of(me)
-    for pk, worker in Deployment.objects.filter(status=Deployment.Status.RUNNING).values_list(
+    for pk, worker in Deployment.objects.filter(status__in=Deployment.IN_PROGRESS).values_list(
         "pk", "worker"
     ):
         if worker == me:
@@ -194,12 +202,12 @@ def lost_deployments(me: str, alive: Callable[[str], bool]) -> list[tuple[int, s
 
 
 def stalled_queues(sent_before: datetime | None = None) -> list[int]:
-    """Apps with QUEUED deployments and none RUNNING (e.g. enqueued while the broker was down).
+    """Apps with QUEUED deployments and none in progress (e.g. enqueued while the broker was down).
 
     With ``sent_before``, only apps whose oldest queued deployment never reached the broker
     or was last sent before then (a broker restarted without its queue loses the message).
     """
-    running = Deployment.objects.filter(status=Deployment.Status.RUNNING).values("app_id")
+    running = Deployment.objects.filter(status__in=Deployment.IN_PROGRESS).values("app_id")
     queued = Deployment.objects.filter(status=Deployment.Status.QUEUED).exclude(app_id__in=running)
     if sent_before is not None:
         oldest = (

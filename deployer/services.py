@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from deployer import logsink, taskqueue
+from deployer import events, logsink, taskqueue
 from deployer.cluster import KubeCluster
 from deployer.errors import (
     AppBusy,
@@ -81,8 +81,18 @@ def _active_other(app: App, exclude: int | None = None) -> Deployment | None:
     )
     if exclude is not None:
         others = others.exclude(pk=exclude)
-    running = others.filter(status=Deployment.Status.RUNNING).first()
+    running = others.filter(status__in=Deployment.IN_PROGRESS).first()
     return running or others.first()
+
+
+def _waiting_line(app: App, other: Deployment) -> str:
+    """The queue line of a deployment that waits for ``other``; says when it awaits promotion."""
+    if other.status == Deployment.Status.AWAITING_PROMOTION:
+        return (
+            f"Waiting for deployment #{other.pk} of {app}, which awaits promotion: it starts "
+            "once that one is promoted and finished, or rejected. One runs at a time."
+        )
+    return f"Waiting for deployment #{other.pk} of {app} to finish; one runs at a time."
 
 
 def _pending_undeploy(app: App) -> Deployment | None:
@@ -116,12 +126,9 @@ def _create(
     logsink.append(deployment, first_line, step="queue")
     other = _active_other(app, exclude=deployment.pk)
     if other is not None:
-        logsink.append(
-            deployment,
-            f"Waiting for deployment #{other.pk} of {app} to finish; one runs at a time.",
-            step="queue",
-        )
+        logsink.append(deployment, _waiting_line(app, other), step="queue")
     logsink.status_changed(deployment)
+    events.emit("queued", first_line, deployment=deployment)
     transaction.on_commit(lambda: enqueue(deployment.pk))
     return deployment
 
@@ -175,6 +182,13 @@ def request_abort(deployment: Deployment, user: Any = None) -> Deployment:
             current.abort(f"aborted by {_who(user)} before it started")
             logsink.append(current, f"Aborted by {_who(user)} before it started.", level="warning")
             logsink.status_changed(current)
+            events.emit(
+                "aborted",
+                f"{current.get_kind_display()} #{current.pk} of {current.app} was aborted by "
+                f"{_who(user)} before it started.",
+                deployment=current,
+                details={"reason": current.failure_reason},
+            )
             app_id = current.app_id
             transaction.on_commit(lambda: enqueue_next(app_id))
         else:
@@ -182,9 +196,41 @@ def request_abort(deployment: Deployment, user: Any = None) -> Deployment:
             current.abort_requested = True
             logsink.append(
                 current,
-                f"Abort requested by {_who(user)}; rolling back at the next step.",
+                f"Abort requested by {_who(user)}; rolling back at the next step."
+                if current.status == Deployment.Status.RUNNING
+                else f"Abort requested by {_who(user)}; rolling back now.",
                 level="warning",
             )
+    return current
+
+
+def request_promotion(deployment: Deployment, decision: str, user: Any = None) -> Deployment:
+    """Promote (the switch goes on) or reject (it rolls back) a deployment awaiting promotion.
+
+    The run, which checks every half second, acts on it. NothingToDo when the deployment
+    does not await promotion (any more), or an abort was asked for.
+    """
+    if decision not in Deployment.Decision.values:
+        raise InvalidRequest(
+            f"Unknown decision {str(decision)[:20]!r}: choose {' or '.join(Deployment.Decision.values)}."
+        )
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if current.status != Deployment.Status.AWAITING_PROMOTION:
+            raise NothingToDo(
+                f"Deployment #{current.pk} is {current.get_status_display().lower()}, not "
+                "awaiting promotion: only a deployment that waits after its health checks can "
+                "be promoted or rejected."
+            )
+        if current.abort_requested:
+            raise NothingToDo(f"Deployment #{current.pk} is being aborted.")
+        current.stop_awaiting(decision, user=user)
+        if decision == Deployment.Decision.PROMOTE:
+            line = f"Promoted by {_who(user)}; switching traffic to v{current.version}."
+        else:
+            line = f"Rejected by {_who(user)}; rolling back v{current.version}."
+        logsink.append(current, line, level="info", step="promotion")
+        logsink.status_changed(current)
     return current
 
 

@@ -39,7 +39,8 @@ def retire_version(deployment_id: int, version: int) -> None:
 
 @shared_task(bind=True, name="deployer.recover_deployment", ignore_result=True)
 def recover_deployment(self: Any, deployment_id: int, lost_worker: str) -> None:
-    """Finish or roll back a RUNNING deployment whose worker was lost."""
+    """Finish or roll back a deployment in progress (RUNNING or AWAITING_PROMOTION) whose worker
+    was lost; one awaiting promotion is rolled back, the old version serving on."""
     runner.recover(deployment_id, lost_worker, me=_worker(self))
 
 
@@ -55,7 +56,7 @@ def recover_lost() -> None:
 
 @worker_ready.connect
 def recover_on_worker_start(sender: Any = None, **_kwargs: Any) -> None:
-    """When a worker starts, recover RUNNING deployments whose worker is gone; restart queues.
+    """When a worker starts, recover deployments in progress whose worker is gone; restart queues.
 
     Those of an earlier incarnation of this hostname are gone: this process replaced it.
     """

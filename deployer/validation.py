@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -498,6 +499,127 @@ def validate_traffic(value: str) -> None:
         )
 
 
+PROMOTION_MODES = {
+    "automatic": "switch as soon as every pod is healthy",
+    "manual": "wait for Promote or Reject after the health checks",
+}
+PROMOTION_CHOICES = "; ".join(f"{mode} ({what})" for mode, what in PROMOTION_MODES.items())
+PROMOTION_TIMEOUT_MIN = 1
+PROMOTION_TIMEOUT_MAX = 7 * 24 * 3600
+
+
+def validate_promotion(mode: str, timeout: Any) -> None:
+    """One of the promotion modes (deployer.promotion), and a timeout of 1 s to 7 days."""
+    errors: dict[str, str] = {}
+    if mode not in PROMOTION_MODES:
+        errors["promotion"] = (
+            f"Unknown promotion mode {str(mode)[:40]!r}: choose {PROMOTION_CHOICES}."
+        )
+    if (
+        not isinstance(timeout, int)
+        or isinstance(timeout, bool)
+        or not PROMOTION_TIMEOUT_MIN <= timeout <= PROMOTION_TIMEOUT_MAX
+    ):
+        errors["promotion_timeout_seconds"] = (
+            f"Enter a promotion timeout between {PROMOTION_TIMEOUT_MIN} second and "
+            f"{PROMOTION_TIMEOUT_MAX} seconds (7 days): a deploy awaiting promotion is "
+            "rejected once it has waited this long."
+        )
+    if errors:
+        raise ValidationError(errors)
+
+
+GUARD_BAKE_MAX = 3600
+GUARD_MIN_REQUESTS_MAX = 1_000_000
+GUARD_RESPONSE_MS_MAX = 600_000
+GUARD_PROMQL_MAX = 2000
+_PROMQL_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def promql_problem(query: str) -> str:
+    """What is wrong with a guard's PromQL query at a glance ("" when nothing).
+
+    Prometheus parses it; this catches what is surely wrong before a deploy relies on it:
+    its length, control characters, unbalanced brackets or quotes.
+    """
+    if len(query) > GUARD_PROMQL_MAX:
+        return f"Use at most {GUARD_PROMQL_MAX} characters (got {len(query)})."
+    if any(ord(c) < 32 and c not in "\t\n" or ord(c) == 127 for c in query):
+        return "Remove the control characters from the query."
+    stack: list[str] = []
+    quote = ""
+    escaped = False
+    for char in query:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'`":
+            quote = char
+        elif char in "([{":
+            stack.append(char)
+        elif char in ")]}" and (not stack or stack.pop() != _PROMQL_PAIRS[char]):
+            return f"The query closes a '{char}' that was not opened."
+    if quote:
+        return f"The query opens a {quote} quote that it does not close."
+    if stack:
+        return f"The query opens a '{stack[-1]}' that it does not close."
+    return ""
+
+
+def validate_guard(app: App) -> None:
+    """The guard after the switch (deployer.guard): bake time, thresholds, PromQL query."""
+    errors: dict[str, str] = {}
+    bake = app.guard_bake_seconds
+    if not _whole_number(bake) or not 0 <= bake <= GUARD_BAKE_MAX:
+        errors["guard_bake_seconds"] = (
+            f"Enter a bake time between 0 (no guard) and {GUARD_BAKE_MAX} seconds (an hour)."
+        )
+    percent = app.guard_max_error_percent
+    if (
+        not isinstance(percent, int | float)
+        or isinstance(percent, bool)
+        or math.isnan(percent)
+        or not 0 <= percent <= 100
+    ):
+        errors["guard_max_error_percent"] = (
+            "Enter a percentage of 5xx answers between 0 and 100 (e.g. 5): more than this "
+            "swaps back."
+        )
+    minimum = app.guard_min_requests
+    if not _whole_number(minimum) or not 1 <= minimum <= GUARD_MIN_REQUESTS_MAX:
+        errors["guard_min_requests"] = (
+            f"Enter at least 1 and at most {GUARD_MIN_REQUESTS_MAX} requests: fewer during "
+            "the bake are too few to judge."
+        )
+    limit = app.guard_max_response_ms
+    if limit is not None and (not _whole_number(limit) or not 1 <= limit <= GUARD_RESPONSE_MS_MAX):
+        errors["guard_max_response_ms"] = (
+            f"Enter a response time between 1 and {GUARD_RESPONSE_MS_MAX} ms, or leave it "
+            "empty for no limit."
+        )
+    query = app.guard_promql
+    if not isinstance(query, str):
+        errors["guard_promql"] = "Enter a PromQL query as text, or leave it empty."
+    elif query.strip():
+        if problem := promql_problem(query):
+            errors["guard_promql"] = problem
+        elif not getattr(settings, "GREENLIGHT_PROMETHEUS_URL", ""):
+            errors["guard_promql"] = (
+                "No Prometheus is configured (GREENLIGHT_PROMETHEUS_URL) to ask this query; "
+                "leave it empty or ask an administrator to set it."
+            )
+    if errors:
+        raise ValidationError(errors)
+
+
 def _check_limit(request: str, limit: str) -> bool:
     """Whether the limit is at least the request (True when either is empty or malformed)."""
     if not request or not limit:
@@ -544,5 +666,7 @@ def validate_app(app: App) -> None:
     if "extra_pod_spec" not in errors:
         collect(validate_rollout, app)
     collect(validate_traffic, app.traffic)
+    collect(validate_guard, app)
+    collect(validate_promotion, app.promotion, app.promotion_timeout_seconds)
     if errors:
         raise ValidationError(errors)

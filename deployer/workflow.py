@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 from django.db import transaction
 from django.utils import timezone
 
-from deployer import traffic
+from deployer import events, traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import (
     Clock,
@@ -103,6 +103,8 @@ class Workflow(abc.ABC):
 
     # The steps of this kind, in order, with their titles (also the deployment page's list).
     steps: ClassVar[list[tuple[str, str]]] = []
+    # Steps a run takes only when its descriptor asks for them: name -> whether it does.
+    optional_steps: ClassVar[dict[str, Callable[[dict[str, Any]], bool]]] = {}
 
     deployment: Deployment
     cluster: Cluster
@@ -320,11 +322,12 @@ class Workflow(abc.ABC):
     def execute(self) -> None:
         """Run the deployment's kind to a terminal status; roll back on any failure."""
         self.deployment.steps = {
-            **{name: {"state": "pending"} for name, _ in self.steps},
+            **{name: {"state": "pending"} for name, _ in self.planned_steps(self.descriptor)},
             **self.deployment.steps,
         }
         self.save("steps")
         self.sink.status()
+        self.announce_started()
         started = self.clock.monotonic()
         failure: StopDeployment | None = None
         taken: TakenOver | None = None
@@ -360,6 +363,15 @@ class Workflow(abc.ABC):
             if taken is not None:
                 self.stop_taken_over(taken)
 
+    @classmethod
+    def planned_steps(cls, descriptor: dict[str, Any]) -> list[tuple[str, str]]:
+        """The steps a run of ``descriptor`` takes, in order: optional ones only when it asks."""
+        return [
+            (name, title)
+            for name, title in cls.steps
+            if name not in cls.optional_steps or cls.optional_steps[name](descriptor)
+        ]
+
     @abc.abstractmethod
     def run(self) -> None:
         """The steps of this kind; raise StopDeployment to stop and roll back."""
@@ -381,6 +393,57 @@ class Workflow(abc.ABC):
             self.deployment.fail(failure.reason)
             self.log(f"Failed after {seconds:.2f}s: {failure.reason}", level="error", step="done")
         self.sink.status()
+        self.announce_finished(failure, seconds)
+
+    # Notifications (deployer.events)
+    def _what(self) -> str:
+        deployment = self.deployment
+        return f"{deployment.get_kind_display()} #{deployment.pk} of {self.app}"
+
+    def announce_started(self) -> None:
+        """Emit ``started`` for this run."""
+        events.emit(
+            "started",
+            f"{self._what()} ({self.deployment.image}) started.",
+            deployment=self.deployment,
+        )
+
+    def announce_finished(self, failure: StopDeployment | None, seconds: float) -> None:
+        """Emit succeeded, failed or aborted; and rolled_back when the switch was undone.
+
+        ``rolled_back`` means users' traffic had been pointed at the new version (the
+        switch had started) and the rollback pointed it back at the previous version (or
+        removed the frontend when there was none); a failure before the switch, which
+        only deletes the never-routed new version, is ``failed`` (or ``aborted``) alone.
+        """
+        deployment, what = self.deployment, self._what()
+        if failure is None:
+            events.emit("succeeded", f"{what}: {self.success_line(seconds)}", deployment=deployment)
+            return
+        details = {"reason": failure.reason}
+        if failure.aborted:
+            events.emit(
+                "aborted",
+                f"{what} was aborted and rolled back.",
+                deployment=deployment,
+                details=details,
+            )
+        else:
+            events.emit(
+                "failed", f"{what} failed: {failure.reason}", deployment=deployment, details=details
+            )
+        if self.switch_started:
+            back = (
+                f"v{self.previous_version}"
+                if self.previous_version
+                else "no version (the frontend was removed)"
+            )
+            events.emit(
+                "rolled_back",
+                f"{what}: traffic had moved to v{deployment.version} and was pointed back to {back}.",
+                deployment=deployment,
+                details={**details, "restored_version": self.previous_version},
+            )
 
     def success_line(self, seconds: float) -> str:
         """The last log line of a successful run."""

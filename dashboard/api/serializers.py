@@ -14,7 +14,12 @@ from dashboard.forms import duplicate_name_message
 from deployer import envvars, permissions
 from deployer.livelog import MAX_DB_INT
 from deployer.models import App, Deployment, DeploymentLog
-from deployer.validation import TRAFFIC_CHOICES
+from deployer.validation import (
+    PROMOTION_CHOICES,
+    PROMOTION_TIMEOUT_MAX,
+    PROMOTION_TIMEOUT_MIN,
+    TRAFFIC_CHOICES,
+)
 
 FIXED_AFTER_CREATE = ("name", "namespace")
 
@@ -99,6 +104,42 @@ class AppSerializer(serializers.ModelSerializer):
                     "invalid_choice": f'Unknown traffic mode "{{input}}": choose {TRAFFIC_CHOICES}.'
                 }
             },
+            "promotion": {
+                "error_messages": {
+                    "invalid_choice": f'Unknown promotion mode "{{input}}": choose '
+                    f"{PROMOTION_CHOICES}."
+                }
+            },
+            "guard_bake_seconds": {
+                "help_text": "Seconds the new version bakes under users' traffic after the "
+                "switch, the old one warm; a breach swaps back. 0: no guard."
+            },
+            "guard_max_error_percent": {
+                "help_text": "The new version breaches when more than this percentage of its "
+                "requests answers 5xx during the bake."
+            },
+            "guard_min_requests": {
+                "help_text": "Fewer requests during the bake are too few to judge (it passes)."
+            },
+            "guard_max_response_ms": {
+                "help_text": "Optional: the new version breaches when its average response "
+                "time is above this many milliseconds."
+            },
+            "guard_promql": {
+                "help_text": "Optional: a PromQL query asked of GREENLIGHT_PROMETHEUS_URL during "
+                "the bake; any sample with a non-zero value breaches."
+            },
+            "promotion_timeout_seconds": {
+                "min_value": PROMOTION_TIMEOUT_MIN,
+                "max_value": PROMOTION_TIMEOUT_MAX,
+                "error_messages": {
+                    key: f"Enter a promotion timeout between {PROMOTION_TIMEOUT_MIN} second and "
+                    f"{PROMOTION_TIMEOUT_MAX} seconds (7 days)."
+                    for key in ("min_value", "max_value")
+                },
+                "help_text": "Seconds a deploy of a manual app awaits Promote or Reject before "
+                "it is rejected.",
+            },
         }
 
     def to_representation(self, instance: App) -> dict[str, Any]:
@@ -165,6 +206,12 @@ class DeploymentSerializer(serializers.ModelSerializer):
     triggered_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     status = serializers.ChoiceField(choices=Deployment.Status.choices, read_only=True)
+    promotion_decided_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    promotion_deadline = serializers.SerializerMethodField(
+        help_text="While awaiting promotion: when it is rejected unless promoted first."
+    )
 
     class Meta:
         model = Deployment
@@ -189,14 +236,32 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "finished_at",
             "duration_seconds",
             "failure_reason",
+            "awaiting_since",
+            "promotion_deadline",
+            "promotion_decision",
+            "promotion_decided_by",
             "steps",
             "health_results",
+            "guard",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "guard": {
+                "help_text": "The guard after the switch (deployer.guard): its state (baking, "
+                "passed, swapped_back), both versions' requests, 5xx answers and response "
+                "times during the bake, and the reason of a swap back; {} when not baked."
+            }
+        }
 
     def get_web_url(self, deployment: Deployment) -> str:
         """The deployment's page (steps and live log) in the dashboard."""
         return self._absolute(reverse("deployment-detail", args=[deployment.pk]))
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_promotion_deadline(self, deployment: Deployment) -> str | None:
+        """While awaiting promotion: when it is rejected unless promoted first."""
+        deadline = deployment.promotion_deadline
+        return deadline.isoformat() if deadline else None
 
     def get_logs_url(self, deployment: Deployment) -> str:
         """Where its stored log lines are."""
@@ -212,7 +277,9 @@ class DeploymentListSerializer(DeploymentSerializer):
 
     class Meta(DeploymentSerializer.Meta):
         fields = [
-            f for f in DeploymentSerializer.Meta.fields if f not in ("steps", "health_results")
+            f
+            for f in DeploymentSerializer.Meta.fields
+            if f not in ("steps", "health_results", "promotion_deadline", "guard")
         ]
         read_only_fields = fields
 

@@ -1,4 +1,5 @@
-"""REST viewsets: apps (CRUD, deploy, scale, swap back, undeploy), deployments (list, logs, abort)."""
+"""REST viewsets: apps (CRUD, deploy, scale, swap back, undeploy), deployments (list, logs,
+abort, promote, reject)."""
 
 from __future__ import annotations
 
@@ -172,7 +173,11 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     permission_classes = [ActionPermission]
     schema = ApiSchema()
-    action_perms = {"abort": permissions.ABORT}
+    action_perms = {
+        "abort": permissions.ABORT,
+        "promote": permissions.ABORT,
+        "reject": permissions.ABORT,
+    }
 
     def get_serializer_class(self) -> type[BaseSerializer[Deployment]]:
         """Lists leave out steps and health results."""
@@ -180,9 +185,9 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     def get_queryset(self) -> QuerySet[Deployment]:
         """Deployments with their app and trigger user joined in."""
-        rows = Deployment.objects.select_related("app", "triggered_by").order_by(
-            "-created_at", "-id"
-        )
+        rows = Deployment.objects.select_related(
+            "app", "triggered_by", "promotion_decided_by"
+        ).order_by("-created_at", "-id")
         if self.action != "list":
             return rows
         query = validated(DeploymentFilterSerializer, self.request.query_params)
@@ -195,7 +200,13 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @extend_schema(
         parameters=[
             OpenApiParameter("app", int, description="Only this app's deployments."),
-            OpenApiParameter("status", str, enum=Deployment.Status.values),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=Deployment.Status.values,
+                description="Only deployments in this status; awaiting_promotion: passed its "
+                "health checks and waits for promote or reject.",
+            ),
         ]
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -219,6 +230,27 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         deployment = self.get_object()
         try:
             deployment = services.request_abort(deployment, user=request.user)
+        except DeployError as exc:
+            raise Conflict(exc.message) from None
+        data = DeploymentSerializer(deployment, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: Any = None) -> Response:
+        """Promote a deployment awaiting promotion: its switch goes on; 409 when it does not wait."""
+        return self._decide(request, Deployment.Decision.PROMOTE)
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: Any = None) -> Response:
+        """Reject a deployment awaiting promotion: it rolls back; 409 when it does not wait."""
+        return self._decide(request, Deployment.Decision.REJECT)
+
+    def _decide(self, request: Request, decision: str) -> Response:
+        deployment = self.get_object()
+        try:
+            deployment = services.request_promotion(deployment, decision, user=request.user)
         except DeployError as exc:
             raise Conflict(exc.message) from None
         data = DeploymentSerializer(deployment, context={"request": request}).data

@@ -1,4 +1,5 @@
-"""Deployment pages: one deployment with its live log, the history of every app, abort."""
+"""Deployment pages: one deployment with its live log, the history of every app, abort,
+promote and reject."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import queries
 from dashboard.forms import HistoryFilterForm
 from dashboard.steps import step_rows
-from deployer import permissions, services
+from deployer import permissions, preview, services
 from deployer.errors import DeployError
 from deployer.models import Deployment
 
@@ -42,6 +43,9 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "steps": step_rows(deployment),
             "statuses": Deployment.Status.choices,
             "can_abort": permissions.can_abort(request.user, deployment),
+            # While the version is not retired: its preview is in etcd.
+            "preview_url": preview.published_url(deployment),
+            "can_promote": permissions.can_promote(request.user, deployment),
         },
     )
 
@@ -59,6 +63,33 @@ def deployment_abort(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"Abort of deployment #{deployment.pk} requested.")
     return redirect("deployment-detail", pk=deployment.pk)
+
+
+def _decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    """Promote or reject as the user asked; the deployment page follows what the run does."""
+    deployment = _deployment_for(request, pk)
+    if not permissions.can_promote(request.user, deployment):
+        raise PermissionDenied("You may not promote or reject deployments.")
+    try:
+        services.request_promotion(deployment, decision, user=request.user)
+    except DeployError as exc:
+        messages.warning(request, exc.message)
+    else:
+        done = "Promoted" if decision == Deployment.Decision.PROMOTE else "Rejected"
+        messages.success(request, f"{done} deployment #{deployment.pk}.")
+    return redirect("deployment-detail", pk=deployment.pk)
+
+
+@require_POST
+def deployment_promote(request: HttpRequest, pk: int) -> HttpResponse:
+    """Promote a deployment awaiting promotion: its switch goes on."""
+    return _decide(request, pk, Deployment.Decision.PROMOTE)
+
+
+@require_POST
+def deployment_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    """Reject a deployment awaiting promotion: it rolls back, the old version serving on."""
+    return _decide(request, pk, Deployment.Decision.REJECT)
 
 
 def _filter_query(request: HttpRequest) -> str:

@@ -195,6 +195,8 @@ PAGES = [
     Case("deployment-list", "GET", cells(VIEW, 200)),
     Case("deployment-detail", "GET", cells(VIEW, 200), deployment_pk),
     Case("deployment-abort", "POST", cells({DEPLOYER}, 302), deployment_pk),
+    Case("deployment-promote", "POST", cells({DEPLOYER}, 302), deployment_pk),
+    Case("deployment-reject", "POST", cells({DEPLOYER}, 302), deployment_pk),
     Case("load-balancer", "GET", cells(VIEW, 200)),
     Case("scaling:overview", "GET", cells(SCALING, 200)),
     Case("scaling:schedule-create", "GET", cells(SCALING, 200)),
@@ -278,6 +280,9 @@ API = [
     api_case("api:deployment-detail", "GET", api_cells(VIEW, 200), deployment_pk),
     api_case("api:deployment-logs", "GET", api_cells(VIEW, 200), deployment_pk),
     api_case("api:deployment-abort", "POST", api_cells({DEPLOYER}, 409), deployment_pk),
+    # A finished deployment awaits nothing: an allowed promote or reject is a 409.
+    api_case("api:deployment-promote", "POST", api_cells({DEPLOYER}, 409), deployment_pk),
+    api_case("api:deployment-reject", "POST", api_cells({DEPLOYER}, 409), deployment_pk),
     # Read-only, like the Load balancer page; no etcd runs here, so an allowed read is a 503
     # that says why (tests/dashboard/test_api_load_balancers.py reads a live fleet).
     api_case("api:load-balancer-list", "GET", api_cells(VIEW, 503)),
@@ -389,7 +394,20 @@ HOOKS = [
     ),
 ]
 
-CASES = PAGES + API + HOOKS
+# Prometheus authenticates by the metrics token; who is signed in does not matter.
+METRICS_TOKEN = "matrix-metrics-token-0123456789"
+METRICS = [
+    api_case(
+        "metrics",
+        "GET",
+        everyone(200),
+        headers=lambda w, body: {"Authorization": f"Bearer {METRICS_TOKEN}"},
+        label="right-token",
+    ),
+    api_case("metrics", "GET", everyone(401), label="no-token"),
+]
+
+CASES = PAGES + API + HOOKS + METRICS
 
 # Live-log sockets: (route pattern, object, role -> accepted (True) or close code).
 SOCKETS: dict[str, tuple[Callable[[World], str], dict[str, bool | int]]] = {
@@ -454,6 +472,12 @@ def _user(django_user_model: Any, role: str) -> Any:
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
         )
     return user
+
+
+@pytest.fixture(autouse=True)
+def _metrics_on(settings: Any) -> None:
+    """GET /metrics answers for ``METRICS_TOKEN`` (it is off without a token)."""
+    settings.METRICS_TOKEN = METRICS_TOKEN
 
 
 @pytest.fixture
