@@ -222,8 +222,33 @@ if _lb_address.scheme not in ("http", "https") or not _lb_address.hostname:
         f"GREENLIGHT_LB_ADDRESS must be an http:// or https:// URL with a host, got {LB_ADDRESS!r}"
     )
 LB_LEASE_SECONDS = env_int("GREENLIGHT_LB_LEASE_SECONDS", 5, minimum=2, maximum=300)
+# Where the worker reads this load balancer's HAProxy counters (its stats page, for the
+# guard after the switch, deployer.guard): by default the stats port on the host of
+# GREENLIGHT_LB_ADDRESS.
+_lb_host = _lb_address.hostname or "127.0.0.1"
+LB_STATS_ADDRESS = env_str(
+    "GREENLIGHT_LB_STATS_ADDRESS",
+    f"http://{f'[{_lb_host}]' if ':' in _lb_host else _lb_host}:{HAPROXY_STATS_PORT}",
+).rstrip("/")
+_lb_stats_address = urlparse(LB_STATS_ADDRESS)
+if _lb_stats_address.scheme not in ("http", "https") or not _lb_stats_address.hostname:
+    raise ImproperlyConfigured(
+        "GREENLIGHT_LB_STATS_ADDRESS must be an http:// or https:// URL with a host, got "
+        f"{LB_STATS_ADDRESS!r}"
+    )
+# Prometheus, for an app's guard query (deployer.guard); empty: no PromQL guard.
+GREENLIGHT_PROMETHEUS_URL = env_str("GREENLIGHT_PROMETHEUS_URL", "").rstrip("/")
 
 WEB_URL = env_str("GREENLIGHT_WEB_URL", f"http://127.0.0.1:{STACK.web_port}")
+
+# The bearer token Prometheus sends to GET /metrics (dashboard.metrics); unset, the
+# endpoint is off (404 saying how to turn it on).
+METRICS_TOKEN = env_optional("GREENLIGHT_METRICS_TOKEN")
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured(
+        "GREENLIGHT_METRICS_TOKEN must be at least 16 characters (a random secret, such as "
+        "the output of `openssl rand -hex 32`)"
+    )
 
 # Deployments.
 MAX_REPLICAS = env_int("GREENLIGHT_MAX_REPLICAS", 100, minimum=1)
@@ -241,6 +266,30 @@ SCALING_WAIT_SECONDS = env_int("GREENLIGHT_SCALING_WAIT", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "scaling-tick": {"task": "scaling.tasks.tick", "schedule": float(SCALING_TICK_SECONDS)},
 }
+
+# Notifications (dashboard.notifications): links in messages point at WEB_URL; a failed
+# delivery is tried again after NOTIFY_RETRY_SECONDS, doubling, NOTIFY_MAX_ATTEMPTS in all.
+NOTIFY_MAX_ATTEMPTS = env_int("GREENLIGHT_NOTIFY_MAX_ATTEMPTS", 5, minimum=1, maximum=20)
+NOTIFY_RETRY_SECONDS = env_int("GREENLIGHT_NOTIFY_RETRY_SECONDS", 10, minimum=1, maximum=600)
+NOTIFY_TIMEOUT_SECONDS = env_int("GREENLIGHT_NOTIFY_TIMEOUT", 10, minimum=1, maximum=120)
+# The sweep sends lost deliveries again and announces configurations a load balancer refused.
+CELERY_BEAT_SCHEDULE["notifications-sweep"] = {
+    "task": "dashboard.notifications.sweep",
+    "schedule": float(env_int("GREENLIGHT_NOTIFY_SWEEP_SECONDS", 15, minimum=1)),
+}
+# Email notifications go through Django's mail: an SMTP server from the environment.
+EMAIL_HOST = env_str("GREENLIGHT_EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("GREENLIGHT_EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("GREENLIGHT_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_str("GREENLIGHT_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("GREENLIGHT_EMAIL_STARTTLS", False)
+EMAIL_USE_SSL = env_bool("GREENLIGHT_EMAIL_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured(
+        "Set one of GREENLIGHT_EMAIL_STARTTLS and GREENLIGHT_EMAIL_SSL, not both"
+    )
+EMAIL_TIMEOUT = NOTIFY_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = env_str("GREENLIGHT_EMAIL_FROM", "greenlight@localhost")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -6,12 +6,17 @@ from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
 from dashboard.api import hooks, loadbalancers, views
+from dashboard.notifications import api as notifications
 
 app_name = "api"
 
 router = DefaultRouter()
 router.register("apps", views.AppViewSet, basename="app")
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
+router.register(
+    "notifications/subscriptions", notifications.SubscriptionViewSet, basename="subscription"
+)
+router.register("notifications/deliveries", notifications.DeliveryViewSet, basename="delivery")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("hooks/dockerhub/<str:secret>/", hooks.DockerHubHook.as_view(), name="hook-dockerhub"),

@@ -24,6 +24,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from dashboard.api.hooks import signature
 from dashboard.asgi import application
+from dashboard.notifications.models import Delivery, Subscription
 from dashboard.routing import websocket_urlpatterns
 from deployer.livelog import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from deployer.models import App, Deployment
@@ -132,6 +133,26 @@ def run_pk(world: World) -> dict[str, Any]:
     return {"pk": world.run.pk}
 
 
+def subscription_pk(world: World) -> dict[str, Any]:
+    """A subscription for every app, made on first use."""
+    hook, _ = Subscription.objects.get_or_create(
+        name="ops",
+        defaults={
+            "events": ["failed"],
+            "channel": "slack",
+            "target": "https://hooks.example.com/x",
+        },
+    )
+    return {"pk": hook.pk}
+
+
+def delivery_pk(world: World) -> dict[str, Any]:
+    """A delivery of that subscription, made on first use."""
+    hook = Subscription.objects.get(pk=subscription_pk(world)["pk"])
+    delivery, _ = Delivery.objects.get_or_create(subscription=hook, event="failed")
+    return {"pk": delivery.pk}
+
+
 def schedule_form(world: World, *, with_app: bool) -> dict[str, str]:
     data = {
         "name": "mornings",
@@ -198,6 +219,15 @@ PAGES = [
     Case("deployment-promote", "POST", cells({DEPLOYER}, 302), deployment_pk),
     Case("deployment-reject", "POST", cells({DEPLOYER}, 302), deployment_pk),
     Case("load-balancer", "GET", cells(VIEW, 200)),
+    # Notifications: seen with the view permission, managed with the app-change one.
+    Case("notifications", "GET", cells(VIEW, 200)),
+    Case("subscription-create", "GET", cells({EDITOR}, 200)),
+    Case("subscription-create", "POST", cells({EDITOR}, 400), data=lambda w: {}),
+    Case("subscription-edit", "GET", cells({EDITOR}, 200), subscription_pk),
+    Case(
+        "subscription-edit", "POST", cells({EDITOR}, 400), subscription_pk, lambda w: {"name": ""}
+    ),
+    Case("subscription-delete", "POST", cells({EDITOR}, 302), subscription_pk),
     Case("scaling:overview", "GET", cells(SCALING, 200)),
     Case("scaling:schedule-create", "GET", cells(SCALING, 200)),
     Case("scaling:schedule-create", "POST", cells(SCALING, 400), data=lambda w: {}),
@@ -286,6 +316,22 @@ API = [
     # Read-only, like the Load balancer page; no etcd runs here, so an allowed read is a 503
     # that says why (tests/dashboard/test_api_load_balancers.py reads a live fleet).
     api_case("api:load-balancer-list", "GET", api_cells(VIEW, 503)),
+    api_case("api:subscription-list", "GET", api_cells(VIEW, 200)),
+    api_case("api:subscription-list", "POST", api_cells({EDITOR}, 400), data=lambda w: {}),
+    api_case("api:subscription-detail", "GET", api_cells(VIEW, 200), subscription_pk),
+    api_case(
+        "api:subscription-detail", "PUT", api_cells({EDITOR}, 400), subscription_pk, lambda w: {}
+    ),
+    api_case(
+        "api:subscription-detail",
+        "PATCH",
+        api_cells({EDITOR}, 400),
+        subscription_pk,
+        lambda w: {"events": ["nope"]},
+    ),
+    api_case("api:subscription-detail", "DELETE", api_cells({EDITOR}, 204), subscription_pk),
+    api_case("api:delivery-list", "GET", api_cells(VIEW, 200)),
+    api_case("api:delivery-detail", "GET", api_cells(VIEW, 200), delivery_pk),
     api_case("scaling-api:api-root", "GET", api_cells(SIGNED_IN, 200)),
     api_case("scaling-api:run-list", "GET", api_cells(SCALING, 200)),
     api_case("scaling-api:run-detail", "GET", api_cells(SCALING, 200), run_pk),
