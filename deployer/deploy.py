@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from django.db.models import Max
 
-from deployer import traffic
+from deployer import preview, traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import StopDeployment, backend_name
 from deployer.errors import BackendError
@@ -52,6 +52,7 @@ class DeployWorkflow(Workflow):
             self.write_backend()
         with self.step("health"):
             check_health(self, deadline)
+            preview.publish(self)  # the version answers at its preview hostname and by header
         with self.step("switch", first=self.write_route):
             self.switch()
         with self.step("verify"):

@@ -79,6 +79,8 @@ class Snapshot:
     # How many writes changed a frontend or backend record so far (the ``changed`` key's
     # version): a load balancer that applied this snapshot is that many changes along.
     changes: int = 0
+    # Backend record name -> its preview (deployer.preview): extra routes to that backend.
+    previews: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Changes:
@@ -191,6 +193,10 @@ class EtcdStore:
         """The key of the backend record ``backend``."""
         return f"{self.prefix}/backends/{backend}"
 
+    def preview_key(self, backend: str) -> str:
+        """The key of the preview of backend record ``backend`` (deployer.preview)."""
+        return f"{self.prefix}/previews/{backend}"
+
     def fleet_prefix(self, folder: str) -> str:
         """The prefix of one folder of the fleet's records (one of ``FLEET_FOLDERS``)."""
         if folder not in FLEET_FOLDERS:
@@ -232,15 +238,17 @@ class EtcdStore:
 
     # reads
     def snapshot(self) -> Snapshot:
-        """Every frontend and backend record and the revision they were read at, atomically."""
+        """Every frontend, backend and preview record and the revision they were read at, atomically."""
         prefix = f"{self.prefix}/"
         ops = self._client.transactions
         ranges = [f"{prefix}frontends/", f"{prefix}backends/"]
-        # One transaction: both ranges and the change count at one revision, without the
+        previews_range = f"{prefix}previews/"
+        # One transaction: the ranges and the change count at one revision, without the
         # fleet's own records.
         response = self._txn_response(
             [ops.get(r, etcd3.utils.increment_last_byte(r.encode())) for r in ranges]
             + [ops.get(self.changed_key)]
+            + [ops.get(previews_range, etcd3.utils.increment_last_byte(previews_range.encode()))]
         )
         changed_reply = response.responses[2].response_range.kvs
         changes = int(changed_reply[0].version) if changed_reply else 0
@@ -248,6 +256,13 @@ class EtcdStore:
         backends: dict[str, dict[str, Any]] = {}
         revisions: dict[str, int] = {}
         unreadable: dict[str, str] = {}
+        previews: dict[str, dict[str, Any]] = {}
+        for kv in response.responses[3].response_range.kvs:
+            name = kv.key.decode(errors="replace")[len(previews_range) :]
+            try:
+                previews[name] = json.loads(kv.value)
+            except (ValueError, RecursionError):
+                unreadable[f"previews/{name}"] = "the value is not JSON"
         for kv in (kv for reply in response.responses[:2] for kv in reply.response_range.kvs):
             key = kv.key.decode(errors="replace")
             rest = key[len(prefix) :]
@@ -263,7 +278,13 @@ class EtcdStore:
                 backends[rest.removeprefix("backends/")] = value
                 revisions[rest.removeprefix("backends/")] = int(kv.mod_revision)
         return Snapshot(
-            int(response.header.revision), frontends, backends, revisions, unreadable, changes
+            int(response.header.revision),
+            frontends,
+            backends,
+            revisions,
+            unreadable,
+            changes,
+            previews,
         )
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
@@ -464,16 +485,43 @@ class EtcdStore:
         )
 
     def delete_backend(self, backend: str) -> int:
-        """Delete one backend record; return the revision."""
+        """Delete one backend record and its preview; return the revision."""
         ops = self._client.transactions
-        return self._txn([ops.delete(self.backend_key(backend)), self._changed()])
+        return self._txn(
+            [
+                ops.delete(self.backend_key(backend)),
+                ops.delete(self.preview_key(backend)),
+                self._changed(),
+            ]
+        )
 
     def delete_route(self, hostname: str, backends: list[str]) -> int:
-        """Delete the frontend and the given backends in one transaction; return the revision."""
+        """Delete the frontend and the given backends (and their previews) in one transaction.
+
+        Returns the revision.
+        """
         ops = self._client.transactions
         deletes = [ops.delete(self.frontend_key(hostname))]
         deletes += [ops.delete(self.backend_key(name)) for name in backends]
+        deletes += [ops.delete(self.preview_key(name)) for name in backends]
         return self._txn([*deletes, self._changed()])
+
+    def put_preview(self, backend: str, record: dict[str, Any]) -> int:
+        """Write the preview of backend record ``backend`` (deployer.preview); return the revision.
+
+        It goes when the backend record does (delete_backend, delete_route).
+        """
+        ops = self._client.transactions
+        return self._txn([ops.put(self.preview_key(backend), json.dumps(record)), self._changed()])
+
+    def get_preview(self, backend: str) -> dict[str, Any] | None:
+        """The preview of backend record ``backend``, or None."""
+        return self.get(self.preview_key(backend))[0]
+
+    def delete_preview(self, backend: str) -> int:
+        """Delete the preview of backend record ``backend``; return the revision."""
+        ops = self._client.transactions
+        return self._txn([ops.delete(self.preview_key(backend)), self._changed()])
 
     def put_applied(
         self,

@@ -11,7 +11,7 @@ backend's servers is a runtime change too.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,11 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9.-]+$")
 _MAP_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 REVISION_PATH = "/greenlight/revision"
 SERVER_LINE = "    server "
+# A preview's header: a request for an app's frontend hostname carrying it goes to that
+# version, when the version has a preview (see preview_routes).
+PREVIEW_HEADER = "X-Greenlight-Version"
+# A DNS name as a map key may hold it: labels of 1-63 letters, digits and inner dashes.
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 # Settings of every server, in the configuration and in ``add server`` alike:
 # - checks every second, down after 2 failures, up after 1 success;
@@ -84,6 +89,60 @@ def render_map(
         if _HOST.match(host) and backend in backends:
             routes[host] = safe_name(backend)
     return dict(sorted(routes.items()))
+
+
+def is_dns_name(value: object) -> bool:
+    """Whether ``value`` is a lowercase DNS name: 1-63 character labels, 253 characters at most."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 253
+        and all(_LABEL.match(label) for label in value.split("."))
+    )
+
+
+def header_key(frontend: str, version: int) -> str:
+    """The map key of the route taken by ``frontend`` requests carrying version ``version``."""
+    return f"{frontend}@{version}"
+
+
+def preview_routes(
+    previews: Mapping[str, Mapping[str, Any]],
+    hostnames: Iterable[str],
+    backends: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Map entries of the previews (backend record name -> preview), and why each other was left out.
+
+    Each preview gives its hostname and ``<frontend>@<version>`` (PREVIEW_HEADER) the HAProxy
+    backend of its record. Left out, keyed ``previews/<name>``: one whose backend record is
+    not rendered, whose hostname or frontend is no DNS name, whose version is not a number,
+    or whose hostname is a frontend's (``hostnames``) or an earlier preview's.
+    """
+    routes: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    taken = {str(host).lower() for host in hostnames}
+    for name, preview in sorted(previews.items()):
+        key = f"previews/{name}"
+        if not isinstance(preview, Mapping):
+            skipped[key] = f"a preview must be an object, not {type(preview).__name__}"
+            continue
+        host, frontend, version = (
+            preview.get("hostname"),
+            preview.get("frontend"),
+            preview.get("version"),
+        )
+        if name not in backends:
+            skipped[key] = f"its backend record {name[:80]!r} is not rendered"
+        elif not is_dns_name(host):
+            skipped[key] = f"hostname {str(host)[:80]!r} is not a DNS name"
+        elif not is_dns_name(frontend):
+            skipped[key] = f"frontend {str(frontend)[:80]!r} is not a DNS name"
+        elif isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 10**9:
+            skipped[key] = f"version must be a positive number, not {str(version)[:20]!r}"
+        elif host in taken or host in routes:
+            skipped[key] = f"hostname {host} is taken by another route"
+        else:
+            routes[str(host)] = routes[header_key(str(frontend), version)] = safe_name(name)
+    return routes, skipped
 
 
 def map_text(routes: Mapping[str, str]) -> str:
@@ -206,6 +265,15 @@ def render_config(
         "    http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS",
     ]
     if map_path is not None:
+        # A preview's header route: ``<host>@<version>`` in the same map (no hostname has
+        # an ``@``); a version without a preview finds no entry and takes the host's route.
+        lines += [
+            f"    http-request set-var(txn.version) req.hdr({PREVIEW_HEADER.lower()})"
+            f" if {{ req.hdr({PREVIEW_HEADER.lower()}) -m found }}",
+            "    http-request set-var(txn.preview) var(txn.host),concat(@,txn.version),"
+            f"map({map_path}) if {{ var(txn.version) -m found }}",
+            "    use_backend %[var(txn.preview)] if { var(txn.preview) -m found }",
+        ]
         # A name the map yields that is no backend falls through to default_backend.
         lines.append(f"    use_backend %[var(txn.host),map({map_path},no_route)]")
     lines += [

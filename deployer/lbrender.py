@@ -12,6 +12,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deployer.etcdstore import Snapshot
 from deployer.haproxycli import HAProxyTarget
@@ -22,6 +23,7 @@ from deployer.lbconfig import (
     backend_servers,
     checked_servers,
     map_text,
+    preview_routes,
     render_config,
     render_map,
     safe_name,
@@ -98,12 +100,15 @@ def render(
     routes = render_map(
         [{"hostname": f.hostname, "backend": f.backend} for f in frontends.values()], backends
     )
+    # Previews after the frontends: a frontend's hostname is never a preview's.
+    preview_map, preview_skipped = preview_routes(snapshot.previews, frontends, backends)
+    skipped.update(preview_skipped)
     rendered = {safe_name(name) for name in backends}
     for frontend in frontends.values():
         kept = (previous_routes or {}).get(frontend.hostname)
         if f"backends/{frontend.backend}" in skipped and kept in rendered:
             routes[frontend.hostname] = kept
-    routes = dict(sorted(routes.items()))
+    routes = dict(sorted({**preview_map, **routes}.items()))
     checked = {safe_name(name): list(_checked(record)) for name, record in typed.items()}
     servers = {safe_name(name): dict(_servers(record)) for name, record in typed.items()}
     names = {safe_name(name): name for name in backends}
@@ -217,8 +222,8 @@ def runtime_part(applied: Snapshot, snapshot: Snapshot, running: Render) -> Snap
     ``applied`` is the snapshot ``running`` was rendered from. Every backend the worker
     has stays, with the servers ``snapshot`` adds (a server it removes stays until the
     reload, which drains it); a backend whose other settings changed keeps its applied
-    record. A frontend keeps ``snapshot``'s record when its backend is in the worker,
-    else its applied one; a deleted frontend goes. New backends wait for the reload.
+    record. A frontend or a preview keeps ``snapshot``'s record when its backend is in the
+    worker, else its applied one; a deleted one goes. New backends wait for the reload.
     """
     backends: dict[str, dict[str, object]] = {}
     for name in running.names.values():
@@ -243,6 +248,14 @@ def runtime_part(applied: Snapshot, snapshot: Snapshot, running: Render) -> Snap
             frontends[hostname] = record
         elif hostname in applied.frontends:
             frontends[hostname] = applied.frontends[hostname]
+    # A preview is a route too: snapshot's when its backend is in the worker, else its
+    # applied one; a deleted preview goes.
+    previews: dict[str, dict[str, Any]] = {}
+    for name, preview in snapshot.previews.items():
+        if name in backends:
+            previews[name] = preview
+        elif name in applied.previews:
+            previews[name] = applied.previews[name]
     return Snapshot(
         snapshot.revision,
         frontends,
@@ -250,13 +263,15 @@ def runtime_part(applied: Snapshot, snapshot: Snapshot, running: Render) -> Snap
         {},
         dict(snapshot.unreadable),
         snapshot.changes,
+        previews,
     )
 
 
 def pending_records(part: Snapshot, snapshot: Snapshot) -> list[str]:
-    """The records (``frontends/<host>``, ``backends/<name>``) ``part`` does not serve as ``snapshot`` says.
+    """The records (``frontends/<host>``, ``backends/<name>``, ``previews/<name>``) ``part``
+    does not serve as ``snapshot`` says.
 
-    A frontend whose backend is pending is pending too: its route is not what
+    A frontend or preview whose backend is pending is pending too: its route is not what
     ``snapshot`` means until its backend is.
     """
     backends = {
@@ -270,6 +285,13 @@ def pending_records(part: Snapshot, snapshot: Snapshot) -> list[str]:
         target = str(record.get("backend")) if isinstance(record, dict) else None
         if part.frontends.get(hostname) != record or target in backends:
             frontends.add(hostname)
+    previews = {
+        name
+        for name in set(part.previews) | set(snapshot.previews)
+        if part.previews.get(name) != snapshot.previews.get(name) or name in backends
+    }
     return sorted(
-        [f"backends/{name}" for name in backends] + [f"frontends/{host}" for host in frontends]
+        [f"backends/{name}" for name in backends]
+        + [f"frontends/{host}" for host in frontends]
+        + [f"previews/{name}" for name in previews]
     )

@@ -672,7 +672,7 @@ class ProxySync:
         rest = key.removeprefix(f"{self.store.prefix}/")
         # ``changed`` too: a delete of a record that was already gone changes nothing else,
         # and its acknowledgement is what brings this load balancer's lag back to 0.
-        return rest == "changed" or rest.startswith(("frontends/", "backends/"))
+        return rest == "changed" or rest.startswith(("frontends/", "backends/", "previews/"))
 
     def _follow(self) -> None:
         """Apply now, then again after every change the watch reports, coalescing bursts."""

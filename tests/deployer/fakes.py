@@ -108,6 +108,7 @@ class FakeLB:
 
     frontends: dict[str, dict[str, Any]] = field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    previews: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 1
     applied: int = 1
     applies: bool = True
@@ -152,13 +153,21 @@ class FakeLB:
 
     def delete_backend(self, backend: str) -> int:
         self.backends.pop(backend, None)
+        self.previews.pop(backend, None)
         return self._bump(f"delete backend {backend}")
 
     def delete_route(self, hostname: str, backends: list[str]) -> int:
         self.frontends.pop(hostname, None)
         for name in backends:
             self.backends.pop(name, None)
+            self.previews.pop(name, None)
         return self._bump(f"delete route {hostname}")
+
+    def put_preview(self, backend: str, record: dict[str, Any]) -> int:
+        # Kept out of ``writes``: those are the frontend and backend records, in order.
+        self.previews[backend] = dict(record)
+        self.revision += 1
+        return self.revision
 
     def load_balancers(self) -> list[LoadBalancer]:
         applied = {"revision": self.applied, "skipped": dict(self.skipped)}

@@ -1,0 +1,191 @@
+"""Preview: a new version answers at its own hostname, and by header, before it takes the traffic.
+
+At the end of the deploy's health step the version's preview is written to etcd
+(``previews/<backend record>``, deployer.etcdstore): every load balancer then routes
+``<app>--v<N>.<domain of the frontend>`` and, on the app's frontend hostname, requests
+carrying ``X-Greenlight-Version: <N>`` to the version's backend, through two map entries
+applied with HAProxy's runtime API (deployer.lbconfig.preview_routes), without a reload.
+The preview goes with the backend record, in the same etcd transaction, whichever way the
+version is retired: retirement, a rollback, a deferred retirement, undeploy.
+
+In traffic mode service no preview is published: there the version's backend has one
+server, the app's stable Service, which selects the live version until the switch, so a
+preview through it would reach the live version, not the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from deployer import traffic
+from deployer.collaborators import backend_name
+from deployer.errors import BackendError
+from deployer.etcdstore import EtcdStore
+from deployer.lbconfig import PREVIEW_HEADER, is_dns_name
+from deployer.models import Deployment
+
+if TYPE_CHECKING:
+    from deployer.workflow import Workflow
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PREVIEW_HEADER",
+    "preview_hostname",
+    "preview_url",
+    "publish",
+    "published_url",
+]
+
+# How long the health step waits for the load balancers to serve the preview; it goes on
+# without (the preview is announced as written) rather than hold the deploy up.
+APPLY_WAIT_SECONDS = 5.0
+
+
+def preview_hostname(app: str, frontend: str, version: int) -> str | None:
+    """``<app>--v<N>`` under the frontend's domain (the frontend less its first label).
+
+    A one-label frontend is the domain itself. None when the result is no DNS name (a
+    label longer than 63 characters, a name longer than 253).
+    """
+    frontend = frontend.lower().rstrip(".")
+    _first, dot, domain = frontend.partition(".")
+    hostname = f"{app.lower()}--v{version}.{domain if dot else frontend}"
+    return hostname if is_dns_name(hostname) else None
+
+
+def lb_port_suffix() -> str:
+    """``:<port>`` of the load balancer's URL (settings.LB_URL) unless it is 80."""
+    port = urlsplit(settings.LB_URL).port
+    return f":{port}" if port and port != 80 else ""
+
+
+def preview_url(deployment: Deployment, port_suffix: str | None = None) -> str | None:
+    """The URL a deploy's version is previewed at (whether or not it is published now).
+
+    None for another kind of run, before the version is picked, in traffic mode service,
+    or when the hostname would be no DNS name. ``port_suffix`` defaults to the load
+    balancer's (lb_port_suffix), as the workflow's last log line has it.
+    """
+    descriptor = deployment.descriptor or {}
+    if deployment.kind != Deployment.Kind.DEPLOY or deployment.version is None:
+        return None
+    if traffic.is_service_mode(descriptor):
+        return None
+    hostname = preview_hostname(
+        str(descriptor.get("name", "")), str(descriptor.get("frontend", "")), deployment.version
+    )
+    if hostname is None:
+        return None
+    suffix = lb_port_suffix() if port_suffix is None else port_suffix
+    return f"http://{hostname}{suffix}/"
+
+
+def published_url(deployment: Deployment) -> str | None:
+    """preview_url while the version's preview is in etcd (it is not retired), else None.
+
+    Reads etcd only for a deploy whose health step passed and that was not rolled back;
+    None, logged, when etcd does not answer.
+    """
+    url = preview_url(deployment)
+    health = (deployment.steps or {}).get("health") or {}
+    if url is None or health.get("state") != "done":
+        return None
+    if deployment.status in (Deployment.Status.FAILED, Deployment.Status.ABORTED):
+        return None
+    descriptor = deployment.descriptor
+    assert deployment.version is not None
+    backend = backend_name(
+        str(descriptor["namespace"]), str(descriptor["name"]), deployment.version
+    )
+    try:
+        with EtcdStore() as store:
+            record = store.get_preview(backend)
+    except (BackendError, ValueError) as exc:
+        logger.warning("could not read the preview of %s: %s", backend, exc)
+        return None
+    return url if record is not None else None
+
+
+def publish(workflow: Workflow) -> None:
+    """Write the version's preview and say in the log where it answers; never fails the deploy.
+
+    Waits up to APPLY_WAIT_SECONDS for every live load balancer to serve it. Its log line
+    is stored with the next write (Workflow.deferred), as the health step's end is.
+    """
+    with workflow.deferred():
+        _publish(workflow)
+
+
+def _publish(workflow: Workflow) -> None:
+    version = workflow.deployment.version
+    assert version is not None
+    if traffic.is_service_mode(workflow.descriptor):
+        workflow.log(
+            f"No preview of v{version}: in traffic mode service its backend is the app's "
+            f"stable Service, which selects the live version until the switch. In the "
+            f"cluster, v{version} answers at its own Service {workflow.name}-v{version}.",
+            step="health",
+        )
+        return
+    hostname = preview_hostname(workflow.name, workflow.hostname, version)
+    if hostname is None:
+        workflow.log(
+            f"No preview of v{version}: {workflow.name}--v{version} under the domain of "
+            f"{workflow.hostname} is not a DNS name (a label of at most 63 characters, "
+            "253 in all).",
+            level="warning",
+            step="health",
+        )
+        return
+    backend = workflow.new_backend()
+    record = {
+        "hostname": hostname,
+        "frontend": workflow.hostname.lower(),
+        "version": version,
+        "app": workflow.name,
+        "namespace": workflow.namespace,
+    }
+    url = f"http://{hostname}{workflow.lb_port_suffix}/"
+    header = f"{PREVIEW_HEADER}: {version}"
+    try:
+        revision = workflow.lb.put_preview(backend, record)
+        waited = workflow.lb.wait_applied(
+            revision,
+            min(APPLY_WAIT_SECONDS, workflow.timing.apply_timeout),
+            cancelled=workflow.abort_requested,
+            records=(f"previews/{backend}",),
+        )
+    except BackendError as exc:
+        logger.warning("deployment #%s: preview not written", workflow.deployment.pk, exc_info=True)
+        workflow.log(f"No preview of v{version}: {exc}", level="warning", step="health")
+        return
+    refused = [
+        f"{balancer.id}: {reason}"
+        for balancer in waited.balancers
+        if (reason := ((balancer.applied or {}).get("skipped") or {}).get(f"previews/{backend}"))
+    ]
+    if refused:
+        workflow.log(
+            f"Preview of v{version} at {url} left out by {'; '.join(refused)}.",
+            level="warning",
+            step="health",
+        )
+    elif waited:
+        workflow.log(
+            f"Preview of v{version} at {url} (and at http://{workflow.hostname}"
+            f"{workflow.lb_port_suffix}/ with header {header}), served by every load balancer "
+            f"from etcd revision {revision}; it stays until v{version} is retired.",
+            step="health",
+        )
+    else:
+        workflow.log(
+            f"Preview of v{version} at {url} (and with header {header}) written at etcd "
+            f"revision {revision}; not yet served by every load balancer ({waited.problem}).",
+            level="warning",
+            step="health",
+        )
