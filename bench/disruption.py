@@ -403,7 +403,7 @@ def setup(bench: Bench) -> None:
         if time.monotonic() > deadline:
             raise StepFailed(f"4 nodes not registered in time: {bench.cluster.nodes()}")
         time.sleep(POLL)  # localcluster registers its nodes on its own
-    common = {"image": "demo/hello:1", "health_deadline": 60}
+    common = {"image": "demo/hello:1", "health_deadline": 60, "guard_bake_seconds": 0}
     bench.app_id = bench.api.call(
         "POST",
         "/api/apps/",

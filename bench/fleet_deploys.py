@@ -119,6 +119,7 @@ def main() -> int:
                 "replicas": 3,
                 "frontend": HOST,
                 "health_deadline": 60,
+                "guard_bake_seconds": 0,
             },
         )
         deploy(api, app["id"], "demo/hello:1", stack, None)

@@ -78,7 +78,9 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         get_user_model().objects.create_superuser("bench", password="bench-password")
-        app = App.objects.create(name="hello", image="demo/hello:1", frontend="hello.localhost")
+        app = App.objects.create(
+            name="hello", image="demo/hello:1", frontend="hello.localhost", guard_bake_seconds=0
+        )
         deployment = Deployment.objects.create(
             app=app, image=app.image, status="running", started_at=timezone.now(), version=1
         )

@@ -96,7 +96,11 @@ def run(base: str, deploys: int) -> list[float]:
     def seed() -> int:
         get_user_model().objects.create_superuser("bench", password=PASSWORD)
         app = App.objects.create(
-            name="hello", image="demo/hello:1", replicas=2, frontend="hello.localhost"
+            name="hello",
+            image="demo/hello:1",
+            replicas=2,
+            frontend="hello.localhost",
+            guard_bake_seconds=0,
         )
         return app.pk
 

@@ -695,6 +695,7 @@ class Fleet:
                 "replicas": self.args.replicas,
                 "frontend": f"{name}.localhost",
                 "health_deadline": int(self.args.step_timeout),
+                "guard_bake_seconds": 0,
             }
             self.apps[name] = int(self.call("POST", "/api/apps/", body)["id"])
         self.say(f"created {len(names)} apps of {self.args.replicas} replicas")

@@ -401,6 +401,7 @@ def main() -> None:
                 frontend=HOST,
                 health_deadline=5,
                 traffic=args.traffic,
+                guard_bake_seconds=0,
             )
             print(f"stack up in {workdir}; first deploy (v1) before the load starts", flush=True)
             first = run_deploy(app, "demo/hello:1")

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from django.db.models import Max
 
-from deployer import preview, traffic
+from deployer import guard, preview, traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import StopDeployment, backend_name
 from deployer.errors import BackendError
@@ -37,6 +37,7 @@ class DeployWorkflow(Workflow):
         ("health", "Health-check every pod"),
         ("switch", "Switch traffic"),
         ("verify", "Verify through the load balancer"),
+        ("guard", "Guard the new version"),
         ("retire", "Retire the old version"),
     ]
 
@@ -57,6 +58,8 @@ class DeployWorkflow(Workflow):
             self.switch()
         with self.step("verify"):
             self.verify()
+        with self.step("guard"):
+            guard.watch(self)
         with self.step("retire"):
             self.retire()
 

@@ -3,8 +3,11 @@
 Each proxysync+HAProxy pair is one load balancer. Its proxysync registers it once its
 HAProxy serves an applied configuration::
 
-    {"id", "address", "haproxy_version", "started_at", "last_reload_at", "reloads",
-     "healthy", "error"}
+    {"id", "address", "stats_address", "haproxy_version", "started_at", "last_reload_at",
+     "reloads", "healthy", "error"}
+
+(``stats_address``: where the worker reads its HAProxy's stats page, ``<stats_address>/stats;csv``,
+for the guard after the switch, deployer.guard; null when unknown)
 
 (times in ISO 8601 UTC; ``reloads`` counts since proxysync started; ``error`` is the last
 refusal or failed reload, null once a configuration applied again). Its ``applied/<id>``
@@ -62,11 +65,16 @@ def haproxy_version(master_socket: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who this load balancer is: its id, where users' traffic enters it, its lease's TTL."""
+    """Who this load balancer is: its id, where users' traffic enters it, its lease's TTL.
+
+    ``stats_address``: where its HAProxy's stats page is reached from the worker
+    (``http://host:port``), "" when unknown.
+    """
 
     id: str
     address: str
     lease_seconds: int = 5
+    stats_address: str = ""
 
 
 class Registration:
@@ -94,6 +102,7 @@ class Registration:
         self._record: dict[str, Any] = {
             "id": identity.id,
             "address": identity.address,
+            "stats_address": identity.stats_address or None,
             "haproxy_version": None,
             "started_at": _now(),
             "last_reload_at": None,

@@ -129,7 +129,11 @@ class ProxySync:
         self.store = store
         self.target = target
         self.drain_timeout = drain_timeout
-        self.identity = identity or Identity("lb-0", f"http://{target.bind_host}:{target.lb_port}")
+        self.identity = identity or Identity(
+            "lb-0",
+            f"http://{target.bind_host}:{target.lb_port}",
+            stats_address=f"http://{target.bind_host}:{target.stats_port}",
+        )
         self.registration = Registration(
             store, self.identity, target.master_socket, self.request_reapply
         )

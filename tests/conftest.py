@@ -86,12 +86,21 @@ def make_app(db: None, app_defaults: dict[str, Any]) -> Callable[..., App]:
     """Create an App: ``make_app(name, **fields)``, the fields overriding ``app_defaults``.
 
     Without a name (given or in ``app_defaults``) the apps are app1, app2, ...; unless a field
-    says otherwise the image is demo/hello:1, the replicas 2 and the frontend <name>.localhost.
+    says otherwise the image is demo/hello:1, the replicas 2, the frontend <name>.localhost
+    and the guard's bake time 0 (no guard).
     """
     numbers = itertools.count(1)
 
     def make(name: str | None = None, **fields: Any) -> App:
-        values: dict[str, Any] = {"image": "demo/hello:1", "replicas": 2, **app_defaults, **fields}
+        # No guard after the switch unless a test is about it: its bake would add to every
+        # redeploy.
+        values: dict[str, Any] = {
+            "image": "demo/hello:1",
+            "replicas": 2,
+            "guard_bake_seconds": 0,
+            **app_defaults,
+            **fields,
+        }
         values["name"] = name or values.get("name") or f"app{next(numbers)}"
         values.setdefault("frontend", f"{values['name']}.localhost")
         return App.objects.create(**values)

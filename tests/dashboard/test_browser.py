@@ -189,6 +189,7 @@ def test_a_user_swaps_back_scales_aborts_and_undeploys(page: Any, stack: Stack) 
         frontend="swap.localhost",
         keep_old_seconds=300,
         health_deadline=20,
+        guard_bake_seconds=0,
     )
     for image in ("demo/hello:1", "demo/hello:2"):
         page.goto(f"{stack.web_url}/apps/{app.pk}/")

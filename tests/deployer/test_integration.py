@@ -39,13 +39,14 @@ def finished(stack: DeployStack, deployment: Deployment, timeout: float = 90) ->
 
 
 def make_app(**fields: object) -> App:
-    """A demo app with a short health deadline."""
+    """A demo app with a short health deadline and no guard after the switch."""
     defaults: dict[str, object] = {
         "name": "hello",
         "image": "demo/hello:1",
         "replicas": 2,
         "frontend": "hello.localhost",
         "health_deadline": 15,
+        "guard_bake_seconds": 0,
     }
     return App.objects.create(**{**defaults, **fields})
 

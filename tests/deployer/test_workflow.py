@@ -85,7 +85,7 @@ def test_it_keeps_the_previous_version_warm_when_asked(
 def test_it_logs_every_step_with_its_duration(app: App, run_workflow: Run, sink: ListSink) -> None:
     deployment = run_workflow(app)
 
-    names = ["prepare", "create", "pods", "health", "switch", "verify", "retire"]
+    names = ["prepare", "create", "pods", "health", "switch", "verify", "guard", "retire"]
     # The stored steps are a JSON object, whose keys PostgreSQL does not keep in order;
     # the log says in which order they ran.
     assert sorted(deployment.steps) == sorted(names)

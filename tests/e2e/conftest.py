@@ -113,7 +113,15 @@ class FaultStack:
     def create_app(self, name: str, **fields: Any) -> int:
         """Create an app; its id."""
         body = {"name": name, "frontend": f"{name}.localhost", "image": "demo/hello:1"}
-        body.update({"replicas": 2, "health_deadline": 60, "stop_delay_seconds": 1, **fields})
+        body.update(
+            {
+                "replicas": 2,
+                "health_deadline": 60,
+                "stop_delay_seconds": 1,
+                "guard_bake_seconds": 0,
+                **fields,
+            }
+        )
         return int(self.api.call("POST", "/api/apps/", body)["id"])
 
     def deploy(self, app_id: int, image: str) -> int:

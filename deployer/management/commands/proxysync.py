@@ -58,7 +58,12 @@ class Command(BaseCommand):
             bind_host=settings.HAPROXY_BIND,
         )
         store = EtcdStore()
-        identity = Identity(settings.LB_ID, settings.LB_ADDRESS, settings.LB_LEASE_SECONDS)
+        identity = Identity(
+            settings.LB_ID,
+            settings.LB_ADDRESS,
+            settings.LB_LEASE_SECONDS,
+            stats_address=settings.LB_STATS_ADDRESS,
+        )
         sync = ProxySync(store, target, identity=identity)
         try:
             if options["once"]:

@@ -1,0 +1,684 @@
+"""The guard after the switch: bake the new version under users' traffic, swap back on a breach.
+
+For the app's bake time (``guard.bake_seconds`` of the descriptor) after the switch was
+verified, the guard reads HAProxy's counters of the new version's backend and of the
+previous (warm) one on every live load balancer of the fleet, about once a second: the
+CSV export of each HAProxy's stats page (``<stats_address>/stats;csv``, the address its
+proxysync registers, deployer.lbregistration), so the worker and the load balancers may
+run on different machines. Each backend's counters are summed across load balancers as
+deltas from the bake's start; a counter that went down is a reset (a reload started a new
+HAProxy worker, which counts from 0), and the new worker's count is added as it is, as
+Prometheus' ``rate()`` does. Requests are the responses HAProxy counted
+(``hrsp_1xx`` to ``hrsp_other``), failures its ``hrsp_5xx``; response times are the
+backends' ``rtime`` and ``ttime`` (HAProxy's averages over their last 1024 requests, in
+ms), weighted by each load balancer's requests.
+
+The new version *breaches* when, over at least ``min_requests`` requests, more than
+``max_error_percent`` % of them answered 5xx, or, when ``max_response_ms`` is set, their
+average response time (``rtime``) is above it; or when the app's PromQL query
+(``guard.promql``, asked of ``settings.GREENLIGHT_PROMETHEUS_URL`` at ``/api/v1/query``)
+returns any sample whose value is non-zero (a NaN is no data, never a breach). An
+unreachable or failing Prometheus, or load balancer, is logged and never swaps back. The
+first breach ends the bake: the guard raises StopDeployment with a reason that starts with
+``guard:`` and quotes the figures, and the workflow's rollback points the frontend back at
+the previous backend, whose pods still run (retirement comes after the guard).
+
+Skipped, with a log line: a bake of 0 s, no previous version to swap back to, and in
+traffic mode ``service`` the per-version counters (HAProxy has one backend for both
+versions there; the PromQL check still runs). Fewer than ``min_requests`` requests by the
+end of the bake pass it, saying so.
+
+While it bakes, the guard's reading is written to ``Deployment.guard`` (one UPDATE about
+every WRITE_SECONDS) and published to the deployment's live socket as a
+``deployment.guard`` message, so the page shows both versions' figures and the outcome.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from deployer import events, logsink, traffic
+from deployer.collaborators import StopDeployment
+from deployer.lbconfig import safe_name
+from deployer.lbfleet import LoadBalancer
+from deployer.models import Deployment
+
+if TYPE_CHECKING:
+    from deployer.workflow import Workflow
+
+logger = logging.getLogger(__name__)
+
+STEP = "guard"
+# How often the counters are read, and how often the reading is written for the page.
+SAMPLE_SECONDS = 1.0
+WRITE_SECONDS = 2.0
+# How long one load balancer's stats page or Prometheus may take to answer.
+STATS_TIMEOUT = 2.0
+PROMETHEUS_TIMEOUT = 3.0
+# The most a stats export may weigh: a fleet's worth of backends, with room to spare.
+STATS_MAX_BYTES = 32 * 1024 * 1024
+RESPONSE_COLUMNS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The app's guard settings as snapshotted with the deployment (App.snapshot()["guard"])."""
+
+    bake_seconds: int = 0
+    max_error_percent: float = 5.0
+    min_requests: int = 20
+    max_response_ms: int | None = None
+    promql: str = ""
+
+    @classmethod
+    def of(cls, descriptor: dict[str, Any]) -> Thresholds:
+        """The descriptor's guard; none (a bake of 0) in a snapshot older than the guard."""
+        guard = descriptor.get("guard")
+        if not isinstance(guard, dict):
+            return cls()
+        limit = guard.get("max_response_ms")
+        return cls(
+            bake_seconds=int(guard.get("bake_seconds") or 0),
+            max_error_percent=float(guard.get("max_error_percent", 5.0)),
+            min_requests=int(guard.get("min_requests", 20)),
+            max_response_ms=int(limit) if limit else None,
+            promql=str(guard.get("promql") or ""),
+        )
+
+    def describe(self) -> str:
+        """What breaches, in words: ``more than 5% of at least 20 requests answer 5xx, ...``."""
+        parts = [
+            f"more than {self.max_error_percent:g}% of at least {self.min_requests} requests "
+            "answer 5xx"
+        ]
+        if self.max_response_ms:
+            parts.append(f"their average response time passes {self.max_response_ms} ms")
+        if self.promql:
+            parts.append("the PromQL query returns a non-zero sample")
+        return ", or ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The thresholds as the page shows them."""
+        return {
+            "bake_seconds": self.bake_seconds,
+            "max_error_percent": self.max_error_percent,
+            "min_requests": self.min_requests,
+            "max_response_ms": self.max_response_ms,
+            "promql": self.promql,
+        }
+
+
+@dataclass(frozen=True)
+class BackendCounters:
+    """One HAProxy's counters of one backend (its ``BACKEND`` row of ``show stat``)."""
+
+    requests: int
+    errors: int
+    rtime_ms: int | None = None
+    ttime_ms: int | None = None
+
+
+def _number(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _optional_number(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def parse_stats_csv(text: str) -> dict[str, BackendCounters]:
+    """Backend name (as HAProxy names it) -> its counters, from a ``show stat`` CSV export.
+
+    Raises ValueError when the text is no such export (no ``pxname`` header).
+    """
+    if not text.startswith("# pxname,"):
+        raise ValueError(f"not a HAProxy stats CSV export (starts with {text[:40]!r})")
+    rows = csv.DictReader(io.StringIO(text[2:]))
+    counters: dict[str, BackendCounters] = {}
+    for row in rows:
+        if row.get("svname") != "BACKEND" or not row.get("pxname"):
+            continue
+        counters[row["pxname"]] = BackendCounters(
+            requests=sum(_number(row.get(column)) for column in RESPONSE_COLUMNS),
+            errors=_number(row.get("hrsp_5xx")),
+            rtime_ms=_optional_number(row.get("rtime")),
+            ttime_ms=_optional_number(row.get("ttime")),
+        )
+    return counters
+
+
+def read_stats(stats_address: str, timeout: float = STATS_TIMEOUT) -> dict[str, BackendCounters]:
+    """GET ``<stats_address>/stats;csv`` and parse it; OSError or ValueError when that fails."""
+    parts = urlsplit(stats_address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"stats address {stats_address!r} is not an http:// URL")
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", f"{parts.path.rstrip('/')}/stats;csv;norefresh")
+        response = connection.getresponse()
+        body = response.read(STATS_MAX_BYTES)
+        if response.status != 200:
+            raise OSError(f"the stats page answered {response.status}")
+    finally:
+        connection.close()
+    return parse_stats_csv(body.decode("utf-8", errors="replace"))
+
+
+@dataclass
+class Tally:
+    """One backend on one load balancer since the bake's start: deltas across resets."""
+
+    last: BackendCounters | None = None
+    requests: int = 0
+    errors: int = 0
+    resets: int = 0
+
+    def add(self, reading: BackendCounters) -> None:
+        """Count what ``reading`` adds to the last one; a counter that went down was reset."""
+        last, self.last = self.last, reading
+        if last is None:
+            return  # the first reading is the bake's start
+        if reading.requests < last.requests or reading.errors < last.errors:
+            # A new HAProxy worker counts from 0: all it counted is new.
+            self.resets += 1
+            self.requests += reading.requests
+            self.errors += reading.errors
+        else:
+            self.requests += reading.requests - last.requests
+            self.errors += reading.errors - last.errors
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One version's figures across the fleet: requests, 5xx answers and response times."""
+
+    version: int | None
+    requests: int
+    errors: int
+    rtime_ms: float | None
+    ttime_ms: float | None
+
+    @property
+    def error_percent(self) -> float:
+        """5xx answers per 100 requests (0 without requests)."""
+        return 100.0 * self.errors / self.requests if self.requests else 0.0
+
+    def counts(self) -> str:
+        """``41 of 52``."""
+        return f"{self.errors} of {self.requests}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as the page shows them."""
+        return {
+            "version": self.version,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_percent": round(self.error_percent, 1),
+            "rtime_ms": None if self.rtime_ms is None else round(self.rtime_ms, 1),
+            "ttime_ms": None if self.ttime_ms is None else round(self.ttime_ms, 1),
+        }
+
+
+def _weighted(values: list[tuple[int | None, int]]) -> float | None:
+    """The average of ``(value, weight)`` pairs by weight (equal weights when all are 0)."""
+    known = [(value, weight) for value, weight in values if value is not None]
+    if not known:
+        return None
+    total = sum(weight for _, weight in known)
+    if total == 0:
+        return sum(value for value, _ in known) / len(known)
+    return sum(value * weight for value, weight in known) / total
+
+
+@dataclass
+class FleetCounters:
+    """Both versions' backends on every load balancer read, as deltas from the first reading."""
+
+    backends: dict[str, str]  # role ("new", "previous") -> backend record name
+    versions: dict[str, int | None]
+    tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)
+    # Each role's totals at its first reading on each load balancer: what it served before.
+    before: dict[tuple[str, str], BackendCounters] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def sample(self, balancers: list[LoadBalancer]) -> dict[str, str]:
+        """Read every load balancer's counters (in parallel); load balancer id -> problem."""
+        reachable = [b for b in balancers if b.record.get("stats_address")]
+        problems = {
+            b.id: "it registers no stats address (a proxysync older than the guard)"
+            for b in balancers
+            if not b.record.get("stats_address")
+        }
+        if reachable:
+            with ThreadPoolExecutor(max_workers=min(8, len(reachable))) as pool:
+                readings = list(pool.map(self._read, reachable))
+            for balancer, (counters, problem) in zip(reachable, readings, strict=True):
+                if problem:
+                    problems[balancer.id] = problem
+                    continue
+                self.add(balancer.id, counters)
+        self.problems = problems
+        return problems
+
+    @staticmethod
+    def _read(balancer: LoadBalancer) -> tuple[dict[str, BackendCounters], str]:
+        try:
+            return read_stats(str(balancer.record["stats_address"])), ""
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return {}, f"{balancer.record['stats_address']}: {exc}"
+
+    def add(self, lb_id: str, counters: dict[str, BackendCounters]) -> None:
+        """Count one load balancer's reading of both backends."""
+        for role, backend in self.backends.items():
+            reading = counters.get(safe_name(backend))
+            if reading is None:
+                continue
+            tally = self.tallies.setdefault((lb_id, role), Tally())
+            if tally.last is None:
+                self.before[(lb_id, role)] = reading
+            tally.add(reading)
+
+    @property
+    def resets(self) -> int:
+        """How many counter resets (reloads) the bake counted across."""
+        return sum(tally.resets for tally in self.tallies.values())
+
+    @property
+    def balancers(self) -> list[str]:
+        """The load balancers whose counters were read."""
+        return sorted({lb_id for lb_id, _ in self.tallies})
+
+    def figures(self, role: str) -> Figures:
+        """``role``'s figures since the bake's start, summed across load balancers."""
+        tallies = [(key[0], t) for key, t in self.tallies.items() if key[1] == role]
+        return Figures(
+            version=self.versions.get(role),
+            requests=sum(t.requests for _, t in tallies),
+            errors=sum(t.errors for _, t in tallies),
+            rtime_ms=_weighted(
+                [(t.last.rtime_ms if t.last else None, t.requests) for _, t in tallies]
+            ),
+            ttime_ms=_weighted(
+                [(t.last.ttime_ms if t.last else None, t.requests) for _, t in tallies]
+            ),
+        )
+
+    def figures_before(self, role: str) -> Figures:
+        """``role``'s totals at the bake's start (what the current HAProxy workers counted)."""
+        readings = [reading for key, reading in self.before.items() if key[1] == role]
+        return Figures(
+            version=self.versions.get(role),
+            requests=sum(r.requests for r in readings),
+            errors=sum(r.errors for r in readings),
+            rtime_ms=_weighted([(r.rtime_ms, r.requests) for r in readings]),
+            ttime_ms=_weighted([(r.ttime_ms, r.requests) for r in readings]),
+        )
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be asked, or did not answer a query."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample of a query's result: its labels and value."""
+
+    labels: dict[str, str]
+    value: float
+
+    def describe(self) -> str:
+        """``{job="web"} = 3``."""
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        return f"{{{labels}}} = {self.value:g}"
+
+
+def query_prometheus(
+    base_url: str, promql: str, timeout: float = PROMETHEUS_TIMEOUT
+) -> list[Sample]:
+    """The samples of an instant query (``/api/v1/query``); PrometheusError when it fails.
+
+    A vector gives one sample per series, a matrix its last value per series, a scalar one
+    sample without labels.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PrometheusError(f"GREENLIGHT_PROMETHEUS_URL {base_url!r} is not an http:// URL")
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(
+            "POST",
+            f"{parts.path.rstrip('/')}/api/v1/query",
+            body=urlencode({"query": promql}),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = connection.getresponse()
+        raw = response.read(4 * 1024 * 1024)
+    except (OSError, http.client.HTTPException) as exc:
+        raise PrometheusError(f"{base_url} does not answer: {exc}") from exc
+    finally:
+        connection.close()
+    try:
+        answer = json.loads(raw)
+    except ValueError as exc:
+        raise PrometheusError(f"{base_url} answered {response.status} without JSON") from exc
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        error = answer.get("error") if isinstance(answer, dict) else None
+        raise PrometheusError(f"the query failed ({response.status}): {error or raw[:200]!r}")
+    return _samples(answer.get("data") or {})
+
+
+def _samples(data: dict[str, Any]) -> list[Sample]:
+    kind, result = data.get("resultType"), data.get("result")
+    try:
+        if kind == "scalar":
+            return [Sample({}, float(result[1]))]  # type: ignore[index]
+        if kind == "vector":
+            return [Sample(dict(s.get("metric") or {}), float(s["value"][1])) for s in result]  # type: ignore[union-attr]
+        if kind == "matrix":
+            return [
+                Sample(dict(s.get("metric") or {}), float(s["values"][-1][1]))
+                for s in result  # type: ignore[union-attr]
+                if s.get("values")
+            ]
+    except (TypeError, KeyError, IndexError, ValueError) as exc:
+        raise PrometheusError(f"an answer of type {kind} that cannot be read: {exc}") from exc
+    raise PrometheusError(f"an answer of type {kind!r}, not a vector, matrix or scalar")
+
+
+def breaching(samples: list[Sample]) -> list[Sample]:
+    """The samples that breach: every non-zero value (NaN is no data)."""
+    return [s for s in samples if s.value != 0 and not math.isnan(s.value)]
+
+
+class Guard:
+    """One bake of one deployment; see the module docstring."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self.thresholds = Thresholds.of(workflow.descriptor)
+        self.version = workflow.deployment.version
+        self.previous = workflow.previous_version
+        self.counted = not traffic.is_service_mode(workflow.descriptor)
+        self.counters = FleetCounters(
+            backends={"new": workflow.new_backend(), "previous": workflow.previous_backend or ""},
+            versions={"new": self.version, "previous": self.previous},
+        )
+        self.started = 0.0
+        self.started_at = ""
+        self.prometheus: dict[str, Any] = {}
+        self.warned: set[str] = set()
+
+    def log(self, message: str, level: logsink.Level = "info") -> None:
+        """One line of the guard step."""
+        self.workflow.log(message, level=level, step=STEP)
+
+    def skip_reason(self) -> str:
+        """Why this deploy is not baked ("" when it is)."""
+        bake = self.thresholds.bake_seconds
+        if bake <= 0:
+            return "Guard skipped: the app's bake time is 0 s."
+        workflow = self.workflow
+        if not self.previous or not workflow.previous_backend:
+            return "Guard skipped: there is no previous version to swap back to."
+        if workflow.lb.get_backend(workflow.previous_backend) is None:
+            return (
+                f"Guard skipped: v{self.previous}'s backend {workflow.previous_backend} is gone, "
+                "so there is nothing to swap back to."
+            )
+        if not self.counted and not self.thresholds.promql:
+            return (
+                "Guard skipped: in traffic mode service HAProxy has one backend for both "
+                "versions, so per-version counters are not available, and the app has no "
+                "PromQL query."
+            )
+        return ""
+
+    def run(self) -> None:
+        """Bake the new version; StopDeployment (``guard: ...``) on the first breach."""
+        if reason := self.skip_reason():
+            self.log(reason)
+            return
+        self.started = self.workflow.clock.monotonic()
+        self.started_at = timezone.now().isoformat()
+        if self.counted:
+            self.counters.sample(self.workflow.lb.load_balancers())
+        else:
+            self.log(
+                "In traffic mode service HAProxy has one backend for both versions: "
+                "per-version counters are not available; only the PromQL query is checked.",
+                level="warning",
+            )
+        self.log(self.start_line())
+        self.write("baking")
+        written = self.workflow.clock.monotonic()
+        deadline = self.started + self.thresholds.bake_seconds
+        while True:
+            now = self.workflow.clock.monotonic()
+            if now >= deadline:
+                break
+            self.workflow.clock.sleep(min(SAMPLE_SECONDS, deadline - now))
+            self.workflow.check_step()
+            if self.counted:
+                self.counters.sample(self.workflow.lb.load_balancers())
+                self.warn_unreadable()
+            breach = self.breach()
+            if breach:
+                self.swap_back(breach)
+            if self.workflow.clock.monotonic() - written >= WRITE_SECONDS:
+                self.write("baking")
+                written = self.workflow.clock.monotonic()
+        self.finish()
+
+    def elapsed(self) -> float:
+        """Seconds since the bake started."""
+        return max(0.0, self.workflow.clock.monotonic() - self.started)
+
+    def start_line(self) -> str:
+        """The bake's first line: what is watched, what breaches, the counters at the start."""
+        line = (
+            f"Baking v{self.version} for {self.thresholds.bake_seconds}s under users' traffic; "
+            f"swapping back to v{self.previous} if {self.thresholds.describe()}."
+        )
+        if self.counted:
+            before = self.counters.figures_before("previous")
+            read = ", ".join(self.counters.balancers) or "none"
+            line += (
+                f" Counters read from load balancers: {read}; v{self.previous} answered 5xx to "
+                f"{before.counts()} requests before the switch."
+            )
+        return line
+
+    def warn_unreadable(self) -> None:
+        """Name each load balancer whose counters cannot be read, once per bake."""
+        for lb_id, problem in sorted(self.counters.problems.items()):
+            if lb_id not in self.warned:
+                self.warned.add(lb_id)
+                self.log(
+                    f"Cannot read the counters of load balancer {lb_id} ({problem}); the "
+                    "guard judges by the others.",
+                    level="warning",
+                )
+
+    def breach(self) -> str:
+        """The reason to swap back now ("" when none), starting with ``guard:``."""
+        elapsed = self.elapsed()
+        if self.counted:
+            new, previous = self.counters.figures("new"), self.counters.figures("previous")
+            if new.requests >= self.thresholds.min_requests:
+                if new.error_percent > self.thresholds.max_error_percent:
+                    return (
+                        f"guard: v{self.version} answered 5xx to {new.counts()} requests "
+                        f"({new.error_percent:.1f}%) in {elapsed:.0f}s, above "
+                        f"{self.thresholds.max_error_percent:g}%; {self.previous_counts(previous)}"
+                    )
+                limit = self.thresholds.max_response_ms
+                if limit and new.rtime_ms is not None and new.rtime_ms > limit:
+                    return (
+                        f"guard: v{self.version} took {new.rtime_ms:.0f} ms on average to "
+                        f"answer {new.requests} requests in {elapsed:.0f}s, above {limit} ms; "
+                        f"v{self.previous} {self._ms(previous.rtime_ms)}"
+                    )
+        if self.thresholds.promql:
+            return self.promql_breach(elapsed)
+        return ""
+
+    def previous_counts(self, during: Figures) -> str:
+        """The previous version's 5xx counts: during the bake if it had requests, else before."""
+        if during.requests:
+            return f"v{self.previous} {during.counts()}"
+        before = self.counters.figures_before("previous")
+        return f"v{self.previous} {before.counts()} before the switch"
+
+    @staticmethod
+    def _ms(value: float | None) -> str:
+        return "no figure" if value is None else f"{value:.0f} ms"
+
+    def promql_breach(self, elapsed: float) -> str:
+        """Ask Prometheus; the reason when a sample is non-zero. Failures are logged once."""
+        url = str(getattr(settings, "GREENLIGHT_PROMETHEUS_URL", "") or "")
+        if not url:
+            if "prometheus" not in self.warned:
+                self.warned.add("prometheus")
+                self.log(
+                    "The app has a PromQL query but no Prometheus is configured "
+                    "(GREENLIGHT_PROMETHEUS_URL); the query is not checked.",
+                    level="warning",
+                )
+            return ""
+        try:
+            samples = query_prometheus(url, self.thresholds.promql)
+        except PrometheusError as exc:
+            self.prometheus = {"error": str(exc)}
+            if "prometheus" not in self.warned:
+                self.warned.add("prometheus")
+                self.log(
+                    f"Prometheus could not answer the guard's query ({exc}); this does not "
+                    "swap back.",
+                    level="warning",
+                )
+            return ""
+        bad = breaching(samples)
+        self.prometheus = {
+            "samples": len(samples),
+            "breaching": [s.describe() for s in bad[:5]],
+        }
+        if not bad:
+            return ""
+        return (
+            f"guard: the PromQL query {self.thresholds.promql!r} returned {len(bad)} non-zero "
+            f"sample{'s' if len(bad) != 1 else ''} in {elapsed:.0f}s ({bad[0].describe()})"
+        )
+
+    def payload(self, state: str, reason: str = "") -> dict[str, Any]:
+        """Deployment.guard as the page shows it."""
+        payload: dict[str, Any] = {
+            "state": state,
+            "bake_seconds": self.thresholds.bake_seconds,
+            "elapsed": round(self.elapsed(), 1),
+            "started_at": self.started_at,
+            "thresholds": self.thresholds.as_dict(),
+            "counted": self.counted,
+            "reason": reason,
+        }
+        if self.counted:
+            payload.update(
+                new=self.counters.figures("new").as_dict(),
+                previous=self.counters.figures("previous").as_dict(),
+                previous_before=self.counters.figures_before("previous").as_dict(),
+                balancers=self.counters.balancers,
+                unreadable=dict(self.counters.problems),
+                resets=self.counters.resets,
+            )
+        if self.thresholds.promql:
+            payload["prometheus"] = dict(self.prometheus)
+        return payload
+
+    def write(self, state: str, reason: str = "") -> dict[str, Any]:
+        """Store the reading in Deployment.guard (one UPDATE) and publish it after commit."""
+        payload = self.payload(state, reason)
+        pk = self.workflow.deployment.pk
+        self.workflow.deployment.guard = payload
+
+        def store() -> None:
+            Deployment.objects.filter(pk=pk).update(guard=payload)
+            message = {"type": "deployment.guard", "deployment": pk, "guard": payload}
+            transaction.on_commit(lambda: logsink.publish(logsink.group_name(pk), message))
+
+        self.workflow.write(store)
+        return payload
+
+    def figures_line(self) -> str:
+        """Both versions' figures of the bake, for its last line."""
+        if not self.counted:
+            return "per-version counters are not available in traffic mode service"
+        new, previous = self.counters.figures("new"), self.counters.figures("previous")
+        line = (
+            f"v{self.version} answered 5xx to {new.counts()} requests ({new.error_percent:.1f}%), "
+            f"average response {self._ms(new.rtime_ms)}; {self.previous_counts(previous)}"
+        )
+        if self.counters.resets:
+            line += f"; counted across {self.counters.resets} counter reset(s)"
+        return line
+
+    def finish(self) -> None:
+        """The bake passed: say so with the figures, and store the outcome."""
+        new = self.counters.figures("new")
+        if self.counted and new.requests < self.thresholds.min_requests:
+            note = (
+                f"v{self.version} passed the bake of {self.thresholds.bake_seconds}s without "
+                f"judgement on its counters: {new.requests} requests, fewer than the "
+                f"{self.thresholds.min_requests} needed ({self.figures_line()})."
+            )
+        else:
+            note = (
+                f"v{self.version} passed the bake of {self.thresholds.bake_seconds}s: "
+                f"{self.figures_line()}."
+            )
+        self.log(note)
+        self.write("passed", note)
+
+    def swap_back(self, reason: str) -> None:
+        """Store and announce the breach; raise StopDeployment so the rollback swaps back."""
+        payload = self.write("swapped_back", reason)
+        self.log(
+            f"Breach after {self.elapsed():.0f}s of the bake; swapping back to "
+            f"v{self.previous}. {self.figures_line()}.",
+            level="error",
+        )
+        events.emit(
+            "guard_swap_back",
+            f"{self.workflow.name}: {reason}; swapped back to v{self.previous}.",
+            deployment=self.workflow.deployment,
+            details=payload,
+        )
+        raise StopDeployment(reason)
+
+
+def watch(workflow: Workflow) -> None:
+    """The deploy's guard step (after verify, before retire); see the module docstring."""
+    Guard(workflow).run()
