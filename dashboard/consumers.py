@@ -32,17 +32,20 @@ class DeploymentLogConsumer(LiveLogConsumer[Deployment]):
 
     def current_status(self, obj: Deployment) -> dict[str, Any]:
         """The deployment's status as published after each change."""
-        obj.refresh_from_db(fields=["status", "steps", "failure_reason", "version"])
+        obj.refresh_from_db(
+            fields=["status", "steps", "failure_reason", "version", "awaiting_since"]
+        )
         return dict(status_payload(obj))
 
     def client_status(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Status, steps, failure reason and version."""
+        """Status, steps, failure reason, version and, awaiting promotion, its deadline."""
         return {
             "type": "status",
             "status": event["status"],
             "steps": event.get("steps", {}),
             "failure_reason": event.get("failure_reason", ""),
             "version": event.get("version"),
+            "promotion_deadline": event.get("promotion_deadline"),
         }
 
     async def deployment_log(self, event: dict[str, Any]) -> None:
@@ -50,3 +53,7 @@ class DeploymentLogConsumer(LiveLogConsumer[Deployment]):
 
     async def deployment_status(self, event: dict[str, Any]) -> None:
         await self.forward_status(event)
+
+    async def deployment_guard(self, event: dict[str, Any]) -> None:
+        """The guard's reading during a bake (deployer.guard): forwarded as it comes."""
+        await self.send_json({"type": "guard", "guard": event.get("guard") or {}})

@@ -231,15 +231,19 @@ class DeploymentStatus(TypedDict):
     steps: dict[str, Any]
     failure_reason: str
     version: int | None
+    # While awaiting promotion: when it is rejected unless promoted (ISO 8601, UTC).
+    promotion_deadline: str | None
 
 
 def _deployment_status(deployment: Deployment) -> dict[str, Any]:
+    deadline = deployment.promotion_deadline
     fields: DeploymentStatus = {
         "deployment": deployment.pk,
         "status": deployment.status,
         "steps": dict(deployment.steps),
         "failure_reason": deployment.failure_reason,
         "version": deployment.version,
+        "promotion_deadline": deadline.isoformat() if deadline else None,
     }
     return dict(fields)
 

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dashboard.images import repository
+from deployer.promotion import span
 
 register = template.Library()
 
@@ -43,6 +44,12 @@ def duration(value: float | None) -> str:
         return f"{round(value)} s"
     minutes, rest = divmod(round(value), 60)
     return f"{minutes} min {rest} s"
+
+
+@register.filter
+def wait(seconds: float | None) -> str:
+    """A wait as a person says it: '45 s', '10 min', '2 h 30 min', '7 d'; '' when unknown."""
+    return "" if seconds is None else span(float(seconds))
 
 
 @register.filter

@@ -131,6 +131,7 @@ def _detail_page(
             "images": queries.known_images(app),
             "can_deploy": permissions.can_deploy(request.user, app),
             "can_abort": permissions.can_abort(request.user),
+            "can_promote": permissions.can_promote(request.user),
             "can_change": can_change,
             "env": env,
             "warm": queries.warm_version(app) is not None,

@@ -13,7 +13,12 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (d) {
         if (d && terminal.indexOf(d.status) >= 0) { location.reload(); return; }
-        if (d) notice.querySelector(".active-status").textContent = d.status;
+        if (d) {
+          notice.querySelector(".active-status").textContent = d.status.replace(/_/g, " ");
+          notice.classList.toggle("awaiting_promotion", d.status === "awaiting_promotion");
+          var promotion = document.getElementById("active-promotion");
+          if (promotion) promotion.hidden = d.status !== "awaiting_promotion";
+        }
         setTimeout(poll, delay);
       })
       .catch(function () { setTimeout(poll, delay * 4); });

@@ -50,6 +50,24 @@
     renderSteps(msg.steps);
     var abort = document.getElementById("abort-form");
     if (abort) abort.hidden = terminal.indexOf(status) >= 0;
+    renderPromotion(status, msg.promotion_deadline);
+  }
+
+  // Promote and Reject only while the run waits for them, with the time it gives up.
+  function renderPromotion(status, deadline) {
+    var awaiting = status === "awaiting_promotion";
+    var actions = document.getElementById("promotion-actions");
+    if (actions) actions.hidden = !awaiting;
+    var note = document.getElementById("promotion-deadline");
+    if (!note) return;
+    note.hidden = !(awaiting && deadline);
+    if (note.hidden) return;
+    var time = document.createElement("time");
+    time.dateTime = deadline;
+    time.textContent = deadline.slice(0, 19).replace("T", " ");
+    note.textContent = "Rejected at ";
+    note.appendChild(time);
+    note.appendChild(document.createTextNode(" UTC unless promoted first."));
   }
 
   // Running steps and the whole run show their time so far, once a second.

@@ -113,6 +113,7 @@
         if (msg.type === "log") { received += 1; appendLines([msg.line]); }
         else if (msg.type === "lines") { received += msg.lines.length; appendLines(msg.lines); }
         else if (msg.type === "status") onStatus(msg);
+        else if (opts.onMessage) opts.onMessage(msg);
       };
       socket.onclose = function (event) {
         socket = null;
@@ -148,7 +149,7 @@
     reason.hidden = !failureReason;
     var badge = document.getElementById("status-badge");
     badge.className = "badge " + status;
-    badge.textContent = status;
+    badge.textContent = status.replace(/_/g, " ");
     return banner;
   }
 
