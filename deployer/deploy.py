@@ -12,11 +12,12 @@ its pods start. Steps, logging and the rollback path are deployer.workflow.Workf
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.db.models import Max
 
-from deployer import guard, preview, traffic
+from deployer import guard, preview, promotion, traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import StopDeployment, backend_name
 from deployer.errors import BackendError
@@ -35,11 +36,16 @@ class DeployWorkflow(Workflow):
         ("create", "Create the new version"),
         ("pods", "Wait for pods to run"),
         ("health", "Health-check every pod"),
+        ("promotion", "Wait for promotion"),
         ("switch", "Switch traffic"),
         ("verify", "Verify through the load balancer"),
         ("guard", "Guard the new version"),
         ("retire", "Retire the old version"),
     ]
+    # Steps a descriptor may leave out of its run (and its page).
+    optional_steps: ClassVar[dict[str, Callable[[dict[str, Any]], bool]]] = {
+        "promotion": promotion.is_manual,
+    }
 
     def run(self) -> None:
         """Steps 2-7 of the blue-green workflow."""
@@ -54,6 +60,7 @@ class DeployWorkflow(Workflow):
         with self.step("health"):
             check_health(self, deadline)
             preview.publish(self)  # the version answers at its preview hostname and by header
+        promotion.run(self)  # manual promotion: waits for Promote or Reject
         with self.step("switch", first=self.write_route):
             self.switch()
         with self.step("verify"):
