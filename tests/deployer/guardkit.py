@@ -7,10 +7,12 @@ A :class:`StatsServer` answers ``/stats;csv`` on a loopback port with whatever i
 from __future__ import annotations
 
 import csv
+import http.client
 import http.server
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,3 +147,97 @@ def prometheus_server() -> Iterator[PrometheusStub]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class VersionedLoad:
+    """GET ``path`` with ``Host: host`` through HAProxy from keep-alive and new-connection clients.
+
+    Every answer is recorded by the version that gave it. A failure is a connection error
+    or any answer but a 200, except a 500 from version ``bad`` (the bad release's own
+    answer, which the version it replaces would not have given). Bounded: ``clients``
+    threads for at most ``limit`` seconds.
+    """
+
+    port: int
+    host: str
+    bad: str
+    path: str = "/"
+    clients: int = 4
+    limit: float = 120.0
+    pause: float = 0.01
+    answers: dict[tuple[int, str], int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> VersionedLoad:
+        for index in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(index % 2 == 0,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every client (each finishes the request it is in)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    @property
+    def requests(self) -> int:
+        """Every request answered or failed so far."""
+        with self._lock:
+            return sum(self.answers.values()) + len(self.failures)
+
+    def count(self, status: int, version: str) -> int:
+        """How many answers ``version`` gave with ``status``."""
+        with self._lock:
+            return self.answers.get((status, version), 0)
+
+    def _record(self, status: int, version: str, failure: str | None) -> None:
+        with self._lock:
+            if failure is not None:
+                self.failures.append(failure)
+            else:
+                key = (status, version)
+                self.answers[key] = self.answers.get(key, 0) + 1
+
+    def _client(self, keepalive: bool) -> None:
+        deadline = time.monotonic() + self.limit
+        connection: http.client.HTTPConnection | None = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            headers = {"Host": self.host}
+            if not keepalive:
+                headers["Connection"] = "close"
+            try:
+                connection.request("GET", self.path, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+                try:
+                    version = str(json.loads(raw or b"{}").get("version", "?"))
+                except (ValueError, AttributeError):
+                    version = "?"
+                expected = response.status == 200 or (
+                    response.status == 500 and version == self.bad
+                )
+                failure = (
+                    None if expected else f"HTTP {response.status} from {version}: {raw[:80]!r}"
+                )
+                self._record(response.status, version, failure)
+                if not keepalive or response.will_close:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as exc:
+                self._record(0, "", f"{type(exc).__name__}: {exc}")
+                connection.close()
+                connection = None
+            time.sleep(self.pause)  # a bounded load, not a flood
+        if connection is not None:
+            connection.close()
