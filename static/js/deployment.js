@@ -93,6 +93,7 @@
   }
 
   function renderDetail(d) {
+    if (d.guard && d.guard.state) renderGuard(d.guard);
     if (d.duration_seconds !== null && d.duration_seconds !== undefined) {
       document.getElementById("duration").textContent = formatSeconds(d.duration_seconds);
     }
@@ -122,12 +123,63 @@
     document.getElementById("health-card").hidden = false;
   }
 
+  // The guard after the switch: both versions' figures during the bake, then its outcome.
+  var guardStates = { baking: "running", passed: "succeeded", swapped_back: "failed" };
+  var guardTitles = { baking: "baking", passed: "passed", swapped_back: "swapped back" };
+
+  function formatMs(value) {
+    return value === null || value === undefined ? "–" : Math.round(value) + " ms";
+  }
+
+  function renderGuard(guard) {
+    var card = document.getElementById("guard-card");
+    if (!card || !guard || !guard.state) return;
+    card.hidden = false;
+    card.dataset.state = guard.state;
+    var badge = document.getElementById("guard-state");
+    badge.className = "badge " + (guardStates[guard.state] || "queued");
+    badge.textContent = guardTitles[guard.state] || guard.state;
+    var limits = guard.thresholds || {};
+    var summary = Math.round(guard.elapsed || 0) + " s of " + guard.bake_seconds + " s baked; swaps back above " +
+      limits.max_error_percent + "% 5xx over at least " + limits.min_requests + " requests" +
+      (limits.max_response_ms ? " or above " + limits.max_response_ms + " ms on average" : "") +
+      (limits.promql ? ", or on a non-zero sample of the PromQL query" : "") + ".";
+    if (guard.counted === false) summary += " Per-version counters are not available in traffic mode service.";
+    var unreadable = Object.keys(guard.unreadable || {});
+    if (unreadable.length) summary += " Counters not readable from " + unreadable.join(", ") + ".";
+    document.getElementById("guard-summary").textContent = summary;
+    var body = document.getElementById("guard-body");
+    body.innerHTML = "";
+    [["new", guard.new], ["previous", guard.previous]].forEach(function (pair) {
+      var figures = pair[1];
+      if (!figures) return;
+      var tr = document.createElement("tr");
+      tr.dataset.role = pair[0];
+      var cells = ["v" + figures.version + (pair[0] === "new" ? " (new)" : " (previous)"),
+        String(figures.requests), String(figures.errors), figures.error_percent.toFixed(1) + "%",
+        formatMs(figures.rtime_ms), formatMs(figures.ttime_ms)];
+      cells.forEach(function (text) {
+        var td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    var reason = document.getElementById("guard-reason");
+    reason.textContent = guard.reason || "";
+    reason.hidden = !guard.reason;
+  }
+
+  var guardData = document.getElementById("guard-data");
+  if (guardData) renderGuard(JSON.parse(guardData.textContent || "{}"));
+
   var live = window.GreenlightLiveLog.follow({
     root: root,
     terminal: terminal,
     showStep: true,
     onStatus: renderStatus,
-    onFinished: finished
+    onFinished: finished,
+    onMessage: function (msg) { if (msg.type === "guard") renderGuard(msg.guard); }
   });
   // For tests and the curious: what arrived over the socket.
   window.greenlightDeployment = {
