@@ -197,6 +197,16 @@ def test_the_preview_reaches_the_new_version_without_a_reload_and_goes_with_it(
     assert eventually(lambda: answers(live, "peek--v1.localhost") == {"-503"})
     assert answers(live, "peek.localhost", "1") == {"3"}
 
+    # Undeploying the app removes the live version's preview with its backend.
+    gone = services.request_undeploy(app)
+    runner.run(gone.pk, "preview-test@localhost")
+    gone.refresh_from_db()
+    assert gone.status == Deployment.Status.SUCCEEDED, log_of(gone)
+    with EtcdStore() as store:
+        assert store.get_preview(backend_name("default", "peek", 3)) is None
+    assert answers(live, "peek--v3.localhost") == {"-503"}
+    assert answers(live, "peek.localhost", "3") == {"-503"}
+
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
