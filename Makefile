@@ -8,7 +8,8 @@ RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
 # kubectl (the install and localcluster tests): Debian's kubernetes-client when no kubectl is
 # on PATH; one already there (a newer release, say) is kept.
 KUBECTL_PACKAGE := $(if $(shell command -v kubectl),,kubernetes-client)
-TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15 $(KUBECTL_PACKAGE)
+# prometheus: the metrics test scrapes a web server and HAProxy with Debian's Prometheus.
+TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15 prometheus $(KUBECTL_PACKAGE)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

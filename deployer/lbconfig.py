@@ -252,6 +252,9 @@ def render_config(
             f" if {{ path {REVISION_PATH} }}"
         )
     lines += [
+        # HAProxy's own Prometheus exporter (Debian's HAProxy is built with PROMEX): every
+        # frontend, backend and server's counters, for a Prometheus that scrapes the stats port.
+        "    http-request use-service prometheus-exporter if { path /metrics }",
         "    stats enable",
         "    stats uri /stats",
         "    stats refresh 5s",

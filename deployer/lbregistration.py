@@ -9,6 +9,11 @@ HAProxy serves an applied configuration::
 (``stats_address``: where the worker reads its HAProxy's stats page, ``<stats_address>/stats;csv``,
 for the guard after the switch, deployer.guard; null when unknown)
 
+``applies`` (since proxysync started) times each apply, for the metrics endpoint
+(dashboard.metrics.fleet): ``{"runtime" | "reload": {"count", "sum", "buckets": {"<le>": n}}}``,
+the seconds from the apply's start until HAProxy served it, counted at most ``le``
+seconds per bucket bound of ``APPLY_BUCKETS`` (cumulative, as a Prometheus histogram).
+
 (times in ISO 8601 UTC; ``reloads`` counts since proxysync started; ``error`` is the last
 refusal or failed reload, null once a configuration applied again). Its ``applied/<id>``
 and ``drained/<id>`` records are attached to the same lease, so the three vanish
@@ -27,6 +32,7 @@ replaced the same way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -40,6 +46,12 @@ from deployer.etcdstore import EtcdStore, Lease
 from deployer.haproxycli import master_command
 
 logger = logging.getLogger(__name__)
+
+# Bucket bounds of the apply timings in the registration (seconds): a runtime update takes
+# milliseconds, a reload tens to hundreds of them.
+APPLY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 
 
 def _now() -> str:
@@ -107,6 +119,7 @@ class Registration:
             "started_at": _now(),
             "last_reload_at": None,
             "reloads": 0,
+            "applies": {},
             "healthy": False,
             "error": None,
         }
@@ -129,6 +142,19 @@ class Registration:
         with self._lock:
             self._record["reloads"] += 1
             self._record["last_reload_at"] = _now()
+
+    def note_apply(self, how: str, seconds: float) -> None:
+        """Time an apply (``how``: "runtime" or "reload"); the record says so with the next acknowledgement."""
+        with self._lock:
+            # A new object, not an edit in place: the record last written shares the old one.
+            applies = copy.deepcopy(self._record["applies"])
+            figures = applies.setdefault(how, {"count": 0, "sum": 0.0, "buckets": {}})
+            figures["count"] += 1
+            figures["sum"] = round(figures["sum"] + seconds, 6)
+            for bound in APPLY_BUCKETS:
+                key = repr(bound)
+                figures["buckets"][key] = figures["buckets"].get(key, 0) + (seconds <= bound)
+            self._record["applies"] = applies
 
     def note_error(self, error: str | None) -> None:
         """Remember the last refusal or failed reload (None: the last apply succeeded)."""

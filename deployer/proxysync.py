@@ -453,6 +453,7 @@ class ProxySync:
         record: dict[str, Any] = {"reloaded": reloaded, "changes": self._changes}
         if seconds is not None:
             record["reload_seconds" if reloaded else "runtime_seconds"] = round(seconds, 4)
+            self.registration.note_apply("reload" if reloaded else "runtime", seconds)
         if left := self.leaving.left_rotation():
             record["left_rotation"] = left
         if render.skipped:
@@ -519,6 +520,7 @@ class ProxySync:
             if left := self.leaving.left_rotation():
                 record["left_rotation"] = left
             record["runtime"] = self._runtime_ack
+            self.registration.note_apply("runtime", seconds)
             self.registration.acknowledge(self._acknowledged, record)
             logger.info(
                 "applied revision %s through the runtime API in %.1f ms but for %d records "
