@@ -278,3 +278,51 @@ def test_ci_creates_and_deploys_an_app_through_the_rest_api(
     status, logs = call(stack, "GET", f"/api/deployments/{queued['id']}/logs/?after=0", token)
     assert logs["results"][0]["seq"] == 1 and not logs["has_more"]
     assert str(through_lb(stack, "api.localhost")[1]["version"]) == "1"
+
+
+def test_the_deployment_page_shows_the_guard_live_and_its_swap_back(
+    page: Any, stack: Stack
+) -> None:
+    from tests.deployer.guardkit import VersionedLoad
+
+    app = App.objects.create(
+        name="guardweb",
+        image="demo/hello:1",
+        replicas=1,
+        frontend="guardweb.localhost",
+        health_deadline=20,
+        guard_bake_seconds=6,
+        guard_min_requests=30,
+    )
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
+    deploy_and_follow(page)
+    wait_for_end(page)
+    expect(page.locator("#guard-card")).to_be_hidden()
+
+    with VersionedLoad(stack.lb_port, app.frontend, bad="2", clients=2, pause=0.05) as load:
+        page.goto(f"{stack.web_url}/apps/{app.pk}/")
+        deployment_id, _ = deploy_and_follow(page, "demo/bad-release:2")
+        # Pushed over the socket while the bake runs: v2's figures grow, v1 is beside them.
+        page.wait_for_selector("#guard-card[data-state=baking]", timeout=60_000)
+        new_row = page.locator('#guard-body tr[data-role="new"] td')
+        expect(new_row.first).to_have_text("v2 (new)")
+        expect(page.locator('#guard-body tr[data-role="previous"] td').first).to_have_text(
+            "v1 (previous)"
+        )
+        expect(page.locator("#guard-state")).to_have_text("baking")
+        page.wait_for_selector("#guard-card[data-state=swapped_back]", timeout=60_000)
+        wait_for_end(page, "failed")
+
+    expect(page.locator("#guard-state")).to_have_text("swapped back")
+    expect(page.locator("#guard-reason")).to_contain_text("guard: v2 answered 5xx to ")
+    expect(page.locator("#status-banner .banner-reason")).to_contain_text("guard: v2 answered")
+    assert int(new_row.nth(1).inner_text()) >= 30
+    assert int(new_row.nth(2).inner_text()) == int(new_row.nth(1).inner_text())
+    assert load.failures == [], load.failures[:10]
+    status, body = through_lb(stack, app.frontend, "/")
+    assert (status, str(body["version"])) == (200, "1")
+    # A late viewer sees the same reading, stored with the deployment.
+    page.reload()
+    expect(page.locator("#guard-state")).to_have_text("swapped back")
+    stored = Deployment.objects.get(pk=deployment_id).guard
+    expect(new_row.nth(1)).to_have_text(str(stored["new"]["requests"]))
