@@ -47,6 +47,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from dashboard.api.hooks import signature
+from dashboard.notifications.models import Delivery, Subscription
 from deployer.models import App, Deployment, DeploymentLog
 from scaling.models import (
     AppAction,
@@ -88,6 +89,8 @@ class World:
     groups: list[NodeGroup]
     runs: list[ScalingRun]
     token: str
+    subscriptions: list[Subscription] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -126,7 +129,23 @@ def world(admin: Any, make_app: Callable[..., App], make_deployment: Any, fleet:
     )
     assert DeploymentLog.objects.exists()
     token = Token.objects.create(user=admin).key
-    return World(apps, deployments, [nights, mornings], groups, runs, token)
+    subscriptions = [
+        Subscription.objects.create(
+            name="ops", events=["failed"], channel="slack", target="https://hooks.example.com/x"
+        ),
+        Subscription.objects.create(
+            name="ci",
+            app=apps[0],
+            events=["succeeded"],
+            channel="webhook",
+            target="https://ci.example.com/hook",
+            secret="fuzz-secret",
+        ),
+    ]
+    deliveries = [Delivery.objects.create(subscription=subscriptions[0], event="failed")]
+    return World(
+        apps, deployments, [nights, mornings], groups, runs, token, subscriptions, deliveries
+    )
 
 
 def path_values(path: str, world: World) -> dict[str, list[Any]]:
@@ -138,6 +157,8 @@ def path_values(path: str, world: World) -> dict[str, list[Any]]:
         "/api/hooks/dockerhub/{secret}/": {"secret": [app.webhook_secret for app in world.apps]},
         "/api/hooks/generic/{app_id}/": {"app_id": apps},
         "/api/scaling/apps/{id}/": {"id": apps},
+        "/api/notifications/subscriptions/{id}/": {"id": [s.pk for s in world.subscriptions]},
+        "/api/notifications/deliveries/{id}/": {"id": [d.pk for d in world.deliveries]},
         "/api/scaling/runs/{id}/": {"id": [row.pk for row in world.runs]},
         "/api/scaling/schedules/{id}/": {"id": [row.pk for row in world.schedules]},
         "/api/scaling/node-groups/{id}/": {"id": [row.pk for row in world.groups]},
@@ -193,6 +214,25 @@ def valid_bodies(world: World) -> dict[str, list[dict[str, Any]]]:
             {"push_data": {"tag": "2"}, "repository": {"repo_name": "demo/hello"}}
         ],
         "POST /api/hooks/generic/{app_id}/": [{"tag": "3"}, {"image": "demo/hello:4"}],
+        "POST /api/notifications/subscriptions/": [
+            {
+                "name": "team",
+                "events": ["failed", "rolled_back"],
+                "channel": "email",
+                "target": "ops@example.com",
+            },
+            {
+                "name": "hook",
+                "app": app.pk,
+                "events": ["started"],
+                "channel": "webhook",
+                "target": "https://ci.example.com/x",
+            },
+        ],
+        "PATCH /api/notifications/subscriptions/{id}/": [
+            {"enabled": False},
+            {"events": ["queued"], "rotate_secret": True},
+        ],
     }
 
 

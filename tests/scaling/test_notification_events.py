@@ -57,7 +57,7 @@ def test_a_failed_scaling_run_is_announced_with_its_reason(
 
 
 def test_a_drain_that_does_not_finish_by_its_deadline_is_announced_as_stuck(
-    heard: list[dict[str, Any]],
+    db: None, heard: list[dict[str, Any]]
 ) -> None:
     nodes = BudgetSaysNo()
     nodes.add("node-1", {})
