@@ -189,3 +189,31 @@ def _publish(workflow: Workflow) -> None:
             level="warning",
             step="health",
         )
+
+
+def withdraw(workflow: Workflow) -> None:
+    """Rollback: delete the run's preview before its pods go; never raises for etcd.
+
+    Before the switch it waits until no load balancer carries requests to it
+    (Workflow.wait_drained); after the switch the rollback's own drain wait, which follows
+    the swap back, covers it. Nothing to do when no preview was written.
+    """
+    version = workflow.deployment.version
+    health = (workflow.deployment.steps or {}).get("health") or {}
+    if version is None or health.get("state") != "done":
+        return  # the preview is written at the end of the health step
+    backend = workflow.new_backend()
+    try:
+        if workflow.lb.get_preview(backend) is None:
+            return
+        revision = workflow.lb.delete_preview(backend)
+    except BackendError as exc:
+        workflow.log(
+            f"Could not remove the preview of v{version} yet ({exc}); it goes with its backend.",
+            level="warning",
+            step="rollback",
+        )
+        return
+    workflow.log(f"Removed the preview of v{version} (revision {revision}).", step="rollback")
+    if not workflow.switch_started:
+        workflow.wait_drained(revision, step="rollback")

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 from django.db import transaction
 from django.utils import timezone
 
-from deployer import events, traffic
+from deployer import events, preview, traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import (
     Clock,
@@ -782,6 +782,8 @@ class Workflow(abc.ABC):
         self.check_owner()
         self.log(f"Rolling back: {failure.reason}", level="warning", step="rollback")
         self._try(lambda: traffic.restore(self), "point the stable Service back")
+        # Before the swap back, whose drain wait then covers the preview's requests too.
+        self._try(lambda: preview.withdraw(self), "remove the preview")
         if self.switch_started:
             self._try(self.swap_back_route, "restore the previous route")
         if self.created:

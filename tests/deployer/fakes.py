@@ -169,6 +169,14 @@ class FakeLB:
         self.revision += 1
         return self.revision
 
+    def get_preview(self, backend: str) -> dict[str, Any] | None:
+        return self.previews.get(backend)
+
+    def delete_preview(self, backend: str) -> int:
+        self.previews.pop(backend, None)
+        self.revision += 1
+        return self.revision
+
     def load_balancers(self) -> list[LoadBalancer]:
         applied = {"revision": self.applied, "skipped": dict(self.skipped)}
         drained = {"revision": max(self.drained, default=0)}

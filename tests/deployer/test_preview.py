@@ -174,3 +174,41 @@ def test_proxysync_applies_previews_without_a_reload_and_skips_bad_ones(
         assert sync.apply(store.snapshot())
         assert ask(haproxy, "app--v2.localhost") == "-503"
         assert ask(haproxy, "app.localhost", "2") == "1"
+
+
+def test_a_rollback_removes_the_preview_before_the_new_versions_pods_go(
+    app: Any, run_workflow: Any, cluster: Any, lb: Any, sink: Any, monkeypatch: Any
+) -> None:
+    previews_at_delete: list[dict[str, Any]] = []
+    delete_version = cluster.delete_version
+
+    def recording(namespace: str, name: str, version: int) -> None:
+        previews_at_delete.append(dict(lb.previews))
+        delete_version(namespace, name, version)
+
+    monkeypatch.setattr(cluster, "delete_version", recording)
+    published: list[dict[str, Any]] = []
+    put_preview = lb.put_preview
+
+    def stop_applying(backend: str, record: dict[str, Any]) -> int:
+        published.append(record)
+        lb.applies = False  # the switch that follows is never applied: a rollback
+        return put_preview(backend, record)
+
+    monkeypatch.setattr(lb, "put_preview", stop_applying)
+
+    deployment = run_workflow(app)
+
+    assert deployment.status == Deployment.Status.FAILED
+    assert published == [
+        {
+            "hostname": "app1--v1.localhost",
+            "frontend": "app1.localhost",
+            "version": 1,
+            "app": "app1",
+            "namespace": "default",
+        }
+    ]
+    assert previews_at_delete == [{}]
+    assert lb.previews == {}
+    assert "Removed the preview of v1" in sink.text()

@@ -172,7 +172,8 @@ def test_the_preview_reaches_the_new_version_without_a_reload_and_goes_with_it(
         "old preview": {"1"},
     }
     assert reloads and all(before == after for before, after in reloads), reloads
-    # The rollback took the preview with the version.
+    # The rollback took the preview away before the version.
+    assert "Removed the preview of v2" in log_of(second)
     with EtcdStore() as store:
         assert store.get_preview(backend_name("default", "peek", 2)) is None
     assert eventually(lambda: answers(live, "peek--v2.localhost") == {"-503"})
