@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from dashboard.notifications import listener
 from dashboard.notifications.models import Delivery, DeliveryAttempt, SeenRefusal, Subscription
 from dashboard.notifications.refusals import announce_refusals
+from dashboard.notifications.tasks import sweep
 from deployer.events import EVENTS, emit
 from deployer.models import App, Deployment
 from tests.dashboard.fleetkit import REFUSAL, Fleet
@@ -298,3 +301,29 @@ def test_the_api_lists_the_delivery_log_with_each_attempt(api: APIClient) -> Non
     assert [row["id"] for row in failed] == [delivery.pk]
     assert failed[0]["attempt_log"][0]["status_code"] == 404
     assert api.get("/api/notifications/deliveries/?status=lost").status_code == 400
+
+
+def test_the_sweep_sends_again_the_deliveries_whose_task_never_reached_the_broker(
+    db: None, records: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = subscription("ops", ["failed"])
+    now = timezone.now()
+
+    def row(**fields: Any) -> Delivery:
+        return Delivery.objects.create(subscription=hook, event="failed", **fields)
+
+    never_sent = row(created_at=now - timedelta(minutes=1))
+    lost_in_broker = row(
+        created_at=now - timedelta(minutes=9), enqueued_at=now - timedelta(minutes=9)
+    )
+    row(created_at=now)  # its task is being sent
+    row(created_at=now - timedelta(minutes=1), enqueued_at=now - timedelta(seconds=50))
+    row(created_at=now - timedelta(minutes=9), status=Delivery.Status.RETRYING, attempts=1)
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(listener.taskqueue, "send", lambda name, pk: sent.append((name, pk)))
+
+    sweep()
+
+    assert sent == [(listener.DELIVER, never_sent.pk), (listener.DELIVER, lost_in_broker.pk)]
+    never_sent.refresh_from_db()
+    assert never_sent.enqueued_at is not None
