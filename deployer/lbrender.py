@@ -1,7 +1,7 @@
 """What proxysync applies: one snapshot's render, and what turns one render into the next.
 
-A render is the configuration (every backend), the frontends map and each backend's
-servers. Between two renders whose configurations differ only in the servers of backends
+A render is the configuration (every backend), the frontends map (the previews'
+entries included, lbconfig.preview_routes) and each backend's servers. Between two renders whose configurations differ only in the servers of backends
 both have, the running worker can be changed through the runtime API (``map_commands``,
 ``server_changes``); anything else needs a validated reload.
 """

@@ -1,6 +1,7 @@
 """proxysync: one etcd watch on the prefix -> render -> runtime API changes, or full reload.
 
-The render is a configuration (every backend) and a frontends map (hostname -> backend).
+The render is a configuration (every backend) and a frontends map (hostname -> backend,
+with two entries per preview: its hostname and ``<frontend>@<version>``, deployer.preview).
 When only the map and the server lists of existing backends changed, the running worker
 is changed through the master CLI (``@1 add/set/del map``; ``add server`` then ``enable
 health`` and ``enable server`` for a new server; ``set server ... state drain`` for a
