@@ -326,3 +326,42 @@ def test_the_deployment_page_shows_the_guard_live_and_its_swap_back(
     expect(page.locator("#guard-state")).to_have_text("swapped back")
     stored = Deployment.objects.get(pk=deployment_id).guard
     expect(new_row.nth(1)).to_have_text(str(stored["new"]["requests"]))
+
+
+def test_a_user_promotes_a_deploy_that_awaits_promotion_and_sees_it_finish_live(
+    page: Any, stack: Stack
+) -> None:
+    app = App.objects.create(
+        name="gate",
+        image="demo/hello:1",
+        replicas=1,
+        frontend="gate.localhost",
+        health_deadline=20,
+        guard_bake_seconds=0,
+        promotion="manual",
+        promotion_timeout_seconds=600,
+    )
+    page.goto(f"{stack.web_url}/apps/{app.pk}/")
+    expect(page.locator("#promotion-mode")).to_have_text("manual promotion, rejected after 10 min")
+    deployment_id, _ = deploy_and_follow(page)
+
+    # Pushed over the socket once the pods are healthy: the wait, its buttons and deadline.
+    page.wait_for_selector("#status-banner.awaiting_promotion", timeout=60_000)
+    expect(page.locator("#status-badge")).to_have_text("awaiting promotion")
+    expect(page.locator("#promotion-actions")).to_be_visible()
+    expect(page.locator("#promotion-deadline")).to_contain_text("UTC unless promoted first")
+    expect(page.locator("#steps li.running[data-step='promotion']")).to_have_count(1)
+    assert through_lb(stack, "gate.localhost")[0] == 503  # nothing switched yet
+
+    page.click("#promote-form button")
+    page.wait_for_url(f"**/deployments/{deployment_id}/")
+    page.wait_for_selector("text=Promoted deployment")
+    loaded = page.evaluate("performance.timeOrigin")
+    wait_for_end(page)
+    assert page.evaluate("performance.timeOrigin") == loaded  # followed live, not reloaded
+    expect(page.locator("#live-indicator")).to_have_class("live off")
+    expect(page.locator("#promotion-actions")).to_be_hidden()
+    expect(page.locator("#steps li[data-step='promotion'].done")).to_have_count(1)
+    status, health = through_lb(stack, "gate.localhost")
+    assert status == 200 and str(health["version"]) == "1"
+    assert Deployment.objects.get(pk=deployment_id).promotion_decided_by.username == "admin"
