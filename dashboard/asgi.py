@@ -15,6 +15,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboard.middleware import AsgiBodySizeLimit  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.sso.discovery import check_at_startup  # noqa: E402
 from dashboard.startup import freeze_startup_heap  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -26,4 +27,5 @@ application = ProtocolTypeRouter(
     }
 )
 
+check_at_startup()
 freeze_startup_heap()

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "dashboard",
     "deployer",
     "scaling",
+    "dashboard.sso",
 ]
 
 MIDDLEWARE = [
@@ -143,6 +144,54 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Single sign-on (dashboard.sso): OpenID Connect through mozilla-django-oidc when
+# GREENLIGHT_OIDC_ISSUER is set; the provider's endpoints come from its discovery document.
+OIDC_ISSUER = env_str("GREENLIGHT_OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_PROVIDER_NAME = env_str("GREENLIGHT_OIDC_NAME", "").strip() or "single sign-on"
+OIDC_RP_CLIENT_ID = env_str("GREENLIGHT_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env_str("GREENLIGHT_OIDC_CLIENT_SECRET", "")
+OIDC_RP_SCOPES = " ".join(env_str("GREENLIGHT_OIDC_SCOPES", "openid email profile groups").split())
+OIDC_GROUPS_CLAIM = env_str("GREENLIGHT_OIDC_GROUPS_CLAIM", "groups").strip()
+# Groups named with this prefix follow the group claim; every other group is left alone.
+OIDC_GROUP_PREFIX = env_str("GREENLIGHT_OIDC_GROUP_PREFIX", "sso:")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_TIMEOUT = env_int("GREENLIGHT_OIDC_TIMEOUT", 10, minimum=1, maximum=120)
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc-callback"
+LOGIN_REDIRECT_URL_FAILURE = "login"
+if OIDC_ENABLED:
+    _issuer = urlparse(OIDC_ISSUER)
+    if _issuer.scheme not in ("http", "https") or not _issuer.hostname:
+        raise ImproperlyConfigured(
+            f"GREENLIGHT_OIDC_ISSUER must be an http:// or https:// URL with a host, got "
+            f"{OIDC_ISSUER!r}"
+        )
+    if not OIDC_RP_CLIENT_ID or not OIDC_RP_CLIENT_SECRET:
+        raise ImproperlyConfigured(
+            "GREENLIGHT_OIDC_ISSUER is set: set GREENLIGHT_OIDC_CLIENT_ID and "
+            "GREENLIGHT_OIDC_CLIENT_SECRET too (the client registered at the provider)"
+        )
+    if "openid" not in OIDC_RP_SCOPES.split():
+        raise ImproperlyConfigured(
+            f"GREENLIGHT_OIDC_SCOPES must include openid, got {OIDC_RP_SCOPES!r}"
+        )
+    if not OIDC_GROUPS_CLAIM:
+        raise ImproperlyConfigured("GREENLIGHT_OIDC_GROUPS_CLAIM must name a claim")
+    if not OIDC_GROUP_PREFIX.strip():
+        raise ImproperlyConfigured(
+            "GREENLIGHT_OIDC_GROUP_PREFIX must not be empty: only groups with the prefix "
+            "follow the provider, so that groups made in Greenlight are kept"
+        )
+# Username and password sign-in (the demo user's); off, only single sign-on signs in.
+LOCAL_LOGIN = env_bool("GREENLIGHT_LOCAL_LOGIN", True)
+if not LOCAL_LOGIN and not OIDC_ENABLED:
+    raise ImproperlyConfigured(
+        "GREENLIGHT_LOCAL_LOGIN=0 leaves no way to sign in: set GREENLIGHT_OIDC_ISSUER too"
+    )
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("dashboard.sso.backend.OidcBackend")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dashboard.metrics.views import metrics
 from dashboard.notifications import views as notifications
+from dashboard.sso import views as sso
 from dashboard.views import apps, deployments, loadbalancer
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -40,8 +41,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("metrics", metrics, name="metrics"),
     path("scaling/", include("scaling.urls")),
     path("api/scaling/", include("dashboard.api.scaling_urls")),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", sso.SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("oidc/authenticate/", sso.OidcStartView.as_view(), name="oidc-authenticate"),
+    path("oidc/callback/", sso.OidcCallbackView.as_view(), name="oidc-callback"),
+    # Before the admin's own: its sign-in follows GREENLIGHT_LOCAL_LOGIN too.
+    path("admin/login/", sso.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -276,6 +276,11 @@ PAGES = [
     Case("scaling:run-logs", "GET", cells(SCALING, 200), run_pk),
     Case("login", "GET", everyone(200)),
     Case("logout", "POST", everyone(LOGIN)),
+    # Single sign-on is off without GREENLIGHT_OIDC_ISSUER (tests/dashboard/test_sso.py).
+    Case("oidc-authenticate", "GET", everyone(404)),
+    Case("oidc-callback", "GET", everyone(404)),
+    # The admin's sign-in page; a staff user is sent on to the admin site.
+    Case("admin-login", "GET", {**everyone(200), SUPERUSER: 302}),
     # Django's admin sends signed-in users without staff status to its own sign-in page.
     Case("admin:index", "GET", cells(set(), 200, no=LOGIN)),
 ]

@@ -1,0 +1,1 @@
+"""Single sign-on: OpenID Connect through mozilla-django-oidc, with groups from a claim."""
