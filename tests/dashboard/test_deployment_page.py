@@ -44,6 +44,7 @@ def test_it_orders_steps_as_they_ran_with_durations(
         ("health", "done"),
         ("switch", "failed"),
         ("verify", "pending"),
+        ("guard", "pending"),
         ("retire", "pending"),
     ]
     assert rows[1].label == "Create the new version"
