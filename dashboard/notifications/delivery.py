@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard.notifications import channels
@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 600.0
 # A delivery still pending this long after it was sent lost its task (a broker restart).
 REDRIVE_AFTER = timedelta(minutes=5)
+# Finished deliveries (and their attempts) are kept this long for the log.
+KEEP = timedelta(days=30)
+ACTIVE = (Delivery.Status.PENDING, Delivery.Status.RETRYING)
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,19 @@ def attempt(delivery_id: int) -> Outcome | None:
     delivery = Delivery.objects.select_related("subscription").filter(pk=delivery_id).first()
     if delivery is None or delivery.is_terminal:
         return None
+    count = delivery.attempts + 1
+    # Each attempt is claimed once: a task sent twice (the sweep, a redelivered message)
+    # finds its attempt taken and sends nothing.
+    claimed = Delivery.objects.filter(
+        pk=delivery.pk, attempts=delivery.attempts, status__in=ACTIVE
+    ).update(attempts=count)
+    if not claimed:
+        return None
     try:
         result = channels.send(delivery.subscription, delivery.payload, delivery.pk)
     except Exception as exc:  # a bug in a channel must not retry forever or vanish
         logger.exception("notification delivery #%s failed unexpectedly", delivery_id)
         result = channels.Result(False, error=f"internal error: {type(exc).__name__}: {exc}")
-    count = delivery.attempts + 1
     if result.ok:
         status = Delivery.Status.DELIVERED
     elif result.permanent or count >= settings.NOTIFY_MAX_ATTEMPTS:
@@ -67,7 +77,6 @@ def attempt(delivery_id: int) -> Outcome | None:
             ok=result.ok,
         )
         Delivery.objects.filter(pk=delivery.pk).update(
-            attempts=F("attempts") + 1,
             status=status,
             last_status_code=result.status_code,
             last_error=result.error,
@@ -97,3 +106,10 @@ def lost(now: datetime | None = None) -> list[int]:
         .order_by("id")
         .values_list("pk", flat=True)[:500]
     )
+
+
+def prune(now: datetime | None = None) -> int:
+    """Delete finished deliveries older than KEEP; how many."""
+    now = now or timezone.now()
+    old = Delivery.objects.filter(status__in=Delivery.TERMINAL, created_at__lt=now - KEEP)
+    return old.delete()[1].get(Delivery._meta.label, 0)

@@ -28,7 +28,9 @@ def deliver(self: Any, delivery_id: int) -> None:
 
 @shared_task(name="dashboard.notifications.sweep", ignore_result=True)
 def sweep() -> None:
-    """Every few seconds (celery beat): send lost deliveries again; announce refused configurations."""
+    """Every few seconds (celery beat): send lost deliveries again, forget old ones, announce
+    refused configurations."""
+    delivery.prune()
     lost = delivery.lost()
     if lost:
         logger.warning("sending %s lost notification deliveries again", len(lost))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from dashboard.api.hooks import signature
 from dashboard.notifications import delivery
@@ -240,3 +242,36 @@ def test_an_unreachable_target_is_recorded_as_an_error_and_retried_later(
     row.refresh_from_db()
     assert row.last_status_code is None and "ConnectionError" in row.last_error
     assert delivery.backoff(2) == 14.0 and delivery.backoff(20) == delivery.MAX_BACKOFF_SECONDS
+
+
+def test_a_task_sent_twice_sends_each_attempt_once(
+    receiver: Receiver, subscribe: Subscribe, failed: Deployment
+) -> None:
+    subscribe(Subscription.Channel.SLACK, receiver.url())
+    row = emitted(failed)
+
+    deliver.apply(args=[row.pk])
+    deliver.apply(args=[row.pk])  # the sweep sent it again meanwhile
+
+    assert len(receiver.received) == 1
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.attempt_log.count()) == (Delivery.Status.DELIVERED, 1, 1)
+
+
+def test_finished_deliveries_are_forgotten_after_thirty_days(
+    subscribe: Subscribe, failed: Deployment
+) -> None:
+    hook = subscribe(Subscription.Channel.SLACK, "https://hooks.example.com/x")
+    old = timezone.now() - timedelta(days=31)
+    for status in (Delivery.Status.DELIVERED, Delivery.Status.FAILED, Delivery.Status.RETRYING):
+        Delivery.objects.create(subscription=hook, event="failed", status=status, created_at=old)
+    recent = Delivery.objects.create(
+        subscription=hook, event="failed", status=Delivery.Status.DELIVERED
+    )
+
+    assert delivery.prune() == 2
+
+    assert set(Delivery.objects.values_list("status", flat=True)) == {
+        Delivery.Status.RETRYING,
+        recent.status,
+    }
