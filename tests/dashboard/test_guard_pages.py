@@ -129,3 +129,19 @@ async def test_the_socket_forwards_each_reading_of_the_guard(
 
     assert await communicator.receive_json_from() == {"type": "guard", "guard": READING}
     await communicator.disconnect()
+
+
+def test_the_app_forms_rollout_section_has_the_guards_settings(
+    admin_client: Client, app: App
+) -> None:
+    html = admin_client.get(f"/apps/{app.pk}/edit/").content.decode()
+
+    assert "Guard after the switch" in html
+    for field in (
+        "guard_bake_seconds",
+        "guard_max_error_percent",
+        "guard_min_requests",
+        "guard_max_response_ms",
+        "guard_promql",
+    ):
+        assert f'id="id_{field}"' in html

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from deployer import events
+from deployer import events, guard
+from deployer.collaborators import StopDeployment
+from deployer.deploy import DeployWorkflow
 from deployer.guard import (
     BackendCounters,
     Sample,
@@ -19,7 +21,7 @@ from deployer.guard import (
 from deployer.lbfleet import LoadBalancer
 from deployer.models import App, Deployment
 from deployer.workflow import backend_name
-from tests.deployer.fakes import FakeClock, FakeLB, ListSink
+from tests.deployer.fakes import FakeClock, FakeCluster, FakeHealth, FakeLB, ListSink
 from tests.deployer.guardkit import Row, StatsServer, prometheus_server, stats_csv, stats_server
 
 Run = Callable[..., Deployment]
@@ -301,3 +303,51 @@ def test_bad_guard_settings_are_refused_with_the_field_and_what_to_fix(
 
     assert field in refused.value.message_dict, refused.value.message_dict
     assert any(message in text for text in refused.value.message_dict[field])
+
+
+def service_mode_workflow(app: App, lb: FakeLB, clock: FakeClock, sink: ListSink) -> DeployWorkflow:
+    """A deploy of v2 of ``app`` in traffic mode service, switched and verified, v1 warm."""
+    App.objects.filter(pk=app.pk).update(traffic="service")
+    app.refresh_from_db()
+    deployment = Deployment.objects.create(
+        app=app, image="demo/hello:2", descriptor=app.snapshot(), version=2, previous_version=1
+    )
+    deployment.start(worker="test")
+    workflow = DeployWorkflow(
+        deployment=deployment,
+        cluster=FakeCluster(),
+        lb=lb,
+        health=FakeHealth(lb),
+        clock=clock,
+        sink=sink,
+    )
+    workflow.previous_version = 1
+    workflow.previous_backend = backend_name("default", app.name, 1)
+    lb.backends[workflow.previous_backend] = {"servers": [], "version": 1}
+    return workflow
+
+
+def test_in_traffic_mode_service_only_the_promql_query_is_checked(
+    app: App, lb: StatsLB, clock: FakeClock, sink: ListSink, settings: Any
+) -> None:
+    baked(app)
+    quiet = service_mode_workflow(app, lb, clock, sink)
+    guard.watch(quiet)
+    assert sink.lines[-1][2].startswith(
+        "Guard skipped: in traffic mode service HAProxy has one backend for both versions"
+    )
+
+    with prometheus_server() as prometheus:
+        prometheus.answer = {
+            "status": "success",
+            "data": {"resultType": "scalar", "result": [1, "1"]},
+        }
+        settings.GREENLIGHT_PROMETHEUS_URL = prometheus.address
+        baked(app, guard_promql="vector(1)")
+        queried = service_mode_workflow(app, lb, clock, sink)
+        with pytest.raises(StopDeployment, match=r"^guard: the PromQL query 'vector\(1\)'"):
+            guard.watch(queried)
+
+    assert any("per-version counters are not available" in m for _, _, m in sink.lines)
+    stored = Deployment.objects.get(pk=queried.deployment.pk).guard
+    assert stored["state"] == "swapped_back" and stored["counted"] is False
