@@ -312,8 +312,9 @@ def scale_app(
         active = None if checked_for_deploys else _active_other(app)
         if active is not None:
             raise AppBusy(
-                f"Deployment #{active.pk} of {app} is {active.status}; scale once it has "
-                "finished, or its new version would start with the old replica count."
+                f"Deployment #{active.pk} of {app} is {active.get_status_display().lower()}; "
+                "scale once it has finished, or its new version would start with the old "
+                "replica count."
             )
         App.objects.filter(pk=app.pk).update(
             replicas=replicas, updated_by=user if getattr(user, "pk", None) else None

@@ -14,7 +14,7 @@
   // Finished deploys set the scale; a long-running one is drawn clipped at the top.
   var max = 1;
   points.forEach(function (p) {
-    if (p.seconds && p.status !== "running" && p.status !== "queued" && p.seconds > max) max = p.seconds;
+    if (p.seconds && ["running", "queued", "awaiting_promotion"].indexOf(p.status) < 0 && p.seconds > max) max = p.seconds;
   });
   var niceMax = niceCeiling(max);
 

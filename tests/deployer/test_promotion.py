@@ -15,9 +15,11 @@ from deployer import events, heartbeat, promotion, services
 from deployer.errors import NothingToDo
 from deployer.heartbeat import stale_deployments, take_over
 from deployer.kinds import WORKFLOWS
-from deployer.models import App, Deployment
+from deployer.models import App, Deployment, IllegalTransition
 from deployer.workflow import Timing, backend_name
 from tests.deployer.fakes import FakeClock, FakeCluster, FakeLB, ListSink
+
+pytestmark = pytest.mark.both_databases
 
 Run = Callable[..., Deployment]
 
@@ -208,6 +210,29 @@ def test_a_second_decision_is_refused_once_the_first_was_taken(manual: App, alic
         services.request_promotion(deployment, Deployment.Decision.REJECT, user=alice)
     deployment.refresh_from_db()
     assert (deployment.status, deployment.promotion_decision) == ("running", "promote")
+
+
+def test_the_timeout_and_a_decision_cannot_both_win(manual: App, alice: Any) -> None:
+    deployment = Deployment.objects.create(app=manual, image=manual.image, descriptor={})
+    deployment.start(worker="w")
+    deployment.await_promotion()
+    # The run's own copy, read before the user's decision landed.
+    stale = Deployment.objects.get(pk=deployment.pk)
+
+    services.request_promotion(deployment, Deployment.Decision.PROMOTE, user=alice)
+    with pytest.raises(IllegalTransition):
+        stale.stop_awaiting(Deployment.Decision.REJECT)
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.promotion_decision) == ("running", "promote")
+
+    # And the other way round: once the timeout rejected it, Promote is too late.
+    deployment.await_promotion()
+    Deployment.objects.get(pk=deployment.pk).stop_awaiting(Deployment.Decision.REJECT)
+    with pytest.raises(NothingToDo, match="is running, not awaiting promotion"):
+        services.request_promotion(deployment, Deployment.Decision.PROMOTE, user=alice)
+    deployment.refresh_from_db()
+    assert deployment.promotion_decision == "reject"
+    assert deployment.promotion_decided_by is None
 
 
 @pytest.mark.django_db(transaction=True)
