@@ -23,7 +23,7 @@ from tests.dashboard.oidckit import (
 )
 from tests.servers import free_port
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.both_databases]
 
 BACKENDS = ["django.contrib.auth.backends.ModelBackend", "dashboard.sso.backend.OidcBackend"]
 
