@@ -25,5 +25,6 @@ from dashboard.notifications.models import (  # noqa: E402
     SeenRefusal,
     Subscription,
 )
+from dashboard.tokens.models import ApiToken  # noqa: E402
 
-__all__ = ["Delivery", "DeliveryAttempt", "HookDelivery", "SeenRefusal", "Subscription"]
+__all__ = ["ApiToken", "Delivery", "DeliveryAttempt", "HookDelivery", "SeenRefusal", "Subscription"]

@@ -343,9 +343,14 @@ DEFAULT_FROM_EMAIL = env_str("GREENLIGHT_EMAIL_FROM", "greenlight@localhost")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+        # API tokens (dashboard.tokens): Bearer glt_..., capped by scopes and namespaces.
+        "dashboard.tokens.auth.ApiTokenAuthentication",
+        # The older one-per-user DRF tokens (Token <key>) act with their user's full rights.
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # A namespace-limited API token lists and finds only its namespaces' objects.
+    "DEFAULT_FILTER_BACKENDS": ["dashboard.tokens.scopes.TokenNamespaceFilter"],
     # JSON with a nesting limit: a deeply nested body is a 400, not a RecursionError.
     "DEFAULT_PARSER_CLASSES": [
         "dashboard.api.parsers.JSONParser",
@@ -371,6 +376,7 @@ SPECTACULAR_SETTINGS = {
         "ScheduleKindEnum": "scaling.models.Schedule.Kind",
         "ScalingRunKindEnum": "scaling.models.ScalingRun.Kind",
         "ScalingRunStatusEnum": "scaling.models.ScalingRun.Status",
+        "TokenStateEnum": "dashboard.tokens.models.STATES",
     },
 }
 

@@ -10,6 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from dashboard.metrics.views import metrics
 from dashboard.notifications import views as notifications
 from dashboard.sso import views as sso
+from dashboard.tokens import views as tokens
 from dashboard.views import apps, deployments, loadbalancer
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -38,6 +39,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
         notifications.subscription_delete,
         name="subscription-delete",
     ),
+    path("tokens/", tokens.token_list, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
     path("metrics", metrics, name="metrics"),
     path("scaling/", include("scaling.urls")),
     path("api/scaling/", include("dashboard.api.scaling_urls")),

@@ -35,6 +35,9 @@ BAD_REQUEST = OpenApiResponse(
     description="The request names what to fix.",
 )
 FORBIDDEN = OpenApiResponse(DetailSerializer, description="Not signed in, or not allowed.")
+TOKEN_REFUSED = OpenApiResponse(
+    DetailSerializer, description="An API token that is unknown, expired or revoked."
+)
 UNSUPPORTED = OpenApiResponse(
     DetailSerializer, description="A body that is not JSON, a form or a readable multipart form."
 )
@@ -45,7 +48,7 @@ WRITES = ("POST", "PUT", "PATCH")
 
 
 class ApiSchema(AutoSchema):
-    """drf-spectacular's AutoSchema, adding the 400, 403, 404 and 415 answers DRF gives."""
+    """drf-spectacular's AutoSchema, adding the 400, 401, 403, 404 and 415 answers DRF gives."""
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
@@ -69,6 +72,7 @@ class ApiSchema(AutoSchema):
             answers["415"] = UNSUPPORTED
         public = all(isinstance(permission, AllowAny) for permission in self.view.get_permissions())
         if not public:
+            answers["401"] = TOKEN_REFUSED
             answers["403"] = FORBIDDEN
         if "{" in self.path or self._is_list_view():
             answers["404"] = NOT_FOUND  # a bad page number is a 404 too

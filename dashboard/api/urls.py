@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from dashboard.api import hooks, loadbalancers, views
 from dashboard.notifications import api as notifications
+from dashboard.tokens import api as tokens
 
 app_name = "api"
 
@@ -17,6 +18,7 @@ router.register(
     "notifications/subscriptions", notifications.SubscriptionViewSet, basename="subscription"
 )
 router.register("notifications/deliveries", notifications.DeliveryViewSet, basename="delivery")
+router.register("tokens", tokens.TokenViewSet, basename="token")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("hooks/dockerhub/<str:secret>/", hooks.DockerHubHook.as_view(), name="hook-dockerhub"),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -26,6 +26,7 @@ from dashboard.api.hooks import signature
 from dashboard.asgi import application
 from dashboard.notifications.models import Delivery, Subscription
 from dashboard.routing import websocket_urlpatterns
+from dashboard.tokens.models import ApiToken
 from deployer.livelog import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from deployer.models import App, Deployment
 from scaling.models import NodeGroup, NodeGroupAction, ScalingRun, Schedule
@@ -153,6 +154,15 @@ def delivery_pk(world: World) -> dict[str, Any]:
     return {"pk": delivery.pk}
 
 
+def others_token_pk(world: World) -> dict[str, Any]:
+    """An API token of another user, made on first use: only an administrator may touch it."""
+    owner, _ = User.objects.get_or_create(username="token-owner")
+    token = ApiToken.objects.filter(user=owner).first()
+    if token is None:
+        token, _ = ApiToken.issue(owner, "ci", ["read"])
+    return {"pk": token.pk}
+
+
 def schedule_form(world: World, *, with_app: bool) -> dict[str, str]:
     data = {
         "name": "mornings",
@@ -274,6 +284,10 @@ PAGES = [
     Case("scaling:run-list", "GET", cells(SCALING, 200)),
     Case("scaling:run-detail", "GET", cells(SCALING, 200), run_pk),
     Case("scaling:run-logs", "GET", cells(SCALING, 200), run_pk),
+    # Everyone signed in has a Tokens page of their own; revoking another's is an admin's.
+    Case("tokens", "GET", cells(SIGNED_IN, 200)),
+    Case("tokens", "POST", cells(SIGNED_IN, 400), data=lambda w: {}),
+    Case("token-revoke", "POST", cells(set(), 302), others_token_pk),
     Case("login", "GET", everyone(200)),
     Case("logout", "POST", everyone(LOGIN)),
     # Single sign-on is off without GREENLIGHT_OIDC_ISSUER (tests/dashboard/test_sso.py).
@@ -402,6 +416,18 @@ API = [
         api_cells(SCALING, 400),
         lambda w: {"name": "Not_A_Node!", "verb": "cordon"},
         lambda w: {},
+    ),
+    api_case("api:token-list", "GET", api_cells(SIGNED_IN, 200)),
+    api_case("api:token-list", "POST", api_cells(SIGNED_IN, 400), data=lambda w: {}),
+    # Another user's token: out of sight (404) for all but an administrator.
+    api_case(
+        "api:token-detail", "GET", cells(set(), 200, no=404, anonymous=API_ANON), others_token_pk
+    ),
+    api_case(
+        "api:token-detail",
+        "DELETE",
+        cells(set(), 204, no=404, anonymous=API_ANON),
+        others_token_pk,
     ),
     # The API's description is public, as an OpenAPI document usually is; it holds no data.
     api_case("api-schema", "GET", everyone(200)),

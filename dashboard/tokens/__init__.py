@@ -1,0 +1,1 @@
+"""Scoped API tokens: several per user, stored hashed, capped by scopes, namespaces and expiry."""
