@@ -55,11 +55,23 @@ run: system-run venv
 
 # Every test on PostgreSQL 15 (the tests start their own server), as production runs;
 # then the concurrency tests (marked both_databases) again on SQLite, `make run`'s default.
+# Most tests wait on servers rather than compute, so each run spreads its test files over
+# PYTEST_WORKERS pytest-xdist workers (a file stays on one worker, which sets up its module
+# and session fixtures once); PYTEST_WORKERS=0 runs everything in one process. Both runs
+# always run and a failure in either fails the target. Native tracebacks: pytest's own
+# formatting parses source, which CPython 3.11 can fail at while test threads run.
+PYTEST_WORKERS ?= 2
+PYTEST_FLAGS := -q --tb=native $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: system-test venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
-	GREENLIGHT_TEST_DATABASE=sqlite $(PY) -m pytest -q -m both_databases
+	@failed=""; \
+	echo "$(PY) -m pytest $(PYTEST_FLAGS)"; \
+	$(PY) -m pytest $(PYTEST_FLAGS) || failed="$$failed PostgreSQL"; \
+	echo "GREENLIGHT_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_FLAGS) -m both_databases"; \
+	GREENLIGHT_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_FLAGS) -m both_databases \
+	  || failed="$$failed SQLite"; \
+	if [ -n "$$failed" ]; then echo "make test: tests failed on:$$failed"; exit 1; fi
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,9 @@ with ``-p``; its hook runs before pytest-django's. The server stops when the ses
 
 While the tests run on PostgreSQL, ``GREENLIGHT_TEST_POSTGRES`` holds the URL of the
 server's ``postgres`` database: a stack started by a test gets its own database there.
+
+With pytest-xdist (``-n``) the controller starts the one server and its workers share it,
+each on its own test database.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def chosen_database() -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Point the settings at the chosen database before pytest-django loads them."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(SERVER_URL_ENV):
+        # A pytest-xdist worker: the controller started the server and named it in the
+        # environment the worker inherited; pytest-django gives each worker its own
+        # test_greenlight_gw<N> database there.
+        return
     # A DATABASE_URL of the shell (a production or development server) is never the tests'.
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop(SERVER_URL_ENV, None)
