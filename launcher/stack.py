@@ -401,7 +401,13 @@ def banner(config: StackConfig) -> str:
         lines.append(
             f"{lead}{slot.address}/  ({slot.id}; the demo app: http://hello.localhost:{slot.port}/)"
         )
-    lines += [f"  State:          {config.var_dir}", "Press Ctrl-C to stop every process.", ""]
+    lines += [
+        f"  State:          {config.var_dir}",
+        "  API token:      .venv/bin/python manage.py create_token --user admin --name cli "
+        "--scopes read,deploy",
+        "Press Ctrl-C to stop every process.",
+        "",
+    ]
     return "\n".join(lines)
 
 
