@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,3 +298,113 @@ def test_the_discovery_document_is_read_once_and_checked(
     assert discovery.provider() is first
     with pytest.raises(discovery.DiscoveryError, match="answered HTTP 404"):
         discovery.fetch(provider.issuer + "/nowhere", timeout=5)
+
+
+class _Document(BaseHTTPRequestHandler):
+    """Serves the class's ``document`` at any path."""
+
+    document: dict[str, Any] = {}
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.document).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def document_server() -> Iterator[tuple[str, type[_Document]]]:
+    """An HTTP server on loopback answering a discovery document the test writes."""
+    handler = type("Handler", (_Document,), {"document": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"issuer": "https://elsewhere.example.com"}, "names the issuer"),
+        ({"jwks_uri": None}, "lacks jwks_uri"),
+        (
+            {"id_token_signing_alg_values_supported": ["HS256"]},
+            "does not sign ID tokens with RS256",
+        ),
+    ],
+)
+def test_a_discovery_document_that_cannot_serve_is_refused_with_the_reason(
+    document_server: tuple[str, type[_Document]], change: dict[str, Any], message: str
+) -> None:
+    issuer, handler = document_server
+    handler.document = {
+        "issuer": issuer,
+        "authorization_endpoint": issuer + "/authorize",
+        "token_endpoint": issuer + "/token",
+        "userinfo_endpoint": issuer + "/userinfo",
+        "jwks_uri": issuer + "/jwks",
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }
+    assert discovery.fetch(issuer, timeout=5).token_endpoint == issuer + "/token"
+    handler.document = {k: v for k, v in {**handler.document, **change}.items() if v is not None}
+    with pytest.raises(discovery.DiscoveryError, match=message):
+        discovery.fetch(issuer, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GREENLIGHT_OIDC_ISSUER": "idp.example.com"}, "must be an http:// or https:// URL"),
+        (
+            {"GREENLIGHT_OIDC_CLIENT_SECRET": ""},
+            "set GREENLIGHT_OIDC_CLIENT_ID and GREENLIGHT_OIDC_CLIENT_SECRET too",
+        ),
+        ({"GREENLIGHT_OIDC_SCOPES": "email profile"}, "GREENLIGHT_OIDC_SCOPES must include openid"),
+        ({"GREENLIGHT_OIDC_GROUP_PREFIX": ""}, "GREENLIGHT_OIDC_GROUP_PREFIX must not be empty"),
+        (
+            {"GREENLIGHT_OIDC_ISSUER": "", "GREENLIGHT_LOCAL_LOGIN": "0"},
+            "GREENLIGHT_LOCAL_LOGIN=0 leaves no way to sign in",
+        ),
+    ],
+)
+def test_settings_refuse_an_unusable_single_sign_on_configuration(
+    env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    complete = {
+        "GREENLIGHT_OIDC_ISSUER": "https://idp.example.com",
+        "GREENLIGHT_OIDC_CLIENT_ID": "greenlight",
+        "GREENLIGHT_OIDC_CLIENT_SECRET": "secret",
+    }
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GREENLIGHT_OIDC", "GREENLIGHT_LOCAL_LOGIN", "DJANGO_"))
+    }
+    environment.update(SECRET_KEY="x" * 50, GREENLIGHT_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", "import dashboard.settings"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**environment, **complete},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-c", "import dashboard.settings"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**environment, **complete, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
