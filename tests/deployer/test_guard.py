@@ -11,15 +11,10 @@ from django.core.exceptions import ValidationError
 from deployer import events, guard
 from deployer.collaborators import StopDeployment
 from deployer.deploy import DeployWorkflow
-from deployer.guard import (
-    BackendCounters,
-    Sample,
-    Tally,
-    breaching,
-    parse_stats_csv,
-)
+from deployer.guardcounters import BackendCounters, Tally, parse_stats_csv
 from deployer.lbfleet import LoadBalancer
 from deployer.models import App, Deployment
+from deployer.promql import Sample, breaching
 from deployer.workflow import backend_name
 from tests.deployer.fakes import FakeClock, FakeCluster, FakeHealth, FakeLB, ListSink
 from tests.deployer.guardkit import Row, StatsServer, prometheus_server, stats_csv, stats_server

@@ -13,7 +13,7 @@ import pytest
 
 from deployer import services
 from deployer.etcdstore import EtcdStore
-from deployer.guard import read_stats
+from deployer.guardcounters import read_stats
 from deployer.models import App, Deployment
 from deployer.workflow import backend_name
 from tests.deployer.guardkit import VersionedLoad
