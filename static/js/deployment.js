@@ -150,12 +150,14 @@
     document.getElementById("guard-summary").textContent = summary;
     var body = document.getElementById("guard-body");
     body.innerHTML = "";
-    [["new", guard.new], ["previous", guard.previous]].forEach(function (pair) {
+    var labels = { "new": " (new)", previous: " (previous)", previous_before: " before the switch" };
+    [["new", guard.new], ["previous", guard.previous], ["previous_before", guard.previous_before]].forEach(function (pair) {
       var figures = pair[1];
       if (!figures) return;
       var tr = document.createElement("tr");
       tr.dataset.role = pair[0];
-      var cells = ["v" + figures.version + (pair[0] === "new" ? " (new)" : " (previous)"),
+      if (pair[0] === "previous_before") tr.className = "muted";
+      var cells = ["v" + figures.version + labels[pair[0]],
         String(figures.requests), String(figures.errors), figures.error_percent.toFixed(1) + "%",
         formatMs(figures.rtime_ms), formatMs(figures.ttime_ms)];
       cells.forEach(function (text) {

@@ -346,3 +346,25 @@ def test_in_traffic_mode_service_only_the_promql_query_is_checked(
     assert any("per-version counters are not available" in m for _, _, m in sink.lines)
     stored = Deployment.objects.get(pk=queried.deployment.pk).guard
     assert stored["state"] == "swapped_back" and stored["counted"] is False
+
+
+def test_an_abort_during_the_bake_swaps_back(
+    app: App, run_workflow: Run, lb: StatsLB, clock: FakeClock, stats: StatsServer
+) -> None:
+    run_workflow(app)
+    traffic(clock, stats, baked(app), [(10, 0)] * 5)
+    ticks, readings = clock.on_sleep, []
+
+    def abort_at_the_second_reading() -> None:
+        ticks()
+        readings.append(1)
+        if len(readings) == 2:
+            Deployment.objects.filter(version=2).update(abort_requested=True)
+
+    clock.on_sleep = abort_at_the_second_reading
+
+    deployment = run_workflow(app, image="demo/hello:2")
+
+    assert deployment.status == Deployment.Status.ABORTED
+    assert deployment.steps["guard"]["state"] == "failed"
+    assert lb.live_version(app.frontend) == 1
