@@ -368,3 +368,38 @@ def test_an_abort_during_the_bake_swaps_back(
     assert deployment.status == Deployment.Status.ABORTED
     assert deployment.steps["guard"]["state"] == "failed"
     assert lb.live_version(app.frontend) == 1
+
+
+def test_counters_are_summed_across_the_fleet_and_an_unreadable_member_is_named(
+    app: App, run_workflow: Run, lb: StatsLB, clock: FakeClock, sink: ListSink
+) -> None:
+    lb.fleet = {
+        "lb-0": "http://127.0.0.1:8080",
+        "lb-1": "http://127.0.0.1:8081",
+        "lb-2": "http://127.0.0.1:8082",
+    }
+    run_workflow(app)
+    baked(app)
+    new = backend_name("default", app.name, 2)
+    with stats_server() as first, stats_server() as second:
+        lb.stats = {"lb-0": first.address, "lb-1": second.address}  # lb-2 registers none
+        first.backends = {new: Row(0)}
+        second.backends = {new: Row(0)}
+
+        def tick() -> None:
+            row, other = first.backends[new], second.backends[new]
+            first.backends[new] = Row(row.ok + 10, row.errors)
+            second.backends[new] = Row(other.ok + 5, other.errors + 1)
+
+        clock.on_sleep = tick
+        deployment = run_workflow(app, image="demo/hello:2")
+
+    # 16 requests a second, one of them a 5xx (6.25%) on lb-1 only: above 5% at 2 s.
+    assert deployment.failure_reason.startswith(
+        "guard: v2 answered 5xx to 2 of 32 requests (6.2%) in 2s"
+    ), deployment.failure_reason
+    assert deployment.guard["balancers"] == ["lb-0", "lb-1"]
+    assert "lb-2" in deployment.guard["unreadable"]
+    assert any(
+        m.startswith("Cannot read the counters of load balancer lb-2") for _, _, m in sink.lines
+    )
