@@ -57,7 +57,7 @@ class Web:
 
     def log(self) -> str:
         """What daphne printed."""
-        return (self.workdir / "web.log").read_text(errors="replace")[-6000:]
+        return (self.workdir / "web.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def page(
     yield page
     if getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed:
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-        print(f"screenshot: {tmp_path / 'failure.png'}\n--- web ---\n{web.log()}")
+        print(f"screenshot: {tmp_path / 'failure.png'}\n--- web ---\n{web.log()[-6000:]}")
         print(f"--- provider ---\n{provider.log()[-4000:]}")
     context.close()
     assert not script_errors, f"JavaScript errors: {script_errors}"
@@ -172,6 +172,8 @@ def test_a_user_signs_in_through_the_provider_and_lands_on_the_dashboard_with_it
     page.wait_for_url(web.url + "/")
     assert list(alice.groups.values_list("name", flat=True)) == ["sso:observers"]
     assert User.objects.filter(username="alice").count() == 1
+    assert page.goto(web.url + "/").status == 403
+    assert f"Single sign-on through {provider.issuer} ({PROVIDER_NAME})" in web.log()
 
 
 def test_a_sign_in_the_user_denies_at_the_provider_is_shown_in_words(
