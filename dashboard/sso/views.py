@@ -141,18 +141,20 @@ class OidcCallbackView(OIDCAuthenticationCallbackView):
     """Where the provider sends the browser back: sign in, or say in words what went wrong."""
 
     reason = ""
+    # The provider's own words, for the log only: anyone can put a link with them in a page.
+    detail = ""
 
     def get(self, request: HttpRequest) -> HttpResponse:
         """Finish the code flow; every failure lands on the sign-in page with its reason."""
         _require_sso()
         error = request.GET.get("error")
         if error:
-            description = request.GET.get("error_description", "")
+            self.detail = f" ({error}: {request.GET.get('error_description', '')[:500]!r})"
             self.reason = (
                 "you or the provider declined the sign-in"
                 if error == "access_denied"
-                else f"the provider answered {error}"
-            ) + (f" ({description})" if description else "")
+                else "the provider refused it"
+            )
         elif "code" not in request.GET or "state" not in request.GET:
             self.reason = "the provider's answer had no code and state"
         elif "oidc_states" not in request.session:
@@ -175,7 +177,7 @@ class OidcCallbackView(OIDCAuthenticationCallbackView):
             "failed single sign-on from %s through %s: %s",
             _client(request),
             settings.OIDC_ISSUER,
-            reason,
+            reason + self.detail,
         )
         if not hasattr(request, FAILURE_ATTRIBUTE):
             # Django's authenticate() announced the other failures already.

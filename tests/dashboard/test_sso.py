@@ -408,3 +408,30 @@ def test_settings_refuse_an_unusable_single_sign_on_configuration(
         timeout=60,
     )
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_the_provider_s_error_text_is_logged_but_not_shown(
+    sso: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Client()
+    start = client.get("/oidc/authenticate/")
+    state = query(start["Location"])["state"]
+    with caplog.at_level(logging.WARNING, logger="dashboard.sso"):
+        response = client.get(
+            "/oidc/callback/",
+            {"error": "server_error", "error_description": "Call +1 555 0100", "state": state},
+        )
+    assert shown(response) == ["Signing in with Example ID failed: the provider refused it."]
+    assert "server_error: 'Call +1 555 0100'" in caplog.text
+
+
+def test_a_deactivated_user_is_refused(sso: Provider) -> None:
+    sso.set_user("sub-hank", preferred_username="hank")
+    sign_in(Client(), sso, "sub-hank")
+    User.objects.filter(username="hank").update(is_active=False)
+    client = Client()
+    response = sign_in(client, sso, "sub-hank")
+    assert shown(response) == [
+        "Signing in with Example ID failed: the account hank is deactivated."
+    ]
+    assert "_auth_user_id" not in client.session
