@@ -28,7 +28,6 @@ every WRITE_SECONDS) and published to the deployment's live socket as a
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +43,6 @@ from deployer.promql import PrometheusError, breaching, query_prometheus
 
 if TYPE_CHECKING:
     from deployer.workflow import Workflow
-
-logger = logging.getLogger(__name__)
 
 STEP = "guard"
 # How often the counters are read, and how often the reading is written for the page.
