@@ -258,6 +258,28 @@ def _matching_pdbs(store: Store, pod: Mapping[str, Any]) -> list[dict[str, Any]]
     return out
 
 
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def _unhealthy_evictable(pod: Mapping[str, Any], pdb: Mapping[str, Any]) -> bool:
+    """Whether a pod that is not Ready may go without spending one of the budget's disruptions.
+
+    AlwaysAllow lets every such pod go; IfHealthyBudget (the default) only while the budget
+    has its desired healthy pods without it (currentHealthy >= desiredHealthy > 0).
+    """
+    if _pod_ready(pod):
+        return False
+    if (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy") == "AlwaysAllow":
+        return True
+    status = pdb.get("status") or {}
+    desired = int(status.get("desiredHealthy") or 0)
+    return desired > 0 and int(status.get("currentHealthy") or 0) >= desired
+
+
 def evict_sync(
     store: Store,
     namespace: str,
@@ -295,6 +317,10 @@ def evict_sync(
         raise InternalError(
             "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
         )
+    if pdbs and _unhealthy_evictable(pod, pdbs[0]):
+        # A pod that is not Ready does not count towards the budget's healthy pods: its
+        # eviction spends no disruption (eviction.go, unhealthyPodEvictionPolicy).
+        pdbs = []
     if pdbs:
         pdb = pdbs[0]
         status = pdb.get("status") or {}
