@@ -48,6 +48,7 @@ from schemathesis.specs.openapi.checks import (
 
 from dashboard.api.hooks import signature
 from dashboard.notifications.models import Delivery, Subscription
+from dashboard.tokens.models import ApiToken
 from deployer.models import App, Deployment, DeploymentLog
 from scaling.models import (
     AppAction,
@@ -91,6 +92,7 @@ class World:
     token: str
     subscriptions: list[Subscription] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    api_tokens: list[ApiToken] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -143,8 +145,17 @@ def world(admin: Any, make_app: Callable[..., App], make_deployment: Any, fleet:
         ),
     ]
     deliveries = [Delivery.objects.create(subscription=subscriptions[0], event="failed")]
+    api_tokens = [ApiToken.issue(admin, name, ["read"])[0] for name in ("ci", "nightly")]
     return World(
-        apps, deployments, [nights, mornings], groups, runs, token, subscriptions, deliveries
+        apps,
+        deployments,
+        [nights, mornings],
+        groups,
+        runs,
+        token,
+        subscriptions,
+        deliveries,
+        api_tokens,
     )
 
 
@@ -159,6 +170,7 @@ def path_values(path: str, world: World) -> dict[str, list[Any]]:
         "/api/scaling/apps/{id}/": {"id": apps},
         "/api/notifications/subscriptions/{id}/": {"id": [s.pk for s in world.subscriptions]},
         "/api/notifications/deliveries/{id}/": {"id": [d.pk for d in world.deliveries]},
+        "/api/tokens/{id}/": {"id": [token.pk for token in world.api_tokens]},
         "/api/scaling/runs/{id}/": {"id": [row.pk for row in world.runs]},
         "/api/scaling/schedules/{id}/": {"id": [row.pk for row in world.schedules]},
         "/api/scaling/node-groups/{id}/": {"id": [row.pk for row in world.groups]},
@@ -227,6 +239,15 @@ def valid_bodies(world: World) -> dict[str, list[dict[str, Any]]]:
                 "events": ["started"],
                 "channel": "webhook",
                 "target": "https://ci.example.com/x",
+            },
+        ],
+        "POST /api/tokens/": [
+            {"name": "deploys", "scopes": ["read", "deploy"]},
+            {
+                "name": "team-a",
+                "scopes": ["read"],
+                "namespaces": ["team-a"],
+                "expires_at": "2099-01-01T00:00:00Z",
             },
         ],
         "PATCH /api/notifications/subscriptions/{id}/": [
