@@ -130,3 +130,28 @@ def test_a_bad_release_without_enough_requests_is_not_judged(live: Stack) -> Non
     assert 0 < bad.guard["new"]["requests"] < 50
     assert "without judgement" in bad.guard["reason"]
     assert load.failures == [], load.failures[:10]
+
+
+def test_a_reload_during_the_bake_resets_haproxys_counters_and_the_guard_counts_across_it(
+    live: Stack,
+) -> None:
+    app = guarded_app("reloaded", replicas=1, guard_bake_seconds=6)
+    assert finished(live, services.request_deploy(app)).status == Deployment.Status.SUCCEEDED
+
+    with VersionedLoad(live.lb_port, app.frontend, bad="none") as load:
+        good = services.request_deploy(app, image="demo/hello:2")
+        wait_until(live, good, lambda d: d.guard.get("state") == "baking", 60)
+        time.sleep(2.5)  # counted by the first HAProxy worker, longer than a reading apart
+        with EtcdStore() as store:
+            # Another app's new backend: proxysync reloads HAProxy, whose new worker counts from 0.
+            store.put_backend("default.elsewhere-v1", {"servers": [], "version": 1})
+        good = finished(live, good)
+
+    assert good.status == Deployment.Status.SUCCEEDED, good.failure_reason
+    assert good.guard["state"] == "passed"
+    assert good.guard["resets"] >= 1, good.guard
+    # What the clients got from v2 during the bake, give or take its first and last moments.
+    assert good.guard["new"]["requests"] >= 0.6 * load.count(200, "2"), (good.guard, load.answers)
+    assert load.failures == [], load.failures[:10]
+    with EtcdStore() as store:
+        store.delete_backend("default.elsewhere-v1")
