@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard.tokens import service
@@ -18,7 +19,7 @@ def _page(
 ) -> HttpResponse:
     admin = service.is_token_admin(request.user)
     tokens = ApiToken.objects.select_related("user").order_by("-created_at", "-id")
-    return render(
+    response = render(
         request,
         "dashboard/tokens.html",
         {
@@ -29,6 +30,10 @@ def _page(
         },
         status=status,
     )
+    if secret:
+        # Nothing between the browser and here keeps the one answer that holds the secret.
+        add_never_cache_headers(response)
+    return response
 
 
 @require_http_methods(["GET", "POST"])

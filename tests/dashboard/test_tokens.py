@@ -315,6 +315,7 @@ def test_the_page_creates_a_token_and_shows_its_secret_once(viewer: Any) -> None
     assert token.scopes == ["read", "deploy"] and token.namespaces == ["a", "b"]
     secret = page.context["secret"]
     assert secret.startswith(f"glt_{token.prefix}_") and secret in page.content.decode()
+    assert "no-store" in page.headers["Cache-Control"]
     listing = client.get(reverse("tokens")).content.decode()
     assert secret not in listing and token.masked in listing and "API tokens" in listing
 
