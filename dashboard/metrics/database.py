@@ -22,14 +22,11 @@ from django.db.models import (
     DurationField,
     ExpressionWrapper,
     F,
-    FloatField,
     Q,
     Sum,
 )
 from django.db.models.expressions import Combinable
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
-from django.db.models.lookups import Exact, LessThanOrEqual
+from django.db.models.lookups import LessThanOrEqual
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -37,7 +34,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from deployer.kinds import STEPS
+from dashboard.metrics.steps import step_times
 from deployer.models import App, Deployment
 from scaling.models import NodeGroup, ScalingRun
 
@@ -50,6 +47,13 @@ DRAIN_BUCKETS: tuple[float, ...] = (1, 5, 10, 30, 60, 120, 300, 600, 1800)
 def bound_label(bound: float) -> str:
     """A bucket's ``le`` label as Prometheus clients write it (``0.5``, ``10.0``)."""
     return repr(float(bound))
+
+
+def histogram(
+    bounds: Sequence[float], counts: Sequence[int], total: int
+) -> list[tuple[str, float]]:
+    """Cumulative ``counts`` at ``bounds`` as a histogram sample's buckets, ending at +Inf."""
+    return [*((bound_label(b), n) for b, n in zip(bounds, counts, strict=True)), ("+Inf", total)]
 
 
 def bucket_aggregates(
@@ -92,22 +96,8 @@ def add_histogram(
     count = int(row[f"{prefix}_count"] or 0)
     if not count:
         return
-    buckets = [
-        (bound_label(bound), int(row[f"{prefix}_le{index}"] or 0))
-        for index, bound in enumerate(bounds)
-    ]
-    buckets.append(("+Inf", count))
-    family.add_metric(labels, buckets, _seconds(row[f"{prefix}_sum"]))
-
-
-def step_names() -> list[str]:
-    """Every step some kind of deployment records, sorted."""
-    return sorted({name for steps in STEPS.values() for name, _ in steps})
-
-
-def step_seconds(step: str) -> Cast:
-    """The seconds a deployment's ``steps`` JSON recorded for ``step`` (null when none)."""
-    return Cast(KT(f"steps__{step}__seconds"), FloatField())
+    counts = [int(row[f"{prefix}_le{index}"] or 0) for index in range(len(bounds))]
+    family.add_metric(labels, histogram(bounds, counts, count), _seconds(row[f"{prefix}_sum"]))
 
 
 def deployments() -> Iterator[Metric]:
@@ -132,24 +122,9 @@ def deployments() -> Iterator[Metric]:
 def step_histograms() -> Iterator[Metric]:
     """``greenlight_deployment_step_seconds`` by kind and step, and ``greenlight_switch_seconds``.
 
-    One query over the finished deployments: per kind, every step's count, sum and
-    buckets of the seconds its ``steps`` JSON recorded (done or failed alike), and the
-    switches that completed.
+    One pass over the finished deployments (dashboard.metrics.steps): every step their
+    ``steps`` JSON timed (done or failed alike), and the switches that completed.
     """
-    steps = step_names()
-    aggregates: dict[str, Aggregate] = {}
-    for index, step in enumerate(steps):
-        aggregates.update(bucket_aggregates(f"s{index}", step_seconds(step), STEP_BUCKETS))
-    switched = Q(Exact(KT("steps__switch__state"), "done"))
-    aggregates.update(
-        bucket_aggregates("switch", step_seconds("switch"), SWITCH_BUCKETS, condition=switched)
-    )
-    rows = (
-        Deployment.objects.filter(status__in=Deployment.TERMINAL)
-        .values("kind")
-        .annotate(**aggregates)
-        .order_by("kind")
-    )
     step_family = HistogramMetricFamily(
         "greenlight_deployment_step_seconds",
         "Seconds each step of a finished deployment took (done or failed), by kind and step.",
@@ -161,10 +136,18 @@ def step_histograms() -> Iterator[Metric]:
         "for the switches that completed, by kind (deploy, swap-back).",
         labels=["kind"],
     )
-    for row in rows:
-        for index, step in enumerate(steps):
-            add_histogram(step_family, [row["kind"], step], row, f"s{index}", STEP_BUCKETS)
-        add_histogram(switch_family, [row["kind"]], row, "switch", SWITCH_BUCKETS)
+    for times in step_times(STEP_BUCKETS, SWITCH_BUCKETS):
+        step_family.add_metric(
+            [times.kind, times.step],
+            histogram(STEP_BUCKETS, times.buckets, times.count),
+            times.seconds,
+        )
+        if times.step == "switch" and times.done_count:
+            switch_family.add_metric(
+                [times.kind],
+                histogram(SWITCH_BUCKETS, times.done_buckets, times.done_count),
+                times.done_seconds,
+            )
     yield step_family
     yield switch_family
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -17,6 +20,7 @@ from deployer.lbregistration import APPLY_BUCKETS, Identity, Registration
 from deployer.models import App, Deployment
 from scaling.models import NodeGroup, ScalingRun
 from tests.dashboard.fleetkit import register
+from tests.servers import REPO
 
 TOKEN = "metrics-token-for-the-tests-0123456789"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -327,3 +331,45 @@ def test_an_unreachable_etcd_is_a_zero_not_a_failed_scrape(token: str, db: None)
     samples = scrape(token)
     assert value(samples, "greenlight_etcd_up") == 0
     assert not [name for name, _ in samples if name.startswith("greenlight_proxysync_")]
+
+
+# Bounds
+
+
+def test_a_scrape_takes_the_same_queries_however_many_rows_there_are(
+    token: str,
+    app: App,
+    make_app: Callable[..., App],
+    make_deployment: Callable[..., Deployment],
+    django_assert_num_queries: Any,
+) -> None:
+    def grow() -> None:
+        other = make_app()
+        make_deployment(other, steps={"switch": {"state": "done", "seconds": 0.02}})
+        make_deployment(other, status=Deployment.Status.QUEUED, finished_at=None)
+        _run(ScalingRun.Kind.DRAIN, "succeeded", params={"node": "node-1"})
+        NodeGroup.objects.create(name=f"group-{other.pk}", min_size=0, max_size=3, desired=1)
+
+    grow()
+    # Deployments, steps, queue, scaling runs, drains, node groups; savings: runs, apps, groups.
+    with django_assert_num_queries(9):
+        scrape(token)
+    for _ in range(5):
+        grow()
+    with django_assert_num_queries(9):
+        scrape(token)
+
+
+def test_a_short_token_is_refused_at_startup() -> None:
+    environment = {**os.environ, "GREENLIGHT_METRICS_TOKEN": "too-short"}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "import dashboard.settings"],
+        capture_output=True,
+        text=True,
+        env={**environment, "SECRET_KEY": "metrics-settings-check"},
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GREENLIGHT_METRICS_TOKEN must be at least 16 characters" in result.stderr
