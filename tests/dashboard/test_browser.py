@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from deployer.models import App, Deployment
+from tests.deployer.guardkit import VersionedLoad
 from tests.servers import Stack, launch_chromium, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -283,8 +284,6 @@ def test_ci_creates_and_deploys_an_app_through_the_rest_api(
 def test_the_deployment_page_shows_the_guard_live_and_its_swap_back(
     page: Any, stack: Stack
 ) -> None:
-    from tests.deployer.guardkit import VersionedLoad
-
     app = App.objects.create(
         name="guardweb",
         image="demo/hello:1",
