@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard.metrics import savings
 from deployer.etcdstore import EtcdStore
+from deployer.lbconfig import REVISION_PATH, render_config
 from deployer.lbregistration import APPLY_BUCKETS, Identity, Registration
 from deployer.models import App, Deployment
 from scaling.models import NodeGroup, ScalingRun
@@ -373,3 +374,11 @@ def test_a_short_token_is_refused_at_startup() -> None:
     )
     assert result.returncode != 0
     assert "GREENLIGHT_METRICS_TOKEN must be at least 16 characters" in result.stderr
+
+
+def test_the_stats_frontend_serves_haproxys_exporter_beside_its_health_and_revision() -> None:
+    config = render_config(lb_port=8080, stats_port=8081, backends={}, revision=7)
+    stats = config.split("frontend stats", 1)[1].split("\nfrontend ", 1)[0]
+    assert "http-request use-service prometheus-exporter if { path /metrics }" in stats
+    assert "if { path /healthz }" in stats
+    assert f"string 7 if {{ path {REVISION_PATH} }}" in stats
