@@ -129,10 +129,14 @@ def start(workflow: Workflow, timeout: float) -> None:
     """RUNNING -> AWAITING_PROMOTION, with the line that says how long it waits; emit the event."""
     deployment = workflow.deployment
     deadline = timezone.now() + timedelta(seconds=timeout)
-    live = f"v{workflow.previous_version}" if workflow.previous_version else "nothing"
+    live = (
+        f"v{workflow.previous_version} keeps serving"
+        if workflow.previous_version
+        else f"{workflow.hostname} serves nothing until then"
+    )
     message = (
         f"v{deployment.version} of {workflow.name} passed its health checks and awaits "
-        f"promotion; {live} keeps serving. Promote or Reject it within {span(timeout)} "
+        f"promotion; {live}. Promote or Reject it within {span(timeout)} "
         f"(rejected at {deadline:%Y-%m-%d %H:%M:%S} UTC otherwise)."
     )
     with transaction.atomic():

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from dashboard import queries
 from dashboard.forms import AppForm, DeployForm, ScaleForm, UndeployForm, env_formset
-from deployer import envvars, permissions, services
+from deployer import envvars, permissions, preview, services
 from deployer.errors import DeployError
 from deployer.models import App, Deployment
 
@@ -109,6 +109,7 @@ def _detail_page(
     status: int = 200,
 ) -> HttpResponse:
     recent = list(queries.history(app)[: queries.CHART_SIZE])
+    active = queries.active_deployment(app)
     live = queries.live_states([app])[app.pk]
     can_change = request.user.has_perm(permissions.CHANGE)
     # Values only for users who may change the app; the others see the names.
@@ -122,7 +123,11 @@ def _detail_page(
         {
             "app": app,
             "live": live,
-            "active": queries.active_deployment(app),
+            "active": active,
+            # Where the version awaiting promotion answers, to look at before promoting it.
+            "preview_url": preview.preview_url(active)
+            if active is not None and active.status == Deployment.Status.AWAITING_PROMOTION
+            else None,
             "recent": recent[: queries.RECENT_SIZE],
             "total": Deployment.objects.filter(app=app).count(),
             "chart": queries.chart_points(recent),

@@ -141,6 +141,7 @@ def test_the_app_page_shows_the_waiting_promotion_with_its_buttons(
     assert f'action="/deployments/{awaiting.pk}/promote/"' in page
     assert f'action="/deployments/{awaiting.pk}/reject/"' in page
     assert "manual promotion, rejected after 10 min" in page
+    assert 'href="http://hello--v2.localhost' in page  # its preview, beside the buttons
 
 
 def test_a_deploy_queued_behind_it_says_it_waits_for_the_promotion(
