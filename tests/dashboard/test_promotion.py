@@ -11,6 +11,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from dashboard.consumers import DeploymentLogConsumer
+from deployer import logsink
 from deployer.models import App, Deployment, DeploymentLog
 
 from .test_app_form import errors_of, post
@@ -218,3 +220,16 @@ def test_the_form_refuses_a_bad_mode_and_timeout_on_their_fields(admin_client: C
         "awaiting promotion is rejected once it has waited this long."
     ]
     assert not App.objects.filter(name="shop").exists()
+
+
+def test_the_status_message_carries_the_deadline_to_the_page(awaiting: Deployment) -> None:
+    payload = logsink.status_payload(awaiting)
+    assert awaiting.awaiting_since is not None
+    deadline = awaiting.awaiting_since + timedelta(seconds=600)
+    assert payload["status"] == "awaiting_promotion"
+    assert payload["promotion_deadline"] == deadline.isoformat()
+    assert DeploymentLogConsumer().client_status(payload)["promotion_deadline"] == (
+        deadline.isoformat()
+    )
+    awaiting.stop_awaiting(Deployment.Decision.PROMOTE)
+    assert logsink.status_payload(awaiting)["promotion_deadline"] is None
