@@ -1,7 +1,8 @@
 """Series read from the database: deployments and their steps, scaling runs, drains, node groups.
 
 Each family is one aggregate query (GROUP BY, with conditional counts for histogram
-buckets), so a scrape transfers a row per label set, never a row per deployment or run.
+buckets; the step timings' is in :mod:`dashboard.metrics.steps`), so a scrape transfers
+a row per label set, never a row per deployment or run.
 
 Counters stay monotonic because they count only rows in a terminal status: a deployment
 or scaling run that finished never changes status, outcome or step timings again, so
@@ -57,25 +58,19 @@ def histogram(
 
 
 def bucket_aggregates(
-    prefix: str,
-    value: Combinable,
-    bounds: Sequence[float | timedelta],
-    condition: Q | None = None,
+    prefix: str, value: Combinable, bounds: Sequence[float | timedelta]
 ) -> dict[str, Aggregate]:
     """Aggregates ``<prefix>_count``, ``<prefix>_sum`` and ``<prefix>_le<i>`` of ``value``.
 
     ``_le<i>`` counts the values at most ``bounds[i]`` (cumulative, as a histogram's
-    buckets are); a null value counts nowhere. ``condition`` narrows all three.
+    buckets are); a null value counts nowhere.
     """
-    present = Q(condition) if condition is not None else Q()
     aggregates: dict[str, Aggregate] = {
-        f"{prefix}_count": Count(value, filter=present),
-        f"{prefix}_sum": Sum(value, filter=present),
+        f"{prefix}_count": Count(value),
+        f"{prefix}_sum": Sum(value),
     }
     for index, bound in enumerate(bounds):
-        aggregates[f"{prefix}_le{index}"] = Count(
-            value, filter=present & Q(LessThanOrEqual(value, bound))
-        )
+        aggregates[f"{prefix}_le{index}"] = Count(value, filter=Q(LessThanOrEqual(value, bound)))
     return aggregates
 
 
