@@ -58,10 +58,9 @@ run: system-run venv
 # Most tests wait on servers rather than compute, so each run spreads its test files over
 # PYTEST_WORKERS pytest-xdist workers (a file stays on one worker, which sets up its module
 # and session fixtures once); PYTEST_WORKERS=0 runs everything in one process. Both runs
-# always run and a failure in either fails the target. Native tracebacks: pytest's own
-# formatting parses source, which CPython 3.11 can fail at while test threads run.
+# always run and a failure in either fails the target.
 PYTEST_WORKERS ?= 2
-PYTEST_FLAGS := -q --tb=native $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+PYTEST_FLAGS := -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: system-test venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

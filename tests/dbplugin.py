@@ -11,6 +11,10 @@ server's ``postgres`` database: a stack started by a test gets its own database 
 
 With pytest-xdist (``-n``) the controller starts the one server and its workers share it,
 each on its own test database.
+
+It also keeps a failure's report from ending the run: CPython 3.11's parser can raise
+SystemError ("AST constructor recursion depth mismatch") when pytest parses a traceback's
+source while a test's threads parse too; that report is then written as a native traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+from collections.abc import Generator
 
 import psycopg
 import pytest
@@ -93,3 +98,19 @@ def pytest_report_header(config: pytest.Config) -> str:
     if SERVER_URL_ENV in os.environ:
         return "database: PostgreSQL 15, started for this session"
     return "database: SQLite"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A report whose traceback pytest could not format gets a native traceback instead."""
+    try:
+        return (yield)
+    except SystemError:
+        style = item.config.option.tbstyle
+        item.config.option.tbstyle = "native"
+        try:
+            return pytest.TestReport.from_item_and_call(item, call)
+        finally:
+            item.config.option.tbstyle = style
