@@ -2,7 +2,8 @@
 
 A deploy of a manual app waits in awaiting_promotion, its heartbeat going on, while the
 old version serves every request; Promote switches, Reject and the timeout roll back
-before the switch, an abort still works, and a deploy queued behind it waits its turn.
+before the switch, an abort still works, a run whose worker died while it waited is
+rolled back by the worker that comes back, and a deploy queued behind it waits its turn.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.servers import Stack as DeployStack
 
 from .test_integration import finished, make_app, served_versions, wait_until
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.both_databases]
+pytestmark = pytest.mark.timeout(240)
 
 
 def awaiting(stack: DeployStack, deployment: Deployment) -> Deployment:
@@ -42,6 +43,7 @@ def live_app(stack: DeployStack, name: str, timeout: int = 600) -> App:
     return app
 
 
+@pytest.mark.both_databases  # decisions race the run's polls and the per-app queue
 def test_it_waits_with_the_old_version_serving_then_reject_rolls_back_and_promote_switches(
     live: DeployStack,
 ) -> None:
@@ -88,7 +90,9 @@ def test_it_waits_with_the_old_version_serving_then_reject_rolls_back_and_promot
     assert "Promoted by alice; switching traffic to v3." in lines
 
 
-def test_an_abort_while_waiting_and_the_timeout_both_roll_back(live: DeployStack) -> None:
+def test_an_abort_the_timeout_and_a_lost_worker_while_waiting_all_roll_back(
+    live: DeployStack,
+) -> None:
     app = live_app(live, "limbo", timeout=3)
 
     timed_out = awaiting(live, services.request_deploy(app, image="demo/hello:2"))
@@ -108,5 +112,18 @@ def test_an_abort_while_waiting_and_the_timeout_both_roll_back(live: DeployStack
 
     aborted = finished(live, aborted, 30)
     assert aborted.status == Deployment.Status.ABORTED, aborted.failure_reason
+    assert served_versions(live, app.frontend) == {"1"}
+    assert KubeCluster().versions("default", "limbo") == [1]
+
+    # The worker dies while its run waits: the worker that comes back rolls it back.
+    orphan = awaiting(live, services.request_deploy(app, image="demo/hello:4"))
+    assert orphan.status == Deployment.Status.AWAITING_PROMOTION, orphan.failure_reason
+    live.kill_worker()
+    assert served_versions(live, app.frontend) == {"1"}
+    live.start("worker")
+
+    orphan = finished(live, orphan, 60)
+    assert orphan.status == Deployment.Status.FAILED
+    assert "worker running this deployment was lost" in orphan.failure_reason
     assert served_versions(live, app.frontend) == {"1"}
     assert KubeCluster().versions("default", "limbo") == [1]
