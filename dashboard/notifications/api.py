@@ -20,6 +20,7 @@ from dashboard.api.schema import ApiSchema
 from dashboard.notifications import validation
 from dashboard.notifications.models import Delivery, DeliveryAttempt, Subscription, new_secret
 from deployer import permissions
+from deployer.livelog import MAX_DB_INT
 from deployer.models import App
 
 
@@ -197,7 +198,9 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
             deliveries = deliveries.filter(status=status)
         subscription = query.get("subscription")
         if subscription:
-            if not subscription.isdigit():
-                raise ValidationError({"subscription": ["A subscription id (a number)."]})
+            if not subscription.isdigit() or int(subscription) > MAX_DB_INT:
+                raise ValidationError(
+                    {"subscription": [f"A subscription id (a number up to {MAX_DB_INT})."]}
+                )
             deliveries = deliveries.filter(subscription_id=int(subscription))
         return deliveries
