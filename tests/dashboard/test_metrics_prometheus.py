@@ -59,6 +59,21 @@ class Prometheus:
         assert body.get("status") == "success", f"{path} {params}: {body}"
         return body["data"]
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll ``/-/ready`` until it answers 200: Prometheus listens before its storage opens."""
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}/-/ready"
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"prometheus exited:\n{self.log.read_text()}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass  # 503 while starting, or no answer yet
+            time.sleep(0.2)
+        pytest.fail(f"prometheus was not ready within {timeout}s:\n{self.log.read_text()}")
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector ``expr`` evaluates to now."""
         return list(self.api("query", query=expr)["result"])
@@ -156,7 +171,9 @@ def prometheus(
         )
     try:
         wait_for_port(port, process=process, timeout=60)
-        yield Prometheus(port, process, log)
+        server = Prometheus(port, process, log)
+        server.wait_ready()
+        yield server
     finally:
         stop_process(process)
 
