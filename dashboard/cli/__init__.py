@@ -1,0 +1,1 @@
+"""``greenlight``: the command-line client of the REST API, for terminals and CI pipelines."""
