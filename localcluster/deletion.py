@@ -103,6 +103,9 @@ class DeletionMixin:
         if preconditions:
             _check_preconditions(res, name, old, preconditions)
         new = copy.deepcopy(old)
+        if propagation_policy is None and res.key == "jobs.batch":
+            # batch/v1 Jobs orphan their pods unless told otherwise (DefaultGarbageCollectionPolicy).
+            propagation_policy = "Orphan"
         finalizers = _finalizers_after(new["metadata"], propagation_policy)
         if res.key == "namespaces" and _namespace_needs_finalizing(new, finalizers):
             return self._terminate_namespace(res, new, old, finalizers), False

@@ -1,7 +1,9 @@
 """Demo container images for localcluster: a tiny HTTP app run as a pod's process.
 
 Run as a script (never imported by the runtime) so that an idle pod costs only a bare
-interpreter: ``python -I -S demo_app.py hello|broken|crash|slow|bad-release [--tag TAG]``.
+interpreter: ``python -I -S demo_app.py hello|broken|crash|slow|bad-release [--tag TAG]``;
+``demo_app.py <image> migrate`` (a container's ``args: ["migrate"]``) runs a pretend
+migration instead (``DEMO_MIGRATE_FAIL=1`` fails it, ``DEMO_MIGRATE_SLEEP`` slows it).
 demo/bad-release passes every health check (``/health`` answers 200) and answers 500 on
 every other path: a release that only its users' traffic shows to be bad.
 Environment: ``PORT`` (default 8080), ``MESSAGE``, ``HEALTHY=false``, ``APP_VERSION``
@@ -415,9 +417,40 @@ def _serve(app: dict[str, object], startup_seconds: float) -> int:
     return 0
 
 
+def migrate(kind: str, version: str) -> int:
+    """The image's ``migrate`` command: print a few lines and exit, as a migration would.
+
+    ``DEMO_MIGRATE_SLEEP`` seconds pass first (a slow migration), then
+    ``DEMO_MIGRATE_FAIL=1`` makes it fail with status 1 instead of succeeding.
+    """
+    env = os.environ
+    print(f"demo/{kind} version {version}: migrate starting", flush=True)
+    preview = env.get("GREENLIGHT_PREVIEW_URL")
+    if preview:
+        print(f"preview at {preview}", flush=True)
+    pause = float(env.get("DEMO_MIGRATE_SLEEP") or 0)
+    if pause > 0:
+        print(f"migrating for {pause:g}s", flush=True)
+        time.sleep(pause)
+    if env.get("DEMO_MIGRATE_FAIL", "").strip().lower() in ("1", "true", "yes"):
+        print("applying migration 0002_add_column", flush=True)
+        print("error: migration 0002_add_column failed", file=sys.stderr, flush=True)
+        return 1
+    for step in ("0001_initial", "0002_add_column"):
+        print(f"applying migration {step}: ok", flush=True)
+    print("migrate done", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """Run the demo image named by ``argv[0]``; return the process exit code."""
+    """Run the demo image named by ``argv[0]``; return the process exit code.
+
+    ``migrate`` as the next argument (a container's ``args: ["migrate"]``) runs the
+    image's migrate command instead of the app.
+    """
     kind = argv[0] if argv else "hello"
+    if argv[1:2] == ["migrate"]:
+        return migrate(kind, os.environ.get("APP_VERSION") or "latest")
     tag = argv[argv.index("--tag") + 1] if "--tag" in argv else "latest"
     version = os.environ.get("APP_VERSION") or tag
     message = os.environ.get("MESSAGE") or f"Hello from demo/{kind}"

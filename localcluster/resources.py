@@ -168,6 +168,17 @@ RESOURCES: tuple[Resource, ...] = (
         ("all",),
         has_generation=True,
     ),
+    Resource(
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        True,
+        (),
+        ("status",),
+        ("all",),
+        has_generation=True,
+    ),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource(
         "policy",

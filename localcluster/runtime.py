@@ -40,6 +40,7 @@ from .controllers.deployment import DeploymentController
 from .controllers.disruption import DisruptionController
 from .controllers.endpoints import EndpointsController, EndpointSliceController
 from .controllers.events import EventExpiry, EventRecorder
+from .controllers.job import JobController
 from .controllers.nodelifecycle import NodeLifecycleController
 from .controllers.replicaset import ReplicaSetController
 from .images import Catalog
@@ -104,6 +105,7 @@ class Runtime:
             Scheduler(self.store, self.recorder),
             ReplicaSetController(self.store, self.recorder),
             DeploymentController(self.store, self.recorder),
+            JobController(self.store, self.recorder),
             EndpointsController(self.store, self.recorder),
             EndpointSliceController(self.store, self.recorder),
             DisruptionController(self.store, self.recorder),

@@ -284,7 +284,90 @@ def _default_node(obj: Obj, store: Store, old: Obj | None) -> None:
 
 
 # Each defaulter fills in ``obj`` in place; ``old`` is the stored object on an update, else None.
+JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+JOB_NAME = "batch.kubernetes.io/job-name"
+
+
+def _default_job(obj: Obj, store: Store, old: Obj | None) -> None:
+    """batch/v1 Job defaults (pkg/apis/batch/v1/defaults.go) and, on create, the generated
+    selector and pod labels of the job strategy (pkg/registry/batch/job/strategy.go)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+        spec["parallelism"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault(
+        "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+    )
+    _default_template(spec)
+    if old is None:
+        meta = obj.get("metadata") or {}
+        template = spec.get("template")
+        if not spec.get("manualSelector") and isinstance(template, dict):
+            uid, name = meta.get("uid", ""), meta.get("name", "")
+            tmeta = template.setdefault("metadata", {})
+            if isinstance(tmeta, dict):
+                labels = tmeta.setdefault("labels", {})
+                if isinstance(labels, dict):
+                    for key in (JOB_CONTROLLER_UID, "controller-uid"):
+                        labels.setdefault(key, uid)
+                    for key in (JOB_NAME, "job-name"):
+                        labels.setdefault(key, name)
+            spec.setdefault("selector", {"matchLabels": {JOB_CONTROLLER_UID: uid}})
+        obj.setdefault("status", {})
+
+
+def _validate_job(obj: Obj, old: Obj | None, causes: Causes) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        causes.append(field_required("spec"))
+        return
+    for name in ("backoffLimit", "parallelism", "completions"):
+        value = spec.get(name)
+        if isinstance(value, int) and value < 0:
+            causes.append(
+                field_invalid(f"spec.{name}", value, "must be greater than or equal to 0")
+            )
+    deadline = spec.get("activeDeadlineSeconds")
+    if isinstance(deadline, int) and deadline <= 0:
+        causes.append(
+            field_invalid("spec.activeDeadlineSeconds", deadline, "must be greater than 0")
+        )
+    tmpl = spec.get("template")
+    if not isinstance(tmpl, dict):
+        causes.append(field_required("spec.template"))
+        return
+    labels = (tmpl.get("metadata") or {}).get("labels") or {}
+    reqs = selector_from_label_selector(spec.get("selector"))
+    if spec.get("selector") is None:
+        causes.append(field_required("spec.selector"))
+    elif reqs and not labels_match(reqs, labels):
+        causes.append(
+            field_invalid(
+                "spec.template.metadata.labels",
+                labels,
+                "`selector` does not match template `labels`",
+            )
+        )
+    _validate_pod_spec(tmpl.get("spec"), "spec.template.spec", causes)
+    policy = (tmpl.get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        causes.append(
+            field_not_supported("spec.template.spec.restartPolicy", policy, ["OnFailure", "Never"])
+        )
+    if old is not None:
+        for name in ("template", "selector", "completions", "completionMode"):
+            if (old.get("spec") or {}).get(name) != spec.get(name):
+                causes.append(field_invalid(f"spec.{name}", spec.get(name), "field is immutable"))
+
+
 _DEFAULTERS: dict[str, Callable[[Obj, Store, Obj | None], None]] = {
+    "Job": _default_job,
     "Pod": _default_pod,
     "Deployment": _WorkloadDefaults(
         {"replicas": 1, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600},
@@ -503,6 +586,8 @@ def validate(res: Resource, obj: Obj, old: Obj | None) -> None:
         _validate_pod_spec(obj.get("spec"), "spec", causes)
     elif kind in ("Deployment", "ReplicaSet", "DaemonSet"):
         _validate_workload(res, obj, old, causes)
+    elif kind == "Job":
+        _validate_job(obj, old, causes)
     elif kind == "Service":
         _validate_service(obj, causes)
     elif kind == "PodDisruptionBudget":
