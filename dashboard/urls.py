@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dashboard.metrics.views import metrics
 from dashboard.notifications import views as notifications
+from dashboard.podlogs import pod_log_page
 from dashboard.sso import views as sso
 from dashboard.tokens import views as tokens
 from dashboard.views import apps, deployments, loadbalancer
@@ -23,6 +24,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("apps/<int:pk>/swap-back/", apps.app_swap_back, name="app-swap-back"),
     path("apps/<int:pk>/undeploy/", apps.app_undeploy, name="app-undeploy"),
     path("apps/<int:pk>/history/", apps.app_history, name="app-history"),
+    path("apps/<int:pk>/pods/<str:pod>/logs/", pod_log_page, name="pod-logs"),
     path("deployments/", deployments.deployment_list, name="deployment-list"),
     path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/abort/", deployments.deployment_abort, name="deployment-abort"),

@@ -223,6 +223,8 @@ PAGES = [
     Case("app-undeploy", "GET", cells({DEPLOYER}, 200), app_pk),
     Case("app-undeploy", "POST", cells({DEPLOYER}, 400), app_pk, lambda w: {"confirm": "no"}),
     Case("app-history", "GET", cells(VIEW, 200), app_pk),
+    # The matrix has no cluster: a user who may see the app learns that it did not answer.
+    Case("pod-logs", "GET", cells(VIEW, 503), lambda w: {"pk": w.app.pk, "pod": "hello-v1-abcde"}),
     Case("deployment-list", "GET", cells(VIEW, 200)),
     Case("deployment-detail", "GET", cells(VIEW, 200), deployment_pk),
     Case("deployment-abort", "POST", cells({DEPLOYER}, 302), deployment_pk),
@@ -490,6 +492,14 @@ CASES = PAGES + API + HOOKS + METRICS
 SOCKETS: dict[str, tuple[Callable[[World], str], dict[str, bool | int]]] = {
     "ws/deployments/<int:pk>/": (
         lambda w: f"/ws/deployments/{w.deployment.pk}/",
+        {
+            **{role: (role in VIEW | {SUPERUSER}) or CLOSE_FORBIDDEN for role in ROLES},
+            ANONYMOUS: CLOSE_UNAUTHENTICATED,
+        },
+    ),
+    # Without a cluster the socket opens, says the cluster did not answer, and closes.
+    "ws/apps/<int:pk>/pods/<str:pod>/logs/": (
+        lambda w: f"/ws/apps/{w.app.pk}/pods/hello-v1-abcde/logs/",
         {
             **{role: (role in VIEW | {SUPERUSER}) or CLOSE_FORBIDDEN for role in ROLES},
             ANONYMOUS: CLOSE_UNAUTHENTICATED,
