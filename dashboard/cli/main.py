@@ -17,6 +17,7 @@ from typing import Any
 import click
 from click.shell_completion import get_completion_class
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dashboard.cli.client import FAILED, Api, CliError, check_url, save_config
@@ -27,7 +28,8 @@ POLL_SECONDS = 1.0
 LOG_PAGE = 1000
 LEVEL_COLOURS = {"error": "red", "warning": "yellow", "success": "green"}
 
-console = Console(highlight=False, soft_wrap=True)
+# A pipeline's log is no terminal: wide enough there that tables are not cut at 80 columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class Context:
@@ -85,6 +87,11 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
     or the file `greenlight login` writes.
     """
     ctx.obj = Context(url, token)
+
+
+def add_row(table: Table, *cells: str) -> None:
+    """A table row of plain text (an image or a name is never read as rich markup)."""
+    table.add_row(*map(escape, cells))
 
 
 def emit_json(data: Any) -> None:
@@ -287,7 +294,8 @@ def apps(obj: Context, output: str) -> int:
         return 0
     table = Table("id", "app", "image", "replicas", "live", "frontend")
     for app in rows:
-        table.add_row(
+        add_row(
+            table,
             str(app["id"]),
             f"{app['namespace']}/{app['name']}",
             app["image"],
@@ -310,12 +318,15 @@ def status(obj: Context, output: str, app: str) -> int:
         return 0
     live = f"v{found['live_version']}" if found.get("live_version") else "not deployed"
     console.print(f"[bold]{found['namespace']}/{found['name']}[/] (id {found['id']}): {live}")
-    console.print(f"  image {found['image']}, {found['replicas']} replicas, {found['web_url']}")
+    console.print(
+        f"  image {found['image']}, {found['replicas']} replicas, {found['web_url']}", markup=False
+    )
     if latest:
         last = latest[0]
         console.print(
             f"  latest deployment {last['id']}: {last['kind']} v{last['version']} "
-            f"{last['status']} ({last['image']}, {last['created_at']})"
+            f"{last['status']} ({last['image']}, {last['created_at']})",
+            markup=False,
         )
     return 0
 
@@ -334,9 +345,20 @@ def history(obj: Context, output: str, app: str, limit: int) -> int:
     if output == "json":
         emit_json(rows)
         return 0
-    table = Table("id", "kind", "version", "image", "status", "trigger", "by", "created")
+    table = Table(
+        "id",
+        "kind",
+        "version",
+        "image",
+        "status",
+        "trigger",
+        "by",
+        "created",
+        title=f"{found['namespace']}/{found['name']}",
+    )
     for row in rows:
-        table.add_row(
+        add_row(
+            table,
             str(row["id"]),
             row["kind"],
             f"v{row['version']}" if row.get("version") is not None else "-",
@@ -344,7 +366,7 @@ def history(obj: Context, output: str, app: str, limit: int) -> int:
             row["status"],
             row["trigger"],
             row.get("triggered_by") or "",
-            str(row["created_at"])[:19],
+            str(row["created_at"])[:19].replace("T", " "),
         )
     console.print(table)
     return 0
@@ -469,7 +491,8 @@ def schedules_list(obj: Context, output: str) -> int:
         return 0
     table = Table("id", "name", "enabled", "when", "timezone", "next run")
     for row in rows:
-        table.add_row(
+        add_row(
+            table,
             str(row["id"]),
             row["name"],
             "yes" if row["enabled"] else "no",
@@ -491,17 +514,19 @@ def schedules_show(obj: Context, output: str, schedule: str) -> int:
         return 0
     state = "enabled" if row["enabled"] else "disabled"
     console.print(
-        f"[bold]{row['name']}[/] (id {row['id']}, {state}): {when(row)} {row['timezone']}"
+        f"[bold]{escape(row['name'])}[/] (id {row['id']}, {state}): {when(row)} {row['timezone']}"
     )
     for action in row.get("app_actions") or []:
         floor = f", floor {action['floor']}" if action.get("floor") is not None else ""
-        console.print(f"  app {action['app_name']}: {action['mode']} {action['value']}{floor}")
+        console.print(
+            f"  app {action['app_name']}: {action['mode']} {action['value']}{floor}", markup=False
+        )
     for action in row.get("node_group_actions") or []:
         console.print(f"  node group {action['node_group_name']}: {action['desired']} nodes")
     for run in row.get("next_runs") or []:
-        console.print(f"  next: {run.get('at', run) if isinstance(run, dict) else run}")
+        console.print(f"  next: {describe_run(run)}", markup=False)
     if row.get("problem"):
-        console.print(f"  [red]{row['problem']}[/]")
+        console.print(f"  [red]{escape(row['problem'])}[/]")
     return 0
 
 
@@ -514,13 +539,16 @@ def when(row: dict[str, Any]) -> str:
     return f"{days} {row.get('at_time') or ''}{until}".strip()
 
 
+def describe_run(run: dict[str, str]) -> str:
+    """One upcoming run: its local time, what it does, and any daylight-saving note."""
+    note = f" ({run['note']})" if run.get("note") else ""
+    return f"{run['local']} ({run['utc']} UTC) {run['event']}{note}"
+
+
 def next_run(row: dict[str, Any]) -> str:
     """The first of a schedule's next runs, or a dash."""
     runs = row.get("next_runs") or []
-    if not runs:
-        return "-"
-    first = runs[0]
-    return str(first.get("at", first)) if isinstance(first, dict) else str(first)
+    return f"{runs[0]['local']} {runs[0]['event']}" if runs else "-"
 
 
 @cli.command()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from dashboard.cli.main import cli, log_line
 from deployer.models import App
+from scaling.models import Schedule
 from tests.cli.conftest import Run
 from tests.servers import Stack
 
@@ -79,6 +80,9 @@ def test_it_deploys_following_the_log_then_fails_a_broken_image_with_exit_1(
     body = json.loads(status.stdout)
     assert body["app"]["live_version"] == 1
     assert body["latest_deployment"]["id"] == result["id"]
+    for args in (("apps",), ("history", "clishop"), ("status", "clishop")):
+        shown = greenlight(*args)
+        assert shown.code == 0 and "clishop" in shown.stdout, shown.stderr
     logs = greenlight("logs", str(result["id"]), "-o", "json")
     assert [json.loads(row)["seq"] for row in logs.stdout.splitlines()] == [
         line["seq"] for line in stored_log(cli_stack, ci_token, result["id"])
@@ -104,10 +108,24 @@ def test_it_exits_2_for_a_bad_token_an_unknown_app_and_a_bad_image(
     assert [row["name"] for row in json.loads(listed.stdout)] == ["clibad"]
 
 
-def test_it_refuses_a_scale_the_token_may_not_do_and_an_unreachable_dashboard(
+def test_it_shows_schedules_and_refuses_a_scale_the_token_may_not_do(
     greenlight: Callable[..., Run],
 ) -> None:
     make_app("cliscale")
+    Schedule.objects.create(name="nights", cron="0 21 * * *")
+
+    listed = greenlight("schedules", "list", "-o", "json")
+    shown = greenlight("schedules", "show", "nights")
+    missing = greenlight("schedules", "show", "999999")
+
+    assert listed.code == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert (row["name"], row["cron"]) == ("nights", "0 21 * * *")
+    assert row["next_runs"]
+    assert shown.code == 0, shown.stderr
+    assert "nights" in shown.stdout and "cron 0 21 * * *" in shown.stdout
+    assert shown.stdout.count("next:") == len(row["next_runs"])
+    assert missing.code == 2 and "No schedule with id 999999" in missing.stderr
 
     scale = greenlight("scale", "cliscale", "3")
 
