@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from django.db.models import Max
 
-from deployer import guard, preview, promotion, traffic
+from deployer import guard, hooks, preview, promotion, traffic
 from deployer.cluster import PodFailed
 from deployer.collaborators import StopDeployment, backend_name
 from deployer.errors import BackendError
@@ -36,6 +36,7 @@ class DeployWorkflow(Workflow):
         ("create", "Create the new version"),
         ("pods", "Wait for pods to run"),
         ("health", "Health-check every pod"),
+        ("hook", "Run the pre-switch hook"),
         ("promotion", "Wait for promotion"),
         ("switch", "Switch traffic"),
         ("verify", "Verify through the load balancer"),
@@ -45,6 +46,7 @@ class DeployWorkflow(Workflow):
     # Steps a descriptor may leave out of its run (and its page).
     optional_steps: ClassVar[dict[str, Callable[[dict[str, Any]], bool]]] = {
         "promotion": promotion.is_manual,
+        "hook": hooks.is_set,
     }
 
     def run(self) -> None:
@@ -60,6 +62,7 @@ class DeployWorkflow(Workflow):
         with self.step("health"):
             check_health(self, deadline)
             preview.publish(self)  # the version answers at its preview hostname and by header
+        hooks.run(self)  # the app's pre-switch hook, as a Job, when it names one
         promotion.run(self)  # manual promotion: waits for Promote or Reject
         with self.step("switch", first=self.write_route):
             self.switch()

@@ -99,6 +99,8 @@ class App(models.Model):
         "traffic",
         "promotion",
         "promotion_timeout_seconds",
+        "pre_switch_hook",
+        "pre_switch_hook_timeout_seconds",
         "guard_bake_seconds",
         "guard_max_error_percent",
         "guard_min_requests",
@@ -154,6 +156,10 @@ class App(models.Model):
         max_length=16, choices=Promotion.choices, default=Promotion.AUTOMATIC
     )
     promotion_timeout_seconds = models.PositiveIntegerField(default=3600)
+    # A command run in the new version's image, as a Job, after the health checks and
+    # before the switch (deployer.hooks): shell words, "" for none. A failure rolls back.
+    pre_switch_hook = models.CharField(max_length=1024, blank=True, default="")
+    pre_switch_hook_timeout_seconds = models.PositiveIntegerField(default=300)
     # The guard after the switch (deployer.guard): for the bake time the new version's
     # 5xx ratio and response time are compared with these thresholds; a breach swaps back.
     guard_bake_seconds = models.PositiveIntegerField(default=60)
@@ -247,6 +253,10 @@ class App(models.Model):
             "max_unavailable": self.max_unavailable,
             "traffic": self.traffic,
             "promotion": {"mode": self.promotion, "timeout": self.promotion_timeout_seconds},
+            "pre_switch_hook": {
+                "command": self.pre_switch_hook,
+                "timeout": self.pre_switch_hook_timeout_seconds,
+            },
             "guard": {
                 "bake_seconds": self.guard_bake_seconds,
                 "max_error_percent": self.guard_max_error_percent,

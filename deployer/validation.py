@@ -7,6 +7,7 @@ import importlib.resources
 import json
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -630,6 +631,43 @@ def _check_limit(request: str, limit: str) -> bool:
         return True  # reported by validate_quantity
 
 
+PRE_SWITCH_HOOK_MAX = 1024
+PRE_SWITCH_HOOK_TIMEOUT_MAX = 86400
+
+
+def hook_words(value: str) -> list[str]:
+    """The pre-switch hook's arguments, split as a shell splits words (no shell runs them)."""
+    return shlex.split(value)
+
+
+def validate_pre_switch_hook(value: str, timeout: int | None) -> None:
+    """The pre-switch hook: shell words (quotes closed), and a timeout of 1 s to a day."""
+    errors: dict[str, str] = {}
+    value = value or ""
+    if len(value) > PRE_SWITCH_HOOK_MAX:
+        errors["pre_switch_hook"] = (
+            f"Use at most {PRE_SWITCH_HOOK_MAX} characters (got {len(value)})."
+        )
+    elif any(ord(ch) < 32 and ch not in "\t" for ch in value):
+        errors["pre_switch_hook"] = "Write the command on one line, without control characters."
+    elif value.strip().startswith("["):
+        errors["pre_switch_hook"] = (
+            "Write the command as shell words, such as: migrate --noinput "
+            "(a JSON list is not accepted)."
+        )
+    else:
+        try:
+            hook_words(value)
+        except ValueError as exc:
+            errors["pre_switch_hook"] = f"The command does not split into words: {exc}."
+    if timeout is None or not 1 <= timeout <= PRE_SWITCH_HOOK_TIMEOUT_MAX:
+        errors["pre_switch_hook_timeout_seconds"] = (
+            f"Enter a timeout between 1 and {PRE_SWITCH_HOOK_TIMEOUT_MAX} seconds."
+        )
+    if errors:
+        raise ValidationError(errors)
+
+
 def validate_app(app: App) -> None:
     """Every field of ``app``; raise one ValidationError holding every field's message."""
     errors: dict[str, list[str]] = {}
@@ -668,5 +706,6 @@ def validate_app(app: App) -> None:
     collect(validate_traffic, app.traffic)
     collect(validate_guard, app)
     collect(validate_promotion, app.promotion, app.promotion_timeout_seconds)
+    collect(validate_pre_switch_hook, app.pre_switch_hook, app.pre_switch_hook_timeout_seconds)
     if errors:
         raise ValidationError(errors)
