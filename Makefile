@@ -9,7 +9,8 @@ RUN_PACKAGES := redis-server etcd-server etcd-client haproxy chromium
 # on PATH; one already there (a newer release, say) is kept.
 KUBECTL_PACKAGE := $(if $(shell command -v kubectl),,kubernetes-client)
 # prometheus: the metrics test scrapes a web server and HAProxy with Debian's Prometheus.
-TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15 prometheus $(KUBECTL_PACKAGE)
+# docker-registry: tag suggestions and registry polling are tested against a real registry.
+TEST_PACKAGES := $(RUN_PACKAGES) docker-compose curl openssl postgresql-15 prometheus docker-registry $(KUBECTL_PACKAGE)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

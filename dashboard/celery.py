@@ -11,6 +11,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 
 # How often celery beat sends deployer.recover_lost (lost workers, stalled per-app queues).
 RECOVERY_SECONDS = 5.0
+# How often celery beat looks for apps whose registry poll is due (deployer.follow).
+REGISTRY_POLL_SECONDS = 10.0
 
 app = Celery("greenlight")
 
@@ -20,6 +22,12 @@ def schedule_recovery(sender: Celery, **_kwargs: Any) -> None:
     """Beat sends deployer.recover_lost every RECOVERY_SECONDS."""
     sender.add_periodic_task(
         RECOVERY_SECONDS, sender.signature("deployer.recover_lost"), name="deployer-recover-lost"
+    )
+    # Registry polling: each app keeps its own interval; this only looks for due ones.
+    sender.add_periodic_task(
+        REGISTRY_POLL_SECONDS,
+        sender.signature("deployer.poll_registries"),
+        name="deployer-poll-registries",
     )
 
 

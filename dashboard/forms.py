@@ -39,6 +39,8 @@ class AppForm(forms.ModelForm):
         "guard_bake_seconds",
         "guard_max_error_percent",
         "guard_min_requests",
+        "follow_policy",
+        "follow_interval_seconds",
     )
 
     class Meta:
@@ -68,8 +70,12 @@ class AppForm(forms.ModelForm):
             "guard_min_requests": "Fewest requests to judge",
             "guard_max_response_ms": "Slowest average response (ms)",
             "guard_promql": "PromQL guard query",
+            "follow_policy": "Follow the registry",
+            "follow_interval_seconds": "Poll every (s)",
         }
         help_texts = {
+            "follow_policy": "off; semver-patch, semver-minor or semver-major; or a glob of "
+            "tags such as release-*. The newest matching tag is deployed.",
             "name": "Lowercase letters, digits and '-', starting with a letter (DNS-1035 label).",
             "image": "Repository and tag, e.g. demo/hello:1.",
             "frontend": "Host name the load balancer routes to this app, e.g. hello.localhost. "
@@ -137,6 +143,8 @@ class AppForm(forms.ModelForm):
         )
         for name in self.KEPT_WHEN_LEFT_OUT:
             self.fields[name].required = False
+        self.fields["follow_policy"].widget.attrs.update(list="follow-policies", autocomplete="off")
+        self.fields["follow_interval_seconds"].widget.attrs.update(min=10, max=86400)
         self.fields["name"].widget.attrs.update(
             pattern=r"^[a-z]([a-z0-9\-]*[a-z0-9])?$", maxlength=53, autocomplete="off"
         )

@@ -12,7 +12,7 @@ from dashboard.notifications import views as notifications
 from dashboard.podlogs import pod_log_page
 from dashboard.sso import views as sso
 from dashboard.tokens import views as tokens
-from dashboard.views import apps, deployments, loadbalancer
+from dashboard.views import apps, deployments, loadbalancer, registries
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", apps.app_list, name="home"),
@@ -41,6 +41,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
         notifications.subscription_delete,
         name="subscription-delete",
     ),
+    path("registries/", registries.registry_list, name="registries"),
+    path("registries/<int:pk>/delete/", registries.registry_delete, name="registry-delete"),
+    path("registries/tags/", registries.registry_tags, name="registry-tags"),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
     path("metrics", metrics, name="metrics"),

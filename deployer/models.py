@@ -11,6 +11,11 @@ from django.db import models
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from deployer.follow import (
+    FOLLOW_INTERVAL_DEFAULT,
+    validate_follow_interval,
+    validate_follow_policy,
+)
 from deployer.validation import validate_app
 
 
@@ -106,6 +111,8 @@ class App(models.Model):
         "guard_min_requests",
         "guard_max_response_ms",
         "guard_promql",
+        "follow_policy",
+        "follow_interval_seconds",
     )
 
     class HealthType(models.TextChoices):
@@ -168,6 +175,20 @@ class App(models.Model):
     guard_max_response_ms = models.PositiveIntegerField(null=True, blank=True)
     # Optional PromQL, evaluated against settings.GREENLIGHT_PROMETHEUS_URL during the bake.
     guard_promql = models.TextField(blank=True, default="")
+
+    # Registry polling (deployer.follow): off, semver-patch|minor|major, or a glob of tags.
+    follow_policy = models.CharField(
+        max_length=128, default="off", validators=[validate_follow_policy]
+    )
+    follow_interval_seconds = models.PositiveIntegerField(
+        default=FOLLOW_INTERVAL_DEFAULT, validators=[validate_follow_interval]
+    )
+    # Kept by the poller: when it asked, when it asks next, what it saw, and its last error.
+    follow_last_poll = models.DateTimeField(null=True, blank=True)
+    follow_next_poll = models.DateTimeField(null=True, blank=True)
+    follow_newest_tag = models.CharField(max_length=128, blank=True, default="")
+    follow_last_error = models.TextField(blank=True, default="")
+    follow_failures = models.PositiveIntegerField(default=0)
 
     # The version receiving traffic, set by the workflow at the switch; None when undeployed.
     live_version = models.PositiveIntegerField(null=True, blank=True)
@@ -301,6 +322,7 @@ class Deployment(Lifecycle, models.Model):
         API = "api", "REST API"
         WEBHOOK = "webhook", "Webhook"
         SCHEDULE = "schedule", "Schedule"
+        REGISTRY = "registry", "Registry poll"
 
     class Kind(models.TextChoices):
         DEPLOY = "deploy", "Deploy"
@@ -466,3 +488,23 @@ class DeploymentLog(LogLine):
         constraints = [
             models.UniqueConstraint(fields=["deployment", "seq"], name="deploymentlog_unique_seq"),
         ]
+
+
+class RegistryCredential(models.Model):
+    """The login Greenlight uses for one registry host (tag lookups and polling)."""
+
+    host = models.CharField(max_length=255, unique=True)
+    username = models.CharField(max_length=255, blank=True, default="")
+    password = models.CharField(max_length=1024, blank=True, default="")
+    # Plain HTTP instead of HTTPS (loopback registries use HTTP without an entry).
+    plain_http = models.BooleanField(default=False)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return self.host

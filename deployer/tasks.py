@@ -80,3 +80,11 @@ def recover_on_worker_start(sender: Any = None, **_kwargs: Any) -> None:
             enqueue_next(app_id)
     except Exception:
         logger.exception("recovery of lost deployments failed")
+
+
+@shared_task(name="deployer.poll_registries", ignore_result=True)
+def poll_registries() -> None:
+    """Registry polling: every app that follows its repository and is due (deployer.follow)."""
+    from deployer import follow
+
+    follow.poll_due()
