@@ -20,7 +20,6 @@ from urllib.parse import urljoin
 
 import requests
 import semver
-from django.conf import settings
 from django.core.cache import cache
 
 CACHE_SECONDS = 30
@@ -320,7 +319,7 @@ def lookup(image: str, *, timeout: float | None = None) -> dict[str, Any]:
     found = cache.get(key)
     if found is not None:
         return {**found, "cached": True}
-    client = Client(repo, timeout=timeout or getattr(settings, "REGISTRY_TIMEOUT", TIMEOUT_SECONDS))
+    client = Client(repo, timeout=timeout or TIMEOUT_SECONDS)
     result: dict[str, Any] = {"repository": f"{repo.host}/{repo.name}", "tags": [], "error": ""}
     try:
         tags = client.tags()
