@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from dashboard.cli.main import cli, log_line
 from deployer.models import App
 from scaling.models import Schedule
-from tests.cli.conftest import Run
+from tests.cli.conftest import GREENLIGHT, Run
 from tests.servers import Stack
 
 pytestmark = pytest.mark.timeout(300)
@@ -156,3 +157,44 @@ def test_login_checks_the_token_then_saves_it_for_its_owner_only(
     listed = runner.invoke(cli, ["apps", "-o", "json"])
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.output) == []
+
+
+def test_a_followed_deploy_awaiting_promotion_says_so_and_exits_1_once_rejected(
+    greenlight: Callable[..., Run], cli_stack: Stack, ci_token: str
+) -> None:
+    App.objects.filter(pk=make_app("climanual").pk).update(promotion="manual")
+    env = {
+        **os.environ,
+        "GREENLIGHT_URL": cli_stack.web_url,
+        "GREENLIGHT_TOKEN": ci_token,
+        "XDG_CONFIG_HOME": str(cli_stack.workdir / "no-config"),
+    }
+    follower = subprocess.Popen(
+        [str(GREENLIGHT), "deploy", "climanual", "--follow", "--timeout", "90"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stderr is not None
+        queued = follower.stderr.readline()
+        hint = follower.stderr.readline()
+        number = queued.split()[1]
+        assert f"Deployment {number} awaits promotion: `greenlight promote {number}`" in hint, (
+            queued + hint + cli_stack.logs()
+        )
+
+        rejected = greenlight("reject", number, "-o", "json")
+
+        assert rejected.code == 0, rejected.stderr
+        assert json.loads(rejected.stdout)["promotion_decision"] == "reject"
+        out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+        follower.wait()
+    assert follower.returncode == 1, err
+    assert f"Deployment {number} failed" in err or f"Deployment {number} aborted" in err, err
+    again = greenlight("reject", number)
+    assert again.code == 1 and again.stderr.startswith("Error: "), again.stderr
