@@ -4,7 +4,8 @@ Policies: ``off``; ``semver-patch`` (newer patch of the current major.minor), ``
 (newer within the current major), ``semver-major`` (anything newer); or a glob of tags such as
 ``release-*`` (fnmatch), the newest by the image config's ``created``. The current version is
 the tag of the live deployment's image (the app's image before any deploy). A tag that was
-deployed before and failed is not tried again; the next newer tag is. Pre-release versions
+deployed before (and failed, was aborted, or was swapped back from) is not deployed again by
+polling; the next newer tag is. Pre-release versions
 (``1.3.0-rc.1``) are candidates only while the current version is a pre-release.
 """
 
@@ -133,15 +134,11 @@ def current_image(app: App) -> str:
 
 
 def _tried(app: App, image: str) -> bool:
-    """True when a deploy of ``image`` failed, was aborted, or is under way."""
+    """True when ``image`` was deployed before: under way, failed, aborted, or since swapped
+    back from (a guard's breach, a person's swap-back); when it is live it is the current one."""
     from deployer.models import Deployment
 
-    return Deployment.objects.filter(
-        app=app,
-        kind=Deployment.Kind.DEPLOY,
-        image=image,
-        status__in=(Deployment.Status.FAILED, Deployment.Status.ABORTED, *Deployment.ACTIVE),
-    ).exists()
+    return Deployment.objects.filter(app=app, kind=Deployment.Kind.DEPLOY, image=image).exists()
 
 
 def backoff_seconds(interval: int, failures: int) -> int:

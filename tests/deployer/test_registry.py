@@ -200,6 +200,11 @@ def test_semver_minor_deploys_the_newest_minor_not_the_next_major_and_skips_a_fa
     newer = follow.poll(app)
     assert newer is not None and newer.image == f"{host}/demo/hello:1.2.5"
 
+    # 1.2.5 went live and was swapped back from (say, by the guard): polling leaves it alone.
+    Deployment.objects.filter(pk=newer.pk).update(status=Deployment.Status.SUCCEEDED, version=2)
+    assert follow.poll(app) is None
+    assert Deployment.objects.filter(app=app).count() == 2
+
 
 def test_errors_back_off_and_a_good_poll_resets_the_wait(
     make_app: Callable[..., App], open_registry: Server
