@@ -36,6 +36,8 @@ class AppForm(forms.ModelForm):
         "traffic",
         "promotion",
         "promotion_timeout_seconds",
+        "pre_switch_hook",
+        "pre_switch_hook_timeout_seconds",
         "guard_bake_seconds",
         "guard_max_error_percent",
         "guard_min_requests",
@@ -65,6 +67,8 @@ class AppForm(forms.ModelForm):
             "traffic": "Traffic switch",
             "promotion": "Promotion",
             "promotion_timeout_seconds": "Promotion timeout (s)",
+            "pre_switch_hook": "Pre-switch hook",
+            "pre_switch_hook_timeout_seconds": "Hook timeout (s)",
             "guard_bake_seconds": "Guard bake time (s)",
             "guard_max_error_percent": "Most 5xx answers (%)",
             "guard_min_requests": "Fewest requests to judge",
@@ -99,6 +103,12 @@ class AppForm(forms.ModelForm):
             "someone clicks Promote (switch) or Reject (roll back).",
             "promotion_timeout_seconds": f"A deploy awaiting promotion is rejected after this "
             f"long: {PROMOTION_TIMEOUT_MIN} s to {PROMOTION_TIMEOUT_MAX} s (7 days).",
+            "pre_switch_hook": "Optional: a command run once in the new version's image, as a "
+            "Kubernetes Job with the app's env and GREENLIGHT_PREVIEW_URL, after the health "
+            "checks and before the switch (a migration, a smoke test), e.g. migrate --noinput. "
+            "Shell words, given to the image's entrypoint. If it fails, the deploy rolls back.",
+            "pre_switch_hook_timeout_seconds": "The hook is stopped, and the deploy rolled back, "
+            "after this long.",
             "guard_bake_seconds": "After the switch the new version bakes this long under users' "
             "traffic while the old one stays warm; a breach swaps back at once. 0: no guard.",
             "guard_max_error_percent": "The new version breaches when more than this share of "
@@ -143,6 +153,10 @@ class AppForm(forms.ModelForm):
         )
         for name in self.KEPT_WHEN_LEFT_OUT:
             self.fields[name].required = False
+        self.fields["pre_switch_hook"].widget.attrs.update(
+            placeholder="migrate --noinput", autocomplete="off"
+        )
+        self.fields["pre_switch_hook_timeout_seconds"].widget.attrs.update(min=1, max=86400)
         self.fields["follow_policy"].widget.attrs.update(list="follow-policies", autocomplete="off")
         self.fields["follow_interval_seconds"].widget.attrs.update(min=10, max=86400)
         self.fields["name"].widget.attrs.update(

@@ -129,6 +129,15 @@ class AppSerializer(serializers.ModelSerializer):
                 "help_text": "Optional: a PromQL query asked of GREENLIGHT_PROMETHEUS_URL during "
                 "the bake; any sample with a non-zero value breaches."
             },
+            "pre_switch_hook": {
+                "help_text": "Optional: shell words run in the new version's image, as a Job, "
+                "after the health checks and before the switch (e.g. migrate --noinput); "
+                "a failure or a timeout rolls the deploy back. Empty: no hook."
+            },
+            "pre_switch_hook_timeout_seconds": {
+                "help_text": "Seconds the pre-switch hook may run before it is stopped and "
+                "the deploy rolled back (default 300)."
+            },
             "promotion_timeout_seconds": {
                 "min_value": PROMOTION_TIMEOUT_MIN,
                 "max_value": PROMOTION_TIMEOUT_MAX,
