@@ -19,6 +19,7 @@ class HookDelivery(models.Model):
 
 
 # Registered with the dashboard app: its models module is where Django looks for them.
+from dashboard.audit.models import AuditEvent  # noqa: E402
 from dashboard.notifications.models import (  # noqa: E402
     Delivery,
     DeliveryAttempt,
@@ -27,4 +28,12 @@ from dashboard.notifications.models import (  # noqa: E402
 )
 from dashboard.tokens.models import ApiToken  # noqa: E402
 
-__all__ = ["ApiToken", "Delivery", "DeliveryAttempt", "HookDelivery", "SeenRefusal", "Subscription"]
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "Delivery",
+    "DeliveryAttempt",
+    "HookDelivery",
+    "SeenRefusal",
+    "Subscription",
+]

@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request being served, for the IP of audit events recorded below the views.
+    "dashboard.audit.service.RequestContext",
     "dashboard.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -396,6 +398,9 @@ SECURE_SSL_REDIRECT = env_bool("GREENLIGHT_SSL_REDIRECT", False)
 SECURE_PROXY_SSL_HEADER = proxy_ssl_header(
     "GREENLIGHT_PROXY_SSL_HEADER", env_optional("GREENLIGHT_PROXY_SSL_HEADER")
 )
+# Addresses of the reverse proxies whose X-Forwarded-For the audit trail believes (none by
+# default: the client is REMOTE_ADDR).
+TRUSTED_PROXIES = env_list("GREENLIGHT_TRUSTED_PROXIES", [])
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboard.audit import views as audit
 from dashboard.metrics.views import metrics
 from dashboard.notifications import views as notifications
 from dashboard.podlogs import pod_log_page
@@ -46,6 +47,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("registries/tags/", registries.registry_tags, name="registry-tags"),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
+    path("audit/", audit.audit_list, name="audit"),
     path("metrics", metrics, name="metrics"),
     path("scaling/", include("scaling.urls")),
     path("api/scaling/", include("dashboard.api.scaling_urls")),

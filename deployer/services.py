@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from dashboard.audit.service import record
 from deployer import events, logsink, taskqueue
 from deployer.cluster import KubeCluster
 from deployer.errors import (
@@ -160,7 +161,7 @@ def request_deploy(
             raise InvalidRequest(f"Fix the app first: {_messages(exc)}") from None
         descriptor = app.snapshot()
         descriptor["image"] = image
-        return _create(
+        deployment = _create(
             app,
             kind=Deployment.Kind.DEPLOY,
             image=image,
@@ -170,6 +171,8 @@ def request_deploy(
             descriptor=descriptor,
             first_line=f"Deploy of {image} queued by {_who(user)} ({trigger}).",
         )
+        record(user or str(trigger), "deploy", deployment, image=image, trigger=trigger)
+        return deployment
 
 
 def request_abort(deployment: Deployment, user: Any = None) -> Deployment:
@@ -201,6 +204,7 @@ def request_abort(deployment: Deployment, user: Any = None) -> Deployment:
                 else f"Abort requested by {_who(user)}; rolling back now.",
                 level="warning",
             )
+        record(user, "abort", current, status=current.status)
     return current
 
 
@@ -231,6 +235,7 @@ def request_promotion(deployment: Deployment, decision: str, user: Any = None) -
             line = f"Rejected by {_who(user)}; rolling back v{current.version}."
         logsink.append(current, line, level="info", step="promotion")
         logsink.status_changed(current)
+        record(user, str(decision), current)
     return current
 
 
@@ -252,7 +257,7 @@ def request_undeploy(app: App, user: Any = None) -> Deployment:
         app = App.objects.select_for_update().get(pk=app.pk)
         if _pending_undeploy(app) is not None:
             raise AppBusy(f"{app} is already being undeployed.")
-        return _create(
+        deployment = _create(
             app,
             kind=Deployment.Kind.UNDEPLOY,
             image=app.image,
@@ -262,6 +267,8 @@ def request_undeploy(app: App, user: Any = None) -> Deployment:
             descriptor=app.snapshot(),
             first_line=f"Undeploy of {app} queued by {_who(user)}.",
         )
+        record(user, "undeploy", deployment)
+        return deployment
 
 
 def request_swap_back(app: App, user: Any = None) -> Deployment | None:
@@ -273,7 +280,7 @@ def request_swap_back(app: App, user: Any = None) -> Deployment | None:
         target = warm_previous_version(app)
         if target is None:
             return None
-        return _create(
+        deployment = _create(
             app,
             kind=Deployment.Kind.SWAP_BACK,
             image=target[1],
@@ -284,6 +291,8 @@ def request_swap_back(app: App, user: Any = None) -> Deployment | None:
             version=target[0],
             first_line=f"Swap back of {app} to v{target[0]} queued by {_who(user)}.",
         )
+        record(user, "swap_back", deployment, version=target[0])
+        return deployment
 
 
 def scale_app(
@@ -316,9 +325,13 @@ def scale_app(
                 "scale once it has finished, or its new version would start with the old "
                 "replica count."
             )
+        before = App.objects.filter(pk=app.pk).values_list("replicas", flat=True).first()
         App.objects.filter(pk=app.pk).update(
             replicas=replicas, updated_by=user if getattr(user, "pk", None) else None
         )
+        if not checked_for_deploys:
+            # The scaler's own runs are recorded as scaling runs, not as a user's action.
+            record(user, "scale", app, diff={"replicas": [before, replicas]})
     app.replicas = replicas
     if app.live_version is None:
         return

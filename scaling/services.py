@@ -9,6 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from dashboard.audit.service import record
 from deployer import taskqueue
 from deployer.models import App
 from deployer.validation import is_object_name
@@ -153,14 +154,20 @@ def request_app_scale(
     """A manual run that sets ``app`` to ``replicas`` (and its baseline when asked)."""
     params = {"app_id": app.pk, "app": app.name, "replicas": replicas, "baseline": baseline}
     change = Change("app", app.pk, app.name, app.replicas, replicas, "manual")
-    return _manual(ScalingRun.Kind.SCALE_APP, params, user, [change])
+    run = _manual(ScalingRun.Kind.SCALE_APP, params, user, [change])
+    record(
+        user, "scale", app, {"replicas": [app.replicas, replicas]}, run=run.pk, baseline=baseline
+    )
+    return run
 
 
 def request_capacity(group: NodeGroup, desired: int, user: Any = None) -> ScalingRun:
     """A manual run that brings ``group`` to ``desired`` nodes."""
     params = {"group_id": group.pk, "group": group.name, "desired": desired}
     change = Change("node_group", group.pk, group.name, group.desired, desired, "manual")
-    return _manual(ScalingRun.Kind.SET_CAPACITY, params, user, [change])
+    run = _manual(ScalingRun.Kind.SET_CAPACITY, params, user, [change])
+    record(user, "node_group.capacity", group, {"desired": [group.desired, desired]}, run=run.pk)
+    return run
 
 
 def request_node_action(
@@ -177,4 +184,6 @@ def request_node_action(
     params: dict[str, Any] = {"node": node}
     if kind == ScalingRun.Kind.DRAIN:
         params.update(force=force, deadline=deadline)
-    return _manual(kind, params, user, [])
+    run = _manual(kind, params, user, [])
+    record(user, "node.action", f"node {node}", run=run.pk, verb=str(kind), **params)
+    return run

@@ -40,12 +40,14 @@ from dashboard.api.scaling_serializers import (
     ScheduleSerializer,
 )
 from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
+from dashboard.audit import service as audit
 from deployer.livelog import parse_after
 from deployer.models import App
 from scaling import permissions, services
 from scaling.editor import ScheduleEdit
 from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
 from scaling.models import NodeGroup, ScalingRun, ScalingRunLog, Schedule
+from scaling.views import RELATED
 
 LOG_PAGE = 500
 NODE_VERBS = {
@@ -103,6 +105,13 @@ class ScalingModelViewSet(viewsets.ModelViewSet):
 
     permission_classes = [ScalingPermission]
     schema = ApiSchema()
+
+    def perform_destroy(self, instance: Schedule | NodeGroup) -> None:
+        """Delete, recorded in the audit trail with what the row held."""
+        kind = "schedule" if isinstance(instance, Schedule) else "node_group"
+        held = audit.state(instance, related=RELATED.get(kind, ()))
+        audit.record(self.request, f"{kind}.delete", instance, audit.changes(held, {}))
+        instance.delete()
 
 
 @extend_schema_view(
@@ -168,6 +177,7 @@ class ScheduleViewSet(ScalingModelViewSet):
         return Response(self._answer(saved))
 
     def _save(self, request: Request, schedule: Schedule | None, *, partial: bool) -> Schedule:
+        before = audit.state(schedule, related=RELATED["schedule"]) if schedule else {}
         shape = self.get_serializer(schedule, data=request.data, partial=partial)
         shape.is_valid(raise_exception=True)
         edit = ScheduleEdit.from_api(_api_body(shape.validated_data), schedule, request.user)
@@ -177,7 +187,11 @@ class ScheduleViewSet(ScalingModelViewSet):
             raise PermissionDenied("Scaling apps by schedule needs deployer.add_deployment.")
         if not valid:
             raise BadRequest(edit.api_errors())
-        return edit.save()
+        saved = edit.save()
+        after = audit.state(saved, related=RELATED["schedule"])
+        action = "schedule.edit" if schedule else "schedule.create"
+        audit.record(request, action, saved, audit.changes(before, after))
+        return saved
 
     def _answer(self, schedule: Schedule) -> dict[str, Any]:
         fresh = self.get_queryset().get(pk=schedule.pk)
@@ -223,10 +237,14 @@ class NodeGroupViewSet(ScalingModelViewSet):
     def _form_save(self, group: NodeGroup | None, changes: Mapping[str, Any]) -> NodeGroup:
         data = {name: getattr(group, name) for name in NodeGroupForm.Meta.fields} if group else {}
         data.update(changes)
+        before = audit.state(group) if group else {}
         form = NodeGroupForm(data, instance=group)
         if not form.is_valid():
             raise _field_errors(form)
-        return form.save()
+        saved = form.save()
+        action = "node_group.edit" if group else "node_group.create"
+        audit.record(self.request, action, saved, audit.changes(before, audit.state(saved)))
+        return saved
 
     @extend_schema(
         request=ScalingCapacityRequest,

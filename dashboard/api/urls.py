@@ -6,6 +6,7 @@ from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
 from dashboard.api import hooks, loadbalancers, views
+from dashboard.audit.api import AuditList
 from dashboard.notifications import api as notifications
 from dashboard.tokens import api as tokens
 
@@ -28,5 +29,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
         loadbalancers.LoadBalancerList.as_view(),
         name="load-balancer-list",
     ),
+    path("audit/", AuditList.as_view(), name="audit-list"),
     *router.urls,
 ]

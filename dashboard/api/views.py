@@ -31,6 +31,7 @@ from dashboard.api.serializers import (
     QueuedSerializer,
     ScaleRequestSerializer,
 )
+from dashboard.audit.service import changes, record, state
 from deployer import permissions, services
 from deployer.errors import AppBusy, DeployError, InvalidRequest, NothingToDo
 from deployer.models import App, Deployment
@@ -100,11 +101,14 @@ class AppViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer: BaseSerializer[App]) -> None:
         """Record who created the app."""
-        serializer.save(created_by=self.request.user, updated_by=self.request.user)
+        app = serializer.save(created_by=self.request.user, updated_by=self.request.user)
+        record(self.request, "app.create", app, diff=changes({}, state(app)))
 
     def perform_update(self, serializer: BaseSerializer[App]) -> None:
         """Record who changed the app."""
-        serializer.save(updated_by=self.request.user)
+        before = state(serializer.instance)
+        app = serializer.save(updated_by=self.request.user)
+        record(self.request, "app.edit", app, diff=changes(before, state(app)))
 
     def perform_destroy(self, instance: App) -> None:
         """Refuse to forget an app that still runs: undeploy it first."""
@@ -113,6 +117,7 @@ class AppViewSet(viewsets.ModelViewSet):
                 f"{instance.name} is deployed (v{instance.live_version}) or has a deployment in "
                 f"progress; undeploy it first (POST /api/apps/{instance.pk}/undeploy/)."
             )
+        record(self.request, "app.delete", instance, diff=changes(state(instance), {}))
         instance.delete()
 
     @extend_schema(responses={204: None, 409: CONFLICT})

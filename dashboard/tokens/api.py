@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from dashboard.api.schema import ApiSchema
+from dashboard.audit.service import record, token_facts
 from dashboard.tokens import service
 from dashboard.tokens.models import SCOPES, STATES, ApiToken
 from dashboard.tokens.scopes import TokenScopePermission, request_token
@@ -130,11 +131,14 @@ class TokenViewSet(
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from None
+        record(request, "token.create", token, **token_facts(token))
         token.token = secret  # type: ignore[attr-defined]
         return Response(NewTokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Revoke the token at once (204, also when it was revoked before)."""
-        self.get_object().revoke(by=request.user)
+        token = self.get_object()
+        if token.revoke(by=request.user):
+            record(request, "token.revoke", token, **token_facts(token))
         return Response(status=status.HTTP_204_NO_CONTENT)

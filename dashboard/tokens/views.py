@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
+from dashboard.audit.service import record, token_facts
 from dashboard.tokens import service
 from dashboard.tokens.forms import TokenForm
 from dashboard.tokens.models import ApiToken
@@ -54,6 +55,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
             for problem in problems:
                 form.add_error(field if field in form.fields else None, problem)
         return _page(request, form, status=400)
+    record(request, "token.create", token, **token_facts(token))
     messages.success(request, f"Created the token {token.name}.")
     # The secret goes into this one answer only: not into the session, a message or a redirect.
     return _page(request, TokenForm(owner=request.user), secret=secret, status=201)
@@ -66,6 +68,7 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     if not service.may_manage(request.user, token):
         raise PermissionDenied("You may revoke only your own tokens.")
     if token.revoke(by=request.user):
+        record(request, "token.revoke", token, **token_facts(token))
         messages.success(request, f"Revoked the token {token.name}; it no longer works.")
     else:
         messages.info(request, f"The token {token.name} was revoked already.")

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import queries
+from dashboard.audit.service import changes, record, state
 from dashboard.forms import AppForm, DeployForm, ScaleForm, UndeployForm, env_formset
 from deployer import envvars, permissions, preview, services
 from deployer.errors import DeployError
@@ -56,6 +57,7 @@ def app_list(request: HttpRequest) -> HttpResponse:
 
 def _form_page(request: HttpRequest, app: App | None) -> HttpResponse:
     instance = app or App(created_by=request.user)
+    before = state(instance) if app is not None else {}
     if request.method == "POST":
         envs = env_formset(request.POST)
         data = request.POST.copy()
@@ -66,6 +68,9 @@ def _form_page(request: HttpRequest, app: App | None) -> HttpResponse:
             saved = form.save(commit=False)
             saved.updated_by = request.user
             saved.save()
+            record(
+                request, "app.edit" if app else "app.create", saved, changes(before, state(saved))
+            )
             verb = "Created" if app is None else "Saved"
             messages.success(request, f"{verb} {saved.name}. Deploy it when you are ready.")
             return redirect("app-detail", pk=saved.pk)

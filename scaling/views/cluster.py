@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from dashboard.audit.service import changes, record, state
 from deployer.errors import KubeError
 from deployer.models import App
 from scaling import services
@@ -85,9 +86,12 @@ def node_group_form(request: HttpRequest, pk: int | None = None) -> HttpResponse
     require(can_edit_node_groups(request.user), "change node groups")
     group = get_object_or_404(NodeGroup, pk=pk) if pk is not None else None
     form = NodeGroupForm(request.POST or None, instance=group)
+    before = state(group) if group else {}
     if request.method == "POST":
         if form.is_valid():
             saved = form.save()
+            action = "node_group.edit" if group else "node_group.create"
+            record(request, action, saved, changes(before, state(saved)))
             messages.success(request, f"Node group {saved.name} saved.")
             return redirect("scaling:cluster")
         return render(

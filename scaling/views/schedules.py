@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.audit.service import changes, record, state
 from scaling import preview as preview_module
 from scaling import services
 from scaling.forms import AppActionFormSet, NodeGroupActionFormSet, ScheduleForm
@@ -25,7 +26,7 @@ from scaling.permissions import (
 from scaling.planner import holding_now, schedule_problem, spec_of
 from scaling.preview import preview_or_problem, preview_schedule
 from scaling.schedule import InvalidSpec, known_zones, next_runs
-from scaling.views import delete_row
+from scaling.views import RELATED, delete_row
 
 
 def overview(request: HttpRequest) -> HttpResponse:
@@ -103,6 +104,7 @@ def _editor(
 
 def _save(request: HttpRequest, schedule: Schedule | None) -> HttpResponse:
     instance = schedule or Schedule(created_by=request.user)
+    before = state(schedule, related=RELATED["schedule"]) if schedule else {}
     form = ScheduleForm(request.POST, instance=instance)
     apps = AppActionFormSet(request.POST, instance=instance, prefix="apps")
     groups = NodeGroupActionFormSet(request.POST, instance=instance, prefix="groups")
@@ -124,6 +126,9 @@ def _save(request: HttpRequest, schedule: Schedule | None) -> HttpResponse:
         apps.instance = groups.instance = saved
         apps.save()
         groups.save()
+        after = state(saved, related=RELATED["schedule"])
+        action = "schedule.edit" if schedule else "schedule.create"
+        record(request, action, saved, changes(before, after))
     messages.success(request, f"Schedule “{saved.name}” saved.")
     return redirect("scaling:schedule-edit", pk=saved.pk)
 

@@ -289,6 +289,9 @@ PAGES = [
     # Everyone signed in has a Tokens page of their own; revoking another's is an admin's.
     Case("tokens", "GET", cells(SIGNED_IN, 200)),
     Case("tokens", "POST", cells(SIGNED_IN, 400), data=lambda w: {}),
+    # The audit trail: staff and superusers.
+    Case("audit", "GET", cells(set(), 200)),
+    Case("audit", "GET", cells(set(), 200), data=lambda w: {"export": "csv"}, label="csv"),
     Case("token-revoke", "POST", cells(set(), 302), others_token_pk),
     Case("login", "GET", everyone(200)),
     Case("logout", "POST", everyone(LOGIN)),
@@ -421,6 +424,9 @@ API = [
     ),
     api_case("api:token-list", "GET", api_cells(SIGNED_IN, 200)),
     api_case("api:token-list", "POST", api_cells(SIGNED_IN, 400), data=lambda w: {}),
+    api_case("api:audit-list", "GET", api_cells(set(), 200)),
+    # Read-only: no write method exists for anyone.
+    api_case("api:audit-list", "POST", api_cells(SIGNED_IN, 405), data=lambda w: {}),
     # Another user's token: out of sight (404) for all but an administrator.
     api_case(
         "api:token-detail", "GET", cells(set(), 200, no=404, anonymous=API_ANON), others_token_pk
