@@ -45,6 +45,11 @@ DEFAULT_TAIL = 200
 PAGE_LINES = 2000
 PAGE_BYTES = 1024 * 1024
 CHUNK = 64 * 1024
+# Each followed log holds a thread and a connection to the API server: at most this many
+# per web process.
+MAX_STREAMS = 64
+_open = [0]
+_open_lock = threading.Lock()
 
 
 def pod_of_app(app: App, pod_name: str) -> dict[str, Any] | None:
@@ -179,8 +184,11 @@ class _Stream:
                 self.error = f"The log stream broke: {exc}"
         finally:
             if self.response is not None:
+                # Closed, not returned to the pool: a followed stream may have more to send.
                 with contextlib.suppress(Exception):
-                    self.response.release_conn()
+                    self.response.close()
+            with _open_lock:
+                _open[0] -= 1
             self.done.set()
 
     def take(self, limit: int) -> tuple[list[str], int]:
@@ -241,6 +249,15 @@ class PodLogConsumer(AsyncJsonWebsocketConsumer):
             return
         self.uid = (pod.get("metadata") or {}).get("uid")
         await self.accept()
+        with _open_lock:
+            full = _open[0] >= MAX_STREAMS
+            if not full:
+                _open[0] += 1
+        if full:
+            message = "Too many pod logs are being followed on this server; try again later."
+            await self.send_json({"type": "status", "status": "error", "message": message})
+            await self.close()
+            return
         self.stream = _Stream(app, kwargs["pod"], container or containers_of(pod)[0], options)
         self.stream.thread.start()
         self.relay = asyncio.ensure_future(self._relay(app, kwargs["pod"]))

@@ -208,3 +208,35 @@ def test_the_page_serves_the_apps_pods_only(
     assert refused in (403, 404) and refused == browser.get(f"/apps/{app.pk}/").status_code
     for name in (foreign, own):
         cluster.delete_namespaced_pod(name, app.namespace, grace_period_seconds=0)
+
+
+async def test_lines_beyond_the_buffer_are_dropped_and_counted_and_streams_are_capped(
+    cluster: client.CoreV1Api, app: App, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(podlogs, "BUFFER_LINES", 50)
+    monkeypatch.setattr(podlogs, "RELAY_LINES", 10)
+    script = "seq 1 2000; sleep 30"
+    name = await asyncio.to_thread(make_pod, cluster, app.namespace, app.name, script=script)
+    await asyncio.to_thread(printed, cluster, app.namespace, name, "\n2000\n")
+    communicator = await socket(f"/ws/apps/{app.pk}/pods/{name}/logs/?tail=300", admin)
+    assert (await communicator.connect())[0]
+    got = await receive_until(
+        communicator,
+        lambda m: False,
+        until=lambda g: bool(texts(g)) and texts(g)[-1] == "2000",
+    )
+    dropped = sum(m["count"] for m in got if m["type"] == "dropped")
+    lines = [int(t) for t in texts(got)]
+    # The 300 lines asked for arrive at once; at most 50 wait, the rest are counted.
+    assert dropped >= 100 and dropped + len(lines) == 300
+    assert lines == list(range(2001 - len(lines), 2001))
+    assert max(len(m["lines"]) for m in got if m["type"] == "lines") <= 10
+    await communicator.disconnect()
+    monkeypatch.setattr(podlogs, "MAX_STREAMS", 0)
+    refused = await socket(f"/ws/apps/{app.pk}/pods/{name}/logs/", admin)
+    assert (await refused.connect())[0]
+    status = await refused.receive_json_from(timeout=5)
+    assert status["status"] == "error" and status["message"].startswith("Too many pod logs")
+    await asyncio.to_thread(
+        cluster.delete_namespaced_pod, name, app.namespace, grace_period_seconds=0
+    )
