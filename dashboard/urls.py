@@ -7,6 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboard import access
 from dashboard.audit import views as audit
 from dashboard.metrics.views import metrics
 from dashboard.notifications import views as notifications
@@ -42,6 +43,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
         notifications.subscription_delete,
         name="subscription-delete",
     ),
+    path("access/", access.access_page, name="access"),
+    path("access/<int:pk>/delete/", access.binding_delete, name="binding-delete"),
     path("registries/", registries.registry_list, name="registries"),
     path("registries/<int:pk>/delete/", registries.registry_delete, name="registry-delete"),
     path("registries/tags/", registries.registry_tags, name="registry-tags"),

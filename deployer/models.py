@@ -175,7 +175,6 @@ class App(models.Model):
     guard_max_response_ms = models.PositiveIntegerField(null=True, blank=True)
     # Optional PromQL, evaluated against settings.GREENLIGHT_PROMETHEUS_URL during the bake.
     guard_promql = models.TextField(blank=True, default="")
-
     # Registry polling (deployer.follow): off, semver-patch|minor|major, or a glob of tags.
     follow_policy = models.CharField(
         max_length=128, default="off", validators=[validate_follow_policy]
@@ -488,6 +487,53 @@ class DeploymentLog(LogLine):
         constraints = [
             models.UniqueConstraint(fields=["deployment", "seq"], name="deploymentlog_unique_seq"),
         ]
+
+
+class RoleBinding(models.Model):
+    """A role (deployer.roles.ROLES) given to one user or one group, in one namespace or ``*``."""
+
+    EVERY_NAMESPACE = "*"
+
+    role = models.CharField(max_length=16)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="role_bindings",
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="role_bindings"
+    )
+    namespace = models.CharField(max_length=63)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["namespace", "role", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="rolebinding_user_or_group",
+            ),
+            models.UniqueConstraint(
+                fields=["role", "user", "namespace"],
+                condition=models.Q(user__isnull=False),
+                name="rolebinding_unique_user",
+            ),
+            models.UniqueConstraint(
+                fields=["role", "group", "namespace"],
+                condition=models.Q(group__isnull=False),
+                name="rolebinding_unique_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{self.role} on {self.namespace} for {who}"
 
 
 class RegistryCredential(models.Model):

@@ -116,3 +116,18 @@ def _umask_restored() -> Iterator[None]:
     os.umask(previous)
     yield
     os.umask(previous)
+
+
+@pytest.fixture
+def role_user(django_user_model: Any) -> Callable[..., Any]:
+    """Make a user holding a role: ``role_user("ann", "viewer")`` (on ``*``), or
+    ``role_user("ann", "deployer", namespace="team-a")``; no role: a user who may do nothing."""
+    from deployer.models import RoleBinding
+
+    def make(username: str, role: str | None = None, namespace: str = "*") -> Any:
+        user = django_user_model.objects.create_user(username=username, password="pw-" + username)
+        if role is not None:
+            RoleBinding.objects.create(role=role, user=user, namespace=namespace)
+        return user
+
+    return make

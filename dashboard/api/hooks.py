@@ -100,6 +100,11 @@ class HookAnswer(serializers.Serializer):
     duplicate = serializers.BooleanField(required=False)
 
 
+def service_identity(app: App) -> str:
+    """The identity a webhook deploy of ``app`` is recorded under: ``webhook:<namespace>/<name>``."""
+    return f"webhook:{app.namespace}/{app.name}"
+
+
 def deploy_from_hook(app: App, image: str, detail: str) -> tuple[Deployment, bool]:
     """Queue a webhook deploy of ``image``; (deployment, False) when one was queued in the last minute."""
     with transaction.atomic():
@@ -117,8 +122,14 @@ def deploy_from_hook(app: App, image: str, detail: str) -> tuple[Deployment, boo
         )
         if recent is not None:
             return recent, False
+        # The deploy runs as the app's own service identity, never as a person: no user, and
+        # trigger_detail names the identity (webhook:<namespace>/<app>) before what was pushed.
         deployment = services.request_deploy(
-            app, image=image, trigger=Deployment.Trigger.WEBHOOK, detail=detail
+            app,
+            user=None,
+            image=image,
+            trigger=Deployment.Trigger.WEBHOOK,
+            detail=f"{service_identity(app)}: {detail}"[:255],
         )
         return deployment, True
 

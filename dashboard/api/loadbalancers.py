@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dashboard.api.permissions import ActionPermission
+from dashboard.api.permissions import GlobalViewPermission
 from dashboard.api.schema import ApiSchema
 from deployer.errors import StoreError
 from deployer.lbstatus import load_balancers
@@ -104,7 +104,7 @@ class LoadBalancerFleetSerializer(serializers.Serializer):
 class LoadBalancerList(APIView):
     """Read-only: the fleet, for anyone who may see the Load balancer page."""
 
-    permission_classes = [ActionPermission]
+    permission_classes = [GlobalViewPermission]
     schema = ApiSchema()
 
     @extend_schema(

@@ -20,7 +20,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes, schema
-from rest_framework.exceptions import ParseError, PermissionDenied
+from rest_framework.exceptions import NotFound, ParseError, PermissionDenied
 from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -43,6 +43,7 @@ from dashboard.api.schema import BAD_REQUEST, NOT_FOUND, ApiSchema
 from dashboard.audit import service as audit
 from deployer.livelog import parse_after
 from deployer.models import App
+from deployer.permissions import can_view_app
 from scaling import permissions, services
 from scaling.editor import ScheduleEdit
 from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
@@ -58,17 +59,14 @@ NODE_VERBS = {
 
 
 class ScalingPermission(BasePermission):
-    """Viewing needs the view permissions; each changing action names the one it needs."""
+    """Viewing needs a role on ``*``; each changing action names the one it needs there."""
 
     message = "You do not have permission to do this."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        """Signed in, may view scaling, and holds what the action needs."""
-        user = request.user
-        if not (permissions.can_view(user) and permissions.can_view_runs(user)):
-            return False
+        """The action's role on ``*`` (viewer for reads)."""
         needed = getattr(view, "action_perms", {}).get(getattr(view, "action", None))
-        return needed is None or bool(user.has_perm(needed))
+        return permissions.allows_global(request.user, needed or permissions.VIEW)
 
 
 def _accepted(request: Request, run: ScalingRun) -> Response:
@@ -263,19 +261,27 @@ class NodeGroupViewSet(ScalingModelViewSet):
 
 
 class _RunPermission(ScalingPermission):
-    """May view scaling and start runs."""
+    """May start runs: an operator on ``*``."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        """Viewing plus the run permission."""
-        return super().has_permission(request, view) and permissions.can_run(request.user)
+        """The run action on ``*``."""
+        return permissions.can_run(request.user)
 
 
-class _ScaleAppsPermission(_RunPermission):
-    """May start runs and scale apps (``deployer.add_deployment``)."""
+class _ScaleAppsPermission(BasePermission):
+    """May scale the app the route names: a deployer in its namespace (404 where it is unseen)."""
+
+    message = "You do not have permission to do this."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        """The run permission plus the app scaling one."""
-        return super().has_permission(request, view) and permissions.can_scale_apps(request.user)
+        """The scale action in the app's namespace."""
+        if not request.user.is_authenticated:
+            return False
+        app = get_object_or_404(App, pk=view.kwargs.get("pk"))
+        allowed = permissions.can_scale_apps(request.user, app)
+        if not (allowed or can_view_app(request.user, app)):
+            raise NotFound()
+        return allowed
 
 
 @extend_schema(request=ScalingScaleRequest, responses={202: ScalingRunSerializer})

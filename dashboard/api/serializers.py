@@ -88,13 +88,24 @@ class AppSerializer(serializers.ModelSerializer):
             "web_url",
             *App.DESCRIPTOR_FIELDS,
             "live_version",
+            "follow_last_poll",
+            "follow_newest_tag",
+            "follow_last_error",
             "webhook_secret",
             "created_by",
             "updated_by",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["live_version", "webhook_secret", "created_at", "updated_at"]
+        read_only_fields = [
+            "live_version",
+            "follow_last_poll",
+            "follow_newest_tag",
+            "follow_last_error",
+            "webhook_secret",
+            "created_at",
+            "updated_at",
+        ]
         # Uniqueness is checked by App.full_clean below, with messages on the right field.
         validators: list[Any] = []
         extra_kwargs = {
@@ -155,7 +166,7 @@ class AppSerializer(serializers.ModelSerializer):
         """The app; env values and the webhook secret only for users who may change apps."""
         data = super().to_representation(instance)
         request = self.context.get("request")
-        if request is None or not request.user.has_perm(permissions.CHANGE):
+        if request is None or not permissions.can_change_app(request.user, instance):
             data.pop("webhook_secret", None)
             data["env"] = envvars.masked(instance.env)
         return data

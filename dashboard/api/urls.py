@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import DefaultRouter
 
+from dashboard import access
 from dashboard.api import hooks, loadbalancers, views
 from dashboard.audit.api import AuditList
 from dashboard.notifications import api as notifications
@@ -20,6 +21,7 @@ router.register(
 )
 router.register("notifications/deliveries", notifications.DeliveryViewSet, basename="delivery")
 router.register("tokens", tokens.TokenViewSet, basename="token")
+router.register("role-bindings", access.RoleBindingViewSet, basename="role-binding")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("hooks/dockerhub/<str:secret>/", hooks.DockerHubHook.as_view(), name="hook-dockerhub"),

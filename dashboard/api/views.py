@@ -88,9 +88,9 @@ class AppViewSet(viewsets.ModelViewSet):
         permissions.CHANGE,
         permissions.DELETE,
         deploy=permissions.DEPLOY,
-        scale=permissions.DEPLOY,
-        swap_back=permissions.DEPLOY,
-        undeploy=permissions.DEPLOY,
+        scale=permissions.SCALE,
+        swap_back=permissions.SWAP_BACK,
+        undeploy=permissions.UNDEPLOY,
     )
 
     def get_queryset(self) -> QuerySet[App]:
@@ -180,8 +180,8 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     schema = ApiSchema()
     action_perms = {
         "abort": permissions.ABORT,
-        "promote": permissions.ABORT,
-        "reject": permissions.ABORT,
+        "promote": permissions.PROMOTE,
+        "reject": permissions.REJECT,
     }
 
     def get_serializer_class(self) -> type[BaseSerializer[Deployment]]:

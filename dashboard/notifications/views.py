@@ -1,7 +1,7 @@
 """The Notifications page: subscriptions, their form, and the delivery log.
 
-Seeing them needs the permission to view apps; creating, changing and deleting them the
-permission to change apps.
+Seeing them needs a role in the subscription's app's namespace (``*`` for every app);
+creating, changing and deleting them the admin role there.
 """
 
 from __future__ import annotations
@@ -11,20 +11,35 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard.notifications.forms import SubscriptionForm
 from dashboard.notifications.models import Delivery, DeliveryAttempt, Subscription
-from deployer import permissions
+from deployer import permissions, roles
 
 RECENT_DELIVERIES = 50
 
 
 def can_manage(user: Any) -> bool:
     """True when ``user`` may create, change and delete subscriptions."""
-    return permissions.can_view_app(user) and bool(user.has_perm(permissions.CHANGE))
+    return permissions.may(user, "notifications")
+
+
+def _namespace(app: Any) -> str:
+    """A subscription's namespace: its app's, or every namespace (``*``) for every app."""
+    return app.namespace if app is not None else roles.EVERY
+
+
+def _subscription_for(request: HttpRequest, pk: int) -> Subscription:
+    """The subscription, 404 outside the user's namespaces, 403 unless an admin of its namespace."""
+    subscription = get_object_or_404(Subscription.objects.select_related("app"), pk=pk)
+    namespace = _namespace(subscription.app)
+    if not roles.allows(request.user, "view", namespace):
+        raise Http404("No such subscription.")
+    _require(roles.allows(request.user, "notifications", namespace), "manage notifications")
+    return subscription
 
 
 def _require(allowed: bool, what: str) -> None:
@@ -40,6 +55,7 @@ def notification_list(request: HttpRequest) -> HttpResponse:
     deliveries = Delivery.objects.select_related("subscription").prefetch_related(
         Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("at", "id"))
     )
+    deliveries = roles.filter_visible(deliveries, request.user, "subscription__app__namespace")
     if status in Delivery.Status.values:
         deliveries = deliveries.filter(status=status)
     else:
@@ -48,7 +64,9 @@ def notification_list(request: HttpRequest) -> HttpResponse:
         request,
         "dashboard/notifications.html",
         {
-            "subscriptions": Subscription.objects.select_related("app"),
+            "subscriptions": roles.filter_visible(
+                Subscription.objects.select_related("app"), request.user, "app__namespace"
+            ),
             "deliveries": deliveries[:RECENT_DELIVERIES],
             "statuses": Delivery.Status.choices,
             "status": status,
@@ -60,7 +78,14 @@ def notification_list(request: HttpRequest) -> HttpResponse:
 def _form_page(request: HttpRequest, subscription: Subscription | None) -> HttpResponse:
     instance = subscription or Subscription(created_by=request.user)
     form = SubscriptionForm(request.POST or None, instance=instance)
+    # Only apps of the namespaces the user administers are offered (and accepted).
+    field = form.fields["app"]
+    field.queryset = roles.filter_visible(field.queryset, request.user, action="notifications")
     if request.method == "POST":
+        if form.is_valid() and not roles.allows(
+            request.user, "notifications", _namespace(form.cleaned_data.get("app"))
+        ):
+            form.add_error("app", "You are not an admin of this app's namespace.")
         if form.is_valid():
             saved = form.save()
             messages.success(request, f"Saved the subscription {saved.name}.")
@@ -92,15 +117,13 @@ def subscription_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def subscription_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a subscription (its secret stays unless a new one is asked for)."""
-    _require(can_manage(request.user), "manage notifications")
-    return _form_page(request, get_object_or_404(Subscription, pk=pk))
+    return _form_page(request, _subscription_for(request, pk))
 
 
 @require_POST
 def subscription_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete a subscription and its delivery log."""
-    _require(can_manage(request.user), "manage notifications")
-    subscription = get_object_or_404(Subscription, pk=pk)
+    subscription = _subscription_for(request, pk)
     subscription.delete()
     messages.success(request, f"Deleted the subscription {subscription.name}.")
     return redirect("notifications")

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 
 from dashboard.notifications.models import Delivery, Subscription
 from dashboard.tokens.models import ApiToken
+from deployer import roles
 from deployer.models import App, Deployment
 
 # The action each write route does (names as in the role table), keyed by URL name.
@@ -34,6 +35,8 @@ WRITE_ACTIONS: dict[str, str] = {
     "api:subscription-detail": "notifications",
     "api:token-list": "tokens",
     "api:token-detail": "tokens",
+    "api:role-binding-list": "roles",
+    "api:role-binding-detail": "roles",
     "scaling-api:app-scale": "scale",
     "scaling-api:schedule-list": "schedule",
     "scaling-api:schedule-detail": "schedule",
@@ -43,22 +46,8 @@ WRITE_ACTIONS: dict[str, str] = {
     "scaling-api:node-group-detail": "node",
     "scaling-api:node-action": "node",
 }
-# The scope each action needs.
-ACTION_SCOPES: dict[str, str] = {
-    "view": "read",
-    "deploy": "deploy",
-    "abort": "deploy",
-    "promote": "deploy",
-    "reject": "deploy",
-    "swap_back": "deploy",
-    "undeploy": "deploy",
-    "scale": "scale",
-    "schedule": "scale",
-    "node": "scale",
-    "app": "admin",
-    "notifications": "admin",
-    "tokens": "admin",
-}
+# The scope each action needs: the role table's (deployer.roles.ACTIONS).
+ACTION_SCOPES: dict[str, str] = roles.ACTION_SCOPES
 UNLISTED_WRITE = "admin"
 # Tokens are not namespaced objects: a namespace-limited token may still manage its owner's.
 UNNAMESPACED_OK = frozenset({"tokens"})
@@ -162,14 +151,14 @@ class TokenScopePermission(BasePermission):
 
 
 class TokenNamespaceFilter(BaseFilterBackend):
-    """Lists and lookups of a namespace-limited token see only its namespaces' objects."""
+    """Lists and lookups see only the namespaces the caller's roles (capped by its token) show."""
 
     def filter_queryset(
         self, request: Request, queryset: QuerySet[Any], view: Any
     ) -> QuerySet[Any]:
-        """``queryset`` narrowed to the token's namespaces, when it has a namespace field."""
-        token = request_token(request)
+        """``queryset`` narrowed by ``deployer.roles.filter_visible``, when it has a namespace field."""
         field = NAMESPACE_FIELDS.get(queryset.model)
-        if token is None or not token.namespaces or field is None:
+        if field is None:
             return queryset
-        return queryset.filter(**{f"{field}__in": token.namespaces})
+        needed = getattr(view, "action_perms", {}).get(getattr(view, "action", None), "view")
+        return roles.filter_visible(queryset, request.user, field, ("view", needed))

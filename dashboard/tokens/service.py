@@ -12,6 +12,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from dashboard.tokens.models import SCOPES, ApiToken
+from deployer import roles
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION = re.compile(r"^(\d+)([mhdw])$")
@@ -128,5 +129,8 @@ def may_manage(user: Any, token: ApiToken) -> bool:
 
 
 def is_token_admin(user: Any) -> bool:
-    """True when ``user`` may list and revoke other users' tokens."""
-    return bool(user.is_active and user.is_superuser)
+    """True when ``user`` may list and revoke other users' tokens: an admin on ``*``.
+
+    The role alone decides here; a request's token is capped by its scopes in scopes.refusal.
+    """
+    return roles.role_in(user, roles.EVERY) == roles.ADMIN

@@ -26,8 +26,7 @@ HISTORY_PAGE_SIZE = 50
 
 def _app_for(request: HttpRequest, pk: int) -> App:
     app = get_object_or_404(App, pk=pk)
-    if not permissions.can_view_app(request.user, app):
-        raise PermissionDenied("You may not see this app.")
+    permissions.visible_or_404(request.user, app)
     return app
 
 
@@ -41,16 +40,20 @@ def app_list(request: HttpRequest) -> HttpResponse:
     """Every app with its live version, replicas, frontend and last deployment; filter by namespace."""
     _require(permissions.can_view_app(request.user), "see apps")
     namespace = request.GET.get("namespace") or None
-    apps = list(queries.apps_with_last_deployment(namespace))
+    apps = list(
+        permissions.visible_apps(request.user, queries.apps_with_last_deployment(namespace))
+    )
     rows = queries.app_rows(apps, queries.live_states(apps, pods=False))
     return render(
         request,
         "dashboard/app_list.html",
         {
             "rows": rows,
-            "namespaces": queries.namespaces(),
+            "namespaces": [
+                ns for ns in queries.namespaces() if permissions.can_view_app(request.user, ns)
+            ],
             "namespace": namespace,
-            "can_add": request.user.has_perm(permissions.ADD),
+            "can_add": permissions.can_change_app(request.user),
         },
     )
 
@@ -64,6 +67,10 @@ def _form_page(request: HttpRequest, app: App | None) -> HttpResponse:
         envs_valid = envs.is_valid()
         data["env"] = json.dumps(envs.as_dict() if envs_valid else instance.env)
         form = AppForm(data, instance=instance)
+        if form.is_valid() and not permissions.can_change_app(
+            request.user, form.cleaned_data.get("namespace") or "default"
+        ):
+            form.add_error("namespace", "You are not an admin of this namespace.")
         if form.is_valid() and envs_valid:
             saved = form.save(commit=False)
             saved.updated_by = request.user
@@ -93,7 +100,7 @@ def _form_page(request: HttpRequest, app: App | None) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def app_create(request: HttpRequest) -> HttpResponse:
     """The form for a new app."""
-    _require(request.user.has_perm(permissions.ADD), "create apps")
+    _require(permissions.can_change_app(request.user), "create apps")
     return _form_page(request, None)
 
 
@@ -101,7 +108,7 @@ def app_create(request: HttpRequest) -> HttpResponse:
 def app_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """The form for an existing app; the next deploy uses the new descriptor."""
     app = _app_for(request, pk)
-    _require(request.user.has_perm(permissions.CHANGE), "change apps")
+    _require(permissions.can_change_app(request.user, app), "change apps")
     return _form_page(request, app)
 
 
@@ -116,7 +123,7 @@ def _detail_page(
     recent = list(queries.history(app)[: queries.CHART_SIZE])
     active = queries.active_deployment(app)
     live = queries.live_states([app])[app.pk]
-    can_change = request.user.has_perm(permissions.CHANGE)
+    can_change = permissions.can_change_app(request.user, app)
     # Values only for users who may change the app; the others see the names.
     env = {
         name: envvars.describe(value) if can_change else envvars.MASK
@@ -140,8 +147,8 @@ def _detail_page(
             "scale_form": scale_form or ScaleForm(initial={"replicas": app.replicas}),
             "images": queries.known_images(app),
             "can_deploy": permissions.can_deploy(request.user, app),
-            "can_abort": permissions.can_abort(request.user),
-            "can_promote": permissions.can_promote(request.user),
+            "can_abort": permissions.can_abort(request.user, app),
+            "can_promote": permissions.can_promote(request.user, app),
             "can_change": can_change,
             "env": env,
             "warm": queries.warm_version(app) is not None,
@@ -174,7 +181,7 @@ def app_deploy(request: HttpRequest, pk: int) -> HttpResponse:
 def scale_app_now(request: HttpRequest, pk: int) -> HttpResponse:
     """Set the app's replicas, and its live version's in the cluster."""
     app = _app_for(request, pk)
-    _require(permissions.can_deploy(request.user, app), "scale apps")
+    _require(permissions.can_scale(request.user, app), "scale apps")
 
     def scale(data: dict[str, Any]) -> HttpResponse:
         services.scale_app(app, data["replicas"], user=request.user)

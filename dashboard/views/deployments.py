@@ -22,8 +22,7 @@ HISTORY_PAGE_SIZE = 50
 
 def _deployment_for(request: HttpRequest, pk: int) -> Deployment:
     deployment = get_object_or_404(Deployment.objects.select_related("app", "triggered_by"), pk=pk)
-    if not permissions.can_view_deployment(request.user, deployment):
-        raise PermissionDenied("You may not see this deployment.")
+    permissions.visible_or_404(request.user, deployment)
     return deployment
 
 
@@ -105,7 +104,8 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
     if not permissions.can_view_app(request.user):
         raise PermissionDenied("You may not see deployments.")
     filters = HistoryFilterForm(request.GET)
-    paginator = Paginator(filters.apply(queries.history()), HISTORY_PAGE_SIZE)
+    visible = permissions.visible_deployments(request.user, queries.history())
+    paginator = Paginator(filters.apply(visible), HISTORY_PAGE_SIZE)
     return render(
         request,
         "dashboard/history.html",

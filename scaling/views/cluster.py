@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from dashboard.audit.service import changes, record, state
 from deployer.errors import KubeError
 from deployer.models import App
+from deployer.permissions import visible_or_404
 from scaling import services
 from scaling.drain import evictable_count
 from scaling.forms import CapacityForm, DrainForm, NodeGroupForm, ScaleAppForm
@@ -125,8 +126,9 @@ def node_group_capacity(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def queue_app_scale(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a run that sets the app's replicas."""
-    require(can_scale_apps(request.user), "scale apps")
     app = get_object_or_404(App, pk=pk)
+    visible_or_404(request.user, app)
+    require(can_scale_apps(request.user, app), "scale apps")
     form = ScaleAppForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"{app.name}: {' '.join(form.errors.get('replicas', []))}")

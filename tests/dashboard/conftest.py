@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -29,16 +28,6 @@ def _isolated(settings: Any, tmp_path: Any) -> Iterator[None]:
     k8s.reset()
 
 
-def _user(django_user_model: Any, username: str, *perms: str) -> Any:
-    user = django_user_model.objects.create_user(username=username, password="pw-" + username)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    return user
-
-
 @pytest.fixture
 def admin(django_user_model: Any) -> Any:
     """A superuser: may do everything."""
@@ -46,15 +35,15 @@ def admin(django_user_model: Any) -> Any:
 
 
 @pytest.fixture
-def viewer(django_user_model: Any) -> Any:
-    """A user who may see apps and deployments but change nothing."""
-    return _user(django_user_model, "viewer", "deployer.view_app")
+def viewer(role_user: Any) -> Any:
+    """A user who may see apps and deployments but change nothing: viewer on every namespace."""
+    return role_user("viewer", "viewer")
 
 
 @pytest.fixture
-def stranger(django_user_model: Any) -> Any:
-    """A signed-in user without any permission."""
-    return _user(django_user_model, "stranger")
+def stranger(role_user: Any) -> Any:
+    """A signed-in user without any role."""
+    return role_user("stranger")
 
 
 @pytest.fixture

@@ -15,17 +15,9 @@ ENV = {"LOG_LEVEL": "debug", "TOKEN": {"secretKeyRef": {"name": "api", "key": "t
 
 
 @pytest.fixture
-def editor(django_user_model: Any, viewer: Any) -> Any:
-    """A user who may see and change apps."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user("editor", password="pw-editor-user")
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="deployer", codename__in=["view_app", "change_app"]
-        )
-    )
-    return user
+def editor(role_user: Any, viewer: Any) -> Any:
+    """A user who may see and change apps: admin on every namespace."""
+    return role_user("editor", "admin")
 
 
 def api_as(user: Any) -> APIClient:

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -124,11 +123,9 @@ def test_a_refused_configuration_is_announced_once_per_load_balancer_and_revisio
 
 
 @pytest.fixture
-def editor(django_user_model: Any) -> Client:
-    """A session of a user who may view and change apps."""
-    user = django_user_model.objects.create_user(username="editor", password="pw-editor")
-    for codename in ("view_app", "change_app"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
+def editor(role_user: Any) -> Client:
+    """A session of a user who may view and change apps: admin on every namespace."""
+    user = role_user("editor", "admin")
     client = Client()
     client.force_login(user)
     return client

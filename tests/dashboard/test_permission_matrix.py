@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -27,35 +27,28 @@ from dashboard.asgi import application
 from dashboard.notifications.models import Delivery, Subscription
 from dashboard.routing import websocket_urlpatterns
 from dashboard.tokens.models import ApiToken
+from deployer import roles
 from deployer.livelog import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
-from deployer.models import App, Deployment
+from deployer.models import App, Deployment, RegistryCredential, RoleBinding
 from scaling.models import NodeGroup, NodeGroupAction, ScalingRun, Schedule
 
-ANONYMOUS = "anonymous"
-NOBODY = "no-permission"
-VIEWER = "viewer"
-EDITOR = "app-editor"
-DEPLOYER = "deployer"
-SCALER = "scaling-only"
-SUPERUSER = "superuser"
-ROLES = (ANONYMOUS, NOBODY, VIEWER, EDITOR, DEPLOYER, SCALER, SUPERUSER)
+# The namespace of the matrix's app, and another one.
+NS = "team-a"
+OTHER = "team-b"
+EVERY = "*"
+# "Somewhere": an action the user may do in at least one namespace (lists, new-object forms).
+ANY = "any"
 
-SCALING_PERMS = (
-    "scaling.view_schedule",
-    "scaling.view_scalingrun",
-    "scaling.add_schedule",
-    "scaling.change_schedule",
-    "scaling.delete_schedule",
-    "scaling.change_nodegroup",
-    "scaling.add_scalingrun",
-)
-ROLE_PERMS: dict[str, tuple[str, ...]] = {
-    NOBODY: (),
-    VIEWER: ("deployer.view_app",),
-    EDITOR: ("deployer.view_app", "deployer.add_app", "deployer.change_app", "deployer.delete_app"),
-    DEPLOYER: ("deployer.view_app", "deployer.add_deployment", "deployer.change_deployment"),
-    SCALER: SCALING_PERMS,
+ANONYMOUS = "anonymous"
+NOBODY = "no-role"
+SUPERUSER = "superuser"
+# Each role bound on the route's namespace, one bound only on another namespace, each on *.
+BOUND: dict[str, tuple[str, str]] = {
+    **{f"{role}@{NS}": (role, NS) for role in roles.ROLES},
+    f"admin@{OTHER}": ("admin", OTHER),
+    **{f"{role}@*": (role, EVERY) for role in roles.ROLES},
 }
+ROLES = (ANONYMOUS, NOBODY, *BOUND, SUPERUSER)
 
 # A cell that expects a redirect to a sign-in page (the dashboard's or the admin's).
 LOGIN = "login"
@@ -63,25 +56,97 @@ LOGIN = "login"
 API_ANON = 403
 
 Expected = dict[str, int | str]
+Rule = Callable[[str], int | str]
 
 
-def cells(
-    allowed: set[str], yes: int, *, no: int | str = 403, anonymous: int | str = LOGIN
-) -> Expected:
-    """``yes`` for the allowed roles and the superuser, ``no`` for the other users."""
-    table: Expected = {role: (yes if role in allowed | {SUPERUSER} else no) for role in ROLES}
-    table[ANONYMOUS] = anonymous
-    return table
+def may(principal: str, action: str, where: str) -> bool:
+    """What the role table (deployer.roles.ACTIONS) says ``principal`` may do ``where``."""
+    if principal in (ANONYMOUS, NOBODY):
+        return False
+    if principal == SUPERUSER:
+        return True
+    role, bound_on = BOUND[principal]
+    least = roles.RANK[roles.ACTIONS[action][0]]
+    if roles.RANK[role] < least:
+        return False
+    return bound_on == EVERY or where in (ANY, bound_on)
 
 
-def everyone(status: int | str) -> Expected:
+def need(
+    action: str,
+    where: str,
+    yes: int,
+    *,
+    detail: bool = False,
+    anonymous: int | str = LOGIN,
+) -> Rule:
+    """``yes`` where the table allows ``action``; else 403, or 404 for a ``detail`` the user
+    cannot even see (names do not leak)."""
+
+    def rule(principal: str) -> int | str:
+        if principal == ANONYMOUS:
+            return anonymous
+        if may(principal, action, where):
+            return yes
+        if detail and not may(principal, "view", where):
+            return 404
+        return 403
+
+    return rule
+
+
+def api_need(action: str, where: str, yes: int, *, detail: bool = False) -> Rule:
+    return need(action, where, yes, detail=detail, anonymous=API_ANON)
+
+
+def signed_in(yes: int, *, anonymous: int | str = LOGIN) -> Rule:
+    """``yes`` for every signed-in user (their own Tokens page, the API's root)."""
+    return lambda principal: anonymous if principal == ANONYMOUS else yes
+
+
+def everyone(status: int | str) -> Rule:
     """The same answer for every role, signed in or not (pages open to all, webhooks)."""
-    return dict.fromkeys(ROLES, status)
+    return lambda principal: status
 
 
-VIEW = {VIEWER, EDITOR, DEPLOYER}
-SCALING = {SCALER}
-SIGNED_IN = {NOBODY, VIEWER, EDITOR, DEPLOYER, SCALER}
+def binding_rule(yes: int, anonymous: int | str) -> Rule:
+    """A binding on NS: its admins remove it; an admin elsewhere does not see it (404)."""
+
+    def rule(principal: str) -> int | str:
+        if principal == ANONYMOUS:
+            return anonymous
+        if may(principal, "roles", NS):
+            return yes
+        return 404 if may(principal, "roles", ANY) else 403
+
+    return rule
+
+
+def grant_rule(where: str) -> Rule:
+    """Binding a role on ``where`` from the Access page: an admin elsewhere gets the form back
+    with the refusal (400); a non-admin is refused the page (403)."""
+
+    def rule(principal: str) -> int | str:
+        if principal == ANONYMOUS:
+            return LOGIN
+        if may(principal, "roles", where):
+            return 302
+        return 400 if may(principal, "roles", ANY) else 403
+
+    return rule
+
+
+def others_token_rule(yes: int, *, page: bool) -> Rule:
+    """Another user's token: an admin on * only; the API hides it (404), the page refuses."""
+
+    def rule(principal: str) -> int | str:
+        if principal == ANONYMOUS:
+            return LOGIN if page else API_ANON
+        if may(principal, "tokens", EVERY):
+            return yes
+        return 403 if page else 404
+
+    return rule
 
 
 @dataclass
@@ -93,6 +158,7 @@ class World:
     schedule: Schedule
     group: NodeGroup
     run: ScalingRun
+    someone: User
 
 
 @dataclass(frozen=True)
@@ -101,7 +167,7 @@ class Case:
 
     route: str
     method: str
-    expected: Expected
+    rule: Rule
     kwargs: Callable[[World], dict[str, Any]] = lambda world: {}
     data: Callable[[World], Any] | None = None
     label: str = ""
@@ -109,9 +175,19 @@ class Case:
     headers: Callable[[World, bytes], dict[str, str]] = field(default=lambda world, body: {})
 
     @property
+    def expected(self) -> Expected:
+        """Each role's answer."""
+        return {principal: self.rule(principal) for principal in ROLES}
+
+    @property
     def id(self) -> str:
         """The parametrize id: route, method and label."""
         return f"{self.route}-{self.method}" + (f"-{self.label}" if self.label else "")
+
+
+def registry_pk(world: World) -> dict[str, Any]:
+    credential, _ = RegistryCredential.objects.get_or_create(host="registry.example.com")
+    return {"pk": credential.pk}
 
 
 def app_pk(world: World) -> dict[str, Any]:
@@ -152,6 +228,12 @@ def delivery_pk(world: World) -> dict[str, Any]:
     hook = Subscription.objects.get(pk=subscription_pk(world)["pk"])
     delivery, _ = Delivery.objects.get_or_create(subscription=hook, event="failed")
     return {"pk": delivery.pk}
+
+
+def binding_pk(world: World) -> dict[str, Any]:
+    """A binding of another user on NS."""
+    binding, _ = RoleBinding.objects.get_or_create(role="viewer", user=world.someone, namespace=NS)
+    return {"pk": binding.pk}
 
 
 def others_token_pk(world: World) -> dict[str, Any]:
@@ -211,232 +293,355 @@ def dockerhub_push(world: World) -> dict[str, Any]:
 BAD_IMAGE = {"image": "Not An Image!"}
 
 PAGES = [
-    Case("home", "GET", cells(VIEW, 200)),
-    Case("app-create", "GET", cells({EDITOR}, 200)),
-    Case("app-create", "POST", cells({EDITOR}, 400), data=lambda w: {}),
-    Case("app-detail", "GET", cells(VIEW, 200), app_pk),
-    Case("app-edit", "GET", cells({EDITOR}, 200), app_pk),
-    Case("app-edit", "POST", cells({EDITOR}, 400), app_pk, lambda w: {"replicas": "-1"}),
-    Case("app-deploy", "POST", cells({DEPLOYER}, 400), app_pk, lambda w: BAD_IMAGE),
-    Case("app-scale", "POST", cells({DEPLOYER}, 400), app_pk, lambda w: {"replicas": "-1"}),
-    Case("app-swap-back", "POST", cells({DEPLOYER}, 302), app_pk),
-    Case("app-undeploy", "GET", cells({DEPLOYER}, 200), app_pk),
-    Case("app-undeploy", "POST", cells({DEPLOYER}, 400), app_pk, lambda w: {"confirm": "no"}),
-    Case("app-history", "GET", cells(VIEW, 200), app_pk),
-    # The matrix has no cluster: a user who may see the app learns that it did not answer.
-    Case("pod-logs", "GET", cells(VIEW, 503), lambda w: {"pk": w.app.pk, "pod": "hello-v1-abcde"}),
-    Case("deployment-list", "GET", cells(VIEW, 200)),
-    Case("deployment-detail", "GET", cells(VIEW, 200), deployment_pk),
-    Case("deployment-abort", "POST", cells({DEPLOYER}, 302), deployment_pk),
-    Case("deployment-promote", "POST", cells({DEPLOYER}, 302), deployment_pk),
-    Case("deployment-reject", "POST", cells({DEPLOYER}, 302), deployment_pk),
-    Case("load-balancer", "GET", cells(VIEW, 200)),
-    # Notifications: seen with the view permission, managed with the app-change one.
-    Case("notifications", "GET", cells(VIEW, 200)),
-    Case("subscription-create", "GET", cells({EDITOR}, 200)),
-    Case("subscription-create", "POST", cells({EDITOR}, 400), data=lambda w: {}),
-    Case("subscription-edit", "GET", cells({EDITOR}, 200), subscription_pk),
+    Case("home", "GET", need("view", ANY, 200)),
+    Case("app-create", "GET", need("app", ANY, 200)),
+    Case("app-create", "POST", need("app", ANY, 400), data=lambda w: {}),
+    Case("app-detail", "GET", need("view", NS, 200, detail=True), app_pk),
+    Case("app-edit", "GET", need("app", NS, 200, detail=True), app_pk),
     Case(
-        "subscription-edit", "POST", cells({EDITOR}, 400), subscription_pk, lambda w: {"name": ""}
+        "app-edit",
+        "POST",
+        need("app", NS, 400, detail=True),
+        app_pk,
+        lambda w: {"replicas": "-1"},
     ),
-    Case("subscription-delete", "POST", cells({EDITOR}, 302), subscription_pk),
-    Case("scaling:overview", "GET", cells(SCALING, 200)),
-    Case("scaling:schedule-create", "GET", cells(SCALING, 200)),
-    Case("scaling:schedule-create", "POST", cells(SCALING, 400), data=lambda w: {}),
+    Case("app-deploy", "POST", need("deploy", NS, 400, detail=True), app_pk, lambda w: BAD_IMAGE),
+    Case(
+        "app-scale",
+        "POST",
+        need("scale", NS, 400, detail=True),
+        app_pk,
+        lambda w: {"replicas": "-1"},
+    ),
+    Case("app-swap-back", "POST", need("swap_back", NS, 302, detail=True), app_pk),
+    Case("app-undeploy", "GET", need("undeploy", NS, 200, detail=True), app_pk),
+    Case(
+        "app-undeploy",
+        "POST",
+        need("undeploy", NS, 400, detail=True),
+        app_pk,
+        lambda w: {"confirm": "no"},
+    ),
+    Case("app-history", "GET", need("view", NS, 200, detail=True), app_pk),
+    # The matrix has no cluster: a user who may see the app learns that it did not answer.
+    Case(
+        "pod-logs",
+        "GET",
+        need("view", NS, 503, detail=True),
+        lambda w: {"pk": w.app.pk, "pod": "hello-v1-abcde"},
+    ),
+    Case("deployment-list", "GET", need("view", ANY, 200)),
+    Case("deployment-detail", "GET", need("view", NS, 200, detail=True), deployment_pk),
+    Case("deployment-abort", "POST", need("abort", NS, 302, detail=True), deployment_pk),
+    Case("deployment-promote", "POST", need("promote", NS, 302, detail=True), deployment_pk),
+    Case("deployment-reject", "POST", need("reject", NS, 302, detail=True), deployment_pk),
+    # The fleet serves every namespace: a role on *.
+    Case("load-balancer", "GET", need("view", EVERY, 200)),
+    # Notifications: the list shows the visible namespaces' subscriptions; the matrix's
+    # subscription is for every app, so it is about *.
+    Case("notifications", "GET", need("view", ANY, 200)),
+    Case("subscription-create", "GET", need("notifications", ANY, 200)),
+    Case("subscription-create", "POST", need("notifications", ANY, 400), data=lambda w: {}),
+    Case(
+        "subscription-edit", "GET", need("notifications", EVERY, 200, detail=True), subscription_pk
+    ),
+    Case(
+        "subscription-edit",
+        "POST",
+        need("notifications", EVERY, 400, detail=True),
+        subscription_pk,
+        lambda w: {"name": ""},
+    ),
+    Case(
+        "subscription-delete",
+        "POST",
+        need("notifications", EVERY, 302, detail=True),
+        subscription_pk,
+    ),
+    # Scaling acts on the cluster as a whole: roles on *.
+    Case("scaling:overview", "GET", need("view", EVERY, 200)),
+    Case("scaling:schedule-create", "GET", need("schedule", EVERY, 200)),
+    Case("scaling:schedule-create", "POST", need("schedule", EVERY, 400), data=lambda w: {}),
     Case(
         "scaling:schedule-create",
         "POST",
-        cells(SCALING, 302),
+        need("schedule", EVERY, 302),
         data=lambda w: schedule_form(w, with_app=False),
         label="node-groups-only",
     ),
     Case(
         "scaling:schedule-create",
         "POST",
-        # A schedule that scales an app needs the right to scale apps.
-        cells(set(), 302),
+        # Scaling an app from a schedule is the deployer's scale on *: an operator on * has it.
+        need("schedule", EVERY, 302),
         data=lambda w: schedule_form(w, with_app=True),
         label="scaling-an-app",
     ),
-    Case("scaling:schedule-preview", "GET", cells(SCALING, 200)),
-    Case("scaling:schedule-edit", "GET", cells(SCALING, 200), schedule_pk),
-    Case("scaling:schedule-edit", "POST", cells(SCALING, 400), schedule_pk, lambda w: {}),
-    Case("scaling:schedule-delete", "POST", cells(SCALING, 302), schedule_pk),
-    Case("scaling:schedule-dry-run", "POST", cells(SCALING, 302), schedule_pk),
-    Case("scaling:cluster", "GET", cells(SCALING, 200)),
-    Case("scaling:node-group-create", "GET", cells(SCALING, 200)),
-    Case("scaling:node-group-create", "POST", cells(SCALING, 400), data=lambda w: {}),
-    Case("scaling:node-group-edit", "GET", cells(SCALING, 200), group_pk),
+    Case("scaling:schedule-preview", "GET", need("view", EVERY, 200)),
+    Case("scaling:schedule-edit", "GET", need("view", EVERY, 200), schedule_pk),
+    Case("scaling:schedule-edit", "POST", need("schedule", EVERY, 400), schedule_pk, lambda w: {}),
+    Case("scaling:schedule-delete", "POST", need("schedule", EVERY, 302), schedule_pk),
+    Case("scaling:schedule-dry-run", "POST", need("schedule", EVERY, 302), schedule_pk),
+    Case("scaling:cluster", "GET", need("view", EVERY, 200)),
+    Case("scaling:node-group-create", "GET", need("node", EVERY, 200)),
+    Case("scaling:node-group-create", "POST", need("node", EVERY, 400), data=lambda w: {}),
+    Case("scaling:node-group-edit", "GET", need("node", EVERY, 200), group_pk),
     Case(
         "scaling:node-group-capacity",
         "POST",
-        cells(SCALING, 302),
+        need("node", EVERY, 302),
         group_pk,
         lambda w: {"desired": "99"},
     ),
-    Case("scaling:node-group-delete", "POST", cells(SCALING, 302), group_pk),
-    # Scaling an app is the app page's Scale: the scaling run permission is not enough.
-    Case("scaling:app-scale", "POST", cells(set(), 302), app_pk, lambda w: {"replicas": "-1"}),
+    Case("scaling:node-group-delete", "POST", need("node", EVERY, 302), group_pk),
+    # Scaling one app is the app page's Scale: a deployer in its namespace.
+    Case(
+        "scaling:app-scale",
+        "POST",
+        need("scale", NS, 302, detail=True),
+        app_pk,
+        lambda w: {"replicas": "-1"},
+    ),
     Case(
         "scaling:node-action",
         "POST",
-        cells(SCALING, 302),
+        need("node", EVERY, 302),
         lambda w: {"name": "node-1", "action": "bogus"},
     ),
-    Case("scaling:run-list", "GET", cells(SCALING, 200)),
-    Case("scaling:run-detail", "GET", cells(SCALING, 200), run_pk),
-    Case("scaling:run-logs", "GET", cells(SCALING, 200), run_pk),
-    # Everyone signed in has a Tokens page of their own; revoking another's is an admin's.
-    Case("tokens", "GET", cells(SIGNED_IN, 200)),
-    Case("tokens", "POST", cells(SIGNED_IN, 400), data=lambda w: {}),
-    # The audit trail: staff and superusers.
-    Case("audit", "GET", cells(set(), 200)),
-    Case("audit", "GET", cells(set(), 200), data=lambda w: {"export": "csv"}, label="csv"),
-    Case("token-revoke", "POST", cells(set(), 302), others_token_pk),
+    Case("scaling:run-list", "GET", need("view", EVERY, 200)),
+    Case("scaling:run-detail", "GET", need("view", EVERY, 200), run_pk),
+    Case("scaling:run-logs", "GET", need("view", EVERY, 200), run_pk),
+    # Everyone signed in has a Tokens page of their own; revoking another's is an admin's on *.
+    Case("tokens", "GET", signed_in(200)),
+    Case("tokens", "POST", signed_in(400), data=lambda w: {}),
+    Case("token-revoke", "POST", others_token_rule(302, page=True), others_token_pk),
+    # Registry logins serve every namespace: admins on * keep them; tags for app editors.
+    Case("registries", "GET", need("app", EVERY, 200)),
+    Case("registries", "POST", need("app", EVERY, 400), data=lambda w: {}),
+    Case("registry-delete", "POST", need("app", EVERY, 302), registry_pk),
+    Case("registry-tags", "GET", need("app", ANY, 400)),
+    # Access: the admins of a namespace manage its bindings; of * every binding.
+    Case("access", "GET", need("roles", ANY, 200)),
+    Case("access", "POST", need("roles", ANY, 400), data=lambda w: {"role": "nope"}),
+    Case(
+        "access",
+        "POST",
+        grant_rule(NS),
+        data=lambda w: {"role": "viewer", "user": "someone", "namespace": NS},
+        label="bind-on-the-namespace",
+    ),
+    Case(
+        "access",
+        "POST",
+        grant_rule(EVERY),
+        data=lambda w: {"role": "viewer", "user": "someone", "namespace": EVERY},
+        label="bind-on-every-namespace",
+    ),
+    Case("binding-delete", "POST", binding_rule(302, LOGIN), binding_pk),
+    # The audit trail: admins read their namespaces' events, admins on * (and staff) all.
+    Case("audit", "GET", need("roles", ANY, 200)),
+    Case("audit", "GET", need("roles", ANY, 200), data=lambda w: {"export": "csv"}, label="csv"),
     Case("login", "GET", everyone(200)),
     Case("logout", "POST", everyone(LOGIN)),
     # Single sign-on is off without GREENLIGHT_OIDC_ISSUER (tests/dashboard/test_sso.py).
     Case("oidc-authenticate", "GET", everyone(404)),
     Case("oidc-callback", "GET", everyone(404)),
     # The admin's sign-in page; a staff user is sent on to the admin site.
-    Case("admin-login", "GET", {**everyone(200), SUPERUSER: 302}),
+    Case("admin-login", "GET", lambda principal: 302 if principal == SUPERUSER else 200),
     # Django's admin sends signed-in users without staff status to its own sign-in page.
-    Case("admin:index", "GET", cells(set(), 200, no=LOGIN)),
+    Case("admin:index", "GET", lambda principal: 200 if principal == SUPERUSER else LOGIN),
 ]
 
 
-def api_case(route: str, method: str, expected: Expected, *args: Any, **kwargs: Any) -> Case:
-    return Case(route, method, expected, *args, api=True, **kwargs)
-
-
-def api_cells(allowed: set[str], yes: int) -> Expected:
-    return cells(allowed, yes, anonymous=API_ANON)
+def api_case(route: str, method: str, rule: Rule, *args: Any, **kwargs: Any) -> Case:
+    return Case(route, method, rule, *args, api=True, **kwargs)
 
 
 API = [
-    api_case("api:api-root", "GET", api_cells(SIGNED_IN, 200)),
-    api_case("api:app-list", "GET", api_cells(VIEW, 200)),
-    api_case("api:app-list", "POST", api_cells({EDITOR}, 400), data=lambda w: {}),
-    api_case("api:app-detail", "GET", api_cells(VIEW, 200), app_pk),
-    api_case("api:app-detail", "PUT", api_cells({EDITOR}, 400), app_pk, lambda w: {}),
+    api_case("api:api-root", "GET", signed_in(200, anonymous=API_ANON)),
+    api_case("api:app-list", "GET", api_need("view", ANY, 200)),
+    # A new app in NS (the body is invalid otherwise): NS's admins get the 400.
+    api_case("api:app-list", "POST", api_need("app", NS, 400), data=lambda w: {"namespace": NS}),
+    api_case("api:app-detail", "GET", api_need("view", NS, 200, detail=True), app_pk),
+    api_case("api:app-detail", "PUT", api_need("app", NS, 400, detail=True), app_pk, lambda w: {}),
     api_case(
-        "api:app-detail", "PATCH", api_cells({EDITOR}, 400), app_pk, lambda w: {"replicas": -1}
+        "api:app-detail",
+        "PATCH",
+        api_need("app", NS, 400, detail=True),
+        app_pk,
+        lambda w: {"replicas": -1},
     ),
-    api_case("api:app-detail", "DELETE", api_cells({EDITOR}, 204), app_pk),
-    api_case("api:app-deploy", "POST", api_cells({DEPLOYER}, 400), app_pk, lambda w: BAD_IMAGE),
+    api_case("api:app-detail", "DELETE", api_need("app", NS, 204, detail=True), app_pk),
     api_case(
-        "api:app-scale", "POST", api_cells({DEPLOYER}, 400), app_pk, lambda w: {"replicas": -1}
+        "api:app-deploy",
+        "POST",
+        api_need("deploy", NS, 400, detail=True),
+        app_pk,
+        lambda w: BAD_IMAGE,
+    ),
+    api_case(
+        "api:app-scale",
+        "POST",
+        api_need("scale", NS, 400, detail=True),
+        app_pk,
+        lambda w: {"replicas": -1},
     ),
     # No warm previous version: the permission check passes, then a 409.
-    api_case("api:app-swap-back", "POST", api_cells({DEPLOYER}, 409), app_pk),
-    api_case("api:app-undeploy", "POST", api_cells({DEPLOYER}, 202), app_pk),
-    api_case("api:deployment-list", "GET", api_cells(VIEW, 200)),
-    api_case("api:deployment-detail", "GET", api_cells(VIEW, 200), deployment_pk),
-    api_case("api:deployment-logs", "GET", api_cells(VIEW, 200), deployment_pk),
-    api_case("api:deployment-abort", "POST", api_cells({DEPLOYER}, 409), deployment_pk),
+    api_case("api:app-swap-back", "POST", api_need("swap_back", NS, 409, detail=True), app_pk),
+    api_case("api:app-undeploy", "POST", api_need("undeploy", NS, 202, detail=True), app_pk),
+    api_case("api:deployment-list", "GET", api_need("view", ANY, 200)),
+    api_case("api:deployment-detail", "GET", api_need("view", NS, 200, detail=True), deployment_pk),
+    api_case("api:deployment-logs", "GET", api_need("view", NS, 200, detail=True), deployment_pk),
+    api_case(
+        "api:deployment-abort", "POST", api_need("abort", NS, 409, detail=True), deployment_pk
+    ),
     # A finished deployment awaits nothing: an allowed promote or reject is a 409.
-    api_case("api:deployment-promote", "POST", api_cells({DEPLOYER}, 409), deployment_pk),
-    api_case("api:deployment-reject", "POST", api_cells({DEPLOYER}, 409), deployment_pk),
+    api_case(
+        "api:deployment-promote", "POST", api_need("promote", NS, 409, detail=True), deployment_pk
+    ),
+    api_case(
+        "api:deployment-reject", "POST", api_need("reject", NS, 409, detail=True), deployment_pk
+    ),
     # Read-only, like the Load balancer page; no etcd runs here, so an allowed read is a 503
     # that says why (tests/dashboard/test_api_load_balancers.py reads a live fleet).
-    api_case("api:load-balancer-list", "GET", api_cells(VIEW, 503)),
-    api_case("api:subscription-list", "GET", api_cells(VIEW, 200)),
-    api_case("api:subscription-list", "POST", api_cells({EDITOR}, 400), data=lambda w: {}),
-    api_case("api:subscription-detail", "GET", api_cells(VIEW, 200), subscription_pk),
+    api_case("api:load-balancer-list", "GET", api_need("view", EVERY, 503)),
+    api_case("api:subscription-list", "GET", api_need("view", ANY, 200)),
+    # No app: a subscription for every app, which is about *.
     api_case(
-        "api:subscription-detail", "PUT", api_cells({EDITOR}, 400), subscription_pk, lambda w: {}
+        "api:subscription-list", "POST", api_need("notifications", EVERY, 400), data=lambda w: {}
+    ),
+    api_case(
+        "api:subscription-detail",
+        "GET",
+        api_need("view", EVERY, 200, detail=True),
+        subscription_pk,
+    ),
+    api_case(
+        "api:subscription-detail",
+        "PUT",
+        api_need("notifications", EVERY, 400, detail=True),
+        subscription_pk,
+        lambda w: {},
     ),
     api_case(
         "api:subscription-detail",
         "PATCH",
-        api_cells({EDITOR}, 400),
+        api_need("notifications", EVERY, 400, detail=True),
         subscription_pk,
         lambda w: {"events": ["nope"]},
     ),
-    api_case("api:subscription-detail", "DELETE", api_cells({EDITOR}, 204), subscription_pk),
-    api_case("api:delivery-list", "GET", api_cells(VIEW, 200)),
-    api_case("api:delivery-detail", "GET", api_cells(VIEW, 200), delivery_pk),
-    api_case("scaling-api:api-root", "GET", api_cells(SIGNED_IN, 200)),
-    api_case("scaling-api:run-list", "GET", api_cells(SCALING, 200)),
-    api_case("scaling-api:run-detail", "GET", api_cells(SCALING, 200), run_pk),
-    api_case("scaling-api:run-logs", "GET", api_cells(SCALING, 200), run_pk),
-    api_case("scaling-api:schedule-list", "GET", api_cells(SCALING, 200)),
-    api_case("scaling-api:schedule-list", "POST", api_cells(SCALING, 400), data=lambda w: {}),
+    api_case(
+        "api:subscription-detail",
+        "DELETE",
+        api_need("notifications", EVERY, 204, detail=True),
+        subscription_pk,
+    ),
+    api_case("api:delivery-list", "GET", api_need("view", ANY, 200)),
+    api_case("api:delivery-detail", "GET", api_need("view", EVERY, 200, detail=True), delivery_pk),
+    api_case("scaling-api:api-root", "GET", signed_in(200, anonymous=API_ANON)),
+    api_case("scaling-api:run-list", "GET", api_need("view", EVERY, 200)),
+    api_case("scaling-api:run-detail", "GET", api_need("view", EVERY, 200), run_pk),
+    api_case("scaling-api:run-logs", "GET", api_need("view", EVERY, 200), run_pk),
+    api_case("scaling-api:schedule-list", "GET", api_need("view", EVERY, 200)),
+    api_case(
+        "scaling-api:schedule-list", "POST", api_need("schedule", EVERY, 400), data=lambda w: {}
+    ),
     api_case(
         "scaling-api:schedule-list",
         "POST",
-        api_cells(SCALING, 201),
+        api_need("schedule", EVERY, 201),
         data=lambda w: schedule_body(w, with_app=False),
         label="node-groups-only",
     ),
     api_case(
         "scaling-api:schedule-list",
         "POST",
-        # As on the editor page: a schedule that scales an app needs the right to scale apps.
-        api_cells(set(), 201),
+        api_need("schedule", EVERY, 201),
         data=lambda w: schedule_body(w, with_app=True),
         label="scaling-an-app",
     ),
-    api_case("scaling-api:schedule-detail", "GET", api_cells(SCALING, 200), schedule_pk),
+    api_case("scaling-api:schedule-detail", "GET", api_need("view", EVERY, 200), schedule_pk),
     api_case(
-        "scaling-api:schedule-detail", "PUT", api_cells(SCALING, 400), schedule_pk, lambda w: {}
+        "scaling-api:schedule-detail",
+        "PUT",
+        api_need("schedule", EVERY, 400),
+        schedule_pk,
+        lambda w: {},
     ),
     api_case(
         "scaling-api:schedule-detail",
         "PATCH",
-        api_cells(SCALING, 400),
+        api_need("schedule", EVERY, 400),
         schedule_pk,
         lambda w: {"timezone": "Mars/Olympus_Mons"},
     ),
-    api_case("scaling-api:schedule-detail", "DELETE", api_cells(SCALING, 204), schedule_pk),
-    api_case("scaling-api:schedule-dry-run", "POST", api_cells(SCALING, 202), schedule_pk),
-    api_case("scaling-api:node-group-list", "GET", api_cells(SCALING, 200)),
-    api_case("scaling-api:node-group-list", "POST", api_cells(SCALING, 400), data=lambda w: {}),
-    api_case("scaling-api:node-group-detail", "GET", api_cells(SCALING, 200), group_pk),
     api_case(
-        "scaling-api:node-group-detail", "PUT", api_cells(SCALING, 400), group_pk, lambda w: {}
+        "scaling-api:schedule-detail", "DELETE", api_need("schedule", EVERY, 204), schedule_pk
+    ),
+    api_case("scaling-api:schedule-dry-run", "POST", api_need("schedule", EVERY, 202), schedule_pk),
+    api_case("scaling-api:node-group-list", "GET", api_need("view", EVERY, 200)),
+    api_case(
+        "scaling-api:node-group-list", "POST", api_need("node", EVERY, 400), data=lambda w: {}
+    ),
+    api_case("scaling-api:node-group-detail", "GET", api_need("view", EVERY, 200), group_pk),
+    api_case(
+        "scaling-api:node-group-detail", "PUT", api_need("node", EVERY, 400), group_pk, lambda w: {}
     ),
     api_case(
         "scaling-api:node-group-detail",
         "PATCH",
-        api_cells(SCALING, 400),
+        api_need("node", EVERY, 400),
         group_pk,
         lambda w: {"min_size": 3, "max_size": 2},
     ),
-    api_case("scaling-api:node-group-detail", "DELETE", api_cells(SCALING, 204), group_pk),
+    api_case("scaling-api:node-group-detail", "DELETE", api_need("node", EVERY, 204), group_pk),
     api_case(
         "scaling-api:node-group-capacity",
         "POST",
-        api_cells(SCALING, 400),
+        api_need("node", EVERY, 400),
         group_pk,
         lambda w: {"desired": 99},
     ),
-    # Scaling an app is /api/apps/{id}/scale/ by another route: the same permission.
+    # Scaling an app is /api/apps/{id}/scale/ by another route: a deployer in its namespace.
     api_case(
-        "scaling-api:app-scale", "POST", api_cells(set(), 400), app_pk, lambda w: {"replicas": -1}
+        "scaling-api:app-scale",
+        "POST",
+        api_need("scale", NS, 400, detail=True),
+        app_pk,
+        lambda w: {"replicas": -1},
     ),
     api_case(
         "scaling-api:node-action",
         "POST",
-        api_cells(SCALING, 400),
+        api_need("node", EVERY, 400),
         lambda w: {"name": "Not_A_Node!", "verb": "cordon"},
         lambda w: {},
     ),
-    api_case("api:token-list", "GET", api_cells(SIGNED_IN, 200)),
-    api_case("api:token-list", "POST", api_cells(SIGNED_IN, 400), data=lambda w: {}),
-    api_case("api:audit-list", "GET", api_cells(set(), 200)),
+    api_case("api:token-list", "GET", signed_in(200, anonymous=API_ANON)),
+    api_case("api:token-list", "POST", signed_in(400, anonymous=API_ANON), data=lambda w: {}),
+    # Another user's token: out of sight (404) for all but an admin on *.
+    api_case("api:token-detail", "GET", others_token_rule(200, page=False), others_token_pk),
+    api_case("api:token-detail", "DELETE", others_token_rule(204, page=False), others_token_pk),
+    api_case("api:role-binding-list", "GET", api_need("roles", ANY, 200)),
+    api_case("api:role-binding-list", "POST", api_need("roles", ANY, 400), data=lambda w: {}),
+    api_case(
+        "api:role-binding-list",
+        "POST",
+        api_need("roles", NS, 201),
+        data=lambda w: {"role": "viewer", "user": "someone", "namespace": NS},
+        label="bind-on-the-namespace",
+    ),
+    api_case(
+        "api:role-binding-list",
+        "POST",
+        api_need("roles", EVERY, 201),
+        data=lambda w: {"role": "viewer", "group": "everyone", "namespace": EVERY},
+        label="bind-on-every-namespace",
+    ),
+    api_case("api:role-binding-detail", "DELETE", binding_rule(204, API_ANON), binding_pk),
+    api_case("api:audit-list", "GET", api_need("roles", ANY, 200)),
     # Read-only: no write method exists for anyone.
-    api_case("api:audit-list", "POST", api_cells(SIGNED_IN, 405), data=lambda w: {}),
-    # Another user's token: out of sight (404) for all but an administrator.
-    api_case(
-        "api:token-detail", "GET", cells(set(), 200, no=404, anonymous=API_ANON), others_token_pk
-    ),
-    api_case(
-        "api:token-detail",
-        "DELETE",
-        cells(set(), 204, no=404, anonymous=API_ANON),
-        others_token_pk,
-    ),
+    api_case("api:audit-list", "POST", signed_in(405, anonymous=API_ANON), data=lambda w: {}),
     # The API's description is public, as an OpenAPI document usually is; it holds no data.
     api_case("api-schema", "GET", everyone(200)),
     api_case("api-docs", "GET", everyone(200)),
@@ -494,30 +699,26 @@ METRICS = [
 
 CASES = PAGES + API + HOOKS + METRICS
 
+
 # Live-log sockets: (route pattern, object, role -> accepted (True) or close code).
-SOCKETS: dict[str, tuple[Callable[[World], str], dict[str, bool | int]]] = {
-    "ws/deployments/<int:pk>/": (
-        lambda w: f"/ws/deployments/{w.deployment.pk}/",
-        {
-            **{role: (role in VIEW | {SUPERUSER}) or CLOSE_FORBIDDEN for role in ROLES},
-            ANONYMOUS: CLOSE_UNAUTHENTICATED,
-        },
-    ),
+def _socket_rule(where: str) -> Callable[[str], bool | int]:
+    def rule(principal: str) -> bool | int:
+        if principal == ANONYMOUS:
+            return CLOSE_UNAUTHENTICATED
+        return may(principal, "view", where) or CLOSE_FORBIDDEN
+
+    return rule
+
+
+SOCKETS: dict[str, tuple[Callable[[World], str], Callable[[str], bool | int]]] = {
+    "ws/deployments/<int:pk>/": (lambda w: f"/ws/deployments/{w.deployment.pk}/", _socket_rule(NS)),
     # Without a cluster the socket opens, says the cluster did not answer, and closes.
     "ws/apps/<int:pk>/pods/<str:pod>/logs/": (
         lambda w: f"/ws/apps/{w.app.pk}/pods/hello-v1-abcde/logs/",
-        {
-            **{role: (role in VIEW | {SUPERUSER}) or CLOSE_FORBIDDEN for role in ROLES},
-            ANONYMOUS: CLOSE_UNAUTHENTICATED,
-        },
+        _socket_rule(NS),
     ),
-    "ws/scaling/runs/<int:pk>/": (
-        lambda w: f"/ws/scaling/runs/{w.run.pk}/",
-        {
-            **{role: (role in SCALING | {SUPERUSER}) or CLOSE_FORBIDDEN for role in ROLES},
-            ANONYMOUS: CLOSE_UNAUTHENTICATED,
-        },
-    ),
+    # Scaling runs act on the cluster as a whole: a role on *.
+    "ws/scaling/runs/<int:pk>/": (lambda w: f"/ws/scaling/runs/{w.run.pk}/", _socket_rule(EVERY)),
 }
 
 
@@ -553,35 +754,39 @@ def test_every_route_has_an_entry_in_the_matrix() -> None:
     assert sockets == set(SOCKETS), "every live-log socket needs an entry in SOCKETS"
 
 
-def _user(django_user_model: Any, role: str) -> Any:
-    if role == ANONYMOUS:
+def _user(django_user_model: Any, principal: str) -> Any:
+    """The user of a principal: none, a superuser, or a user with one binding."""
+    if principal == ANONYMOUS:
         return None
-    if role == SUPERUSER:
+    if principal == SUPERUSER:
         return django_user_model.objects.create_superuser("super", password="pw-super-user")
-    user = django_user_model.objects.create_user(role, password="pw-" + role)
-    for perm in ROLE_PERMS[role]:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
+    user = django_user_model.objects.create_user("principal", password="pw-principal")
+    if principal in BOUND:
+        role, namespace = BOUND[principal]
+        RoleBinding.objects.create(role=role, user=user, namespace=namespace)
     return user
 
 
 @pytest.fixture(autouse=True)
 def _metrics_on(settings: Any) -> None:
-    """GET /metrics answers for ``METRICS_TOKEN`` (it is off without a token)."""
+    """GET /metrics answers for ``METRICS_TOKEN`` (it is off without a token); apps may run
+    in the matrix's namespaces."""
     settings.METRICS_TOKEN = METRICS_TOKEN
+    settings.ALLOWED_NAMESPACES = ["default", NS, OTHER]
 
 
 @pytest.fixture
 def world(make_app: Callable[..., App], make_deployment: Callable[..., Deployment]) -> World:
     """An undeployed app with a finished deploy, a schedule sizing a node group, a run."""
-    app = make_app(name="hello", frontend="hello.localhost", image="demo/hello:1")
+    app = make_app(name="hello", namespace=NS, frontend="hello.localhost", image="demo/hello:1")
     group = NodeGroup.objects.create(name="workers", min_size=0, max_size=4, desired=2)
     schedule = Schedule.objects.create(name="nights", kind=Schedule.Kind.CRON, cron="0 21 * * *")
     NodeGroupAction.objects.create(schedule=schedule, node_group=group, desired=1)
     run = ScalingRun.objects.create(kind=ScalingRun.Kind.DRY_RUN, schedule=schedule)
-    return World(app, make_deployment(app, lines=2), schedule, group, run)
+    # Whom the Access cases bind roles to.
+    someone = User.objects.create_user("someone")
+    Group.objects.create(name="everyone")
+    return World(app, make_deployment(app, lines=2), schedule, group, run, someone)
 
 
 def _assert_cell(response: Any, want: int | str, where: str) -> None:
@@ -620,7 +825,7 @@ def test_each_role_gets_the_answer_its_permissions_allow(
     else:
         assert case.method == "POST", "pages take form posts"
         response = client.post(url, data or {})
-    _assert_cell(response, case.expected[role], f"{role} {case.method} {url}")
+    _assert_cell(response, case.rule(role), f"{role} {case.method} {url}")
 
 
 @database_sync_to_async
@@ -639,14 +844,14 @@ def _session_cookie(django_user_model: Any, role: str) -> str | None:
 async def test_each_role_may_follow_only_the_live_logs_it_may_see(
     route: str, role: str, world: World, django_user_model: Any
 ) -> None:
-    path, expected = SOCKETS[route]
+    path, rule = SOCKETS[route]
     headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
     cookie = await _session_cookie(django_user_model, role)
     if cookie is not None:
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
     communicator = WebsocketCommunicator(application, path(world), headers=headers)
     connected, code = await communicator.connect()
-    want = expected[role]
+    want = rule(role)
     if want is True:
         assert connected, f"{role} was refused {route} with {code}"
         await communicator.disconnect()

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, User
 from playwright.sync_api import expect
 
 from dashboard.sso.models import Identity
-from deployer.models import App
+from deployer.models import App, RoleBinding
 from tests.dashboard.oidckit import CLIENT_ID, CLIENT_SECRET, Provider, oidc_provider
 from tests.servers import (
     free_port,
@@ -142,12 +142,20 @@ def sign_in_at_provider(page: Any, web: Web, sub: str) -> None:
 def test_a_user_signs_in_through_the_provider_and_lands_on_the_dashboard_with_its_groups(
     page: Any, web: Web, provider: Provider
 ) -> None:
-    # The provider's group team-a may see apps (a Django permission of the sso:team-a group).
+    # The provider's group team-a may see the apps of the namespace team-a (a role binding of
+    # the sso:team-a group), not those of another namespace.
     team = Group.objects.create(name="sso:team-a")
-    team.permissions.add(
-        Permission.objects.get(content_type__app_label="deployer", codename="view_app")
+    RoleBinding.objects.create(role="viewer", group=team, namespace="team-a")
+    App.objects.create(
+        name="web", namespace="team-a", image="demo/hello:1", replicas=1, frontend="web.localhost"
     )
-    App.objects.create(name="web", image="demo/hello:1", replicas=1, frontend="web.localhost")
+    App.objects.create(
+        name="payroll",
+        namespace="finance",
+        image="demo/hello:1",
+        replicas=1,
+        frontend="payroll.localhost",
+    )
     provider.set_user(
         "sub-alice",
         preferred_username="alice",
@@ -160,6 +168,7 @@ def test_a_user_signs_in_through_the_provider_and_lands_on_the_dashboard_with_it
     page.wait_for_url(web.url + "/")
     expect(page.locator(".userbox .username")).to_have_text("alice")
     expect(page.locator("main")).to_contain_text("web")
+    expect(page.locator("main")).not_to_contain_text("payroll")
     alice = User.objects.get(username="alice")
     assert Identity.objects.get(user=alice).subject == "sub-alice"
     assert sorted(alice.groups.values_list("name", flat=True)) == ["sso:observers", "sso:team-a"]

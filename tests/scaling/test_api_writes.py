@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from deployer.models import App
@@ -151,20 +150,23 @@ def test_put_replaces_the_rows_and_patch_keeps_what_it_does_not_name(
     assert Schedule.objects.get().revision == 3
 
 
-def test_app_rows_need_the_right_to_scale_apps(
-    django_user_model: Any, make_app: Callable[..., App], group: NodeGroup
+def test_schedules_need_an_operator_on_every_namespace(
+    role_user: Any, make_app: Callable[..., App], group: NodeGroup
 ) -> None:
-    user = django_user_model.objects.create_user("planner", password="a-long-password-1")
-    for codename in ("view_schedule", "view_scalingrun", "change_schedule"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = APIClient()
-    client.force_authenticate(user)
+    # A deployer may scale apps, an operator of one namespace acts there only: neither
+    # may schedule, with or without app rows; an operator on * may.
     body = weeknights(make_app(), group)
+    for user in (role_user("deployer", "deployer"), role_user("ops-a", "operator", "team-a")):
+        client = APIClient()
+        client.force_authenticate(user)
+        assert client.post("/api/scaling/schedules/", body, format="json").status_code == 403
+        answer = client.post("/api/scaling/schedules/", {**body, "app_actions": []}, format="json")
+        assert answer.status_code == 403
+        assert not Schedule.objects.exists()
+    client = APIClient()
+    client.force_authenticate(role_user("planner", "operator"))
     answer = client.post("/api/scaling/schedules/", body, format="json")
-    assert answer.status_code == 403
-    assert not Schedule.objects.exists()
-    answer = client.post("/api/scaling/schedules/", {**body, "app_actions": []}, format="json")
-    assert answer.status_code == 201
+    assert answer.status_code == 201, answer.json()
 
 
 def test_it_deletes_a_schedule_and_keeps_its_runs(api: APIClient, group: NodeGroup) -> None:
@@ -201,11 +203,9 @@ def test_it_creates_edits_and_deletes_node_groups_with_the_forms_rules(api: APIC
 
 
 def test_schedules_and_node_groups_need_their_edit_permissions(
-    django_user_model: Any, group: NodeGroup
+    role_user: Any, group: NodeGroup
 ) -> None:
-    user = django_user_model.objects.create_user("watcher", password="a-long-password-1")
-    for codename in ("view_schedule", "view_scalingrun"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
+    user = role_user("watcher", "deployer")
     client = APIClient()
     client.force_authenticate(user)
     schedule = Schedule.objects.create(name="nights", cron="0 21 * * *")

@@ -183,15 +183,16 @@ def test_run_logs_are_served_after_a_sequence_number(client: Client) -> None:
 def test_viewers_see_the_pages_but_cannot_change_anything(
     django_user_model: Any, make_app: Callable[..., App]
 ) -> None:
-    from django.contrib.auth.models import Permission
+    from deployer.models import RoleBinding
 
     viewer = django_user_model.objects.create_user("viewer", password="x-very-long-pass")
     c = Client()
     c.force_login(viewer)
     assert c.get(reverse("scaling:overview")).status_code == 403
-    viewer.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_schedule", "view_scalingrun"])
-    )
+    # A role in one namespace does not show the cluster-wide scaling pages; one on * does.
+    RoleBinding.objects.create(role="operator", user=viewer, namespace="team-a")
+    assert c.get(reverse("scaling:overview")).status_code == 403
+    RoleBinding.objects.create(role="viewer", user=viewer, namespace="*")
     assert c.get(reverse("scaling:overview")).status_code == 200
     response = c.post(reverse("scaling:schedule-create"), schedule_post(make_app()))
     assert response.status_code == 403

@@ -8,7 +8,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from deployer import roles
 from deployer.demo import ensure_demo_app
+from deployer.models import RoleBinding
 from launcher.stack import admin_password
 from scaling.demo import ensure_demo_scaling
 
@@ -38,5 +40,9 @@ class Command(BaseCommand):
             self.stdout.write(
                 "Demo user: admin (password unchanged; set GREENLIGHT_ADMIN_PASSWORD to reset it)"
             )
+        # The demo user is a superuser (admin everywhere); the binding shows it on the Access page.
+        RoleBinding.objects.get_or_create(
+            role=roles.ADMIN, user=user, namespace=roles.EVERY, defaults={"created_by": user}
+        )
         ensure_demo_app(user)
         ensure_demo_scaling(user)
