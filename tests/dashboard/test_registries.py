@@ -132,6 +132,12 @@ def test_the_api_sets_a_policy_and_refuses_bad_ones(api: APIClient, app: App) ->
     )
     assert good.status_code == 200, good.content
     assert good.json()["follow_policy"] == "semver-minor"
+    assert good.json()["follow_interval_seconds"] == 120
+
+    # What the poller keeps is read-only.
+    kept = api.patch(f"/api/apps/{app.pk}/", {"follow_newest_tag": "9.9.9"}, format="json")
+    assert kept.status_code == 200
+    assert (kept.json()["follow_newest_tag"], kept.json()["follow_last_poll"]) == ("", None)
 
 
 def test_the_app_page_shows_the_policy_last_poll_newest_tag_and_error(
