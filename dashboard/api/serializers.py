@@ -166,7 +166,7 @@ class AppSerializer(serializers.ModelSerializer):
         """The app; env values and the webhook secret only for users who may change apps."""
         data = super().to_representation(instance)
         request = self.context.get("request")
-        if request is None or not request.user.has_perm(permissions.CHANGE):
+        if request is None or not permissions.can_change_app(request.user, instance):
             data.pop("webhook_secret", None)
             data["env"] = envvars.masked(instance.env)
         return data
