@@ -413,3 +413,35 @@ def test_a_namespace_limited_token_reads_only_its_namespaces_events(
     _, secret = ApiToken.issue(admin, "team-a", ["read"], ["team-a"], None)
     answer = APIClient(HTTP_AUTHORIZATION=f"Bearer {secret}").get("/api/audit/")
     assert [row["action"] for row in answer.json()["results"]] == ["scale", "deploy"]
+
+
+def test_role_bindings_added_and_removed_are_recorded(
+    api: APIClient, django_user_model: Any
+) -> None:
+    pytest.importorskip("deployer.roles")
+    django_user_model.objects.create_user("someone")
+    body = {"role": "viewer", "user": "someone", "namespace": "team-a"}
+    answer = api.post("/api/role-bindings/", body, format="json")
+    assert answer.status_code == 201, answer.json()
+    assert api.delete(f"/api/role-bindings/{answer.json()['id']}/").status_code == 204
+    create = only("role_binding.create")
+    assert (create.namespace, create.ip, create.details) == ("team-a", ADDRESS, {"role": "viewer"})
+    assert "someone" in create.target
+    assert only("role_binding.delete").target_id == create.target_id
+
+
+def test_a_namespace_admin_reads_only_that_namespaces_events(
+    django_user_model: Any, history: list[AuditEvent]
+) -> None:
+    pytest.importorskip("deployer.roles")
+    binding = django_user_model._meta.apps.get_model("deployer", "RoleBinding")
+    client = Client()
+    for name, role, status in (("team-admin", "admin", 200), ("team-operator", "operator", 403)):
+        user = django_user_model.objects.create_user(name)
+        binding.objects.create(role=role, user=user, namespace="team-b")
+        client.force_login(user)
+        answer = client.get("/audit/")
+        assert answer.status_code == status
+    client.force_login(django_user_model.objects.get(username="team-admin"))
+    page = client.get("/audit/").context["page"]
+    assert {event.namespace for event in page.object_list} == {"team-b"}
