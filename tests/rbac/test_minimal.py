@@ -26,6 +26,7 @@ import pytest
 from deployer import k8s, services
 from deployer.cluster import KubeCluster
 from deployer.errors import KubeError, NotFound
+from deployer.hooks import HookJobs, build_job, job_name
 from deployer.models import App, Deployment
 from deployer.podevents import PodEventFeed
 from deployer.pods import PodInfo
@@ -130,6 +131,19 @@ def _endpoints_watched(env: Env) -> None:
         _stable(env).wait_endpoints(lambda ready: False, 1.0, lambda: False)
 
 
+def _hook_body(env: Env) -> dict[str, Any]:
+    descriptor = {**env.descriptor, "pre_switch_hook": {"command": "migrate", "timeout": 30}}
+    return build_job(descriptor, env.version, 0, "", [])
+
+
+def _hook_created(env: Env) -> None:
+    HookJobs().create(NS, _hook_body(env))
+
+
+def _hook_gone(env: Env) -> None:
+    HookJobs().delete(NS, job_name(env.app, env.version))
+
+
 # (apiGroup, resource, verb) -> the Greenlight call that needs it.
 PROBES: dict[tuple[str, str, str], Probe] = {
     # deployer/cluster.py, in each app namespace
@@ -161,6 +175,13 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("", "pods/log", "get"): Probe(lambda env: KubeCluster().pod_log_tail(NS, ABSENT)),
     ("", "events", "list"): Probe(_event_feed),
     ("", "events", "watch"): Probe(_event_feed),
+    # deployer/hooks.py, the pre-switch hook's Job
+    ("batch", "jobs", "create"): Probe(_hook_created, _hook_gone, _hook_gone),
+    ("batch", "jobs", "get"): Probe(
+        lambda env: HookJobs().get(NS, job_name(env.app, env.version)), _hook_created, _hook_gone
+    ),
+    ("batch", "jobs", "list"): Probe(lambda env: HookJobs().earlier(NS, env.app)),
+    ("batch", "jobs", "delete"): Probe(lambda env: HookJobs().delete(NS, ABSENT)),
     # scaling/kube.py and deployer/endpointsync.py, cluster-wide
     ("", "nodes", "list"): Probe(lambda env: KubeNodes().list_nodes()),
     ("", "nodes", "patch"): Probe(lambda env: KubeNodes().set_unschedulable(env.node, False)),
