@@ -25,6 +25,7 @@ neither take traffic nor count as one of the version's pods.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,12 @@ def job_name(app: str, version: int) -> str:
     return f"{object_name(app, version)}-hook"
 
 
+@functools.cache
+def _serializer() -> client.ApiClient:
+    # Turns the client's models into the API's JSON; it never connects anywhere.
+    return client.ApiClient()
+
+
 def build_job(
     descriptor: dict[str, Any],
     version: int,
@@ -87,7 +94,7 @@ def build_job(
 ) -> dict[str, Any]:
     """The hook's Job: the version's pod template, running the hook's words once."""
     name = descriptor["name"]
-    pod_spec = k8s.api_client().sanitize_for_serialization(
+    pod_spec = _serializer().sanitize_for_serialization(
         build_deployment(descriptor, version).spec.template.spec
     )
     container = pod_spec["containers"][0]
