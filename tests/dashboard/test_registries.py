@@ -49,6 +49,7 @@ def test_the_registries_page_keeps_a_login_and_never_sends_the_password_back(
 
     page = admin_client.get("/registries/")
     text = page.content.decode()
+    assert 'href="/registries/"' in text  # the nav shows the page to whoever may open it
     assert "registry.example.com:5000" in text and "••••••••" in text
     assert "hunter2-secret" not in text
 
@@ -63,6 +64,16 @@ def test_the_registries_page_keeps_a_login_and_never_sends_the_password_back(
 
     admin_client.post(f"/registries/{credential.pk}/delete/")
     assert not RegistryCredential.objects.exists()
+
+
+def test_the_nav_offers_the_registries_page_to_admins_of_every_namespace_only(
+    admin_client: Client, viewer: Any
+) -> None:
+    other = Client()
+    other.force_login(viewer)
+    assert 'href="/registries/"' not in other.get("/").content.decode()
+    assert other.get("/registries/").status_code == 403
+    assert 'href="/registries/"' in admin_client.get("/").content.decode()
 
 
 def test_the_form_asks_for_tags_newest_first_with_the_kept_login(
