@@ -139,22 +139,21 @@ def sign_in_at_provider(page: Any, web: Web, sub: str) -> None:
     page.click("button:has-text('Authorize')")
 
 
-def test_a_user_signs_in_through_the_provider_and_lands_on_the_dashboard_with_its_groups(
+def test_a_user_signs_in_through_the_provider_and_sees_only_the_namespaces_its_groups_give(
     page: Any, web: Web, provider: Provider
 ) -> None:
-    # The provider's group team-a may see the apps of the namespace team-a (a role binding of
-    # the sso:team-a group), not those of another namespace.
+    # The provider's group team-a is viewer on the namespace team-a, and nowhere else.
     team = Group.objects.create(name="sso:team-a")
     RoleBinding.objects.create(role="viewer", group=team, namespace="team-a")
     App.objects.create(
-        name="web", namespace="team-a", image="demo/hello:1", replicas=1, frontend="web.localhost"
+        name="shop", namespace="team-a", image="demo/hello:1", replicas=1, frontend="shop.localhost"
     )
-    App.objects.create(
-        name="payroll",
-        namespace="finance",
+    billing = App.objects.create(
+        name="billing",
+        namespace="team-b",
         image="demo/hello:1",
         replicas=1,
-        frontend="payroll.localhost",
+        frontend="billing.localhost",
     )
     provider.set_user(
         "sub-alice",
@@ -167,13 +166,16 @@ def test_a_user_signs_in_through_the_provider_and_lands_on_the_dashboard_with_it
 
     page.wait_for_url(web.url + "/")
     expect(page.locator(".userbox .username")).to_have_text("alice")
-    expect(page.locator("main")).to_contain_text("web")
-    expect(page.locator("main")).not_to_contain_text("payroll")
+    expect(page.locator("main")).to_contain_text("shop")
+    expect(page.locator("main")).not_to_contain_text("billing")
+    expect(page.locator("main")).not_to_contain_text("team-b")
+    assert page.goto(f"{web.url}/apps/{billing.pk}/").status == 404
     alice = User.objects.get(username="alice")
     assert Identity.objects.get(user=alice).subject == "sub-alice"
     assert sorted(alice.groups.values_list("name", flat=True)) == ["sso:observers", "sso:team-a"]
 
     # Signed out and in again after the provider moved alice out of team-a: no more apps.
+    page.goto(web.url + "/")
     page.click("text=Sign out")
     page.wait_for_url("**/login/")
     provider.set_user("sub-alice", preferred_username="alice", groups=["observers"])
