@@ -17,7 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest, Forbidden, InternalError, TooManyRequests, conflict, not_found
+from .errors import (
+    BadRequest,
+    Forbidden,
+    InternalError,
+    Invalid,
+    TooManyRequests,
+    conflict,
+    field_invalid,
+    not_found,
+)
 from .query import as_int
 from .selectors import labels_match, selector_from_label_selector
 from .store import Store, dumps, now_rfc3339
@@ -113,12 +122,49 @@ def _container_state(pod: Mapping[str, Any], container: str) -> dict[str, Any]:
     return {}
 
 
+def _log_options_invalid(name: str, causes: list[dict[str, str]]) -> Invalid:
+    """ValidatePodLogOptions' 422, as LogREST.Get answers it (kind PodLogOptions, every cause)."""
+    parts = [f"{c['field']}: {c['message']}" for c in causes]
+    summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    return Invalid(
+        f'PodLogOptions "{name}" is invalid: {summary}',
+        name=name,
+        group="",
+        kind="PodLogOptions",
+        causes=causes,
+    )
+
+
 async def logs(store: Store, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
     """GET pods/log: the container's output, optionally followed, tailed and timestamped."""
+    q = request.query
+    previous = q.get("previous", "").lower() in ("true", "1")
+    follow = q.get("follow", "").lower() in ("true", "1") and not previous
+    timestamps = q.get("timestamps", "").lower() in ("true", "1")
+    tail = as_int(q, "tailLines")
+    limit = as_int(q, "limitBytes")
+    since_s = as_int(q, "sinceSeconds")
+    # LogREST.Get validates the options before it looks the pod up.
+    causes: list[dict[str, str]] = []
+    if tail is not None and tail < 0:
+        causes.append(field_invalid("tailLines", tail, "must be greater than or equal to 0"))
+    if limit is not None and limit < 1:
+        causes.append(field_invalid("limitBytes", limit, "must be greater than 0"))
+    if since_s is not None and q.get("sinceTime"):
+        causes.append(
+            {
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified",
+                "field": "",
+            }
+        )
+    elif since_s is not None and since_s < 1:
+        causes.append(field_invalid("sinceSeconds", since_s, "must be greater than 0"))
+    if causes:
+        raise _log_options_invalid(name, causes)
     pod = store.peek("pods", namespace, name)
     if pod is None:
         raise not_found("pods", "", name)
-    q = request.query
     spec = pod.get("spec") or {}
     names = [c.get("name") for c in spec.get("containers") or []]
     all_names = names + [c.get("name") for c in spec.get("initContainers") or []]
@@ -131,26 +177,8 @@ async def logs(store: Store, request: web.Request, namespace: str, name: str) ->
         container = str(names[0])
     elif container not in all_names:
         raise BadRequest(f"container {container} is not valid for pod {name}")
-    previous = q.get("previous", "").lower() in ("true", "1")
-    follow = q.get("follow", "").lower() in ("true", "1") and not previous
-    timestamps = q.get("timestamps", "").lower() in ("true", "1")
-    tail = as_int(q, "tailLines")
-    limit = as_int(q, "limitBytes")
-    since_s = as_int(q, "sinceSeconds")
-    if tail is not None and tail < 0:
-        raise BadRequest(
-            f'Pod "{name}" is invalid: tailLines: Invalid value: {tail}: must be greater than or equal to 0'
-        )
-    if limit is not None and limit < 1:
-        raise BadRequest(
-            f'Pod "{name}" is invalid: limitBytes: Invalid value: {limit}: must be greater than 0'
-        )
     since: datetime | None = None
     if since_s is not None:
-        if since_s < 1:
-            raise BadRequest(
-                f'Pod "{name}" is invalid: sinceSeconds: Invalid value: {since_s}: must be greater than 0'
-            )
         since = datetime.now(UTC) - timedelta(seconds=since_s)
     elif q.get("sinceTime"):
         since = _parse_time(q["sinceTime"])

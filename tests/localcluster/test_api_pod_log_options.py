@@ -1,7 +1,7 @@
 """pods/log options as kube-apiserver and the kubelet answer them: previous, sinceSeconds,
 tailLines, timestamps and limitBytes, and follow until the pod goes away (also with kubectl).
 
-Sources: pkg/registry/core/pod/rest/log.go, pkg/apis/core/validation ValidatePodLogOptions,
+Sources: pkg/registry/core/pod/rest/log.go, pkg/apis/core/validation ValidatePodLogOptions (a 422 of kind PodLogOptions),
 pkg/kubelet/kuberuntime/logs/logs.go (tail first, then since; RFC3339Nano with nine digits),
 pkg/kubelet/kubelet_pods.go ("previous terminated container %q in pod %q not found").
 """
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -64,7 +65,7 @@ def test_previous_serves_the_last_terminated_run_or_says_there_is_none(
 
 
 def test_since_seconds_keeps_newer_records_after_the_tail_and_bad_values_are_refused(
-    core: client.CoreV1Api, namespace: str, local_only: LocalCluster
+    core: client.CoreV1Api, namespace: str, local_only: LocalCluster, raw: Callable[..., Any]
 ) -> None:
     held_pod(core, namespace, "since")
     path = write_log(local_only, namespace, "since", "app", ["old one", "old two"])
@@ -75,15 +76,33 @@ def test_since_seconds_keeps_newer_records_after_the_tail_and_bad_values_are_ref
         "fresh\n"
     )
     assert core.read_namespaced_pod_log("since", namespace, limit_bytes=9) == "old one\no"
+    # LogREST.Get: ValidatePodLogOptions' errors, all of them, as a 422 of kind PodLogOptions,
+    # before the pod is looked up.
     for kwargs, message in (
         ({"since_seconds": 0}, "sinceSeconds: Invalid value: 0: must be greater than 0"),
         ({"tail_lines": -1}, "tailLines: Invalid value: -1: must be greater than or equal to 0"),
         ({"limit_bytes": 0}, "limitBytes: Invalid value: 0: must be greater than 0"),
+        (
+            {"tail_lines": -1, "limit_bytes": 0},
+            "[tailLines: Invalid value: -1: must be greater than or equal to 0, "
+            "limitBytes: Invalid value: 0: must be greater than 0]",
+        ),
     ):
-        status, got = api_error(
-            lambda kw=kwargs: core.read_namespaced_pod_log("since", namespace, **kw)
-        )
-        assert (status, got) == (400, f'Pod "since" is invalid: {message}')
+        for pod in ("since", "no-such-pod"):
+            status, got = api_error(
+                lambda kw=kwargs, p=pod: core.read_namespaced_pod_log(p, namespace, **kw)
+            )
+            assert (status, got) == (422, f'PodLogOptions "{pod}" is invalid: {message}')
+    # sinceTime beside sinceSeconds (the Python client has no since_time: sent as is).
+    answer = raw(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/pods/since/log?sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z",
+    )
+    assert (answer.status, answer.json()["message"]) == (
+        422,
+        'PodLogOptions "since" is invalid: : Forbidden: '
+        "at most one of `sinceTime` or `sinceSeconds` may be specified",
+    )
     release(core, namespace, "since")
 
 
