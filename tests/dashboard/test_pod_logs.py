@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
-from kubernetes import client
+from kubernetes import client, watch
 
 from dashboard import podlogs
 from dashboard.asgi import application
@@ -57,13 +57,23 @@ def make_pod(
             },
         },
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pod = core.read_namespaced_pod(name, namespace)
-        if pod.status.phase in ("Running", "Succeeded"):
-            return name
-        time.sleep(0.1)
-    raise AssertionError(f"pod {name} did not start: {pod.status}")
+    running(core, namespace, name)
+    return name
+
+
+def running(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod:
+    """The pod once it runs (or ran), watched; AssertionError after 30 seconds."""
+    stream = watch.Watch().stream(
+        core.list_namespaced_pod,
+        namespace,
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=30,
+    )
+    for event in stream:
+        pod = event["object"]
+        if pod.status.phase in ("Running", "Succeeded") and pod.status.pod_ip:
+            return pod
+    raise AssertionError(f"pod {name} did not start")
 
 
 def printed(core: client.CoreV1Api, namespace: str, name: str, text: str) -> None:

@@ -23,6 +23,7 @@ from playwright.sync_api import expect
 
 from deployer.cluster import MANAGED_BY, MANAGER
 from deployer.models import App
+from tests.dashboard.test_pod_logs import running
 from tests.servers import (
     free_port,
     launch_chromium,
@@ -116,10 +117,7 @@ def test_the_log_viewer_follows_a_pods_output_live(
             },
         },
     )
-    deadline = time.monotonic() + 30
-    while not (ip := core.read_namespaced_pod(pod, app.namespace).status.pod_ip):
-        assert time.monotonic() < deadline, "the pod got no IP"
-        time.sleep(0.1)
+    ip = running(core, app.namespace, pod).status.pod_ip
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         page = chromium.new_page()
