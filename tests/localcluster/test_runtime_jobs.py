@@ -124,8 +124,10 @@ def test_a_job_past_its_deadline_has_its_pod_killed_and_fails(
         "Job was active longer than specified deadline",
     )
     assert done.status.failed == 1 and not done.status.active
-    # The Failed condition comes once the killed pod is gone.
-    assert not core.list_namespaced_pod(namespace, label_selector="job-name=slow").items
+    # The Failed condition comes once the killed pod stopped: gone, or Failed on its way out.
+    pods = core.list_namespaced_pod(namespace, label_selector="job-name=slow").items
+    assert all(p.metadata.deletion_timestamp and p.status.phase == "Failed" for p in pods)
+    assert done.status.terminating == 0
 
 
 def test_a_job_needs_restart_policy_never_or_on_failure(
