@@ -8,6 +8,7 @@ pkg/apis/batch/validation, https://kubernetes.io/docs/concepts/workloads/control
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -59,7 +60,10 @@ def ended(obj: client.V1Job) -> bool:
 
 
 def test_a_job_runs_its_pod_to_completion_and_is_complete(
-    core: client.CoreV1Api, api_client: client.ApiClient, namespace: str
+    core: client.CoreV1Api,
+    api_client: client.ApiClient,
+    namespace: str,
+    kubectl: Callable[..., Any],
 ) -> None:
     batch = client.BatchV1Api(api_client)
     created = batch.create_namespaced_job(namespace, job("ok", {}))
@@ -83,6 +87,9 @@ def test_a_job_runs_its_pod_to_completion_and_is_complete(
     assert pods[0].metadata.owner_references[0].kind == "Job"
     log = core.read_namespaced_pod_log(pods[0].metadata.name, namespace)
     assert "migrate done" in log
+    # kubectl finds the Job's pod through its selector, and lists the Job.
+    assert "migrate done" in kubectl("logs", "job/ok", "-n", namespace).stdout
+    assert "ok" in kubectl("get", "jobs", "-n", namespace).stdout
 
     # Background propagation deletes the Job's pods with it.
     batch.delete_namespaced_job(
