@@ -115,6 +115,13 @@ def test_a_failing_pod_is_retried_up_to_the_backoff_limit_then_the_job_fails(
     pods = core.list_namespaced_pod(namespace, label_selector="job-name=bad").items
     assert sorted(p.status.phase for p in pods) == ["Failed", "Failed"]
 
+    # Foreground propagation: the pods go first, then the Job.
+    batch.delete_namespaced_job(
+        "bad", namespace, body=client.V1DeleteOptions(propagation_policy="Foreground")
+    )
+    wait_deleted(batch.list_namespaced_job, namespace, name="bad")
+    assert not core.list_namespaced_pod(namespace, label_selector="job-name=bad").items
+
 
 def test_a_job_past_its_deadline_has_its_pod_killed_and_fails(
     core: client.CoreV1Api, api_client: client.ApiClient, namespace: str
