@@ -153,3 +153,17 @@ def test_a_job_needs_restart_policy_never_or_on_failure(
     assert caught.value.status == 422
     message = json.loads(caught.value.body)["message"]
     assert 'spec.template.spec.restartPolicy: Unsupported value: "Always"' in message
+
+
+def test_deleting_a_job_without_a_propagation_policy_orphans_its_pods(
+    core: client.CoreV1Api, api_client: client.ApiClient, namespace: str
+) -> None:
+    # batch/v1 keeps the old default (the job strategy's DefaultGarbageCollectionPolicy).
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(namespace, job("kept", {}))
+    wait_for(batch.list_namespaced_job, namespace, name="kept", check=ended)
+    batch.delete_namespaced_job("kept", namespace)
+    wait_deleted(batch.list_namespaced_job, namespace, name="kept")
+    (pod,) = core.list_namespaced_pod(namespace, label_selector="job-name=kept").items
+    assert not pod.metadata.owner_references
+    assert pod.status.phase == "Succeeded"
