@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -31,6 +32,8 @@ TIMEOUT_SECONDS = 3.0
 MAX_PAGES = 20
 # Tags that are not versions whose image config is read for its age; the rest come after.
 MAX_DATED = 25
+# Their configs are read this many at a time.
+DATING_THREADS = 8
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = ", ".join(
     (
@@ -132,18 +135,24 @@ class Client:
     timeout: float = TIMEOUT_SECONDS
     session: requests.Session = field(default_factory=requests.Session)
     _authorization: str | None = None
+    # Read once, at construction: the client's threads never touch the database.
+    _login: tuple[str, str] | None = None
+    _base_url: str = ""
 
-    def _credentials(self) -> tuple[str, str] | None:
+    def __post_init__(self) -> None:
         from deployer.models import RegistryCredential
 
         credential = RegistryCredential.objects.filter(host=self.repository.host).first()
-        if credential is None or not credential.username:
-            return None
-        return credential.username, credential.password
+        if credential is not None and credential.username:
+            self._login = (credential.username, credential.password)
+        self._base_url = self.repository.base_url
+
+    def _credentials(self) -> tuple[str, str] | None:
+        return self._login
 
     def get(self, path_or_url: str, *, accept: str | None = None) -> requests.Response:
         """GET with the auth the registry asks for; RegistryError unless it answers 2xx."""
-        url = urljoin(self.repository.base_url + "/", path_or_url)
+        url = urljoin(self._base_url + "/", path_or_url)
         headers = {"Accept": accept} if accept else {}
         response = self._send(url, headers)
         if response.status_code == 401:
@@ -324,7 +333,9 @@ def lookup(image: str, *, timeout: float | None = None) -> dict[str, Any]:
     try:
         tags = client.tags()
         dated = [t for t in tags if version_of(t) is None][:MAX_DATED]
-        created = {t: _created_or_blank(client, t) for t in dated}
+        with ThreadPoolExecutor(max_workers=DATING_THREADS) as pool:
+            ages = pool.map(lambda t: _created_or_blank(client, t), dated)
+            created = dict(zip(dated, ages, strict=True))
         result["tags"] = newest_first(tags, created)
         seconds = CACHE_SECONDS
     except RegistryError as exc:

@@ -17,6 +17,7 @@ from tests.registrykit import bearer_proxy, push_image, registry_server
 from tests.servers import Server, free_port
 
 USERS = {"ci": "s3cret"}
+USER = ("ci", "s3cret")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,9 @@ def test_a_registry_that_demands_a_login_gets_the_credentials_kept_for_its_host(
 ) -> None:
     url, host = locked_registry.extra["url"], locked_registry.extra["host"]
     push_image(url, "team/private", "3.1.0", auth=("ci", "s3cret"))
+    # Tags that are not versions are dated by their configs, read with the same login.
+    push_image(url, "team/private", "stable", created="2026-02-01T00:00:00Z", auth=USER)
+    push_image(url, "team/private", "nightly", created="2026-06-01T00:00:00Z", auth=USER)
     image = f"{host}/team/private:3.1.0"
 
     anonymous = registry.lookup(image)
@@ -88,7 +92,7 @@ def test_a_registry_that_demands_a_login_gets_the_credentials_kept_for_its_host(
     registry.forget(image)
     assert registry.lookup(image) == {
         "repository": f"{host}/team/private",
-        "tags": ["3.1.0"],
+        "tags": ["3.1.0", "nightly", "stable"],
         "error": "",
         "cached": False,
     }
