@@ -113,7 +113,9 @@ def pick(
 
 
 def current_image(app: App) -> str:
-    """The live deployment's image; the app's image when nothing is live."""
+    """The live deployment's image; the app's image when nothing is live or the app's image
+    names another repository now (the app follows the repository it names)."""
+    from deployer import registry
     from deployer.models import Deployment
 
     if app.live_version is not None:
@@ -128,7 +130,7 @@ def current_image(app: App) -> str:
             .values_list("image", flat=True)
             .first()
         )
-        if live:
+        if live and registry.parse(live) == registry.parse(app.image):
             return live
     return app.image
 
@@ -205,9 +207,11 @@ def poll(app: App) -> Deployment | None:
 
 
 def _with_tag(image: str, tag: str) -> str:
-    from dashboard.images import with_tag
-
-    return with_tag(image, tag)
+    """``host/team/app:1`` + ``2`` -> ``host/team/app:2`` (a digest is dropped)."""
+    name = image.strip().split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return f"{name[:colon] if colon > slash else name}:{tag}"
 
 
 def poll_due(now: datetime | None = None) -> int:

@@ -209,6 +209,15 @@ def test_semver_minor_deploys_the_newest_minor_not_the_next_major_and_skips_a_fa
     assert follow.poll(app) is None
     assert Deployment.objects.filter(app=app).count() == 2
 
+    # The live version is the current one while the app names its repository.
+    Deployment.objects.filter(pk=newer.pk).update(version=3)
+    App.objects.filter(pk=app.pk).update(live_version=3)
+    app.refresh_from_db()
+    assert follow.current_image(app) == f"{host}/demo/hello:1.2.5"
+    App.objects.filter(pk=app.pk).update(image=f"{host}/demo/other:1")
+    app.refresh_from_db()
+    assert follow.current_image(app) == f"{host}/demo/other:1"
+
 
 def test_errors_back_off_and_a_good_poll_resets_the_wait(
     make_app: Callable[..., App], open_registry: Server
