@@ -104,13 +104,23 @@ def test_it_says_a_finished_deployment_cannot_be_aborted(
 
 
 def test_it_answers_404_and_403(
-    client: Client, admin_client: Client, stranger: Any, app: Any, make_deployment: Any
+    client: Client,
+    admin_client: Client,
+    stranger: Any,
+    app: Any,
+    make_deployment: Any,
+    role_user: Any,
 ) -> None:
     assert admin_client.get("/deployments/12345/").status_code == 404
     assert admin_client.post("/deployments/12345/abort/").status_code == 404
     deployment = make_deployment(app)
     client.force_login(stranger)
-    assert client.get(f"/deployments/{deployment.pk}/").status_code == 403
+    # Without a role in the app's namespace the deployment is out of sight: 404, not 403.
+    assert client.get(f"/deployments/{deployment.pk}/").status_code == 404
+    viewer = role_user("viewer-here", "viewer", namespace=app.namespace)
+    client.force_login(viewer)
+    assert client.get(f"/deployments/{deployment.pk}/").status_code == 200
+    assert client.post(f"/deployments/{deployment.pk}/abort/").status_code == 403
 
 
 def test_it_lists_every_apps_deployments(
