@@ -331,10 +331,10 @@ def test_a_user_promotes_a_deploy_that_awaits_promotion_and_sees_it_finish_live(
     page: Any, stack: Stack
 ) -> None:
     app = App.objects.create(
-        name="gate",
+        name="gatekeeper",
         image="demo/hello:1",
         replicas=1,
-        frontend="gate.localhost",
+        frontend="gatekeeper.localhost",
         health_deadline=20,
         guard_bake_seconds=0,
         promotion="manual",
@@ -350,7 +350,7 @@ def test_a_user_promotes_a_deploy_that_awaits_promotion_and_sees_it_finish_live(
     expect(page.locator("#promotion-actions")).to_be_visible()
     expect(page.locator("#promotion-deadline")).to_contain_text("UTC unless promoted first")
     expect(page.locator("#steps li.running[data-step='promotion']")).to_have_count(1)
-    assert through_lb(stack, "gate.localhost")[0] == 503  # nothing switched yet
+    assert through_lb(stack, "gatekeeper.localhost")[0] == 503  # nothing switched yet
 
     page.click("#promote-form button")
     page.wait_for_url(f"**/deployments/{deployment_id}/")
@@ -361,6 +361,6 @@ def test_a_user_promotes_a_deploy_that_awaits_promotion_and_sees_it_finish_live(
     expect(page.locator("#live-indicator")).to_have_class("live off")
     expect(page.locator("#promotion-actions")).to_be_hidden()
     expect(page.locator("#steps li[data-step='promotion'].done")).to_have_count(1)
-    status, health = through_lb(stack, "gate.localhost")
+    status, health = through_lb(stack, "gatekeeper.localhost")
     assert status == 200 and str(health["version"]) == "1"
     assert Deployment.objects.get(pk=deployment_id).promotion_decided_by.username == "admin"

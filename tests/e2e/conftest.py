@@ -105,8 +105,13 @@ class FaultStack:
         self.extra.clear()
 
     def celery(self) -> Celery:
-        """A Celery client of the stack's broker, for remote control of its workers."""
-        return Celery("faults", broker=self.broker_url)
+        """A Celery client of the stack's broker, for remote control of its workers.
+
+        Not made the current app: the process's own tasks (``celery.current_app``, as
+        deployer.taskqueue sends them) must keep going to their own broker after this
+        stack is gone.
+        """
+        return Celery("faults", broker=self.broker_url, set_as_current=False)
 
     # The REST API -------------------------------------------------------------------------
 
