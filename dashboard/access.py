@@ -200,10 +200,15 @@ def binding_delete(request: HttpRequest, pk: int) -> HttpResponse:
 class RoleBindingSerializer(serializers.ModelSerializer):
     """A binding: a role, a user or a group (by name), a namespace or ``*``."""
 
-    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
-    group = serializers.CharField(source="group.name", read_only=True, default=None)
+    # Null for a binding to a group (user), to a user (group), or made by no user.
+    user = serializers.CharField(
+        source="user.get_username", read_only=True, default=None, allow_null=True
+    )
+    group = serializers.CharField(
+        source="group.name", read_only=True, default=None, allow_null=True
+    )
     created_by = serializers.CharField(
-        source="created_by.get_username", read_only=True, default=None
+        source="created_by.get_username", read_only=True, default=None, allow_null=True
     )
 
     class Meta:

@@ -49,7 +49,7 @@ from schemathesis.specs.openapi.checks import (
 from dashboard.api.hooks import signature
 from dashboard.notifications.models import Delivery, Subscription
 from dashboard.tokens.models import ApiToken
-from deployer.models import App, Deployment, DeploymentLog
+from deployer.models import App, Deployment, DeploymentLog, RoleBinding
 from scaling.models import (
     AppAction,
     NodeGroup,
@@ -93,6 +93,7 @@ class World:
     subscriptions: list[Subscription] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     api_tokens: list[ApiToken] = field(default_factory=list)
+    role_bindings: list[RoleBinding] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -146,6 +147,10 @@ def world(admin: Any, make_app: Callable[..., App], make_deployment: Any, fleet:
     ]
     deliveries = [Delivery.objects.create(subscription=subscriptions[0], event="failed")]
     api_tokens = [ApiToken.issue(admin, name, ["read"])[0] for name in ("ci", "nightly")]
+    role_bindings = [
+        RoleBinding.objects.create(role="viewer", user=admin, namespace="default"),
+        RoleBinding.objects.create(role="deployer", user=admin, namespace="team-a"),
+    ]
     return World(
         apps,
         deployments,
@@ -156,6 +161,7 @@ def world(admin: Any, make_app: Callable[..., App], make_deployment: Any, fleet:
         subscriptions,
         deliveries,
         api_tokens,
+        role_bindings,
     )
 
 
@@ -171,6 +177,7 @@ def path_values(path: str, world: World) -> dict[str, list[Any]]:
         "/api/notifications/subscriptions/{id}/": {"id": [s.pk for s in world.subscriptions]},
         "/api/notifications/deliveries/{id}/": {"id": [d.pk for d in world.deliveries]},
         "/api/tokens/{id}/": {"id": [token.pk for token in world.api_tokens]},
+        "/api/role-bindings/{id}/": {"id": [row.pk for row in world.role_bindings]},
         "/api/scaling/runs/{id}/": {"id": [row.pk for row in world.runs]},
         "/api/scaling/schedules/{id}/": {"id": [row.pk for row in world.schedules]},
         "/api/scaling/node-groups/{id}/": {"id": [row.pk for row in world.groups]},
