@@ -60,7 +60,7 @@ run: system-run venv
 # PYTEST_WORKERS pytest-xdist workers (a file stays on one worker, which sets up its module
 # and session fixtures once); PYTEST_WORKERS=0 runs everything in one process. Both runs
 # always run and a failure in either fails the target.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 PYTEST_FLAGS := -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: system-test venv
 	$(VENV)/bin/ruff check .

@@ -131,3 +131,47 @@ def role_user(django_user_model: Any) -> Callable[..., Any]:
         return user
 
     return make
+
+
+# Test files that start servers or a browser take most of the suite's time. They run
+# first, the heaviest first, so that pytest-xdist (``make test`` spreads files over
+# workers, one file per worker) does not end with one worker on a long file while the
+# others are idle.
+HEAVIEST = ("/rbac/", "/e2e/", "/install/", "test_api_schema_fuzz", "test_browser")
+HEAVY_FIXTURES = frozenset(
+    {
+        "deploy_stack",
+        "live",
+        "stack",
+        "web",
+        "browser",
+        "page",
+        "faults",
+        "enforcing",
+        "cli_stack",
+        "prometheus",
+        "guarded",
+        "registry",
+        "provider",
+        "node_cluster",
+        "servers",
+        "localcluster",
+    }
+)
+
+
+def _weight(item: pytest.Item) -> int:
+    path = str(item.path)
+    if any(part in path for part in HEAVIEST):
+        return 0
+    if "_stack" in path or "_browser" in path or HEAVY_FIXTURES & set(item.fixturenames):
+        return 1
+    return 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Heavy test files first (see HEAVIEST); each file's tests stay in their order."""
+    weights: dict[Path, int] = {}
+    for item in items:
+        weights[item.path] = min(weights.get(item.path, 2), _weight(item))
+    items.sort(key=lambda item: weights[item.path])
