@@ -34,6 +34,7 @@ import grpc  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from deployer.errors import StoreError  # noqa: E402
+from deployer.lbconfig import preview_backend  # noqa: E402
 from deployer.lbfleet import (  # noqa: E402
     FleetWait,
     Lease,
@@ -484,16 +485,23 @@ class EtcdStore:
             [ops.put(self.frontend_key(hostname), json.dumps(record)), self._changed()]
         )
 
-    def delete_backend(self, backend: str) -> int:
-        """Delete one backend record and its preview; return the revision."""
+    def _deletes_of(self, backend: str) -> list[Any]:
+        """The deletes of a backend record, its preview, and its preview backend's two records."""
         ops = self._client.transactions
-        return self._txn(
-            [
-                ops.delete(self.backend_key(backend)),
-                ops.delete(self.preview_key(backend)),
-                self._changed(),
-            ]
-        )
+        extra = preview_backend(backend)
+        return [
+            ops.delete(self.backend_key(backend)),
+            ops.delete(self.preview_key(backend)),
+            ops.delete(self.backend_key(extra)),
+            ops.delete(self.preview_key(extra)),
+        ]
+
+    def delete_backend(self, backend: str) -> int:
+        """Delete one backend record and its preview (both kinds, see preview_backend).
+
+        Returns the revision.
+        """
+        return self._txn([*self._deletes_of(backend), self._changed()])
 
     def delete_route(self, hostname: str, backends: list[str]) -> int:
         """Delete the frontend and the given backends (and their previews) in one transaction.
@@ -502,8 +510,8 @@ class EtcdStore:
         """
         ops = self._client.transactions
         deletes = [ops.delete(self.frontend_key(hostname))]
-        deletes += [ops.delete(self.backend_key(name)) for name in backends]
-        deletes += [ops.delete(self.preview_key(name)) for name in backends]
+        for name in backends:
+            deletes += self._deletes_of(name)
         return self._txn([*deletes, self._changed()])
 
     def put_preview(self, backend: str, record: dict[str, Any]) -> int:

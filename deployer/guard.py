@@ -16,10 +16,17 @@ first breach ends the bake: the guard raises StopDeployment with a reason that s
 ``guard:`` and quotes the figures, and the workflow's rollback points the frontend back at
 the previous backend, whose pods still run (retirement comes after the guard).
 
-Skipped, with a log line: a bake of 0 s, no previous version to swap back to, and in
-traffic mode ``service`` the per-version counters (HAProxy has one backend for both
-versions there; the PromQL check still runs). Fewer than ``min_requests`` requests by the
-end of the bake pass it, saying so.
+In traffic mode ``service`` each version's backend record has one server, the app's
+stable Service. The guard starts after the switch was verified, when that Service selects
+only the new version's pods (deployer.traffic), and the frontend points at the new
+version's backend: that backend's counters during the bake are the new version's. The
+previous version's backend, which nothing routes to after the switch, shows what it
+counted before the switch, through the stable Service while it selected the previous
+version (and the moments between the selector's move and the frontend's, which the
+switch's own checks cover). A swap back moves the selector back with the frontend.
+
+Skipped, with a log line: a bake of 0 s, no previous version to swap back to. Fewer than
+``min_requests`` requests by the end of the bake pass it, saying so.
 
 While it bakes, the guard's reading is written to ``Deployment.guard`` (one UPDATE about
 every WRITE_SECONDS) and published to the deployment's live socket as a
@@ -106,7 +113,9 @@ class Guard:
         self.thresholds = Thresholds.of(workflow.descriptor)
         self.version = workflow.deployment.version
         self.previous = workflow.previous_version
-        self.counted = not traffic.is_service_mode(workflow.descriptor)
+        # Read in both traffic modes; ``service`` changes what the log says they measure.
+        self.counted = True
+        self.service = traffic.is_service_mode(workflow.descriptor)
         self.counters = FleetCounters(
             backends={"new": workflow.new_backend(), "previous": workflow.previous_backend or ""},
             versions={"new": self.version, "previous": self.previous},
@@ -133,12 +142,6 @@ class Guard:
                 f"Guard skipped: v{self.previous}'s backend {workflow.previous_backend} is gone, "
                 "so there is nothing to swap back to."
             )
-        if not self.counted and not self.thresholds.promql:
-            return (
-                "Guard skipped: in traffic mode service HAProxy has one backend for both "
-                "versions, so per-version counters are not available, and the app has no "
-                "PromQL query."
-            )
         return ""
 
     def run(self) -> None:
@@ -148,14 +151,7 @@ class Guard:
             return
         self.started = self.workflow.clock.monotonic()
         self.started_at = timezone.now().isoformat()
-        if self.counted:
-            self.counters.sample(self.workflow.lb.load_balancers())
-        else:
-            self.log(
-                "In traffic mode service HAProxy has one backend for both versions: "
-                "per-version counters are not available; only the PromQL query is checked.",
-                level="warning",
-            )
+        self.counters.sample(self.workflow.lb.load_balancers())
         self.log(self.start_line())
         self.write("baking")
         written = self.workflow.clock.monotonic()
@@ -187,9 +183,19 @@ class Guard:
             f"Baking v{self.version} for {self.thresholds.bake_seconds}s under users' traffic; "
             f"swapping back to v{self.previous} if {self.thresholds.describe()}."
         )
-        if self.counted:
-            before = self.counters.figures_before("previous")
-            read = ", ".join(self.counters.balancers) or "none"
+        before = self.counters.figures_before("previous")
+        read = ", ".join(self.counters.balancers) or "none"
+        if self.service:
+            backends = self.counters.backends
+            line += (
+                f" Counters read from load balancers: {read}. In traffic mode service v"
+                f"{self.version}'s figures are those of its backend {backends['new']}, whose "
+                f"one server is the stable Service {self.workflow.name}, which selects only "
+                f"v{self.version}'s pods since the verified switch; v{self.previous}'s backend "
+                f"{backends['previous']} answered 5xx to {before.counts()} requests before the "
+                f"switch, through the stable Service while it selected v{self.previous}."
+            )
+        else:
             line += (
                 f" Counters read from load balancers: {read}; v{self.previous} answered 5xx to "
                 f"{before.counts()} requests before the switch."
@@ -286,6 +292,7 @@ class Guard:
             "started_at": self.started_at,
             "thresholds": self.thresholds.as_dict(),
             "counted": self.counted,
+            "traffic": "service" if self.service else "haproxy",
             "reason": reason,
         }
         if self.counted:
@@ -317,13 +324,13 @@ class Guard:
 
     def figures_line(self) -> str:
         """Both versions' figures of the bake, for its last line."""
-        if not self.counted:
-            return "per-version counters are not available in traffic mode service"
         new, previous = self.counters.figures("new"), self.counters.figures("previous")
         line = (
             f"v{self.version} answered 5xx to {new.counts()} requests ({new.error_percent:.1f}%), "
             f"average response {self._ms(new.rtime_ms)}; {self.previous_counts(previous)}"
         )
+        if self.service:
+            line += f" (through the stable Service {self.workflow.name})"
         if self.counters.resets:
             line += f"; counted across {self.counters.resets} counter reset(s)"
         return line

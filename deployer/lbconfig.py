@@ -25,6 +25,10 @@ SERVER_LINE = "    server "
 # A preview's header: a request for an app's frontend hostname carrying it goes to that
 # version, when the version has a preview (see preview_routes).
 PREVIEW_HEADER = "X-Greenlight-Version"
+# The suffix of a preview backend record (deployer.preview, traffic mode service). A
+# version's record is ``<namespace>.<app>-v<N>``, with one dot (namespaces and app names
+# are DNS labels), so ``<namespace>.<app>-v<N>.preview`` is never a version's.
+PREVIEW_BACKEND_SUFFIX = ".preview"
 # A DNS name as a map key may hold it: labels of 1-63 letters, digits and inner dashes.
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -98,6 +102,11 @@ def is_dns_name(value: object) -> bool:
         and 0 < len(value) <= 253
         and all(_LABEL.match(label) for label in value.split("."))
     )
+
+
+def preview_backend(backend: str) -> str:
+    """The preview backend record of backend record ``backend``; it goes when ``backend`` does."""
+    return f"{backend}{PREVIEW_BACKEND_SUFFIX}"
 
 
 def header_key(frontend: str, version: int) -> str:

@@ -145,6 +145,7 @@
       (limits.max_response_ms ? " or above " + limits.max_response_ms + " ms on average" : "") +
       (limits.promql ? ", or on a non-zero sample of the PromQL query" : "") + ".";
     if (guard.counted === false) summary += " Per-version counters are not available in traffic mode service.";
+    if (guard.traffic === "service") summary += " Traffic mode service: the new version's figures are its backend's, whose one server is the stable Service, which selects only the new version since the switch.";
     var unreadable = Object.keys(guard.unreadable || {});
     if (unreadable.length) summary += " Counters not readable from " + unreadable.join(", ") + ".";
     document.getElementById("guard-summary").textContent = summary;

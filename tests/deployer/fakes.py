@@ -10,6 +10,7 @@ from typing import Any, Unpack
 from deployer.cluster import PodFailed
 from deployer.errors import Transient
 from deployer.health import HealthResult
+from deployer.lbconfig import preview_backend
 from deployer.lbfleet import FleetWait, LoadBalancer, RouteOptions, ServerEntry, WaitOptions
 from deployer.logsink import Level
 from deployer.pods import PodInfo, PodStartWait
@@ -152,15 +153,17 @@ class FakeLB:
         return self._bump(f"point {hostname}->{backend}")
 
     def delete_backend(self, backend: str) -> int:
-        self.backends.pop(backend, None)
-        self.previews.pop(backend, None)
+        for name in (backend, preview_backend(backend)):
+            self.backends.pop(name, None)
+            self.previews.pop(name, None)
         return self._bump(f"delete backend {backend}")
 
     def delete_route(self, hostname: str, backends: list[str]) -> int:
         self.frontends.pop(hostname, None)
         for name in backends:
-            self.backends.pop(name, None)
-            self.previews.pop(name, None)
+            for each in (name, preview_backend(name)):
+                self.backends.pop(each, None)
+                self.previews.pop(each, None)
         return self._bump(f"delete route {hostname}")
 
     def put_preview(self, backend: str, record: dict[str, Any]) -> int:

@@ -218,7 +218,7 @@ def test_a_reload_during_the_bake_is_counted_across(
     assert deployment.guard["resets"] == 1
 
 
-def test_it_skips_a_first_deploy_a_bake_of_zero_and_counters_in_service_mode(
+def test_it_skips_a_first_deploy_and_a_bake_of_zero(
     app: App, run_workflow: Run, sink: ListSink
 ) -> None:
     baked(app)
@@ -322,30 +322,32 @@ def service_mode_workflow(app: App, lb: FakeLB, clock: FakeClock, sink: ListSink
     return workflow
 
 
-def test_in_traffic_mode_service_only_the_promql_query_is_checked(
-    app: App, lb: StatsLB, clock: FakeClock, sink: ListSink, settings: Any
+def test_in_traffic_mode_service_the_new_backends_counters_are_the_new_versions(
+    app: App, lb: StatsLB, clock: FakeClock, sink: ListSink, stats: StatsServer
 ) -> None:
-    baked(app)
-    quiet = service_mode_workflow(app, lb, clock, sink)
-    guard.watch(quiet)
-    assert sink.lines[-1][2].startswith(
-        "Guard skipped: in traffic mode service HAProxy has one backend for both versions"
-    )
+    traffic(clock, stats, baked(app), [(2, 8), (3, 9), (2, 10)])
+    workflow = service_mode_workflow(app, lb, clock, sink)
 
-    with prometheus_server() as prometheus:
-        prometheus.answer = {
-            "status": "success",
-            "data": {"resultType": "scalar", "result": [1, "1"]},
-        }
-        settings.GREENLIGHT_PROMETHEUS_URL = prometheus.address
-        baked(app, guard_promql="vector(1)")
-        queried = service_mode_workflow(app, lb, clock, sink)
-        with pytest.raises(StopDeployment, match=r"^guard: the PromQL query 'vector\(1\)'"):
-            guard.watch(queried)
+    with pytest.raises(StopDeployment) as breached:
+        guard.watch(workflow)
 
-    assert any("per-version counters are not available" in m for _, _, m in sink.lines)
-    stored = Deployment.objects.get(pk=queried.deployment.pk).guard
-    assert stored["state"] == "swapped_back" and stored["counted"] is False
+    assert str(breached.value).startswith(
+        "guard: v2 answered 5xx to 17 of 22 requests (77.3%) in 2s, above 5%; v1 0 of 40 "
+        "before the switch"
+    ), breached.value
+    guard_lines = [m for _, step, m in sink.lines if step == "guard"]
+    assert any(
+        f"v2's figures are those of its backend default.{app.name}-v2, whose one server is the "
+        f"stable Service {app.name}, which selects only v2's pods since the verified switch; "
+        f"v1's backend default.{app.name}-v1 answered 5xx to 0 of 40 requests before the "
+        "switch, through the stable Service while it selected v1." in line
+        for line in guard_lines
+    ), guard_lines
+    assert any(f"(through the stable Service {app.name})" in line for line in guard_lines)
+    stored = Deployment.objects.get(pk=workflow.deployment.pk).guard
+    assert stored["state"] == "swapped_back"
+    assert stored["counted"] is True and stored["traffic"] == "service"
+    assert stored["new"]["errors"] == 17 and stored["previous_before"]["requests"] == 40
 
 
 def test_an_abort_during_the_bake_swaps_back(

@@ -1,7 +1,8 @@
 """The guard after the switch on the real stack: worker, proxysync, HAProxy, etcd, localcluster.
 
 The guard reads HAProxy's own counters through its stats page, as it does in production;
-the load runs through HAProxy from keep-alive and new-connection clients.
+the load runs through HAProxy from keep-alive and new-connection clients, in both
+traffic modes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from deployer import services
+from deployer import k8s, services
 from deployer.etcdstore import EtcdStore
 from deployer.guardcounters import read_stats
 from deployer.models import App, Deployment
@@ -116,6 +117,34 @@ def test_a_bad_release_under_load_is_swapped_back_and_a_good_one_passes(live: St
     assert any(
         line.startswith("v3 passed the bake of 4s: v3 answered 5xx to 0 of") for line in lines
     )
+
+
+def test_in_traffic_mode_service_a_bad_release_is_swapped_back_by_its_backends_counters(
+    live: Stack,
+) -> None:
+    app = guarded_app("bakedsvc", traffic="service")
+    first = finished(live, services.request_deploy(app))
+    assert first.status == Deployment.Status.SUCCEEDED, first.failure_reason
+
+    with VersionedLoad(live.lb_port, app.frontend, bad="2") as load:
+        bad = finished(live, services.request_deploy(app, image="demo/bad-release:2"))
+        after, deadline = load.requests, time.monotonic() + 10
+        while load.requests < after + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    assert bad.status == Deployment.Status.FAILED
+    assert bad.failure_reason.startswith("guard: v2 answered 5xx to "), bad.failure_reason
+    assert bad.guard["state"] == "swapped_back" and bad.guard["traffic"] == "service"
+    assert bad.guard["new"]["requests"] >= 20
+    assert bad.guard["new"]["errors"] == bad.guard["new"]["requests"]
+    lines = list(bad.logs.filter(step="guard").values_list("message", flat=True))
+    assert any("whose one server is the stable Service bakedsvc" in line for line in lines), lines
+    assert load.failures == [], load.failures[:10]
+    assert load.count(500, "2") > 0 and load.count(200, "1") > 0
+    assert set(load.answers) <= {(200, "1"), (500, "2")}, load.answers
+    assert serving(live, app.frontend) == {"1"}
+    selector = k8s.core_v1().read_namespaced_service("bakedsvc", "default").spec.selector
+    assert selector["version"] == "1"
 
 
 def test_a_bad_release_without_enough_requests_is_not_judged(live: Stack) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from deployer.etcdstore import EtcdStore
-from deployer.lbconfig import preview_routes
+from deployer.lbconfig import preview_backend, preview_routes
 from deployer.models import Deployment
 from deployer.preview import preview_hostname, preview_url
 from deployer.proxysync import ProxySync
@@ -64,7 +64,7 @@ def test_it_routes_good_previews_and_names_each_bad_one() -> None:
     }
 
 
-def test_the_preview_url_has_the_load_balancers_port_and_no_other_kind_has_one(
+def test_the_preview_url_has_the_load_balancers_port_in_both_traffic_modes(
     settings: Any,
 ) -> None:
     settings.LB_URL = "http://127.0.0.1:8080"
@@ -76,7 +76,7 @@ def test_the_preview_url_has_the_load_balancers_port_and_no_other_kind_has_one(
 
     assert preview_url(deploy) == "http://hello--v4.localhost:8080/"
     assert preview_url(deploy, port_suffix="") == "http://hello--v4.localhost/"
-    assert preview_url(service) is None
+    assert preview_url(service) == "http://hello--v4.localhost:8080/"
     assert preview_url(Deployment(kind=Deployment.Kind.DEPLOY, descriptor=descriptor)) is None
     undeploy = Deployment(kind=Deployment.Kind.UNDEPLOY, version=4, descriptor=descriptor)
     assert preview_url(undeploy) is None
@@ -174,6 +174,22 @@ def test_proxysync_applies_previews_without_a_reload_and_skips_bad_ones(
         assert sync.apply(store.snapshot())
         assert ask(haproxy, "app--v2.localhost") == "-503"
         assert ask(haproxy, "app.localhost", "2") == "1"
+
+        # Traffic mode service: a preview backend of its own, which goes with the version's.
+        extra = preview_backend("ns.app-v3")
+        assert extra == "ns.app-v3.preview"
+        store.put_backend("ns.app-v3", {"servers": server("1"), "traffic": "service"})
+        store.put_backend(extra, {"servers": server("2"), "traffic": "service"})
+        store.put_preview(extra, {**good, "hostname": "app--v3.localhost", "version": 3})
+        assert sync.apply(store.snapshot())
+        assert ask(haproxy, "app--v3.localhost") == "2"
+        assert ask(haproxy, "app.localhost", "3") == "2"
+        store.delete_route("gone.localhost", ["ns.app-v3"])
+        assert store.get_backend(extra) is None and store.get_preview(extra) is None
+        assert store.get_backend("ns.app-v3") is None
+        assert sync.apply(store.snapshot())
+        assert ask(haproxy, "app--v3.localhost") == "-503"
+        assert ask(haproxy, "app.localhost", "3") == "1"
 
 
 def test_a_rollback_removes_the_preview_before_the_new_versions_pods_go(

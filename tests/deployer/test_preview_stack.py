@@ -3,7 +3,8 @@
 A new version answers at ``<app>--v<N>.localhost`` and, on the app's own hostname, with
 ``X-Greenlight-Version: <N>`` while the frontend still serves the old one; the entries
 reach HAProxy through its runtime API (its master's reload count does not move), and go
-when the version is rolled back or retired.
+when the version is rolled back or retired. In traffic mode service the preview goes
+through a preview backend of its own to the version's Service.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from deployer import preview, runner, services, taskqueue
+from deployer import k8s, preview, runner, services, taskqueue
 from deployer.collaborators import StopDeployment, backend_name
 from deployer.deploy import DeployWorkflow
 from deployer.etcdstore import EtcdStore
+from deployer.lbconfig import preview_backend
 from deployer.models import App, Deployment
 from tests.deployer.lbkit import master_state
 from tests.servers import Stack, launch_chromium, running_stack
@@ -207,6 +209,73 @@ def test_the_preview_reaches_the_new_version_without_a_reload_and_goes_with_it(
         assert store.get_preview(backend_name("default", "peek", 3)) is None
     assert answers(live, "peek--v3.localhost") == {"-503"}
     assert answers(live, "peek.localhost", "3") == {"-503"}
+
+
+def test_in_traffic_mode_service_the_preview_reaches_the_versions_own_service(
+    live: Stack, in_process: Callable[[App], Deployment], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App.objects.create(
+        name="peeksvc",
+        image="demo/hello:1",
+        replicas=1,
+        frontend="peeksvc.localhost",
+        health_deadline=15,
+        guard_bake_seconds=0,
+        keep_old_seconds=60,
+        traffic="service",
+    )
+    first = in_process(app)
+    assert first.status == Deployment.Status.SUCCEEDED, log_of(first)
+    url = f"http://peeksvc--v1.localhost:{live.lb_port}/"
+    v1 = preview_backend(backend_name("default", "peeksvc", 1))
+    assert f"Preview of v1 at {url}" in log_of(first)
+    assert f"through preview backend {v1} to Service peeksvc-v1" in log_of(first)
+    assert preview.published_url(first) == url
+    with EtcdStore() as store:
+        record = store.get_backend(v1)
+    service = k8s.core_v1().read_namespaced_service("peeksvc-v1", "default")
+    assert record is not None and record["servers"] == [
+        {"name": "peeksvc-v1", "address": service.spec.cluster_ip, "port": 8080}
+    ]
+
+    # Held at the switch: the stable Service and the frontend serve v1, the preview v2.
+    seen: dict[str, set[str]] = {}
+
+    def held(workflow: DeployWorkflow) -> None:
+        eventually(lambda: answers(live, "peeksvc--v2.localhost") == {"2"}, 20)
+        seen["preview"] = answers(live, "peeksvc--v2.localhost")
+        seen["header"] = answers(live, "peeksvc.localhost", "2")
+        seen["frontend"] = answers(live, "peeksvc.localhost")
+        raise StopDeployment("held at the switch by the test")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DeployWorkflow, "write_route", held)
+        second = in_process(app)
+    assert second.status == Deployment.Status.FAILED, log_of(second)
+    assert seen == {"preview": {"2"}, "header": {"2"}, "frontend": {"1"}}
+    # The rollback took the preview, then its backend with the version's.
+    assert "Removed the preview of v2" in log_of(second)
+    v2 = preview_backend(backend_name("default", "peeksvc", 2))
+    with EtcdStore() as store:
+        assert store.get_preview(v2) is None and store.get_backend(v2) is None
+    assert eventually(lambda: answers(live, "peeksvc--v2.localhost") == {"-503"})
+    assert answers(live, "peeksvc.localhost", "2") == {"1"}
+
+    # After the switch the warm v1 still answers at its preview, through its own Service.
+    third = in_process(app)
+    assert third.status == Deployment.Status.SUCCEEDED, log_of(third)
+    assert third.version == 3
+    assert answers(live, "peeksvc.localhost") == {"3"}
+    assert eventually(lambda: answers(live, "peeksvc--v3.localhost") == {"3"}, 20)
+    assert answers(live, "peeksvc.localhost", "1") == {"1"}
+
+    # Retiring v1 removes its preview and preview backend.
+    runner.retire(third.pk, 1)
+    with EtcdStore() as store:
+        assert store.get_preview(v1) is None and store.get_backend(v1) is None
+        assert store.get_preview(preview_backend(backend_name("default", "peeksvc", 3)))
+    assert eventually(lambda: answers(live, "peeksvc--v1.localhost") == {"-503"})
+    assert answers(live, "peeksvc.localhost", "1") == {"3"}
 
 
 @pytest.fixture

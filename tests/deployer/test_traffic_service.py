@@ -23,6 +23,7 @@ from kubernetes import client
 from deployer import k8s, runner, services
 from deployer.collaborators import StopDeployment
 from deployer.etcdstore import EtcdStore
+from deployer.lbconfig import preview_backend
 from deployer.models import App, Deployment
 from deployer.workflow import backend_name
 from tests.servers import Stack as DeployStack
@@ -178,7 +179,13 @@ def test_it_moves_the_stable_services_selector_and_loses_no_request(live: Deploy
     # The endpoint sync, which saw v2's pods become ready, left the ClusterIP as the server.
     with EtcdStore() as store:
         record = store.get_backend(backend_name("default", "stable", 2))
+        preview = store.get_backend(preview_backend(backend_name("default", "stable", 2)))
     assert [s["address"] for s in record["servers"]] == [service.spec.cluster_ip]
+    # v2's preview backend reaches v2's own Service, not the stable one.
+    own = k8s.core_v1().read_namespaced_service("stable-v2", "default")
+    assert preview is not None
+    assert [s["address"] for s in preview["servers"]] == [own.spec.cluster_ip]
+    assert own.spec.cluster_ip != service.spec.cluster_ip
 
 
 def test_a_broken_version_never_gets_the_selector(live: DeployStack) -> None:
