@@ -228,15 +228,15 @@ def _publish(workflow: Workflow) -> None:
         workflow.log(
             f"Preview of v{version} at {url} (and at http://{workflow.hostname}"
             f"{workflow.lb_port_suffix}/ with header {header}){served_by}, served by every "
-            "load balancer "
-            f"from etcd revision {revision}; it stays until v{version} is retired.",
+            f"load balancer from etcd revision {revision}; it stays until v{version} is "
+            "retired.",
             step="health",
         )
     else:
         workflow.log(
             f"Preview of v{version} at {url} (and with header {header}){served_by} written "
-            "at etcd "
-            f"revision {revision}; not yet served by every load balancer ({waited.problem}).",
+            f"at etcd revision {revision}; not yet served by every load balancer "
+            f"({waited.problem}).",
             level="warning",
             step="health",
         )
