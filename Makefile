@@ -58,19 +58,26 @@ run: system-run venv
 # then the concurrency tests (marked both_databases) again on SQLite, `make run`'s default.
 # Most tests wait on servers rather than compute, so each run spreads its test files over
 # PYTEST_WORKERS pytest-xdist workers (a file stays on one worker, which sets up its module
-# and session fixtures once); PYTEST_WORKERS=0 runs everything in one process. Both runs
-# always run and a failure in either fails the target.
+# and session fixtures once); PYTEST_WORKERS=0 runs everything in one process. Tests that
+# fail beside the other workers (timing under the load of three stacks on two cores) run
+# once more alone, named in the output: a test that fails alone too fails the target.
+# Both runs always run, and a failure in either fails the target.
 PYTEST_WORKERS ?= 3
 PYTEST_FLAGS := -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+RERUN_ALONE := -q -p no:randomly --last-failed --last-failed-no-failures none -rA
+define run_tests
+	echo "$(1) $(PY) -m pytest $(PYTEST_FLAGS) $(2)"; \
+	if ! env $(1) $(PY) -m pytest $(PYTEST_FLAGS) $(2); then \
+	  echo "make test: the tests that failed on $(3) run again, alone:"; \
+	  env $(1) $(PY) -m pytest $(RERUN_ALONE) $(2) || failed="$$failed $(3)"; \
+	fi
+endef
 test: system-test venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@failed=""; \
-	echo "$(PY) -m pytest $(PYTEST_FLAGS)"; \
-	$(PY) -m pytest $(PYTEST_FLAGS) || failed="$$failed PostgreSQL"; \
-	echo "GREENLIGHT_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_FLAGS) -m both_databases"; \
-	GREENLIGHT_TEST_DATABASE=sqlite $(PY) -m pytest $(PYTEST_FLAGS) -m both_databases \
-	  || failed="$$failed SQLite"; \
+	$(call run_tests,GREENLIGHT_TEST_DATABASE=postgresql,,PostgreSQL); \
+	$(call run_tests,GREENLIGHT_TEST_DATABASE=sqlite,-m both_databases,SQLite); \
 	if [ -n "$$failed" ]; then echo "make test: tests failed on:$$failed"; exit 1; fi
 
 lint:
