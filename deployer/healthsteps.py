@@ -9,8 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 
-from django.db import transaction
-
 from deployer.collaborators import StopDeployment
 from deployer.errors import BackendError
 from deployer.health import HealthResult
@@ -55,7 +53,8 @@ def check_health(run: Workflow, deadline: float) -> None:
                 with run.deferred():
                     pending = _record_round(run, pending, checked, results)
                 break
-            with transaction.atomic():
+            # The round's lines, then its results on the deployment row: the row first.
+            with run.locked():
                 pending = _record_round(run, pending, checked, results)
             if not pending:
                 break

@@ -213,14 +213,24 @@ class Workflow(abc.ABC):
         """
         actions, self._deferred = self._deferred, []
         if actions:
-            with transaction.atomic():
-                list(
-                    Deployment.objects.select_for_update()
-                    .filter(pk=self.deployment.pk)
-                    .values_list("pk", flat=True)
-                )
+            with self.locked():
                 for action in actions:
                     action()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One transaction for several writes of the run, the deployment row locked first.
+
+        Log lines inserted before a write of the row would wait on an abort request that
+        holds the row and waits on them (see :meth:`flush`).
+        """
+        with transaction.atomic():
+            list(
+                Deployment.objects.select_for_update()
+                .filter(pk=self.deployment.pk)
+                .values_list("pk", flat=True)
+            )
+            yield
 
     def _set_step(self, name: str, **values: Any) -> None:
         steps = dict(self.deployment.steps)
