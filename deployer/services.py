@@ -178,7 +178,7 @@ def request_deploy(
 def request_abort(deployment: Deployment, user: Any = None) -> Deployment:
     """Abort a queued deployment now, or ask a running one to stop and roll back at its next check."""
     with transaction.atomic():
-        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        current = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         if current.is_terminal:
             raise NothingToDo(f"Deployment #{current.pk} has already {current.status}.")
         if current.status == Deployment.Status.QUEUED:
@@ -219,7 +219,7 @@ def request_promotion(deployment: Deployment, decision: str, user: Any = None) -
             f"Unknown decision {str(decision)[:20]!r}: choose {' or '.join(Deployment.Decision.values)}."
         )
     with transaction.atomic():
-        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        current = Deployment.objects.select_for_update(no_key=True).get(pk=deployment.pk)
         if current.status != Deployment.Status.AWAITING_PROMOTION:
             raise NothingToDo(
                 f"Deployment #{current.pk} is {current.get_status_display().lower()}, not "

@@ -222,11 +222,14 @@ class Workflow(abc.ABC):
         """One transaction for several writes of the run, the deployment row locked first.
 
         Log lines inserted before a write of the row would wait on an abort request that
-        holds the row and waits on them (see :meth:`flush`).
+        holds the row and waits on them (see :meth:`flush`). The lock is FOR NO KEY UPDATE,
+        as an abort request's: it excludes the other writers of the row but not the key
+        share lock that inserting a log line takes on it (its foreign key), so a line
+        inserted by one never waits on the other's lock while that one waits on the line.
         """
         with transaction.atomic():
             list(
-                Deployment.objects.select_for_update()
+                Deployment.objects.select_for_update(no_key=True)
                 .filter(pk=self.deployment.pk)
                 .values_list("pk", flat=True)
             )
